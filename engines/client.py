@@ -1,0 +1,57 @@
+"""The one narrow interface between the gateway and an engine replica."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from engines.usage import StreamTally, Usage
+
+__all__ = ["EngineClient", "EngineReply", "EngineStream", "StreamEvent", "Timeouts"]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect_s: float = 3.0
+    first_token_s: float = 60.0  # a stream's first event; includes queueing in the engine
+    idle_s: float = 30.0  # the longest silence between two events of a stream
+    total_s: float = 600.0  # a whole non-streaming response
+
+
+@dataclass(frozen=True, slots=True)
+class EngineReply:
+    payload: dict[str, Any]
+    usage: Usage | None
+    replica: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    data: bytes  # the event's JSON exactly as the engine sent it
+    payload: dict[str, Any]
+
+
+class EngineStream(Protocol):
+    """An open stream whose first event has arrived. Iterate it for events; always `aclose()` it."""
+
+    replica: str
+    usage: Usage | None
+    tally: StreamTally
+
+    def __aiter__(self) -> EngineStream: ...
+
+    async def __anext__(self) -> StreamEvent: ...
+
+    async def aclose(self) -> None: ...
+
+
+class EngineClient(Protocol):
+    """One replica of an engine. Errors are raised from the `engines._exceptions` tree."""
+
+    url: str
+
+    async def complete(self, path: str, payload: bytes, *, request_id: str) -> EngineReply: ...
+
+    async def stream(self, path: str, payload: bytes, *, request_id: str) -> EngineStream: ...
+
+    async def health(self) -> bool: ...

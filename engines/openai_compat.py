@@ -1,0 +1,250 @@
+"""Adapter for engines that speak OpenAI's HTTP API: vLLM first, also SGLang and trtllm-serve."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from engines._exceptions import (
+    EngineError,
+    EngineFailed,
+    EngineOverloaded,
+    EngineRejected,
+    EngineTimeout,
+    EngineUnavailable,
+)
+from engines.client import EngineReply, StreamEvent, Timeouts
+from engines.http import EngineHTTP
+from engines.sse import SSEDecoder
+from engines.usage import StreamTally, Usage
+
+__all__ = ["OpenAICompatEngine", "OpenAICompatStream", "translate_error"]
+
+_DONE = b"[DONE]"
+
+
+class OpenAICompatEngine:
+    """One replica. Holds no connection of its own: requests go through the shared `EngineHTTP`."""
+
+    def __init__(
+        self, base_url: str, http: EngineHTTP, timeouts: Timeouts, *, api_key: str | None = None
+    ) -> None:
+        self.url = base_url.rstrip("/")
+        self._http = http
+        self._timeouts = timeouts
+        self._base_headers: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json")]
+        if api_key:
+            self._base_headers.append((b"authorization", b"Bearer " + api_key.encode()))
+        self._urls: dict[str, httpx.URL] = {}  # parsed once per path: URL parsing is not free
+        self._complete_ext = {"timeout": {"connect": timeouts.connect_s, "read": timeouts.total_s}}
+        self._stream_ext = {"timeout": {"connect": timeouts.connect_s, "read": None}}
+
+    async def complete(self, path: str, payload: bytes, *, request_id: str) -> EngineReply:
+        request = self._request(path, payload, request_id, self._complete_ext, b"application/json")
+        try:
+            async with asyncio.timeout(self._timeouts.total_s):
+                response = await self._http.transport.handle_async_request(request)
+                body = await response.aread()
+        except TimeoutError:
+            raise EngineTimeout("the engine did not answer in time", replica=self.url, phase="total") from None
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, "total") from exc
+        if response.status_code != 200:
+            raise translate_error(response.status_code, body, response.headers, self.url)
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise EngineFailed("the engine answered with invalid JSON", replica=self.url) from None
+        if not isinstance(data, dict):
+            raise EngineFailed("the engine answered with a non-object JSON body", replica=self.url)
+        return EngineReply(data, Usage.from_payload(data.get("usage")), self.url)
+
+    async def stream(self, path: str, payload: bytes, *, request_id: str) -> OpenAICompatStream:
+        """Open a stream and wait for its first event, so that a failure before it can fail over."""
+        request = self._request(path, payload, request_id, self._stream_ext, b"text/event-stream")
+        stream: OpenAICompatStream | None = None
+        try:
+            async with asyncio.timeout(self._timeouts.first_token_s):
+                response = await self._http.transport.handle_async_request(request)
+                if response.status_code != 200:
+                    body = await response.aread()
+                    raise translate_error(response.status_code, body, response.headers, self.url)
+                stream = OpenAICompatStream(self, response, self._timeouts.idle_s)
+                await stream.prime()
+        except TimeoutError:
+            await _close(stream)
+            raise EngineTimeout("no first token in time", replica=self.url, phase="first_token") from None
+        except httpx.TransportError as exc:
+            await _close(stream)
+            raise self._transport_error(exc, "first_token") from exc
+        except BaseException:
+            await _close(stream)
+            raise
+        return stream
+
+    async def health(self) -> bool:
+        try:
+            response = await self._http.client.get(self.url + "/health", timeout=self._timeouts.connect_s)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    def _request(
+        self, path: str, payload: bytes, request_id: str, extensions: dict[str, Any], accept: bytes
+    ) -> httpx.Request:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self.url + path)
+        headers = [*self._base_headers, (b"accept", accept), (b"x-request-id", request_id.encode())]
+        return httpx.Request("POST", url, headers=headers, content=payload, extensions=extensions)
+
+    def _transport_error(self, exc: httpx.TransportError, phase: str) -> EngineError:
+        if isinstance(exc, httpx.ConnectTimeout):
+            return EngineTimeout(f"connecting to the engine timed out: {exc}", replica=self.url, phase="connect")
+        if isinstance(exc, httpx.TimeoutException):
+            return EngineTimeout(f"the engine timed out: {exc}", replica=self.url, phase=phase)
+        if isinstance(exc, httpx.ConnectError):
+            return EngineUnavailable(f"cannot reach the engine: {exc}", replica=self.url)
+        return EngineFailed(f"the engine connection failed: {exc}", replica=self.url)
+
+
+class OpenAICompatStream:
+    """The events of one streamed response, its usage (the latest reported wins) and a tally of
+    what it generated. Iterating ends at `[DONE]`; a body that ends before it raises EngineFailed."""
+
+    def __init__(self, engine: OpenAICompatEngine, response: httpx.Response, idle_s: float) -> None:
+        self.replica = engine.url
+        self.usage: Usage | None = None
+        self.tally = StreamTally()
+        self._response = response
+        self._raw = response.aiter_raw()
+        self._idle_s = idle_s
+        self._decoder = SSEDecoder()
+        self._pending: deque[bytes] = deque()
+        self._finished = False  # the body ended
+        self._done = False  # [DONE] was read
+
+    async def prime(self) -> None:
+        """Read until the first event is in hand (or the stream ends)."""
+        while not self._pending and not self._finished:
+            await self._read()
+
+    def __aiter__(self) -> OpenAICompatStream:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        while not self._pending:
+            if self._done:
+                raise StopAsyncIteration
+            if self._finished:
+                raise EngineFailed("the engine's stream ended without [DONE]", replica=self.replica)
+            await self._read()
+        data = self._pending.popleft()
+        if data == _DONE:
+            self._done = True
+            self._pending.clear()
+            raise StopAsyncIteration
+        return self._event(data)
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+    async def _read(self) -> None:
+        try:
+            async with asyncio.timeout(self._idle_s):
+                chunk = await anext(self._raw, None)
+        except TimeoutError:
+            raise EngineTimeout("the engine stalled mid-stream", replica=self.replica, phase="idle") from None
+        except httpx.TransportError as exc:
+            raise EngineFailed(f"the engine's stream broke: {exc}", replica=self.replica) from exc
+        if chunk is None:
+            self._finished = True
+            return
+        self._pending.extend(self._decoder.feed(chunk))
+
+    def _event(self, data: bytes) -> StreamEvent:
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise EngineFailed("the engine sent an event that is not JSON", replica=self.replica) from None
+        if not isinstance(payload, dict):
+            raise EngineFailed("the engine sent an event that is not an object", replica=self.replica)
+        if "error" in payload and "choices" not in payload:
+            error = payload["error"]
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            raise EngineFailed(f"the engine failed mid-stream: {message}", replica=self.replica)
+        usage = payload.get("usage")
+        if usage:
+            self.usage = Usage.from_payload(usage) or self.usage
+        self.tally.observe(payload)
+        return StreamEvent(data, payload)
+
+
+async def _close(stream: OpenAICompatStream | None) -> None:
+    if stream is not None:
+        await stream.aclose()
+
+
+def translate_error(status: int, body: bytes, headers: httpx.Headers, replica: str) -> EngineError:
+    """Turn an engine's error answer (vLLM: numeric `code`, nested or top-level) into our tree."""
+    message, error_type, param = _error_fields(body)
+    if status in (429, 503):
+        return EngineOverloaded(
+            message or "the engine is overloaded",
+            replica=replica,
+            status=status,
+            retry_after_s=_retry_after(headers),
+        )
+    if status >= 500 or status < 400:
+        return EngineFailed(message or f"the engine answered HTTP {status}", replica=replica, status=status)
+    code: str | None = None
+    lowered = message.lower()
+    if "maximum context length" in lowered or "context length" in lowered:
+        code = "context_length_exceeded"
+    elif status == 404:
+        code = "model_not_found"
+    openai_type = "invalid_request_error"
+    if error_type and error_type.endswith("_error"):
+        openai_type = error_type  # already an OpenAI type name
+    return EngineRejected(
+        message or f"the engine rejected the request (HTTP {status})",
+        replica=replica,
+        status=status,
+        error_type=openai_type,
+        param=param,
+        code=code,
+    )
+
+
+def _error_fields(body: bytes) -> tuple[str, str | None, str | None]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:500].decode("utf-8", "replace").strip(), None, None
+    if not isinstance(data, dict):
+        return "", None, None
+    error = data.get("error", data)  # current vLLM nests it; older releases put it at the top level
+    if not isinstance(error, dict):
+        return str(error), None, None
+    message = error.get("message")
+    if not isinstance(message, str):
+        message = str(error.get("detail", ""))
+    error_type = error.get("type")
+    param = error.get("param")
+    return message, error_type if isinstance(error_type, str) else None, param if isinstance(param, str) else None
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    value = headers.get("retry-after-ms")
+    scale = 0.001
+    if value is None:
+        value, scale = headers.get("retry-after"), 1.0
+    try:
+        return float(value) * scale if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,47 @@
+"""Incremental parsing of a server-sent-events body into the `data` of each event."""
+
+from __future__ import annotations
+
+__all__ = ["SSEDecoder"]
+
+
+class SSEDecoder:
+    """Feed it body bytes as they arrive; it returns the data of every event completed so far.
+
+    Engines send `data: {...}\\n\\n`; CRLF line ends, multi-line data and comments are handled too.
+    """
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        events: list[bytes] = []
+        start = 0
+        while (end := buffer.find(b"\n\n", start)) != -1:
+            data = _event_data(buffer[start:end])
+            if data is not None:
+                events.append(data)
+            start = end + 2
+        self._buffer = buffer[start:]
+        return events
+
+    @property
+    def pending(self) -> bytes:
+        """Bytes of an event not yet terminated (what a cut stream left behind)."""
+        return self._buffer
+
+
+def _event_data(block: bytes) -> bytes | None:
+    if block.startswith(b"data: ") and b"\n" not in block:  # the common case, one line
+        return block[6:]
+    parts: list[bytes] = []
+    for line in block.split(b"\n"):
+        if line.startswith(b"data:"):
+            value = line[5:]
+            parts.append(value[1:] if value.startswith(b" ") else value)
+    return b"\n".join(parts) if parts else None

@@ -1,0 +1,25 @@
+"""The gateway: HTTP surface, tiers, metering seams. The only package importing engines and pricing."""
+
+from gateway.app import app_from_environment, create_app
+from gateway.catalog import Catalog, Offer
+from gateway.errors import GatewayError
+from gateway.metering import Exchange, LogSink, MeterSink, Outcome
+from gateway.settings import ConfigError, Settings, load_settings
+from gateway.tiers import ReasoningEffort, Tier
+
+__all__ = [
+    "Catalog",
+    "ConfigError",
+    "Exchange",
+    "GatewayError",
+    "LogSink",
+    "MeterSink",
+    "Offer",
+    "Outcome",
+    "ReasoningEffort",
+    "Settings",
+    "Tier",
+    "app_from_environment",
+    "create_app",
+    "load_settings",
+]

@@ -1,0 +1,132 @@
+"""The models the gateway offers, once per tier, and tier resolution in one place."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.errors import GatewayError
+from gateway.settings import ModelSettings
+from gateway.tiers import ReasoningEffort, Tier
+
+__all__ = ["Catalog", "Offer"]
+
+_TIERS = {tier.value: tier for tier in Tier}
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """One model in one tier: where it runs and under which names."""
+
+    model: str  # the public id, e.g. "qwen3-8b"
+    tier: Tier
+    pool: str
+    engine_model: str
+    max_model_len: int | None
+    owned_by: str
+
+    @property
+    def public_id(self) -> str:
+        return f"{self.model}:{self.tier.value}"
+
+
+class Catalog:
+    def __init__(
+        self, models: Mapping[str, ModelSettings], effort_tiers: Mapping[ReasoningEffort, Tier]
+    ) -> None:
+        self._created = int(time.time())
+        self._offers: dict[str, dict[Tier, Offer]] = {}
+        self._defaults: dict[str, Tier] = {}
+        for model_id, model in models.items():
+            self._defaults[model_id] = model.resolved_default_tier
+            self._offers[model_id] = {
+                tier: Offer(model_id, tier, offer.pool, offer.engine_model or model_id, model.max_model_len, model.owned_by)
+                for tier, offer in model.tiers.items()
+            }
+        self._effort_tiers = {effort.value: tier for effort, tier in effort_tiers.items()}
+        self._cards = [self._card(offer) for offers in self._offers.values() for offer in offers.values()]
+        self._cards_json = orjson.dumps({"object": "list", "data": self._cards})
+
+    def resolve(self, requested: str, header_tier: str | None, reasoning_effort: str | None) -> Offer:
+        """Pick the offer for a request. Precedence: the model's `:tier` suffix, the
+        `x-tiergate-tier` header, `reasoning_effort` through the configured map, the model's default."""
+        offers = self._offers.get(requested)
+        if offers is not None:
+            model_id = requested
+            if header_tier is not None:
+                tier = _TIERS.get(header_tier.strip().lower())
+                if tier is None:
+                    raise _invalid_tier(header_tier, None)
+                offer = offers.get(tier)
+                if offer is None:
+                    raise GatewayError(
+                        400,
+                        f"The model `{model_id}` is not offered in the {tier.value} tier"
+                        f" (offered: {', '.join(t.value for t in offers)}).",
+                        code="tier_not_offered",
+                    )
+                return offer
+            if reasoning_effort is not None:
+                wanted = self._effort_tiers.get(reasoning_effort)
+                if wanted is not None and wanted in offers:
+                    return offers[wanted]
+            return offers[self._defaults[model_id]]
+        model_id, sep, suffix = requested.rpartition(":")
+        offers = self._offers.get(model_id) if sep else None
+        if offers is None:
+            raise GatewayError(
+                404,
+                f"The model `{requested}` does not exist or you do not have access to it.",
+                code="model_not_found",
+                param="model",
+            )
+        tier = _TIERS.get(suffix)
+        if tier is None:
+            raise _invalid_tier(suffix, "model")
+        offer = offers.get(tier)
+        if offer is None:
+            raise GatewayError(
+                404,
+                f"The model `{requested}` does not exist: `{model_id}` is offered in"
+                f" {', '.join(t.value for t in offers)} only.",
+                code="model_not_found",
+                param="model",
+            )
+        return offer
+
+    def models_json(self) -> bytes:
+        return self._cards_json
+
+    def card(self, model_id: str) -> dict[str, Any] | None:
+        return next((card for card in self._cards if card["id"] == model_id), None)
+
+    @property
+    def offers(self) -> list[Offer]:
+        return [offer for offers in self._offers.values() for offer in offers.values()]
+
+    def _card(self, offer: Offer) -> dict[str, Any]:
+        card: dict[str, Any] = {
+            "id": offer.public_id,
+            "object": "model",
+            "created": self._created,
+            "owned_by": offer.owned_by,
+            "root": offer.model,
+            "tier": offer.tier.value,
+            "default_tier": self._defaults[offer.model] is offer.tier,
+        }
+        if offer.max_model_len is not None:
+            card["max_model_len"] = offer.max_model_len
+        return card
+
+
+def _invalid_tier(value: str, param: str | None) -> GatewayError:
+    return GatewayError(
+        400,
+        f"Unknown tier `{value}`; tiers are {', '.join(t.value for t in Tier)}.",
+        code="invalid_tier",
+        param=param,
+    )

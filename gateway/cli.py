@@ -1,0 +1,128 @@
+"""The `tiergate` command: serve, demo, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from gateway.settings import CONFIG_ENV, ConfigError, load_settings
+
+__all__ = ["main"]
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tiergate", description="OpenAI-compatible inference gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway from a config file")
+    serve.add_argument("--config", type=Path, default=os.environ.get(CONFIG_ENV), help="YAML config file")
+    serve.add_argument("--host", help="overrides server.host")
+    serve.add_argument("--port", type=int, help="overrides server.port")
+    serve.add_argument("--workers", type=int, help="overrides server.workers")
+    serve.add_argument("--log-level", help="overrides server.log_level")
+
+    demo = commands.add_parser("demo", help="gateway + simulated fast and deliberate pools, one process")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+
+    simulate = commands.add_parser("simulate", help="run a simulated vLLM engine")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=8100)
+    simulate.add_argument("--profile", default="fast", help="fast (speculative decoding) or deliberate (reasoning)")
+    simulate.add_argument("--model", action="append", help="served model name (repeatable)")
+    simulate.add_argument("--zero-latency", action="store_true", help="no simulated latency (overhead benchmarks)")
+    simulate.add_argument("--seed", type=int)
+    simulate.add_argument("--error-rate", type=float, help="fraction of requests answered with an error")
+    simulate.add_argument("--max-model-len", type=int)
+    simulate.add_argument("--log-level", default="warning")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            _serve(args)
+        elif args.command == "demo":
+            _demo(args)
+        else:
+            _simulate(args)
+    except ConfigError as exc:
+        sys.exit(f"tiergate: {exc}")
+    except KeyboardInterrupt:
+        pass
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=_LOG_FORMAT)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    if args.config is None:
+        sys.exit(f"tiergate serve: give --config FILE (or set {CONFIG_ENV})")
+    server: dict[str, Any] = {
+        key: value
+        for key, value in (("host", args.host), ("port", args.port), ("workers", args.workers), ("log_level", args.log_level))
+        if value is not None
+    }
+    settings = load_settings(args.config)
+    if server:
+        settings = load_settings(args.config, server={**settings.server.model_dump(), **server})
+    _logging(settings.server.log_level)
+    options: dict[str, Any] = {
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "log_config": None,
+        "access_log": False,  # the gateway logs each inference request itself
+        "timeout_graceful_shutdown": 30,
+    }
+    if settings.server.workers == 1:
+        from gateway.app import create_app
+
+        uvicorn.run(create_app(settings), **options)
+        return
+    # worker processes rebuild the settings from the same file and environment
+    os.environ[CONFIG_ENV] = str(args.config.resolve())
+    uvicorn.run("gateway.app:app_from_environment", factory=True, workers=settings.server.workers, **options)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from gateway.demo import run_demo
+
+    _logging("info")
+    try:
+        asyncio.run(run_demo(args.host, args.port))
+    except OSError as exc:
+        sys.exit(f"tiergate demo: {exc} (is port {args.port} taken? try --port)")
+
+
+def _simulate(args: argparse.Namespace) -> None:
+    from engines.simulator import create_simulator_app, profile
+
+    overrides: dict[str, Any] = {}
+    if args.model:
+        overrides["models"] = tuple(args.model)
+    if args.zero_latency:
+        overrides["zero_latency"] = True
+    for name in ("seed", "error_rate", "max_model_len"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    try:
+        config = profile(args.profile, **overrides)
+    except ValueError as exc:
+        sys.exit(f"tiergate simulate: {exc}")
+    _logging(args.log_level)
+    uvicorn.run(
+        create_simulator_app(config), host=args.host, port=args.port, log_config=None, access_log=False
+    )

@@ -1,0 +1,96 @@
+"""`tiergate demo`: the embedded default - a gateway and two simulated engine pools in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import uvicorn
+
+from engines.simulator import create_simulator_app, profile
+from gateway.app import create_app
+from gateway.settings import load_settings
+
+__all__ = ["demo_settings", "run_demo"]
+
+
+def demo_settings(host: str, port: int, fast_url: str, deliberate_url: str) -> dict[str, Any]:
+    """The demo's configuration, as the YAML of `config/example.yaml` would give it."""
+    return {
+        "server": {"host": host, "port": port},
+        "pools": {
+            "fast": {"replicas": [fast_url], "health": {"interval_s": 2.0}},
+            "deliberate": {"replicas": [deliberate_url], "health": {"interval_s": 2.0}},
+        },
+        "models": {
+            "qwen3-8b": {
+                "default_tier": "fast",
+                "max_model_len": 32768,
+                "tiers": {"fast": {"pool": "fast"}, "deliberate": {"pool": "deliberate"}},
+            },
+            "llama-3.1-8b": {"max_model_len": 32768, "tiers": {"fast": {"pool": "fast"}}},
+            "qwen3-32b": {"max_model_len": 32768, "tiers": {"deliberate": {"pool": "deliberate"}}},
+        },
+    }
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _server(app: Any, host: str, port: int) -> uvicorn.Server:
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
+    return uvicorn.Server(config)
+
+
+def banner(base_url: str, fast_url: str, deliberate_url: str) -> str:
+    return f"""
+tiergate demo: an OpenAI-compatible gateway at {base_url}
+  fast pool        simulated vLLM with speculative decoding at {fast_url}
+  deliberate pool  simulated reasoning model at {deliberate_url}
+  models           {base_url}/models
+
+curl:
+  curl {base_url}/chat/completions -H 'content-type: application/json' \\
+    -d '{{"model": "qwen3-8b:fast", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+
+OpenAI SDK (pip install openai):
+  from openai import OpenAI
+  client = OpenAI(base_url="{base_url}", api_key="demo")
+  reply = client.chat.completions.create(
+      model="qwen3-8b:deliberate",
+      messages=[{{"role": "user", "content": "Why is the sky blue?"}}],
+  )
+  print(reply.choices[0].message.content)
+
+Press Ctrl-C to stop.
+"""
+
+
+async def run_demo(host: str, port: int) -> None:
+    sim_host = "127.0.0.1"
+    fast_port, deliberate_port = _free_port(sim_host), _free_port(sim_host)
+    fast_url, deliberate_url = f"http://{sim_host}:{fast_port}", f"http://{sim_host}:{deliberate_port}"
+    simulators = [
+        _server(create_simulator_app(profile("fast")), sim_host, fast_port),
+        _server(create_simulator_app(profile("deliberate")), sim_host, deliberate_port),
+    ]
+    settings = load_settings(None, **demo_settings(host, port, fast_url, deliberate_url))
+    gateway = _server(create_app(settings), host, port)
+    tasks = [asyncio.create_task(server.serve()) for server in simulators]
+    try:
+        while not all(server.started for server in simulators):
+            if any(task.done() for task in tasks):
+                raise SystemExit("tiergate demo: a simulated engine failed to start")
+            await asyncio.sleep(0.02)
+        shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        print(banner(f"http://{shown_host}:{port}/v1", fast_url, deliberate_url), flush=True)
+        await gateway.serve()  # returns on Ctrl-C / SIGTERM
+    finally:
+        for server in simulators:
+            server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,51 @@
+"""Noticing that a client went away while its request still runs, so that upstream work stops."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.types import Receive
+
+__all__ = ["DisconnectWatch"]
+
+
+class DisconnectWatch:
+    """Cancels the task that started it when the client disconnects, until `stop()`.
+
+    The request body must have been read in full: from then on the server's `receive()` only ever
+    returns `http.disconnect`. The cancelled task calls `absorb()` in its CancelledError handler to
+    tell a disconnect (carry on and meter it) from a shutdown (re-raise).
+    """
+
+    __slots__ = ("_task", "_target", "disconnected")
+
+    def __init__(self, receive: Receive) -> None:
+        self.disconnected = False
+        target = asyncio.current_task()
+        assert target is not None
+        self._target: asyncio.Task[object] | None = target
+        self._task = asyncio.get_running_loop().create_task(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+        if self._target is not None:
+            self.disconnected = True
+            self._target.cancel()
+
+    def stop(self) -> None:
+        self._target = None
+        self._task.cancel()
+
+    def absorb(self) -> bool:
+        """In the target's CancelledError handler: True (and the cancellation undone) if it came
+        from a disconnect, False if someone else cancelled the task."""
+        self.stop()
+        if not self.disconnected:
+            return False
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        return True

@@ -1,0 +1,149 @@
+"""OpenAI error envelopes: every failure the gateway answers is one of these, never a traceback.
+
+    GatewayError                 status + OpenAI `type`, `code` (a string), `param`, extra headers
+    ├── raised by request parsing, tier resolution and routing in this package
+    └── from_engine_error()      the translation of `engines.EngineError` at the boundary
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+
+from engines import (
+    EngineError,
+    EngineOverloaded,
+    EngineRejected,
+    EngineTimeout,
+    EngineUnavailable,
+    NoReplicaAvailable,
+)
+
+__all__ = ["GatewayError", "error_event", "from_engine_error", "install_error_handlers"]
+
+log = logging.getLogger("tiergate.errors")
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class GatewayError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        error_type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.error_type = error_type or _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        self.headers = headers or {}
+
+    def envelope(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
+
+    def response(self) -> Response:
+        return Response(
+            orjson.dumps(self.envelope()), self.status, headers=self.headers, media_type="application/json"
+        )
+
+
+def _retry_headers(seconds: float | None) -> dict[str, str]:
+    if seconds is None:
+        return {}
+    seconds = max(seconds, 0.0)
+    return {"retry-after": str(max(1, math.ceil(seconds))), "retry-after-ms": str(int(seconds * 1000))}
+
+
+def from_engine_error(exc: EngineError) -> GatewayError:
+    """What the client is told when an engine call failed (after any failover)."""
+    if isinstance(exc, EngineRejected):
+        if exc.status == 404:  # the engine lacks a model our catalog promised: our fault, not the client's
+            return GatewayError(502, f"the engine does not serve this model: {exc.message}", code="engine_error")
+        status = exc.status if exc.status in (400, 413, 422) else 400
+        return GatewayError(
+            400 if status == 422 else status,
+            exc.message,
+            code=exc.code,
+            param=exc.param,
+            error_type=exc.error_type,
+        )
+    if isinstance(exc, NoReplicaAvailable):
+        return GatewayError(503, exc.message, code="no_healthy_replica", headers=_retry_headers(exc.retry_after_s))
+    if isinstance(exc, EngineOverloaded):
+        retry = exc.retry_after_s if exc.retry_after_s is not None else 1.0
+        return GatewayError(
+            503, "the engines are overloaded; retry shortly", code="engine_overloaded", headers=_retry_headers(retry)
+        )
+    if isinstance(exc, EngineTimeout):
+        return GatewayError(504, f"the engine timed out ({exc.phase})", code="engine_timeout")
+    if isinstance(exc, EngineUnavailable):
+        return GatewayError(
+            502, "the engine could not be reached", code="engine_unreachable", headers=_retry_headers(1.0)
+        )
+    return GatewayError(502, "the engine failed to answer", code="engine_error", headers=_retry_headers(1.0))
+
+
+def error_event(error: GatewayError) -> bytes:
+    """An error as an SSE event, for a stream whose headers are already sent."""
+    return b"data: " + orjson.dumps(error.envelope()) + b"\n\n"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def gateway_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, GatewayError)
+        return exc.response()
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"Unknown request URL: {request.method} {request.url.path}."
+        error = GatewayError(exc.status_code, message, code=code, headers=dict(exc.headers or {}))
+        return error.response()
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(part) for part in first["loc"][1:]) or None
+        return GatewayError(400, str(first["msg"]), param=param, code="invalid_value").response()
+
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        return Response(status_code=499)  # the client left while sending its body: nobody to answer
+
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        # this handler runs outside the request-id middleware, so it adds the header itself
+        request_id = request.scope.get("state", {}).get("request_id")
+        headers = {"x-request-id": request_id} if request_id else None
+        return GatewayError(500, "The gateway had an internal error.", code="internal_error", headers=headers).response()
+
+    app.add_exception_handler(GatewayError, gateway_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
+    app.add_exception_handler(Exception, unexpected_error)

@@ -1,0 +1,73 @@
+"""What each request did, recorded once at its end: the seam where metering and billing plug in.
+
+An `Exchange` is built exactly once per inference request - when the response body is complete, when
+the client vanished mid-stream, or when the engine failed - and handed to every `MeterSink`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from engines import StreamTally, Usage
+from gateway.tiers import Tier
+
+__all__ = ["Exchange", "LogSink", "MeterSink", "Outcome"]
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    CLIENT_DISCONNECTED = "client_disconnected"
+    ENGINE_FAILED = "engine_failed"
+    REJECTED = "rejected"  # the engine refused the request itself (4xx)
+    ABORTED = "aborted"  # the gateway stopped it (shutdown)
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    request_id: str
+    endpoint: str  # "chat" or "completions"
+    model: str  # the public model id, without tier
+    tier: Tier
+    pool: str
+    replica: str
+    streamed: bool
+    outcome: Outcome
+    status: int  # the HTTP status the client got (a stream that failed late still got 200)
+    usage: Usage | None  # as the engine reported it; None when the stream was cut before its usage
+    tally: StreamTally | None  # what a stream generated, for metering when usage is missing
+    started_at: float  # wall-clock seconds since the epoch
+    first_token_s: float | None  # seconds from start to the first event relayed
+    duration_s: float
+
+
+class MeterSink(Protocol):
+    """Receives every exchange. Called on the event loop: it must not block."""
+
+    def record(self, exchange: Exchange) -> None: ...
+
+
+class LogSink:
+    """One log line per request on `tiergate.requests` (at INFO); never the prompt or the output."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._log = logger or logging.getLogger("tiergate.requests")
+
+    def record(self, exchange: Exchange) -> None:
+        if not self._log.isEnabledFor(logging.INFO):
+            return
+        usage = exchange.usage
+        self._log.info(
+            "%s %s %s:%s %s status=%d prompt=%s completion=%s %.1fms",
+            exchange.request_id,
+            exchange.endpoint,
+            exchange.model,
+            exchange.tier.value,
+            exchange.outcome.value,
+            exchange.status,
+            usage.prompt_tokens if usage else "-",
+            usage.completion_tokens if usage else "-",
+            exchange.duration_s * 1000,
+        )

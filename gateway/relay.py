@@ -1,0 +1,96 @@
+"""Relaying an engine's stream to the client as server-sent events, event by event."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from engines import EngineError, PooledStream
+from gateway.disconnect import DisconnectWatch
+from gateway.errors import error_event, from_engine_error
+from gateway.metering import Outcome
+
+__all__ = ["RelayEnd", "StreamRelay"]
+
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # proxies such as nginx must not buffer the stream
+]
+_DONE = b"data: [DONE]\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class RelayEnd:
+    outcome: Outcome
+    first_event_at: float | None  # monotonic time the first event went out
+    error: EngineError | None
+
+
+class StreamRelay(Response):
+    """An ASGI response over an open engine stream (its first event already in hand).
+
+    Never buffers the whole stream; drops the engine's usage chunk unless the client asked for it
+    (the gateway always asks the engine for usage); rewrites the engine's model name to the public
+    one; on client disconnect closes the upstream request at once; on engine failure sends one
+    well-formed SSE error event and ends. `on_end` is called exactly once, in every case.
+    """
+
+    def __init__(
+        self,
+        stream: PooledStream,
+        *,
+        include_usage: bool,
+        model_rewrite: tuple[bytes, bytes] | None,
+        headers: list[tuple[bytes, bytes]],
+        on_end: Callable[[RelayEnd], None],
+    ) -> None:
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [*_SSE_HEADERS, *headers]
+        self._stream = stream
+        self._include_usage = include_usage
+        self._rewrite = model_rewrite
+        self._on_end = on_end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        watch = DisconnectWatch(receive)
+        outcome = Outcome.OK
+        error: EngineError | None = None
+        first_event_at: float | None = None
+        rewrite = self._rewrite
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            try:
+                async for event in self._stream:
+                    data = event.data
+                    if not event.payload.get("choices") and "usage" in event.payload:
+                        if not self._include_usage:
+                            continue
+                    elif rewrite is not None:
+                        data = data.replace(rewrite[0], rewrite[1], 1)
+                    if first_event_at is None:
+                        first_event_at = time.monotonic()
+                    await send({"type": "http.response.body", "body": b"data: " + data + b"\n\n", "more_body": True})
+                tail = _DONE
+            except EngineError as exc:
+                outcome, error = Outcome.ENGINE_FAILED, exc
+                tail = error_event(from_engine_error(exc))
+            watch.stop()  # from here on a disconnect changes nothing
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+        except asyncio.CancelledError:
+            if not watch.absorb():
+                outcome = Outcome.ABORTED  # the gateway is shutting down: meter what was generated, then go
+                raise
+            outcome = Outcome.CLIENT_DISCONNECTED
+        finally:
+            watch.stop()
+            try:
+                await self._stream.aclose()  # stops the engine's generation if it is still running
+            finally:
+                self._on_end(RelayEnd(outcome, first_event_at, error))

@@ -1,0 +1,184 @@
+"""Settings: one YAML file, overridden by TIERGATE_* environment variables, validated at start.
+
+This is the only module that reads the environment. `engines` and `pricing` receive plain values.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.tiers import ReasoningEffort, Tier
+
+__all__ = [
+    "ConfigError",
+    "ModelSettings",
+    "PoolSettings",
+    "ServerSettings",
+    "Settings",
+    "TierOffer",
+    "load_settings",
+    "settings_from_environment",
+]
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message names each bad key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger request bodies get HTTP 413")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+
+class TimeoutSettings(_Section):
+    connect_s: float = Field(3.0, gt=0)
+    first_token_s: float = Field(60.0, gt=0)
+    idle_s: float = Field(30.0, gt=0)
+    total_s: float = Field(600.0, gt=0)
+
+
+class HealthSettings(_Section):
+    interval_s: float = Field(5.0, gt=0)
+    timeout_s: float = Field(2.0, gt=0)
+
+
+class BreakerSettings(_Section):
+    eject_after_failures: int = Field(3, ge=1)
+    cooldown_s: float = Field(10.0, gt=0)
+
+
+class PoolSettings(_Section):
+    engine: Literal["vllm", "openai"] = "vllm"
+    replicas: list[HttpUrl] = Field(min_length=1)
+    api_key: SecretStr | None = None
+    max_attempts: int = Field(3, ge=1)
+    timeouts: TimeoutSettings = TimeoutSettings()
+    health: HealthSettings = HealthSettings()
+    breaker: BreakerSettings = BreakerSettings()
+
+
+class TierOffer(_Section):
+    pool: str
+    engine_model: str | None = Field(None, description="the name the engine serves it under; default: the id")
+
+
+class ModelSettings(_Section):
+    default_tier: Tier | None = None  # default: the only tier, or fast
+    tiers: dict[Tier, TierOffer] = Field(min_length=1)
+    max_model_len: int | None = Field(None, gt=0)
+    owned_by: str = "tiergate"
+
+    @model_validator(mode="after")
+    def _default_is_offered(self) -> ModelSettings:
+        if self.default_tier is not None and self.default_tier not in self.tiers:
+            raise ValueError(f"default_tier {self.default_tier.value!r} is not one of this model's tiers")
+        return self
+
+    @property
+    def resolved_default_tier(self) -> Tier:
+        if self.default_tier is not None:
+            return self.default_tier
+        return Tier.FAST if Tier.FAST in self.tiers else next(iter(self.tiers))
+
+
+def _default_effort_map() -> dict[ReasoningEffort, Tier]:
+    low = (ReasoningEffort.NONE, ReasoningEffort.MINIMAL, ReasoningEffort.LOW)
+    return {effort: Tier.FAST if effort in low else Tier.DELIBERATE for effort in ReasoningEffort}
+
+
+class TierSettings(_Section):
+    # `reasoning_effort` of a request picks a tier when neither the model suffix nor the header did
+    reasoning_effort: dict[ReasoningEffort, Tier] = Field(default_factory=_default_effort_map)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TIERGATE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    server: ServerSettings = ServerSettings()
+    pools: dict[str, PoolSettings] = Field(min_length=1)
+    models: dict[str, ModelSettings] = Field(min_length=1)
+    tiers: TierSettings = TierSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return env_settings, init_settings  # the environment overrides the file
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Settings:
+        problems = []
+        for model_id, model in self.models.items():
+            for tier, offer in model.tiers.items():
+                if offer.pool not in self.pools:
+                    problems.append(
+                        f"models.{model_id}.tiers.{tier.value}.pool: no pool named {offer.pool!r}"
+                        f" (pools: {', '.join(sorted(self.pools))})"
+                    )
+            if any(f"{model_id}:{tier.value}" in self.models for tier in Tier):
+                problems.append(f"models.{model_id}: its tier-suffixed ids clash with another model's id")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def load_settings(path: Path | None, **overrides: Any) -> Settings:
+    """Read and validate settings; raise ConfigError with every bad key named."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data = loaded or {}
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    where = f"config {path}" if path is not None else "config"
+    lines = [f"invalid {where}:"]
+    for error in exc.errors(include_url=False):
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  - {key}: {message}")
+    return "\n".join(lines)
+
+
+CONFIG_ENV = "TIERGATE_CONFIG"
+
+
+def settings_from_environment() -> Settings:
+    """Settings for a process that only has its environment (uvicorn workers): the file named by
+    TIERGATE_CONFIG, if any, plus TIERGATE_* overrides."""
+    path = os.environ.get(CONFIG_ENV)
+    return load_settings(Path(path) if path else None)

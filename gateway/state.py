@@ -1,0 +1,72 @@
+"""Everything a running gateway holds, built in the app's lifespan from settings."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from engines import EngineHTTP, EnginePool, OpenAICompatEngine, PoolPolicy, Timeouts
+from gateway.catalog import Catalog
+from gateway.metering import LogSink, MeterSink
+from gateway.proxy import InferenceProxy
+from gateway.settings import PoolSettings, Settings
+
+__all__ = ["GatewayState"]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayState:
+    settings: Settings
+    catalog: Catalog
+    pools: Mapping[str, EnginePool]
+    http: EngineHTTP
+    proxy: InferenceProxy
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sinks: Sequence[MeterSink] | None = None,
+    ) -> GatewayState:
+        http = EngineHTTP.create(transport)
+        pools = {name: _pool(name, pool, http) for name, pool in settings.pools.items()}
+        catalog = Catalog(settings.models, settings.tiers.reasoning_effort)
+        proxy = InferenceProxy(
+            catalog,
+            pools,
+            sinks if sinks is not None else [LogSink()],
+            max_body_bytes=settings.server.max_body_bytes,
+        )
+        return cls(settings, catalog, pools, http, proxy)
+
+    def start(self) -> None:
+        for pool in self.pools.values():
+            pool.start()
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(pool.aclose() for pool in self.pools.values()))
+        await self.http.aclose()
+
+    @property
+    def ready(self) -> bool:
+        return all(pool.ready for pool in self.pools.values())
+
+
+def _pool(name: str, settings: PoolSettings, http: EngineHTTP) -> EnginePool:
+    t = settings.timeouts
+    timeouts = Timeouts(connect_s=t.connect_s, first_token_s=t.first_token_s, idle_s=t.idle_s, total_s=t.total_s)
+    api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    engines = [OpenAICompatEngine(str(url), http, timeouts, api_key=api_key) for url in settings.replicas]
+    policy = PoolPolicy(
+        max_attempts=settings.max_attempts,
+        eject_after_failures=settings.breaker.eject_after_failures,
+        cooldown_s=settings.breaker.cooldown_s,
+        health_interval_s=settings.health.interval_s,
+        health_timeout_s=settings.health.timeout_s,
+    )
+    return EnginePool(name, engines, policy)

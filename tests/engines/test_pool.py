@@ -1,0 +1,169 @@
+"""EnginePool with small fake replicas: failover, ejection, cool-down, outstanding counts, health."""
+
+from __future__ import annotations
+
+import pytest
+
+from engines import (
+    EngineFailed,
+    EnginePool,
+    EngineRejected,
+    EngineReply,
+    EngineUnavailable,
+    NoReplicaAvailable,
+    PoolPolicy,
+    StreamEvent,
+    StreamTally,
+    Usage,
+)
+
+
+class FakeStream:
+    def __init__(self, replica: str, events: int) -> None:
+        self.replica = replica
+        self.usage: Usage | None = None
+        self.tally = StreamTally()
+        self._left = events
+        self.closed = False
+
+    def __aiter__(self) -> FakeStream:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        if self._left == 0:
+            raise StopAsyncIteration
+        self._left -= 1
+        return StreamEvent(b"{}", {})
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class FakeEngine:
+    """Answers, or raises the errors it was given, one per call."""
+
+    def __init__(self, url: str, errors: list[Exception] | None = None, healthy: bool = True) -> None:
+        self.url = url
+        self.errors = list(errors or [])
+        self.calls = 0
+        self.healthy = healthy
+
+    def _maybe_fail(self) -> None:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+
+    async def complete(self, path: str, payload: bytes, *, request_id: str) -> EngineReply:
+        self._maybe_fail()
+        return EngineReply({"replica": self.url}, Usage(1, 1), self.url)
+
+    async def stream(self, path: str, payload: bytes, *, request_id: str) -> FakeStream:
+        self._maybe_fail()
+        return FakeStream(self.url, 2)
+
+    async def health(self) -> bool:
+        return self.healthy
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def down(url: str) -> EngineUnavailable:
+    return EngineUnavailable("connection refused", replica=url)
+
+
+async def test_fails_over_to_another_replica() -> None:
+    a, b = FakeEngine("a", [down("a")]), FakeEngine("b")
+    pool = EnginePool("fast", [a, b])
+    reply = await pool.complete("/v1/chat/completions", b"{}", request_id="r")
+    assert (a.calls, b.calls) == (1, 1)  # the first turn starts at replica a
+    assert reply.replica == "b"
+    assert pool.replicas[0].failures == 1
+    assert all(replica.outstanding == 0 for replica in pool.replicas)
+
+
+async def test_gives_up_after_every_replica_failed() -> None:
+    engines = [FakeEngine(name, [down(name)] * 5) for name in "abc"]
+    pool = EnginePool("fast", engines, PoolPolicy(max_attempts=2))
+    with pytest.raises(EngineUnavailable):
+        await pool.complete("/x", b"{}", request_id="r")
+    assert sum(engine.calls for engine in engines) == 2  # max_attempts bounds the tries
+
+
+async def test_client_errors_are_not_retried_nor_held_against_the_replica() -> None:
+    rejected = EngineRejected("too long", replica="a", status=400, code="context_length_exceeded")
+    a, b = FakeEngine("a", [rejected]), FakeEngine("b", [rejected])
+    pool = EnginePool("fast", [a, b], PoolPolicy(eject_after_failures=1))
+    with pytest.raises(EngineRejected):
+        await pool.complete("/x", b"{}", request_id="r")
+    assert a.calls + b.calls == 1
+    assert all(replica.failures == 0 and replica.ejected_until == 0 for replica in pool.replicas)
+
+
+async def test_ejects_after_consecutive_failures_and_returns_after_cooldown() -> None:
+    clock = Clock()
+    flaky, steady = FakeEngine("flaky", [down("flaky")] * 2), FakeEngine("steady")
+    pool = EnginePool("fast", [flaky, steady], PoolPolicy(eject_after_failures=2, cooldown_s=10), clock=clock)
+    for _ in range(4):
+        await pool.complete("/x", b"{}", request_id="r")
+    assert flaky.calls == 2 and pool.replicas[0].ejected_until == pytest.approx(110.0)
+    for _ in range(5):
+        await pool.complete("/x", b"{}", request_id="r")
+    assert flaky.calls == 2  # ejected: no traffic during the cool-down
+    clock.now = 111.0
+    for _ in range(4):
+        await pool.complete("/x", b"{}", request_id="r")
+    assert flaky.calls > 2 and pool.replicas[0].failures == 0  # back, and its success closed the circuit
+
+
+async def test_no_routable_replica_says_when_to_retry() -> None:
+    clock = Clock()
+    pool = EnginePool("fast", [FakeEngine("a", [down("a")])], PoolPolicy(eject_after_failures=1, cooldown_s=7), clock=clock)
+    with pytest.raises(EngineUnavailable):
+        await pool.complete("/x", b"{}", request_id="r")
+    with pytest.raises(NoReplicaAvailable) as caught:
+        await pool.complete("/x", b"{}", request_id="r")
+    assert caught.value.retry_after_s == pytest.approx(7.0)
+
+
+async def test_least_outstanding_counts_open_streams() -> None:
+    a, b = FakeEngine("a"), FakeEngine("b")
+    pool = EnginePool("fast", [a, b])
+    first = await pool.stream("/x", b"{}", request_id="1")
+    second = await pool.stream("/x", b"{}", request_id="2")
+    assert {first.replica.url, second.replica.url} == {"a", "b"}  # the busy one was avoided
+    assert [replica.outstanding for replica in pool.replicas] == [1, 1]
+    assert [event async for event in first] == [StreamEvent(b"{}", {}), StreamEvent(b"{}", {})]
+    await first.aclose()
+    await first.aclose()  # idempotent
+    await second.aclose()
+    assert [replica.outstanding for replica in pool.replicas] == [0, 0]
+
+
+async def test_stream_failover_happens_before_the_first_event() -> None:
+    a, b = FakeEngine("a", [EngineFailed("boom", replica="a")]), FakeEngine("b")
+    pool = EnginePool("fast", [a, b])
+    stream = await pool.stream("/x", b"{}", request_id="r")
+    assert stream.replica.url == "b"
+    await stream.aclose()
+    assert (a.calls, b.calls) == (1, 1)
+    assert [replica.outstanding for replica in pool.replicas] == [0, 0]
+
+
+async def test_health_checks_decide_readiness() -> None:
+    a, b = FakeEngine("a", healthy=False), FakeEngine("b", healthy=False)
+    pool = EnginePool("fast", [a, b])
+    assert not pool.ready  # nothing checked yet
+    await pool.check_health()
+    assert not pool.ready
+    with pytest.raises(NoReplicaAvailable):
+        await pool.complete("/x", b"{}", request_id="r")
+    b.healthy = True
+    await pool.check_health()
+    assert pool.ready
+    assert (await pool.complete("/x", b"{}", request_id="r")).replica == "b"
