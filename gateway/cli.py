@@ -65,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=_LOG_FORMAT)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # it would log every health check
 
 
 def _serve(args: argparse.Namespace) -> None:

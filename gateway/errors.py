@@ -104,7 +104,9 @@ def from_engine_error(exc: EngineError) -> GatewayError:
         return GatewayError(
             502, "the engine could not be reached", code="engine_unreachable", headers=_retry_headers(1.0)
         )
-    return GatewayError(502, "the engine failed to answer", code="engine_error", headers=_retry_headers(1.0))
+    status = getattr(exc, "status", None)
+    detail = f" (HTTP {status})" if status else ""
+    return GatewayError(502, f"the engine failed to answer{detail}", code="engine_error", headers=_retry_headers(1.0))
 
 
 def error_event(error: GatewayError) -> bytes:

@@ -64,15 +64,15 @@ class StreamRelay(Response):
         error: EngineError | None = None
         first_event_at: float | None = None
         rewrite = self._rewrite
+        include_usage = self._include_usage
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             try:
                 async for event in self._stream:
                     data = event.data
-                    if not event.payload.get("choices") and "usage" in event.payload:
-                        if not self._include_usage:
-                            continue
-                    elif rewrite is not None:
+                    if not include_usage and not event.payload.get("choices") and "usage" in event.payload:
+                        continue  # the usage chunk the gateway asked for on its own behalf
+                    if rewrite is not None:
                         data = data.replace(rewrite[0], rewrite[1], 1)
                     if first_event_at is None:
                         first_event_at = time.monotonic()

@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.errors import GatewayError
-from gateway.tiers import ReasoningEffort
 
 __all__ = ["ChatRequest", "CompletionRequest", "InferenceRequest", "check_request"]
 
@@ -55,7 +54,7 @@ class InferenceRequest(_Open):
 class ChatRequest(InferenceRequest):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    reasoning_effort: ReasoningEffort | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
 

@@ -1,0 +1,122 @@
+"""Streaming relay under failure: failover, client disconnects, engines dying mid-stream."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from engines.simulator import profile
+from gateway import Outcome
+from tests.conftest import StartEngine, StartGateway, unused_url
+
+MESSAGES: Any = [{"role": "user", "content": "Tell me a long story."}]
+SLOW = profile("fast", zero_latency=False, ttft_base_s=0.001, itl_s=0.05, output_tokens_range=(400, 400))
+
+
+def metric(engine_url: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`, read from an engine's /metrics."""
+    total = 0.0
+    for family in text_string_to_metric_families(httpx.get(engine_url + "/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def wait_until(condition: Any, timeout: float = 3.0) -> float:
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def test_failover_around_a_dead_and_an_overloaded_replica(
+    start_engine: StartEngine, start_gateway: StartGateway, fast_engine: str
+) -> None:
+    overloaded = start_engine(profile("fast", zero_latency=True, error_rate=1.0, error_status=503))
+    gateway = start_gateway([unused_url(), overloaded, fast_engine], [fast_engine])
+    client = openai.OpenAI(base_url=gateway.v1, api_key="test", max_retries=0)
+    for stream in (False, True, False, True, False, True):
+        raw = client.chat.completions.with_raw_response.create(
+            model="qwen3-8b", messages=MESSAGES, max_tokens=4, stream=stream
+        )
+        if stream:
+            assert list(raw.parse())
+        else:
+            assert raw.parse().choices[0].message.content
+        exchange = gateway.recorder.wait_for(raw.headers["x-request-id"])
+        assert exchange.outcome is Outcome.OK and exchange.replica == fast_engine
+    ready = httpx.get(gateway.url + "/readyz").json()
+    assert ready["status"] == "ready"
+    assert [replica["healthy"] for replica in ready["pools"]["fast"]["replicas"]] == [False, True, True]
+
+
+def test_client_disconnect_cancels_the_upstream_stream(start_engine: StartEngine, start_gateway: StartGateway) -> None:
+    engine = start_engine(SLOW)  # 400 tokens at 50 ms: 20 s if nobody stopped it
+    gateway = start_gateway([engine], [engine])
+    body = {"model": "qwen3-8b", "messages": MESSAGES, "stream": True}
+    with httpx.stream("POST", gateway.v1 + "/chat/completions", json=body) as response:
+        request_id = response.headers["x-request-id"]
+        lines = response.iter_lines()
+        received = [line for line, _ in zip(lines, range(6), strict=False) if line.startswith("data: ")]
+        assert received
+    # closing the response dropped the connection mid-stream
+    took = wait_until(lambda: metric(engine, "vllm:request_success_total", finished_reason="abort") == 1)
+    assert took < 2.0
+    assert metric(engine, "vllm:num_requests_running") == 0
+    exchange = gateway.recorder.wait_for(request_id)
+    assert exchange.outcome is Outcome.CLIENT_DISCONNECTED and exchange.usage is None
+    assert exchange.tally is not None and exchange.tally.text()  # what was generated is known
+    assert exchange.duration_s < 5
+
+
+def test_client_disconnect_cancels_a_non_streaming_request(start_engine: StartEngine, start_gateway: StartGateway) -> None:
+    engine = start_engine(SLOW)
+    gateway = start_gateway([engine], [engine])
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gateway.v1 + "/chat/completions", json={"model": "qwen3-8b", "messages": MESSAGES}, timeout=0.5)
+    wait_until(lambda: metric(engine, "vllm:request_success_total", finished_reason="abort") == 1)
+    exchange = gateway.recorder.exchanges[-1]
+    assert exchange.outcome is Outcome.CLIENT_DISCONNECTED and exchange.status == 499
+
+
+def test_engine_dying_mid_stream_ends_the_stream_with_an_error_event(
+    start_engine: StartEngine, start_gateway: StartGateway
+) -> None:
+    dying = start_engine(profile("fast", zero_latency=True, die_after_chunks_rate=1.0, die_after_chunks=4))
+    gateway = start_gateway([dying], [dying])
+    body = {"model": "qwen3-8b", "messages": MESSAGES, "stream": True, "max_tokens": 50}
+    with httpx.stream("POST", gateway.v1 + "/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+        request_id = response.headers["x-request-id"]
+    assert len(events) >= 2 and '"error"' in events[-1] and events[-1] != "[DONE]"
+    assert httpx.Response(200, content=events[-1]).json()["error"]["code"] == "engine_error"
+    exchange = gateway.recorder.wait_for(request_id)
+    assert exchange.outcome is Outcome.ENGINE_FAILED and exchange.tally is not None
+
+    client = openai.OpenAI(base_url=gateway.v1, api_key="test", max_retries=0)
+    with pytest.raises(openai.APIError):
+        list(client.chat.completions.create(model="qwen3-8b", messages=MESSAGES, stream=True, max_tokens=50))
+
+
+def test_streaming_is_relayed_as_it_is_generated(start_engine: StartEngine, start_gateway: StartGateway) -> None:
+    engine = start_engine(profile("fast", ttft_base_s=0.001, itl_s=0.03, num_speculative_tokens=0, output_tokens_range=(20, 20)))
+    gateway = start_gateway([engine], [engine])
+    body = {"model": "qwen3-8b", "messages": MESSAGES, "stream": True}
+    arrivals = []
+    start = time.monotonic()
+    with httpx.stream("POST", gateway.v1 + "/chat/completions", json=body) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                arrivals.append(time.monotonic() - start)
+    # ~20 steps 30 ms apart: a buffering relay would deliver everything at the very end
+    assert len(arrivals) >= 15
+    assert arrivals[-1] - arrivals[0] > 0.3
