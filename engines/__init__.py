@@ -13,7 +13,7 @@ from engines._exceptions import (
 from engines.client import EngineClient, EngineReply, EngineStream, StreamEvent, Timeouts
 from engines.http import EngineHTTP
 from engines.openai_compat import OpenAICompatEngine
-from engines.pool import EnginePool, PoolPolicy, PooledStream, Replica
+from engines.pool import EnginePool, PooledStream, PoolPolicy, Replica
 from engines.routing import ReplicaState, choose_replica
 from engines.sse import SSEDecoder
 from engines.transport import EngineTransport

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -51,7 +50,9 @@ class OpenAICompatEngine:
                 response = await self._http.transport.handle_async_request(request)
                 body = await response.aread()
         except TimeoutError:
-            raise EngineTimeout("the engine did not answer in time", replica=self.url, phase="total") from None
+            raise EngineTimeout(
+                "the engine did not answer in time", replica=self.url, phase="total"
+            ) from None
         except httpx.TransportError as exc:
             raise self._transport_error(exc, "total") from exc
         if response.status_code != 200:
@@ -105,7 +106,9 @@ class OpenAICompatEngine:
 
     def _transport_error(self, exc: httpx.TransportError, phase: str) -> EngineError:
         if isinstance(exc, httpx.ConnectTimeout):
-            return EngineTimeout(f"connecting to the engine timed out: {exc}", replica=self.url, phase="connect")
+            return EngineTimeout(
+                f"connecting to the engine timed out: {exc}", replica=self.url, phase="connect"
+            )
         if isinstance(exc, httpx.TimeoutException):
             return EngineTimeout(f"the engine timed out: {exc}", replica=self.url, phase=phase)
         if isinstance(exc, httpx.ConnectError):
@@ -236,7 +239,11 @@ def _error_fields(body: bytes) -> tuple[str, str | None, str | None]:
         message = str(error.get("detail", ""))
     error_type = error.get("type")
     param = error.get("param")
-    return message, error_type if isinstance(error_type, str) else None, param if isinstance(param, str) else None
+    return (
+        message,
+        error_type if isinstance(error_type, str) else None,
+        param if isinstance(param, str) else None,
+    )
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:

@@ -32,7 +32,7 @@ class PoolPolicy:
 class Replica:
     """One engine replica and what the pool knows of it."""
 
-    __slots__ = ("engine", "ejected_until", "failures", "healthy", "outstanding")
+    __slots__ = ("ejected_until", "engine", "failures", "healthy", "outstanding")
 
     def __init__(self, engine: EngineClient) -> None:
         self.engine = engine

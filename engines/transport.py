@@ -28,10 +28,6 @@ _LOW_WATER = 64 * 1024
 _Origin = tuple[str, str, int]
 
 
-class _StaleConnection(Exception):
-    """A reused keep-alive connection closed before any byte of the response: safe to retry once."""
-
-
 class _Connection(asyncio.Protocol):
     """One TCP connection; carries one request at a time."""
 
@@ -124,7 +120,7 @@ class _Connection(asyncio.Protocol):
     def reusable(self) -> bool:
         return not self.closed and self.complete and self._keep_alive
 
-    async def next_chunk(self, timeout: float | None) -> bytes | None:
+    async def next_chunk(self, wait_s: float | None) -> bytes | None:
         """The next body chunk, or None at the end of the body."""
         while True:
             if self._chunks:
@@ -140,10 +136,12 @@ class _Connection(asyncio.Protocol):
                 return None
             self._waiter = asyncio.get_running_loop().create_future()
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(wait_s):
                     await self._waiter
             except TimeoutError:
-                raise httpx.ReadTimeout("timed out waiting for the response body", request=self._request) from None
+                raise httpx.ReadTimeout(
+                    "timed out waiting for the response body", request=self._request
+                ) from None
             finally:
                 self._waiter = None
 
@@ -181,7 +179,9 @@ class _OriginPool:
         self._open = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self, request: httpx.Request, timeouts: dict[str, float | None]) -> tuple[_Connection, bool]:
+    async def acquire(
+        self, request: httpx.Request, timeouts: dict[str, float | None]
+    ) -> tuple[_Connection, bool]:
         while True:
             while self._idle:
                 conn = self._idle.pop()  # most recently used first: the least likely to have timed out
@@ -235,11 +235,11 @@ class _OriginPool:
                 waiter.set_result(None)
                 return
 
-    async def _connect(self, request: httpx.Request, timeout: float | None) -> _Connection:
+    async def _connect(self, request: httpx.Request, wait_s: float | None) -> _Connection:
         scheme, host, port = self._origin
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(wait_s):
                 _, conn = await loop.create_connection(
                     _Connection,
                     host,

@@ -44,7 +44,14 @@ class Catalog:
         for model_id, model in models.items():
             self._defaults[model_id] = model.resolved_default_tier
             self._offers[model_id] = {
-                tier: Offer(model_id, tier, offer.pool, offer.engine_model or model_id, model.max_model_len, model.owned_by)
+                tier: Offer(
+                    model_id,
+                    tier,
+                    offer.pool,
+                    offer.engine_model or model_id,
+                    model.max_model_len,
+                    model.owned_by,
+                )
                 for tier, offer in model.tiers.items()
             }
         self._effort_tiers = {effort.value: tier for effort, tier in effort_tiers.items()}

@@ -38,9 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser("simulate", help="run a simulated vLLM engine")
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=8100)
-    simulate.add_argument("--profile", default="fast", help="fast (speculative decoding) or deliberate (reasoning)")
+    simulate.add_argument(
+        "--profile", default="fast", help="fast (speculative decoding) or deliberate (reasoning)"
+    )
     simulate.add_argument("--model", action="append", help="served model name (repeatable)")
-    simulate.add_argument("--zero-latency", action="store_true", help="no simulated latency (overhead benchmarks)")
+    simulate.add_argument(
+        "--zero-latency", action="store_true", help="no simulated latency (overhead benchmarks)"
+    )
     simulate.add_argument("--seed", type=int)
     simulate.add_argument("--error-rate", type=float, help="fraction of requests answered with an error")
     simulate.add_argument("--max-model-len", type=int)
@@ -73,7 +77,12 @@ def _serve(args: argparse.Namespace) -> None:
         sys.exit(f"tiergate serve: give --config FILE (or set {CONFIG_ENV})")
     server: dict[str, Any] = {
         key: value
-        for key, value in (("host", args.host), ("port", args.port), ("workers", args.workers), ("log_level", args.log_level))
+        for key, value in (
+            ("host", args.host),
+            ("port", args.port),
+            ("workers", args.workers),
+            ("log_level", args.log_level),
+        )
         if value is not None
     }
     settings = load_settings(args.config)

@@ -17,7 +17,7 @@ class DisconnectWatch:
     tell a disconnect (carry on and meter it) from a shutdown (re-raise).
     """
 
-    __slots__ = ("_task", "_target", "disconnected")
+    __slots__ = ("_target", "_task", "disconnected")
 
     def __init__(self, receive: Receive) -> None:
         self.disconnected = False

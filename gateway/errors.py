@@ -1,8 +1,8 @@
 """OpenAI error envelopes: every failure the gateway answers is one of these, never a traceback.
 
-    GatewayError                 status + OpenAI `type`, `code` (a string), `param`, extra headers
-    ├── raised by request parsing, tier resolution and routing in this package
-    └── from_engine_error()      the translation of `engines.EngineError` at the boundary
+GatewayError                 status + OpenAI `type`, `code` (a string), `param`, extra headers
+├── raised by request parsing, tier resolution and routing in this package
+└── from_engine_error()      the translation of `engines.EngineError` at the boundary
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from engines import (
     EngineError,
+    EngineFailed,
     EngineOverloaded,
     EngineRejected,
     EngineTimeout,
@@ -59,11 +60,20 @@ class GatewayError(Exception):
         self.message = message
         self.code = code
         self.param = param
-        self.error_type = error_type or _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        self.error_type = error_type or _TYPES.get(
+            status, "server_error" if status >= 500 else "invalid_request_error"
+        )
         self.headers = headers or {}
 
     def envelope(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
     def response(self) -> Response:
         return Response(
@@ -82,7 +92,9 @@ def from_engine_error(exc: EngineError) -> GatewayError:
     """What the client is told when an engine call failed (after any failover)."""
     if isinstance(exc, EngineRejected):
         if exc.status == 404:  # the engine lacks a model our catalog promised: our fault, not the client's
-            return GatewayError(502, f"the engine does not serve this model: {exc.message}", code="engine_error")
+            return GatewayError(
+                502, f"the engine does not serve this model: {exc.message}", code="engine_error"
+            )
         status = exc.status if exc.status in (400, 413, 422) else 400
         return GatewayError(
             400 if status == 422 else status,
@@ -92,11 +104,16 @@ def from_engine_error(exc: EngineError) -> GatewayError:
             error_type=exc.error_type,
         )
     if isinstance(exc, NoReplicaAvailable):
-        return GatewayError(503, exc.message, code="no_healthy_replica", headers=_retry_headers(exc.retry_after_s))
+        return GatewayError(
+            503, exc.message, code="no_healthy_replica", headers=_retry_headers(exc.retry_after_s)
+        )
     if isinstance(exc, EngineOverloaded):
         retry = exc.retry_after_s if exc.retry_after_s is not None else 1.0
         return GatewayError(
-            503, "the engines are overloaded; retry shortly", code="engine_overloaded", headers=_retry_headers(retry)
+            503,
+            "the engines are overloaded; retry shortly",
+            code="engine_overloaded",
+            headers=_retry_headers(retry),
         )
     if isinstance(exc, EngineTimeout):
         return GatewayError(504, f"the engine timed out ({exc.phase})", code="engine_timeout")
@@ -104,9 +121,10 @@ def from_engine_error(exc: EngineError) -> GatewayError:
         return GatewayError(
             502, "the engine could not be reached", code="engine_unreachable", headers=_retry_headers(1.0)
         )
-    status = getattr(exc, "status", None)
-    detail = f" (HTTP {status})" if status else ""
-    return GatewayError(502, f"the engine failed to answer{detail}", code="engine_error", headers=_retry_headers(1.0))
+    detail = f" (HTTP {exc.status})" if isinstance(exc, EngineFailed) and exc.status else ""
+    return GatewayError(
+        502, f"the engine failed to answer{detail}", code="engine_error", headers=_retry_headers(1.0)
+    )
 
 
 def error_event(error: GatewayError) -> bytes:
@@ -142,7 +160,9 @@ def install_error_handlers(app: FastAPI) -> None:
         # this handler runs outside the request-id middleware, so it adds the header itself
         request_id = request.scope.get("state", {}).get("request_id")
         headers = {"x-request-id": request_id} if request_id else None
-        return GatewayError(500, "The gateway had an internal error.", code="internal_error", headers=headers).response()
+        return GatewayError(
+            500, "The gateway had an internal error.", code="internal_error", headers=headers
+        ).response()
 
     app.add_exception_handler(GatewayError, gateway_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

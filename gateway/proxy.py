@@ -58,7 +58,6 @@ class InferenceProxy:
         offer = self._catalog.resolve(
             checked.model, request.headers.get(_TIER_HEADER), getattr(checked, "reasoning_effort", None)
         )
-        request_id = request_id_of(request.scope)
         data["model"] = offer.engine_model
         headers = [(b"x-tiergate-tier", offer.tier.value.encode())]
         pool = self._pools[offer.pool]
@@ -207,7 +206,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _too_large(limit: int) -> GatewayError:
-    return GatewayError(413, f"The request body is larger than the limit of {limit} bytes.", code="request_too_large")
+    return GatewayError(
+        413, f"The request body is larger than the limit of {limit} bytes.", code="request_too_large"
+    )
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

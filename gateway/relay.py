@@ -76,7 +76,9 @@ class StreamRelay(Response):
                         data = data.replace(rewrite[0], rewrite[1], 1)
                     if first_event_at is None:
                         first_event_at = time.monotonic()
-                    await send({"type": "http.response.body", "body": b"data: " + data + b"\n\n", "more_body": True})
+                    await send(
+                        {"type": "http.response.body", "body": b"data: " + data + b"\n\n", "more_body": True}
+                    )
                 tail = _DONE
             except EngineError as exc:
                 outcome, error = Outcome.ENGINE_FAILED, exc

@@ -47,7 +47,9 @@ async def list_models(gateway: Gateway) -> Response:
 async def retrieve_model(model_id: str, gateway: Gateway) -> Response:
     card = gateway.catalog.card(model_id)
     if card is None:
-        raise GatewayError(404, f"The model `{model_id}` does not exist.", code="model_not_found", param="model")
+        raise GatewayError(
+            404, f"The model `{model_id}` does not exist.", code="model_not_found", param="model"
+        )
     return _json(orjson.dumps(card))
 
 

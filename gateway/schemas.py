@@ -93,7 +93,15 @@ def _param(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in ("str", "list[dict[str,any]]", "list[str]", "list[int]", "list[list[int]]", "int", "float"):
+        elif part in (
+            "str",
+            "list[dict[str,any]]",
+            "list[str]",
+            "list[int]",
+            "list[list[int]]",
+            "int",
+            "float",
+        ):
             continue  # pydantic names the union member it tried; the client only cares about the field
         else:
             text += f".{part}" if text else part

@@ -59,7 +59,9 @@ class GatewayState:
 
 def _pool(name: str, settings: PoolSettings, http: EngineHTTP) -> EnginePool:
     t = settings.timeouts
-    timeouts = Timeouts(connect_s=t.connect_s, first_token_s=t.first_token_s, idle_s=t.idle_s, total_s=t.total_s)
+    timeouts = Timeouts(
+        connect_s=t.connect_s, first_token_s=t.first_token_s, idle_s=t.idle_s, total_s=t.total_s
+    )
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
     engines = [OpenAICompatEngine(str(url), http, timeouts, api_key=api_key) for url in settings.replicas]
     policy = PoolPolicy(

@@ -123,7 +123,9 @@ async def test_ejects_after_consecutive_failures_and_returns_after_cooldown() ->
 
 async def test_no_routable_replica_says_when_to_retry() -> None:
     clock = Clock()
-    pool = EnginePool("fast", [FakeEngine("a", [down("a")])], PoolPolicy(eject_after_failures=1, cooldown_s=7), clock=clock)
+    pool = EnginePool(
+        "fast", [FakeEngine("a", [down("a")])], PoolPolicy(eject_after_failures=1, cooldown_s=7), clock=clock
+    )
     with pytest.raises(EngineUnavailable):
         await pool.complete("/x", b"{}", request_id="r")
     with pytest.raises(NoReplicaAvailable) as caught:

@@ -27,7 +27,9 @@ async def aclient(gateway: Gateway) -> AsyncIterator[openai.AsyncOpenAI]:
 
 
 def test_chat_completion(client: openai.OpenAI, gateway: Gateway) -> None:
-    raw = client.chat.completions.with_raw_response.create(model="qwen3-8b:fast", messages=MESSAGES, max_tokens=12)
+    raw = client.chat.completions.with_raw_response.create(
+        model="qwen3-8b:fast", messages=MESSAGES, max_tokens=12
+    )
     completion = raw.parse()
     assert raw.headers["x-tiergate-tier"] == "fast"
     assert completion.model == "qwen3-8b:fast"
@@ -43,7 +45,11 @@ def test_chat_completion(client: openai.OpenAI, gateway: Gateway) -> None:
 
 def test_stream_with_usage(client: openai.OpenAI, gateway: Gateway) -> None:
     stream = client.chat.completions.create(
-        model="qwen3-8b", messages=MESSAGES, max_tokens=16, stream=True, stream_options={"include_usage": True}
+        model="qwen3-8b",
+        messages=MESSAGES,
+        max_tokens=16,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -134,7 +140,11 @@ def test_legacy_completions(client: openai.OpenAI) -> None:
     completion = client.completions.create(model="qwen3-8b", prompt="Once upon a time", max_tokens=10)
     assert completion.choices[0].text and completion.model == "qwen3-8b:fast"
     stream = client.completions.create(
-        model="qwen3-8b", prompt="Once upon a time", max_tokens=10, stream=True, stream_options={"include_usage": True}
+        model="qwen3-8b",
+        prompt="Once upon a time",
+        max_tokens=10,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = list(stream)
     assert "".join(c.choices[0].text for c in chunks if c.choices)
@@ -143,7 +153,9 @@ def test_legacy_completions(client: openai.OpenAI) -> None:
 
 def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
     ids = [model.id for model in client.models.list()]
-    assert sorted(ids) == sorted(["qwen3-8b:fast", "qwen3-8b:deliberate", "llama-3.1-8b:fast", "qwen3-32b:deliberate"])
+    assert sorted(ids) == sorted(
+        ["qwen3-8b:fast", "qwen3-8b:deliberate", "llama-3.1-8b:fast", "qwen3-32b:deliberate"]
+    )
     card = client.models.retrieve("qwen3-8b:deliberate")
     assert card.model_extra is not None and card.model_extra["tier"] == "deliberate"
     with pytest.raises(openai.NotFoundError):
