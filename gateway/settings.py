@@ -138,7 +138,7 @@ class Settings(BaseSettings):
             if any(f"{model_id}:{tier.value}" in self.models for tier in Tier):
                 problems.append(f"models.{model_id}: its tier-suffixed ids clash with another model's id")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n  - ".join(problems))
         return self
 
 
@@ -166,11 +166,12 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
     where = f"config {path}" if path is not None else "config"
     lines = [f"invalid {where}:"]
     for error in exc.errors(include_url=False):
-        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        key = ".".join(str(part) for part in error["loc"] if part != "[key]")
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key"
-        lines.append(f"  - {key}: {message}")
+        # cross-reference checks run on the whole file and name their keys themselves
+        lines.append(f"  - {key}: {message}" if key else f"  - {message}")
     return "\n".join(lines)
 
 
