@@ -38,6 +38,11 @@ class EngineStream(Protocol):
     usage: Usage | None
     tally: StreamTally
 
+    @property
+    def buffered(self) -> bool:
+        """Whether the next event has already arrived (getting it will not wait)."""
+        ...
+
     def __aiter__(self) -> EngineStream: ...
 
     async def __anext__(self) -> StreamEvent: ...

@@ -137,6 +137,10 @@ class OpenAICompatStream:
         while not self._pending and not self._finished:
             await self._read()
 
+    @property
+    def buffered(self) -> bool:
+        return bool(self._pending)
+
     def __aiter__(self) -> OpenAICompatStream:
         return self
 

@@ -210,6 +210,10 @@ class PooledStream:
     def tally(self) -> StreamTally:
         return self._stream.tally
 
+    @property
+    def buffered(self) -> bool:
+        return self._stream.buffered
+
     def __aiter__(self) -> PooledStream:
         return self
 

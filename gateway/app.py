@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from gateway.errors import install_error_handlers
 from gateway.metering import MeterSink
 from gateway.request_id import RequestIdMiddleware
-from gateway.routes import router
+from gateway.routes import inference_routes, router
 from gateway.settings import Settings, settings_from_environment
 from gateway.state import GatewayState
 
@@ -48,6 +48,7 @@ def create_app(
         redoc_url=None,
     )
     install_error_handlers(app)
+    app.router.routes.extend(inference_routes)
     app.include_router(router)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -63,28 +63,35 @@ class StreamRelay(Response):
         outcome = Outcome.OK
         error: EngineError | None = None
         first_event_at: float | None = None
+        stream = self._stream
         rewrite = self._rewrite
         include_usage = self._include_usage
+        batch: list[bytes] = []
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             try:
-                async for event in self._stream:
+                async for event in stream:
                     data = event.data
                     if not include_usage and not event.payload.get("choices") and "usage" in event.payload:
                         continue  # the usage chunk the gateway asked for on its own behalf
                     if rewrite is not None:
                         data = data.replace(rewrite[0], rewrite[1], 1)
+                    batch.append(b"data: " + data + b"\n\n")
+                    if stream.buffered:
+                        continue  # more events have already arrived: one write for all, and none waits
                     if first_event_at is None:
                         first_event_at = time.monotonic()
-                    await send(
-                        {"type": "http.response.body", "body": b"data: " + data + b"\n\n", "more_body": True}
-                    )
-                tail = _DONE
+                    body = batch[0] if len(batch) == 1 else b"".join(batch)
+                    batch.clear()
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                batch.append(_DONE)
             except EngineError as exc:
                 outcome, error = Outcome.ENGINE_FAILED, exc
-                tail = error_event(from_engine_error(exc))
+                batch.append(error_event(from_engine_error(exc)))
             watch.stop()  # from here on a disconnect changes nothing
-            await send({"type": "http.response.body", "body": tail, "more_body": False})
+            if first_event_at is None:
+                first_event_at = time.monotonic()
+            await send({"type": "http.response.body", "body": b"".join(batch), "more_body": False})
         except asyncio.CancelledError:
             if not watch.absorb():
                 outcome = Outcome.ABORTED  # the gateway is shutting down: meter what was generated, then go
@@ -93,6 +100,6 @@ class StreamRelay(Response):
         finally:
             watch.stop()
             try:
-                await self._stream.aclose()  # stops the engine's generation if it is still running
+                await stream.aclose()  # stops the engine's generation if it is still running
             finally:
                 self._on_end(RelayEnd(outcome, first_event_at, error))

@@ -26,6 +26,10 @@ class FakeStream:
         self._left = events
         self.closed = False
 
+    @property
+    def buffered(self) -> bool:
+        return self._left > 0
+
     def __aiter__(self) -> FakeStream:
         return self
 
