@@ -135,7 +135,7 @@ class OpenAICompatStream:
     async def prime(self) -> None:
         """Read until the first event is in hand (or the stream ends)."""
         while not self._pending and not self._finished:
-            await self._read()
+            await self._read(None)  # the caller's first-token deadline bounds this wait, not idle_s
 
     @property
     def buffered(self) -> bool:
@@ -150,7 +150,7 @@ class OpenAICompatStream:
                 raise StopAsyncIteration
             if self._finished:
                 raise EngineFailed("the engine's stream ended without [DONE]", replica=self.replica)
-            await self._read()
+            await self._read(self._idle_s)
         data = self._pending.popleft()
         if data == _DONE:
             self._done = True
@@ -161,9 +161,9 @@ class OpenAICompatStream:
     async def aclose(self) -> None:
         await self._response.aclose()
 
-    async def _read(self) -> None:
+    async def _read(self, wait_s: float | None) -> None:
         try:
-            async with asyncio.timeout(self._idle_s):
+            async with asyncio.timeout(wait_s):
                 chunk = await anext(self._raw, None)
         except TimeoutError:
             raise EngineTimeout("the engine stalled mid-stream", replica=self.replica, phase="idle") from None

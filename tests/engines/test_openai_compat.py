@@ -1,0 +1,226 @@
+"""The OpenAI-compatible adapter against scripted engines: timeouts, broken streams, error translation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import orjson
+import pytest
+from starlette.types import Receive, Scope, Send
+
+from engines import (
+    EngineFailed,
+    EngineHTTP,
+    EngineOverloaded,
+    EngineRejected,
+    EngineTimeout,
+    EngineUnavailable,
+    OpenAICompatEngine,
+    StreamTally,
+    Timeouts,
+)
+from tests.servers import serving
+
+
+def chunk(
+    content: str | None = None, reasoning_content: str | None = None, usage: int | None = None
+) -> bytes:
+    if usage is not None:
+        body: dict[str, object] = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": usage}}
+    else:
+        delta = {"content": content, "reasoning_content": reasoning_content}
+        body = {"choices": [{"index": 0, "delta": {k: v for k, v in delta.items() if v is not None}}]}
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+SCRIPTS: dict[str, tuple[int, list[bytes | float], list[tuple[bytes, bytes]]]] = {
+    # path: (status, body parts - bytes are sent, floats are pauses in seconds, headers)
+    "/ok": (
+        200,
+        [
+            chunk(reasoning_content="hmm"),
+            chunk("Hel"),
+            chunk("lo"),
+            chunk(usage=2),
+            chunk(usage=3),
+            b"data: [DONE]\n\n",
+        ],
+        [],
+    ),
+    "/stall": (200, [chunk("a"), 1.5, chunk("b")], []),
+    "/slow-start": (200, [1.5, chunk("a")], []),
+    "/no-done": (200, [chunk("a"), chunk("b")], []),
+    "/error-event": (
+        200,
+        [chunk("a"), b'data: {"error": {"message": "CUDA out of memory", "code": 500}}\n\n'],
+        [],
+    ),
+    "/garbage": (200, [chunk("a"), b"data: {not json\n\n"], []),
+    "/vllm-400": (
+        400,
+        [
+            b'{"error": {"message": "This model\'s maximum context length is 2048 tokens. However, you requested 4000 tokens.", "type": "BadRequestError", "param": null, "code": 400}}'
+        ],
+        [],
+    ),
+    "/old-400": (
+        400,
+        [
+            b'{"object": "error", "message": "bad temperature", "type": "BadRequestError", "param": "temperature", "code": 400}'
+        ],
+        [],
+    ),
+    "/429": (
+        429,
+        [b'{"error": {"message": "busy", "type": "TooManyRequests", "code": 429}}'],
+        [(b"retry-after-ms", b"1500")],
+    ),
+    "/503": (503, [b"Service Unavailable"], [(b"retry-after", b"7")]),
+    "/500": (500, [b"Internal Server Error"], []),
+    "/html": (200, [b"<html>oops</html>"], []),
+}
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    status, parts, headers = SCRIPTS[scope["path"]]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    for part in parts:
+        if isinstance(part, float):
+            await asyncio.sleep(part)
+        else:
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    with serving(app) as url:
+        yield url
+
+
+@pytest.fixture
+async def engine(base_url: str) -> AsyncIterator[OpenAICompatEngine]:
+    http = EngineHTTP.create()
+    yield OpenAICompatEngine(
+        base_url, http, Timeouts(connect_s=1, first_token_s=0.5, idle_s=0.3, total_s=0.5)
+    )
+    await http.aclose()
+
+
+async def collect(engine: OpenAICompatEngine, path: str) -> list[bytes]:
+    stream = await engine.stream(path, b"{}", request_id="r1")
+    try:
+        return [event.data async for event in stream]
+    finally:
+        await stream.aclose()
+
+
+async def test_stream_events_usage_and_tally(engine: OpenAICompatEngine) -> None:
+    stream = await engine.stream("/ok", b"{}", request_id="r1")
+    events = [event async for event in stream]
+    await stream.aclose()
+    assert len(events) == 5  # [DONE] ends the iteration and is not an event
+    assert stream.usage is not None and stream.usage.completion_tokens == 3  # the latest usage wins
+    assert (
+        stream.tally.text() == "Hello" and stream.tally.reasoning_text() == "hmm"
+    )  # reasoning_content read too
+
+
+@pytest.mark.parametrize(
+    ("path", "error", "phase"),
+    [
+        ("/stall", EngineTimeout, "idle"),
+        ("/no-done", EngineFailed, None),
+        ("/error-event", EngineFailed, None),
+        ("/garbage", EngineFailed, None),
+    ],
+)
+async def test_broken_streams_raise_after_the_first_event(
+    engine: OpenAICompatEngine, path: str, error: type[Exception], phase: str | None
+) -> None:
+    stream = await engine.stream(path, b"{}", request_id="r1")
+    first = await anext(stream)
+    assert b'"a"' in first.data
+    with pytest.raises(error) as caught:
+        async for _ in stream:
+            pass
+    await stream.aclose()
+    if phase is not None:
+        assert isinstance(caught.value, EngineTimeout) and caught.value.phase == phase
+    assert "CUDA" in str(caught.value) or path != "/error-event"
+
+
+async def test_first_token_timeout(engine: OpenAICompatEngine) -> None:
+    with pytest.raises(EngineTimeout) as caught:
+        await engine.stream("/slow-start", b"{}", request_id="r1")
+    assert caught.value.phase == "first_token"
+
+
+async def test_vllm_errors_are_translated(engine: OpenAICompatEngine) -> None:
+    with pytest.raises(EngineRejected) as rejected:
+        await engine.complete("/vllm-400", b"{}", request_id="r1")
+    assert rejected.value.code == "context_length_exceeded" and rejected.value.status == 400
+    assert rejected.value.error_type == "invalid_request_error"
+    with pytest.raises(EngineRejected) as old:
+        await engine.stream("/old-400", b"{}", request_id="r1")
+    assert (
+        old.value.param == "temperature" and old.value.message == "bad temperature" and old.value.code is None
+    )
+    with pytest.raises(EngineOverloaded) as busy:
+        await engine.complete("/429", b"{}", request_id="r1")
+    assert busy.value.retry_after_s == pytest.approx(1.5)
+    with pytest.raises(EngineOverloaded) as unavailable:
+        await engine.complete("/503", b"{}", request_id="r1")
+    assert unavailable.value.retry_after_s == 7.0
+    with pytest.raises(EngineFailed) as failed:
+        await engine.complete("/500", b"{}", request_id="r1")
+    assert failed.value.status == 500
+    with pytest.raises(EngineFailed):
+        await engine.complete("/html", b"{}", request_id="r1")
+
+
+async def test_unreachable_engine() -> None:
+    http = EngineHTTP.create()
+    engine = OpenAICompatEngine("http://127.0.0.1:9", http, Timeouts())
+    with pytest.raises(EngineUnavailable):
+        await engine.complete("/v1/chat/completions", b"{}", request_id="r1")
+    assert not await engine.health()
+    await http.aclose()
+
+
+def test_tally_counts_each_choice_and_legacy_text() -> None:
+    tally = StreamTally()
+    tally.observe(
+        {"choices": [{"index": 0, "delta": {"reasoning": "a"}}, {"index": 1, "delta": {"content": "x"}}]}
+    )
+    tally.observe({"choices": [{"index": 1, "delta": {"content": "y"}, "finish_reason": "stop"}]})
+    tally.observe({"choices": [{"index": 2, "text": "legacy"}]})
+    assert (tally.reasoning_text(0), tally.text(1), tally.text(2)) == ("a", "xy", "legacy")
+    assert tally.finish_reasons == {1: "stop"}
+    assert (tally.content_deltas, tally.reasoning_deltas) == (3, 1)
+
+
+async def test_request_carries_id_and_key(base_url: str) -> None:
+    seen: list[httpx.Request] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            200, json={"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}}
+        )
+
+    http = EngineHTTP.create(httpx.MockTransport(handler))
+    engine = OpenAICompatEngine("http://engine:8000/", http, Timeouts(), api_key="k3y")
+    reply = await engine.complete("/v1/chat/completions", b'{"model": "m"}', request_id="req_7")
+    await http.aclose()
+    assert reply.usage is not None and reply.usage.total_tokens == 3
+    request = seen[0]
+    assert str(request.url) == "http://engine:8000/v1/chat/completions"
+    assert request.headers["authorization"] == "Bearer k3y" and request.headers["x-request-id"] == "req_7"
+    assert request.content == b'{"model": "m"}'
