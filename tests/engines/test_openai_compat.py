@@ -35,6 +35,22 @@ def chunk(
     return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
+VLLM_400 = {
+    "error": {
+        "message": "This model's maximum context length is 2048 tokens. However, you requested 4000 tokens.",
+        "type": "BadRequestError",
+        "param": None,
+        "code": 400,
+    }
+}
+OLD_400 = {
+    "object": "error",
+    "message": "bad temperature",
+    "type": "BadRequestError",
+    "param": "temperature",
+    "code": 400,
+}
+
 SCRIPTS: dict[str, tuple[int, list[bytes | float], list[tuple[bytes, bytes]]]] = {
     # path: (status, body parts - bytes are sent, floats are pauses in seconds, headers)
     "/ok": (
@@ -60,16 +76,12 @@ SCRIPTS: dict[str, tuple[int, list[bytes | float], list[tuple[bytes, bytes]]]] =
     "/garbage": (200, [chunk("a"), b"data: {not json\n\n"], []),
     "/vllm-400": (
         400,
-        [
-            b'{"error": {"message": "This model\'s maximum context length is 2048 tokens. However, you requested 4000 tokens.", "type": "BadRequestError", "param": null, "code": 400}}'
-        ],
+        [orjson.dumps(VLLM_400)],
         [],
     ),
     "/old-400": (
         400,
-        [
-            b'{"object": "error", "message": "bad temperature", "type": "BadRequestError", "param": "temperature", "code": 400}'
-        ],
+        [orjson.dumps(OLD_400)],
         [],
     ),
     "/429": (
