@@ -56,7 +56,7 @@ class InferenceProxy:
         data = _json_object(await _read_body(request, self._max_body))
         checked = check_request(endpoint.shape, data)
         offer = self._catalog.resolve(
-            checked.model, request.headers.get(_TIER_HEADER), getattr(checked, "reasoning_effort", None)
+            checked.model, request.headers.get(_TIER_HEADER), checked.reasoning_effort
         )
         data["model"] = offer.engine_model
         headers = [(b"x-tiergate-tier", offer.tier.value.encode())]

@@ -41,6 +41,8 @@ class InferenceRequest(_Open):
     seed: int | None = None
     stop: str | list[str] | None = None
     user: str | None = None
+    # an OpenAI chat field; on completions too, as a tier hint (the engine ignores it there)
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
 
     @property
     def streaming(self) -> bool:
@@ -54,7 +56,6 @@ class InferenceRequest(_Open):
 class ChatRequest(InferenceRequest):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
 
@@ -63,8 +64,6 @@ class CompletionRequest(InferenceRequest):
     prompt: str | list[str] | list[int] | list[list[int]]
     echo: bool | None = None
     logprobs: int | None = Field(None, ge=0, le=20)
-
-    reasoning_effort: None = None  # not an OpenAI completions field; kept for a uniform interface
 
 
 R = TypeVar("R", bound="InferenceRequest")
