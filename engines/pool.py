@@ -7,8 +7,9 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from engines._exceptions import EngineError, NoReplicaAvailable
 from engines.client import EngineClient, EngineReply, EngineStream, StreamEvent
@@ -18,6 +19,7 @@ from engines.usage import StreamTally, Usage
 __all__ = ["EnginePool", "PoolPolicy", "PooledStream", "Replica"]
 
 log = logging.getLogger("tiergate.engines")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,35 +71,31 @@ class EnginePool:
 
     # -- requests ---------------------------------------------------------------------------------
     async def complete(self, path: str, payload: bytes, *, request_id: str) -> EngineReply:
-        tried: set[int] = set()
-        while True:
-            index = self._pick(tried)
-            replica = self.replicas[index]
-            replica.outstanding += 1
-            try:
-                reply = await replica.engine.complete(path, payload, request_id=request_id)
-            except EngineError as exc:
-                self._failed(replica, exc)
-                tried.add(index)
-                if not self._may_retry(exc, tried):
-                    raise
-                log.warning("pool %s: %s failed (%s); failing over", self.name, replica.url, exc.message)
-                continue
-            finally:
-                replica.outstanding -= 1
-            self._succeeded(replica)
-            return reply
+        replica, reply = await self._with_failover(
+            lambda engine: engine.complete(path, payload, request_id=request_id)
+        )
+        replica.outstanding -= 1
+        self._succeeded(replica)
+        return reply
 
     async def stream(self, path: str, payload: bytes, *, request_id: str) -> PooledStream:
         """Open a stream, failing over while its first event has not arrived (so nothing has
         reached the client). The replica counts it as outstanding until the stream is closed."""
+        replica, stream = await self._with_failover(
+            lambda engine: engine.stream(path, payload, request_id=request_id)
+        )
+        return PooledStream(self, replica, stream)
+
+    async def _with_failover(self, call: Callable[[EngineClient], Awaitable[_T]]) -> tuple[Replica, _T]:
+        """Run `call` on the best replica, then on others while the failure is retryable. The replica
+        that answered is returned with the request still counted as outstanding there."""
         tried: set[int] = set()
         while True:
             index = self._pick(tried)
             replica = self.replicas[index]
             replica.outstanding += 1
             try:
-                stream = await replica.engine.stream(path, payload, request_id=request_id)
+                return replica, await call(replica.engine)
             except EngineError as exc:
                 replica.outstanding -= 1
                 self._failed(replica, exc)
@@ -105,11 +103,9 @@ class EnginePool:
                 if not self._may_retry(exc, tried):
                     raise
                 log.warning("pool %s: %s failed (%s); failing over", self.name, replica.url, exc.message)
-                continue
             except BaseException:
                 replica.outstanding -= 1
                 raise
-            return PooledStream(self, replica, stream)
 
     def _pick(self, tried: set[int]) -> int:
         now = self._clock()

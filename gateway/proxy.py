@@ -59,27 +59,19 @@ class InferenceProxy:
             checked.model, request.headers.get(_TIER_HEADER), checked.reasoning_effort
         )
         data["model"] = offer.engine_model
-        headers = [(b"x-tiergate-tier", offer.tier.value.encode())]
-        pool = self._pools[offer.pool]
-        if checked.streaming:
+        streaming = checked.streaming
+        if streaming:  # always ask for usage: the gateway meters every stream, asked or not
             data["stream_options"] = {**(data.get("stream_options") or {}), "include_usage": True}
-            return await self._stream(request, endpoint, offer, pool, orjson.dumps(data), checked, headers)
-        return await self._complete(request, endpoint, offer, pool, orjson.dumps(data), headers)
-
-    async def _complete(
-        self,
-        request: Request,
-        endpoint: Endpoint,
-        offer: Offer,
-        pool: EnginePool,
-        payload: bytes,
-        headers: list[tuple[bytes, bytes]],
-    ) -> Response:
+        payload = orjson.dumps(data)
+        pool = self._pools[offer.pool]
         request_id = request_id_of(request.scope)
-        meter = _Meter(self._sinks, request_id, endpoint, offer, streamed=False)
+        meter = _Meter(self._sinks, request_id, endpoint, offer, streamed=streaming)
         watch = DisconnectWatch(request.receive)
         try:
-            reply = await pool.complete(endpoint.path, payload, request_id=request_id)
+            if streaming:
+                stream = await pool.stream(endpoint.path, payload, request_id=request_id)
+            else:
+                reply = await pool.complete(endpoint.path, payload, request_id=request_id)
         except asyncio.CancelledError:
             if not watch.absorb():
                 raise
@@ -89,6 +81,9 @@ class InferenceProxy:
             watch.stop()
             raise meter.failed(exc) from None
         watch.stop()
+        headers = [(b"x-tiergate-tier", offer.tier.value.encode())]
+        if streaming:
+            return _relay(stream, meter, offer, checked.wants_usage, headers)
         body = reply.payload
         body["model"] = offer.public_id
         meter.record(Outcome.OK, 200, reply.replica, reply.usage)
@@ -96,40 +91,19 @@ class InferenceProxy:
         response.raw_headers.extend(headers)
         return response
 
-    async def _stream(
-        self,
-        request: Request,
-        endpoint: Endpoint,
-        offer: Offer,
-        pool: EnginePool,
-        payload: bytes,
-        checked: InferenceRequest,
-        headers: list[tuple[bytes, bytes]],
-    ) -> Response:
-        request_id = request_id_of(request.scope)
-        meter = _Meter(self._sinks, request_id, endpoint, offer, streamed=True)
-        watch = DisconnectWatch(request.receive)
-        try:
-            stream = await pool.stream(endpoint.path, payload, request_id=request_id)
-        except asyncio.CancelledError:
-            if not watch.absorb():
-                raise
-            meter.record(Outcome.CLIENT_DISCONNECTED, _CLIENT_CLOSED)
-            return Response(status_code=_CLIENT_CLOSED)
-        except EngineError as exc:
-            watch.stop()
-            raise meter.failed(exc) from None
-        watch.stop()
 
-        def on_end(end: RelayEnd) -> None:
-            meter.record(end.outcome, 200, stream.replica.url, stream.usage, stream, end.first_event_at)
+def _relay(
+    stream: PooledStream, meter: _Meter, offer: Offer, include_usage: bool, headers: list[tuple[bytes, bytes]]
+) -> StreamRelay:
+    def on_end(end: RelayEnd) -> None:
+        meter.record(end.outcome, 200, stream.replica.url, stream.usage, stream, end.first_event_at)
 
-        rewrite = None
-        if offer.engine_model != offer.public_id:
-            rewrite = (_model_field(offer.engine_model), _model_field(offer.public_id))
-        return StreamRelay(
-            stream, include_usage=checked.wants_usage, model_rewrite=rewrite, headers=headers, on_end=on_end
-        )
+    rewrite = None
+    if offer.engine_model != offer.public_id:
+        rewrite = (_model_field(offer.engine_model), _model_field(offer.public_id))
+    return StreamRelay(
+        stream, include_usage=include_usage, model_rewrite=rewrite, headers=headers, on_end=on_end
+    )
 
 
 class _Meter:
