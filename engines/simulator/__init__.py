@@ -1,0 +1,52 @@
+"""A vLLM-compatible inference server without a GPU, standing in for an engine pool in demos,
+tests and benchmarks.
+
+    app = create_simulator_app(profile("fast", zero_latency=True))
+    uvicorn.run(app, port=8001)
+
+It serves vLLM's OpenAI-compatible routes (`/v1/chat/completions`, `/v1/completions`, `/v1/models`,
+`/health`, `/tokenize`, `/version`, `/load`, `/metrics`) with vLLM's body shapes, errors and metric
+names. Text is deterministic: the same request (messages, `seed` field or none, model, config seed)
+always gets the same output, and a lower `max_tokens` gets a prefix of it. Token counts come from one
+tokenizer, so usage, `/tokenize` and re-tokenizing the output agree. Reasoning tokens are counted
+within completion tokens: completion_tokens = tokens(reasoning text) + tokens(content).
+
+Per-request failure injection, header `x-sim-fault` (items separated by `,` or `;`):
+
+    status=<400..599>     answer this error at once, vLLM-shaped; 429 and 503 carry `retry-after`
+    retry-after=<int s>   the `retry-after` value of that error (default: config.retry_after_s)
+    die-after=<int n>     streaming: send n SSE events (the role chunk counts), then drop the TCP
+                          connection without ending the chunked body; the client sees the stream
+                          cut (httpx: RemoteProtocolError "incomplete chunked read"). Non-streaming:
+                          headers and half the JSON body, then the same drop.
+    stall=<float s>       sleep s seconds before the first token (after the response headers)
+    stall-mid=<float s>   sleep s seconds after the first token step was sent
+
+The header applies to `/v1/chat/completions` and `/v1/completions`; config rates (`error_rate`,
+`die_after_chunks_rate`, `stall_seconds` with `stall_rate`) inject the same faults at random, from
+a generator seeded by config.seed. A dropped stream counts as `finished_reason="abort"`; a dropped
+non-streaming response had finished generating and counts by its own finish reason.
+
+A client that disconnects mid-request cancels it at once (its sleep is cancelled, so within one
+inter-token interval at worst): it is counted in `vllm:request_success_total{finished_reason="abort"}`
+and its running slot is freed. Zero-latency requests never sleep and simply complete.
+"""
+
+from engines.simulator.app import SimulatorApp, create_simulator_app
+from engines.simulator.asgi import ASGIApp
+from engines.simulator.config import PROFILES, ReasoningField, SimulatorConfig, profile
+from engines.simulator.faults import Fault, parse_fault
+from engines.simulator.tokenizer import Tokenizer
+
+__all__ = [
+    "PROFILES",
+    "ASGIApp",
+    "Fault",
+    "ReasoningField",
+    "SimulatorApp",
+    "SimulatorConfig",
+    "Tokenizer",
+    "create_simulator_app",
+    "parse_fault",
+    "profile",
+]

@@ -1,0 +1,146 @@
+"""What each choice of a request will generate, decided up front and deterministically: reasoning
+and content tokens, why it finishes, and how many tokens each engine step emits (speculative
+decoding emits 1 + accepted draft tokens per step)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from engines.simulator.config import SimulatorConfig
+from engines.simulator.text import TextSource
+from engines.simulator.tokenizer import Prompt
+
+__all__ = ["ChoicePlan", "Planner", "Sampling"]
+
+_DRAWS = 5  # independent 64-bit draws per choice, cut from one hash of the request
+_MASK = (1 << 64) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """The request's say in what is generated."""
+
+    cap: int  # max tokens of this choice (max_tokens, or what is left of the context)
+    n: int = 1
+    seed: int | None = None
+    reasoning: bool = False  # whether this request thinks first (config, template kwargs, continuation)
+    thinking_budget: int | None = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    fresh_start: bool = True  # a new message: no leading space on the first piece
+
+
+@dataclass(slots=True)
+class ChoicePlan:
+    index: int
+    reasoning: list[str]  # one piece per reasoning token
+    content: list[str]  # one piece per content token; a stop string may have cut the last ones short
+    finish_reason: str  # "stop" | "length"
+    stop_reason: str | None  # the stop string that ended it, as vLLM reports it
+    steps: list[int]  # tokens emitted per engine step; sums to the choice's completion tokens
+
+    @property
+    def tokens(self) -> int:
+        return len(self.reasoning) + len(self.content)
+
+
+class Planner:
+    __slots__ = ("_acceptance", "_config", "_text")
+
+    def __init__(self, config: SimulatorConfig, text: TextSource) -> None:
+        self._config = config
+        self._text = text
+        # Accepted draft tokens per step, drawn once: each draft token is accepted with probability
+        # acceptance_rate, so accepted / draft tokens converges to it as in vLLM's metrics.
+        rng = random.Random(config.seed ^ 0x5EED)
+        k, rate = config.num_speculative_tokens, config.acceptance_rate
+        self._acceptance = tuple(sum(rng.random() < rate for _ in range(k)) for _ in range(4096)) if k else ()
+
+    def plan(self, prompt: Prompt, model: str, sampling: Sampling, first_index: int = 0) -> list[ChoicePlan]:
+        request = hashlib.blake2b(
+            f"{self._config.seed}\x00{model}\x00{sampling.seed}\x00".encode(), digest_size=_DRAWS * 8
+        )
+        request.update(prompt.key())
+        plans = []
+        for i in range(sampling.n):
+            choice = request.copy()
+            choice.update(i.to_bytes(4, "little"))
+            plans.append(self._choice(first_index + i, int.from_bytes(choice.digest(), "little"), sampling))
+        return plans
+
+    def _choice(self, index: int, draws: int, s: Sampling) -> ChoicePlan:
+        """`draws` holds _DRAWS independent 64-bit numbers, lowest first."""
+        content_length, content_at, reasoning_length, reasoning_at, acceptance_at = (
+            (draws >> (64 * k)) & _MASK for k in range(_DRAWS)
+        )
+        config = self._config
+        reasoning_wanted = 0
+        if s.reasoning:
+            reasoning_wanted = _within(config.reasoning_tokens_range, reasoning_length)
+            if s.thinking_budget is not None:
+                reasoning_wanted = min(reasoning_wanted, s.thinking_budget)
+        content_wanted = _within(config.output_tokens_range, content_length)
+        if s.ignore_eos:
+            content_wanted = max(s.cap - reasoning_wanted, 0)
+        reasoning_tokens = min(reasoning_wanted, s.cap)
+        content_tokens = min(content_wanted, s.cap - reasoning_tokens)
+        capped = s.ignore_eos or reasoning_wanted + content_wanted > s.cap
+        finish_reason = "length" if capped else "stop"
+        reasoning = self._pieces(reasoning_at, reasoning_tokens, s.fresh_start)
+        content = self._pieces(content_at, content_tokens, s.fresh_start)
+        stop_reason = _apply_stop(content, s.stop) if s.stop else None
+        if stop_reason is not None:
+            finish_reason = "stop"
+        steps = self._steps(acceptance_at, len(reasoning) + len(content))
+        return ChoicePlan(index, reasoning, content, finish_reason, stop_reason, steps)
+
+    def _pieces(self, seed: int, count: int, fresh_start: bool) -> list[str]:
+        if count <= 0:
+            return []
+        pieces = self._text.take(seed, count)
+        if fresh_start:
+            pieces[0] = pieces[0].lstrip()
+        return pieces
+
+    def _steps(self, seed: int, tokens: int) -> list[int]:
+        acceptance = self._acceptance
+        if not acceptance or tokens <= 1:
+            return [1] * tokens
+        # The prefill step yields one token; every decode step after it verifies one draft.
+        steps = [1]
+        left = tokens - 1
+        at = seed % len(acceptance)
+        while left > 0:
+            size = min(1 + acceptance[at], left)
+            steps.append(size)
+            left -= size
+            at = (at + 1) % len(acceptance)
+        return steps
+
+
+def _within(bounds: tuple[int, int], draw: int) -> int:
+    low, high = bounds
+    return low + draw % (high - low + 1)
+
+
+def _apply_stop(content: list[str], stops: Sequence[str]) -> str | None:
+    """Cut `content` at the first stop string, as vLLM does: generation ends with the token that
+    completes the stop string, and the text is cut where the stop string begins."""
+    text = "".join(content)
+    found = [(at, stop) for stop in stops if (at := text.find(stop)) != -1]
+    if not found:
+        return None
+    at, stop = min(found)
+    completed = at + len(stop)
+    kept: list[str] = []
+    length = 0
+    for piece in content:
+        kept.append(piece[: max(at - length, 0)])
+        length += len(piece)
+        if length >= completed:
+            break
+    content[:] = kept
+    return stop

@@ -1,0 +1,118 @@
+"""Request bodies the simulator understands. Like vLLM it ignores fields it does not use, so any
+OpenAI or vLLM extra (tools, temperature, top_k, ...) is accepted."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar, cast
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engines.simulator.errors import SimulatorError
+
+__all__ = [
+    "ChatMessage",
+    "ChatRequest",
+    "CompletionRequest",
+    "ContentPart",
+    "StreamOptions",
+    "TokenizeRequest",
+    "parse",
+]
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class StreamOptions(_Lenient):
+    include_usage: bool | None = False
+
+
+class ContentPart(_Lenient):
+    type: str = "text"
+    text: str | None = None
+
+
+class ChatMessage(_Lenient):
+    role: str
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        # Only text parts count; images and audio are outside what the simulator models.
+        return "".join(part.text or "" for part in self.content if part.type == "text")
+
+
+class _Generation(_Lenient):
+    model: str | None = None  # vLLM serves its first model name when none is given
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1, le=128)
+    max_tokens: int | None = Field(None, ge=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    ignore_eos: bool = False
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def stop_strings(self) -> tuple[str, ...]:
+        if not self.stop:
+            return ()
+        stops = [self.stop] if isinstance(self.stop, str) else self.stop
+        return tuple(s for s in stops if s)
+
+
+class ChatRequest(_Generation):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    thinking_token_budget: int | None = Field(None, ge=0)
+    chat_template_kwargs: dict[str, Any] | None = None
+    continue_final_message: bool = False
+    add_generation_prompt: bool = True
+
+    @property
+    def token_cap(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    @property
+    def enable_thinking(self) -> bool:
+        kwargs = self.chat_template_kwargs or {}
+        return kwargs.get("enable_thinking", True) is not False
+
+
+class CompletionRequest(_Generation):
+    # One prompt, a batch of prompts, or either as token ids (as vLLM accepts).
+    prompt: str | list[str] | list[int] | list[list[int]]
+
+    def prompts(self) -> list[str | list[int]]:
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if p and isinstance(p[0], int):
+            return [p]  # one tokenized prompt
+        return list(cast("list[str] | list[list[int]]", p))  # a batch
+
+
+class TokenizeRequest(_Lenient):
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+
+
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
+def parse(model: type[_Body], body: bytes) -> _Body:
+    """Validate a JSON body; malformed or invalid bodies are a 400 as in vLLM."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        message = f"{where}: {first['msg']}" if where else first["msg"]
+        raise SimulatorError(400, message) from None

@@ -1,0 +1,155 @@
+"""Response bodies and stream chunks in the exact shapes vLLM sends for chat and text completions."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+
+from engines.simulator.plan import ChoicePlan
+
+__all__ = ["DONE", "ChunkEncoder", "Kind", "build_usage", "chat_completion", "text_completion"]
+
+Kind = Literal["chat", "completion"]
+DONE = b"data: [DONE]\n\n"
+
+
+def build_usage(
+    prompt_tokens: int, cached_tokens: int, plans: list[ChoicePlan], report_reasoning: bool
+) -> dict[str, Any]:
+    """Usage of a whole request; reasoning tokens are a subset of completion tokens, cached of prompt."""
+    completion = sum(plan.tokens for plan in plans)
+    out: dict[str, Any] = {
+        "prompt_tokens": prompt_tokens,
+        "total_tokens": prompt_tokens + completion,
+        "completion_tokens": completion,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
+    }
+    if report_reasoning:
+        out["completion_tokens_details"] = {"reasoning_tokens": sum(len(plan.reasoning) for plan in plans)}
+    return out
+
+
+def chat_completion(
+    request_id: str,
+    created: int,
+    model: str,
+    plans: list[ChoicePlan],
+    usage: dict[str, Any],
+    reasoning_field: str | None,
+) -> bytes:
+    choices = []
+    for plan in plans:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": "".join(plan.content) if plan.content else None,
+        }
+        if reasoning_field is not None:
+            message[reasoning_field] = "".join(plan.reasoning) if plan.reasoning else None
+        message["tool_calls"] = []
+        choices.append(
+            {
+                "index": plan.index,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": plan.finish_reason,
+                "stop_reason": plan.stop_reason,
+            }
+        )
+    body = {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": choices,
+        "usage": usage,
+        "prompt_logprobs": None,
+    }
+    return orjson.dumps(body)
+
+
+def text_completion(
+    request_id: str, created: int, model: str, plans: list[ChoicePlan], usage: dict[str, Any]
+) -> bytes:
+    choices = [
+        {
+            "index": plan.index,
+            "text": "".join(plan.content),
+            "logprobs": None,
+            "finish_reason": plan.finish_reason,
+            "stop_reason": plan.stop_reason,
+        }
+        for plan in plans
+    ]
+    body = {
+        "id": f"cmpl-{request_id}",
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": choices,
+        "usage": usage,
+    }
+    return orjson.dumps(body)
+
+
+class ChunkEncoder:
+    """SSE events of one stream. The envelope (id, object, created, model) is encoded once."""
+
+    __slots__ = ("_head", "_kind", "_reasoning_field", "_tail")
+
+    def __init__(
+        self,
+        kind: Kind,
+        request_id: str,
+        created: int,
+        model: str,
+        include_usage: bool,
+        reasoning_field: str | None,
+    ) -> None:
+        self._kind = kind
+        self._reasoning_field = reasoning_field
+        envelope = orjson.dumps(
+            {
+                "id": f"chatcmpl-{request_id}" if kind == "chat" else f"cmpl-{request_id}",
+                "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
+                "created": created,
+                "model": model,
+            }
+        )
+        self._head = b"data: " + envelope[:-1] + b',"choices":'
+        # With include_usage every chunk carries "usage": null and only the last one the usage.
+        self._tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
+
+    def _event(self, choice: dict[str, Any]) -> bytes:
+        return self._head + b"[" + orjson.dumps(choice) + b"]" + self._tail
+
+    def role(self, index: int) -> bytes:
+        """The first chunk of a chat choice, before any token."""
+        delta = {"role": "assistant", "content": ""}
+        return self._event({"index": index, "delta": delta, "logprobs": None, "finish_reason": None})
+
+    def tokens(self, plan: ChoicePlan, start: int, size: int) -> bytes:
+        """The chunk of one engine step: tokens [start, start + size) of the choice."""
+        end = start + size
+        last = end >= plan.tokens
+        boundary = len(plan.reasoning)
+        content = plan.content[max(start - boundary, 0) : end - boundary] if end > boundary else None
+        choice: dict[str, Any] = {"index": plan.index}
+        if self._kind == "chat":
+            delta: dict[str, Any] = {}
+            if start < boundary:
+                delta[self._reasoning_field or "reasoning"] = "".join(plan.reasoning[start:end])
+            if content is not None:
+                delta["content"] = "".join(content)
+            choice["delta"] = delta
+        else:
+            choice["text"] = "".join(content or ())
+        choice["logprobs"] = None
+        choice["finish_reason"] = plan.finish_reason if last else None
+        if last:
+            choice["stop_reason"] = plan.stop_reason
+        return self._event(choice)
+
+    def usage(self, usage: dict[str, Any]) -> bytes:
+        """The final chunk: no choices, the request's usage."""
+        return self._head + b'[],"usage":' + orjson.dumps(usage) + b"}\n\n"

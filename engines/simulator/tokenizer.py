@@ -1,0 +1,88 @@
+"""A deterministic stand-in for a BPE tokenizer, and the chat template it renders prompts with.
+
+One tokenizer serves usage counts, prefix caching and `/tokenize`, so the three always agree.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal
+
+from engines.simulator.protocol import ChatMessage
+
+__all__ = ["Continuation", "Prompt", "Tokenizer", "render_chat", "render_completion"]
+
+# Words are cut every 6 characters (as BPE splits rare long words), each punctuation mark is a token,
+# whitespace belongs to the next word. English comes out near 1.3 tokens per word, like real tokenizers.
+_PIECE = re.compile(r"\w{1,6}|[^\w\s]")
+
+# Qwen-style chat template pieces and their ids in Qwen's vocabulary.
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+NEWLINE = "\n"
+_SPECIAL_IDS = MappingProxyType({IM_START: 151644, IM_END: 151645, NEWLINE: 198})
+_VOCAB_SIZE = 151643
+
+# What a continued assistant message leaves open: nothing, an unclosed <think>, or the answer.
+Continuation = Literal["none", "reasoning", "content"]
+
+
+class Tokenizer:
+    __slots__ = ()
+
+    def tokenize(self, text: str) -> list[str]:
+        return _PIECE.findall(text)
+
+    def count(self, text: str) -> int:
+        return len(_PIECE.findall(text))
+
+    def token_ids(self, pieces: Sequence[str]) -> list[int]:
+        return [_SPECIAL_IDS.get(p) or zlib.crc32(p.encode()) % _VOCAB_SIZE for p in pieces]
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """A rendered prompt: its token pieces (len = prompt tokens) and what generation continues."""
+
+    tokens: list[str]
+    continuation: Continuation = "none"
+
+    def key(self) -> bytes:
+        """The bytes that, with the model and seeds, determine the generated text."""
+        return "\x00".join(self.tokens).encode()
+
+
+def render_chat(
+    tokenizer: Tokenizer,
+    messages: Sequence[ChatMessage],
+    *,
+    add_generation_prompt: bool = True,
+    continue_final_message: bool = False,
+) -> Prompt:
+    """`<|im_start|>{role}\\n{content}<|im_end|>\\n` per message (5 template tokens), then
+    `<|im_start|>assistant\\n` (3) unless the final message is being continued."""
+    tokens: list[str] = []
+    last = len(messages) - 1
+    for i, message in enumerate(messages):
+        tokens += (IM_START, message.role, NEWLINE)
+        tokens += tokenizer.tokenize(message.text())
+        if not (continue_final_message and i == last):
+            tokens += (IM_END, NEWLINE)
+    if add_generation_prompt and not continue_final_message:
+        tokens += (IM_START, "assistant", NEWLINE)
+    continuation: Continuation = "none"
+    if continue_final_message and messages and messages[-1].role == "assistant":
+        text = messages[-1].text()
+        # Budget forcing sends the thinking so far, still open; the model goes on thinking.
+        continuation = "reasoning" if text.rfind("<think>") > text.rfind("</think>") else "content"
+    return Prompt(tokens, continuation)
+
+
+def render_completion(tokenizer: Tokenizer, prompt: str | list[int]) -> Prompt:
+    if isinstance(prompt, str):
+        return Prompt(tokenizer.tokenize(prompt))
+    return Prompt([f"<{token_id}>" for token_id in prompt])  # token ids stand for themselves

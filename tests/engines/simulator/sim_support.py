@@ -1,0 +1,103 @@
+"""Helpers for the simulator tests: configs, an in-process client, a real server, SSE and metrics parsing."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+import uvicorn
+
+from engines.simulator import SimulatorApp, SimulatorConfig, profile
+
+CHAT = "/v1/chat/completions"
+MESSAGES = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "Explain speculative decoding in two sentences."},
+]
+
+
+def fast(**overrides: Any) -> SimulatorConfig:
+    """The fast profile, without latency unless the overrides say otherwise."""
+    return profile("fast", **{"zero_latency": True, **overrides})
+
+
+def deliberate(**overrides: Any) -> SimulatorConfig:
+    return profile("deliberate", **{"zero_latency": True, **overrides})
+
+
+def sse_events(body: bytes) -> list[Any]:
+    """The JSON payloads of an SSE body, with "[DONE]" kept as the string."""
+    events: list[Any] = []
+    for block in body.split(b"\n\n"):
+        if not block:
+            continue
+        assert block.startswith(b"data: "), block
+        data = block[len(b"data: ") :]
+        events.append("[DONE]" if data == b"[DONE]" else orjson.loads(data))
+    return events
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$")
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`, from Prometheus text."""
+    total = 0.0
+    found = False
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if not match or match.group(1) != name:
+            continue
+        sample = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+        if all(sample.get(k) == v for k, v in labels.items()):
+            total += float(match.group(3))
+            found = True
+    assert found, f"no sample of {name} {labels}"
+    return total
+
+
+@dataclass
+class Sim:
+    app: SimulatorApp
+    client: httpx.AsyncClient
+
+    async def chat(self, headers: dict[str, str] | None = None, **body: Any) -> httpx.Response:
+        body.setdefault("model", "qwen3-8b")
+        body.setdefault("messages", MESSAGES)
+        return await self.client.post(CHAT, json=body, headers=headers)
+
+    async def metrics(self) -> str:
+        return (await self.client.get("/metrics")).text
+
+
+SimFactory = Callable[[SimulatorConfig], Awaitable[Sim]]
+
+
+@asynccontextmanager
+async def serving(app: SimulatorApp) -> AsyncIterator[str]:
+    """Run `app` on a real uvicorn server on a free port; yields its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, loop="none", http="httptools", ws="none", lifespan="on", log_level="critical", access_log=False
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.005)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
