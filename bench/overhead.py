@@ -1,0 +1,357 @@
+#!/usr/bin/env python3
+"""Gateway overhead benchmark: the simulator directly vs tiergate vs LiteLLM in front of it.
+
+    python bench/overhead.py [--duration 10] [--quick] [--strict]
+
+Starts a zero-latency simulator, then measures the same small chat request against it directly,
+through tiergate and through LiteLLM's proxy, non-streaming and streaming, at concurrency 1 and 50,
+with wrk. Prints one table plus PASS/FAIL against the targets, and writes JSON and markdown copies
+to bench/results/. See docs/benchmarks.md for what is measured and why.
+
+Exit status: 0 when everything ran (targets missed or not), 1 when --strict and a target was
+missed, 2 when something failed to run or a measurement was invalid (any non-2xx, bad body or
+socket error), 130 when interrupted. All servers are stopped on every path out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from overheadkit import chat, procs, report, servers, wrk
+from overheadkit.chat import Mode
+from overheadkit.procs import ManagedProcess, StartupError
+from overheadkit.report import DIRECT, HIGH_CONCURRENCY, LITELLM, LOW_CONCURRENCY, TIERGATE, Row
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+LITELLM_VENV = BENCH_DIR / ".venv-litellm"
+ALL_TARGETS = (DIRECT, TIERGATE, LITELLM)
+CONCURRENCIES = (LOW_CONCURRENCY, HIGH_CONCURRENCY)
+READY_PATHS = {DIRECT: "/health", TIERGATE: "/readyz", LITELLM: "/health/readiness"}
+# LiteLLM imports a great deal at start-up; on 2 cores that alone takes several seconds.
+READY_TIMEOUT_S = {DIRECT: 60.0, TIERGATE: 60.0, LITELLM: 180.0}
+
+
+@dataclass(frozen=True)
+class Settings:
+    duration_s: float
+    warmup_s: float
+    targets: tuple[str, ...]
+    tiergate_cmd: list[str]
+    strict: bool
+    noisy_retries: int
+    logs_dir: Path
+    work_dir: Path
+
+
+@dataclass(frozen=True)
+class Target:
+    """A running server to measure, and the simulator whose CPU it consumes when it is a proxy."""
+
+    name: str
+    proc: ManagedProcess
+    headers: dict[str, str]
+    sim: ManagedProcess | None
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=None, help="seconds per measurement (default 10)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 s per measurement, 1 s warm-up")
+    parser.add_argument("--warmup", type=float, default=None, help="warm-up seconds per target and mode")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--noisy-retries",
+        type=int,
+        default=2,
+        help="re-measure a row up to N times while other processes load the CPUs (default 2)",
+    )
+    parser.add_argument(
+        "--targets",
+        default=",".join(ALL_TARGETS),
+        help="comma-separated subset of: " + ", ".join(ALL_TARGETS),
+    )
+    parser.add_argument("--tiergate-cmd", default=None, help="tiergate CLI to use (default: the repo venv's)")
+    args = parser.parse_args(argv)
+    unknown = set(args.targets.split(",")) - set(ALL_TARGETS)
+    if unknown:
+        parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    return args
+
+
+def make_settings(args: argparse.Namespace, work_dir: Path, stamp: str) -> Settings:
+    duration = args.duration if args.duration is not None else (3.0 if args.quick else 10.0)
+    warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
+    chosen = set(args.targets.split(","))
+    return Settings(
+        duration_s=duration,
+        warmup_s=warmup,
+        # The simulator always runs (everything sits in front of it); the order is fixed so that the
+        # direct baseline is measured first and each proxy runs alone on the machine.
+        targets=tuple(t for t in ALL_TARGETS if t in chosen),
+        tiergate_cmd=servers.tiergate_base_command(args.tiergate_cmd),
+        strict=args.strict,
+        noisy_retries=args.noisy_retries,
+        logs_dir=RESULTS_DIR / "logs" / stamp,
+        work_dir=work_dir,
+    )
+
+
+def start_simulator(stack: contextlib.ExitStack, settings: Settings) -> ManagedProcess:
+    port = procs.free_port()
+    sim = stack.enter_context(
+        procs.managed(
+            "simulator",
+            servers.simulator_argv(settings.tiergate_cmd, port),
+            base_url=f"http://127.0.0.1:{port}",
+            log_path=settings.logs_dir / "simulator.log",
+            cwd=settings.work_dir,
+        )
+    )
+    sim.wait_ready(READY_PATHS[DIRECT], READY_TIMEOUT_S[DIRECT])
+    return sim
+
+
+@contextlib.contextmanager
+def start_proxy(name: str, sim: ManagedProcess, settings: Settings) -> Iterator[ManagedProcess]:
+    """Write the proxy's config into the work dir, start it, and wait for its readiness probe."""
+    port, sim_port = procs.free_port(), int(sim.base_url.rsplit(":", 1)[1])
+    if name == TIERGATE:
+        config = servers.write_json(
+            settings.work_dir / "tiergate.yaml", servers.tiergate_config(port, sim_port)
+        )
+        argv, env = servers.tiergate_argv(settings.tiergate_cmd, config), None
+    else:
+        config = servers.write_json(settings.work_dir / "litellm.yaml", servers.litellm_config(sim_port))
+        argv, env = servers.litellm_argv(LITELLM_VENV, config, port), servers.litellm_env()
+    with procs.managed(
+        name,
+        argv,
+        base_url=f"http://127.0.0.1:{port}",
+        log_path=settings.logs_dir / f"{name}.log",
+        env=env,
+        cwd=settings.work_dir,
+    ) as proc:
+        proc.wait_ready(READY_PATHS[name], READY_TIMEOUT_S[name])
+        yield proc
+
+
+def failed_rows(name: str, modes: Sequence[Mode], error: str) -> list[Row]:
+    return [Row(name, mode, c, error=error) for mode in modes for c in CONCURRENCIES]
+
+
+def measure(target: Target, mode: Mode, concurrency: int, script: Path, settings: Settings) -> Row:
+    """One wrk run, with CPU deltas of the server (and simulator) and the peak RSS right after."""
+    row = Row(target.name, mode, concurrency)
+    cpu_before = procs.cpu_seconds(target.proc.pid)
+    sim_before = procs.cpu_seconds(target.sim.pid) if target.sim else 0.0
+    busy_before = procs.system_busy_seconds()
+    try:
+        row.result = wrk.run(
+            target.proc.base_url + chat.CHAT_PATH,
+            script,
+            connections=concurrency,
+            threads=1,
+            duration_s=settings.duration_s,
+        )
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        row.error = f"wrk failed: {exc}"
+        return row
+    if (died := target.proc.exit_status()) is not None:
+        row.error = f"{target.name} died during the run ({died})"
+        return row
+    busy = procs.system_busy_seconds() - busy_before
+    server = procs.cpu_seconds(target.proc.pid) - cpu_before
+    sim = procs.cpu_seconds(target.sim.pid) - sim_before if target.sim else 0.0
+    seconds = row.result.duration_s
+    row.server_cpu_pct = 100 * server / seconds
+    row.sim_cpu_pct = 100 * sim / seconds if target.sim else None
+    row.other_cpu_pct = max(0.0, 100 * (busy - server - sim - row.result.wrk_cpu_s) / seconds)
+    row.peak_rss_mb = procs.peak_rss_mb(target.proc.pid)
+    return row
+
+
+def bench_mode(target: Target, mode: Mode, settings: Settings) -> list[Row]:
+    """Verify one real request, warm up, then measure each concurrency."""
+    problem = chat.verify(target.proc.base_url, target.headers, mode)
+    if problem is not None and (died := target.proc.exit_status()) is not None:
+        problem = f"{target.name} is no longer running ({died})"
+    if problem is not None:
+        print(f"  {target.name} {mode.value}: verification FAILED: {problem}", flush=True)
+        return failed_rows(target.name, [mode], f"verification failed: {problem}")
+    script = settings.work_dir / f"{target.name}-{mode.value}.lua"
+    wrk.write_script(script, chat.request_body(mode), _wrk_headers(target), chat.body_markers(mode))
+    url = target.proc.base_url + chat.CHAT_PATH
+    # Warm-up lets connection pools fill and lazy imports/caches settle before anything is recorded.
+    with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+        wrk.run(url, script, connections=HIGH_CONCURRENCY, threads=1, duration_s=settings.warmup_s)
+    return [measure_quietly(target, mode, c, script, settings) for c in CONCURRENCIES]
+
+
+def measure_quietly(target: Target, mode: Mode, concurrency: int, script: Path, settings: Settings) -> Row:
+    """Measure; while other processes ate a noticeable share of the CPUs, measure again.
+
+    The machine may be shared (CI, other jobs), and on 2 cores a foreign process skews every
+    number; keeping the least-disturbed attempt is cheaper than failing the whole run.
+    """
+    best = latest = measure(target, mode, concurrency, script, settings)
+    _print_progress(latest)
+    for _ in range(settings.noisy_retries):
+        if not best.noisy:
+            break
+        load = latest.other_cpu_pct or 0.0
+        print(f"    other load {load:.0f}% of a core during that row; measuring again", flush=True)
+        latest = measure(target, mode, concurrency, script, settings)
+        _print_progress(latest)
+        if latest.valid and (latest.other_cpu_pct or 0.0) < (best.other_cpu_pct or 0.0):
+            best = latest
+    return best
+
+
+def _wrk_headers(target: Target) -> dict[str, str]:
+    return {"Content-Type": "application/json", **target.headers}
+
+
+def _print_progress(row: Row) -> None:
+    r = row.result
+    if r is None:
+        print(f"  {row.target:8} {row.mode.value:10} c={row.concurrency:<3} ERROR {row.error}", flush=True)
+        return
+    state = "ok" if row.valid else f"INVALID ({row.problem()})"
+    print(
+        f"  {row.target:8} {row.mode.value:10} c={row.concurrency:<3} {r.rps:9.0f} req/s  "
+        f"p50 {r.p50_ms:8.2f} ms  p99 {r.p99_ms:8.2f} ms  {state}",
+        flush=True,
+    )
+
+
+def bench_target(name: str, sim: ManagedProcess, settings: Settings) -> list[Row]:
+    print(f"{name}:", flush=True)
+    if name == DIRECT:
+        return [row for mode in Mode for row in bench_mode(Target(name, sim, {}, None), mode, settings)]
+    headers = {"Authorization": f"Bearer {servers.LITELLM_MASTER_KEY}"} if name == LITELLM else {}
+    try:
+        with start_proxy(name, sim, settings) as proc:
+            target = Target(name, proc, headers, sim)
+            return [row for mode in Mode for row in bench_mode(target, mode, settings)]
+    except StartupError as exc:
+        print(f"  {name} did not start: {exc}", flush=True)
+        return failed_rows(name, list(Mode), f"startup failed (log: {settings.logs_dir / (name + '.log')})")
+
+
+def run_all(settings: Settings) -> list[Row]:
+    with contextlib.ExitStack() as stack:
+        try:
+            sim = start_simulator(stack, settings)
+        except StartupError as exc:
+            print(f"simulator did not start: {exc}", flush=True)
+            return [r for name in settings.targets for r in failed_rows(name, list(Mode), "simulator failed")]
+        return [row for name in settings.targets for row in bench_target(name, sim, settings)]
+
+
+def collect_meta(settings: Settings) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "host": f"{platform.node()} ({os.cpu_count()} CPUs, {platform.platform()})",
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "tiergate": f"{servers.tiergate_version()} ({' '.join(settings.tiergate_cmd)})",
+        "commit": _git_commit(),
+        "wrk": "wrk -t1 -c{1,50} --latency, Lua body check",
+        "duration_s": settings.duration_s,
+        "warmup_s": settings.warmup_s,
+        "request": chat.request_body(Mode.NON_STREAM),
+    }
+    if LITELLM in settings.targets:
+        meta["litellm"] = servers.litellm_version(LITELLM_VENV)
+    return meta
+
+
+def _git_commit() -> str:
+    """HEAD of the checkout being measured, marked when the working tree has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=BENCH_DIR, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            # Only the measured code: this benchmark's own files may well be uncommitted.
+            ["git", "status", "--porcelain", "--", "gateway", "engines", "pricing", "pyproject.toml"],
+            capture_output=True,
+            text=True,
+            cwd=BENCH_DIR,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}{' + uncommitted changes' if dirty else ''}"
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def _raise_system_exit(signum: int, _frame: FrameType | None) -> None:
+    # Turning SIGTERM/SIGHUP into an exception runs every `finally`, so the servers get stopped.
+    sys.exit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not wrk.wrk_available():
+        print("wrk not found on PATH (apt-get install wrk)", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _raise_system_exit)
+    signal.signal(signal.SIGHUP, _raise_system_exit)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    with tempfile.TemporaryDirectory(prefix="tiergate-bench-") as tmp:
+        settings = make_settings(args, Path(tmp), stamp)
+        if LITELLM in settings.targets:
+            try:
+                servers.ensure_litellm(LITELLM_VENV, settings.logs_dir / "litellm-install.log")
+            except (RuntimeError, OSError) as exc:
+                print(f"LiteLLM unavailable: {exc}", file=sys.stderr)
+                return 2
+        try:
+            rows = run_all(settings)
+        except KeyboardInterrupt:
+            print("\ninterrupted; servers stopped", file=sys.stderr)
+            return 130
+    return finish(rows, settings, stamp)
+
+
+def finish(rows: list[Row], settings: Settings, stamp: str) -> int:
+    report.fill_added_latency(rows)
+    checks = report.evaluate(rows, settings.targets)
+    meta = collect_meta(settings)
+    print()
+    print(report.text_table(rows, checks))
+    for path in report.write_results(RESULTS_DIR, stamp, rows, checks, meta):
+        print(f"wrote {path.relative_to(BENCH_DIR.parent)}")
+    if not all(row.valid for row in rows):
+        return 2
+    if settings.strict and any(c.passed is False for c in checks):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Helpers for bench/overhead.py: processes, wrk, requests, reporting."""

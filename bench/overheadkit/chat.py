@@ -1,0 +1,85 @@
+"""The one request the benchmark sends, and the check that a target really answers it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+import httpx
+
+MODEL = "qwen3-8b"
+CHAT_PATH = "/v1/chat/completions"
+# Roughly ten words: small enough that the gateway's own work, not payload size, dominates.
+PROMPT = "Explain in one short sentence why the sky looks blue today."
+MAX_TOKENS = 16
+
+
+class Mode(StrEnum):
+    NON_STREAM = "non-stream"
+    STREAM = "stream"
+
+
+def request_body(mode: Mode) -> str:
+    body: dict[str, Any] = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": MAX_TOKENS,
+    }
+    if mode is Mode.STREAM:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return json.dumps(body, separators=(",", ":"))
+
+
+def body_markers(mode: Mode) -> list[str]:
+    """Substrings every 2xx body must contain during the load run (cheap check done inside wrk)."""
+    if mode is Mode.STREAM:
+        return ['"choices"', "data: [DONE]"]
+    return ['"choices"']
+
+
+def verify(base_url: str, headers: Mapping[str, str], mode: Mode, timeout_s: float = 30.0) -> str | None:
+    """Send one request; None if it fully succeeded, otherwise why not.
+
+    This runs before any load so that a target answering errors quickly can never be reported as
+    fast: the full response is parsed, which the in-wrk marker check does not do.
+    """
+    try:
+        resp = httpx.post(
+            base_url + CHAT_PATH,
+            content=request_body(mode),
+            headers={"Content-Type": "application/json", **headers},
+            timeout=timeout_s,
+        )
+    except httpx.HTTPError as exc:
+        return f"request failed: {exc!r}"
+    if resp.status_code != 200:
+        return f"HTTP {resp.status_code}: {resp.text[:300]}"
+    try:
+        return _check_stream(resp.text) if mode is Mode.STREAM else _check_json(resp.text)
+    except (ValueError, TypeError, KeyError) as exc:
+        return f"malformed body ({exc}): {resp.text[:300]}"
+
+
+def _check_json(text: str) -> str | None:
+    data = json.loads(text)
+    if not data.get("choices"):
+        return f"no choices in body: {text[:300]}"
+    if data["choices"][0]["message"].get("content") is None:
+        return "first choice has no message content"
+    return None
+
+
+def _check_stream(text: str) -> str | None:
+    """Expect OpenAI SSE: content chunks, a usage chunk (include_usage), then [DONE]."""
+    payloads = [line[len("data:") :].strip() for line in text.splitlines() if line.startswith("data:")]
+    if not payloads or payloads[-1] != "[DONE]":
+        return f"stream does not end with [DONE]: {text[-300:]}"
+    chunks = [json.loads(p) for p in payloads[:-1]]
+    if not any(chunk.get("choices") for chunk in chunks):
+        return "no chunk carries choices"
+    if not any(chunk.get("usage") for chunk in chunks):
+        return "no usage chunk although stream_options.include_usage was set"
+    return None
