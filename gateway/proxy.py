@@ -74,12 +74,17 @@ class InferenceProxy:
                 reply = await pool.complete(endpoint.path, payload, request_id=request_id)
         except asyncio.CancelledError:
             if not watch.absorb():
+                meter.record(Outcome.ABORTED, _CLIENT_CLOSED)  # the gateway is shutting down
                 raise
             meter.record(Outcome.CLIENT_DISCONNECTED, _CLIENT_CLOSED)
             return Response(status_code=_CLIENT_CLOSED)  # nobody is listening
         except EngineError as exc:
             watch.stop()
             raise meter.failed(exc) from None
+        except Exception:
+            watch.stop()
+            meter.record(Outcome.ENGINE_FAILED, 500)  # a fault of ours: still one record, then a 500 envelope
+            raise
         watch.stop()
         headers = [(b"x-tiergate-tier", offer.tier.value.encode())]
         if streaming:
