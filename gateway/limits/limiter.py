@@ -1,0 +1,30 @@
+"""The one interface the gateway holds a limiter by, and the one error a limiter raises."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gateway.limits.admission import Admission, Reservation
+from gateway.limits.quota import Quota
+
+__all__ = ["LimiterUnavailable", "RateLimiter"]
+
+
+class LimiterUnavailable(Exception):
+    """The shared limiter's store could not be reached, and the limiter was told not to fail open."""
+
+
+class RateLimiter(Protocol):
+    async def admit(self, subject: str, tier: str, quota: Quota, tokens: int) -> Admission:
+        """Admit one request estimated at `tokens` (prompt estimate + max output tokens), or refuse it.
+
+        Admitted only if both its RPM and TPM checks pass; then both are consumed together, and a
+        refusal consumes neither."""
+        ...
+
+    async def settle(self, reservation: Reservation, used_tokens: int) -> None:
+        """Square a reservation with the tokens really used: refund or charge the difference.
+        `used_tokens=0` releases it entirely (the request failed). Never raises."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,130 @@
+"""Limits shared by every gateway replica through one Redis: one script call, one round trip, per admit.
+
+Redis being down, slow or restarting must not take the gateway with it: every call is bounded by
+`timeout_s`, and a failure either lets the request through (`fail_open`, the default: a limiter is not
+worth an outage) or raises LimiterUnavailable. The connection pool reconnects by itself once Redis is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from gateway.limits.admission import ALLOWED, Admission, Reservation, decided, reserved_tokens
+from gateway.limits.limiter import LimiterUnavailable
+from gateway.limits.quota import Quota
+from gateway.limits.scripts import ADMIT, SETTLE
+
+__all__ = ["RedisLimiter"]
+
+log = logging.getLogger("tiergate.limits")
+
+_WARN_EVERY_S = 10.0  # an outage is worth a line every few seconds, not one per request
+_UNAVAILABLE = (RedisError, OSError, TimeoutError)
+
+
+class RedisLimiter:
+    """GCRA buckets in Redis, keyed `{prefix}rl:{<subject>:<tier>}:r` and `...:t`.
+
+    The braces are a Redis Cluster hash tag: one script touches both keys of a request, so they must
+    share a slot. `failures` counts the Redis calls that failed (admits and settles), for metrics."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "tiergate:",
+        fail_open: bool = True,
+        timeout_s: float = 0.25,
+        max_connections: int = 64,
+    ) -> None:
+        self.failures = 0
+        self._prefix = prefix
+        self._fail_open = fail_open
+        self._timeout_s = timeout_s
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,  # a burst of requests queues for a connection, briefly
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            # One immediate retry, on a fresh connection, for a pooled one that died with a restarted
+            # Redis; the default (exponential backoff, 3 retries) would hold a request far past timeout_s.
+            retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
+        )
+        self._redis = Redis.from_pool(pool)
+        # EVALSHA, falling back to loading the script once (and again after Redis restarts empty)
+        self._admit = self._redis.register_script(ADMIT)
+        self._settle = self._redis.register_script(SETTLE)
+        self._down = False
+        self._warned_at = -math.inf
+
+    async def admit(self, subject: str, tier: str, quota: Quota, tokens: int) -> Admission:
+        cost = reserved_tokens(tokens, quota.tpm)
+        if quota.unlimited:
+            return ALLOWED
+        keys = self._keys(subject, tier)
+        try:
+            reply = await self._call(self._admit, keys, [quota.rpm or 0, quota.tpm or 0, cost])
+        except _UNAVAILABLE as exc:
+            self._failed("admit", exc)
+            if not self._fail_open:
+                raise LimiterUnavailable(f"the rate limiter's Redis is unavailable: {exc!r}") from exc
+            return ALLOWED
+        wait, requests_level, tokens_level = (int(value) for value in reply)
+        return decided(subject, tier, quota, cost, wait, requests_level, tokens_level)
+
+    async def settle(self, reservation: Reservation, used_tokens: int) -> None:
+        delta = max(0, used_tokens) - reservation.tokens
+        if reservation.tpm is None or delta == 0:
+            return
+        keys = self._keys(reservation.subject, reservation.tier)[1:]
+        try:
+            await self._call(self._settle, keys, [reservation.tpm, delta])
+        except _UNAVAILABLE as exc:
+            self._failed("settle", exc)
+        except Exception:
+            # settle runs as a request ends, often in a finally: raising there would hide the real outcome
+            log.exception("rate limiter: settling %s/%s failed", reservation.subject, reservation.tier)
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+    def _keys(self, subject: str, tier: str) -> list[str]:
+        base = f"{self._prefix}rl:{{{subject}:{tier}}}:"
+        return [base + "r", base + "t"]
+
+    async def _call(self, script: AsyncScript, keys: list[str], args: list[int]) -> Any:
+        # The socket timeouts bound each connect and read; this bounds the whole call, pool wait and
+        # the one retry included.
+        async with asyncio.timeout(self._timeout_s):
+            reply = await script(keys=keys, args=args)
+        if self._down:
+            self._down = False
+            log.warning("rate limiter: Redis is reachable again (%d failed calls so far)", self.failures)
+        return reply
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        self.failures += 1
+        self._down = True
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY_S:
+            self._warned_at = now
+            consequence = "letting requests through" if self._fail_open else "refusing requests"
+            log.warning(
+                "rate limiter: Redis unavailable on %s (%r); %s (%d failed calls so far)",
+                operation,
+                exc,
+                consequence,
+                self.failures,
+            )
