@@ -1,0 +1,47 @@
+"""The key store's tables. Append migrations; never edit one that has shipped.
+
+Tiers, models and quotas are JSON text in both dialects: they are read and written whole, with the key,
+and never queried by their parts, so portable text beats per-dialect array and JSON types.
+"""
+
+from __future__ import annotations
+
+from gateway.database import Migration
+
+__all__ = ["COMPONENT", "MIGRATIONS"]
+
+COMPONENT = "keys"
+
+
+def _tenants_and_keys(timestamp: str, blob: str) -> tuple[str, ...]:
+    return (
+        f"""CREATE TABLE tenants (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            created_at {timestamp} NOT NULL
+        )""",
+        f"""CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            tenant_id TEXT NOT NULL REFERENCES tenants (id),
+            name TEXT NOT NULL,
+            secret_sha256 {blob} NOT NULL,
+            tiers TEXT NOT NULL,
+            models TEXT,
+            quotas TEXT NOT NULL,
+            expires_at {timestamp},
+            created_at {timestamp} NOT NULL,
+            last_used_at {timestamp},
+            revoked_at {timestamp}
+        )""",
+        "CREATE INDEX api_keys_tenant ON api_keys (tenant_id)",
+    )
+
+
+MIGRATIONS = (
+    Migration(
+        1,
+        "tenants and api keys",
+        sqlite=_tenants_and_keys("TEXT", "BLOB"),
+        postgresql=_tenants_and_keys("TIMESTAMPTZ", "BYTEA"),
+    ),
+)

@@ -1,0 +1,291 @@
+"""The key store: tenants and API keys in the shared database.
+
+A key's secret is never stored: only its SHA-256 (see `material`). The full key exists once, in what
+`create_key` returns.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Final, Literal
+
+from gateway.database import Database, IntegrityError, Row, read_timestamp
+from gateway.keys._exceptions import KeyStoreConflict, KeyStoreNotFound
+from gateway.keys.material import new_key, new_key_id
+from gateway.keys.records import ApiKey, Tenant
+from gateway.keys.schema import COMPONENT, MIGRATIONS
+from gateway.limits.quota import Quota
+
+__all__ = ["UNCHANGED", "KeyStore", "Unchanged"]
+
+
+class _Unchanged(enum.Enum):
+    UNCHANGED = "unchanged"
+
+
+# `update_key` leaves a field alone when given this; None is a value there ("every model", "never")
+UNCHANGED: Final = _Unchanged.UNCHANGED
+Unchanged = Literal[_Unchanged.UNCHANGED]
+
+_TENANT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_KEY_COLUMNS = "id, tenant_id, name, tiers, models, quotas, expires_at, created_at, last_used_at, revoked_at"
+_ID_ATTEMPTS = 3  # ids are random (60 bits): a clash is all but impossible, and retried
+
+
+class KeyStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def __repr__(self) -> str:
+        return f"KeyStore({self._db!r})"
+
+    async def migrate(self) -> None:
+        await self._db.migrate(COMPONENT, MIGRATIONS)
+
+    # -- tenants ----------------------------------------------------------------------------------
+    async def create_tenant(self, tenant_id: str, name: str | None = None) -> Tenant:
+        if not isinstance(tenant_id, str) or _TENANT_ID.fullmatch(tenant_id) is None:
+            raise ValueError(
+                f"invalid tenant id {tenant_id!r}: 1-64 characters of a-z, 0-9, '_' and '-',"
+                " starting with a letter or digit"
+            )
+        tenant = Tenant(tenant_id, _text(name, "name") if name is not None else tenant_id, _now())
+        try:
+            await self._db.execute(
+                "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)",
+                (tenant.id, tenant.name, tenant.created_at),
+            )
+        except IntegrityError:
+            raise KeyStoreConflict(f"tenant {tenant_id!r} exists already") from None
+        return tenant
+
+    async def list_tenants(self) -> list[Tenant]:
+        rows = await self._db.fetch_all("SELECT id, name, created_at FROM tenants ORDER BY id")
+        return [Tenant(row["id"], row["name"], read_timestamp(row["created_at"])) for row in rows]
+
+    # -- keys -------------------------------------------------------------------------------------
+    async def create_key(
+        self,
+        tenant_id: str,
+        *,
+        name: str = "",
+        tiers: Iterable[str],
+        models: Iterable[str] | None = None,
+        quotas: Mapping[str, Quota] | None = None,
+        expires_at: datetime | None = None,
+    ) -> tuple[ApiKey, str]:
+        """A new key and, this once, its full text `tg-<id>-<secret>` (its repr is masked)."""
+        granted = _tiers(tiers)
+        key = ApiKey(
+            id="",
+            tenant_id=tenant_id,
+            name=_text(name, "name"),
+            tiers=granted,
+            models=_models(models),
+            quotas=_quotas(quotas or {}, granted),
+            expires_at=_aware(expires_at, "expires_at"),
+            created_at=_now(),
+            last_used_at=None,
+            revoked=False,
+        )
+        for attempt in range(1, _ID_ATTEMPTS + 1):
+            key = replace(key, id=new_key_id())
+            issued, digest = new_key(key.id)
+            try:
+                async with self._db.transaction() as tx:
+                    if await tx.fetch_one("SELECT id FROM tenants WHERE id = ?", (tenant_id,)) is None:
+                        raise KeyStoreNotFound(f"no tenant {tenant_id!r}")
+                    await tx.execute(
+                        f"INSERT INTO api_keys ({_KEY_COLUMNS}, secret_sha256)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (*_key_values(key), None, digest),
+                    )
+            except IntegrityError:
+                if attempt == _ID_ATTEMPTS:
+                    raise
+                continue
+            return key, issued
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def list_keys(self, tenant_id: str | None = None) -> list[ApiKey]:
+        """Every key, or a tenant's (an unknown tenant has none), oldest first."""
+        where, params = ("WHERE tenant_id = ?", (tenant_id,)) if tenant_id is not None else ("", ())
+        rows = await self._db.fetch_all(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys {where} ORDER BY created_at, id", params
+        )
+        return [_key_from_row(row) for row in rows]
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        row = await self._db.fetch_one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+        return _key_from_row(row) if row is not None else None
+
+    async def update_key(
+        self,
+        key_id: str,
+        *,
+        name: str | None = None,
+        tiers: Iterable[str] | None = None,
+        models: Iterable[str] | Unchanged | None = UNCHANGED,
+        quotas: Mapping[str, Quota] | None = None,
+        expires_at: datetime | Unchanged | None = UNCHANGED,
+    ) -> ApiKey:
+        """Change the given fields. Narrowing `tiers` without new `quotas` drops the quotas of the tiers
+        taken away; new `quotas` replace all of them and may only name the key's tiers."""
+        # checked before the transaction: invalid input costs no round trip
+        new_name = _text(name, "name") if name is not None else None
+        new_tiers = _tiers(tiers) if tiers is not None else None
+        new_models = _models(models) if models is not UNCHANGED else UNCHANGED
+        new_expiry = _aware(expires_at, "expires_at") if expires_at is not UNCHANGED else UNCHANGED
+        # PostgreSQL: lock the row so two concurrent updates of different fields do not lose one
+        # (SQLite's BEGIN IMMEDIATE already serializes writers)
+        lock = " FOR UPDATE" if self._db.dialect == "postgresql" else ""
+        async with self._db.transaction() as tx:
+            row = await tx.fetch_one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?{lock}", (key_id,))
+            if row is None:
+                raise KeyStoreNotFound(f"no key {key_id!r}")
+            key = _key_from_row(row)
+            granted = new_tiers if new_tiers is not None else key.tiers
+            key = replace(
+                key,
+                name=new_name if new_name is not None else key.name,
+                tiers=granted,
+                models=new_models if new_models is not UNCHANGED else key.models,
+                quotas=(
+                    _quotas(quotas, granted)
+                    if quotas is not None
+                    else _quotas({tier: q for tier, q in key.quotas.items() if tier in granted}, granted)
+                ),
+                expires_at=new_expiry if new_expiry is not UNCHANGED else key.expires_at,
+            )
+            await tx.execute(
+                "UPDATE api_keys SET name = ?, tiers = ?, models = ?, quotas = ?, expires_at = ?"
+                " WHERE id = ?",
+                (*_key_values(key)[2:7], key.id),
+            )
+        return key
+
+    async def revoke_key(self, key_id: str) -> ApiKey:
+        """Revoke the key (again: no change). Authenticators see it within their cache TTL."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (_now(), key_id)
+            )
+            row = await tx.fetch_one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+        if row is None:
+            raise KeyStoreNotFound(f"no key {key_id!r}")
+        return _key_from_row(row)
+
+    async def record_use(self, last_used: Mapping[str, datetime]) -> None:
+        """Set last-used times in one batch; a time older than the stored one (another replica's
+        newer flush) leaves it alone. Unknown ids are ignored."""
+        if not last_used:
+            return
+        # sorted ids: replicas flushing overlapping batches lock rows in the same order, so never deadlock
+        batch = [(used, key_id, used) for key_id, used in sorted(last_used.items())]
+        for used, _, _ in batch:
+            _aware(used, "last used time")
+        await self._db.execute_many(
+            "UPDATE api_keys SET last_used_at = ?"
+            " WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+            batch,
+        )
+
+    async def lookup(self, key_id: str) -> tuple[ApiKey, bytes] | None:
+        """The key and the SHA-256 of its secret, for the authenticator."""
+        row = await self._db.fetch_one(
+            f"SELECT {_KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE id = ?", (key_id,)
+        )
+        return (_key_from_row(row), bytes(row["secret_sha256"])) if row is not None else None
+
+
+# -- validation -------------------------------------------------------------------------------------
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _names(values: Iterable[str], what: str) -> frozenset[str]:
+    if isinstance(values, str):  # a lone string would be taken for its characters
+        raise ValueError(f"{what} must be a collection of names, not the string {values!r}")
+    names = frozenset(values)
+    bad = sorted(repr(name) for name in names if not isinstance(name, str) or not name)
+    if bad:
+        raise ValueError(f"{what} must be non-empty strings, not {', '.join(bad)}")
+    if not names:
+        raise ValueError(f"{what} must name at least one")
+    return names
+
+
+def _tiers(tiers: Iterable[str]) -> frozenset[str]:
+    return _names(tiers, "tiers")
+
+
+def _models(models: Iterable[str] | None) -> frozenset[str] | None:
+    # an empty list would grant nothing: None is how a key gets every model
+    return _names(models, "models") if models is not None else None
+
+
+def _quotas(quotas: Mapping[str, Quota], tiers: frozenset[str]) -> Mapping[str, Quota]:
+    stray = sorted(set(quotas) - tiers)
+    if stray:
+        raise ValueError(f"quotas for tiers the key does not have: {', '.join(map(repr, stray))}")
+    for tier, quota in quotas.items():
+        if not isinstance(quota, Quota):
+            raise ValueError(f"the quota for tier {tier!r} must be a Quota, not {type(quota).__name__}")
+    return MappingProxyType(dict(sorted(quotas.items())))
+
+
+def _aware(value: datetime | None, what: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} must be a timezone-aware datetime, not {value!r}")
+    return value.astimezone(UTC)
+
+
+# -- rows -------------------------------------------------------------------------------------------
+def _key_values(key: ApiKey) -> tuple[Any, ...]:
+    """The columns of `_KEY_COLUMNS`, revoked_at excepted (the store sets it alone)."""
+    return (
+        key.id,
+        key.tenant_id,
+        key.name,
+        json.dumps(sorted(key.tiers)),
+        json.dumps(sorted(key.models)) if key.models is not None else None,
+        json.dumps({tier: {"rpm": quota.rpm, "tpm": quota.tpm} for tier, quota in key.quotas.items()}),
+        key.expires_at,
+        key.created_at,
+        key.last_used_at,
+    )
+
+
+def _key_from_row(row: Row) -> ApiKey:
+    models = row["models"]
+    quotas = json.loads(row["quotas"])
+    return ApiKey(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        name=row["name"],
+        tiers=frozenset(json.loads(row["tiers"])),
+        models=frozenset(json.loads(models)) if models is not None else None,
+        quotas=MappingProxyType({tier: Quota(rpm=q["rpm"], tpm=q["tpm"]) for tier, q in quotas.items()}),
+        expires_at=_optional_timestamp(row["expires_at"]),
+        created_at=read_timestamp(row["created_at"]),
+        last_used_at=_optional_timestamp(row["last_used_at"]),
+        revoked=row["revoked_at"] is not None,
+    )
+
+
+def _optional_timestamp(value: datetime | str | None) -> datetime | None:
+    return read_timestamp(value) if value is not None else None

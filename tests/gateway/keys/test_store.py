@@ -1,0 +1,197 @@
+"""The key store on real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from gateway.database import Database
+from gateway.keys import UNCHANGED, KeyStore, KeyStoreConflict, KeyStoreNotFound
+from gateway.limits.quota import Quota
+
+
+@pytest.fixture
+async def store(database: Database) -> KeyStore:
+    store = KeyStore(database)
+    await store.migrate()
+    await store.create_tenant("acme", "Acme Corp")
+    return store
+
+
+async def test_migrate_is_idempotent(database: Database) -> None:
+    store = KeyStore(database)
+    await store.migrate()
+    await store.migrate()
+    rows = await database.fetch_all("SELECT component, version FROM schema_migrations")
+    assert rows == [{"component": "keys", "version": 1}]
+
+
+# -- tenants ----------------------------------------------------------------------------------------
+async def test_tenants(store: KeyStore) -> None:
+    beta = await store.create_tenant("beta_2")
+    assert beta.name == "beta_2"  # the id, when no name is given
+    assert beta.created_at.tzinfo is UTC
+    assert [(tenant.id, tenant.name) for tenant in await store.list_tenants()] == [
+        ("acme", "Acme Corp"),
+        ("beta_2", "beta_2"),
+    ]
+    assert (await store.list_tenants())[1] == beta
+    with pytest.raises(KeyStoreConflict, match="acme"):
+        await store.create_tenant("acme", "again")
+
+
+@pytest.mark.parametrize("tenant_id", ["", "Acme", "-acme", "_acme", "a b", "a" * 65, "ac.me", "ácme"])
+async def test_tenant_ids_are_slugs(store: KeyStore, tenant_id: str) -> None:
+    with pytest.raises(ValueError, match="tenant id"):
+        await store.create_tenant(tenant_id)
+
+
+# -- keys -------------------------------------------------------------------------------------------
+async def test_create_get_and_list_keys(store: KeyStore) -> None:
+    expires = datetime(2040, 1, 2, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=-5)))
+    key, full = await store.create_key(
+        "acme",
+        name="ci",
+        tiers=["fast", "deliberate"],
+        models=["qwen3-8b"],
+        quotas={"fast": Quota(rpm=60)},
+        expires_at=expires,
+    )
+    assert full.startswith(f"tg-{key.id}-")
+    assert key.masked == f"tg-{key.id}-****"
+    assert (key.tenant_id, key.name, key.revoked, key.last_used_at) == ("acme", "ci", False, None)
+    assert key.tiers == {"fast", "deliberate"}
+    assert key.models == frozenset({"qwen3-8b"})
+    assert key.expires_at == expires
+    assert key.expires_at is not None
+    assert key.expires_at.tzinfo is UTC
+    assert await store.get_key(key.id) == key
+    assert await store.get_key("nosuchkey234") is None
+
+    await store.create_tenant("other")
+    other, _ = await store.create_key("other", tiers=["fast"])
+    assert other.models is None  # every model
+    assert other.expires_at is None
+    assert [k.id for k in await store.list_keys()] == [key.id, other.id]
+    assert await store.list_keys("acme") == [key]
+    assert await store.list_keys("nobody") == []
+
+
+async def test_key_ids_are_unique(store: KeyStore) -> None:
+    keys = [await store.create_key("acme", tiers=["fast"]) for _ in range(30)]
+    assert len({key.id for key, _ in keys}) == len({full for _, full in keys}) == 30
+
+
+async def test_a_key_needs_a_known_tenant(store: KeyStore) -> None:
+    with pytest.raises(KeyStoreNotFound, match="nobody"):
+        await store.create_key("nobody", tiers=["fast"])
+    assert await store.list_keys() == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"tiers": "fast"}, "not the string"),
+        ({"tiers": []}, "at least one"),
+        ({"tiers": ["fast", ""]}, "non-empty"),
+        ({"models": []}, "at least one"),
+        ({"models": "qwen3-8b"}, "not the string"),
+        ({"quotas": {"deliberate": Quota(rpm=1)}}, "does not have"),
+        ({"quotas": {"fast": {"rpm": 1}}}, "must be a Quota"),
+        ({"expires_at": datetime(2040, 1, 1)}, "timezone-aware"),
+        ({"name": None}, "string"),
+    ],
+)
+async def test_invalid_keys_are_refused(store: KeyStore, change: dict[str, object], message: str) -> None:
+    arguments: dict[str, object] = {"tiers": ["fast"], **change}
+    with pytest.raises(ValueError, match=message):
+        await store.create_key("acme", **arguments)  # type: ignore[arg-type]
+    assert await store.list_keys() == []
+
+
+async def test_only_a_hash_of_the_secret_is_stored(store: KeyStore, database: Database) -> None:
+    key, full = await store.create_key("acme", tiers=["fast"])
+    secret = full.split("-", 2)[2]
+    row = await database.fetch_one("SELECT * FROM api_keys WHERE id = ?", (key.id,))
+    assert row is not None
+    assert bytes(row["secret_sha256"]) == hashlib.sha256(secret.encode()).digest()
+    for value in row.values():
+        stored = bytes(value) if isinstance(value, bytes | memoryview) else str(value).encode()
+        assert secret.encode() not in stored
+        assert full.encode() not in stored
+    found = await store.lookup(key.id)
+    assert found == (key, hashlib.sha256(secret.encode()).digest())
+    assert await store.lookup("nosuchkey234") is None
+    assert secret not in repr(key)
+    assert secret not in repr((key, full))
+
+
+async def test_quotas_round_trip(store: KeyStore) -> None:
+    quotas = {"fast": Quota(rpm=600, tpm=100_000), "deliberate": Quota(tpm=5_000), "batch": Quota(rpm=1)}
+    key, _ = await store.create_key("acme", tiers=["fast", "deliberate", "batch", "free"], quotas=quotas)
+    for loaded in (key, await store.get_key(key.id)):
+        assert loaded is not None
+        assert dict(loaded.quotas) == quotas
+        assert loaded.quota_for("free") == Quota()
+        assert loaded.quota_for("free").unlimited
+        with pytest.raises(TypeError):
+            loaded.quotas["fast"] = Quota()  # type: ignore[index]
+
+
+# -- changes ----------------------------------------------------------------------------------------
+async def test_update_key(store: KeyStore) -> None:
+    key, _ = await store.create_key(
+        "acme",
+        tiers=["fast", "deliberate"],
+        models=["a"],
+        quotas={"fast": Quota(rpm=1), "deliberate": Quota(rpm=2)},
+        expires_at=datetime(2040, 1, 1, tzinfo=UTC),
+    )
+    renamed = await store.update_key(key.id, name="renamed")
+    assert renamed == replace(key, name="renamed")
+
+    # narrowing tiers drops the quotas of the tiers taken away
+    narrowed = await store.update_key(key.id, tiers=["fast"])
+    assert (narrowed.tiers, dict(narrowed.quotas)) == (frozenset({"fast"}), {"fast": Quota(rpm=1)})
+    assert narrowed.models == frozenset({"a"})  # models and expiry untouched unless given
+    assert narrowed.expires_at == datetime(2040, 1, 1, tzinfo=UTC)
+
+    opened = await store.update_key(key.id, models=None, expires_at=None, quotas={})
+    assert (opened.models, opened.expires_at, dict(opened.quotas)) == (None, None, {})
+    assert await store.get_key(key.id) == opened
+    unchanged = await store.update_key(key.id, models=UNCHANGED, expires_at=UNCHANGED)
+    assert unchanged == opened
+
+    with pytest.raises(ValueError, match="does not have"):
+        await store.update_key(key.id, quotas={"deliberate": Quota(rpm=5)})
+    with pytest.raises(KeyStoreNotFound):
+        await store.update_key("nosuchkey234", name="x")
+    assert await store.get_key(key.id) == opened
+
+
+async def test_revoke_key(store: KeyStore) -> None:
+    key, _ = await store.create_key("acme", tiers=["fast"])
+    revoked = await store.revoke_key(key.id)
+    assert revoked.revoked
+    assert revoked == replace(key, revoked=True)
+    assert await store.revoke_key(key.id) == revoked  # again: no change
+    assert await store.get_key(key.id) == revoked
+    with pytest.raises(KeyStoreNotFound):
+        await store.revoke_key("nosuchkey234")
+
+
+async def test_record_use_is_one_batch_that_only_moves_forward(store: KeyStore) -> None:
+    first, _ = await store.create_key("acme", tiers=["fast"])
+    second, _ = await store.create_key("acme", tiers=["fast"])
+    early = datetime(2030, 1, 1, 12, tzinfo=UTC)
+    late = early + timedelta(minutes=5)
+    await store.record_use({first.id: late, second.id: early, "nosuchkey234": late})
+    await store.record_use({first.id: early})  # an older flush from a slower replica
+    await store.record_use({})
+    used = {key.id: key.last_used_at for key in await store.list_keys()}
+    assert used == {first.id: late, second.id: early}
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await store.record_use({first.id: datetime(2030, 1, 1)})
