@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from gateway.admin import admin_router
 from gateway.errors import install_error_handlers
 from gateway.metering import MeterSink
 from gateway.request_id import RequestIdMiddleware
@@ -33,7 +34,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        state = GatewayState.build(settings, transport=transport, sinks=sinks)
+        state = await GatewayState.create(settings, transport=transport, sinks=sinks)
         state.start()
         try:
             yield {"gateway": state}
@@ -50,6 +51,7 @@ def create_app(
     install_error_handlers(app)
     app.router.routes.extend(inference_routes)
     app.include_router(router)
+    app.include_router(admin_router)
     app.add_middleware(RequestIdMiddleware)
     return app
 

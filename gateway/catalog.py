@@ -108,6 +108,10 @@ class Catalog:
     def models_json(self) -> bytes:
         return self._cards_json
 
+    @property
+    def cards(self) -> list[dict[str, Any]]:
+        return self._cards
+
     def card(self, model_id: str) -> dict[str, Any] | None:
         return next((card for card in self._cards if card["id"] == model_id), None)
 

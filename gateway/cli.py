@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +12,14 @@ from typing import Any
 
 import uvicorn
 
-from gateway.settings import CONFIG_ENV, ConfigError, load_settings
+from gateway.admin_cli import add_admin_commands, run_admin_command
+from gateway.settings import (
+    CONFIG_ENV,
+    ConfigError,
+    config_path_from_environment,
+    export_config_path,
+    load_settings,
+)
 
 __all__ = ["main"]
 
@@ -25,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gateway from a config file")
-    serve.add_argument("--config", type=Path, default=os.environ.get(CONFIG_ENV), help="YAML config file")
+    serve.add_argument("--config", type=Path, default=config_path_from_environment(), help="YAML config file")
     serve.add_argument("--host", help="overrides server.host")
     serve.add_argument("--port", type=int, help="overrides server.port")
     serve.add_argument("--workers", type=int, help="overrides server.workers")
@@ -49,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--error-rate", type=float, help="fraction of requests answered with an error")
     simulate.add_argument("--max-model-len", type=int)
     simulate.add_argument("--log-level", default="warning")
+
+    add_admin_commands(commands)
     return parser
 
 
@@ -59,8 +67,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             _serve(args)
         elif args.command == "demo":
             _demo(args)
-        else:
+        elif args.command == "simulate":
             _simulate(args)
+        else:
+            run_admin_command(args)
     except ConfigError as exc:
         sys.exit(f"tiergate: {exc}")
     except KeyboardInterrupt:
@@ -102,7 +112,7 @@ def _serve(args: argparse.Namespace) -> None:
         uvicorn.run(create_app(settings), **options)
         return
     # worker processes rebuild the settings from the same file and environment
-    os.environ[CONFIG_ENV] = str(args.config.resolve())
+    export_config_path(args.config)
     uvicorn.run("gateway.app:app_from_environment", factory=True, workers=settings.server.workers, **options)
 
 

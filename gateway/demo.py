@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from engines.simulator import create_simulator_app, profile
 from gateway.app import create_app
+from gateway.database import open_database
+from gateway.keys import KeyStore
+from gateway.limits import Quota
 from gateway.settings import load_settings
 
 __all__ = ["demo_settings", "run_demo"]
@@ -47,7 +53,23 @@ def _server(app: Any, host: str, port: int) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
-def banner(base_url: str, fast_url: str, deliberate_url: str) -> str:
+async def _demo_key(database_url: str) -> str:
+    """A tenant `demo` with one key for both tiers; the full key exists only in this return value."""
+    database = await open_database(database_url)
+    try:
+        store = KeyStore(database)
+        await store.migrate()
+        await store.create_tenant("demo", "Demo tenant")
+        quota = Quota(rpm=600, tpm=1_000_000)
+        _, secret = await store.create_key(
+            "demo", name="demo", tiers=["fast", "deliberate"], quotas={"fast": quota, "deliberate": quota}
+        )
+        return str(secret)
+    finally:
+        await database.aclose()
+
+
+def banner(base_url: str, fast_url: str, deliberate_url: str, api_key: str, admin_token: str) -> str:
     return f"""
 tiergate demo: an OpenAI-compatible gateway at {base_url}
   fast pool        simulated vLLM with speculative decoding at {fast_url}
@@ -55,23 +77,31 @@ tiergate demo: an OpenAI-compatible gateway at {base_url}
   models           {base_url}/models
 
 curl:
-  curl {base_url}/chat/completions -H 'content-type: application/json' \\
+  curl {base_url}/chat/completions -H 'authorization: Bearer {api_key}' \\
+    -H 'content-type: application/json' \\
     -d '{{"model": "qwen3-8b:fast", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
 
 OpenAI SDK (pip install openai):
   from openai import OpenAI
-  client = OpenAI(base_url="{base_url}", api_key="demo")
+  client = OpenAI(base_url="{base_url}", api_key="{api_key}")
   reply = client.chat.completions.create(
       model="qwen3-8b:deliberate",
       messages=[{{"role": "user", "content": "Why is the sky blue?"}}],
   )
   print(reply.choices[0].message.content)
 
-Press Ctrl-C to stop.
+Tenant `demo`, key above: 600 requests and 1,000,000 tokens per minute in each tier.
+Admin API: curl {base_url.removesuffix("/v1")}/admin/keys -H 'authorization: Bearer {admin_token}'
+Everything lives in a temporary database, deleted when the demo stops. Press Ctrl-C to stop.
 """
 
 
 async def run_demo(host: str, port: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="tiergate-demo-") as folder:
+        await _run(host, port, Path(folder))
+
+
+async def _run(host: str, port: int, folder: Path) -> None:
     sim_host = "127.0.0.1"
     fast_port, deliberate_port = _free_port(sim_host), _free_port(sim_host)
     fast_url, deliberate_url = f"http://{sim_host}:{fast_port}", f"http://{sim_host}:{deliberate_port}"
@@ -79,7 +109,15 @@ async def run_demo(host: str, port: int) -> None:
         _server(create_simulator_app(profile("fast")), sim_host, fast_port),
         _server(create_simulator_app(profile("deliberate")), sim_host, deliberate_port),
     ]
-    settings = load_settings(None, **demo_settings(host, port, fast_url, deliberate_url))
+    database_url = f"sqlite:///{folder / 'demo.sqlite3'}"
+    admin_token = secrets.token_urlsafe(24)
+    settings = load_settings(
+        None,
+        **demo_settings(host, port, fast_url, deliberate_url),
+        database={"url": database_url},
+        auth={"admin_tokens": [admin_token]},
+    )
+    api_key = await _demo_key(database_url)
     gateway = _server(create_app(settings), host, port)
     tasks = [asyncio.create_task(server.serve()) for server in simulators]
     try:
@@ -88,7 +126,10 @@ async def run_demo(host: str, port: int) -> None:
                 raise SystemExit("tiergate demo: a simulated engine failed to start")
             await asyncio.sleep(0.02)
         shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        print(banner(f"http://{shown_host}:{port}/v1", fast_url, deliberate_url), flush=True)
+        print(
+            banner(f"http://{shown_host}:{port}/v1", fast_url, deliberate_url, api_key, admin_token),
+            flush=True,
+        )
         await gateway.serve()  # returns on Ctrl-C / SIGTERM
     finally:
         for server in simulators:

@@ -29,6 +29,8 @@ class Outcome(StrEnum):
 class Exchange:
     request_id: str
     endpoint: str  # "chat" or "completions"
+    key_id: str | None  # None when authentication is disabled
+    tenant: str | None
     model: str  # the public model id, without tier
     tier: Tier
     pool: str

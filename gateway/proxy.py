@@ -13,9 +13,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from engines import EngineError, EnginePool, EngineRejected, PooledStream, Usage
+from gateway.admission import Admitter, estimate_tokens
 from gateway.catalog import Catalog, Offer
 from gateway.disconnect import DisconnectWatch
 from gateway.errors import GatewayError, from_engine_error
+from gateway.keys import ApiKey
+from gateway.limits import Admission
 from gateway.metering import Exchange, MeterSink, Outcome
 from gateway.relay import RelayEnd, StreamRelay
 from gateway.request_id import request_id_of
@@ -44,20 +47,30 @@ class InferenceProxy:
         catalog: Catalog,
         pools: Mapping[str, EnginePool],
         sinks: Sequence[MeterSink],
+        admitter: Admitter,
         *,
         max_body_bytes: int,
     ) -> None:
+        self._admitter = admitter
         self._catalog = catalog
         self._pools = pools
         self._sinks = tuple(sinks)
         self._max_body = max_body_bytes
 
     async def handle(self, request: Request, endpoint: Endpoint) -> Response:
-        data = _json_object(await _read_body(request, self._max_body))
+        key = await self._admitter.authenticate(request.headers)
+        body = await _read_body(request, self._max_body)
+        data = _json_object(body)
         checked = check_request(endpoint.shape, data)
         offer = self._catalog.resolve(
             checked.model, request.headers.get(_TIER_HEADER), checked.reasoning_effort
         )
+        admission = None
+        if key is not None:
+            self._admitter.permit(key, offer)
+            admission = await self._admitter.admit(
+                key, offer, estimate_tokens(len(body), checked, offer.max_model_len)
+            )
         data["model"] = offer.engine_model
         streaming = checked.streaming
         if streaming:  # always ask for usage: the gateway meters every stream, asked or not
@@ -65,7 +78,9 @@ class InferenceProxy:
         payload = orjson.dumps(data)
         pool = self._pools[offer.pool]
         request_id = request_id_of(request.scope)
-        meter = _Meter(self._sinks, request_id, endpoint, offer, streamed=streaming)
+        meter = _Meter(
+            self._sinks, self._admitter, request_id, endpoint, offer, streaming, key, admission, len(body)
+        )
         watch = DisconnectWatch(request.receive)
         try:
             if streaming:
@@ -87,12 +102,14 @@ class InferenceProxy:
             raise
         watch.stop()
         headers = [(b"x-tiergate-tier", offer.tier.value.encode())]
+        if admission is not None:
+            headers.extend(admission.headers())
         if streaming:
             return _relay(stream, meter, offer, checked.wants_usage, headers)
-        body = reply.payload
-        body["model"] = offer.public_id
+        answer = reply.payload
+        answer["model"] = offer.public_id
         meter.record(Outcome.OK, 200, reply.replica, reply.usage)
-        response = Response(orjson.dumps(body), media_type="application/json")
+        response = Response(orjson.dumps(answer), media_type="application/json")
         response.raw_headers.extend(headers)
         return response
 
@@ -112,18 +129,44 @@ def _relay(
 
 
 class _Meter:
-    """Builds the one `Exchange` of a request and hands it to the sinks."""
+    """Builds the one `Exchange` of a request, hands it to the sinks, and settles the request's token
+    reservation to what it really used."""
 
-    __slots__ = ("_clock", "_endpoint", "_offer", "_request_id", "_sinks", "_started", "_streamed")
+    __slots__ = (
+        "_admission",
+        "_admitter",
+        "_body_size",
+        "_clock",
+        "_endpoint",
+        "_key",
+        "_offer",
+        "_request_id",
+        "_sinks",
+        "_started",
+        "_streamed",
+    )
 
     def __init__(
-        self, sinks: tuple[MeterSink, ...], request_id: str, endpoint: Endpoint, offer: Offer, streamed: bool
+        self,
+        sinks: tuple[MeterSink, ...],
+        admitter: Admitter,
+        request_id: str,
+        endpoint: Endpoint,
+        offer: Offer,
+        streamed: bool,
+        key: ApiKey | None,
+        admission: Admission | None,
+        body_size: int,
     ) -> None:
         self._sinks = sinks
+        self._admitter = admitter
         self._request_id = request_id
         self._endpoint = endpoint
         self._offer = offer
         self._streamed = streamed
+        self._key = key
+        self._admission = admission
+        self._body_size = body_size
         self._started = time.time()
         self._clock = time.monotonic()
 
@@ -140,6 +183,8 @@ class _Meter:
         exchange = Exchange(
             request_id=self._request_id,
             endpoint=self._endpoint.name,
+            key_id=self._key.id if self._key is not None else None,
+            tenant=self._key.tenant_id if self._key is not None else None,
             model=offer.model,
             tier=offer.tier,
             pool=offer.pool,
@@ -155,12 +200,29 @@ class _Meter:
         )
         for sink in self._sinks:
             sink.record(exchange)
+        reservation = self._admission.reservation if self._admission is not None else None
+        if reservation is not None:
+            self._admitter.settle(reservation, _used_tokens(exchange, self._body_size))
 
     def failed(self, exc: EngineError) -> GatewayError:
         error = from_engine_error(exc)
         outcome = Outcome.REJECTED if isinstance(exc, EngineRejected) else Outcome.ENGINE_FAILED
         self.record(outcome, error.status, exc.replica)
         return error
+
+
+def _used_tokens(exchange: Exchange, body_size: int) -> int:
+    """What a request consumed, for its token limit: the engine's count, else an estimate of what a cut
+    stream generated (the prompt was processed too), else nothing (the reservation is released)."""
+    if exchange.usage is not None:
+        return exchange.usage.total_tokens
+    tally = exchange.tally
+    if tally is not None and (tally.content or tally.reasoning):
+        generated = sum(
+            len(text) for parts in (*tally.content.values(), *tally.reasoning.values()) for text in parts
+        )
+        return (body_size + generated) // 4
+    return 0
 
 
 def _model_field(name: str) -> bytes:

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.errors import GatewayError
+from gateway.keys import ApiKey
 from gateway.proxy import CHAT, COMPLETIONS
 from gateway.state import GatewayState
 
@@ -31,7 +32,12 @@ async def _gateway(request: Request) -> GatewayState:  # async: FastAPI runs syn
     return gateway_state(request)
 
 
+async def _client_key(request: Request) -> ApiKey | None:
+    return await gateway_state(request).admitter.authenticate(request.headers)
+
+
 Gateway = Annotated[GatewayState, Depends(_gateway)]
+ClientKey = Annotated[ApiKey | None, Depends(_client_key)]  # None when authentication is disabled
 router = APIRouter()
 
 
@@ -53,15 +59,25 @@ inference_routes = [
 ]
 
 
+def _visible(card: dict[str, object], key: ApiKey | None) -> bool:
+    """A key sees the models and tiers it may use."""
+    if key is None:
+        return True
+    return card["tier"] in key.tiers and (key.models is None or card["root"] in key.models)
+
+
 @router.get("/v1/models")
-async def list_models(gateway: Gateway) -> Response:
-    return _json(gateway.catalog.models_json())
+async def list_models(gateway: Gateway, key: ClientKey) -> Response:
+    if key is None:
+        return _json(gateway.catalog.models_json())
+    cards = [card for card in gateway.catalog.cards if _visible(card, key)]
+    return _json(orjson.dumps({"object": "list", "data": cards}))
 
 
 @router.get("/v1/models/{model_id:path}")
-async def retrieve_model(model_id: str, gateway: Gateway) -> Response:
+async def retrieve_model(model_id: str, gateway: Gateway, key: ClientKey) -> Response:
     card = gateway.catalog.card(model_id)
-    if card is None:
+    if card is None or not _visible(card, key):
         raise GatewayError(
             404, f"The model `{model_id}` does not exist.", code="model_not_found", param="model"
         )

@@ -16,12 +16,18 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from gateway.tiers import ReasoningEffort, Tier
 
 __all__ = [
+    "AuthSettings",
     "ConfigError",
+    "DatabaseSettings",
     "ModelSettings",
     "PoolSettings",
+    "RedisSettings",
     "ServerSettings",
     "Settings",
     "TierOffer",
+    "admin_token_from_environment",
+    "config_path_from_environment",
+    "export_config_path",
     "load_settings",
     "settings_from_environment",
 ]
@@ -104,6 +110,31 @@ class TierSettings(_Section):
     reasoning_effort: dict[ReasoningEffort, Tier] = Field(default_factory=_default_effort_map)
 
 
+class AuthSettings(_Section):
+    # "disabled" serves anyone without a key: for local use only, and the server says so loudly
+    mode: Literal["keys", "disabled"] = "keys"
+    admin_tokens: list[SecretStr] = Field(default_factory=list, description="bearer tokens for /admin/")
+    cache_ttl_s: float = Field(1.0, gt=0, le=60, description="a revocation reaches every replica within this")
+
+    @model_validator(mode="after")
+    def _strong_admin_tokens(self) -> AuthSettings:
+        if any(len(token.get_secret_value()) < 16 for token in self.admin_tokens):
+            raise ValueError("admin_tokens: each token needs at least 16 characters")
+        return self
+
+
+class DatabaseSettings(_Section):
+    # where tenants and keys (and later the ledger) live: sqlite:///path or postgresql://user@host/db
+    url: str = "sqlite:///tiergate.sqlite3"
+
+
+class RedisSettings(_Section):
+    url: str | None = Field(None, description="redis://host:6379/0; when set, rate limits are shared")
+    prefix: str = "tiergate:"
+    failure_mode: Literal["open", "closed"] = "open"  # Redis down: skip limits (open) or refuse, 503 (closed)
+    timeout_s: float = Field(0.25, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TIERGATE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -113,6 +144,9 @@ class Settings(BaseSettings):
     pools: dict[str, PoolSettings] = Field(min_length=1)
     models: dict[str, ModelSettings] = Field(min_length=1)
     tiers: TierSettings = TierSettings()
+    auth: AuthSettings = AuthSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -178,8 +212,25 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
 CONFIG_ENV = "TIERGATE_CONFIG"
 
 
+ADMIN_TOKEN_ENV = "TIERGATE_ADMIN_TOKEN"
+
+
+def config_path_from_environment() -> Path | None:
+    path = os.environ.get(CONFIG_ENV)
+    return Path(path) if path else None
+
+
+def admin_token_from_environment() -> str | None:
+    """The admin token the CLI uses against a running gateway's admin API."""
+    return os.environ.get(ADMIN_TOKEN_ENV) or None
+
+
+def export_config_path(path: Path) -> None:
+    """Hand the config file to uvicorn's worker processes, which rebuild their settings from it."""
+    os.environ[CONFIG_ENV] = str(path.resolve())
+
+
 def settings_from_environment() -> Settings:
     """Settings for a process that only has its environment (uvicorn workers): the file named by
     TIERGATE_CONFIG, if any, plus TIERGATE_* overrides."""
-    path = os.environ.get(CONFIG_ENV)
-    return load_settings(Path(path) if path else None)
+    return load_settings(config_path_from_environment())

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import httpx
 
 from engines import EngineHTTP, EnginePool, OpenAICompatEngine, PoolPolicy, Timeouts
+from gateway.admission import Admitter
 from gateway.catalog import Catalog
+from gateway.database import Database, open_database
+from gateway.keys import Authenticator, KeyStore
+from gateway.limits import LocalLimiter, RateLimiter, RedisLimiter
 from gateway.metering import LogSink, MeterSink
 from gateway.proxy import InferenceProxy
 from gateway.settings import PoolSettings, Settings
 
 __all__ = ["GatewayState"]
+
+log = logging.getLogger("tiergate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,15 +31,47 @@ class GatewayState:
     pools: Mapping[str, EnginePool]
     http: EngineHTTP
     proxy: InferenceProxy
+    admitter: Admitter
+    limiter: RateLimiter
+    database: Database | None  # None when neither keys nor the admin API are in use
+    keys: KeyStore | None
+    authenticator: Authenticator | None
 
     @classmethod
-    def build(
+    async def create(
         cls,
         settings: Settings,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         sinks: Sequence[MeterSink] | None = None,
     ) -> GatewayState:
+        database: Database | None = None
+        keys: KeyStore | None = None
+        authenticator: Authenticator | None = None
+        if settings.auth.mode == "keys" or settings.auth.admin_tokens:
+            database = await open_database(settings.database.url)
+            keys = KeyStore(database)
+            await keys.migrate()
+        if settings.auth.mode == "keys":
+            assert keys is not None
+            authenticator = Authenticator(keys, cache_ttl_s=settings.auth.cache_ttl_s)
+        else:
+            log.warning(
+                "AUTHENTICATION IS DISABLED (auth.mode: disabled): anyone who can reach this gateway can use "
+                "it, with no rate limits. Use this for local development only."
+            )
+        redis = settings.redis
+        limiter: RateLimiter = (
+            RedisLimiter(
+                redis.url,
+                prefix=redis.prefix,
+                fail_open=redis.failure_mode == "open",
+                timeout_s=redis.timeout_s,
+            )
+            if redis.url
+            else LocalLimiter()
+        )
+        admitter = Admitter(authenticator, limiter)
         http = EngineHTTP.create(transport)
         pools = {name: _pool(name, pool, http) for name, pool in settings.pools.items()}
         catalog = Catalog(settings.models, settings.tiers.reasoning_effort)
@@ -40,16 +79,25 @@ class GatewayState:
             catalog,
             pools,
             sinks if sinks is not None else [LogSink()],
+            admitter,
             max_body_bytes=settings.server.max_body_bytes,
         )
-        return cls(settings, catalog, pools, http, proxy)
+        return cls(settings, catalog, pools, http, proxy, admitter, limiter, database, keys, authenticator)
 
     def start(self) -> None:
         for pool in self.pools.values():
             pool.start()
+        if self.authenticator is not None:
+            self.authenticator.start()
 
     async def aclose(self) -> None:
         await asyncio.gather(*(pool.aclose() for pool in self.pools.values()))
+        await self.admitter.aclose()
+        if self.authenticator is not None:
+            await self.authenticator.aclose()  # flushes last-used times
+        await self.limiter.aclose()
+        if self.database is not None:
+            await self.database.aclose()
         await self.http.aclose()
 
     @property

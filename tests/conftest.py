@@ -82,6 +82,9 @@ def gateway_settings(fast: list[str], deliberate: list[str], **extra: Any) -> Se
         "llama-3.1-8b": {"tiers": {"fast": {"pool": "fast"}}},
         "qwen3-32b": {"tiers": {"deliberate": {"pool": "deliberate"}}},
     }
+    extra.setdefault(
+        "auth", {"mode": "disabled"}
+    )  # these tests are about engines; tests of keys set their own
     return load_settings(None, pools=pools, models=models, **extra)
 
 

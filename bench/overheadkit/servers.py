@@ -65,6 +65,8 @@ def tiergate_config(port: int, sim_port: int) -> dict[str, Any]:
         "server": {"host": "127.0.0.1", "port": port},
         "pools": {"fast": {"replicas": [f"http://127.0.0.1:{sim_port}"]}},
         "models": {MODEL: {"default_tier": "fast", "tiers": {"fast": {"pool": "fast"}}}},
+        # the relay's own cost; bench/auth.py measures keys and rate limits on top of it
+        "auth": {"mode": "disabled"},
     }
 
 

@@ -17,6 +17,9 @@ import pytest
 from psycopg import sql
 
 from gateway.database import Database, open_database, redact_url
+from tests.gateway.limits.redis_server import redis_prefix, redis_url
+
+__all__ = ["database", "database_url", "postgres_server", "postgres_url", "redis_prefix", "redis_url"]
 
 POSTGRES_ENV = "TIERGATE_TEST_POSTGRES"  # a server of your own: postgresql://user@host:port/db
 REQUIRE_ENV = "TIERGATE_REQUIRE_POSTGRES"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import select
 import signal
 import subprocess
 import sys
@@ -56,11 +58,28 @@ def start(processes: list[subprocess.Popen[str]], *args: str) -> subprocess.Pope
     return process
 
 
+def read_until(process: subprocess.Popen[str], pattern: str, timeout: float = 20.0) -> re.Match[str]:
+    """Read the process's output line by line until `pattern` matches."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.2)
+        if ready:
+            line = process.stdout.readline()
+            seen.append(line)
+            if match := re.search(pattern, line):
+                return match
+    raise AssertionError(f"{pattern!r} never appeared in:\n{''.join(seen)}")
+
+
 def test_demo_serves_both_tiers_and_stops_on_ctrl_c(run: list[subprocess.Popen[str]]) -> None:
     port = free_port()
     demo = start(run, "demo", "--port", str(port))
+    api_key = read_until(demo, r'api_key="(tg-[^"]+)"').group(1)
+    admin_token = read_until(demo, r"/admin/keys -H 'authorization: Bearer ([^']+)'").group(1)
     wait_http(f"http://127.0.0.1:{port}/readyz", demo)
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="demo", max_retries=0)
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=api_key, max_retries=0)
     assert len(list(client.models.list())) == 4
     for model in ("qwen3-8b:fast", "qwen3-8b:deliberate"):
         reply = client.chat.completions.create(
@@ -68,12 +87,20 @@ def test_demo_serves_both_tiers_and_stops_on_ctrl_c(run: list[subprocess.Popen[s
         )
         message = reply.choices[0].message
         assert message.content or (message.model_extra or {}).get("reasoning")  # 5 tokens may all be thinking
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="tg-nope-nope", max_retries=0
+        ).models.list()
+    keys = httpx.get(
+        f"http://127.0.0.1:{port}/admin/keys", headers={"authorization": f"Bearer {admin_token}"}
+    )
+    assert keys.status_code == 200 and keys.json()["data"][0]["tenant"] == "demo"
+    assert api_key not in keys.text  # secrets are never listed
     demo.send_signal(signal.SIGINT)
     output, _ = demo.communicate(timeout=15)
     assert demo.returncode == 0
-    assert f'OpenAI(base_url="http://127.0.0.1:{port}/v1"' in output  # the printed snippet
-    assert f"curl http://127.0.0.1:{port}/v1/chat/completions" in output
     assert "Traceback" not in output
+    assert api_key not in output  # printed once, in the banner read above, never logged
 
 
 def test_serve_with_workers_in_front_of_simulate(run: list[subprocess.Popen[str]], tmp_path: Path) -> None:
@@ -82,7 +109,7 @@ def test_serve_with_workers_in_front_of_simulate(run: list[subprocess.Popen[str]
     wait_http(f"http://127.0.0.1:{engine_port}/health", engine)
     config = tmp_path / "tiergate.yaml"
     config.write_text(
-        f"server: {{port: {gateway_port}, workers: 2}}\n"
+        f"server: {{port: {gateway_port}, workers: 2}}\nauth: {{mode: disabled}}\n"
         f"pools: {{deliberate: {{replicas: ['http://127.0.0.1:{engine_port}'],"
         " health: {interval_s: 0.2}}}\n"
         "models: {qwen3-32b: {tiers: {deliberate: {pool: deliberate}}}}\n"

@@ -1,0 +1,211 @@
+"""The admin API under /admin/: tenants and keys. Protected by admin tokens from settings, never by
+an API key. Secrets are shown once, in the answer that creates a key."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from gateway.errors import GatewayError
+from gateway.keys import ApiKey, KeyStore, KeyStoreConflict, KeyStoreNotFound, Tenant
+from gateway.limits import Quota
+from gateway.routes import gateway_state
+from gateway.tiers import Tier
+
+__all__ = ["admin_router", "key_json", "tenant_json"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TenantIn(_Body):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    name: str | None = None
+
+
+class LimitsIn(_Body):
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+
+
+class KeyIn(_Body):
+    tenant: str
+    name: str = ""
+    tiers: list[Tier] = Field(min_length=1)
+    models: list[str] | None = None  # None: every model
+    limits: dict[Tier, LimitsIn] = Field(default_factory=dict)
+    expires_at: AwareDatetime | None = None
+
+
+class KeyPatch(_Body):
+    name: str | None = None
+    tiers: list[Tier] | None = Field(None, min_length=1)
+    models: list[str] | None = None  # explicitly null: every model
+    limits: dict[Tier, LimitsIn] | None = None
+    expires_at: AwareDatetime | None = None  # explicitly null: never expires
+
+
+async def _store(request: Request) -> KeyStore:
+    """The key store, for a caller that presented a valid admin token."""
+    state = gateway_state(request)
+    tokens = [token.get_secret_value().encode() for token in state.settings.auth.admin_tokens]
+    if not tokens or state.keys is None:
+        raise GatewayError(
+            403, "The admin API is disabled: configure auth.admin_tokens.", code="admin_disabled"
+        )
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    presented = presented.strip()
+    if scheme.lower() != "bearer" or not presented:
+        raise GatewayError(
+            401, "The admin API needs 'Authorization: Bearer <admin token>'.", code="invalid_admin_token"
+        )
+    if presented.startswith("tg-"):
+        raise GatewayError(
+            403, "API keys cannot use the admin API; use an admin token.", code="admin_token_required"
+        )
+    candidate = presented.encode()
+    # compare against every token, always: the time taken must not tell which one nearly matched
+    if not sum(hmac.compare_digest(candidate, token) for token in tokens):
+        raise GatewayError(401, "Incorrect admin token.", code="invalid_admin_token")
+    return state.keys
+
+
+Store = Annotated[KeyStore, Depends(_store)]
+admin_router = APIRouter(prefix="/admin")
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status, media_type="application/json")
+
+
+def tenant_json(tenant: Tenant) -> dict[str, Any]:
+    return {"id": tenant.id, "name": tenant.name, "created_at": tenant.created_at.isoformat()}
+
+
+def key_json(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "key": key.masked,
+        "tenant": key.tenant_id,
+        "name": key.name,
+        "tiers": sorted(key.tiers),
+        "models": sorted(key.models) if key.models is not None else None,
+        "limits": {tier: {"rpm": quota.rpm, "tpm": quota.tpm} for tier, quota in sorted(key.quotas.items())},
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        "created_at": key.created_at.isoformat(),
+        "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,
+        "revoked": key.revoked,
+    }
+
+
+def _quotas(limits: dict[Tier, LimitsIn]) -> dict[str, Quota]:
+    return {tier.value: Quota(rpm=limit.rpm, tpm=limit.tpm) for tier, limit in limits.items()}
+
+
+def _check_models(request: Request, models: list[str] | None) -> None:
+    known = {offer.model for offer in gateway_state(request).catalog.offers}
+    unknown = sorted(set(models or ()) - known)
+    if unknown:
+        raise GatewayError(
+            400, f"Unknown models: {', '.join(unknown)}.", code="model_not_found", param="models"
+        )
+
+
+@admin_router.post("/tenants")
+async def create_tenant(body: TenantIn, store: Store) -> Response:
+    try:
+        tenant = await store.create_tenant(body.id, body.name)
+    except ValueError as exc:
+        raise GatewayError(400, str(exc), code="invalid_value") from None
+    except KeyStoreConflict:
+        raise GatewayError(409, f"The tenant `{body.id}` exists already.", code="tenant_exists") from None
+    return _json(tenant_json(tenant), 201)
+
+
+@admin_router.get("/tenants")
+async def list_tenants(store: Store) -> Response:
+    return _json({"object": "list", "data": [tenant_json(tenant) for tenant in await store.list_tenants()]})
+
+
+@admin_router.post("/keys")
+async def create_key(body: KeyIn, request: Request, store: Store) -> Response:
+    _check_models(request, body.models)
+    try:
+        key, secret = await store.create_key(
+            body.tenant,
+            name=body.name,
+            tiers=[tier.value for tier in body.tiers],
+            models=body.models,
+            quotas=_quotas(body.limits),
+            expires_at=body.expires_at,
+        )
+    except KeyStoreNotFound:
+        raise GatewayError(
+            404, f"No tenant `{body.tenant}`.", code="tenant_not_found", param="tenant"
+        ) from None
+    except ValueError as exc:
+        raise GatewayError(400, str(exc), code="invalid_value") from None
+    return _json({**key_json(key), "secret": str(secret)}, 201)
+
+
+@admin_router.get("/keys")
+async def list_keys(store: Store, tenant: str | None = None) -> Response:
+    return _json({"object": "list", "data": [key_json(key) for key in await store.list_keys(tenant)]})
+
+
+@admin_router.get("/keys/{key_id}")
+async def get_key(key_id: str, store: Store) -> Response:
+    key = await store.get_key(key_id)
+    if key is None:
+        raise _no_key(key_id)
+    return _json(key_json(key))
+
+
+@admin_router.patch("/keys/{key_id}")
+async def update_key(key_id: str, body: KeyPatch, request: Request, store: Store) -> Response:
+    _check_models(request, body.models)
+    changes: dict[str, Any] = {}
+    if body.name is not None:
+        changes["name"] = body.name
+    if body.tiers is not None:
+        changes["tiers"] = [tier.value for tier in body.tiers]
+    if body.limits is not None:
+        changes["quotas"] = _quotas(body.limits)
+    for field in ("models", "expires_at"):
+        if field in body.model_fields_set:  # an explicit null means "every model" / "never expires"
+            changes[field] = getattr(body, field)
+    try:
+        key = await store.update_key(key_id, **changes)
+    except KeyStoreNotFound:
+        raise _no_key(key_id) from None
+    except ValueError as exc:
+        raise GatewayError(400, str(exc), code="invalid_value") from None
+    _invalidate(request, key_id)
+    return _json(key_json(key))
+
+
+@admin_router.post("/keys/{key_id}/revoke")
+async def revoke_key(key_id: str, request: Request, store: Store) -> Response:
+    try:
+        key = await store.revoke_key(key_id)
+    except KeyStoreNotFound:
+        raise _no_key(key_id) from None
+    _invalidate(request, key_id)
+    return _json(key_json(key))
+
+
+def _invalidate(request: Request, key_id: str) -> None:
+    """This replica forgets the key at once; the others within their cache TTL."""
+    authenticator = gateway_state(request).authenticator
+    if authenticator is not None:
+        authenticator.invalidate(key_id)
+
+
+def _no_key(key_id: str) -> GatewayError:
+    return GatewayError(404, f"No key `{key_id}`.", code="key_not_found")

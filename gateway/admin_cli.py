@@ -1,0 +1,148 @@
+"""`tiergate tenants ...` and `tiergate keys ...`: against the configured database (--config), or a
+running gateway's admin API (--url, with an admin token)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.admin_client import AdminBackend, AdminError, DirectAdmin, RemoteAdmin
+from gateway.settings import admin_token_from_environment, config_path_from_environment, load_settings
+
+__all__ = ["add_admin_commands", "run_admin_command"]
+
+
+def _target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, default=config_path_from_environment(), help="work on its database"
+    )
+    parser.add_argument("--url", help="work through this running gateway's admin API instead")
+    parser.add_argument(
+        "--admin-token", default=admin_token_from_environment(), help="with --url ($TIERGATE_ADMIN_TOKEN)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def add_admin_commands(commands: Any) -> None:
+    tenants = commands.add_parser("tenants", help="create and list tenants").add_subparsers(
+        dest="action", required=True
+    )
+    create = tenants.add_parser("create", help="create a tenant")
+    create.add_argument("tenant_id")
+    create.add_argument("--name")
+    _target(create)
+    _target(tenants.add_parser("list", help="list tenants"))
+
+    keys = commands.add_parser("keys", help="create, list, limit and revoke API keys").add_subparsers(
+        dest="action", required=True
+    )
+    create = keys.add_parser("create", help="create a key (its secret is printed once)")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name", default="")
+    create.add_argument("--tiers", type=_csv, default=["fast", "deliberate"], help="comma-separated")
+    create.add_argument("--models", type=_csv, help="comma-separated; default: every model")
+    create.add_argument("--rpm", type=int, help="requests per minute, in each of the key's tiers")
+    create.add_argument("--tpm", type=int, help="tokens per minute, in each of the key's tiers")
+    create.add_argument("--expires-in-days", type=float)
+    _target(create)
+    listing = keys.add_parser("list", help="list keys (secrets masked)")
+    listing.add_argument("--tenant")
+    _target(listing)
+    limits = keys.add_parser("limits", help="set a key's limits")
+    limits.add_argument("key_id")
+    limits.add_argument("--tiers", type=_csv, default=["fast", "deliberate"])
+    limits.add_argument("--rpm", type=int)
+    limits.add_argument("--tpm", type=int)
+    _target(limits)
+    revoke = keys.add_parser("revoke", help="revoke a key (every replica stops accepting it within seconds)")
+    revoke.add_argument("key_id")
+    _target(revoke)
+
+
+def run_admin_command(args: argparse.Namespace) -> None:
+    try:
+        result = asyncio.run(_run(args))
+    except AdminError as exc:
+        sys.exit(f"tiergate {args.command} {args.action}: {exc}")
+    if args.json:
+        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(_human(args, result))
+
+
+async def _backend(args: argparse.Namespace) -> AdminBackend:
+    if args.url:
+        if not args.admin_token:
+            raise AdminError("--url needs --admin-token (or $TIERGATE_ADMIN_TOKEN)")
+        return RemoteAdmin(args.url, args.admin_token)
+    if args.config is None:
+        raise AdminError("give --config FILE (its database is used) or --url of a running gateway")
+    return await DirectAdmin.open(load_settings(args.config))
+
+
+async def _run(args: argparse.Namespace) -> Any:
+    backend = await _backend(args)
+    try:
+        if args.command == "tenants":
+            if args.action == "create":
+                return await backend.create_tenant(args.tenant_id, args.name)
+            return await backend.list_tenants()
+        if args.action == "create":
+            expires = None
+            if args.expires_in_days is not None:
+                expires = datetime.now(UTC) + timedelta(days=args.expires_in_days)
+            return await backend.create_key(
+                args.tenant,
+                name=args.name,
+                tiers=args.tiers,
+                models=args.models,
+                limits=_limits(args),
+                expires_at=expires,
+            )
+        if args.action == "list":
+            return await backend.list_keys(args.tenant)
+        if args.action == "limits":
+            return await backend.update_limits(args.key_id, _limits(args))
+        return await backend.revoke_key(args.key_id)
+    finally:
+        await backend.aclose()
+
+
+def _limits(args: argparse.Namespace) -> dict[str, dict[str, int | None]]:
+    if args.rpm is None and args.tpm is None:
+        return {}
+    return {tier: {"rpm": args.rpm, "tpm": args.tpm} for tier in args.tiers}
+
+
+def _human(args: argparse.Namespace, result: Any) -> str:
+    if args.command == "tenants":
+        rows = result if isinstance(result, list) else [result]
+        return "\n".join(f"{row['id']}\t{row['name']}\t{row['created_at']}" for row in rows) or "(no tenants)"
+    if args.action == "create":
+        return (
+            f"created key {result['id']} for tenant {result['tenant']}"
+            f" (tiers: {', '.join(result['tiers'])})\n"
+            f"secret, shown only now - store it: {result['secret']}"
+        )
+    rows = result if isinstance(result, list) else [result]
+    lines = []
+    for row in rows:
+        limits = (
+            " ".join(f"{tier}:rpm={v['rpm']},tpm={v['tpm']}" for tier, v in row["limits"].items())
+            or "unlimited"
+        )
+        state = "REVOKED" if row["revoked"] else "active"
+        lines.append(
+            f"{row['id']}\t{row['key']}\t{row['tenant']}\t{state}\t{','.join(row['tiers'])}\t{limits}"
+        )
+    return "\n".join(lines) or "(no keys)"
