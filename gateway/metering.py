@@ -62,8 +62,10 @@ class LogSink:
             return
         usage = exchange.usage
         self._log.info(
-            "%s %s %s:%s %s status=%d prompt=%s completion=%s %.1fms",
+            "%s key=%s tenant=%s %s %s:%s %s status=%d prompt=%s completion=%s %.1fms",
             exchange.request_id,
+            exchange.key_id or "-",  # the key's public id: never the secret
+            exchange.tenant or "-",
             exchange.endpoint,
             exchange.model,
             exchange.tier.value,

@@ -151,3 +151,35 @@ def test_serve_names_the_bad_key(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "models.m.tiers.fast.pool: no pool named 'gpu'" in result.stderr
+
+
+def test_keys_and_tenants_commands_on_the_database(tmp_path: Path) -> None:
+    config = tmp_path / "tiergate.yaml"
+    config.write_text(
+        "pools: {fast: {replicas: ['http://127.0.0.1:9']}}\n"
+        "models: {m: {tiers: {fast: {pool: fast}}}}\n"
+        f"database: {{url: 'sqlite:///{tmp_path / 'k.sqlite3'}'}}\n"
+    )
+
+    def tiergate(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*TIERGATE, *args, "--config", str(config)], capture_output=True, text=True, timeout=60
+        )
+
+    assert tiergate("tenants", "create", "acme", "--name", "Acme").returncode == 0
+    assert "exists already" in tiergate("tenants", "create", "acme").stderr
+    created = tiergate("keys", "create", "--tenant", "acme", "--tiers", "fast", "--rpm", "60")
+    assert created.returncode == 0
+    secret = re.search(r"(tg-\S+)", created.stdout)
+    assert secret is not None
+    key_id = secret.group(1).split("-")[1]
+    assert tiergate("keys", "limits", key_id, "--tiers", "fast", "--tpm", "5000").returncode == 0
+    listed = tiergate("keys", "list")
+    assert key_id in listed.stdout and "fast:rpm=None,tpm=5000" in listed.stdout and "active" in listed.stdout
+    assert secret.group(1) not in listed.stdout
+    assert tiergate("keys", "revoke", key_id).returncode == 0
+    assert "REVOKED" in tiergate("keys", "list", "--tenant", "acme").stdout
+    refused = tiergate("keys", "create", "--tenant", "ghost")
+    assert refused.returncode != 0 and "no tenant 'ghost'" in refused.stderr
+    unknown_model = tiergate("keys", "create", "--tenant", "acme", "--models", "gpt-9")
+    assert "unknown models: gpt-9" in unknown_model.stderr
