@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -91,14 +91,17 @@ class GatewayState:
             self.authenticator.start()
 
     async def aclose(self) -> None:
-        await asyncio.gather(*(pool.aclose() for pool in self.pools.values()))
-        await self.admitter.aclose()
-        if self.authenticator is not None:
-            await self.authenticator.aclose()  # flushes last-used times
-        await self.limiter.aclose()
-        if self.database is not None:
-            await self.database.aclose()
-        await self.http.aclose()
+        """Close everything, each part even when another failed to close."""
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(self.http.aclose)
+            if self.database is not None:
+                stack.push_async_callback(self.database.aclose)
+            stack.push_async_callback(self.limiter.aclose)
+            if self.authenticator is not None:
+                stack.push_async_callback(self.authenticator.aclose)  # flushes last-used times
+            stack.push_async_callback(self.admitter.aclose)
+            for pool in self.pools.values():
+                stack.push_async_callback(pool.aclose)
 
     @property
     def ready(self) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -40,11 +40,19 @@ def body_markers(mode: Mode) -> list[str]:
     return ['"choices"']
 
 
-def verify(base_url: str, headers: Mapping[str, str], mode: Mode, timeout_s: float = 30.0) -> str | None:
+def verify(
+    base_url: str,
+    headers: Mapping[str, str],
+    mode: Mode,
+    timeout_s: float = 30.0,
+    *,
+    required_headers: Sequence[str] = (),
+) -> str | None:
     """Send one request; None if it fully succeeded, otherwise why not.
 
     This runs before any load so that a target answering errors quickly can never be reported as
-    fast: the full response is parsed, which the in-wrk marker check does not do.
+    fast: the full response is parsed, which the in-wrk marker check does not do. A 200 must also
+    carry every header in required_headers (e.g. the rate-limit headers that prove limits are on).
     """
     try:
         resp = httpx.post(
@@ -57,6 +65,9 @@ def verify(base_url: str, headers: Mapping[str, str], mode: Mode, timeout_s: flo
         return f"request failed: {exc!r}"
     if resp.status_code != 200:
         return f"HTTP {resp.status_code}: {resp.text[:300]}"
+    missing = [name for name in required_headers if name not in resp.headers]
+    if missing:
+        return f"response lacks header(s) {', '.join(missing)}"
     try:
         return _check_stream(resp.text) if mode is Mode.STREAM else _check_json(resp.text)
     except (ValueError, TypeError, KeyError) as exc:

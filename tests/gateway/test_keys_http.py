@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,12 +20,18 @@ ADMIN = "admin-token-0123456789abcdef"
 MESSAGES: Any = [{"role": "user", "content": "hi"}]
 
 
-def keyed_gateway(start_gateway: StartGateway, fast_engine: str, tmp_path: Path, **extra: Any) -> Gateway:
+def keyed_gateway(
+    start_gateway: StartGateway,
+    fast_engine: str,
+    tmp_path: Path,
+    database_url: str | None = None,
+    **extra: Any,
+) -> Gateway:
     return start_gateway(
         [fast_engine],
         [fast_engine],
         auth={"mode": "keys", "admin_tokens": [ADMIN], "cache_ttl_s": 0.3},
-        database={"url": f"sqlite:///{tmp_path / 'keys.sqlite3'}"},
+        database={"url": database_url or f"sqlite:///{tmp_path / 'keys.sqlite3'}"},
         **extra,
     )
 
@@ -62,8 +69,9 @@ def sdk() -> Iterator[SDK]:
 
 
 @pytest.fixture
-def gateway(start_gateway: StartGateway, fast_engine: str, tmp_path: Path) -> Gateway:
-    return keyed_gateway(start_gateway, fast_engine, tmp_path)
+def gateway(database_url: str, start_gateway: StartGateway, fast_engine: str, tmp_path: Path) -> Gateway:
+    """A gateway with keys in SQLite, then in PostgreSQL (database_url first: it must outlive the gateway)."""
+    return keyed_gateway(start_gateway, fast_engine, tmp_path, database_url)
 
 
 def test_a_key_opens_the_gateway_and_bad_keys_are_401(gateway: Gateway, sdk: SDK) -> None:
@@ -242,3 +250,13 @@ def test_redis_down_fails_open_or_closed(
     assert response.status_code == status
     if status == 503:
         assert response.json()["error"]["code"] == "limiter_unavailable" and response.headers["retry-after"]
+
+
+def test_disabled_auth_is_announced_loudly(
+    start_gateway: StartGateway, fast_engine: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="tiergate"):
+        gateway = start_gateway([fast_engine], [fast_engine], auth={"mode": "disabled"})
+    assert any("AUTHENTICATION IS DISABLED" in record.getMessage() for record in caplog.records)
+    body = {"model": "qwen3-8b", "messages": MESSAGES, "max_tokens": 2}
+    assert httpx.post(gateway.v1 + "/chat/completions", json=body).status_code == 200  # no key needed
