@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -142,3 +143,20 @@ def start_gateway() -> Iterator[StartGateway]:
             return Gateway(url, recorder)
 
         yield start
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    """Processes a test starts (see tests.processes.start); stopped after it, forcibly if need be."""
+    running: list[subprocess.Popen[str]] = []
+    yield running
+    for process in running:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()

@@ -3,79 +3,20 @@
 from __future__ import annotations
 
 import re
-import select
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import unused_url
-
-TIERGATE = [sys.executable, "-m", "gateway"]
+from tests.processes import TIERGATE, free_port, read_until, start, wait_http
 
 
-def free_port() -> int:
-    return int(unused_url().rsplit(":", 1)[1])
-
-
-def wait_http(url: str, process: subprocess.Popen[str], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            output = process.stdout.read() if process.stdout else ""
-            raise AssertionError(f"{url} never answered 200; exit code {process.poll()}; output:\n{output}")
-        time.sleep(0.1)
-
-
-@pytest.fixture
-def run() -> Iterator[list[subprocess.Popen[str]]]:
-    processes: list[subprocess.Popen[str]] = []
-    yield processes
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        if process.stdout is not None:
-            process.stdout.close()
-
-
-def start(processes: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [*TIERGATE, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    processes.append(process)
-    return process
-
-
-def read_until(process: subprocess.Popen[str], pattern: str, timeout: float = 20.0) -> re.Match[str]:
-    """Read the process's output line by line until `pattern` matches."""
-    assert process.stdout is not None
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 0.2)
-        if ready:
-            line = process.stdout.readline()
-            seen.append(line)
-            if match := re.search(pattern, line):
-                return match
-    raise AssertionError(f"{pattern!r} never appeared in:\n{''.join(seen)}")
-
-
-def test_demo_serves_both_tiers_and_stops_on_ctrl_c(run: list[subprocess.Popen[str]]) -> None:
+def test_demo_serves_both_tiers_and_stops_on_ctrl_c(processes: list[subprocess.Popen[str]]) -> None:
     port = free_port()
-    demo = start(run, "demo", "--port", str(port))
+    demo = start(processes, "demo", "--port", str(port))
     api_key = read_until(demo, r'api_key="(tg-[^"]+)"').group(1)
     admin_token = read_until(demo, r"/admin/keys -H 'authorization: Bearer ([^']+)'").group(1)
     wait_http(f"http://127.0.0.1:{port}/readyz", demo)
@@ -103,9 +44,13 @@ def test_demo_serves_both_tiers_and_stops_on_ctrl_c(run: list[subprocess.Popen[s
     assert api_key not in output  # printed once, in the banner read above, never logged
 
 
-def test_serve_with_workers_in_front_of_simulate(run: list[subprocess.Popen[str]], tmp_path: Path) -> None:
+def test_serve_with_workers_in_front_of_simulate(
+    processes: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
     engine_port, gateway_port = free_port(), free_port()
-    engine = start(run, "simulate", "--port", str(engine_port), "--profile", "deliberate", "--zero-latency")
+    engine = start(
+        processes, "simulate", "--port", str(engine_port), "--profile", "deliberate", "--zero-latency"
+    )
     wait_http(f"http://127.0.0.1:{engine_port}/health", engine)
     config = tmp_path / "tiergate.yaml"
     config.write_text(
@@ -114,7 +59,7 @@ def test_serve_with_workers_in_front_of_simulate(run: list[subprocess.Popen[str]
         " health: {interval_s: 0.2}}}\n"
         "models: {qwen3-32b: {tiers: {deliberate: {pool: deliberate}}}}\n"
     )
-    gateway = start(run, "serve", "--config", str(config))
+    gateway = start(processes, "serve", "--config", str(config))
     wait_http(f"http://127.0.0.1:{gateway_port}/readyz", gateway)
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{gateway_port}/v1", api_key="k", max_retries=0)
     for _ in range(4):

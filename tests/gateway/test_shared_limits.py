@@ -7,13 +7,11 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.gateway.test_cli import free_port, start, wait_http
+from tests.processes import free_port, start, wait_http
 
 ADMIN = "admin-token-0123456789abcdef"
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -30,18 +28,6 @@ def cli(config: Path, *args: str) -> dict[str, object]:
     assert result.returncode == 0, result.stderr
     parsed: dict[str, object] = json.loads(result.stdout)
     return parsed
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    running: list[subprocess.Popen[str]] = []
-    yield running
-    for process in running:
-        if process.poll() is None:
-            process.terminate()
-        process.wait(timeout=15)
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 async def burst(urls: list[str], key: str, count: int) -> list[int]:
