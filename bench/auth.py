@@ -68,6 +68,10 @@ TIER = "fast"
 # key is never refused during a run; a 429 would show up as non-2xx and invalidate the row.
 KEY_RPM = 100_000_000
 KEY_TPM = 10_000_000_000
+# With such limits a bucket drains within a millisecond and its Redis key expires as fast, so a second key
+# with a slow bucket (one request keeps it in Redis for 60/PROBE_RPM s) shows the limits really are there.
+PROBE_RPM = 6
+PROBE_TPM = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,8 @@ class Gateway:
     proc: ManagedProcess
     headers: dict[str, str]
     script: Path
+    # keys-redis only: the slow-bucket key that verification uses to find the gateway's buckets in Redis
+    probe_headers: dict[str, str] | None
     # The redis-server whose CPU during this gateway's rows is counted as part of the configuration.
     redis_pid: int | None
 
@@ -191,14 +197,10 @@ def _tiergate_cli(run: Run, args: Sequence[str], cwd: Path) -> str:
     return done.stdout
 
 
-def create_key(run: Run, config_path: Path, cwd: Path) -> str:
-    """Create the tenant and one key straight in the gateway's database; returns the full key."""
-    config = ["--config", str(config_path)]
-    _tiergate_cli(run, ["tenants", "create", TENANT, *config], cwd)
-    limits = ["--tiers", TIER, "--rpm", str(KEY_RPM), "--tpm", str(KEY_TPM)]
-    out = _tiergate_cli(
-        run, ["keys", "create", "--tenant", TENANT, "--name", "bench", *limits, *config, "--json"], cwd
-    )
+def create_key(run: Run, config_path: Path, cwd: Path, name: str, rpm: int, tpm: int) -> str:
+    """Create a key of TENANT straight in the gateway's database; returns the full key."""
+    key = ["--tenant", TENANT, "--name", name, "--tiers", TIER, "--rpm", str(rpm), "--tpm", str(tpm)]
+    out = _tiergate_cli(run, ["keys", "create", *key, "--config", str(config_path), "--json"], cwd)
     try:
         secret = json.loads(out)["secret"]
     except (ValueError, KeyError, TypeError) as exc:
@@ -219,9 +221,15 @@ def start_gateway(
     config_path = servers.write_json(
         config_dir / "tiergate.yaml", gateway_config(config, port, sim_port, config_dir, run)
     )
-    headers = (
-        {} if config == NO_AUTH else {"Authorization": f"Bearer {create_key(run, config_path, config_dir)}"}
-    )
+    headers: dict[str, str] = {}
+    probe_headers: dict[str, str] | None = None
+    if config != NO_AUTH:
+        _tiergate_cli(run, ["tenants", "create", TENANT, "--config", str(config_path)], config_dir)
+        secret = create_key(run, config_path, config_dir, "bench", KEY_RPM, KEY_TPM)
+        headers = {"Authorization": f"Bearer {secret}"}
+    if config == KEYS_REDIS:
+        probe = create_key(run, config_path, config_dir, "probe", PROBE_RPM, PROBE_TPM)
+        probe_headers = {"Authorization": f"Bearer {probe}"}
     proc = stack.enter_context(
         procs.managed(
             config,
@@ -240,7 +248,7 @@ def start_gateway(
         {"Content-Type": "application/json", **headers},
         chat.body_markers(MODE),
     )
-    return Gateway(config, proc, headers, script, redis_pid if config == KEYS_REDIS else None)
+    return Gateway(config, proc, headers, script, probe_headers, redis_pid if config == KEYS_REDIS else None)
 
 
 def verify(gw: Gateway, run: Run) -> str | None:
@@ -251,17 +259,25 @@ def verify(gw: Gateway, run: Run) -> str | None:
     )
     if problem is None and keyed:
         problem = _check_refuses_anonymous(gw)
-    if problem is None and gw.config == KEYS_REDIS:
-        try:
-            if rediskeys.count(run.redis_url, run.redis_prefix) == 0:
-                problem = (
-                    f"no keys under {run.redis_prefix!r} in Redis after a request: limits are not in Redis"
-                )
-        except redis.RedisError as exc:
-            problem = f"Redis unreachable: {exc}"
+    if problem is None and gw.probe_headers is not None:
+        problem = _check_buckets_in_redis(gw, gw.probe_headers, run)
     if problem is not None and (died := gw.proc.exit_status()) is not None:
         problem = f"gateway is no longer running ({died})"
     return problem
+
+
+def _check_buckets_in_redis(gw: Gateway, probe_headers: dict[str, str], run: Run) -> str | None:
+    """One request with the probe key must leave its bucket under the run's prefix in Redis."""
+    problem = chat.verify(gw.proc.base_url, probe_headers, MODE, required_headers=(RATE_LIMIT_HEADER,))
+    if problem is not None:
+        return f"probe key: {problem}"
+    try:
+        found = rediskeys.count(run.redis_url, run.redis_prefix)
+    except redis.RedisError as exc:
+        return f"Redis unreachable: {exc}"
+    if found == 0:
+        return f"no bucket under {run.redis_prefix!r} in Redis after a probe request: limits are not in Redis"
+    return None
 
 
 def _check_refuses_anonymous(gw: Gateway) -> str | None:
@@ -468,8 +484,7 @@ def _cells(row: AuthRow) -> list[str]:
         row.config,
         str(row.concurrency),
         _fmt(r.rps if r else None, ".0f"),
-        _fmt(None if row.rps_vs_baseline is None else 100 * row.rps_vs_baseline, ".0f")
-        + ("%" if row.rps_vs_baseline is not None else ""),
+        "-" if row.rps_vs_baseline is None else f"{100 * row.rps_vs_baseline:.0f}%",
         _fmt(r.p50_ms if r else None, ".2f"),
         _fmt(r.p99_ms if r else None, ".2f"),
         _fmt(row.added_p50_ms, "+.3f"),
@@ -556,9 +571,11 @@ def write_results(
 
 def collect_meta(run: Run) -> dict[str, Any]:
     meta = overhead.collect_meta(run.settings)
-    meta["configs"] = {c: DESCRIPTIONS[c] for c in run.configs}
+    meta["configs"] = "; ".join(f"{c} = {DESCRIPTIONS[c]}" for c in run.configs)
     if run.configs != (NO_AUTH,):
-        meta["key"] = f"tenant {TENANT}, tier {TIER}, rpm {KEY_RPM}, tpm {KEY_TPM}, auth.cache_ttl_s default"
+        meta["key"] = (
+            f"tenant {TENANT}, tier {TIER}, rpm {KEY_RPM}, tpm {KEY_TPM}; auth.cache_ttl_s default (1 s)"
+        )
     if KEYS_REDIS in run.configs:
         try:
             version, pid = rediskeys.server(run.redis_url)
