@@ -7,7 +7,6 @@ settle to the real count when the request ends (`settle`), releasing it when not
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from starlette.datastructures import Headers
@@ -45,7 +44,6 @@ class Admitter:
     def __init__(self, authenticator: Authenticator | None, limiter: RateLimiter) -> None:
         self._authenticator = authenticator
         self._limiter = limiter
-        self._settling: set[asyncio.Task[None]] = set()
 
     @property
     def enabled(self) -> bool:
@@ -109,20 +107,8 @@ class Admitter:
         return admission
 
     def settle(self, reservation: Reservation, used_tokens: int) -> None:
-        """Settle a token reservation to what was really used (0 releases it), off the response path."""
-        task = asyncio.get_running_loop().create_task(self._settle(reservation, used_tokens))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
-
-    async def _settle(self, reservation: Reservation, used_tokens: int) -> None:
-        try:
-            await self._limiter.settle(reservation, used_tokens)
-        except Exception:  # a lost settlement only makes the bucket stricter until it refills
-            log.exception("settling a token reservation failed")
-
-    async def aclose(self) -> None:
-        if self._settling:
-            await asyncio.gather(*self._settling, return_exceptions=True)
+        """Settle a token reservation to what was really used (0 releases it); never waits."""
+        self._limiter.settle(reservation, used_tokens)
 
 
 _AUTH_MESSAGES = {

@@ -99,7 +99,6 @@ class GatewayState:
             stack.push_async_callback(self.limiter.aclose)
             if self.authenticator is not None:
                 stack.push_async_callback(self.authenticator.aclose)  # flushes last-used times
-            stack.push_async_callback(self.admitter.aclose)
             for pool in self.pools.values():
                 stack.push_async_callback(pool.aclose)
 

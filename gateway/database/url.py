@@ -11,7 +11,6 @@ from __future__ import annotations
 from urllib.parse import urlsplit, urlunsplit
 
 from gateway.database.base import Database
-from gateway.database.postgres import PostgresDatabase
 from gateway.database.sqlite import SQLiteDatabase
 
 __all__ = ["open_database", "redact_url"]
@@ -28,6 +27,9 @@ async def open_database(url: str, *, pool_size: int = 4, connect_timeout_s: floa
     if url.startswith(_POSTGRES):
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, not {pool_size}")
+        # imported here: psycopg costs ~20 MB of memory that SQLite deployments need not carry
+        from gateway.database.postgres import PostgresDatabase
+
         return await PostgresDatabase.open(
             url, display=redact_url(url), max_size=pool_size, timeout_s=connect_timeout_s
         )

@@ -22,9 +22,14 @@ class RateLimiter(Protocol):
         refusal consumes neither."""
         ...
 
-    async def settle(self, reservation: Reservation, used_tokens: int) -> None:
+    def settle(self, reservation: Reservation, used_tokens: int) -> None:
         """Square a reservation with the tokens really used: refund or charge the difference.
-        `used_tokens=0` releases it entirely (the request failed). Never raises."""
+        `used_tokens=0` releases it entirely (the request failed). Called as a request ends, so it never
+        waits and never raises: a shared limiter sends settlements in batches, soon after."""
+        ...
+
+    async def flush(self) -> None:
+        """Send the settlements still waiting to go out (nothing to do for an in-process limiter)."""
         ...
 
     async def aclose(self) -> None: ...

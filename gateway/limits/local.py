@@ -61,7 +61,7 @@ class LocalLimiter:
                 self._store(tokens_key, tokens_level, quota.tpm, now)
         return decided(subject, tier, quota, cost, wait, requests_level, tokens_level)
 
-    async def settle(self, reservation: Reservation, used_tokens: int) -> None:
+    def settle(self, reservation: Reservation, used_tokens: int) -> None:
         delta = max(0, used_tokens) - reservation.tokens
         if reservation.tpm is None or delta == 0:
             return
@@ -69,6 +69,9 @@ class LocalLimiter:
         key = (reservation.subject, reservation.tier, "t")
         level = gcra.settled(self._level(key, reservation.tpm, now), reservation.tpm, delta)
         self._store(key, level, reservation.tpm, now)
+
+    async def flush(self) -> None:
+        pass  # settlements apply at once
 
     async def aclose(self) -> None:
         self._buckets.clear()

@@ -107,7 +107,7 @@ async def test_settling_below_the_estimate_refunds_the_difference(limiter: Local
     quota = Quota(tpm=1000)
     first = await limiter.admit("key-1", "fast", quota, 600)
     assert not (await limiter.admit("key-1", "fast", quota, 600)).allowed
-    await limiter.settle(reservation_of(first), 100)
+    limiter.settle(reservation_of(first), 100)
     second = await limiter.admit("key-1", "fast", quota, 600)
     assert second.allowed
     assert second.tokens == Window(limit=1000, remaining=300, reset_s=42.0)
@@ -116,7 +116,7 @@ async def test_settling_below_the_estimate_refunds_the_difference(limiter: Local
 async def test_settling_above_the_estimate_charges_the_difference(limiter: LocalLimiter) -> None:
     quota = Quota(tpm=1000)
     first = await limiter.admit("key-1", "fast", quota, 100)
-    await limiter.settle(reservation_of(first), 700)
+    limiter.settle(reservation_of(first), 700)
     probe = await limiter.admit("key-1", "fast", quota, 0)
     assert probe.tokens == Window(limit=1000, remaining=300, reset_s=42.0)
     assert not (await limiter.admit("key-1", "fast", quota, 301)).allowed
@@ -125,7 +125,7 @@ async def test_settling_above_the_estimate_charges_the_difference(limiter: Local
 async def test_releasing_a_failed_request_refunds_it_all(limiter: LocalLimiter) -> None:
     quota = Quota(tpm=1000)
     first = await limiter.admit("key-1", "fast", quota, 800)
-    await limiter.settle(reservation_of(first), 0)
+    limiter.settle(reservation_of(first), 0)
     probe = await limiter.admit("key-1", "fast", quota, 1000)
     assert probe.allowed
     assert probe.tokens == Window(limit=1000, remaining=0, reset_s=60.0)
@@ -135,7 +135,7 @@ async def test_a_refund_never_frees_more_than_the_whole_limit(limiter: LocalLimi
     quota = Quota(tpm=1000)
     first = await limiter.admit("key-1", "fast", quota, 500)
     clock.advance(30.0)  # the 500 have drained away meanwhile
-    await limiter.settle(reservation_of(first), 0)
+    limiter.settle(reservation_of(first), 0)
     admissions = await admit_many(limiter, quota, 2, tokens=1000)
     assert [a.allowed for a in admissions] == [True, False]
 
@@ -145,7 +145,7 @@ async def test_a_charge_never_costs_more_than_a_minute_of_waiting(
 ) -> None:
     quota = Quota(tpm=1000)
     first = await limiter.admit("key-1", "fast", quota, 10)
-    await limiter.settle(reservation_of(first), 50_000)
+    limiter.settle(reservation_of(first), 50_000)
     probe = await limiter.admit("key-1", "fast", quota, 1)
     assert probe.tokens == Window(limit=1000, remaining=0, reset_s=60.0)
     assert probe.retry_after_s == 0.06
@@ -219,7 +219,7 @@ async def test_drained_buckets_are_dropped(limiter: LocalLimiter, clock: Clock) 
 async def test_a_settled_bucket_that_is_full_again_is_dropped(limiter: LocalLimiter) -> None:
     first = await limiter.admit("key-1", "fast", Quota(tpm=1000), 100)
     assert len(limiter) == 1
-    await limiter.settle(reservation_of(first), 0)
+    limiter.settle(reservation_of(first), 0)
     assert len(limiter) == 0
 
 

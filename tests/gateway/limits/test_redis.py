@@ -21,7 +21,7 @@ PATIENT_S = 5.0
 
 @pytest.fixture
 async def limiter(redis_url: str, redis_prefix: str) -> AsyncIterator[RedisLimiter]:
-    limiter = RedisLimiter(redis_url, prefix=redis_prefix, timeout_s=PATIENT_S)
+    limiter = RedisLimiter(redis_url, prefix=redis_prefix, timeout_s=PATIENT_S, settle_delay_s=0)
     yield limiter
     await limiter.aclose()
 
@@ -29,7 +29,7 @@ async def limiter(redis_url: str, redis_prefix: str) -> AsyncIterator[RedisLimit
 @pytest.fixture
 async def replica(redis_url: str, redis_prefix: str) -> AsyncIterator[RedisLimiter]:
     """A second gateway replica: its own limiter, sharing the first one's Redis and prefix."""
-    limiter = RedisLimiter(redis_url, prefix=redis_prefix, timeout_s=PATIENT_S)
+    limiter = RedisLimiter(redis_url, prefix=redis_prefix, timeout_s=PATIENT_S, settle_delay_s=0)
     yield limiter
     await limiter.aclose()
 
@@ -88,12 +88,14 @@ async def test_a_reservation_settles_on_another_replica(limiter: RedisLimiter, r
     first = await limiter.admit("key-1", "fast", quota, 900)
     assert first.allowed
     assert not (await replica.admit("key-1", "fast", quota, 500)).allowed
-    await replica.settle(reservation_of(first), 200)  # refunds 700
+    replica.settle(reservation_of(first), 200)  # refunds 700
+    await replica.flush()
     second = await limiter.admit("key-1", "fast", quota, 500)
     assert second.allowed
     assert second.tokens is not None
     assert second.tokens.remaining in (299, 300)  # a millisecond may have drained a token
-    await limiter.settle(reservation_of(second), 900)  # charges 400: the bucket is full
+    limiter.settle(reservation_of(second), 900)  # charges 400: the bucket is full
+    await limiter.flush()
     assert not (await replica.admit("key-1", "fast", quota, 1)).allowed
 
 
@@ -118,7 +120,8 @@ async def test_buckets_expire_when_they_would_have_drained(
     requests_key, tokens_key = f"{redis_prefix}rl:{{key-1:fast}}:r", f"{redis_prefix}rl:{{key-1:fast}}:t"
     assert 0 < await raw.pttl(requests_key) <= 1200  # one request of 50 a minute drains in 1.2 s
     assert 0 < await raw.pttl(tokens_key) <= 6000
-    await limiter.settle(reservation_of(admission), 0)
+    limiter.settle(reservation_of(admission), 0)
+    await limiter.flush()
     assert await raw.exists(tokens_key) == 0  # full again: deleted rather than kept
 
 
@@ -139,7 +142,7 @@ async def test_failing_open_lets_requests_through_and_warns_once(caplog: pytest.
             started = time.monotonic()
             admissions = [await limiter.admit("key-1", "fast", Quota(rpm=1, tpm=10), 5) for _ in range(5)]
             elapsed = time.monotonic() - started
-            await limiter.settle(Reservation("key-1", "fast", 5, 10), 7)  # never raises
+            limiter.settle(Reservation("key-1", "fast", 5, 10), 7)  # never raises
     finally:
         await limiter.aclose()
     assert all(a == Admission(True, None, None, None, None) for a in admissions)
@@ -169,7 +172,7 @@ async def test_a_hung_redis_costs_at_most_timeout_s(silent_url: str, fail_open: 
         except LimiterUnavailable:
             assert not fail_open
         elapsed = time.monotonic() - started
-        await limiter.settle(Reservation("key-1", "fast", 5, 10), 0)
+        limiter.settle(Reservation("key-1", "fast", 5, 10), 0)
     finally:
         await limiter.aclose()
     assert 0.15 < elapsed < 0.2 + 0.3  # timeout_s, plus slack for a loaded machine
@@ -199,3 +202,23 @@ async def test_a_redis_restart_is_survived_without_recreating_the_limiter() -> N
     finally:
         await limiter.aclose()
         server.stop()
+
+
+async def test_settlements_are_batched_and_flushed_on_close(redis_url: str, redis_prefix: str) -> None:
+    batching = RedisLimiter(redis_url, prefix=redis_prefix, timeout_s=PATIENT_S, settle_delay_s=0.05)
+    observer = RedisLimiter(redis_url, prefix=redis_prefix, timeout_s=PATIENT_S, settle_delay_s=0)
+    quota = Quota(tpm=1000)
+    try:
+        admissions = [await batching.admit("key-b", "fast", quota, 300) for _ in range(3)]
+        assert all(a.allowed for a in admissions)
+        for admission in admissions:
+            batching.settle(reservation_of(admission), 100)  # refunds 200 each, queued
+        assert not (await observer.admit("key-b", "fast", quota, 500)).allowed  # not sent yet
+        await asyncio.sleep(0.15)  # one batch went out
+        assert (await observer.admit("key-b", "fast", quota, 500)).allowed
+        late = await batching.admit("key-b", "fast", quota, 200)
+        batching.settle(reservation_of(late), 0)  # releases 200, still pending at close
+    finally:
+        await batching.aclose()
+    assert (await observer.admit("key-b", "fast", quota, 190)).allowed  # the close flushed the release
+    await observer.aclose()
