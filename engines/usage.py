@@ -80,6 +80,27 @@ class StreamTally:
             if reason:
                 self.finish_reasons[index] = reason
 
+    def observe_reply(self, payload: dict[str, Any]) -> None:
+        """Take in a whole (non-streamed) response: `message` of chat choices, `text` of completions."""
+        for choice in payload.get("choices") or ():
+            message = choice.get("message")
+            if message is None:
+                self.observe({"choices": [choice]})
+                continue
+            reasoning = message.get("reasoning")
+            if reasoning is None:
+                reasoning = message.get("reasoning_content")
+            delta = {"content": message.get("content"), "reasoning": reasoning}
+            self.observe({"choices": [{**choice, "delta": delta}]})
+
+    @property
+    def generated_chars(self) -> tuple[int, int]:
+        """Characters of content and of reasoning generated, over all choices."""
+        return (
+            sum(len(part) for parts in self.content.values() for part in parts),
+            sum(len(part) for parts in self.reasoning.values() for part in parts),
+        )
+
     def text(self, index: int = 0) -> str:
         return "".join(self.content.get(index, ()))
 

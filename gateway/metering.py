@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from engines import StreamTally, Usage
 from gateway.tiers import Tier
@@ -32,6 +32,7 @@ class Exchange:
     key_id: str | None  # None when authentication is disabled
     tenant: str | None
     model: str  # the public model id, without tier
+    served_model: str  # the engine's name for it
     tier: Tier
     pool: str
     replica: str
@@ -40,6 +41,8 @@ class Exchange:
     status: int  # the HTTP status the client got (a stream that failed late still got 200)
     usage: Usage | None  # as the engine reported it; None when the stream was cut before its usage
     tally: StreamTally | None  # what a stream generated, for metering when usage is missing
+    reply: dict[str, Any] | None  # a non-streamed response's body (read only when its usage lacks detail)
+    body_size: int  # bytes of the request body: the basis of a prompt estimate
     started_at: float  # wall-clock seconds since the epoch
     first_token_s: float | None  # seconds from start to the first event relayed
     duration_s: float

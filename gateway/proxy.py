@@ -108,7 +108,7 @@ class InferenceProxy:
             return _relay(stream, meter, offer, checked.wants_usage, headers)
         answer = reply.payload
         answer["model"] = offer.public_id
-        meter.record(Outcome.OK, 200, reply.replica, reply.usage)
+        meter.record(Outcome.OK, 200, reply.replica, reply.usage, reply=answer)
         response = Response(orjson.dumps(answer), media_type="application/json")
         response.raw_headers.extend(headers)
         return response
@@ -178,6 +178,7 @@ class _Meter:
         usage: Usage | None = None,
         stream: PooledStream | None = None,
         first_event_at: float | None = None,
+        reply: dict[str, Any] | None = None,
     ) -> None:
         offer = self._offer
         exchange = Exchange(
@@ -186,6 +187,7 @@ class _Meter:
             key_id=self._key.id if self._key is not None else None,
             tenant=self._key.tenant_id if self._key is not None else None,
             model=offer.model,
+            served_model=offer.engine_model,
             tier=offer.tier,
             pool=offer.pool,
             replica=replica,
@@ -194,6 +196,8 @@ class _Meter:
             status=status,
             usage=usage,
             tally=stream.tally if stream is not None else None,
+            reply=reply,
+            body_size=self._body_size,
             started_at=self._started,
             first_token_s=first_event_at - self._clock if first_event_at is not None else None,
             duration_s=time.monotonic() - self._clock,

@@ -1,0 +1,77 @@
+"""From what a request did (`Exchange`) to the plain usage record that pricing rates and the ledger keeps.
+
+Counts come from the engine's usage whenever it arrived. When it did not (a stream cut by the client or by
+the engine), the generated text is counted locally - about four characters a token - the prompt is
+estimated from the request's size, and the record is marked `estimated`; a request that generated nothing
+counts nothing. Many vLLM releases omit `completion_tokens_details.reasoning_tokens`: the reasoning share of
+the completion is then split by the share of reasoning text (and marked estimated). Reasoning tokens stay a
+subset of completion tokens, cached tokens a subset of prompt tokens: nothing is ever counted twice.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from engines import StreamTally
+from gateway.metering import Exchange
+from pricing import Depth, UsageRecord
+
+__all__ = ["usage_record"]
+
+_CHARS_PER_TOKEN = 4
+_BYTES_PER_TOKEN = 4
+
+
+def usage_record(exchange: Exchange, depth: Depth | None = None) -> UsageRecord:
+    content_chars, reasoning_chars = _generated(exchange)
+    usage = exchange.usage
+    if usage is not None:
+        prompt, cached, completion = usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens
+        reasoning = usage.reasoning_tokens
+        estimated = False
+        if reasoning is None:
+            generated = content_chars + reasoning_chars
+            reasoning = round(completion * reasoning_chars / generated) if generated else 0
+            estimated = reasoning_chars > 0
+    elif content_chars or reasoning_chars:
+        prompt = exchange.body_size // _BYTES_PER_TOKEN
+        cached = 0
+        completion = -(-(content_chars + reasoning_chars) // _CHARS_PER_TOKEN)
+        reasoning = -(-reasoning_chars // _CHARS_PER_TOKEN)
+        estimated = True
+    else:  # nothing was generated: nothing is counted
+        prompt = cached = completion = reasoning = 0
+        estimated = False
+    started = datetime.fromtimestamp(exchange.started_at, UTC)
+    first = exchange.first_token_s
+    return UsageRecord(
+        request_id=exchange.request_id,
+        tenant=exchange.tenant,
+        key_id=exchange.key_id,
+        tier=exchange.tier.value,
+        model=exchange.model,
+        served_model=exchange.served_model,
+        replica=exchange.replica,
+        endpoint=exchange.endpoint,
+        prompt_tokens=prompt,
+        cached_tokens=min(cached, prompt),
+        completion_tokens=completion,
+        reasoning_tokens=min(reasoning, completion),
+        estimated=estimated,
+        depth=depth if depth is not None else Depth(),
+        outcome=exchange.outcome.value,
+        streamed=exchange.streamed,
+        started_at=started,
+        first_token_at=started + timedelta(seconds=first) if first is not None else None,
+        ended_at=started + timedelta(seconds=exchange.duration_s),
+    )
+
+
+def _generated(exchange: Exchange) -> tuple[int, int]:
+    if exchange.tally is not None:
+        return exchange.tally.generated_chars
+    if exchange.reply is not None:
+        tally = StreamTally()
+        tally.observe_reply(exchange.reply)
+        return tally.generated_chars
+    return 0, 0
