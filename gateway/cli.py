@@ -99,6 +99,11 @@ def _serve(args: argparse.Namespace) -> None:
     if server:
         settings = load_settings(args.config, server={**settings.server.model_dump(), **server})
     _logging(settings.server.log_level)
+    from gateway.catalog import Catalog
+    from gateway.state import price_book
+
+    # a price book that cannot price every offer stops the start here, with its message, not in a worker
+    price_book(settings, Catalog(settings.models, settings.tiers.reasoning_effort))
     options: dict[str, Any] = {
         "host": settings.server.host,
         "port": settings.server.port,

@@ -25,6 +25,7 @@ def demo_settings(host: str, port: int, fast_url: str, deliberate_url: str) -> d
     """The demo's configuration, as the YAML of `config/example.yaml` would give it."""
     return {
         "server": {"host": host, "port": port},
+        "pricing": {"book": str(Path(__file__).with_name("prices.yaml"))},
         "pools": {
             "fast": {"replicas": [fast_url], "health": {"interval_s": 2.0}},
             "deliberate": {"replicas": [deliberate_url], "health": {"interval_s": 2.0}},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,8 +24,12 @@ from gateway.metering import Exchange, MeterSink, Outcome
 from gateway.relay import RelayEnd, StreamRelay
 from gateway.request_id import request_id_of
 from gateway.schemas import ChatRequest, CompletionRequest, InferenceRequest, check_request
+from gateway.usage_record import usage_record
+from pricing import Charge, NotPriced, PriceBook, rate, usage_cost_fields
 
 __all__ = ["CHAT", "COMPLETIONS", "Endpoint", "InferenceProxy"]
+
+log = logging.getLogger("tiergate.metering")
 
 _TIER_HEADER = "x-tiergate-tier"
 _CLIENT_CLOSED = 499  # nginx's "client closed request": logged, never seen by the client
@@ -48,10 +53,12 @@ class InferenceProxy:
         pools: Mapping[str, EnginePool],
         sinks: Sequence[MeterSink],
         admitter: Admitter,
+        book: PriceBook | None,
         *,
         max_body_bytes: int,
     ) -> None:
         self._admitter = admitter
+        self._book = book
         self._catalog = catalog
         self._pools = pools
         self._sinks = tuple(sinks)
@@ -79,7 +86,16 @@ class InferenceProxy:
         pool = self._pools[offer.pool]
         request_id = request_id_of(request.scope)
         meter = _Meter(
-            self._sinks, self._admitter, request_id, endpoint, offer, streaming, key, admission, len(body)
+            self._sinks,
+            self._admitter,
+            self._book,
+            request_id,
+            endpoint,
+            offer,
+            streaming,
+            key,
+            admission,
+            len(body),
         )
         watch = DisconnectWatch(request.receive)
         try:
@@ -108,7 +124,10 @@ class InferenceProxy:
             return _relay(stream, meter, offer, checked.wants_usage, headers)
         answer = reply.payload
         answer["model"] = offer.public_id
-        meter.record(Outcome.OK, 200, reply.replica, reply.usage, reply=answer)
+        exchange = meter.record(Outcome.OK, 200, reply.replica, reply.usage, reply=answer)
+        usage = answer.get("usage")
+        if isinstance(usage, dict):
+            usage.update(meter.cost_fields(exchange))
         response = Response(orjson.dumps(answer), media_type="application/json")
         response.raw_headers.extend(headers)
         return response
@@ -123,8 +142,23 @@ def _relay(
     rewrite = None
     if offer.engine_model != offer.public_id:
         rewrite = (_model_field(offer.engine_model), _model_field(offer.public_id))
+
+    def on_usage(payload: dict[str, Any]) -> bytes:
+        """The final usage chunk, with the public model and the request's cost."""
+        exchange = meter.exchange(Outcome.OK, 200, stream.replica.url, stream.usage, stream, None)
+        payload["model"] = offer.public_id
+        usage = payload.get("usage")
+        if isinstance(usage, dict):
+            usage.update(meter.cost_fields(exchange))
+        return orjson.dumps(payload)
+
     return StreamRelay(
-        stream, include_usage=include_usage, model_rewrite=rewrite, headers=headers, on_end=on_end
+        stream,
+        include_usage=include_usage,
+        model_rewrite=rewrite,
+        headers=headers,
+        on_end=on_end,
+        on_usage=on_usage if meter.prices else None,
     )
 
 
@@ -136,6 +170,8 @@ class _Meter:
         "_admission",
         "_admitter",
         "_body_size",
+        "_book",
+        "_charge",
         "_clock",
         "_endpoint",
         "_key",
@@ -150,6 +186,7 @@ class _Meter:
         self,
         sinks: tuple[MeterSink, ...],
         admitter: Admitter,
+        book: PriceBook | None,
         request_id: str,
         endpoint: Endpoint,
         offer: Offer,
@@ -160,6 +197,8 @@ class _Meter:
     ) -> None:
         self._sinks = sinks
         self._admitter = admitter
+        self._book = book
+        self._charge: Charge | None = None
         self._request_id = request_id
         self._endpoint = endpoint
         self._offer = offer
@@ -170,7 +209,11 @@ class _Meter:
         self._started = time.time()
         self._clock = time.monotonic()
 
-    def record(
+    @property
+    def prices(self) -> bool:
+        return self._book is not None
+
+    def exchange(
         self,
         outcome: Outcome,
         status: int,
@@ -179,9 +222,9 @@ class _Meter:
         stream: PooledStream | None = None,
         first_event_at: float | None = None,
         reply: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> Exchange:
         offer = self._offer
-        exchange = Exchange(
+        return Exchange(
             request_id=self._request_id,
             endpoint=self._endpoint.name,
             key_id=self._key.id if self._key is not None else None,
@@ -202,11 +245,36 @@ class _Meter:
             first_token_s=first_event_at - self._clock if first_event_at is not None else None,
             duration_s=time.monotonic() - self._clock,
         )
+
+    def record(
+        self,
+        outcome: Outcome,
+        status: int,
+        replica: str = "",
+        usage: Usage | None = None,
+        stream: PooledStream | None = None,
+        first_event_at: float | None = None,
+        reply: dict[str, Any] | None = None,
+    ) -> Exchange:
+        exchange = self.exchange(outcome, status, replica, usage, stream, first_event_at, reply)
         for sink in self._sinks:
             sink.record(exchange)
         reservation = self._admission.reservation if self._admission is not None else None
         if reservation is not None:
             self._admitter.settle(reservation, _used_tokens(exchange, self._body_size))
+        return exchange
+
+    def cost_fields(self, exchange: Exchange) -> dict[str, object]:
+        """`usage.cost` and friends for the client (OpenRouter's shape), rated once per request."""
+        if self._book is None:
+            return {}
+        if self._charge is None:
+            try:
+                self._charge = rate(usage_record(exchange), self._book)
+            except NotPriced:  # the book was checked at start: only a request from before its first version
+                log.warning("no price in force for %s:%s", exchange.model, exchange.tier.value)
+                return {}
+        return usage_cost_fields(self._charge)
 
     def failed(self, exc: EngineError) -> GatewayError:
         error = from_engine_error(exc)

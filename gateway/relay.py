@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -49,6 +50,7 @@ class StreamRelay(Response):
         model_rewrite: tuple[bytes, bytes] | None,
         headers: list[tuple[bytes, bytes]],
         on_end: Callable[[RelayEnd], None],
+        on_usage: Callable[[dict[str, Any]], bytes] | None = None,
     ) -> None:
         self.status_code = 200
         self.background = None
@@ -57,6 +59,7 @@ class StreamRelay(Response):
         self._include_usage = include_usage
         self._rewrite = model_rewrite
         self._on_end = on_end
+        self._on_usage = on_usage  # rewrites the final usage chunk (to add the cost), when set
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         watch = DisconnectWatch(receive)
@@ -72,9 +75,14 @@ class StreamRelay(Response):
             try:
                 async for event in stream:
                     data = event.data
-                    if not include_usage and not event.payload.get("choices") and "usage" in event.payload:
-                        continue  # the usage chunk the gateway asked for on its own behalf
-                    if rewrite is not None:
+                    if not event.payload.get("choices") and "usage" in event.payload:
+                        if not include_usage:
+                            continue  # the usage chunk the gateway asked for on its own behalf
+                        if self._on_usage is not None:
+                            data = self._on_usage(event.payload)
+                        elif rewrite is not None:
+                            data = data.replace(rewrite[0], rewrite[1], 1)
+                    elif rewrite is not None:
                         data = data.replace(rewrite[0], rewrite[1], 1)
                     batch.append(b"data: " + data + b"\n\n")
                     if stream.buffered:

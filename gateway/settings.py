@@ -21,6 +21,7 @@ __all__ = [
     "DatabaseSettings",
     "ModelSettings",
     "PoolSettings",
+    "PricingSettings",
     "RedisSettings",
     "ServerSettings",
     "Settings",
@@ -135,6 +136,11 @@ class RedisSettings(_Section):
     timeout_s: float = Field(0.25, gt=0)
 
 
+class PricingSettings(_Section):
+    # a versioned price book (docs/pricing.md); without one, requests are metered but not priced
+    book: Path | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TIERGATE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -147,6 +153,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     database: DatabaseSettings = DatabaseSettings()
     redis: RedisSettings = RedisSettings()
+    pricing: PricingSettings = PricingSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -17,9 +17,10 @@ from gateway.keys import Authenticator, KeyStore
 from gateway.limits import LocalLimiter, RateLimiter, RedisLimiter
 from gateway.metering import LogSink, MeterSink
 from gateway.proxy import InferenceProxy
-from gateway.settings import PoolSettings, Settings
+from gateway.settings import ConfigError, PoolSettings, Settings
+from pricing import PriceBook, PricingError, load_price_book
 
-__all__ = ["GatewayState"]
+__all__ = ["GatewayState", "price_book"]
 
 log = logging.getLogger("tiergate")
 
@@ -75,11 +76,13 @@ class GatewayState:
         http = EngineHTTP.create(transport)
         pools = {name: _pool(name, pool, http) for name, pool in settings.pools.items()}
         catalog = Catalog(settings.models, settings.tiers.reasoning_effort)
+        book = price_book(settings, catalog)
         proxy = InferenceProxy(
             catalog,
             pools,
             sinks if sinks is not None else [LogSink()],
             admitter,
+            book,
             max_body_bytes=settings.server.max_body_bytes,
         )
         return cls(settings, catalog, pools, http, proxy, admitter, limiter, database, keys, authenticator)
@@ -105,6 +108,22 @@ class GatewayState:
     @property
     def ready(self) -> bool:
         return all(pool.ready for pool in self.pools.values())
+
+
+def price_book(settings: Settings, catalog: Catalog) -> PriceBook | None:
+    """The configured price book, refused at start if it cannot price every model the gateway offers."""
+    path = settings.pricing.book
+    if path is None:
+        return None
+    offers: dict[str, set[str]] = {}
+    for offer in catalog.offers:
+        offers.setdefault(offer.model, set()).add(offer.tier.value)
+    try:
+        book = load_price_book(path)
+        book.check_coverage(offers)
+    except (PricingError, OSError) as exc:
+        raise ConfigError(f"pricing.book: {exc}") from None
+    return book
 
 
 def _pool(name: str, settings: PoolSettings, http: EngineHTTP) -> EnginePool:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,8 @@ import pytest
 from engines.simulator import SimulatorConfig, create_simulator_app, profile
 from gateway import Exchange, Settings, create_app, load_settings
 from tests.servers import serving
+
+PRICE_BOOK = Path(__file__).parents[1] / "gateway" / "prices.yaml"
 
 # short latencies keep the suite fast while still exercising every timing path
 FAST = profile("fast", ttft_base_s=0.002, itl_s=0.001, output_tokens_range=(8, 24))
@@ -83,9 +86,9 @@ def gateway_settings(fast: list[str], deliberate: list[str], **extra: Any) -> Se
         "llama-3.1-8b": {"tiers": {"fast": {"pool": "fast"}}},
         "qwen3-32b": {"tiers": {"deliberate": {"pool": "deliberate"}}},
     }
-    extra.setdefault(
-        "auth", {"mode": "disabled"}
-    )  # these tests are about engines; tests of keys set their own
+    # these tests are about engines: tests of keys set their own auth
+    extra.setdefault("auth", {"mode": "disabled"})
+    extra.setdefault("pricing", {"book": str(PRICE_BOOK)})
     return load_settings(None, pools=pools, models=models, **extra)
 
 

@@ -128,3 +128,24 @@ def test_keys_and_tenants_commands_on_the_database(tmp_path: Path) -> None:
     assert refused.returncode != 0 and "no tenant 'ghost'" in refused.stderr
     unknown_model = tiergate("keys", "create", "--tenant", "acme", "--models", "gpt-9")
     assert "unknown models: gpt-9" in unknown_model.stderr
+
+
+def test_serve_refuses_a_price_book_with_a_gap(tmp_path: Path) -> None:
+    book = tmp_path / "prices.yaml"
+    book.write_text(
+        "currency: USD\nversions:\n  - effective_from: 2026-01-01\n    prices:\n"
+        "      fast: {m: {input: '0.1', output: '0.2'}}\n"
+    )
+    config = tmp_path / "tiergate.yaml"
+    config.write_text(
+        "pools: {fast: {replicas: ['http://127.0.0.1:9']}}\n"
+        "models: {m: {tiers: {fast: {pool: fast}, deliberate: {pool: fast}}}}\n"
+        f"pricing: {{book: '{book}'}}\nauth: {{mode: disabled}}\n"
+    )
+    result = subprocess.run(
+        [*TIERGATE, "serve", "--config", str(config)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode != 0
+    assert (
+        "pricing.book" in result.stderr and "deliberate" in result.stderr and "Traceback" not in result.stderr
+    )

@@ -15,6 +15,15 @@ from tests.conftest import Gateway
 MESSAGES: Any = [{"role": "user", "content": "Name three prime numbers."}]
 
 
+def assert_cost(extra: dict[str, Any] | None, prompt: int, completion: int) -> None:
+    """The OpenRouter-style cost of a fast-tier qwen3-8b request (0.05 in, 0.20 out per 1M tokens)."""
+    assert extra is not None
+    expected = (prompt * 50_000 + 500_000) // 1_000_000 + (completion * 200_000 + 500_000) // 1_000_000
+    assert extra["cost_micros"] == expected == sum(extra["cost_details"]["amounts_micros"].values())
+    assert extra["cost"] == pytest.approx(expected / 1_000_000, abs=1e-12)  # a JSON number on the wire
+    assert extra["cost_details"]["currency"] == "USD" and extra["cost_details"]["rated_tier"] == "fast"
+
+
 @pytest.fixture
 def client(gateway: Gateway) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.v1, api_key="test", max_retries=0)
@@ -40,6 +49,7 @@ def test_chat_completion(client: openai.OpenAI, gateway: Gateway) -> None:
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
     exchange = gateway.recorder.wait_for(raw.headers["x-request-id"])
     assert exchange.outcome is Outcome.OK and exchange.tier is Tier.FAST and not exchange.streamed
+    assert_cost(usage.model_extra, usage.prompt_tokens, usage.completion_tokens)
     assert exchange.usage is not None and exchange.usage.completion_tokens == usage.completion_tokens
 
 
@@ -56,7 +66,9 @@ def test_stream_with_usage(client: openai.OpenAI, gateway: Gateway) -> None:
     usage_chunks = [c for c in chunks if c.usage is not None]
     assert text
     assert len(usage_chunks) == 1 and usage_chunks[0] is chunks[-1] and chunks[-1].choices == []
-    assert usage_chunks[0].usage is not None and usage_chunks[0].usage.completion_tokens > 0
+    final = usage_chunks[0].usage
+    assert final is not None and final.completion_tokens > 0
+    assert_cost(final.model_extra, final.prompt_tokens, final.completion_tokens)
     assert all(c.model == "qwen3-8b:fast" for c in chunks)
     assert len([c for c in chunks if c.choices]) > 2  # relayed chunk by chunk, not as one blob
 
