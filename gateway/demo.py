@@ -116,6 +116,7 @@ async def _run(host: str, port: int, folder: Path) -> None:
         None,
         **demo_settings(host, port, fast_url, deliberate_url),
         database={"url": database_url},
+        ledger={"journal_dir": str(folder / "journal")},
         auth={"admin_tokens": [admin_token]},
     )
     api_key = await _demo_key(database_url)

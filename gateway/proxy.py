@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -19,13 +19,14 @@ from gateway.catalog import Catalog, Offer
 from gateway.disconnect import DisconnectWatch
 from gateway.errors import GatewayError, from_engine_error
 from gateway.keys import ApiKey
+from gateway.ledger import Bookkeeper
 from gateway.limits import Admission
 from gateway.metering import Exchange, MeterSink, Outcome
 from gateway.relay import RelayEnd, StreamRelay
 from gateway.request_id import request_id_of
 from gateway.schemas import ChatRequest, CompletionRequest, InferenceRequest, check_request
 from gateway.usage_record import usage_record
-from pricing import Charge, NotPriced, PriceBook, rate, usage_cost_fields
+from pricing import Charge, LedgerRow, NotPriced, PriceBook, rate, usage_cost_fields
 
 __all__ = ["CHAT", "COMPLETIONS", "Endpoint", "InferenceProxy"]
 
@@ -54,11 +55,13 @@ class InferenceProxy:
         sinks: Sequence[MeterSink],
         admitter: Admitter,
         book: PriceBook | None,
+        bookkeeper: Bookkeeper | None,
         *,
         max_body_bytes: int,
     ) -> None:
         self._admitter = admitter
         self._book = book
+        self._bookkeeper = bookkeeper
         self._catalog = catalog
         self._pools = pools
         self._sinks = tuple(sinks)
@@ -89,6 +92,7 @@ class InferenceProxy:
             self._sinks,
             self._admitter,
             self._book,
+            self._bookkeeper,
             request_id,
             endpoint,
             offer,
@@ -104,17 +108,21 @@ class InferenceProxy:
             else:
                 reply = await pool.complete(endpoint.path, payload, request_id=request_id)
         except asyncio.CancelledError:
-            if not watch.absorb():
-                meter.record(Outcome.ABORTED, _CLIENT_CLOSED)  # the gateway is shutting down
+            if not watch.absorb():  # the gateway is shutting down: the record still goes to the journal
+                await asyncio.shield(meter.finish(meter.record(Outcome.ABORTED, _CLIENT_CLOSED)))
                 raise
-            meter.record(Outcome.CLIENT_DISCONNECTED, _CLIENT_CLOSED)
+            await meter.finish(meter.record(Outcome.CLIENT_DISCONNECTED, _CLIENT_CLOSED))
             return Response(status_code=_CLIENT_CLOSED)  # nobody is listening
         except EngineError as exc:
             watch.stop()
-            raise meter.failed(exc) from None
+            error = from_engine_error(exc)
+            outcome = Outcome.REJECTED if isinstance(exc, EngineRejected) else Outcome.ENGINE_FAILED
+            await meter.finish(meter.record(outcome, error.status, exc.replica))
+            raise error from None
         except Exception:
             watch.stop()
-            meter.record(Outcome.ENGINE_FAILED, 500)  # a fault of ours: still one record, then a 500 envelope
+            # a fault of ours: still one record, then a 500 envelope
+            await meter.finish(meter.record(Outcome.ENGINE_FAILED, 500))
             raise
         watch.stop()
         headers = [(b"x-tiergate-tier", offer.tier.value.encode())]
@@ -128,6 +136,7 @@ class InferenceProxy:
         usage = answer.get("usage")
         if isinstance(usage, dict):
             usage.update(meter.cost_fields(exchange))
+        await meter.finish(exchange)  # durable before the client has its answer
         response = Response(orjson.dumps(answer), media_type="application/json")
         response.raw_headers.extend(headers)
         return response
@@ -136,8 +145,10 @@ class InferenceProxy:
 def _relay(
     stream: PooledStream, meter: _Meter, offer: Offer, include_usage: bool, headers: list[tuple[bytes, bytes]]
 ) -> StreamRelay:
-    def on_end(end: RelayEnd) -> None:
-        meter.record(end.outcome, 200, stream.replica.url, stream.usage, stream, end.first_event_at)
+    async def on_end(end: RelayEnd) -> None:
+        await meter.finish(
+            meter.record(end.outcome, 200, stream.replica.url, stream.usage, stream, end.first_event_at)
+        )
 
     rewrite = None
     if offer.engine_model != offer.public_id:
@@ -171,6 +182,7 @@ class _Meter:
         "_admitter",
         "_body_size",
         "_book",
+        "_bookkeeper",
         "_charge",
         "_clock",
         "_endpoint",
@@ -187,6 +199,7 @@ class _Meter:
         sinks: tuple[MeterSink, ...],
         admitter: Admitter,
         book: PriceBook | None,
+        bookkeeper: Bookkeeper | None,
         request_id: str,
         endpoint: Endpoint,
         offer: Offer,
@@ -198,6 +211,7 @@ class _Meter:
         self._sinks = sinks
         self._admitter = admitter
         self._book = book
+        self._bookkeeper = bookkeeper
         self._charge: Charge | None = None
         self._request_id = request_id
         self._endpoint = endpoint
@@ -266,21 +280,32 @@ class _Meter:
 
     def cost_fields(self, exchange: Exchange) -> dict[str, object]:
         """`usage.cost` and friends for the client (OpenRouter's shape), rated once per request."""
+        charge = self._rated(exchange)
+        return usage_cost_fields(charge) if charge is not None else {}
+
+    async def finish(self, exchange: Exchange) -> None:
+        """Journal the request's ledger row; returns once it is durable."""
+        if self._bookkeeper is None:
+            return
+        charge = self._rated(exchange)
+        if charge is not None:
+            await self._bookkeeper.record(LedgerRow(usage_record(exchange), charge))
+
+    def _rated(self, exchange: Exchange) -> Charge | None:
         if self._book is None:
-            return {}
+            return None
         if self._charge is None:
+            record = usage_record(exchange)
             try:
-                self._charge = rate(usage_record(exchange), self._book)
+                charge = rate(record, self._book)
             except NotPriced:  # the book was checked at start: only a request from before its first version
                 log.warning("no price in force for %s:%s", exchange.model, exchange.tier.value)
-                return {}
-        return usage_cost_fields(self._charge)
-
-    def failed(self, exc: EngineError) -> GatewayError:
-        error = from_engine_error(exc)
-        outcome = Outcome.REJECTED if isinstance(exc, EngineRejected) else Outcome.ENGINE_FAILED
-        self.record(outcome, error.status, exc.replica)
-        return error
+                return None
+            if record.outcome != Outcome.OK and not (record.prompt_tokens or record.completion_tokens):
+                # served nothing: a row that says so, and no charge, not even the per-request fee
+                charge = replace(charge, lines=(), total=0)
+            self._charge = charge
+        return self._charge
 
 
 def _used_tokens(exchange: Exchange, body_size: int) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,7 @@ class StreamRelay(Response):
         include_usage: bool,
         model_rewrite: tuple[bytes, bytes] | None,
         headers: list[tuple[bytes, bytes]],
-        on_end: Callable[[RelayEnd], None],
+        on_end: Callable[[RelayEnd], Awaitable[None]],
         on_usage: Callable[[dict[str, Any]], bytes] | None = None,
     ) -> None:
         self.status_code = 200
@@ -70,6 +70,7 @@ class StreamRelay(Response):
         rewrite = self._rewrite
         include_usage = self._include_usage
         batch: list[bytes] = []
+        ended = False  # on_end is called once, whatever happens
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             try:
@@ -99,15 +100,19 @@ class StreamRelay(Response):
             watch.stop()  # from here on a disconnect changes nothing
             if first_event_at is None:
                 first_event_at = time.monotonic()
+            await stream.aclose()
+            ended = True
+            # durable before the stream ends; shielded: a shutdown must not cut the record in half
+            await asyncio.shield(self._on_end(RelayEnd(outcome, first_event_at, error)))
             await send({"type": "http.response.body", "body": b"".join(batch), "more_body": False})
         except asyncio.CancelledError:
+            await stream.aclose()  # stops the engine's generation at once
             if not watch.absorb():
-                outcome = Outcome.ABORTED  # the gateway is shutting down: meter what was generated, then go
+                if not ended:  # the gateway is shutting down: the record still goes to the journal
+                    await asyncio.shield(self._on_end(RelayEnd(Outcome.ABORTED, first_event_at, error)))
                 raise
-            outcome = Outcome.CLIENT_DISCONNECTED
+            if not ended:
+                await self._on_end(RelayEnd(Outcome.CLIENT_DISCONNECTED, first_event_at, error))
         finally:
             watch.stop()
-            try:
-                await stream.aclose()  # stops the engine's generation if it is still running
-            finally:
-                self._on_end(RelayEnd(outcome, first_event_at, error))
+            await stream.aclose()

@@ -1,4 +1,8 @@
-"""`x-request-id` on every response: the client's own when it sent a sane one, else a new one."""
+"""Request ids. Every request gets a fresh gateway id: the key of its ledger row, the id sent to the engine
+and logged, and what `x-tiergate-request-id` returns. `x-request-id` on the response is the client's own id
+when it sent a sane one (for its tracing), else the gateway id. A client's id is never trusted as a key: a
+client reusing one must still have each request billed once, and a request of another tenant never shadowed.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = ["RequestIdMiddleware", "request_id_of"]
 
 _HEADER = b"x-request-id"
+_GATEWAY_HEADER = b"x-tiergate-request-id"
 _MAX_LENGTH = 128
 
 
@@ -26,19 +31,21 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = b""
+        client_id = b""
         for name, value in scope["headers"]:
             if name == _HEADER:
-                request_id = value
+                client_id = value
                 break
-        if not _acceptable(request_id):
-            request_id = b"req_" + secrets.token_hex(16).encode()
-        scope.setdefault("state", {})["request_id"] = request_id.decode()
-        header = (_HEADER, request_id)
+        gateway_id = b"req_" + secrets.token_hex(16).encode()
+        scope.setdefault("state", {})["request_id"] = gateway_id.decode()
+        headers = [
+            (_HEADER, client_id if _acceptable(client_id) else gateway_id),
+            (_GATEWAY_HEADER, gateway_id),
+        ]
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = [*message.get("headers", ()), *headers]
             await send(message)
 
         await self.app(scope, receive, send_with_id)

@@ -19,6 +19,7 @@ __all__ = [
     "AuthSettings",
     "ConfigError",
     "DatabaseSettings",
+    "LedgerSettings",
     "ModelSettings",
     "PoolSettings",
     "PricingSettings",
@@ -141,6 +142,12 @@ class PricingSettings(_Section):
     book: Path | None = None
 
 
+class LedgerSettings(_Section):
+    # each process journals every priced request here before its response completes (kept on local disk)
+    journal_dir: Path = Path("tiergate-journal")
+    fsync: bool = True  # off only for throwaway setups: a crash could then lose completed requests
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TIERGATE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -154,6 +161,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     redis: RedisSettings = RedisSettings()
     pricing: PricingSettings = PricingSettings()
+    ledger: LedgerSettings = LedgerSettings()
 
     @classmethod
     def settings_customise_sources(

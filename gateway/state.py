@@ -14,6 +14,7 @@ from gateway.admission import Admitter
 from gateway.catalog import Catalog
 from gateway.database import Database, open_database
 from gateway.keys import Authenticator, KeyStore
+from gateway.ledger import Bookkeeper
 from gateway.limits import LocalLimiter, RateLimiter, RedisLimiter
 from gateway.metering import LogSink, MeterSink
 from gateway.proxy import InferenceProxy
@@ -37,6 +38,7 @@ class GatewayState:
     database: Database | None  # None when neither keys nor the admin API are in use
     keys: KeyStore | None
     authenticator: Authenticator | None
+    bookkeeper: Bookkeeper | None  # None without a price book: nothing to bill
 
     @classmethod
     async def create(
@@ -49,8 +51,18 @@ class GatewayState:
         database: Database | None = None
         keys: KeyStore | None = None
         authenticator: Authenticator | None = None
-        if settings.auth.mode == "keys" or settings.auth.admin_tokens:
+        catalog = Catalog(settings.models, settings.tiers.reasoning_effort)
+        book = price_book(settings, catalog)
+        if settings.auth.mode == "keys" or settings.auth.admin_tokens or book is not None:
             database = await open_database(settings.database.url)
+        bookkeeper = None
+        if book is not None:
+            assert database is not None
+            bookkeeper = await Bookkeeper.open(
+                database, settings.ledger.journal_dir, fsync=settings.ledger.fsync
+            )
+        if settings.auth.mode == "keys" or settings.auth.admin_tokens:
+            assert database is not None
             keys = KeyStore(database)
             await keys.migrate()
         if settings.auth.mode == "keys":
@@ -75,23 +87,36 @@ class GatewayState:
         admitter = Admitter(authenticator, limiter)
         http = EngineHTTP.create(transport)
         pools = {name: _pool(name, pool, http) for name, pool in settings.pools.items()}
-        catalog = Catalog(settings.models, settings.tiers.reasoning_effort)
-        book = price_book(settings, catalog)
         proxy = InferenceProxy(
             catalog,
             pools,
             sinks if sinks is not None else [LogSink()],
             admitter,
             book,
+            bookkeeper,
             max_body_bytes=settings.server.max_body_bytes,
         )
-        return cls(settings, catalog, pools, http, proxy, admitter, limiter, database, keys, authenticator)
+        return cls(
+            settings,
+            catalog,
+            pools,
+            http,
+            proxy,
+            admitter,
+            limiter,
+            database,
+            keys,
+            authenticator,
+            bookkeeper,
+        )
 
     def start(self) -> None:
         for pool in self.pools.values():
             pool.start()
         if self.authenticator is not None:
             self.authenticator.start()
+        if self.bookkeeper is not None:
+            self.bookkeeper.start()
 
     async def aclose(self) -> None:
         """Close everything, each part even when another failed to close."""
@@ -99,6 +124,8 @@ class GatewayState:
             stack.push_async_callback(self.http.aclose)
             if self.database is not None:
                 stack.push_async_callback(self.database.aclose)
+            if self.bookkeeper is not None:
+                stack.push_async_callback(self.bookkeeper.aclose)  # before the database: it drains into it
             stack.push_async_callback(self.limiter.aclose)
             if self.authenticator is not None:
                 stack.push_async_callback(self.authenticator.aclose)  # flushes last-used times

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -89,6 +90,9 @@ def gateway_settings(fast: list[str], deliberate: list[str], **extra: Any) -> Se
     # these tests are about engines: tests of keys set their own auth
     extra.setdefault("auth", {"mode": "disabled"})
     extra.setdefault("pricing", {"book": str(PRICE_BOOK)})
+    state = Path(tempfile.mkdtemp(prefix="tiergate-test-"))  # the ledger's database and journal
+    extra.setdefault("database", {"url": f"sqlite:///{state / 'tiergate.sqlite3'}"})
+    extra.setdefault("ledger", {"journal_dir": str(state / "journal")})
     return load_settings(None, pools=pools, models=models, **extra)
 
 

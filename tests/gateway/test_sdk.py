@@ -177,7 +177,12 @@ def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
 def test_request_id_is_echoed_or_created(gateway: Gateway) -> None:
     body = {"model": "qwen3-8b", "messages": MESSAGES, "max_tokens": 2}
     mine = httpx.post(gateway.v1 + "/chat/completions", json=body, headers={"x-request-id": "my-trace-42"})
-    assert mine.headers["x-request-id"] == "my-trace-42"
+    again = httpx.post(gateway.v1 + "/chat/completions", json=body, headers={"x-request-id": "my-trace-42"})
+    assert mine.headers["x-request-id"] == again.headers["x-request-id"] == "my-trace-42"
+    # the client's id is echoed for its tracing, but each request keeps a gateway id of its own
+    assert mine.headers["x-tiergate-request-id"] != again.headers["x-tiergate-request-id"]
+    for response in (mine, again):
+        gateway.recorder.wait_for(response.headers["x-tiergate-request-id"])
     fresh = httpx.post(gateway.v1 + "/chat/completions", json=body)
     assert fresh.headers["x-request-id"].startswith("req_") and len(fresh.headers["x-request-id"]) > 20
     hostile = httpx.post(gateway.v1 + "/chat/completions", json=body, headers={"x-request-id": "a b\tc"})

@@ -1,0 +1,441 @@
+"""The ledger: one row per request, exactly once, every amount an integer number of micros.
+
+Rows arrive at least once (the journal replays after a crash, a drain may be retried) and are stored exactly
+once: `request_id` is the primary key and `add` inserts with `ON CONFLICT (request_id) DO NOTHING`, so a
+replayed or duplicated row changes nothing and is not counted again. The first write of a request id wins,
+so the id must be unique per request, made by the gateway (never a client's own x-request-id): a different
+row arriving under a stored id is logged as an error and counted (`Ledger.clashes`), not stored.
+
+Periods: a request belongs to the period that contains its `started_at`, the same instant that selects its
+price version (`pricing.book`), so one moment decides both what a request costs and on which invoice it is.
+Periods are half-open, `start <= started_at < end`.
+
+The ledger speaks SQL through `LedgerSQL`, a protocol that `gateway.database.Database` satisfies as it is:
+pricing never imports the gateway. SQL uses `?` placeholders, which the PostgreSQL side rewrites.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+
+from pricing.charges import Charge, ChargeLine
+from pricing.records import Depth, LedgerRow, UsageRecord
+
+__all__ = [
+    "LEDGER_MIGRATIONS",
+    "Ledger",
+    "LedgerMigration",
+    "LedgerQueries",
+    "LedgerSQL",
+    "LedgerTotal",
+    "check_storable",
+]
+
+log = logging.getLogger("tiergate.ledger")
+
+TABLE = "ledger"
+_BIGINT = 2**63 - 1
+
+
+class LedgerQueries(Protocol):
+    """What runs statements: the database, or a transaction it opened."""
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None: ...
+
+
+class LedgerSQL(LedgerQueries, Protocol):
+    """The database the ledger needs; `gateway.database.Database` is one."""
+
+    @property
+    def dialect(self) -> str: ...  # "sqlite" | "postgresql"
+
+    def transaction(self) -> AbstractAsyncContextManager[LedgerQueries]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerMigration:
+    """Plain data with the fields of `gateway.database.Migration`, which the gateway converts it to."""
+
+    version: int
+    name: str
+    sqlite: tuple[str, ...]
+    postgresql: tuple[str, ...]
+
+
+def _create_table(*, text_time: bool) -> str:
+    # migration 1's DDL: applied migrations are history, so never edit it; a new column is a new migration
+    # SQLite has no BIGINT or BOOLEAN: INTEGER holds 64 bits, and the CHECKs keep a float out of a money or
+    # token column (SQLite would otherwise store 1.5 as REAL). PostgreSQL's types refuse it on their own.
+    big = "INTEGER" if text_time else "BIGINT"
+    flag = "INTEGER" if text_time else "BOOLEAN"
+    ratio = "REAL" if text_time else "DOUBLE PRECISION"  # the agreement ratio: never money
+    time = "TEXT" if text_time else "TIMESTAMPTZ"
+    # byte order, as in SQLite: exports sort alike on both, and key comparisons skip locale rules
+    key = "TEXT" if text_time else 'TEXT COLLATE "C"'
+
+    def whole(column: str) -> str:
+        return f"{column} {big} NOT NULL" + (f" CHECK (typeof({column}) = 'integer')" if text_time else "")
+
+    return f"""
+    CREATE TABLE {TABLE} (
+        request_id {key} PRIMARY KEY,
+        tenant TEXT,
+        key_id TEXT,
+        tier TEXT NOT NULL,
+        model TEXT NOT NULL,
+        served_model TEXT NOT NULL,
+        replica TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        {whole("prompt_tokens")},
+        {whole("cached_tokens")},
+        {whole("completion_tokens")},
+        {whole("reasoning_tokens")},
+        estimated {flag} NOT NULL,
+        depth_samples {big} NOT NULL,
+        depth_extensions {big} NOT NULL,
+        depth_floor {big},
+        depth_floor_met {flag},
+        depth_agreement {ratio},
+        outcome TEXT NOT NULL,
+        streamed {flag} NOT NULL,
+        started_at {time} NOT NULL,
+        first_token_at {time},
+        ended_at {time} NOT NULL,
+        currency TEXT NOT NULL,
+        price_version TEXT NOT NULL,
+        rated_tier TEXT NOT NULL,
+        {whole("total_micros")},
+        lines TEXT NOT NULL
+    )"""
+
+
+# keyset pagination and period sums walk these, for all tenants or for one
+_INDEXES = (
+    f"CREATE INDEX {TABLE}_period ON {TABLE} (started_at, request_id)",
+    f"CREATE INDEX {TABLE}_tenant_period ON {TABLE} (tenant, started_at, request_id)",
+)
+
+LEDGER_MIGRATIONS: tuple[LedgerMigration, ...] = (
+    LedgerMigration(
+        1,
+        "ledger rows, one per request",
+        sqlite=(_create_table(text_time=True), *_INDEXES),
+        postgresql=(_create_table(text_time=False), *_INDEXES),
+    ),
+)
+
+# every column with its type in PostgreSQL's json_to_recordset, in table order
+_COLUMN_TYPES = (
+    ("request_id", "text"), ("tenant", "text"), ("key_id", "text"), ("tier", "text"), ("model", "text"),
+    ("served_model", "text"), ("replica", "text"), ("endpoint", "text"), ("prompt_tokens", "bigint"),
+    ("cached_tokens", "bigint"), ("completion_tokens", "bigint"), ("reasoning_tokens", "bigint"),
+    ("estimated", "boolean"), ("depth_samples", "bigint"), ("depth_extensions", "bigint"),
+    ("depth_floor", "bigint"), ("depth_floor_met", "boolean"), ("depth_agreement", "double precision"),
+    ("outcome", "text"), ("streamed", "boolean"), ("started_at", "timestamptz"),
+    ("first_token_at", "timestamptz"), ("ended_at", "timestamptz"), ("currency", "text"),
+    ("price_version", "text"), ("rated_tier", "text"), ("total_micros", "bigint"), ("lines", "text"),
+)  # fmt: skip
+_COLUMNS = tuple(column for column, _ in _COLUMN_TYPES)
+_ROW_PLACEHOLDER = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+# SQLite: VALUES lists of up to 500 rows x 28 columns = 14,000 parameters, under its limit of 32,766 (3.32+)
+ROWS_PER_STATEMENT = 500
+# PostgreSQL: the whole batch as one JSON parameter, unpacked by the server in the order given
+_BATCH_COLUMNS = ", ".join(f"{column} {kind}" for column, kind in _COLUMN_TYPES)
+_INSERT_JSON = (
+    f"INSERT INTO {TABLE} ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)}"
+    f" FROM json_to_recordset(?::json) AS batch({_BATCH_COLUMNS}) ON CONFLICT (request_id) DO NOTHING"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerTotal:
+    """One group of a period's rows. `tier` is the tier asked for, `rated_tier` the one whose prices applied
+    (they differ when a deliberate request missed its depth floor); `total` is in micros of `currency`."""
+
+    tier: str
+    rated_tier: str
+    model: str
+    currency: str
+    requests: int
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    total: int
+
+
+_SUMS = ("requests", "prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens", "total")
+
+
+class Ledger:
+    def __init__(self, db: LedgerSQL) -> None:
+        if db.dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"the ledger does not know the {db.dialect!r} dialect")
+        self._db = db
+        self.clashes = 0  # rows refused because another request already used their id
+
+    async def add(self, rows: Sequence[LedgerRow]) -> int:
+        """Insert the rows whose request id is new; return how many were. Atomic: all of them or none.
+
+        A row whose id is already stored is not stored again. When it is the same row (a replay) that is
+        the point; when it differs, two requests share an id and the later one goes unbilled: that is
+        logged as an error and counted in `clashes`, never silently dropped."""
+        if not rows:
+            return 0
+        first: dict[str, LedgerRow] = {}
+        clashing = []
+        for row in rows:
+            kept = first.setdefault(row.record.request_id, row)
+            if kept is not row and kept != row:
+                clashing.append(row.record.request_id)
+        # in key order: two concurrent adds on PostgreSQL then take their row locks in the same order
+        # and cannot deadlock on overlapping batches
+        unique = sorted(first.values(), key=_request_id)
+        values = [_values(row) for row in unique]
+        added = await self._insert(values)
+        if added < len(unique):
+            clashing += await self._clashing(values)
+        if clashing:
+            self.clashes += len(clashing)
+            log.error(
+                "%d ledger rows NOT stored: their request ids are already in the ledger for different"
+                " requests (the first write wins), e.g. %s",
+                len(clashing),
+                clashing[:5],
+            )
+        return added
+
+    async def _insert(self, values: list[dict[str, Any]]) -> int:
+        if self._db.dialect == "postgresql":
+            # one short statement, parsed once, with one text parameter that orjson writes in C: a VALUES
+            # list of 14,000 placeholders costs psycopg ~90 ms to parse, arrays ~40 ms to escape, per batch
+            return await self._db.execute(_INSERT_JSON, (orjson.dumps(values).decode(),))
+        chunks = [values[i : i + ROWS_PER_STATEMENT] for i in range(0, len(values), ROWS_PER_STATEMENT)]
+        if len(chunks) == 1:
+            return await self._db.execute(_insert_values(len(chunks[0])), _flat(chunks[0]))
+        added = 0
+        async with self._db.transaction() as tx:
+            for chunk in chunks:
+                added += await tx.execute(_insert_values(len(chunk)), _flat(chunk))
+        return added
+
+    async def _clashing(self, offered: list[dict[str, Any]]) -> list[str]:
+        """Ids of offered rows that differ from the row stored under their id. Only runs when a batch
+        met rows already stored: after a crash replay, or a retry whose first answer was lost."""
+        clashing = []
+        for i in range(0, len(offered), ROWS_PER_STATEMENT):
+            chunk = {values["request_id"]: values for values in offered[i : i + ROWS_PER_STATEMENT]}
+            found = await self._db.fetch_all(
+                f"SELECT * FROM {TABLE} WHERE request_id IN ({', '.join('?' * len(chunk))})", list(chunk)
+            )
+            clashing += [row["request_id"] for row in found if not _same(row, chunk[row["request_id"]])]
+        return clashing
+
+    async def get(self, request_id: str) -> LedgerRow | None:
+        found = await self._db.fetch_one(f"SELECT * FROM {TABLE} WHERE request_id = ?", (request_id,))
+        return None if found is None else _ledger_row(found)
+
+    async def totals(self, tenant: str | None, start: datetime, end: datetime) -> list[LedgerTotal]:
+        """Sums over the period's rows of one tenant (None: every tenant), per tier, rated tier, model and
+        currency, in that order."""
+        where, params = _period(tenant, start, end)
+        found = await self._db.fetch_all(
+            "SELECT tier, rated_tier, model, currency, COUNT(*) AS requests,"
+            " SUM(prompt_tokens) AS prompt_tokens, SUM(cached_tokens) AS cached_tokens,"
+            " SUM(completion_tokens) AS completion_tokens, SUM(reasoning_tokens) AS reasoning_tokens,"
+            f" SUM(total_micros) AS total FROM {TABLE} WHERE {where}"
+            " GROUP BY tier, rated_tier, model, currency ORDER BY tier, rated_tier, model, currency",
+            params,
+        )
+        # int(): PostgreSQL's SUM of BIGINT is NUMERIC, which psycopg reads as an (exact) Decimal
+        return [
+            LedgerTotal(
+                row["tier"], row["rated_tier"], row["model"], row["currency"], *(int(row[k]) for k in _SUMS)
+            )
+            for row in found
+        ]
+
+    async def total(self, tenant: str | None, start: datetime, end: datetime) -> int:
+        """The period's charges in micros. ValueError when they are in more than one currency: adding
+        micros of different currencies gives a number that is no amount of money."""
+        where, params = _period(tenant, start, end)
+        found = await self._db.fetch_all(
+            f"SELECT currency, SUM(total_micros) AS total FROM {TABLE} WHERE {where} GROUP BY currency",
+            params,
+        )
+        if len(found) > 1:
+            raise ValueError(f"the period's charges are in {sorted(row['currency'] for row in found)}")
+        return int(found[0]["total"]) if found else 0
+
+    async def rows(
+        self, tenant: str | None, start: datetime, end: datetime, *, batch: int = 1000
+    ) -> AsyncIterator[LedgerRow]:
+        """The period's rows by (started_at, request_id), fetched `batch` at a time: each query resumes after
+        the last row seen (keyset pagination), so an export streams in constant memory and never skips or
+        repeats a row, even while new rows arrive."""
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, not {batch}")
+        where, params = _period(tenant, start, end)
+        after: tuple[Any, str] | None = None
+        while True:
+            # the stored value itself is the cursor: no reparsing, so no drift in precision or format
+            resume = "" if after is None else " AND (started_at, request_id) > (?, ?)"
+            found = await self._db.fetch_all(
+                f"SELECT * FROM {TABLE} WHERE {where}{resume} ORDER BY started_at, request_id LIMIT ?",
+                (*params, *(after or ()), batch),
+            )
+            for row in found:
+                yield _ledger_row(row)
+            if len(found) < batch:
+                return
+            after = (found[-1]["started_at"], found[-1]["request_id"])
+
+
+def _request_id(row: LedgerRow) -> str:
+    return row.record.request_id
+
+
+def _insert_values(count: int) -> str:
+    values = ", ".join([_ROW_PLACEHOLDER] * count)
+    return f"INSERT INTO {TABLE} ({', '.join(_COLUMNS)}) VALUES {values} ON CONFLICT (request_id) DO NOTHING"
+
+
+def _flat(chunk: list[dict[str, Any]]) -> list[Any]:
+    return [value for row in chunk for value in row.values()]
+
+
+def _period(tenant: str | None, start: datetime, end: datetime) -> tuple[str, tuple[Any, ...]]:
+    for moment in (start, end):
+        if moment.utcoffset() is None:
+            raise ValueError(f"period bound {moment.isoformat()} has no time zone")
+    if tenant is None:
+        return "started_at >= ? AND started_at < ?", (start, end)
+    return "tenant = ? AND started_at >= ? AND started_at < ?", (tenant, start, end)
+
+
+def check_storable(row: LedgerRow) -> None:
+    """ValueError when no database could ever store the row. The journal calls it before appending: a row
+    the database refuses would otherwise be retried forever, holding up every row behind it."""
+    for column, value in _values(row).items():
+        if isinstance(value, str) and "\x00" in value:  # PostgreSQL text cannot hold NUL
+            raise ValueError(f"{row.record.request_id}: {column} contains a NUL character")
+        if isinstance(value, int) and not -_BIGINT - 1 <= value <= _BIGINT:
+            raise ValueError(f"{row.record.request_id}: {column} {value} does not fit in 64 bits")
+
+
+def _values(row: LedgerRow) -> dict[str, Any]:
+    """The row's columns by name, in _COLUMNS order."""
+    record, charge, depth = row.record, row.charge, row.record.depth
+    if isinstance(charge.total, bool) or not isinstance(charge.total, int):
+        # PostgreSQL would round a float into BIGINT without a word: refuse it here instead
+        raise ValueError(f"{record.request_id}: charge total {charge.total!r} is not integer micros")
+    return {
+        "request_id": record.request_id,
+        "tenant": record.tenant,
+        "key_id": record.key_id,
+        "tier": record.tier,
+        "model": record.model,
+        "served_model": record.served_model,
+        "replica": record.replica,
+        "endpoint": record.endpoint,
+        "prompt_tokens": record.prompt_tokens,
+        "cached_tokens": record.cached_tokens,
+        "completion_tokens": record.completion_tokens,
+        "reasoning_tokens": record.reasoning_tokens,
+        "estimated": record.estimated,
+        "depth_samples": depth.samples,
+        "depth_extensions": depth.extensions,
+        "depth_floor": depth.floor,
+        "depth_floor_met": depth.floor_met,
+        "depth_agreement": depth.agreement,
+        "outcome": record.outcome,
+        "streamed": record.streamed,
+        "started_at": record.started_at,
+        "first_token_at": record.first_token_at,
+        "ended_at": record.ended_at,
+        "currency": charge.currency,
+        "price_version": charge.price_version,
+        "rated_tier": charge.rated_tier,
+        "total_micros": charge.total,
+        "lines": orjson.dumps([line.to_dict() for line in charge.lines]).decode(),
+    }
+
+
+_TIMES = frozenset({"started_at", "first_token_at", "ended_at"})
+_FLAGS = frozenset({"estimated", "streamed", "depth_floor_met"})
+
+
+def _same(stored: dict[str, Any], offered: dict[str, Any]) -> bool:
+    """Whether a stored row holds exactly the offered values, whichever way the dialect returns them."""
+    for column, value in offered.items():
+        found = stored[column]
+        if found is None or value is None:
+            if found is not value:
+                return False
+        elif column in _TIMES:
+            if _timestamp(found) != value:  # instants: equal whatever their time zone
+                return False
+        elif column in _FLAGS:
+            if bool(found) != value:  # SQLite stores booleans as 0/1
+                return False
+        elif found != value:
+            return False
+    return True
+
+
+def _ledger_row(row: dict[str, Any]) -> LedgerRow:
+    record = UsageRecord(
+        request_id=row["request_id"],
+        tenant=row["tenant"],
+        key_id=row["key_id"],
+        tier=row["tier"],
+        model=row["model"],
+        served_model=row["served_model"],
+        replica=row["replica"],
+        endpoint=row["endpoint"],
+        prompt_tokens=row["prompt_tokens"],
+        cached_tokens=row["cached_tokens"],
+        completion_tokens=row["completion_tokens"],
+        reasoning_tokens=row["reasoning_tokens"],
+        estimated=bool(row["estimated"]),  # SQLite stores booleans as 0/1
+        depth=Depth(
+            samples=row["depth_samples"],
+            extensions=row["depth_extensions"],
+            floor=row["depth_floor"],
+            floor_met=None if row["depth_floor_met"] is None else bool(row["depth_floor_met"]),
+            agreement=row["depth_agreement"],
+        ),
+        outcome=row["outcome"],
+        streamed=bool(row["streamed"]),
+        started_at=_timestamp(row["started_at"]),
+        first_token_at=None if row["first_token_at"] is None else _timestamp(row["first_token_at"]),
+        ended_at=_timestamp(row["ended_at"]),
+    )
+    charge = Charge(
+        request_id=row["request_id"],
+        currency=row["currency"],
+        price_version=row["price_version"],
+        rated_tier=row["rated_tier"],
+        lines=tuple(ChargeLine.from_dict(line) for line in orjson.loads(row["lines"])),
+        total=row["total_micros"],
+    )
+    return LedgerRow(record, charge)
+
+
+def _timestamp(value: datetime | str) -> datetime:
+    # PostgreSQL returns timestamptz as an aware datetime; SQLite returns the ISO-8601 UTC text it was given
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if moment.tzinfo is None:
+        raise ValueError(f"ledger timestamp {moment.isoformat()} has no time zone")
+    return moment.astimezone(UTC)
