@@ -16,6 +16,7 @@ from gateway.request_id import RequestIdMiddleware
 from gateway.routes import inference_routes, router
 from gateway.settings import Settings, settings_from_environment
 from gateway.state import GatewayState
+from gateway.usage_routes import usage_router
 
 __all__ = ["app_from_environment", "create_app"]
 
@@ -52,6 +53,7 @@ def create_app(
     app.router.routes.extend(inference_routes)
     app.include_router(router)
     app.include_router(admin_router)
+    app.include_router(usage_router)
     app.add_middleware(RequestIdMiddleware)
     return app
 

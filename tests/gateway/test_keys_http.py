@@ -260,3 +260,36 @@ def test_disabled_auth_is_announced_loudly(
     assert any("AUTHENTICATION IS DISABLED" in record.getMessage() for record in caplog.records)
     body = {"model": "qwen3-8b", "messages": MESSAGES, "max_tokens": 2}
     assert httpx.post(gateway.v1 + "/chat/completions", json=body).status_code == 200  # no key needed
+
+
+def test_a_tenant_sees_its_own_generations_and_usage(gateway: Gateway, sdk: SDK) -> None:
+    mine, theirs = new_key(gateway, "acme"), new_key(gateway, "globex")
+    raw = sdk(gateway, mine["secret"]).chat.completions.with_raw_response.create(
+        model="qwen3-8b", messages=MESSAGES, max_tokens=5
+    )
+    usage = raw.parse().usage
+    assert usage is not None and usage.model_extra is not None
+    generation_id = raw.headers["x-tiergate-request-id"]
+
+    def get(path: str, key: dict[str, Any], **params: str) -> httpx.Response:
+        return httpx.get(
+            gateway.url + path, params=params, headers={"authorization": f"Bearer {key['secret']}"}
+        )
+
+    deadline = time.monotonic() + 3  # the journal reaches the ledger within a fraction of a second
+    while (found := get("/v1/generation", mine, id=generation_id)).status_code == 404:
+        assert time.monotonic() < deadline, "the generation never reached the ledger"
+        time.sleep(0.05)
+    data = found.json()["data"]
+    assert data["cost_micros"] == usage.model_extra["cost_micros"] and data["model"] == "qwen3-8b:fast"
+    assert data["tokens_completion"] == usage.completion_tokens and data["outcome"] == "ok"
+    other = get("/v1/generation", theirs, id=generation_id)
+    assert other.status_code == 404 and other.json()["error"]["code"] == "generation_not_found"
+
+    acme = get("/v1/usage", mine).json()
+    assert [(row["model"], row["requests"]) for row in acme["data"]] == [("qwen3-8b", 1)]
+    assert acme["data"][0]["cost_micros"] == data["cost_micros"] and acme["tenant"] == "acme"
+    assert get("/v1/usage", theirs).json()["data"] == []
+    assert get("/v1/usage", mine, period="2020-01").json()["data"] == []
+    assert get("/v1/usage", mine, period="soon").status_code == 400
+    assert httpx.get(gateway.url + "/v1/usage").status_code == 401
