@@ -9,13 +9,15 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
+from gateway.billing import FORMATS, export, invoice, invoice_json
 from gateway.errors import GatewayError
 from gateway.keys import ApiKey, KeyStore, KeyStoreConflict, KeyStoreNotFound, Tenant
 from gateway.limits import Quota
 from gateway.routes import gateway_state
 from gateway.tiers import Tier
+from gateway.usage_routes import period_bounds
 
 __all__ = ["admin_router", "key_json", "tenant_json"]
 
@@ -205,6 +207,43 @@ def _invalidate(request: Request, key_id: str) -> None:
     authenticator = gateway_state(request).authenticator
     if authenticator is not None:
         authenticator.invalidate(key_id)
+
+
+@admin_router.get("/billing/invoice")
+async def billing_invoice(request: Request, store: Store, tenant: str, period: str | None = None) -> Response:
+    state = gateway_state(request)
+    book = state.proxy.price_book
+    if state.bookkeeper is None or book is None:
+        raise GatewayError(
+            404, "Billing is not configured on this gateway (pricing.book).", code="billing_disabled"
+        )
+    start, end = period_bounds(period)
+    return _json(invoice_json(await invoice(state.bookkeeper.ledger, tenant, book.currency, start, end)))
+
+
+@admin_router.get("/billing/export")
+async def billing_export(
+    request: Request,
+    store: Store,
+    format: str = "jsonl",
+    period: str | None = None,
+    tenant: str | None = None,
+) -> Response:
+    state = gateway_state(request)
+    if state.bookkeeper is None:
+        raise GatewayError(
+            404, "Billing is not configured on this gateway (pricing.book).", code="billing_disabled"
+        )
+    if format not in FORMATS:
+        raise GatewayError(
+            400, f"format is one of {', '.join(FORMATS)}.", code="invalid_value", param="format"
+        )
+    start, end = period_bounds(period)
+    media_type, _ = FORMATS[format]
+    chunks = export(
+        state.bookkeeper.ledger, format, tenant, start, end, state.settings.pricing.stripe_customers
+    )
+    return StreamingResponse(chunks, media_type=media_type)
 
 
 def _no_key(key_id: str) -> GatewayError:

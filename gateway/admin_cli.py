@@ -13,7 +13,13 @@ from typing import Any
 import orjson
 
 from gateway.admin_client import AdminBackend, AdminError, DirectAdmin, RemoteAdmin
+from gateway.billing import FORMATS, export, invoice, invoice_json
+from gateway.database import open_database
+from gateway.errors import GatewayError
+from gateway.ledger import ledger_migrations
 from gateway.settings import admin_token_from_environment, config_path_from_environment, load_settings
+from gateway.usage_routes import period_bounds
+from pricing import Ledger, load_price_book
 
 __all__ = ["add_admin_commands", "run_admin_command"]
 
@@ -67,9 +73,33 @@ def add_admin_commands(commands: Any) -> None:
     revoke = keys.add_parser("revoke", help="revoke a key (every replica stops accepting it within seconds)")
     revoke.add_argument("key_id")
     _target(revoke)
+    _add_bill_commands(commands)
+
+
+def _add_bill_commands(commands: Any) -> None:
+    bill = commands.add_parser("bill", help="invoices and billing exports from the ledger").add_subparsers(
+        dest="action", required=True
+    )
+    invoice = bill.add_parser("invoice", help="a tenant's invoice for a month")
+    invoice.add_argument("--tenant", required=True)
+    invoice.add_argument("--period", help="YYYY-MM; default: this month (UTC)")
+    invoice.add_argument("--config", type=Path, default=config_path_from_environment())
+    invoice.add_argument("--json", action="store_true", help="print JSON")
+    export = bill.add_parser("export", help="a month's ledger rows as csv, jsonl, cloudevents or stripe")
+    export.add_argument("--format", choices=sorted(FORMATS), default="jsonl")
+    export.add_argument("--period", help="YYYY-MM; default: this month (UTC)")
+    export.add_argument("--tenant", help="default: every tenant")
+    export.add_argument("--config", type=Path, default=config_path_from_environment())
+    export.add_argument("--output", type=Path, help="default: standard output")
 
 
 def run_admin_command(args: argparse.Namespace) -> None:
+    if args.command == "bill":
+        try:
+            asyncio.run(_bill(args))
+        except AdminError as exc:
+            sys.exit(f"tiergate bill {args.action}: {exc}")
+        return
     try:
         result = asyncio.run(_run(args))
     except AdminError as exc:
@@ -146,3 +176,50 @@ def _human(args: argparse.Namespace, result: Any) -> str:
             f"{row['id']}\t{row['key']}\t{row['tenant']}\t{state}\t{','.join(row['tiers'])}\t{limits}"
         )
     return "\n".join(lines) or "(no keys)"
+
+
+async def _bill(args: argparse.Namespace) -> None:
+    if args.config is None:
+        raise AdminError(
+            "give --config FILE: its database holds the ledger and its pricing.book the currency"
+        )
+    settings = load_settings(args.config)
+    if settings.pricing.book is None:
+        raise AdminError("the config has no pricing.book: nothing is billed")
+    currency = load_price_book(settings.pricing.book).currency
+    try:
+        start, end = period_bounds(args.period)
+    except GatewayError as exc:
+        raise AdminError(exc.message) from None
+    database = await open_database(settings.database.url)
+    try:
+        await database.migrate("ledger", ledger_migrations())
+        ledger = Ledger(database)
+        if args.action == "invoice":
+            bill = invoice_json(await invoice(ledger, args.tenant, currency, start, end))
+            if args.json:
+                print(orjson.dumps(bill, option=orjson.OPT_INDENT_2).decode())
+            else:
+                print(_invoice_text(bill))
+            return
+        out = args.output.open("wb") if args.output else sys.stdout.buffer
+        try:
+            customers = settings.pricing.stripe_customers
+            async for chunk in export(ledger, args.format, args.tenant, start, end, customers):
+                out.write(chunk)
+        finally:
+            if args.output:
+                out.close()
+            else:
+                out.flush()
+    finally:
+        await database.aclose()
+
+
+def _invoice_text(bill: dict[str, Any]) -> str:
+    lines = [f"invoice for {bill['tenant']}, {bill['period']['start'][:7]}: {bill['requests']} requests"]
+    for line in bill["lines"]:
+        where = f"{line['tier']:<11}{line['model']:<20}{line['kind']:<14}"
+        lines.append(f"  {where}{line['quantity']:>12}  {line['amount']}")
+    lines.append(f"  total {bill['total']} {bill['currency']}")
+    return "\n".join(lines)

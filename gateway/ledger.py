@@ -8,7 +8,12 @@ from pathlib import Path
 from gateway.database import Database, Migration
 from pricing import LEDGER_MIGRATIONS, Journal, Ledger, LedgerRow, LedgerWriter
 
-__all__ = ["Bookkeeper"]
+__all__ = ["Bookkeeper", "ledger_migrations"]
+
+
+def ledger_migrations() -> list[Migration]:
+    """pricing's ledger schema as the database layer's migrations."""
+    return [Migration(m.version, m.name, sqlite=m.sqlite, postgresql=m.postgresql) for m in LEDGER_MIGRATIONS]
 
 
 class Bookkeeper:

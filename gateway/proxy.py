@@ -67,6 +67,10 @@ class InferenceProxy:
         self._sinks = tuple(sinks)
         self._max_body = max_body_bytes
 
+    @property
+    def price_book(self) -> PriceBook | None:
+        return self._book
+
     async def handle(self, request: Request, endpoint: Endpoint) -> Response:
         key = await self._admitter.authenticate(request.headers)
         body = await _read_body(request, self._max_body)

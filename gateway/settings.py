@@ -140,6 +140,7 @@ class RedisSettings(_Section):
 class PricingSettings(_Section):
     # a versioned price book (docs/pricing.md); without one, requests are metered but not priced
     book: Path | None = None
+    stripe_customers: dict[str, str] = Field(default_factory=dict, description="tenant -> Stripe customer id")
 
 
 class LedgerSettings(_Section):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -149,3 +150,99 @@ def test_serve_refuses_a_price_book_with_a_gap(tmp_path: Path) -> None:
     assert (
         "pricing.book" in result.stderr and "deliberate" in result.stderr and "Traceback" not in result.stderr
     )
+
+
+def test_bill_invoice_and_export_from_the_ledger(tmp_path: Path) -> None:
+    import asyncio
+    import csv
+    from datetime import UTC, datetime
+
+    from gateway.database import open_database
+    from gateway.ledger import ledger_migrations
+    from pricing import Ledger, load_price_book
+    from tests.pricing.factories import make_row
+
+    book_path = Path(__file__).parents[2] / "gateway" / "prices.yaml"
+    database_url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    book = load_price_book(book_path)
+    november = datetime(2026, 11, 5, tzinfo=UTC)
+    rows = [
+        make_row(book, tenant="acme", started_at=november, prompt_tokens=1000 * i, completion_tokens=300 * i)
+        for i in range(1, 4)
+    ]
+    rows.append(make_row(book, tenant="globex", started_at=november, prompt_tokens=500, completion_tokens=50))
+
+    async def fill() -> None:
+        database = await open_database(database_url)
+        await database.migrate("ledger", ledger_migrations())
+        assert await Ledger(database).add(rows) == 4
+        await database.aclose()
+
+    asyncio.run(fill())
+    config = tmp_path / "tiergate.yaml"
+    config.write_text(
+        "pools: {fast: {replicas: ['http://127.0.0.1:9']}}\n"
+        "models: {qwen3-8b: {tiers: {fast: {pool: fast}, deliberate: {pool: fast}}}}\n"
+        f"pricing: {{book: '{book_path}'}}\ndatabase: {{url: '{database_url}'}}\n"
+    )
+    acme_total = sum(row.charge.total for row in rows if row.record.tenant == "acme")
+    invoice = subprocess.run(
+        [
+            *TIERGATE,
+            "bill",
+            "invoice",
+            "--tenant",
+            "acme",
+            "--period",
+            "2026-11",
+            "--config",
+            str(config),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert invoice.returncode == 0, invoice.stderr
+    assert json.loads(invoice.stdout)["total_micros"] == acme_total
+    out = tmp_path / "export.csv"
+    export = subprocess.run(
+        [
+            *TIERGATE,
+            "bill",
+            "export",
+            "--format",
+            "csv",
+            "--period",
+            "2026-11",
+            "--config",
+            str(config),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert export.returncode == 0, export.stderr
+    with out.open() as handle:
+        exported = list(csv.DictReader(handle))
+    assert {line["request_id"] for line in exported} == {row.record.request_id for row in rows}
+    empty = subprocess.run(
+        [
+            *TIERGATE,
+            "bill",
+            "invoice",
+            "--tenant",
+            "acme",
+            "--period",
+            "2020-01",
+            "--config",
+            str(config),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert json.loads(empty.stdout)["total_micros"] == 0

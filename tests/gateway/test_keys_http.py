@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -293,3 +296,44 @@ def test_a_tenant_sees_its_own_generations_and_usage(gateway: Gateway, sdk: SDK)
     assert get("/v1/usage", mine, period="2020-01").json()["data"] == []
     assert get("/v1/usage", mine, period="soon").status_code == 400
     assert httpx.get(gateway.url + "/v1/usage").status_code == 401
+
+
+def test_invoice_and_exports_add_up_to_what_clients_were_told(gateway: Gateway, sdk: SDK) -> None:
+    key = new_key(gateway, "acme")
+    client = sdk(gateway, key["secret"])
+    told = 0
+    for model in ("qwen3-8b", "qwen3-8b:deliberate", "llama-3.1-8b"):
+        usage = client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=8).usage
+        assert usage is not None and usage.model_extra is not None
+        told += usage.model_extra["cost_micros"]
+    headers = {"authorization": f"Bearer {key['secret']}"}
+    deadline = time.monotonic() + 3
+    while (
+        sum(row["requests"] for row in httpx.get(gateway.v1 + "/usage", headers=headers).json()["data"]) < 3
+    ):
+        assert time.monotonic() < deadline, "the requests never reached the ledger"
+        time.sleep(0.05)
+
+    bill = admin(gateway, "GET", "/billing/invoice", params={"tenant": "acme"}).json()
+    assert bill["total_micros"] == told and bill["requests"] == 3
+    assert sum(line["amount_micros"] for line in bill["lines"]) == told
+    assert {line["tier"] for line in bill["lines"]} == {"fast", "deliberate"}
+
+    jsonl = admin(gateway, "GET", "/billing/export", params={"format": "jsonl", "tenant": "acme"})
+    rows = [json.loads(line) for line in jsonl.text.splitlines()]
+    assert len(rows) == 3 and jsonl.headers["content-type"].startswith("application/x-ndjson")
+    csv_rows = list(
+        csv.DictReader(io.StringIO(admin(gateway, "GET", "/billing/export", params={"format": "csv"}).text))
+    )
+    assert csv_rows and {row["request_id"] for row in csv_rows} == {
+        row["record"]["request_id"] for row in rows
+    }
+    events = admin(gateway, "GET", "/billing/export", params={"format": "cloudevents"}).json()
+    assert events and all(event["specversion"] == "1.0" and event["subject"] == "acme" for event in events)
+    assert admin(gateway, "GET", "/billing/export", params={"format": "pdf"}).status_code == 400
+    assert (
+        httpx.get(
+            gateway.url + "/admin/billing/invoice", params={"tenant": "acme"}, headers=headers
+        ).status_code
+        == 403
+    )

@@ -1,0 +1,93 @@
+"""Invoices and exports of the ledger, streamed: rows are read page by page from the database and the export
+generators of `pricing.exports` run in a worker thread, so neither side ever holds the whole period."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from starlette.concurrency import iterate_in_threadpool
+
+from pricing import (
+    Invoice,
+    InvoiceBuilder,
+    Ledger,
+    LedgerRow,
+    csv_export,
+    format_micros,
+    jsonl_export,
+    openmeter_batch,
+    stripe_meter_lines,
+)
+
+__all__ = ["FORMATS", "export", "invoice", "invoice_json"]
+
+Exporter = Callable[[Iterable[LedgerRow], Mapping[str, str]], Iterator[bytes | str]]
+
+FORMATS: Mapping[str, tuple[str, Exporter]] = {
+    "csv": ("text/csv; charset=utf-8", lambda rows, _: csv_export(rows)),
+    "jsonl": ("application/x-ndjson", lambda rows, _: jsonl_export(rows)),
+    "cloudevents": ("application/cloudevents-batch+json", lambda rows, _: openmeter_batch(rows)),
+    "stripe": ("application/x-ndjson", lambda rows, customers: stripe_meter_lines(rows, customers)),
+}
+
+
+async def invoice(ledger: Ledger, tenant: str, currency: str, start: datetime, end: datetime) -> Invoice:
+    builder = InvoiceBuilder(tenant, currency, start, end)
+    async for row in ledger.rows(tenant, start, end):
+        builder.add(row)
+    return builder.build()
+
+
+def invoice_json(bill: Invoice) -> dict[str, Any]:
+    return {
+        "object": "invoice",
+        "tenant": bill.tenant,
+        "currency": bill.currency,
+        "period": {"start": bill.period_start.isoformat(), "end": bill.period_end.isoformat()},
+        "requests": bill.requests,
+        "depth_floor_missed": bill.depth_floor_missed,
+        "lines": [
+            {
+                "tier": line.tier,
+                "model": line.model,
+                "kind": line.kind,
+                "quantity": line.quantity,
+                "amount": format_micros(line.amount),
+                "amount_micros": line.amount,
+            }
+            for line in bill.lines
+        ],
+        "subtotals_micros": dict(bill.subtotals),
+        "total": format_micros(bill.total),
+        "total_micros": bill.total,
+    }
+
+
+async def export(
+    ledger: Ledger,
+    fmt: str,
+    tenant: str | None,
+    start: datetime,
+    end: datetime,
+    customers: Mapping[str, str] | None = None,
+) -> AsyncIterator[bytes]:
+    """The period's rows in `fmt` (see FORMATS), chunk by chunk."""
+    _, exporter = FORMATS[fmt]
+    loop = asyncio.get_running_loop()
+    pages = ledger.rows(tenant, start, end)
+
+    async def next_row() -> LedgerRow:
+        return await anext(pages)
+
+    def rows() -> Iterator[LedgerRow]:  # runs in the worker thread: each row is fetched on the event loop
+        while True:
+            try:
+                yield asyncio.run_coroutine_threadsafe(next_row(), loop).result()
+            except StopAsyncIteration:
+                return
+
+    async for chunk in iterate_in_threadpool(exporter(rows(), customers or {})):
+        yield chunk.encode() if isinstance(chunk, str) else chunk
