@@ -1,0 +1,89 @@
+"""The hot-path cost of billing a request: building its usage record, rating it, the response's cost fields
+and the journal line's encoding (the fsync itself is I/O, measured by bench/ledger.py). A command, not a test:
+
+    python bench/metering.py [--iterations 20000]
+
+Target (issue 4): at most 50 us at p50 per request on top of the gateway's own cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import orjson
+
+from engines import StreamTally, Usage
+from gateway.metering import Exchange, Outcome
+from gateway.tiers import Tier
+from gateway.usage_record import usage_record
+from pricing import LedgerRow, load_price_book, rate, usage_cost_fields
+from pricing.journal_format import encode_line
+
+BOOK = Path(__file__).parents[1] / "gateway" / "prices.yaml"
+
+
+def exchange(streamed: bool) -> Exchange:
+    tally = StreamTally()
+    tally.observe({"choices": [{"index": 0, "delta": {"reasoning": "thinking " * 40}}]})
+    tally.observe({"choices": [{"index": 0, "delta": {"content": "answer " * 20}}]})
+    return Exchange(
+        request_id="req_0123456789abcdef0123456789abcdef",
+        endpoint="chat",
+        key_id="k3y1d0000000",
+        tenant="acme",
+        model="qwen3-8b",
+        served_model="qwen3-8b",
+        tier=Tier.DELIBERATE,
+        pool="deliberate",
+        replica="http://127.0.0.1:8201",
+        streamed=streamed,
+        outcome=Outcome.OK,
+        status=200,
+        usage=Usage(812, 240, cached_tokens=512, reasoning_tokens=None if streamed else 180),
+        tally=tally if streamed else None,
+        reply=None,
+        body_size=3400,
+        started_at=time.time(),
+        first_token_s=0.21,
+        duration_s=1.7,
+    )
+
+
+def measure(streamed: bool, iterations: int) -> list[float]:
+    book = load_price_book(BOOK)
+    sample = exchange(streamed)
+    usage = {"prompt_tokens": 812, "completion_tokens": 240, "total_tokens": 1052}
+    timings = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        record = usage_record(sample)
+        charge = rate(record, book)
+        body = orjson.dumps({**usage, **usage_cost_fields(charge)})
+        line = encode_line(LedgerRow(record, charge))
+        timings.append(time.perf_counter() - started)
+        assert body and line
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=20000)
+    args = parser.parse_args()
+    print(f"{'case':<34}{'p50 us':>9}{'p99 us':>9}")
+    worst = 0.0
+    for streamed in (False, True):
+        timings = sorted(measure(streamed, args.iterations))
+        p50 = statistics.median(timings) * 1e6
+        p99 = timings[int(len(timings) * 0.99)] * 1e6
+        worst = max(worst, p50)
+        label = "stream, reasoning split estimated" if streamed else "non-stream, engine counts"
+        print(f"{label:<34}{p50:>9.1f}{p99:>9.1f}")
+    verdict = "PASS" if worst <= 50 else "FAIL"
+    print(f"{verdict}  metering + rating + journal encoding <= 50 us at p50: {worst:.1f} us")
+
+
+if __name__ == "__main__":
+    main()
