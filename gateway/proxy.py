@@ -113,20 +113,20 @@ class InferenceProxy:
                 reply = await pool.complete(endpoint.path, payload, request_id=request_id)
         except asyncio.CancelledError:
             if not watch.absorb():  # the gateway is shutting down: the record still goes to the journal
-                await asyncio.shield(meter.finish(meter.record(Outcome.ABORTED, _CLIENT_CLOSED)))
+                await asyncio.shield(meter.done(meter.exchange(Outcome.ABORTED, _CLIENT_CLOSED)))
                 raise
-            await meter.finish(meter.record(Outcome.CLIENT_DISCONNECTED, _CLIENT_CLOSED))
+            await meter.done(meter.exchange(Outcome.CLIENT_DISCONNECTED, _CLIENT_CLOSED))
             return Response(status_code=_CLIENT_CLOSED)  # nobody is listening
         except EngineError as exc:
             watch.stop()
             error = from_engine_error(exc)
             outcome = Outcome.REJECTED if isinstance(exc, EngineRejected) else Outcome.ENGINE_FAILED
-            await meter.finish(meter.record(outcome, error.status, exc.replica))
+            await meter.done(meter.exchange(outcome, error.status, exc.replica))
             raise error from None
         except Exception:
             watch.stop()
             # a fault of ours: still one record, then a 500 envelope
-            await meter.finish(meter.record(Outcome.ENGINE_FAILED, 500))
+            await meter.done(meter.exchange(Outcome.ENGINE_FAILED, 500))
             raise
         watch.stop()
         headers = [(b"x-tiergate-tier", offer.tier.value.encode())]
@@ -136,11 +136,11 @@ class InferenceProxy:
             return _relay(stream, meter, offer, checked.wants_usage, headers)
         answer = reply.payload
         answer["model"] = offer.public_id
-        exchange = meter.record(Outcome.OK, 200, reply.replica, reply.usage, reply=answer)
+        exchange = meter.exchange(Outcome.OK, 200, reply.replica, reply.usage, reply=answer)
         usage = answer.get("usage")
         if isinstance(usage, dict):
             usage.update(meter.cost_fields(exchange))
-        await meter.finish(exchange)  # durable before the client has its answer
+        await meter.done(exchange)  # durable before the client has its answer
         response = Response(orjson.dumps(answer), media_type="application/json")
         response.raw_headers.extend(headers)
         return response
@@ -150,8 +150,8 @@ def _relay(
     stream: PooledStream, meter: _Meter, offer: Offer, include_usage: bool, headers: list[tuple[bytes, bytes]]
 ) -> StreamRelay:
     async def on_end(end: RelayEnd) -> None:
-        await meter.finish(
-            meter.record(end.outcome, 200, stream.replica.url, stream.usage, stream, end.first_event_at)
+        await meter.done(
+            meter.exchange(end.outcome, 200, stream.replica.url, stream.usage, stream, end.first_event_at)
         )
 
     rewrite = None
@@ -264,36 +264,22 @@ class _Meter:
             duration_s=time.monotonic() - self._clock,
         )
 
-    def record(
-        self,
-        outcome: Outcome,
-        status: int,
-        replica: str = "",
-        usage: Usage | None = None,
-        stream: PooledStream | None = None,
-        first_event_at: float | None = None,
-        reply: dict[str, Any] | None = None,
-    ) -> Exchange:
-        exchange = self.exchange(outcome, status, replica, usage, stream, first_event_at, reply)
+    async def done(self, exchange: Exchange) -> None:
+        """The request's end, once: sinks told, its token reservation settled, its ledger row durable."""
         for sink in self._sinks:
             sink.record(exchange)
         reservation = self._admission.reservation if self._admission is not None else None
         if reservation is not None:
             self._admitter.settle(reservation, _used_tokens(exchange, self._body_size))
-        return exchange
+        if self._bookkeeper is not None:
+            charge = self._rated(exchange)
+            if charge is not None:
+                await self._bookkeeper.record(LedgerRow(usage_record(exchange), charge))
 
     def cost_fields(self, exchange: Exchange) -> dict[str, object]:
         """`usage.cost` and friends for the client (OpenRouter's shape), rated once per request."""
         charge = self._rated(exchange)
         return usage_cost_fields(charge) if charge is not None else {}
-
-    async def finish(self, exchange: Exchange) -> None:
-        """Journal the request's ledger row; returns once it is durable."""
-        if self._bookkeeper is None:
-            return
-        charge = self._rated(exchange)
-        if charge is not None:
-            await self._bookkeeper.record(LedgerRow(usage_record(exchange), charge))
 
     def _rated(self, exchange: Exchange) -> Charge | None:
         if self._book is None:
