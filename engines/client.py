@@ -60,3 +60,10 @@ class EngineClient(Protocol):
     async def stream(self, path: str, payload: bytes, *, request_id: str) -> EngineStream: ...
 
     async def health(self) -> bool: ...
+
+    async def count_tokens(
+        self, model: str, *, prompt: str | None = None, messages: Any = None
+    ) -> int | None:
+        """Tokens of a text (or of chat messages, template included) by the engine's own tokenizer;
+        None when the engine cannot tell."""
+        ...

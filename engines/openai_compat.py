@@ -95,6 +95,25 @@ class OpenAICompatEngine:
             return False
         return response.status_code == 200
 
+    async def count_tokens(
+        self, model: str, *, prompt: str | None = None, messages: Any = None
+    ) -> int | None:
+        body: dict[str, Any] = {"model": model}
+        if messages is not None:
+            body["messages"] = messages
+            body["add_generation_prompt"] = True
+        else:
+            body["prompt"] = prompt or ""
+            body["add_special_tokens"] = False
+        try:
+            response = await self._http.client.post(
+                self.url + "/tokenize", json=body, timeout=self._timeouts.connect_s
+            )
+            count = response.json().get("count") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        return count if isinstance(count, int) and count >= 0 else None
+
     def _request(
         self, path: str, payload: bytes, request_id: str, extensions: dict[str, Any], accept: bytes
     ) -> httpx.Request:

@@ -107,6 +107,9 @@ class EnginePool:
                 replica.outstanding -= 1
                 raise
 
+    def replica(self, url: str) -> Replica | None:
+        return next((replica for replica in self.replicas if replica.url == url), None)
+
     def _pick(self, tried: set[int]) -> int:
         now = self._clock()
         index = choose_replica(

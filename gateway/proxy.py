@@ -25,14 +25,15 @@ from gateway.metering import Exchange, MeterSink, Outcome
 from gateway.relay import RelayEnd, StreamRelay
 from gateway.request_id import request_id_of
 from gateway.schemas import ChatRequest, CompletionRequest, InferenceRequest, check_request
-from gateway.usage_record import usage_record
-from pricing import Charge, LedgerRow, NotPriced, PriceBook, rate, usage_cost_fields
+from gateway.usage_record import Counted, generated_chars, usage_record
+from pricing import Charge, LedgerRow, NotPriced, PriceBook, UsageRecord, rate, usage_cost_fields
 
 __all__ = ["CHAT", "COMPLETIONS", "Endpoint", "InferenceProxy"]
 
 log = logging.getLogger("tiergate.metering")
 
 _TIER_HEADER = "x-tiergate-tier"
+_COUNT_TIMEOUT_S = 1.0  # how long a cut request's record may wait for the engine's token counts
 _CLIENT_CLOSED = 499  # nginx's "client closed request": logged, never seen by the client
 
 
@@ -104,6 +105,8 @@ class InferenceProxy:
             key,
             admission,
             len(body),
+            pool,
+            data.get("messages") if endpoint is CHAT else data.get("prompt"),
         )
         watch = DisconnectWatch(request.receive)
         try:
@@ -192,8 +195,10 @@ class _Meter:
         "_endpoint",
         "_key",
         "_offer",
+        "_pool",
         "_request_id",
         "_sinks",
+        "_source",
         "_started",
         "_streamed",
     )
@@ -211,7 +216,11 @@ class _Meter:
         key: ApiKey | None,
         admission: Admission | None,
         body_size: int,
+        pool: EnginePool,
+        source: Any,
     ) -> None:
+        self._pool = pool
+        self._source = source  # the request's messages or prompt, kept to count a cut request exactly
         self._sinks = sinks
         self._admitter = admitter
         self._book = book
@@ -272,24 +281,54 @@ class _Meter:
         if reservation is not None:
             self._admitter.settle(reservation, _used_tokens(exchange, self._body_size))
         if self._bookkeeper is not None:
-            charge = self._rated(exchange)
+            counted = await self._counted(exchange) if exchange.usage is None else None
+            record = usage_record(exchange, counted=counted)
+            charge = self._rated(record)
             if charge is not None:
-                await self._bookkeeper.record(LedgerRow(usage_record(exchange), charge))
+                await self._bookkeeper.record(LedgerRow(record, charge))
+
+    async def _counted(self, exchange: Exchange) -> Counted | None:
+        """A cut request's exact counts, from the engine's own tokenizer; None if it does not answer soon."""
+        replica = self._pool.replica(exchange.replica)
+        content_chars, reasoning_chars = generated_chars(exchange)
+        if replica is None or not (content_chars or reasoning_chars) or exchange.tally is None:
+            return None
+        tally, engine, model = exchange.tally, replica.engine, self._offer.engine_model
+        source = self._source
+        prompt = (
+            engine.count_tokens(model, messages=source)
+            if isinstance(source, list) and self._endpoint is CHAT
+            else engine.count_tokens(model, prompt=source if isinstance(source, str) else "")
+        )
+        content = "".join(tally.text(index) for index in tally.content)
+        reasoning = "".join(tally.reasoning_text(index) for index in tally.reasoning)
+        try:
+            async with asyncio.timeout(_COUNT_TIMEOUT_S):
+                counts = await asyncio.gather(
+                    prompt,
+                    engine.count_tokens(model, prompt=content),
+                    engine.count_tokens(model, prompt=reasoning),
+                )
+        except TimeoutError:
+            return None
+        if any(count is None for count in counts):
+            return None
+        prompt_count, content_count, reasoning_count = (int(count or 0) for count in counts)
+        return Counted(prompt_count, content_count if content else 0, reasoning_count if reasoning else 0)
 
     def cost_fields(self, exchange: Exchange) -> dict[str, object]:
         """`usage.cost` and friends for the client (OpenRouter's shape), rated once per request."""
-        charge = self._rated(exchange)
+        charge = self._rated(usage_record(exchange))
         return usage_cost_fields(charge) if charge is not None else {}
 
-    def _rated(self, exchange: Exchange) -> Charge | None:
+    def _rated(self, record: UsageRecord) -> Charge | None:
         if self._book is None:
             return None
         if self._charge is None:
-            record = usage_record(exchange)
             try:
                 charge = rate(record, self._book)
             except NotPriced:  # the book was checked at start: only a request from before its first version
-                log.warning("no price in force for %s:%s", exchange.model, exchange.tier.value)
+                log.warning("no price in force for %s:%s", record.model, record.tier)
                 return None
             if record.outcome != Outcome.OK and not (record.prompt_tokens or record.completion_tokens):
                 # served nothing: a row that says so, and no charge, not even the per-request fee

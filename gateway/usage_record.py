@@ -1,8 +1,9 @@
 """From what a request did (`Exchange`) to the plain usage record that pricing rates and the ledger keeps.
 
 Counts come from the engine's usage whenever it arrived. When it did not (a stream cut by the client or by
-the engine), the generated text is counted locally - about four characters a token - the prompt is
-estimated from the request's size, and the record is marked `estimated`; a request that generated nothing
+the engine), the prompt and the generated text are counted by the engine's own tokenizer (`/tokenize`) when it
+answers, else locally - about four characters a token, the prompt from the request's size - and the record is
+marked `estimated` either way; a request that generated nothing
 counts nothing. Many vLLM releases omit `completion_tokens_details.reasoning_tokens`: the reasoning share of
 the completion is then split by the share of reasoning text (and marked estimated). Reasoning tokens stay a
 subset of completion tokens, cached tokens a subset of prompt tokens: nothing is ever counted twice.
@@ -10,20 +11,32 @@ subset of completion tokens, cached tokens a subset of prompt tokens: nothing is
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from engines import StreamTally
 from gateway.metering import Exchange
 from pricing import Depth, UsageRecord
 
-__all__ = ["usage_record"]
+__all__ = ["Counted", "generated_chars", "usage_record"]
 
 _CHARS_PER_TOKEN = 4
 _BYTES_PER_TOKEN = 4
 
 
-def usage_record(exchange: Exchange, depth: Depth | None = None) -> UsageRecord:
-    content_chars, reasoning_chars = _generated(exchange)
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """Exact token counts of a cut request from the engine's own tokenizer (its `/tokenize`)."""
+
+    prompt: int
+    content: int
+    reasoning: int
+
+
+def usage_record(
+    exchange: Exchange, depth: Depth | None = None, counted: Counted | None = None
+) -> UsageRecord:
+    content_chars, reasoning_chars = generated_chars(exchange)
     usage = exchange.usage
     if usage is not None:
         prompt, cached, completion = usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens
@@ -33,6 +46,10 @@ def usage_record(exchange: Exchange, depth: Depth | None = None) -> UsageRecord:
             generated = content_chars + reasoning_chars
             reasoning = round(completion * reasoning_chars / generated) if generated else 0
             estimated = reasoning_chars > 0
+    elif counted is not None and (content_chars or reasoning_chars):
+        prompt, cached = counted.prompt, 0
+        completion, reasoning = counted.content + counted.reasoning, counted.reasoning
+        estimated = True  # exact counts of the text, but the engine's own usage never arrived
     elif content_chars or reasoning_chars:
         prompt = exchange.body_size // _BYTES_PER_TOKEN
         cached = 0
@@ -67,7 +84,8 @@ def usage_record(exchange: Exchange, depth: Depth | None = None) -> UsageRecord:
     )
 
 
-def _generated(exchange: Exchange) -> tuple[int, int]:
+def generated_chars(exchange: Exchange) -> tuple[int, int]:
+    """Characters of content and of reasoning the request generated, over all choices."""
     if exchange.tally is not None:
         return exchange.tally.generated_chars
     if exchange.reply is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from engines import (
@@ -67,6 +69,11 @@ class FakeEngine:
 
     async def health(self) -> bool:
         return self.healthy
+
+    async def count_tokens(
+        self, model: str, *, prompt: str | None = None, messages: Any = None
+    ) -> int | None:
+        return None
 
 
 class Clock:

@@ -68,6 +68,8 @@ def test_one_row_per_request_and_the_cost_the_client_saw(tmp_path: Path) -> None
                         break
             told[gone] = None
             outcomes[gone] = "client_disconnected"
+            counted = httpx.post(slow_url + "/tokenize", json={"model": "qwen3-32b", "messages": MESSAGES})
+            prompt_tokens_by_engine = counted.json()["count"]
         # the gateway has stopped: its writer drained the journal into the ledger on the way out
     rows = asyncio.run(ledger_rows(database_url, list(told)))
     for request_id, cost in told.items():
@@ -79,3 +81,5 @@ def test_one_row_per_request_and_the_cost_the_client_saw(tmp_path: Path) -> None
             assert not row.record.estimated
     cut = rows[gone]
     assert cut.record.estimated and cut.record.completion_tokens > 0 and cut.charge.total > 0
+    # counted by the engine's own tokenizer, not guessed from sizes: its /tokenize says the same
+    assert cut.record.prompt_tokens == prompt_tokens_by_engine

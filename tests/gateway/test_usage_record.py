@@ -9,7 +9,7 @@ from typing import Any
 from engines import StreamTally, Usage
 from gateway import Outcome, Tier
 from gateway.metering import Exchange
-from gateway.usage_record import usage_record
+from gateway.usage_record import Counted, usage_record
 from pricing import Depth
 
 START = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -92,3 +92,15 @@ def test_nothing_generated_counts_nothing() -> None:
 def test_subsets_hold_even_when_an_engine_reports_nonsense() -> None:
     record = usage_record(exchange(usage=Usage(10, 5, cached_tokens=50, reasoning_tokens=9)))
     assert record.cached_tokens == 10 and record.reasoning_tokens == 5
+
+
+def test_the_engine_tokenizer_counts_a_cut_stream_when_it_answers() -> None:
+    tally = StreamTally()
+    tally.observe({"choices": [{"index": 0, "delta": {"reasoning": "abcdefgh", "content": "hello"}}]})
+    cut = exchange(streamed=True, tally=tally, outcome=Outcome.CLIENT_DISCONNECTED)
+    record = usage_record(cut, counted=Counted(prompt=17, content=2, reasoning=3))
+    assert (record.prompt_tokens, record.completion_tokens, record.reasoning_tokens) == (17, 5, 3)
+    assert record.estimated  # exact counts of the text, but not the engine's own usage
+    assert (
+        usage_record(exchange(usage=Usage(9, 4)), counted=Counted(1, 1, 1)).prompt_tokens == 9
+    )  # usage wins
