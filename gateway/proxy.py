@@ -13,7 +13,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engines import EngineError, EnginePool, EngineRejected, PooledStream, Usage
+from engines import EngineClient, EngineError, EnginePool, EngineRejected, PooledStream, Usage
 from gateway.admission import Admitter, estimate_tokens
 from gateway.catalog import Catalog, Offer
 from gateway.disconnect import DisconnectWatch
@@ -294,12 +294,7 @@ class _Meter:
         if replica is None or not (content_chars or reasoning_chars) or exchange.tally is None:
             return None
         tally, engine, model = exchange.tally, replica.engine, self._offer.engine_model
-        source = self._source
-        prompt = (
-            engine.count_tokens(model, messages=source)
-            if isinstance(source, list) and self._endpoint is CHAT
-            else engine.count_tokens(model, prompt=source if isinstance(source, str) else "")
-        )
+        prompt = _count_prompt(engine, model, self._source, chat=self._endpoint is CHAT)
         content = "".join(tally.text(index) for index in tally.content)
         reasoning = "".join(tally.reasoning_text(index) for index in tally.reasoning)
         try:
@@ -335,6 +330,23 @@ class _Meter:
                 charge = replace(charge, lines=(), total=0)
             self._charge = charge
         return self._charge
+
+
+async def _count_prompt(engine: EngineClient, model: str, source: Any, *, chat: bool) -> int | None:
+    """A request's prompt tokens by the engine's tokenizer: chat messages with their template, a text, a
+    list of texts (a batch: summed), or token ids (counted as they are)."""
+    if chat:
+        return await engine.count_tokens(model, messages=source) if isinstance(source, list) else None
+    if isinstance(source, str):
+        return await engine.count_tokens(model, prompt=source)
+    if isinstance(source, list) and all(isinstance(item, int) for item in source):
+        return len(source)
+    if isinstance(source, list) and all(isinstance(item, list) for item in source):
+        return sum(len(item) for item in source)
+    if isinstance(source, list) and all(isinstance(item, str) for item in source):
+        counts = await asyncio.gather(*(engine.count_tokens(model, prompt=item) for item in source))
+        return None if any(count is None for count in counts) else sum(count or 0 for count in counts)
+    return None
 
 
 def _used_tokens(exchange: Exchange, body_size: int) -> int:
