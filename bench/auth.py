@@ -45,6 +45,7 @@ import overhead
 import redis
 from overheadkit import chat, procs, rediskeys, servers, wrk
 from overheadkit.chat import Mode
+from overheadkit.cli import add_run_options
 from overheadkit.procs import ManagedProcess, StartupError
 from overheadkit.report import HIGH_CONCURRENCY, LOW_CONCURRENCY, TIERGATE, Check, Row
 
@@ -115,15 +116,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--duration", type=float, default=None, help="seconds per measurement (default 10)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 3 s per measurement, 1 s warm-up")
-    parser.add_argument("--warmup", type=float, default=None, help="warm-up seconds per gateway (default 2)")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
-    parser.add_argument(
-        "--noisy-retries",
-        type=int,
-        default=2,
-        help="re-measure a row up to N times while other processes load the CPUs (default 2)",
+    add_run_options(
+        parser,
+        warmup_help="warm-up seconds per gateway (default 2)",
+        strict_help="exit 1 when the target is missed",
     )
     parser.add_argument(
         "--configs",

@@ -1,0 +1,20 @@
+"""The command-line options every benchmark of this folder shares."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_run_options"]
+
+
+def add_run_options(parser: argparse.ArgumentParser, *, warmup_help: str, strict_help: str) -> None:
+    parser.add_argument("--duration", type=float, default=None, help="seconds per measurement (default 10)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 s per measurement, 1 s warm-up")
+    parser.add_argument("--warmup", type=float, default=None, help=warmup_help)
+    parser.add_argument("--strict", action="store_true", help=strict_help)
+    parser.add_argument(
+        "--noisy-retries",
+        type=int,
+        default=2,
+        help="re-measure a row up to N times while other processes load the CPUs (default 2)",
+    )
