@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -91,6 +93,7 @@ def gateway_settings(fast: list[str], deliberate: list[str], **extra: Any) -> Se
     extra.setdefault("auth", {"mode": "disabled"})
     extra.setdefault("pricing", {"book": str(PRICE_BOOK)})
     state = Path(tempfile.mkdtemp(prefix="tiergate-test-"))  # the ledger's database and journal
+    atexit.register(shutil.rmtree, state, ignore_errors=True)
     extra.setdefault("database", {"url": f"sqlite:///{state / 'tiergate.sqlite3'}"})
     extra.setdefault("ledger", {"journal_dir": str(state / "journal")})
     return load_settings(None, pools=pools, models=models, **extra)
