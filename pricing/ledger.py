@@ -17,7 +17,7 @@ pricing never imports the gateway. SQL uses `?` placeholders, which the PostgreS
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -149,7 +149,7 @@ class Ledger:
             # one short statement, parsed once, with one text parameter that orjson writes in C: a VALUES
             # list of 14,000 placeholders costs psycopg ~90 ms to parse, arrays ~40 ms to escape, per batch
             return await self._db.execute(_INSERT_JSON, (orjson.dumps(values).decode(),))
-        chunks = [values[i : i + ROWS_PER_STATEMENT] for i in range(0, len(values), ROWS_PER_STATEMENT)]
+        chunks = list(_chunks(values))
         if len(chunks) == 1:
             return await self._db.execute(_insert_values(len(chunks[0])), _flat(chunks[0]))
         added = 0
@@ -232,6 +232,18 @@ class Ledger:
 
 def _request_id(row: LedgerRow) -> str:
     return row.record.request_id
+
+
+def _chunks(values: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Batches cut into statements of ROWS_PER_STATEMENT rows, then of powers of two: at most ten distinct
+    statement shapes ever. A shape per batch size would fill SQLite's statement cache with hundreds of large
+    prepared statements (each holds its thousands of parameters): memory that grew with every new size."""
+    start = 0
+    while start < len(values):
+        left = len(values) - start
+        size = ROWS_PER_STATEMENT if left >= ROWS_PER_STATEMENT else 1 << (left.bit_length() - 1)
+        yield values[start : start + size]
+        start += size
 
 
 def _insert_values(count: int) -> str:
