@@ -29,7 +29,6 @@ import contextlib
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
@@ -45,9 +43,9 @@ import overhead
 import redis
 from overheadkit import chat, procs, rediskeys, servers, wrk
 from overheadkit.chat import Mode
-from overheadkit.cli import add_run_options
+from overheadkit.cli import add_run_options, exit_on_signals
 from overheadkit.procs import ManagedProcess, StartupError
-from overheadkit.report import HIGH_CONCURRENCY, LOW_CONCURRENCY, TIERGATE, Check, Row
+from overheadkit.report import HIGH_CONCURRENCY, LOW_CONCURRENCY, TIERGATE, Check, Row, fmt
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = overhead.RESULTS_DIR
@@ -470,28 +468,24 @@ _HEADER = (
 )
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def _cells(row: AuthRow) -> list[str]:
     r = row.result
     return [
         row.config,
         str(row.concurrency),
-        _fmt(r.rps if r else None, ".0f"),
+        fmt(r.rps if r else None, ".0f"),
         "-" if row.rps_vs_baseline is None else f"{100 * row.rps_vs_baseline:.0f}%",
-        _fmt(r.p50_ms if r else None, ".2f"),
-        _fmt(r.p99_ms if r else None, ".2f"),
-        _fmt(row.added_p50_ms, "+.3f"),
-        _fmt(row.peak_rss_mb, ".1f"),
+        fmt(r.p50_ms if r else None, ".2f"),
+        fmt(r.p99_ms if r else None, ".2f"),
+        fmt(row.added_p50_ms, "+.3f"),
+        fmt(row.peak_rss_mb, ".1f"),
         str(r.non2xx) if r else "-",
         str(r.socket_errors) if r else "-",
-        _fmt(row.server_cpu_pct, ".0f"),
-        _fmt(row.sim_cpu_pct, ".0f"),
-        _fmt(row.redis_cpu_pct, ".0f"),
-        _fmt(row.wrk_cpu_pct, ".0f"),
-        _fmt(row.other_cpu_pct, ".0f"),
+        fmt(row.server_cpu_pct, ".0f"),
+        fmt(row.sim_cpu_pct, ".0f"),
+        fmt(row.redis_cpu_pct, ".0f"),
+        fmt(row.wrk_cpu_pct, ".0f"),
+        fmt(row.other_cpu_pct, ".0f"),
         "yes" if row.valid else "NO",
     ]
 
@@ -582,18 +576,12 @@ def collect_meta(run: Run) -> dict[str, Any]:
     return meta
 
 
-def _raise_system_exit(signum: int, _frame: FrameType | None) -> None:
-    # Turning SIGTERM/SIGHUP into an exception runs every `finally`: servers stop, Redis keys go.
-    sys.exit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if not wrk.wrk_available():
         print("wrk not found on PATH (apt-get install wrk)", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _raise_system_exit)
-    signal.signal(signal.SIGHUP, _raise_system_exit)
+    exit_on_signals()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with tempfile.TemporaryDirectory(prefix="tiergate-bench-auth-") as tmp:
         run = make_run(args, Path(tmp), stamp)

@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,12 +26,11 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from overheadkit import chat, procs, report, servers, wrk
 from overheadkit.chat import Mode
-from overheadkit.cli import add_run_options
+from overheadkit.cli import add_run_options, exit_on_signals
 from overheadkit.procs import ManagedProcess, StartupError
 from overheadkit.report import DIRECT, HIGH_CONCURRENCY, LITELLM, LOW_CONCURRENCY, TIERGATE, Row
 
@@ -305,18 +303,12 @@ def _cpu_model() -> str:
     return "unknown"
 
 
-def _raise_system_exit(signum: int, _frame: FrameType | None) -> None:
-    # Turning SIGTERM/SIGHUP into an exception runs every `finally`, so the servers get stopped.
-    sys.exit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if not wrk.wrk_available():
         print("wrk not found on PATH (apt-get install wrk)", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _raise_system_exit)
-    signal.signal(signal.SIGHUP, _raise_system_exit)
+    exit_on_signals()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with tempfile.TemporaryDirectory(prefix="tiergate-bench-") as tmp:
         settings = make_settings(args, Path(tmp), stamp)

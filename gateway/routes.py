@@ -15,9 +15,9 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.endpoints import CHAT, COMPLETIONS
 from gateway.errors import GatewayError
 from gateway.keys import ApiKey
-from gateway.proxy import CHAT, COMPLETIONS
 from gateway.state import GatewayState
 
 __all__ = ["gateway_state", "inference_routes", "router"]

@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+from types import FrameType
 
-__all__ = ["add_run_options"]
+__all__ = ["add_run_options", "exit_on_signals"]
+
+
+def _raise_system_exit(signum: int, _frame: FrameType | None) -> None:
+    sys.exit(128 + signum)
+
+
+def exit_on_signals() -> None:
+    """SIGTERM and SIGHUP become SystemExit, so every `finally` runs: servers stop, temporary state goes."""
+    signal.signal(signal.SIGTERM, _raise_system_exit)
+    signal.signal(signal.SIGHUP, _raise_system_exit)
 
 
 def add_run_options(parser: argparse.ArgumentParser, *, warmup_help: str, strict_help: str) -> None:

@@ -161,7 +161,7 @@ _HEADER = (
 )
 
 
-def _fmt(value: float | None, spec: str) -> str:
+def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
@@ -171,17 +171,17 @@ def _cells(row: Row) -> list[str]:
         row.target,
         row.mode.value,
         str(row.concurrency),
-        _fmt(r.rps if r else None, ".0f"),
-        _fmt(r.p50_ms if r else None, ".2f"),
-        _fmt(r.p99_ms if r else None, ".2f"),
-        _fmt(row.added_p50_ms, "+.2f"),
-        _fmt(row.peak_rss_mb, ".1f"),
+        fmt(r.rps if r else None, ".0f"),
+        fmt(r.p50_ms if r else None, ".2f"),
+        fmt(r.p99_ms if r else None, ".2f"),
+        fmt(row.added_p50_ms, "+.2f"),
+        fmt(row.peak_rss_mb, ".1f"),
         str(r.non2xx) if r else "-",
         str(r.socket_errors) if r else "-",
-        _fmt(row.server_cpu_pct, ".0f"),
-        _fmt(row.sim_cpu_pct, ".0f"),
-        _fmt(row.wrk_cpu_pct, ".0f"),
-        _fmt(row.other_cpu_pct, ".0f"),
+        fmt(row.server_cpu_pct, ".0f"),
+        fmt(row.sim_cpu_pct, ".0f"),
+        fmt(row.wrk_cpu_pct, ".0f"),
+        fmt(row.other_cpu_pct, ".0f"),
         "yes" if row.valid else "NO",
     ]
 
