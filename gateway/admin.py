@@ -4,22 +4,26 @@ an API key. Secrets are shown once, in the answer that creates a key."""
 from __future__ import annotations
 
 import hmac
+import time
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.responses import Response, StreamingResponse
 
 from gateway.billing import FORMATS, export, invoice, invoice_json
+from gateway.budgets import Budget, BudgetStatus, Period, Scope
 from gateway.errors import GatewayError
 from gateway.keys import ApiKey, KeyStore, KeyStoreConflict, KeyStoreNotFound, Tenant
 from gateway.limits import Quota
 from gateway.routes import gateway_state
+from gateway.state import GatewayState
 from gateway.tiers import Tier
 from gateway.usage_routes import period_bounds
+from pricing import format_micros, parse_money
 
-__all__ = ["admin_router", "key_json", "tenant_json"]
+__all__ = ["admin_router", "budget_json", "key_json", "parse_limit", "tenant_json"]
 
 
 class _Body(BaseModel):
@@ -51,6 +55,11 @@ class KeyPatch(_Body):
     models: list[str] | None = None  # explicitly null: every model
     limits: dict[Tier, LimitsIn] | None = None
     expires_at: AwareDatetime | None = None  # explicitly null: never expires
+
+
+class BudgetIn(_Body):
+    # currency units as a decimal string ("25.00") or a whole number: money is never a float
+    limit: StrictStr | StrictInt
 
 
 async def _store(request: Request) -> KeyStore:
@@ -104,6 +113,41 @@ def key_json(key: ApiKey) -> dict[str, Any]:
         "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,
         "revoked": key.revoked,
     }
+
+
+def budget_json(budget: Budget, currency: str, status: BudgetStatus | None) -> dict[str, Any]:
+    """A budget, and where it stands in its current window when `status` is given."""
+    body: dict[str, Any] = {
+        "scope": budget.scope,
+        "subject": budget.subject,
+        "period": budget.period,
+        "currency": currency,
+        "limit": format_micros(budget.limit),
+        "limit_micros": budget.limit,
+    }
+    if status is not None:
+        window = status.window
+        body["window"] = {
+            "label": window.label,
+            "start": window.start.isoformat(),
+            "end": window.end.isoformat() if window.end is not None else None,
+        }
+        for name, amount in (
+            ("spent", status.spent),
+            ("reserved", status.reserved),
+            ("remaining", status.remaining),
+        ):
+            body[name] = format_micros(amount)
+            body[f"{name}_micros"] = amount
+    return body
+
+
+def parse_limit(value: object) -> int:
+    """A budget's limit in micros from currency units; GatewayError 400 when it is not an amount."""
+    try:
+        return parse_money(value)
+    except ValueError as exc:
+        raise GatewayError(400, f"limit: {exc}", code="invalid_value", param="limit") from None
 
 
 def _quotas(limits: dict[Tier, LimitsIn]) -> dict[str, Quota]:
@@ -244,6 +288,102 @@ async def billing_export(
         state.bookkeeper.ledger, format, tenant, start, end, state.settings.pricing.stripe_customers
     )
     return StreamingResponse(chunks, media_type=media_type)
+
+
+def _billing(state: GatewayState) -> tuple[Any, str]:
+    """The budget keeper and the currency; 404 when this gateway bills nothing (no pricing.book)."""
+    book = state.proxy.price_book
+    if state.budgets is None or book is None:
+        raise GatewayError(
+            404, "Billing is not configured on this gateway (pricing.book).", code="billing_disabled"
+        )
+    return state.budgets, book.currency
+
+
+async def _budgets_json(state: GatewayState, tenant: str, budgets: list[Budget]) -> Response:
+    keeper, currency = _billing(state)
+    statuses = await keeper.status(tenant, budgets, time.time())
+    data = [budget_json(status.budget, currency, status) for status in statuses]
+    return _json({"object": "list", "data": data})
+
+
+async def _set_budget(
+    request: Request, store: KeyStore, scope: Scope, subject: str, period: Period, body: BudgetIn
+) -> Response:
+    state = gateway_state(request)
+    keeper, currency = _billing(state)
+    budget = Budget(scope, subject, period, parse_limit(body.limit))
+    try:
+        tenant = await store.set_budget(budget)
+    except KeyStoreNotFound:
+        raise _no_subject(scope, subject) from None
+    await _forget(request, store, scope, subject)
+    (status,) = await keeper.status(tenant, [budget], time.time())
+    return _json(budget_json(budget, currency, status))
+
+
+async def _delete_budget(
+    request: Request, store: KeyStore, scope: Scope, subject: str, period: Period
+) -> Response:
+    _billing(gateway_state(request))
+    if not await store.delete_budget(scope, subject, period):
+        raise GatewayError(404, f"No {period} budget for the {scope} `{subject}`.", code="budget_not_found")
+    await _forget(request, store, scope, subject)
+    return _json({"scope": scope, "subject": subject, "period": period, "deleted": True})
+
+
+async def _forget(request: Request, store: KeyStore, scope: Scope, subject: str) -> None:
+    """This replica sees a changed budget at once (the others within their key cache's TTL)."""
+    if scope == "key":
+        _invalidate(request, subject)
+        return
+    for key in await store.list_keys(subject):
+        _invalidate(request, key.id)
+
+
+@admin_router.get("/tenants/{tenant_id}/budgets")
+async def tenant_budgets(tenant_id: str, request: Request, store: Store) -> Response:
+    """The tenant's budgets and its keys', each where it stands in its current window."""
+    return await _budgets_json(gateway_state(request), tenant_id, await store.list_budgets(tenant_id))
+
+
+@admin_router.put("/tenants/{tenant_id}/budgets/{period}")
+async def set_tenant_budget(
+    tenant_id: str, period: Period, body: BudgetIn, request: Request, store: Store
+) -> Response:
+    return await _set_budget(request, store, "tenant", tenant_id, period, body)
+
+
+@admin_router.delete("/tenants/{tenant_id}/budgets/{period}")
+async def delete_tenant_budget(tenant_id: str, period: Period, request: Request, store: Store) -> Response:
+    return await _delete_budget(request, store, "tenant", tenant_id, period)
+
+
+@admin_router.get("/keys/{key_id}/budgets")
+async def key_budgets(key_id: str, request: Request, store: Store) -> Response:
+    key = await store.get_key(key_id)
+    if key is None:
+        raise _no_key(key_id)
+    budgets = [b for b in await store.list_budgets(key.tenant_id) if b.scope == "key" and b.subject == key_id]
+    return await _budgets_json(gateway_state(request), key.tenant_id, budgets)
+
+
+@admin_router.put("/keys/{key_id}/budgets/{period}")
+async def set_key_budget(
+    key_id: str, period: Period, body: BudgetIn, request: Request, store: Store
+) -> Response:
+    return await _set_budget(request, store, "key", key_id, period, body)
+
+
+@admin_router.delete("/keys/{key_id}/budgets/{period}")
+async def delete_key_budget(key_id: str, period: Period, request: Request, store: Store) -> Response:
+    return await _delete_budget(request, store, "key", key_id, period)
+
+
+def _no_subject(scope: Scope, subject: str) -> GatewayError:
+    if scope == "key":
+        return _no_key(subject)
+    return GatewayError(404, f"No tenant `{subject}`.", code="tenant_not_found")
 
 
 def _no_key(key_id: str) -> GatewayError:

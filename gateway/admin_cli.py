@@ -1,5 +1,5 @@
-"""`tiergate tenants ...` and `tiergate keys ...`: against the configured database (--config), or a
-running gateway's admin API (--url, with an admin token)."""
+"""`tiergate tenants ...`, `tiergate keys ...`, `tiergate budgets ...`: against the configured database
+(--config), or a running gateway's admin API (--url, with an admin token). `tiergate bill ...` too."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import orjson
 
 from gateway.admin_client import AdminBackend, AdminError, DirectAdmin, RemoteAdmin
 from gateway.billing import FORMATS, export, invoice, invoice_json
+from gateway.budgets import PERIODS, Scope
 from gateway.database import open_database
 from gateway.errors import GatewayError
 from gateway.ledger import ledger_migrations
@@ -73,7 +74,29 @@ def add_admin_commands(commands: Any) -> None:
     revoke = keys.add_parser("revoke", help="revoke a key (every replica stops accepting it within seconds)")
     revoke.add_argument("key_id")
     _target(revoke)
+    _add_budget_commands(commands)
     _add_bill_commands(commands)
+
+
+def _add_budget_commands(commands: Any) -> None:
+    budgets = commands.add_parser(
+        "budgets", help="spending budgets of tenants and keys, per day, month or in total"
+    ).add_subparsers(dest="action", required=True)
+
+    def subject(parser: argparse.ArgumentParser) -> None:
+        whose = parser.add_mutually_exclusive_group(required=True)
+        whose.add_argument("--tenant", help="the tenant's budget (all its keys together)")
+        whose.add_argument("--key", help="one key's budget (its id)")
+        parser.add_argument("--period", choices=PERIODS, required=True)
+        _target(parser)
+
+    setting = budgets.add_parser("set", help="create a budget or change its limit")
+    setting.add_argument("--limit", required=True, help="in the price book's currency, e.g. 25.00")
+    subject(setting)
+    subject(budgets.add_parser("delete", help="remove a budget"))
+    listing = budgets.add_parser("list", help="a tenant's budgets and its keys', with what is spent")
+    listing.add_argument("--tenant", required=True)
+    _target(listing)
 
 
 def _add_bill_commands(commands: Any) -> None:
@@ -123,6 +146,8 @@ async def _backend(args: argparse.Namespace) -> AdminBackend:
 async def _run(args: argparse.Namespace) -> Any:
     backend = await _backend(args)
     try:
+        if args.command == "budgets":
+            return await _budgets(backend, args)
         if args.command == "tenants":
             if args.action == "create":
                 return await backend.create_tenant(args.tenant_id, args.name)
@@ -148,6 +173,16 @@ async def _run(args: argparse.Namespace) -> Any:
         await backend.aclose()
 
 
+async def _budgets(backend: AdminBackend, args: argparse.Namespace) -> Any:
+    if args.action == "list":
+        return await backend.list_budgets(args.tenant)
+    scope: Scope = "tenant" if args.tenant else "key"
+    subject = args.tenant or args.key
+    if args.action == "set":
+        return await backend.set_budget(scope, subject, args.period, args.limit)
+    return await backend.delete_budget(scope, subject, args.period)
+
+
 def _limits(args: argparse.Namespace) -> dict[str, dict[str, int | None]]:
     if args.rpm is None and args.tpm is None:
         return {}
@@ -155,6 +190,8 @@ def _limits(args: argparse.Namespace) -> dict[str, dict[str, int | None]]:
 
 
 def _human(args: argparse.Namespace, result: Any) -> str:
+    if args.command == "budgets":
+        return _budgets_text(result)
     if args.command == "tenants":
         rows = result if isinstance(result, list) else [result]
         return "\n".join(f"{row['id']}\t{row['name']}\t{row['created_at']}" for row in rows) or "(no tenants)"
@@ -176,6 +213,20 @@ def _human(args: argparse.Namespace, result: Any) -> str:
             f"{row['id']}\t{row['key']}\t{row['tenant']}\t{state}\t{','.join(row['tiers'])}\t{limits}"
         )
     return "\n".join(lines) or "(no keys)"
+
+
+def _budgets_text(result: Any) -> str:
+    if isinstance(result, dict) and result.get("deleted"):
+        return f"deleted the {result['period']} budget of {result['scope']} {result['subject']}"
+    rows = result if isinstance(result, list) else [result]
+    lines = []
+    for row in rows:
+        standing = f"spent {row['spent']}, reserved {row['reserved']}, left {row['remaining']}"
+        lines.append(
+            f"{row['scope']} {row['subject']}\t{row['period']} ({row['window']['label']})"
+            f"\tlimit {row['limit']} {row['currency']}\t{standing}"
+        )
+    return "\n".join(lines) or "(no budgets)"
 
 
 async def _bill(args: argparse.Namespace) -> None:

@@ -3,18 +3,23 @@ running gateway's admin API. Both answer with the admin API's JSON shapes."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 import httpx
 
-from gateway.admin import key_json, tenant_json
+from gateway.admin import budget_json, key_json, parse_limit, tenant_json
+from gateway.budgets import Budget, LocalBudgets, Period, Scope, Window
 from gateway.database import Database, open_database
+from gateway.errors import GatewayError
 from gateway.keys import KeyStore, KeyStoreConflict, KeyStoreNotFound
+from gateway.ledger import ledger_migrations, ledger_spent
 from gateway.limits import Quota
 from gateway.settings import Settings
 from gateway.tiers import Tier
+from pricing import Ledger, load_price_book
 
 __all__ = ["AdminBackend", "AdminError", "DirectAdmin", "RemoteAdmin"]
 
@@ -41,6 +46,9 @@ class AdminBackend(Protocol):
     async def list_keys(self, tenant: str | None) -> list[dict[str, Any]]: ...
     async def update_limits(self, key_id: str, limits: Limits) -> dict[str, Any]: ...
     async def revoke_key(self, key_id: str) -> dict[str, Any]: ...
+    async def list_budgets(self, tenant: str) -> list[dict[str, Any]]: ...
+    async def set_budget(self, scope: Scope, subject: str, period: Period, limit: str) -> dict[str, Any]: ...
+    async def delete_budget(self, scope: Scope, subject: str, period: Period) -> dict[str, Any]: ...
     async def aclose(self) -> None: ...
 
 
@@ -107,6 +115,40 @@ class DirectAdmin:
             return key_json(await self._store.revoke_key(key_id))
         except KeyStoreNotFound:
             raise AdminError(f"no key {key_id!r}") from None
+
+    async def list_budgets(self, tenant: str) -> list[dict[str, Any]]:
+        return await self._budgets_json(tenant, await self._store.list_budgets(tenant))
+
+    async def set_budget(self, scope: Scope, subject: str, period: Period, limit: str) -> dict[str, Any]:
+        try:
+            budget = Budget(scope, subject, period, parse_limit(limit))
+            tenant = await self._store.set_budget(budget)
+        except GatewayError as exc:
+            raise AdminError(exc.message) from None
+        except KeyStoreNotFound:
+            raise AdminError(f"no {scope} {subject!r}") from None
+        (body,) = await self._budgets_json(tenant, [budget])
+        return body
+
+    async def delete_budget(self, scope: Scope, subject: str, period: Period) -> dict[str, Any]:
+        if not await self._store.delete_budget(scope, subject, period):
+            raise AdminError(f"no {period} budget for the {scope} {subject!r}")
+        return {"scope": scope, "subject": subject, "period": period, "deleted": True}
+
+    async def _budgets_json(self, tenant: str, budgets: list[Budget]) -> list[dict[str, Any]]:
+        """Where each budget stands by the ledger (requests still running elsewhere are not in it)."""
+        if self._settings.pricing.book is None:
+            raise AdminError("the config has no pricing.book: budgets are amounts of its currency")
+        currency = load_price_book(self._settings.pricing.book).currency
+        await self._database.migrate("ledger", ledger_migrations())
+        ledger = Ledger(self._database)
+
+        async def every_row(budget: Budget, window: Window, ended_before: datetime | None) -> int:
+            return await ledger_spent(ledger, budget, window, None)  # all of it, whenever it ended
+
+        counted = LocalBudgets(every_row)
+        statuses = await counted.status(tenant, budgets, time.time())
+        return [budget_json(status.budget, currency, status) for status in statuses]
 
     async def aclose(self) -> None:
         await self._database.aclose()
@@ -190,8 +232,26 @@ class RemoteAdmin:
         result: dict[str, Any] = await self._call("POST", f"/keys/{key_id}/revoke")
         return result
 
+    async def list_budgets(self, tenant: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = (await self._call("GET", f"/tenants/{tenant}/budgets"))["data"]
+        return result
+
+    async def set_budget(self, scope: Scope, subject: str, period: Period, limit: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "PUT", _budget_path(scope, subject, period), {"limit": limit}
+        )
+        return result
+
+    async def delete_budget(self, scope: Scope, subject: str, period: Period) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("DELETE", _budget_path(scope, subject, period))
+        return result
+
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _budget_path(scope: Scope, subject: str, period: Period) -> str:
+    return f"/{'tenants' if scope == 'tenant' else 'keys'}/{subject}/budgets/{period}"
 
 
 def _quotas(limits: Limits) -> dict[str, Quota]:

@@ -1,24 +1,31 @@
-"""What a request passes before it may reach an engine: its key, its permissions, its rate limits.
+"""What a request passes before it may reach an engine: its key, its permissions, its rate limits, its
+budgets.
 
 Order matters and is OpenAI's: no key -> 401 before anything is parsed; a key that may not use the tier or
-model -> 403; over a limit -> 429 with the `x-ratelimit-*` headers. Token limits reserve an estimate here and
-settle to the real count when the request ends (`settle`), releasing it when nothing was generated.
+model -> 403; over a limit -> 429 `rate_limit_exceeded` with the `x-ratelimit-*` headers; over a budget ->
+429 `insufficient_quota` (with `x-should-retry: false`: the SDKs' retries cannot help). Token limits reserve
+an estimate here and settle to the real count when the request ends (`settle`), releasing it when nothing
+was generated; budgets reserve the request's worst-case cost and settle to its real charge (`spent`).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from starlette.datastructures import Headers
 
+from gateway.budgets import BudgetHold, BudgetKeeper, BudgetRefusal, BudgetUnavailable, Spend
 from gateway.catalog import Offer
 from gateway.database import DatabaseError
 from gateway.errors import GatewayError
 from gateway.keys import ApiKey, Authenticator, AuthError
 from gateway.limits import Admission, LimiterUnavailable, RateLimiter, Reservation
 from gateway.schemas import InferenceRequest
+from pricing import NotPriced, PriceBook, format_micros, worst_case
 
-__all__ = ["Admitter", "estimate_tokens"]
+__all__ = ["Admitter", "TokenEstimate", "estimate_tokens"]
 
 log = logging.getLogger("tiergate.admission")
 
@@ -26,7 +33,22 @@ _DEFAULT_OUTPUT_TOKENS = 4096  # when neither the request nor the model says how
 _BYTES_PER_TOKEN = 4
 
 
-def estimate_tokens(body_size: int, checked: InferenceRequest, max_model_len: int | None) -> int:
+@dataclass(frozen=True, slots=True)
+class TokenEstimate:
+    """A request's tokens before it runs: its prompt (estimated), the most it may generate per choice, and
+    its number of choices."""
+
+    prompt: int
+    output: int
+    n: int
+
+    @property
+    def total(self) -> int:
+        """What the request reserves of a tokens-per-minute limit."""
+        return max(1, (self.prompt + self.output) * self.n)
+
+
+def estimate_tokens(body_size: int, checked: InferenceRequest, max_model_len: int | None) -> TokenEstimate:
     """A cheap upper-ish estimate of a request's tokens: prompt from the body's size (about four bytes a
     token, JSON syntax included), plus the longest answer it may get, for every choice, clamped to the
     model's context. It is only a reservation: the real count replaces it at the end."""
@@ -34,16 +56,26 @@ def estimate_tokens(body_size: int, checked: InferenceRequest, max_model_len: in
     output = getattr(checked, "max_completion_tokens", None) or checked.max_tokens
     if output is None:
         output = max_model_len - prompt if max_model_len is not None else _DEFAULT_OUTPUT_TOKENS
-    per_choice = prompt + max(output, 0)
+    output = max(output, 0)
     if max_model_len is not None:
-        per_choice = min(per_choice, max_model_len)
-    return max(1, per_choice * (checked.n or 1))
+        prompt = min(prompt, max_model_len)
+        output = min(output, max_model_len - prompt)
+    return TokenEstimate(prompt, output, checked.n or 1)
 
 
 class Admitter:
-    def __init__(self, authenticator: Authenticator | None, limiter: RateLimiter) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator | None,
+        limiter: RateLimiter,
+        budgets: BudgetKeeper | None = None,
+        book: PriceBook | None = None,
+    ) -> None:
         self._authenticator = authenticator
         self._limiter = limiter
+        # budgets are money: without a price book there is nothing to count them in
+        self._budgets = budgets if book is not None else None
+        self._book = book
 
     @property
     def enabled(self) -> bool:
@@ -109,6 +141,59 @@ class Admitter:
     def settle(self, reservation: Reservation, used_tokens: int) -> None:
         """Settle a token reservation to what was really used (0 releases it); never waits."""
         self._limiter.settle(reservation, used_tokens)
+
+    async def reserve(
+        self, key: ApiKey, offer: Offer, estimate: TokenEstimate, at: float
+    ) -> BudgetHold | None:
+        """Reserve the request's worst-case cost in every budget of its key and tenant, or refuse it."""
+        if not key.budgets or self._budgets is None or self._book is None:
+            return None
+        try:
+            amount = worst_case(
+                self._book,
+                offer.tier.value,
+                offer.model,
+                datetime.fromtimestamp(at, UTC),
+                estimate.prompt,
+                estimate.output,
+                estimate.n,
+            )
+        except NotPriced:  # before the book's first version: rating will not charge it either
+            return None
+        try:
+            verdict = await self._budgets.reserve(key.tenant_id, key.budgets, amount, at)
+        except (BudgetUnavailable, DatabaseError):
+            log.exception("budgets cannot be checked")
+            raise GatewayError(
+                503,
+                "Budgets cannot be checked right now; retry shortly.",
+                code="budget_unavailable",
+                headers={"retry-after": "1"},
+            ) from None
+        if isinstance(verdict, BudgetRefusal):
+            raise _over_budget(verdict, self._book.currency)
+        return verdict
+
+    def spent(self, key: ApiKey, started_at: float, amount: int, hold: BudgetHold | None) -> None:
+        """A request's real charge (0 if it failed) to its budgets, its reservation released; never waits."""
+        if self._budgets is not None:
+            self._budgets.settle(Spend(key.tenant_id, key.id, started_at, amount, hold))
+
+
+def _over_budget(refusal: BudgetRefusal, currency: str) -> GatewayError:
+    budget, window = refusal.budget, refusal.window
+    owner = "this API key's" if budget.scope == "key" else "your organization's"
+    resets = f", until {window.end.isoformat()}" if window.end is not None else ""
+    return GatewayError(
+        429,
+        f"You exceeded {owner} {budget.period} budget: this request could cost up to"
+        f" {format_micros(refusal.amount)} {currency} (its prompt and max_tokens at the highest applicable"
+        f" price), and {format_micros(refusal.remaining)} of {format_micros(budget.limit)} {currency} is"
+        f" left{resets}. Lower max_tokens, or ask for a higher budget.",
+        error_type="insufficient_quota",
+        code="insufficient_quota",
+        headers={"x-should-retry": "false"},
+    )
 
 
 _AUTH_MESSAGES = {

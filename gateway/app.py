@@ -36,6 +36,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         state = await GatewayState.create(settings, transport=transport, sinks=sinks)
+        if state.bookkeeper is not None:
+            await state.bookkeeper.catch_up(timeout_s=5.0)
         state.start()
         try:
             yield {"gateway": state}

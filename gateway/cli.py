@@ -116,6 +116,13 @@ def _serve(args: argparse.Namespace) -> None:
 
         uvicorn.run(create_app(settings), **options)
         return
+    if not settings.redis.url:
+        logging.getLogger("tiergate").warning(
+            "%d worker processes without redis.url: each keeps its own rate limits and budgets, so a key"
+            " gets up to %d times its limits. Configure Redis to share them.",
+            settings.server.workers,
+            settings.server.workers,
+        )
     # worker processes rebuild the settings from the same file and environment
     export_config_path(args.config)
     uvicorn.run("gateway.app:app_from_environment", factory=True, workers=settings.server.workers, **options)

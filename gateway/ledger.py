@@ -3,17 +3,29 @@ response completes, and a background writer drains the journal into the ledger (
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from datetime import datetime
 from pathlib import Path
 
+from gateway.budgets import Budget, Window
 from gateway.database import Database, Migration
 from pricing import LEDGER_MIGRATIONS, Journal, Ledger, LedgerRow, LedgerWriter
 
-__all__ = ["Bookkeeper", "ledger_migrations"]
+__all__ = ["Bookkeeper", "ledger_migrations", "ledger_spent"]
+
+log = logging.getLogger("tiergate.ledger")
 
 
 def ledger_migrations() -> list[Migration]:
     """pricing's ledger schema as the database layer's migrations."""
     return [Migration(m.version, m.name, sqlite=m.sqlite, postgresql=m.postgresql) for m in LEDGER_MIGRATIONS]
+
+
+async def ledger_spent(ledger: Ledger, budget: Budget, window: Window, ended_before: datetime | None) -> int:
+    """The ledger's rows of a budget's subject in a window, summed."""
+    subject = {"tenant": budget.subject} if budget.scope == "tenant" else {"key_id": budget.subject}
+    return await ledger.spent(window.start, window.end, ended_before=ended_before, **subject)
 
 
 class Bookkeeper:
@@ -39,6 +51,23 @@ class Bookkeeper:
 
     def start(self) -> None:
         self._writer.start()  # also adopts the journals of dead processes under the same root
+
+    async def catch_up(self, timeout_s: float) -> None:
+        """Drain the journals of dead processes into the ledger before serving, so that budgets read a
+        complete past from it; a database that does not answer within `timeout_s` is left to the writer."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._writer.adopt_orphans()
+        except Exception as exc:
+            log.warning(
+                "the journals of earlier processes are not all in the ledger yet (%r): budgets do not see"
+                " that spending until they are",
+                exc,
+            )
+
+    async def spent(self, budget: Budget, window: Window, ended_before: datetime | None) -> int:
+        """What the ledger holds of a budget's subject in a window (a `gateway.budgets.LedgerSpend`)."""
+        return await ledger_spent(self.ledger, budget, window, ended_before)
 
     async def record(self, row: LedgerRow) -> None:
         """Return once the row is durable on local disk (group-committed with concurrent requests)."""

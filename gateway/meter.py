@@ -11,6 +11,7 @@ from typing import Any
 
 from engines import EngineClient, EnginePool, PooledStream, Usage
 from gateway.admission import Admitter
+from gateway.budgets import BudgetHold
 from gateway.catalog import Offer
 from gateway.endpoints import CHAT, Endpoint
 from gateway.keys import ApiKey
@@ -29,7 +30,7 @@ _COUNT_TIMEOUT_S = 1.0  # how long a cut request's record may wait for the engin
 
 class Meter:
     """Builds the one `Exchange` of a request, hands it to the sinks, and settles the request's token
-    reservation to what it really used."""
+    reservation to what it really used and its budget reservation to what it really cost."""
 
     __slots__ = (
         "_admission",
@@ -40,6 +41,7 @@ class Meter:
         "_charge",
         "_clock",
         "_endpoint",
+        "_hold",
         "_key",
         "_offer",
         "_pool",
@@ -62,6 +64,8 @@ class Meter:
         streamed: bool,
         key: ApiKey | None,
         admission: Admission | None,
+        hold: BudgetHold | None,
+        started_at: float,
         body_size: int,
         pool: EnginePool,
         source: Any,
@@ -79,8 +83,9 @@ class Meter:
         self._streamed = streamed
         self._key = key
         self._admission = admission
+        self._hold = hold
         self._body_size = body_size
-        self._started = time.time()
+        self._started = started_at  # Unix time; the same moment places it in its budgets' windows
         self._clock = time.monotonic()
 
     @property
@@ -134,6 +139,8 @@ class Meter:
             self._admitter.settle(reservation, record.prompt_tokens + record.completion_tokens)
         if self._bookkeeper is not None:
             charge = self._rated(record)
+            if self._key is not None:  # its budgets: the real charge, and the reservation released
+                self._admitter.spent(self._key, self._started, charge.total if charge else 0, self._hold)
             if charge is not None:
                 await self._bookkeeper.record(LedgerRow(record, charge))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -62,12 +63,18 @@ class InferenceProxy:
         offer = self._catalog.resolve(
             checked.model, request.headers.get(_TIER_HEADER), checked.reasoning_effort
         )
-        admission = None
+        started_at = time.time()
+        admission = hold = None
         if key is not None:
             self._admitter.permit(key, offer)
-            admission = await self._admitter.admit(
-                key, offer, estimate_tokens(len(body), checked, offer.max_model_len)
-            )
+            estimate = estimate_tokens(len(body), checked, offer.max_model_len)
+            admission = await self._admitter.admit(key, offer, estimate.total)
+            try:
+                hold = await self._admitter.reserve(key, offer, estimate, started_at)
+            except BaseException:  # refused, or failed: the rate limits' tokens go back
+                if admission is not None and admission.reservation is not None:
+                    self._admitter.settle(admission.reservation, 0)
+                raise
         data["model"] = offer.engine_model
         streaming = checked.streaming
         if streaming:  # always ask for usage: the gateway meters every stream, asked or not
@@ -86,6 +93,8 @@ class InferenceProxy:
             streaming,
             key,
             admission,
+            hold,
+            started_at,
             len(body),
             pool,
             data.get("messages") if endpoint is CHAT else data.get("prompt"),

@@ -11,6 +11,7 @@ import httpx
 
 from engines import EngineHTTP, EnginePool, OpenAICompatEngine, PoolPolicy, Timeouts
 from gateway.admission import Admitter
+from gateway.budgets import BudgetKeeper, LocalBudgets, RedisBudgets
 from gateway.catalog import Catalog
 from gateway.database import Database, open_database
 from gateway.keys import Authenticator, KeyStore
@@ -35,6 +36,7 @@ class GatewayState:
     proxy: InferenceProxy
     admitter: Admitter
     limiter: RateLimiter
+    budgets: BudgetKeeper | None  # None without a price book: budgets are money
     database: Database | None  # None when neither keys nor the admin API are in use
     keys: KeyStore | None
     authenticator: Authenticator | None
@@ -84,7 +86,23 @@ class GatewayState:
             if redis.url
             else LocalLimiter()
         )
-        admitter = Admitter(authenticator, limiter)
+        budgets: BudgetKeeper | None = None
+        if bookkeeper is not None:
+            # a reservation outlives its request only when the process died: then it lapses on its own
+            hold_ttl_s = max((pool.timeouts.total_s for pool in settings.pools.values()), default=600.0) + 60
+            budgets = (
+                RedisBudgets(
+                    redis.url,
+                    bookkeeper.spent,
+                    prefix=redis.prefix,
+                    fail_open=redis.failure_mode == "open",
+                    timeout_s=redis.timeout_s,
+                    hold_ttl_s=hold_ttl_s,
+                )
+                if redis.url
+                else LocalBudgets(bookkeeper.spent)
+            )
+        admitter = Admitter(authenticator, limiter, budgets, book)
         http = EngineHTTP.create(transport)
         pools = {name: _pool(name, pool, http) for name, pool in settings.pools.items()}
         proxy = InferenceProxy(
@@ -104,6 +122,7 @@ class GatewayState:
             proxy,
             admitter,
             limiter,
+            budgets,
             database,
             keys,
             authenticator,
@@ -127,6 +146,8 @@ class GatewayState:
             if self.bookkeeper is not None:
                 stack.push_async_callback(self.bookkeeper.aclose)  # before the database: it drains into it
             stack.push_async_callback(self.limiter.aclose)
+            if self.budgets is not None:
+                stack.push_async_callback(self.budgets.aclose)
             if self.authenticator is not None:
                 stack.push_async_callback(self.authenticator.aclose)  # flushes last-used times
             for pool in self.pools.values():

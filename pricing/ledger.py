@@ -206,6 +206,39 @@ class Ledger:
             raise ValueError(f"the period's charges are in {sorted(row['currency'] for row in found)}")
         return int(found[0]["total"]) if found else 0
 
+    async def spent(
+        self,
+        start: datetime,
+        end: datetime | None,
+        *,
+        tenant: str | None = None,
+        key_id: str | None = None,
+        ended_before: datetime | None = None,
+    ) -> int:
+        """The micros charged to a tenant or a key (one of them) for requests started in [start, end) (end
+        None: ever since), only those that ended before `ended_before` when it is given: what a budget
+        reads of the spending that came before it started counting."""
+        if (tenant is None) == (key_id is None):
+            raise ValueError("spent() sums the rows of a tenant or of a key: give exactly one")
+        bounds = [moment for moment in (start, end, ended_before) if moment is not None]
+        for moment in bounds:
+            if moment.utcoffset() is None:
+                raise ValueError(f"time bound {moment.isoformat()} has no time zone")
+        where = "tenant = ?" if tenant is not None else "key_id = ?"
+        params: list[Any] = [tenant if tenant is not None else key_id]
+        where += " AND started_at >= ?"
+        params.append(start)
+        if end is not None:
+            where += " AND started_at < ?"
+            params.append(end)
+        if ended_before is not None:
+            where += " AND ended_at < ?"
+            params.append(ended_before)
+        found = await self._db.fetch_one(
+            f"SELECT SUM(total_micros) AS total FROM {TABLE} WHERE {where}", params
+        )
+        return int(found["total"]) if found is not None and found["total"] is not None else 0
+
     async def rows(
         self, tenant: str | None, start: datetime, end: datetime, *, batch: int = 1000
     ) -> AsyncIterator[LedgerRow]:

@@ -71,6 +71,8 @@ _INDEXES = (
     f"CREATE INDEX {TABLE}_period ON {TABLE} (started_at, request_id)",
     f"CREATE INDEX {TABLE}_tenant_period ON {TABLE} (tenant, started_at, request_id)",
 )
+# a key's budgets read its spending by period
+_KEY_INDEX = f"CREATE INDEX {TABLE}_key_period ON {TABLE} (key_id, started_at)"
 
 LEDGER_MIGRATIONS: tuple[LedgerMigration, ...] = (
     LedgerMigration(
@@ -78,5 +80,11 @@ LEDGER_MIGRATIONS: tuple[LedgerMigration, ...] = (
         "ledger rows, one per request",
         sqlite=(_create_table(text_time=True), *_INDEXES),
         postgresql=(_create_table(text_time=False), *_INDEXES),
+    ),
+    LedgerMigration(
+        2,
+        "a key's rows by period, for its budgets",
+        sqlite=(_KEY_INDEX,),
+        postgresql=(_KEY_INDEX,),
     ),
 )

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from gateway.budgets.budget import Budget
 from gateway.limits.quota import Quota
 
 __all__ = ["ApiKey", "Tenant"]
@@ -32,6 +33,8 @@ class ApiKey:
     created_at: datetime
     last_used_at: datetime | None
     revoked: bool
+    # the budgets that apply to its requests, its own and its tenant's (filled in when it authenticates)
+    budgets: tuple[Budget, ...] = ()
 
     @property
     def masked(self) -> str:

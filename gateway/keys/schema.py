@@ -37,11 +37,36 @@ def _tenants_and_keys(timestamp: str, blob: str) -> tuple[str, ...]:
     )
 
 
+def _budgets(timestamp: str, money: str) -> tuple[str, ...]:
+    # scope + subject: a tenant's budget (subject = tenant id) or a key's (subject = key id); tenant_id is
+    # the tenant either way, so one indexed read finds every budget that applies to a key
+    return (
+        f"""CREATE TABLE budgets (
+            scope TEXT NOT NULL CHECK (scope IN ('tenant', 'key')),
+            subject TEXT NOT NULL,
+            period TEXT NOT NULL CHECK (period IN ('daily', 'monthly', 'total')),
+            tenant_id TEXT NOT NULL REFERENCES tenants (id),
+            limit_micros {money} NOT NULL CHECK (limit_micros >= 0),
+            created_at {timestamp} NOT NULL,
+            updated_at {timestamp} NOT NULL,
+            PRIMARY KEY (scope, subject, period)
+        )""",
+        "CREATE INDEX budgets_tenant ON budgets (tenant_id)",
+    )
+
+
 MIGRATIONS = (
     Migration(
         1,
         "tenants and api keys",
         sqlite=_tenants_and_keys("TEXT", "BLOB"),
         postgresql=_tenants_and_keys("TIMESTAMPTZ", "BYTEA"),
+    ),
+    Migration(
+        2,
+        "spending budgets of tenants and keys",
+        # SQLite would store 1.5 as REAL in an INTEGER column: the CHECK keeps money whole
+        sqlite=_budgets("TEXT", "INTEGER CHECK (typeof(limit_micros) = 'integer')"),
+        postgresql=_budgets("TIMESTAMPTZ", "BIGINT"),
     ),
 )

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
-from gateway.database import Database, IntegrityError, Row, read_timestamp
+from gateway.budgets.budget import PERIODS, SCOPES, Budget, Period, Scope
+from gateway.database import Database, IntegrityError, Queries, Row, read_timestamp
 from gateway.keys._exceptions import KeyStoreConflict, KeyStoreNotFound
 from gateway.keys.material import new_key, new_key_id
 from gateway.keys.records import ApiKey, Tenant
@@ -35,6 +36,7 @@ Unchanged = Literal[_Unchanged.UNCHANGED]
 
 _TENANT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _KEY_COLUMNS = "id, tenant_id, name, tiers, models, quotas, expires_at, created_at, last_used_at, revoked_at"
+_BUDGET_COLUMNS = "scope, subject, period, limit_micros"
 _ID_ATTEMPTS = 3  # ids are random (60 bits): a clash is all but impossible, and retried
 
 
@@ -197,11 +199,50 @@ class KeyStore:
         )
 
     async def lookup(self, key_id: str) -> tuple[ApiKey, bytes] | None:
-        """The key and the SHA-256 of its secret, for the authenticator."""
+        """The key, with the budgets that apply to it, and its secret's SHA-256, for the authenticator."""
         row = await self._db.fetch_one(
             f"SELECT {_KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE id = ?", (key_id,)
         )
-        return (_key_from_row(row), bytes(row["secret_sha256"])) if row is not None else None
+        if row is None:
+            return None
+        key = _key_from_row(row)
+        budgets = await self._db.fetch_all(
+            f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE tenant_id = ?"
+            " AND (scope = 'tenant' OR subject = ?) ORDER BY scope DESC, period",
+            (key.tenant_id, key.id),
+        )
+        return replace(key, budgets=tuple(_budget_from_row(b) for b in budgets)), bytes(row["secret_sha256"])
+
+    # -- budgets ----------------------------------------------------------------------------------
+    async def set_budget(self, budget: Budget) -> str:
+        """Create the budget, or change the limit of the one with its scope, subject and period; return the
+        id of the tenant it belongs to (its subject, or its key's tenant)."""
+        now = _now()
+        async with self._db.transaction() as tx:
+            tenant_id = await _owner(tx, budget.scope, budget.subject)
+            await tx.execute(
+                f"INSERT INTO budgets ({_BUDGET_COLUMNS}, tenant_id, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (scope, subject, period)"
+                " DO UPDATE SET limit_micros = excluded.limit_micros, updated_at = excluded.updated_at",
+                (budget.scope, budget.subject, budget.period, budget.limit, tenant_id, now, now),
+            )
+        return tenant_id
+
+    async def delete_budget(self, scope: Scope, subject: str, period: Period) -> bool:
+        """Whether there was such a budget."""
+        _check_budget_names(scope, period)
+        deleted = await self._db.execute(
+            "DELETE FROM budgets WHERE scope = ? AND subject = ? AND period = ?", (scope, subject, period)
+        )
+        return deleted > 0
+
+    async def list_budgets(self, tenant_id: str | None = None) -> list[Budget]:
+        """Every budget, or a tenant's and its keys' (tenant's first), by scope, subject and period."""
+        where, params = ("WHERE tenant_id = ?", (tenant_id,)) if tenant_id is not None else ("", ())
+        rows = await self._db.fetch_all(
+            f"SELECT {_BUDGET_COLUMNS} FROM budgets {where} ORDER BY scope DESC, subject, period", params
+        )
+        return [_budget_from_row(row) for row in rows]
 
 
 # -- validation -------------------------------------------------------------------------------------
@@ -254,6 +295,26 @@ def _aware(value: datetime | None, what: str) -> datetime | None:
     return value.astimezone(UTC)
 
 
+def _check_budget_names(scope: str, period: str) -> None:
+    if scope not in SCOPES:
+        raise ValueError(f"a budget's scope is one of {', '.join(SCOPES)}, not {scope!r}")
+    if period not in PERIODS:
+        raise ValueError(f"a budget's period is one of {', '.join(PERIODS)}, not {period!r}")
+
+
+async def _owner(tx: Queries, scope: Scope, subject: str) -> str:
+    """The tenant a budget's subject belongs to; KeyStoreNotFound when there is no such tenant or key."""
+    if scope == "tenant":
+        found = await tx.fetch_one("SELECT id FROM tenants WHERE id = ?", (subject,))
+        if found is None:
+            raise KeyStoreNotFound(f"no tenant {subject!r}")
+        return str(found["id"])
+    found = await tx.fetch_one("SELECT tenant_id FROM api_keys WHERE id = ?", (subject,))
+    if found is None:
+        raise KeyStoreNotFound(f"no key {subject!r}")
+    return str(found["tenant_id"])
+
+
 # -- rows -------------------------------------------------------------------------------------------
 def _key_values(key: ApiKey) -> tuple[Any, ...]:
     """The columns of `_KEY_COLUMNS`, revoked_at excepted (the store sets it alone)."""
@@ -285,6 +346,10 @@ def _key_from_row(row: Row) -> ApiKey:
         last_used_at=_optional_timestamp(row["last_used_at"]),
         revoked=row["revoked_at"] is not None,
     )
+
+
+def _budget_from_row(row: Row) -> Budget:
+    return Budget(row["scope"], row["subject"], row["period"], int(row["limit_micros"]))
 
 
 def _optional_timestamp(value: datetime | str | None) -> datetime | None:

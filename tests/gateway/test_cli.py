@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import StartGateway
 from tests.processes import TIERGATE, free_port, read_until, start, wait_http
 
 
@@ -246,3 +248,83 @@ def test_bill_invoice_and_export_from_the_ledger(tmp_path: Path) -> None:
         timeout=60,
     )
     assert json.loads(empty.stdout)["total_micros"] == 0
+
+
+def test_budgets_commands_on_the_database_and_through_the_admin_api(
+    tmp_path: Path, start_gateway: StartGateway, fast_engine: str
+) -> None:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from gateway.database import open_database
+    from gateway.ledger import ledger_migrations
+    from pricing import Ledger, format_micros, load_price_book
+    from tests.pricing.factories import make_row
+
+    book_path = Path(__file__).parents[2] / "gateway" / "prices.yaml"
+    database_url = f"sqlite:///{tmp_path / 'tiergate.sqlite3'}"
+    config = tmp_path / "tiergate.yaml"
+    config.write_text(
+        "pools: {fast: {replicas: ['http://127.0.0.1:9']}}\n"
+        "models: {qwen3-8b: {tiers: {fast: {pool: fast}, deliberate: {pool: fast}}}}\n"
+        f"pricing: {{book: '{book_path}'}}\ndatabase: {{url: '{database_url}'}}\n"
+    )
+
+    def tiergate(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*TIERGATE, *args, "--config", str(config)], capture_output=True, text=True, timeout=60
+        )
+
+    assert tiergate("tenants", "create", "acme").returncode == 0
+    created = tiergate("keys", "create", "--tenant", "acme", "--json")
+    key_id = json.loads(created.stdout)["id"]
+    row = make_row(
+        load_price_book(book_path),
+        tenant="acme",
+        key_id=key_id,
+        started_at=datetime.now(UTC),
+        prompt_tokens=100_000,
+    )
+
+    async def spend() -> None:
+        database = await open_database(database_url)
+        await database.migrate("ledger", ledger_migrations())
+        assert await Ledger(database).add([row]) == 1
+        await database.aclose()
+
+    asyncio.run(spend())
+    done = tiergate("budgets", "set", "--tenant", "acme", "--period", "monthly", "--limit", "25.50")
+    assert done.returncode == 0, done.stderr
+    assert "limit 25.500000 USD" in done.stdout
+    assert f"spent {format_micros(row.charge.total)}" in done.stdout
+    assert tiergate("budgets", "set", "--key", key_id, "--period", "daily", "--limit", "2").returncode == 0
+    listed = json.loads(tiergate("budgets", "list", "--tenant", "acme", "--json").stdout)
+    assert [(b["scope"], b["period"], b["limit_micros"]) for b in listed] == [
+        ("tenant", "monthly", 25_500_000),
+        ("key", "daily", 2_000_000),
+    ]
+    assert all(b["spent_micros"] == row.charge.total for b in listed)
+    float_refused = tiergate("budgets", "set", "--tenant", "acme", "--period", "daily", "--limit", "1e-9")
+    assert float_refused.returncode != 0 and "more precise than one micro" in float_refused.stderr
+    ghost = tiergate("budgets", "set", "--tenant", "ghost", "--period", "daily", "--limit", "1")
+    assert ghost.returncode != 0 and "no tenant 'ghost'" in ghost.stderr
+    assert "deleted" in tiergate("budgets", "delete", "--key", key_id, "--period", "daily").stdout
+
+    # the same through a running gateway's admin API
+    gateway = start_gateway(
+        [fast_engine],
+        [fast_engine],
+        auth={"mode": "keys", "admin_tokens": ["admin-token-0123456789abcdef"]},
+        database={"url": database_url},
+        pricing={"book": str(book_path)},
+    )
+    remote = subprocess.run(
+        [*TIERGATE, "budgets", "list", "--tenant", "acme", "--url", gateway.url, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TIERGATE_ADMIN_TOKEN": "admin-token-0123456789abcdef"},
+    )
+    assert remote.returncode == 0, remote.stderr
+    (monthly,) = json.loads(remote.stdout)
+    assert (monthly["limit"], monthly["spent_micros"]) == ("25.500000", row.charge.total)

@@ -35,7 +35,7 @@ def migrations() -> list[Migration]:
 
 @pytest.fixture
 async def ledger(database: Database) -> Ledger:
-    assert await database.migrate("ledger", migrations()) == [1]
+    assert await database.migrate("ledger", migrations()) == [1, 2]
     return Ledger(database)
 
 
@@ -334,3 +334,28 @@ def _order(r: LedgerRow) -> tuple[datetime, str]:
 def test_row_values_come_in_column_order() -> None:
     # SQLite inserts the values positionally: their order must be the columns'
     assert tuple(_values(row("order"))) == _COLUMNS
+
+
+async def test_spent_sums_a_tenant_or_a_key_by_start_and_end(ledger: Ledger) -> None:
+    rows = [
+        row("s1", tenant="acme", key_id="k1", prompt_tokens=1000, completion_tokens=100),
+        row("s2", tenant="acme", key_id="k2", prompt_tokens=2000, completion_tokens=100),
+        row("s3", tenant="acme", key_id="k1", prompt_tokens=500, started_at=JAN + timedelta(days=1)),
+        row("s4", tenant="other", key_id="k9", prompt_tokens=4000),
+    ]
+    await ledger.add(rows)
+    total = {r.record.request_id: r.charge.total for r in rows}
+    assert all(total.values())
+    day = (JAN, JAN + timedelta(days=1))
+    assert await ledger.spent(*day, tenant="acme") == total["s1"] + total["s2"]
+    assert await ledger.spent(*day, key_id="k1") == total["s1"]
+    assert await ledger.spent(JAN, None, key_id="k1") == total["s1"] + total["s3"]
+    assert await ledger.spent(JAN, None, tenant="nobody") == 0
+    # only the requests that ended before a moment (each row here ends 2 s after it starts)
+    assert await ledger.spent(JAN, None, tenant="acme", ended_before=JAN + timedelta(seconds=2)) == 0
+    just_after = JAN + timedelta(seconds=2, microseconds=1)
+    assert await ledger.spent(JAN, None, tenant="acme", ended_before=just_after) == total["s1"] + total["s2"]
+    with pytest.raises(ValueError, match="exactly one"):
+        await ledger.spent(JAN, None)
+    with pytest.raises(ValueError, match="time zone"):
+        await ledger.spent(datetime(2026, 1, 1), None, tenant="acme")

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from gateway.database import Database
+from gateway.budgets import Budget
+from gateway.database import Database, DatabaseError
 from gateway.keys import UNCHANGED, KeyStore, KeyStoreConflict, KeyStoreNotFound
 from gateway.limits.quota import Quota
 
@@ -25,8 +26,8 @@ async def test_migrate_is_idempotent(database: Database) -> None:
     store = KeyStore(database)
     await store.migrate()
     await store.migrate()
-    rows = await database.fetch_all("SELECT component, version FROM schema_migrations")
-    assert rows == [{"component": "keys", "version": 1}]
+    rows = await database.fetch_all("SELECT component, version FROM schema_migrations ORDER BY version")
+    assert rows == [{"component": "keys", "version": version} for version in (1, 2)]
 
 
 # -- tenants ----------------------------------------------------------------------------------------
@@ -195,3 +196,66 @@ async def test_record_use_is_one_batch_that_only_moves_forward(store: KeyStore) 
     assert used == {first.id: late, second.id: early}
     with pytest.raises(ValueError, match="timezone-aware"):
         await store.record_use({first.id: datetime(2030, 1, 1)})
+
+
+# -- budgets ----------------------------------------------------------------------------------------
+async def test_budgets_are_set_changed_listed_and_deleted(store: KeyStore) -> None:
+    key, _ = await store.create_key("acme", tiers=["fast"])
+    await store.create_tenant("other")
+    other, _ = await store.create_key("other", tiers=["fast"])
+    assert await store.list_budgets() == []
+    await store.set_budget(Budget("tenant", "acme", "monthly", 25_000_000))
+    await store.set_budget(Budget("key", key.id, "daily", 1_000_000))
+    await store.set_budget(Budget("key", other.id, "total", 7))
+    await store.set_budget(Budget("tenant", "acme", "monthly", 30_000_000))  # a new limit, not a second one
+    assert await store.list_budgets("acme") == [
+        Budget("tenant", "acme", "monthly", 30_000_000),
+        Budget("key", key.id, "daily", 1_000_000),
+    ]
+    assert len(await store.list_budgets()) == 3
+    assert await store.delete_budget("key", key.id, "daily") is True
+    assert await store.delete_budget("key", key.id, "daily") is False
+    assert await store.list_budgets("acme") == [Budget("tenant", "acme", "monthly", 30_000_000)]
+
+
+async def test_a_budget_needs_its_tenant_or_key(store: KeyStore) -> None:
+    with pytest.raises(KeyStoreNotFound):
+        await store.set_budget(Budget("tenant", "ghost", "daily", 1))
+    with pytest.raises(KeyStoreNotFound):
+        await store.set_budget(Budget("key", "nokey", "daily", 1))
+    with pytest.raises(ValueError, match="period"):
+        await store.delete_budget("tenant", "acme", "weekly")  # type: ignore[arg-type]
+    assert await store.list_budgets() == []
+
+
+async def test_a_key_authenticates_with_its_budgets_and_its_tenants(store: KeyStore) -> None:
+    key, _ = await store.create_key("acme", tiers=["fast"])
+    sibling, _ = await store.create_key("acme", tiers=["fast"])
+    await store.set_budget(Budget("tenant", "acme", "total", 100))
+    await store.set_budget(Budget("key", key.id, "daily", 10))
+    await store.set_budget(Budget("key", sibling.id, "daily", 20))
+    found = await store.lookup(key.id)
+    assert found is not None
+    assert found[0].budgets == (Budget("tenant", "acme", "total", 100), Budget("key", key.id, "daily", 10))
+
+
+INSERT_BUDGET = (
+    "INSERT INTO budgets (scope, subject, period, tenant_id, limit_micros, created_at, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+async def test_a_budget_limit_is_whole_micros_in_the_database(store: KeyStore, database: Database) -> None:
+    key, _ = await store.create_key("acme", tiers=["fast"])
+    now = datetime.now(UTC)
+    if database.dialect == "sqlite":  # (PostgreSQL's BIGINT takes 1.5 as 2: Budget refuses floats before it)
+        with pytest.raises(DatabaseError):
+            await database.execute(
+                INSERT_BUDGET,
+                ("key", key.id, "daily", "acme", 1.5, now, now),
+            )
+    with pytest.raises(DatabaseError):
+        await database.execute(
+            INSERT_BUDGET,
+            ("key", key.id, "weekly", "acme", 1, now, now),
+        )

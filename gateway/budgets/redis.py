@@ -1,0 +1,328 @@
+"""Budgets shared by every replica through Redis: one script call, one round trip, per reservation.
+
+Each counter (a budget's window) lives in Redis from its first use: seeded with what the ledger held of
+its window then, and counting every charge settled after. A hold expires on its own after `hold_ttl_s`,
+so a replica that died mid-request does not keep its reservations for ever. Charges to a counter nobody
+has used yet are not sent anywhere: its seed will read them from the ledger.
+
+Redis being down, slow or restarting must not take the gateway with it: every call is bounded by
+`timeout_s`, and a failed reservation either admits the request without holding anything (`fail_open`,
+the default) or raises BudgetUnavailable. A restarted, empty Redis seeds each counter again from the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from gateway.budgets.budget import Budget, Calendar, Window, counter_name
+from gateway.budgets.keeper import (
+    BudgetHold,
+    BudgetRefusal,
+    BudgetStatus,
+    BudgetUnavailable,
+    LedgerSpend,
+    Spend,
+)
+from gateway.budgets.scripts import RESERVE, SEED, SETTLE, STATUS
+
+__all__ = ["RedisBudgets"]
+
+log = logging.getLogger("tiergate.budgets")
+
+_WARN_EVERY_S = 10.0  # an outage is worth a line every few seconds, not one per request
+_UNAVAILABLE = (RedisError, OSError, TimeoutError)
+_KEEP_ENDED_MS = 86_400_000  # a window's counters outlive it by a day: late settlements still find them
+_ATTEMPTS = 3  # seeding, then asking again: a counter vanishing each time is an evicting Redis
+_EXACT = 2**53  # Lua's doubles hold every integer below this
+
+
+class _Vanished(RedisError):
+    """Counters seeded a moment ago were gone again (Redis evicting them, or a key deleted by hand)."""
+
+
+_Seeding = asyncio.Task[None]
+
+
+class _Pending:
+    """A counter's settlements waiting to go out: charges summed, holds to release."""
+
+    __slots__ = ("charged", "released")
+
+    def __init__(self) -> None:
+        self.charged = 0
+        self.released: list[str] = []
+
+
+class RedisBudgets:
+    """Counters in Redis, keyed `{prefix}budget:{<tenant>}:<counter>` (a hash: seeded, spent, reserved)
+    and `...:holds` (the live holds, "<hold id>:<amount>" scored by their expiry in ms).
+
+    The braces are a Redis Cluster hash tag: a request's budgets are all its tenant's, so one script
+    touches them all. `failures` counts the Redis calls that failed (reservations, statuses, settlements),
+    for metrics."""
+
+    def __init__(
+        self,
+        url: str,
+        ledger_spend: LedgerSpend,
+        *,
+        prefix: str = "tiergate:",
+        fail_open: bool = True,
+        timeout_s: float = 0.25,
+        hold_ttl_s: float = 900.0,
+        settle_delay_s: float = 0.02,
+        max_connections: int = 512,
+    ) -> None:
+        if hold_ttl_s <= 0:
+            raise ValueError(f"hold_ttl_s must be positive, not {hold_ttl_s!r}")
+        self.failures = 0
+        self._ledger_spend = ledger_spend
+        self._prefix = prefix
+        self._fail_open = fail_open
+        self._timeout_s = timeout_s
+        self._hold_ttl_ms = max(1, math.ceil(hold_ttl_s * 1000))
+        self._calendar = Calendar()
+        # one ledger query per counter in this process, however many requests wait for its seed
+        self._seeding: dict[str, _Seeding] = {}
+        # hash key -> when (loop time) a seed of this process landed, kept for timeout_s: a call sent before
+        # then that found no counter was answered before the seed, and needs no second ledger query
+        self._landed: dict[str, float] = {}
+        # Settlements wait up to settle_delay_s and go out together, one pipeline per batch, the charges to
+        # one counter summed (see RedisLimiter). 0 sends each one as soon as the loop is free.
+        self._settle_delay_s = settle_delay_s
+        self._pending: dict[tuple[str, str], _Pending] = {}  # (tenant, counter) -> its settlements
+        self._flusher: asyncio.Task[None] | None = None
+        # as RedisLimiter's pool: no blocking pool, short socket timeouts, one immediate retry on a fresh
+        # connection for a pooled one that died with a restarted Redis
+        pool = ConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
+        )
+        self._redis = Redis.from_pool(pool)
+        self._reserve = self._redis.register_script(RESERVE)
+        self._status = self._redis.register_script(STATUS)
+        self._seed = self._redis.register_script(SEED)
+        self._settle = self._redis.register_script(SETTLE)
+        self._down = False
+        self._warned_at = -math.inf
+
+    async def reserve(
+        self, tenant: str, budgets: Sequence[Budget], amount: int, at: float
+    ) -> BudgetHold | BudgetRefusal:
+        _check_micros("amount", amount)
+        for budget in budgets:
+            _check_micros("a budget's limit", budget.limit)
+            if budget.scope == "tenant" and budget.subject != tenant:
+                raise ValueError(f"a request of tenant {tenant!r} has no budget of another: {budget!r}")
+        hold_id = uuid.uuid4().hex
+        if not budgets:
+            return BudgetHold(hold_id, tenant, (), amount)
+        windows = [self._calendar.window(budget.period, at) for budget in budgets]
+        counters = [_counter(budget, window) for budget, window in zip(budgets, windows, strict=True)]
+        keys = self._keys(tenant, counters)
+        args: list[int | str] = [amount, f"{hold_id}:{amount}", self._hold_ttl_ms]
+        for budget, window in zip(budgets, windows, strict=True):
+            args += [budget.limit, _expires_ms(window)]
+        try:
+            reply = await self._seeded_call(self._reserve, keys, args, budgets, windows)
+        except _UNAVAILABLE as exc:
+            self._failed("reserve", exc)
+            if not self._fail_open:
+                raise BudgetUnavailable(f"the budgets' Redis is unavailable: {exc!r}") from exc
+            return BudgetHold(hold_id, tenant, (), amount)
+        if int(reply[0]) == 2:
+            index = int(reply[1]) - 1
+            return BudgetRefusal(budgets[index], windows[index], int(reply[2]), amount)
+        return BudgetHold(hold_id, tenant, tuple(dict.fromkeys(counters)), amount)
+
+    def settle(self, spend: Spend) -> None:
+        try:
+            _check_micros("a charge", spend.amount)  # before anything is queued: a bad one is dropped whole
+            hold = spend.hold
+            if hold is not None:
+                member = f"{hold.id}:{hold.amount}"
+                for counter in hold.counters:
+                    self._pending_for(hold.tenant, counter).released.append(member)
+            if spend.amount:
+                for counter in self._calendar.counters(spend.tenant, spend.key_id, spend.started_at):
+                    self._pending_for(spend.tenant, counter).charged += spend.amount
+            if self._pending and self._flusher is None:
+                self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
+        except Exception:
+            # settlements run as requests end: raising there would hide the real outcome
+            log.exception("budgets: settling %r failed", spend)
+
+    async def status(self, tenant: str, budgets: Sequence[Budget], at: float) -> list[BudgetStatus]:
+        """As BudgetKeeper.status(): one script call, under the tenant's hash tag."""
+        for budget in budgets:
+            if budget.scope == "tenant" and budget.subject != tenant:
+                raise ValueError(f"tenant {tenant!r} has no budget of another: {budget!r}")
+        if not budgets:
+            return []
+        windows = [self._calendar.window(budget.period, at) for budget in budgets]
+        keys = self._keys(tenant, [_counter(b, w) for b, w in zip(budgets, windows, strict=True)])
+        try:
+            reply = await self._seeded_call(self._status, keys, [], list(budgets), windows)
+        except _UNAVAILABLE as exc:
+            self._failed("status", exc)
+            raise BudgetUnavailable(f"the budgets' Redis is unavailable: {exc!r}") from exc
+        return [
+            BudgetStatus(budget, window, int(reply[1 + 2 * n]), int(reply[2 + 2 * n]))
+            for n, (budget, window) in enumerate(zip(budgets, windows, strict=True))
+        ]
+
+    async def flush(self) -> None:
+        """Send every pending settlement now, in one pipeline. Never raises."""
+        batch, self._pending = self._pending, {}
+        if not batch:
+            return
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for (tenant, counter), pending in batch.items():
+                        args: list[int | str] = [pending.charged, *pending.released]
+                        await self._settle(keys=self._keys(tenant, [counter]), args=args, client=pipe)
+                    await pipe.execute()
+        except _UNAVAILABLE as exc:
+            self._failed("settle", exc)
+        except Exception:
+            log.exception("budgets: settling %d counters failed", len(batch))
+
+    async def aclose(self) -> None:
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+        for task in list(self._seeding.values()):
+            task.cancel()
+        await self.flush()  # what was pending still counts
+        await self._redis.aclose()
+
+    async def _flush_soon(self) -> None:
+        try:
+            if self._settle_delay_s > 0:
+                await asyncio.sleep(self._settle_delay_s)
+        finally:
+            self._flusher = None
+        await self.flush()
+
+    def _pending_for(self, tenant: str, counter: str) -> _Pending:
+        pending = self._pending.get((tenant, counter))
+        if pending is None:
+            pending = self._pending[tenant, counter] = _Pending()
+        return pending
+
+    def _keys(self, tenant: str, counters: Sequence[str]) -> list[str]:
+        """Each counter's hash and holds, in pairs."""
+        keys = []
+        for counter in counters:
+            key = f"{self._prefix}budget:{{{tenant}}}:{counter}"
+            keys += [key, key + ":holds"]
+        return keys
+
+    async def _seeded_call(
+        self,
+        script: AsyncScript,
+        keys: list[str],
+        args: list[int | str],
+        budgets: Sequence[Budget],
+        windows: Sequence[Window],
+    ) -> Any:
+        """The script's reply once every counter it reads exists, seeding those that do not."""
+        loop = asyncio.get_running_loop()
+        for _ in range(_ATTEMPTS):
+            sent = loop.time()
+            reply = await self._call(script, keys, args)
+            if int(reply[0]) != 1:
+                return reply
+            seeds = []
+            for index in sorted({int(i) - 1 for i in reply[1:]}):
+                hash_key, holds_key = keys[2 * index], keys[2 * index + 1]
+                if self._landed.get(hash_key, -math.inf) < sent:  # else: just ask again
+                    seeds.append(self._seeding_of(hash_key, holds_key, budgets[index], windows[index]))
+            # shielded: a seed carries on to its end even if the request that started it goes away
+            await asyncio.gather(*(asyncio.shield(seed) for seed in seeds))
+        raise _Vanished(f"budget counters vanished right after being seeded, {_ATTEMPTS} times")
+
+    def _seeding_of(self, hash_key: str, holds_key: str, budget: Budget, window: Window) -> _Seeding:
+        """The seeding of a counter from the ledger: one query at a time per counter in this process.
+        Looked up and started without awaiting, so that a seed landing meanwhile cannot be missed."""
+        task = self._seeding.get(hash_key)
+        if task is None:
+            seeding = self._seed_counter(hash_key, holds_key, budget, window)
+            task = self._seeding[hash_key] = asyncio.get_running_loop().create_task(seeding)
+            task.add_done_callback(lambda done: self._seeded_done(hash_key, done))
+        return task
+
+    def _seeded_done(self, hash_key: str, task: _Seeding) -> None:
+        if self._seeding.get(hash_key) is task:
+            del self._seeding[hash_key]
+        if task.cancelled() or task.exception() is not None:  # retrieved: its waiters have it already
+            return
+        loop = asyncio.get_running_loop()
+        landed = self._landed[hash_key] = loop.time()
+        loop.call_later(self._timeout_s, self._forget_landed, hash_key, landed)
+
+    def _forget_landed(self, hash_key: str, landed: float) -> None:
+        if self._landed.get(hash_key) == landed:
+            del self._landed[hash_key]
+
+    async def _seed_counter(self, hash_key: str, holds_key: str, budget: Budget, window: Window) -> None:
+        seeded = await self._ledger_spend(budget, window, None)
+        _check_micros("the ledger's spending", seeded)
+        await self._call(self._seed, [hash_key, holds_key], [seeded, _expires_ms(window)])
+
+    async def _call(self, script: AsyncScript, keys: list[str], args: list[int | str]) -> Any:
+        async with asyncio.timeout(self._timeout_s):
+            reply = await script(keys=keys, args=args)
+        if self._down:
+            self._down = False
+            log.warning("budgets: Redis is reachable again (%d failed calls so far)", self.failures)
+        return reply
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        self.failures += 1
+        self._down = True
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY_S:
+            self._warned_at = now
+            consequence = "admitting requests unbudgeted" if self._fail_open else "refusing requests"
+            log.warning(
+                "budgets: Redis unavailable on %s (%r); %s (%d failed calls so far)",
+                operation,
+                exc,
+                consequence,
+                self.failures,
+            )
+
+
+def _counter(budget: Budget, window: Window) -> str:
+    return counter_name(budget.scope, budget.subject, budget.period, window.label)
+
+
+def _expires_ms(window: Window) -> int:
+    """When a counter of this window may go (Unix ms): a day after the window ends; 0: never."""
+    return 0 if window.end is None else int(window.end.timestamp() * 1000) + _KEEP_ENDED_MS
+
+
+def _check_micros(what: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _EXACT:
+        raise ValueError(f"{what} must be an integer of micros in [0, 2**53), not {value!r}")
