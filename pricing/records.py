@@ -117,8 +117,22 @@ class UsageRecord:
         for name, allowed in (("tier", TIERS), ("endpoint", ENDPOINTS), ("outcome", OUTCOMES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{where}: {name} {getattr(self, name)!r} is not one of {allowed}")
-        for name in ("prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens"):
-            _count(where, name, getattr(self, name))
+        prompt, cached, completion, reasoning = (
+            self.prompt_tokens,
+            self.cached_tokens,
+            self.completion_tokens,
+            self.reasoning_tokens,
+        )
+        # `type() is int` refuses bool and floats: the fast check, on every request
+        if not (
+            type(prompt) is int
+            and type(cached) is int
+            and type(completion) is int
+            and type(reasoning) is int
+            and min(prompt, cached, completion, reasoning) >= 0
+        ):
+            for name in ("prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens"):
+                _count(where, name, getattr(self, name))
         # the subsets are what keeps rating from counting a token twice (REFERENCE: reasoning billed twice)
         if self.cached_tokens > self.prompt_tokens:
             raise ValueError(

@@ -88,10 +88,11 @@ class Calendar:
     """`window_of` for the moments of a running gateway, which are nearly all in the same day: the current
     day's and month's windows are kept, so a request's windows cost a comparison, not a date computation."""
 
-    __slots__ = ("_day", "_month")
+    __slots__ = ("_day", "_month", "_names")
 
     def __init__(self) -> None:
         self._day = self._month = (0.0, 0.0, Window("", _EPOCH, None))  # (start, end, window): empty at first
+        self._names: dict[tuple[str, str, str], tuple[str, ...]] = {}  # counters() by key and day
 
     def window(self, period: Period, at: float) -> Window:
         if period == "total":
@@ -112,12 +113,19 @@ class Calendar:
     def counters(self, tenant: str, key_id: str, at: float) -> tuple[str, ...]:
         """The counters a request of this key, started at `at`, adds to: its key's and its tenant's, in
         every period."""
-        labels = [self.window(period, at).label for period in PERIODS]
-        return tuple(
-            counter_name(scope, subject, period, label)
-            for scope, subject in _subjects(tenant, key_id)
-            for period, label in zip(PERIODS, labels, strict=True)
-        )
+        day = self.window("daily", at).label
+        names = self._names.get((tenant, key_id, day))
+        if names is None:
+            labels = (day, self.window("monthly", at).label, _ALL.label)
+            names = tuple(
+                counter_name(scope, subject, period, label)
+                for scope, subject in _subjects(tenant, key_id)
+                for period, label in zip(PERIODS, labels, strict=True)
+            )
+            if len(self._names) >= _MAX_NAMES:  # yesterday's and idle keys' go together, now and then
+                self._names.clear()
+            self._names[tenant, key_id, day] = names
+        return names
 
 
 def _subjects(tenant: str, key_id: str) -> tuple[tuple[Scope, str], ...]:
@@ -125,3 +133,4 @@ def _subjects(tenant: str, key_id: str) -> tuple[tuple[Scope, str], ...]:
 
 
 _ALL = Window("all", _EPOCH, None)
+_MAX_NAMES = 65_536
