@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import GatewayError
-from gateway.settings import ModelSettings
+from gateway.settings import DeliberationSettings, ModelSettings
 from gateway.tiers import ReasoningEffort, Tier
 
 __all__ = ["Catalog", "Offer"]
@@ -28,6 +28,7 @@ class Offer:
     engine_model: str
     max_model_len: int | None
     owned_by: str
+    deliberation: DeliberationSettings | None = None  # the deliberate tier's depth promise, if configured
 
     @property
     def public_id(self) -> str:
@@ -51,6 +52,7 @@ class Catalog:
                     offer.engine_model or model_id,
                     model.max_model_len,
                     model.owned_by,
+                    offer.deliberation,
                 )
                 for tier, offer in model.tiers.items()
             }

@@ -34,10 +34,16 @@ def demo_settings(host: str, port: int, fast_url: str, deliberate_url: str) -> d
             "qwen3-8b": {
                 "default_tier": "fast",
                 "max_model_len": 32768,
-                "tiers": {"fast": {"pool": "fast"}, "deliberate": {"pool": "deliberate"}},
+                "tiers": {
+                    "fast": {"pool": "fast"},
+                    "deliberate": {"pool": "deliberate", "deliberation": {}},  # the default depth promise
+                },
             },
             "llama-3.1-8b": {"max_model_len": 32768, "tiers": {"fast": {"pool": "fast"}}},
-            "qwen3-32b": {"max_model_len": 32768, "tiers": {"deliberate": {"pool": "deliberate"}}},
+            "qwen3-32b": {
+                "max_model_len": 32768,
+                "tiers": {"deliberate": {"pool": "deliberate", "deliberation": {}}},
+            },
         },
     }
 

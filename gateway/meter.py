@@ -19,7 +19,7 @@ from gateway.ledger import Bookkeeper
 from gateway.limits import Admission
 from gateway.metering import Exchange, MeterSink, Outcome
 from gateway.usage_record import Counted, generated_chars, usage_record
-from pricing import Charge, LedgerRow, NotPriced, PriceBook, UsageRecord, rate, usage_cost_fields
+from pricing import Charge, Depth, LedgerRow, NotPriced, PriceBook, UsageRecord, rate, usage_cost_fields
 
 __all__ = ["Meter"]
 
@@ -50,6 +50,7 @@ class Meter:
         "_source",
         "_started",
         "_streamed",
+        "depth",
     )
 
     def __init__(
@@ -86,6 +87,7 @@ class Meter:
         self._hold = hold
         self._body_size = body_size
         self._started = started_at  # Unix time; the same moment places it in its budgets' windows
+        self.depth: Depth | None = None  # what a deliberation delivered, set before its exchange
         self._clock = time.monotonic()
 
     @property
@@ -134,7 +136,7 @@ class Meter:
         if reservation is None and self._bookkeeper is None:
             return
         counted = await self._counted(exchange) if exchange.usage is None and self._bookkeeper else None
-        record = usage_record(exchange, counted=counted)
+        record = usage_record(exchange, depth=self.depth, counted=counted)
         if reservation is not None:
             self._admitter.settle(reservation, record.prompt_tokens + record.completion_tokens)
         if self._bookkeeper is not None:
@@ -170,7 +172,7 @@ class Meter:
 
     def cost_fields(self, exchange: Exchange) -> dict[str, object]:
         """`usage.cost` and friends for the client (OpenRouter's shape), rated once per request."""
-        charge = self._rated(usage_record(exchange))
+        charge = self._rated(usage_record(exchange, depth=self.depth))
         return usage_cost_fields(charge) if charge is not None else {}
 
     def _rated(self, record: UsageRecord) -> Charge | None:

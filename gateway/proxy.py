@@ -14,6 +14,8 @@ from starlette.responses import Response
 from engines import EngineError, EnginePool, EngineRejected, PooledStream
 from gateway.admission import Admitter, estimate_tokens
 from gateway.catalog import Catalog, Offer
+from gateway.deliberate import deliberate, deliberation_estimate
+from gateway.deliberation import plan_for
 from gateway.disconnect import DisconnectWatch
 from gateway.endpoints import CHAT, Endpoint
 from gateway.errors import GatewayError, from_engine_error
@@ -64,10 +66,15 @@ class InferenceProxy:
             checked.model, request.headers.get(_TIER_HEADER), checked.reasoning_effort
         )
         started_at = time.time()
+        plan = None
+        if offer.deliberation is not None and endpoint is CHAT:
+            plan = plan_for(offer.deliberation, checked.reasoning_effort)
         admission = hold = None
         if key is not None:
             self._admitter.permit(key, offer)
             estimate = estimate_tokens(len(body), checked, offer.max_model_len)
+            if plan is not None:
+                estimate = deliberation_estimate(estimate, plan)
             admission = await self._admitter.admit(key, offer, estimate.total)
             try:
                 hold = await self._admitter.reserve(key, offer, estimate, started_at)
@@ -99,6 +106,22 @@ class InferenceProxy:
             pool,
             data.get("messages") if endpoint is CHAT else data.get("prompt"),
         )
+        headers = [(b"x-tiergate-tier", offer.tier.value.encode())]
+        if admission is not None:
+            headers.extend(admission.headers())
+        if plan is not None:
+            return await deliberate(
+                request,
+                data,
+                offer,
+                plan,
+                pool,
+                meter,
+                request_id,
+                streaming=streaming,
+                include_usage=checked.wants_usage,
+                headers=headers,
+            )
         watch = DisconnectWatch(request.receive)
         try:
             if streaming:
@@ -123,9 +146,6 @@ class InferenceProxy:
             await meter.done(meter.exchange(Outcome.ENGINE_FAILED, 500))
             raise
         watch.stop()
-        headers = [(b"x-tiergate-tier", offer.tier.value.encode())]
-        if admission is not None:
-            headers.extend(admission.headers())
         if streaming:
             return _relay(stream, meter, offer, checked.wants_usage, headers)
         answer = reply.payload

@@ -19,6 +19,8 @@ __all__ = [
     "AuthSettings",
     "ConfigError",
     "DatabaseSettings",
+    "DeliberationSettings",
+    "EffortLevel",
     "LedgerSettings",
     "ModelSettings",
     "PoolSettings",
@@ -78,9 +80,48 @@ class PoolSettings(_Section):
     breaker: BreakerSettings = BreakerSettings()
 
 
+class EffortLevel(_Section):
+    """What the deliberate tier promises at one `reasoning_effort` level."""
+
+    floor: int = Field(0, ge=0, description="reasoning tokens every sample reaches (budget forcing)")
+    cap: int | None = Field(None, gt=0, description="reasoning tokens no sample goes beyond")
+    samples: int = Field(1, ge=1, le=16, description="self-consistency: samples voted on")
+    max_extensions: int = Field(3, ge=0, le=16, description="continuations per sample to reach the floor")
+
+    @model_validator(mode="after")
+    def _floor_under_cap(self) -> EffortLevel:
+        if self.cap is not None and self.floor > self.cap:
+            raise ValueError(f"floor {self.floor} is above cap {self.cap}")
+        return self
+
+
+def _default_efforts() -> dict[ReasoningEffort, EffortLevel]:
+    return {
+        ReasoningEffort.LOW: EffortLevel(floor=256, cap=1024, samples=1, max_extensions=2),
+        ReasoningEffort.MEDIUM: EffortLevel(floor=512, cap=2048, samples=1, max_extensions=3),
+        ReasoningEffort.HIGH: EffortLevel(floor=1024, cap=4096, samples=5, max_extensions=3),
+    }
+
+
+class DeliberationSettings(_Section):
+    """How the gateway makes a deliberate-tier model think (see docs/deliberation.md)."""
+
+    # native: the engine's reasoning parser returns `reasoning`; prompted: a plain model is told to think
+    # between the delimiters, and the gateway splits its text itself
+    reasoning: Literal["native", "prompted"] = "native"
+    think_open: str = Field("<think>", min_length=1)
+    think_close: str = Field("</think>", min_length=1)
+    cue: str = Field("Wait", min_length=1, description="appended to the reasoning to make it go on")
+    engine_caps_thinking: bool = Field(True, description="the engine takes `thinking_token_budget`")
+    default_effort: ReasoningEffort = ReasoningEffort.MEDIUM
+    efforts: dict[ReasoningEffort, EffortLevel] = Field(default_factory=_default_efforts, min_length=1)
+    keepalive_s: float = Field(5.0, gt=0, description="SSE comments while samples run")
+
+
 class TierOffer(_Section):
     pool: str
     engine_model: str | None = Field(None, description="the name the engine serves it under; default: the id")
+    deliberation: DeliberationSettings | None = None  # deliberate tier only: the depth promise
 
 
 class ModelSettings(_Section):
@@ -93,6 +134,9 @@ class ModelSettings(_Section):
     def _default_is_offered(self) -> ModelSettings:
         if self.default_tier is not None and self.default_tier not in self.tiers:
             raise ValueError(f"default_tier {self.default_tier.value!r} is not one of this model's tiers")
+        for tier, offer in self.tiers.items():
+            if offer.deliberation is not None and tier is not Tier.DELIBERATE:
+                raise ValueError(f"tiers.{tier.value}.deliberation: only the deliberate tier deliberates")
         return self
 
     @property

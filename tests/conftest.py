@@ -80,11 +80,14 @@ def gateway_settings(fast: list[str], deliberate: list[str], **extra: Any) -> Se
         "fast": {"replicas": fast, **quick, **extra.pop("fast_pool", {})},
         "deliberate": {"replicas": deliberate, **quick, **extra.pop("deliberate_pool", {})},
     }
+    deliberate_offer: dict[str, Any] = {"pool": "deliberate"}
+    if "deliberation" in extra:  # qwen3-8b's depth promise in the deliberate tier
+        deliberate_offer["deliberation"] = extra.pop("deliberation")
     models = {
         "qwen3-8b": {
             "default_tier": "fast",
             "max_model_len": 32768,
-            "tiers": {"fast": {"pool": "fast"}, "deliberate": {"pool": "deliberate"}},
+            "tiers": {"fast": {"pool": "fast"}, "deliberate": deliberate_offer},
         },
         "llama-3.1-8b": {"tiers": {"fast": {"pool": "fast"}}},
         "qwen3-32b": {"tiers": {"deliberate": {"pool": "deliberate"}}},

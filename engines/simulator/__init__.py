@@ -30,9 +30,14 @@ non-streaming response had finished generating and counts by its own finish reas
 A client that disconnects mid-request cancels it at once (its sleep is cancelled, so within one
 inter-token interval at worst): it is counted in `vllm:request_success_total{finished_reason="abort"}`
 and its running slot is freed. Zero-latency requests never sleep and simply complete.
+
+A prompt holding a `[task: <expression>]` marker (`generate_tasks` writes such word problems) is
+answered by a skill model instead: a short text ending in `The answer is <N>.`, right with a
+probability that grows with the choice's reasoning tokens (see `engines/simulator/skill.py`).
 """
 
 from engines.simulator.app import SimulatorApp, create_simulator_app
+from engines.simulator.arithmetic import Task, final_answer, find_task, generate_tasks
 from engines.simulator.asgi import ASGIApp
 from engines.simulator.config import PROFILES, ReasoningField, SimulatorConfig, profile
 from engines.simulator.faults import Fault, parse_fault
@@ -45,8 +50,12 @@ __all__ = [
     "ReasoningField",
     "SimulatorApp",
     "SimulatorConfig",
+    "Task",
     "Tokenizer",
     "create_simulator_app",
+    "final_answer",
+    "find_task",
+    "generate_tasks",
     "parse_fault",
     "profile",
 ]

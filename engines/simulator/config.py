@@ -49,6 +49,17 @@ class SimulatorConfig:
     reasoning_field: ReasoningField = "reasoning"
     report_reasoning_tokens: bool = True  # many vLLM releases omit completion_tokens_details
     reasoning_tokens_range: tuple[int, int] = (96, 640)
+    # Early stopping: this fraction of choices reasons only short_reasoning_range tokens.
+    short_reasoning_rate: float = 0.0
+    short_reasoning_range: tuple[int, int] = (16, 64)
+
+    # Skill model, for prompts with a `[task: ...]` marker (engines/simulator/arithmetic.py): the
+    # answer is right with probability skill_max - (skill_max - skill_base) * exp(-r / skill_scale_tokens),
+    # r the choice's reasoning tokens, those carried in a continued assistant message included.
+    skill_base: float = 0.35
+    skill_max: float = 0.97
+    skill_scale_tokens: float = 400.0
+    skill_tempting_rate: float = 0.4  # of wrong answers, the share that is the task's tempting wrong value
 
     # Failure injection by config (the x-sim-fault header does the same per request).
     error_rate: float = 0.0
@@ -62,7 +73,7 @@ class SimulatorConfig:
 
     def __post_init__(self) -> None:
         # Callers (the CLI) may pass lists; keep the config hashable and immutable.
-        for name in ("models", "output_tokens_range", "reasoning_tokens_range"):
+        for name in ("models", "output_tokens_range", "reasoning_tokens_range", "short_reasoning_range"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         problems = list(_problems(self))
         if problems:
@@ -75,16 +86,29 @@ def _problems(c: SimulatorConfig) -> list[str]:
         out.append("models must be non-empty, unique, non-blank names")
     if c.max_model_len < 2:
         out.append("max_model_len must be >= 2")
-    for name in ("output_tokens_range", "reasoning_tokens_range"):
+    for name in ("output_tokens_range", "reasoning_tokens_range", "short_reasoning_range"):
         low, high = getattr(c, name)
         if not 1 <= low <= high:
             out.append(f"{name} must be (low, high) with 1 <= low <= high")
     for name in ("ttft_base_s", "prefill_s_per_token", "itl_s", "stall_seconds"):
         if getattr(c, name) < 0:
             out.append(f"{name} must be >= 0")
-    for name in ("acceptance_rate", "error_rate", "die_after_chunks_rate", "stall_rate"):
+    for name in (
+        "acceptance_rate",
+        "error_rate",
+        "die_after_chunks_rate",
+        "stall_rate",
+        "short_reasoning_rate",
+        "skill_base",
+        "skill_max",
+        "skill_tempting_rate",
+    ):
         if not 0.0 <= getattr(c, name) <= 1.0:
             out.append(f"{name} must be within [0, 1]")
+    if c.skill_base > c.skill_max:
+        out.append("skill_base must be <= skill_max")
+    if not c.skill_scale_tokens > 0:
+        out.append("skill_scale_tokens must be > 0")
     if c.max_num_seqs < 1 or c.kv_cache_tokens < 1:
         out.append("max_num_seqs and kv_cache_tokens must be >= 1")
     if c.num_speculative_tokens < 0 or c.prefix_cache_blocks < 0 or c.die_after_chunks < 0:
@@ -110,6 +134,7 @@ PROFILES: Mapping[str, SimulatorConfig] = MappingProxyType(
             itl_s=0.02,
             num_speculative_tokens=0,
             reasoning=True,
+            short_reasoning_rate=0.3,
         ),
     }
 )

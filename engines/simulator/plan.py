@@ -1,6 +1,7 @@
 """What each choice of a request will generate, decided up front and deterministically: reasoning
 and content tokens, why it finishes, and how many tokens each engine step emits (speculative
-decoding emits 1 + accepted draft tokens per step)."""
+decoding emits 1 + accepted draft tokens per step). A prompt with a task is answered by the skill
+model (engines/simulator/skill.py), right or wrong depending on how long the choice reasoned."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engines.simulator.config import SimulatorConfig
+from engines.simulator.skill import answer_pieces, chosen_answer, unit
 from engines.simulator.text import TextSource
 from engines.simulator.tokenizer import Prompt
 
 __all__ = ["ChoicePlan", "Planner", "Sampling"]
 
 _DRAWS = 5  # independent 64-bit draws per choice, cut from one hash of the request
+_EXTRA_DRAWS = 4  # more of them, hashed from those only when needed (early stopping, the skill model)
 _MASK = (1 << 64) - 1
 
 
@@ -68,29 +71,50 @@ class Planner:
         for i in range(sampling.n):
             choice = request.copy()
             choice.update(i.to_bytes(4, "little"))
-            plans.append(self._choice(first_index + i, int.from_bytes(choice.digest(), "little"), sampling))
+            plans.append(self._choice(first_index + i, choice.digest(), sampling, prompt))
         return plans
 
-    def _choice(self, index: int, draws: int, s: Sampling) -> ChoicePlan:
-        """`draws` holds _DRAWS independent 64-bit numbers, lowest first."""
+    def _choice(self, index: int, digest: bytes, s: Sampling, prompt: Prompt) -> ChoicePlan:
+        """`digest` holds _DRAWS independent 64-bit numbers, lowest first."""
+        draws = int.from_bytes(digest, "little")
         content_length, content_at, reasoning_length, reasoning_at, acceptance_at = (
             (draws >> (64 * k)) & _MASK for k in range(_DRAWS)
         )
         config = self._config
+        task = prompt.task
+        extra = 0
+        if task is not None or config.short_reasoning_rate > 0:
+            extra = int.from_bytes(
+                hashlib.blake2b(digest, digest_size=_EXTRA_DRAWS * 8, person=b"sim-extra").digest(), "little"
+            )
+        short_at, skill_at, wrong_at, lead_at = ((extra >> (64 * k)) & _MASK for k in range(_EXTRA_DRAWS))
         reasoning_wanted = 0
         if s.reasoning:
-            reasoning_wanted = _within(config.reasoning_tokens_range, reasoning_length)
+            bounds = config.reasoning_tokens_range
+            if unit(short_at) < config.short_reasoning_rate:
+                bounds = config.short_reasoning_range  # this choice stops thinking early
+            reasoning_wanted = _within(bounds, reasoning_length)
             if s.thinking_budget is not None:
                 reasoning_wanted = min(reasoning_wanted, s.thinking_budget)
-        content_wanted = _within(config.output_tokens_range, content_length)
+        reasoning_tokens = min(reasoning_wanted, s.cap)
+        answer: list[str] | None = None
+        if task is not None:
+            # Reasoning carried in a continued message counts as much as the reasoning done now.
+            reasoned = reasoning_tokens + prompt.carried_reasoning
+            answer = answer_pieces(chosen_answer(config, task, reasoned, skill_at, wrong_at), lead_at)
+            content_wanted = len(answer)
+        else:
+            content_wanted = _within(config.output_tokens_range, content_length)
         if s.ignore_eos:
             content_wanted = max(s.cap - reasoning_wanted, 0)
-        reasoning_tokens = min(reasoning_wanted, s.cap)
         content_tokens = min(content_wanted, s.cap - reasoning_tokens)
         capped = s.ignore_eos or reasoning_wanted + content_wanted > s.cap
         finish_reason = "length" if capped else "stop"
         reasoning = self._pieces(reasoning_at, reasoning_tokens, s.fresh_start)
-        content = self._pieces(content_at, content_tokens, s.fresh_start)
+        if answer is None:
+            content = self._pieces(content_at, content_tokens, s.fresh_start)
+        else:
+            content = _answer(answer, content_tokens, s.fresh_start, self._text, content_at)
         stop_reason = _apply_stop(content, s.stop) if s.stop else None
         if stop_reason is not None:
             finish_reason = "stop"
@@ -119,6 +143,16 @@ class Planner:
             left -= size
             at = (at + 1) % len(acceptance)
         return steps
+
+
+def _answer(answer: list[str], count: int, fresh_start: bool, text: TextSource, more_at: int) -> list[str]:
+    """The first `count` pieces of an answer to a task; ignore_eos may want more, which come from the tape."""
+    content = answer[:count]
+    if len(content) < count:
+        content += text.take(more_at, count - len(content))
+    if content and fresh_start:
+        content[0] = content[0].lstrip()
+    return content
 
 
 def _within(bounds: tuple[int, int], draw: int) -> int:

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
+from engines.simulator.arithmetic import TaskMarker, find_marker
 from engines.simulator.protocol import ChatMessage
 
-__all__ = ["Continuation", "Prompt", "Tokenizer", "render_chat", "render_completion"]
+__all__ = ["Continuation", "Prompt", "Tokenizer", "render_chat", "render_completion", "thinking"]
 
 # Words are cut every 6 characters (as BPE splits rare long words), each punctuation mark is a token,
 # whitespace belongs to the next word. English comes out near 1.3 tokens per word, like real tokenizers.
@@ -46,10 +47,13 @@ class Tokenizer:
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
-    """A rendered prompt: its token pieces (len = prompt tokens) and what generation continues."""
+    """A rendered prompt: its token pieces (len = prompt tokens), what generation continues, the task
+    it asks (its last `[task: ...]` marker) and the reasoning tokens a continued message carries."""
 
     tokens: list[str]
     continuation: Continuation = "none"
+    task: TaskMarker | None = None
+    carried_reasoning: int = 0  # tokens inside the <think> of the assistant message being continued
 
     def key(self) -> bytes:
         """The bytes that, with the model and seeds, determine the generated text."""
@@ -66,23 +70,38 @@ def render_chat(
     """`<|im_start|>{role}\\n{content}<|im_end|>\\n` per message (5 template tokens), then
     `<|im_start|>assistant\\n` (3) unless the final message is being continued."""
     tokens: list[str] = []
+    texts = [message.text() for message in messages]
     last = len(messages) - 1
-    for i, message in enumerate(messages):
+    for i, (message, text) in enumerate(zip(messages, texts, strict=True)):
         tokens += (IM_START, message.role, NEWLINE)
-        tokens += tokenizer.tokenize(message.text())
+        tokens += tokenizer.tokenize(text)
         if not (continue_final_message and i == last):
             tokens += (IM_END, NEWLINE)
     if add_generation_prompt and not continue_final_message:
         tokens += (IM_START, "assistant", NEWLINE)
     continuation: Continuation = "none"
+    carried = 0
     if continue_final_message and messages and messages[-1].role == "assistant":
-        text = messages[-1].text()
+        text = texts[-1]
         # Budget forcing sends the thinking so far, still open; the model goes on thinking.
         continuation = "reasoning" if text.rfind("<think>") > text.rfind("</think>") else "content"
-    return Prompt(tokens, continuation)
+        carried = tokenizer.count(thinking(text))
+    task = find_marker("\n".join(texts)) if any("[task:" in text for text in texts) else None
+    return Prompt(tokens, continuation, task, carried)
 
 
 def render_completion(tokenizer: Tokenizer, prompt: str | list[int]) -> Prompt:
     if isinstance(prompt, str):
-        return Prompt(tokenizer.tokenize(prompt))
+        carried = tokenizer.count(thinking(prompt))
+        return Prompt(tokenizer.tokenize(prompt), "none", find_marker(prompt), carried)
     return Prompt([f"<{token_id}>" for token_id in prompt])  # token ids stand for themselves
+
+
+def thinking(text: str) -> str:
+    """The reasoning in the last `<think>` block of `text`, closed or still open (or before a lone
+    `</think>`, when the template opened the block); empty when there is none."""
+    opened = text.rfind("<think>")
+    closed = text.rfind("</think>")
+    if closed > opened:
+        return text[opened + len("<think>") if opened != -1 else 0 : closed]
+    return text[opened + len("<think>") :] if opened != -1 else ""

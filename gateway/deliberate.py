@@ -1,0 +1,226 @@
+"""A deliberate chat request from admission to answer: the deliberation run, its response (a body, or a
+stream of reasoning as it comes with keep-alives while samples run), and its one usage record, depth
+included - also when the client leaves, the engine fails or the gateway shuts down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from engines import EngineError, EnginePool, EngineRejected
+from gateway.admission import TokenEstimate
+from gateway.catalog import Offer
+from gateway.deliberation import Chunks, Deliberator, DepthPlan, Run, completion_body, usage_body
+from gateway.disconnect import DisconnectWatch
+from gateway.errors import GatewayError, error_event, from_engine_error
+from gateway.meter import Meter
+from gateway.metering import Outcome
+from gateway.settings import DeliberationSettings
+
+__all__ = ["deliberate", "deliberation_estimate"]
+
+log = logging.getLogger("tiergate.deliberation")
+
+_CLIENT_CLOSED = 499
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+_DONE = b"data: [DONE]\n\n"
+_KEEPALIVE = b": deliberating\n\n"
+
+
+def deliberation_estimate(estimate: TokenEstimate, plan: DepthPlan) -> TokenEstimate:
+    """The most a deliberation may use, for its reservations: every sample may be continued
+    `max_extensions` times, each continuation reading the prompt and what was generated so far again and
+    generating up to the request's limit once more."""
+    calls = 1 + plan.max_extensions
+    output = estimate.output * calls
+    return TokenEstimate(prompt=(estimate.prompt + output) * calls, output=output, n=plan.samples)
+
+
+async def deliberate(
+    request: Request,
+    data: dict[str, Any],
+    offer: Offer,
+    plan: DepthPlan,
+    pool: EnginePool,
+    meter: Meter,
+    request_id: str,
+    *,
+    streaming: bool,
+    include_usage: bool,
+    headers: list[tuple[bytes, bytes]],
+) -> Response:
+    settings = offer.deliberation
+    assert settings is not None
+    run = _new_run(data, plan, settings)
+    if streaming:
+        return DeliberationStream(run, pool, offer, meter, request_id, include_usage, headers)
+    deliberator = Deliberator(pool, offer.engine_model, request_id)
+    watch = DisconnectWatch(request.receive)
+    try:
+        await deliberator.run(run)
+    except asyncio.CancelledError:
+        disconnected = watch.absorb()
+        outcome = Outcome.CLIENT_DISCONNECTED if disconnected else Outcome.ABORTED
+        await asyncio.shield(_done(meter, run, outcome, _CLIENT_CLOSED))
+        if not disconnected:
+            raise
+        return Response(status_code=_CLIENT_CLOSED)
+    except EngineError as exc:
+        watch.stop()
+        error = from_engine_error(exc)
+        outcome = Outcome.REJECTED if isinstance(exc, EngineRejected) else Outcome.ENGINE_FAILED
+        await _done(meter, run, outcome, error.status)
+        raise error from None
+    except Exception:
+        watch.stop()
+        await _done(meter, run, Outcome.ENGINE_FAILED, 500)
+        raise
+    watch.stop()
+    answer = completion_body(run, request_id, offer.public_id)
+    meter.depth = run.depth()
+    exchange = meter.exchange(Outcome.OK, 200, run.replica, run.usage(), reply=answer)
+    answer["usage"].update(meter.cost_fields(exchange))
+    await meter.done(exchange)  # durable before the client has its answer
+    response = Response(orjson.dumps(answer), media_type="application/json")
+    response.raw_headers.extend(headers)
+    return response
+
+
+def _new_run(data: dict[str, Any], plan: DepthPlan, settings: DeliberationSettings) -> Run:
+    if (data.get("n") or 1) != 1:
+        raise GatewayError(
+            400,
+            "The deliberate tier returns one answer per request (it samples and votes itself): n must be 1.",
+            code="invalid_value",
+            param="n",
+        )
+    body = {key: value for key, value in data.items() if key not in ("stream", "stream_options", "n")}
+    return Run(plan=plan, settings=settings, body=body)
+
+
+async def _done(meter: Meter, run: Run, outcome: Outcome, status: int, first: float | None = None) -> None:
+    meter.depth = run.depth()
+    await meter.done(meter.exchange(outcome, status, run.replica, run.usage(), first_event_at=first))
+
+
+class DeliberationStream(Response):
+    """A deliberation streamed: reasoning deltas as they are generated (one sample), or SSE comments every
+    `keepalive_s` while several samples run; then the answer, the usage chunk when asked for, and [DONE].
+    A client that leaves cancels every engine call at once; the record is written exactly once."""
+
+    def __init__(
+        self,
+        run: Run,
+        pool: EnginePool,
+        offer: Offer,
+        meter: Meter,
+        request_id: str,
+        include_usage: bool,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [*_SSE_HEADERS, *headers]
+        self._run = run
+        self._pool = pool
+        self._offer = offer
+        self._meter = meter
+        self._request_id = request_id
+        self._include_usage = include_usage
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        run, meter = self._run, self._meter
+        chunks = Chunks(self._request_id, self._offer.public_id)
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()  # reasoning as it comes; None: the run ended
+        live = run.plan.samples == 1
+        deliberator = Deliberator(
+            self._pool, self._offer.engine_model, self._request_id, pieces.put_nowait if live else None
+        )
+        watch = DisconnectWatch(receive)
+        work = asyncio.get_running_loop().create_task(deliberator.run(run))
+        work.add_done_callback(lambda _: pieces.put_nowait(None))
+        first: float | None = None
+        metered = False
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await self._send(send, chunks.delta({"role": "assistant", "content": ""}))
+            keepalive = run.settings.keepalive_s
+            while True:
+                try:
+                    piece = await asyncio.wait_for(pieces.get(), keepalive)
+                except TimeoutError:
+                    await self._send(send, _KEEPALIVE)  # samples still running: the connection stays up
+                    continue
+                if piece is None:
+                    break
+                first = first or time.monotonic()
+                await self._send(send, chunks.delta({"reasoning": piece}))
+            tail: list[bytes] = []
+            try:
+                work.result()
+            except Exception as exc:
+                watch.stop()
+                metered = True
+                await asyncio.shield(_done(meter, run, Outcome.ENGINE_FAILED, 200, first))
+                tail.append(error_event(_stream_error(exc)))
+                await self._send(send, b"".join(tail), more=False)
+                return
+            watch.stop()  # from here on a disconnect changes nothing
+            answer = run.answer
+            if not live:
+                tail.append(chunks.delta({"reasoning": answer.reasoning}))
+            tail.append(chunks.delta({"content": answer.content}))
+            tail.append(chunks.delta({}, answer.finish_reason or "stop"))
+            meter.depth = run.depth()
+            exchange = meter.exchange(
+                Outcome.OK, 200, run.replica, run.usage(), first_event_at=first or time.monotonic()
+            )
+            if self._include_usage:
+                usage = usage_body(run)
+                usage.update(meter.cost_fields(exchange))
+                tail.append(chunks.usage(usage))
+            tail.append(_DONE)
+            metered = True
+            await asyncio.shield(meter.done(exchange))  # durable before the stream ends
+            await self._send(send, b"".join(tail), more=False)
+        except asyncio.CancelledError:
+            await _stop(work)  # every engine call it made is closed, stopping the engines' work
+            disconnected = watch.absorb()
+            if not metered:
+                outcome = Outcome.CLIENT_DISCONNECTED if disconnected else Outcome.ABORTED
+                await asyncio.shield(_done(meter, run, outcome, 200, first))
+            if not disconnected:
+                raise
+        finally:
+            watch.stop()
+            await _stop(work)
+
+    @staticmethod
+    async def _send(send: Send, body: bytes, *, more: bool = True) -> None:
+        await send({"type": "http.response.body", "body": body, "more_body": more})
+
+
+def _stream_error(exc: Exception) -> GatewayError:
+    if isinstance(exc, EngineError):
+        return from_engine_error(exc)
+    log.error("a deliberation failed", exc_info=exc)  # a fault of ours: logged, the client gets an envelope
+    return GatewayError(500, "The deliberation failed inside the gateway.", code="internal_error")
+
+
+async def _stop(work: asyncio.Task[None]) -> None:
+    if not work.done():
+        work.cancel()
+    with contextlib.suppress(BaseException):
+        await work

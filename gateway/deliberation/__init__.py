@@ -1,0 +1,20 @@
+"""The deliberate tier's promise: a minimum reasoning depth per answer (budget forcing), a cap, several
+samples voted on (self-consistency), and chain-of-thought for plain models - each a strategy
+(`strategy.py`), run by `Deliberator` over the deliberate pool, metered into the request's usage record."""
+
+from gateway.deliberation.plan import DepthPlan, plan_for
+from gateway.deliberation.respond import Chunks, completion_body, usage_body
+from gateway.deliberation.run import Run, Sample
+from gateway.deliberation.runner import Deliberator, Emit
+
+__all__ = [
+    "Chunks",
+    "Deliberator",
+    "DepthPlan",
+    "Emit",
+    "Run",
+    "Sample",
+    "completion_body",
+    "plan_for",
+    "usage_body",
+]

@@ -1,0 +1,71 @@
+"""A deliberation's answer in OpenAI's shapes: a chat completion body, or the chunks of a stream."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from gateway.deliberation.run import Run
+
+__all__ = ["Chunks", "completion_body", "usage_body"]
+
+
+def usage_body(run: Run) -> dict[str, Any]:
+    """`usage`, with the reasoning of every sample and extension, and the depth delivered."""
+    usage = run.usage()
+    prompt = usage.prompt_tokens if usage else 0
+    completion = usage.completion_tokens if usage else 0
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens if usage else 0},
+        "completion_tokens_details": {"reasoning_tokens": (usage.reasoning_tokens or 0) if usage else 0},
+        "reasoning_depth": run.depth_fields(),
+    }
+
+
+def completion_body(run: Run, request_id: str, model: str) -> dict[str, Any]:
+    answer = run.answer
+    return {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.content, "reasoning": answer.reasoning},
+                "finish_reason": answer.finish_reason or "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": usage_body(run),
+    }
+
+
+class Chunks:
+    """The `data:` events of one streamed chat completion."""
+
+    __slots__ = ("_head",)
+
+    def __init__(self, request_id: str, model: str) -> None:
+        self._head = {
+            "id": f"chatcmpl-{request_id}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+        }
+
+    def delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return self._event({**self._head, "choices": [choice]})
+
+    def usage(self, usage: dict[str, Any]) -> bytes:
+        return self._event({**self._head, "choices": [], "usage": usage})
+
+    @staticmethod
+    def _event(body: dict[str, Any]) -> bytes:
+        return b"data: " + orjson.dumps(body) + b"\n\n"

@@ -1,0 +1,79 @@
+"""The state of one deliberation: its samples as they grow, and every engine call's usage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engines import Usage
+from gateway.deliberation.plan import DepthPlan
+from gateway.deliberation.vote import Vote
+from gateway.settings import DeliberationSettings
+from pricing import Depth
+
+__all__ = ["Run", "Sample"]
+
+
+@dataclass(slots=True)
+class Sample:
+    index: int
+    reasoning: str = ""
+    content: str = ""
+    reasoning_tokens: int = 0
+    extensions: int = 0
+    finish_reason: str | None = None
+    capped: bool = False  # the gateway stopped its reasoning at the cap; it has no answer yet
+
+
+@dataclass(slots=True)
+class Run:
+    plan: DepthPlan
+    settings: DeliberationSettings
+    body: dict[str, Any]  # the first engine request (strategies prepare it)
+    samples: list[Sample] = field(default_factory=list)
+    calls: list[Usage] = field(default_factory=list)  # every engine call's usage, counted if it had none
+    replica: str = ""  # the last replica that answered
+    vote: Vote | None = None
+    chosen: int = 0
+
+    @property
+    def answer(self) -> Sample:
+        return self.samples[self.chosen]
+
+    def usage(self) -> Usage | None:
+        """Every call's tokens together: what the engines did for this request."""
+        if not self.calls:
+            return None
+        completion = sum(u.completion_tokens for u in self.calls)
+        reasoning = min(completion, sum(s.reasoning_tokens for s in self.samples))
+        return Usage(
+            prompt_tokens=sum(u.prompt_tokens for u in self.calls),
+            completion_tokens=completion,
+            cached_tokens=sum(u.cached_tokens for u in self.calls),
+            reasoning_tokens=reasoning,
+        )
+
+    def depth(self) -> Depth:
+        floor = self.plan.floor
+        met = bool(self.samples) and all(s.reasoning_tokens >= floor for s in self.samples)
+        return Depth(
+            samples=max(1, len(self.samples)),
+            extensions=sum(s.extensions for s in self.samples),
+            floor=floor,
+            floor_met=met,
+            agreement=self.vote.agreement if self.vote is not None else None,
+        )
+
+    def depth_fields(self) -> dict[str, object]:
+        """`usage.reasoning_depth` for the client."""
+        depth = self.depth()
+        return {
+            "effort": self.plan.effort,
+            "reasoning_tokens": self.answer.reasoning_tokens if self.samples else 0,
+            "samples": depth.samples,
+            "extensions": depth.extensions,
+            "floor": depth.floor,
+            "floor_met": depth.floor_met,
+            "cap": self.plan.cap,
+            "agreement": depth.agreement,
+        }

@@ -1,0 +1,162 @@
+"""Runs a deliberate chat request: its strategies over the deliberate pool, every engine call streamed so
+that reasoning can be relayed as it comes, and stopped at the cap where the engine cannot stop itself."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from engines import EnginePool, Usage
+from gateway.deliberation.run import Run, Sample
+from gateway.deliberation.splitter import State, ThinkSplitter
+from gateway.deliberation.strategy import strategies_for
+from gateway.endpoints import CHAT
+
+__all__ = ["Deliberator", "Emit"]
+
+Emit = Callable[[str], None]  # a piece of the answer's reasoning, for a client streaming it live
+_CHARS_PER_TOKEN = 4
+
+
+class Deliberator:
+    """One request's engine work. `emit` receives reasoning as it is generated (single-sample runs only:
+    with several samples nobody knows yet which one will be the answer)."""
+
+    def __init__(
+        self, pool: EnginePool, engine_model: str, request_id: str, emit: Emit | None = None
+    ) -> None:
+        self._pool = pool
+        self._model = engine_model
+        self._request_id = request_id
+        self._emit = emit
+        self._replica = ""  # the replica that answered last: its tokenizer counts what it generated
+
+    async def run(self, run: Run) -> None:
+        strategies = strategies_for(run)
+        for strategy in strategies:
+            strategy.prepare(run)
+        run.samples = [Sample(index) for index in range(run.plan.samples)]
+        if self._gateway_caps(run) and len(run.samples) > 1:
+            # the gateway stops each sample at the cap by closing its stream: one stream per sample
+            single = {**run.body, "n": 1}
+            await asyncio.gather(*(self._call(run, single, [sample], "before") for sample in run.samples))
+        else:
+            await self._call(run, run.body, run.samples, "before")
+        for strategy in strategies:
+            await strategy.refine(run, self)
+
+    async def extend(self, run: Run, sample: Sample, *, close: bool) -> None:
+        s = run.settings
+        if close:
+            assistant = f"{s.think_open}{sample.reasoning}{s.think_close}\n\n"
+        else:
+            cue = f"\n{s.cue}"
+            sample.reasoning += cue
+            sample.extensions += 1
+            if self._emit is not None and len(run.samples) == 1:
+                self._emit(cue)
+            assistant = f"{s.think_open}{sample.reasoning}"
+        body = {
+            **run.body,
+            "n": 1,
+            "messages": [*run.body.get("messages", []), {"role": "assistant", "content": assistant}],
+            "continue_final_message": True,
+            "add_generation_prompt": False,
+        }
+        body.pop("thinking_token_budget", None)
+        if s.engine_caps_thinking and run.plan.cap is not None and not close:
+            body["thinking_token_budget"] = max(1, run.plan.cap - sample.reasoning_tokens)
+        await self._call(run, body, [sample], "after" if close else "inside")
+
+    def _gateway_caps(self, run: Run) -> bool:
+        return run.plan.cap is not None and not run.settings.engine_caps_thinking
+
+    async def _call(self, run: Run, body: dict[str, Any], samples: list[Sample], state: State) -> None:
+        """One engine call, streamed; its choices grow `samples` (choice i -> samples[i])."""
+        s = run.settings
+        payload = orjson.dumps({**body, "stream": True, "stream_options": {"include_usage": True}})
+        splitters = (
+            [ThinkSplitter(s.think_open, s.think_close, state) for _ in samples]
+            if s.reasoning == "prompted"
+            else None
+        )
+        reasoning = [""] * len(samples)
+        content = [""] * len(samples)
+        deltas = [0] * len(samples)
+        live = self._emit if len(run.samples) == 1 else None
+        # the gateway's own cap: only while the sample may still think (not when it was told to answer)
+        cap = run.plan.cap if self._gateway_caps(run) and len(samples) == 1 and state != "after" else None
+        stopped = False
+        stream = await self._pool.stream(CHAT.path, payload, request_id=self._request_id)
+        run.replica = self._replica = stream.replica.url
+        try:
+            async for event in stream:
+                for choice in event.payload.get("choices") or ():
+                    i = choice.get("index", 0)
+                    if not isinstance(i, int) or not 0 <= i < len(samples):
+                        continue
+                    delta = choice.get("delta") or {}
+                    thought = delta.get("reasoning") or delta.get("reasoning_content") or ""
+                    said = delta.get("content") or ""
+                    if splitters is not None and said:
+                        more, said = splitters[i].feed(said)
+                        thought += more
+                    if thought:
+                        reasoning[i] += thought
+                        deltas[i] += 1
+                        if live is not None:
+                            live(thought)
+                    content[i] += said
+                    if choice.get("finish_reason"):
+                        samples[i].finish_reason = choice["finish_reason"]
+                if cap is not None and not content[0] and samples[0].reasoning_tokens + deltas[0] >= cap:
+                    stopped = True  # closing the stream aborts the engine's generation
+                    break
+        finally:
+            await stream.aclose()
+        if splitters is not None:
+            for i, splitter in enumerate(splitters):
+                more, rest = splitter.finish()
+                reasoning[i] += more
+                content[i] += rest
+                if more and live is not None:
+                    live(more)
+        usage = None if stopped else stream.usage
+        counts = await self._reasoning_counts(reasoning, usage if s.reasoning == "native" else None)
+        for sample, thought, said, count in zip(samples, reasoning, content, counts, strict=True):
+            sample.reasoning += thought
+            sample.content = said
+            sample.reasoning_tokens += count
+            sample.capped = stopped
+            if stopped:
+                sample.finish_reason = None
+        run.calls.append(usage if usage is not None else await self._counted_usage(body, counts))
+
+    async def _reasoning_counts(self, texts: list[str], usage: Usage | None) -> list[int]:
+        """Each choice's new reasoning tokens: the engine's usage when it says (one choice), else the
+        engine's tokenizer, else about four characters a token."""
+        if usage is not None and usage.reasoning_tokens is not None and len(texts) == 1:
+            return [usage.reasoning_tokens]
+        return list(await asyncio.gather(*(self._count(text) for text in texts)))
+
+    async def _count(self, text: str) -> int:
+        if not text:
+            return 0
+        engine = self._engine()
+        counted = await engine.count_tokens(self._model, prompt=text) if engine is not None else None
+        return counted if counted is not None else -(-len(text) // _CHARS_PER_TOKEN)
+
+    async def _counted_usage(self, body: dict[str, Any], generated: list[int]) -> Usage:
+        """The usage of a call the gateway cut short (no usage came): its prompt and what it generated."""
+        engine = self._engine()
+        prompt = await engine.count_tokens(self._model, messages=body.get("messages")) if engine else None
+        if prompt is None:
+            prompt = len(orjson.dumps(body.get("messages"))) // _CHARS_PER_TOKEN
+        return Usage(prompt_tokens=prompt, completion_tokens=sum(generated), reasoning_tokens=sum(generated))
+
+    def _engine(self) -> Any:
+        replica = self._pool.replica(self._replica)
+        return replica.engine if replica is not None else None

@@ -1,0 +1,256 @@
+"""The deliberate tier through the OpenAI SDK against the simulator: the floor, the cap, self-consistency,
+streaming, disconnects, and what the ledger records and bills."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from engines.simulator import create_simulator_app, profile
+from gateway import create_app
+from gateway.database import open_database
+from pricing import Ledger, LedgerRow
+from tests.conftest import Gateway, Recorder, gateway_settings, wait_ready
+from tests.gateway.test_relay import metric, wait_until
+from tests.servers import serving
+
+MESSAGES: Any = [{"role": "user", "content": "Is 1001 a prime number?"}]
+
+
+@contextmanager
+def deliberating_gateway(
+    engine: dict[str, Any], deliberation: dict[str, Any], tmp_path: Path
+) -> Iterator[tuple[Gateway, str, str]]:
+    """A gateway whose qwen3-8b deliberates as configured, over one simulated deliberate engine; yields the
+    gateway, the engine's URL and the ledger's database URL."""
+    database_url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    config = profile("deliberate", **{"zero_latency": True, **engine})
+    with serving(create_simulator_app(config)) as url:
+        recorder = Recorder()
+        settings = gateway_settings(
+            [url],
+            [url],
+            deliberation=deliberation,
+            database={"url": database_url},
+            ledger={"journal_dir": str(tmp_path / "journal")},
+        )
+        with serving(create_app(settings, sinks=[recorder])) as gateway_url:
+            wait_ready(gateway_url)
+            yield Gateway(gateway_url, recorder), url, database_url
+
+
+@pytest.fixture
+def client() -> Iterator[list[openai.OpenAI]]:
+    made: list[openai.OpenAI] = []
+    yield made
+    for sdk in made:
+        sdk.close()
+
+
+def sdk_for(gateway: Gateway, clients: list[openai.OpenAI]) -> openai.OpenAI:
+    clients.append(openai.OpenAI(base_url=gateway.v1, api_key="unused", max_retries=0))
+    return clients[-1]
+
+
+def ledger_row(database_url: str, request_id: str) -> LedgerRow:
+    async def read() -> LedgerRow | None:
+        db = await open_database(database_url)
+        try:
+            return await Ledger(db).get(request_id)
+        finally:
+            await db.aclose()
+
+    deadline = time.monotonic() + 5
+    while (row := asyncio.run(read())) is None:
+        assert time.monotonic() < deadline, f"no ledger row for {request_id}"
+        time.sleep(0.05)
+    return row
+
+
+def extra(model: Any) -> dict[str, Any]:
+    """The fields an SDK object got beyond OpenAI's own (`reasoning`, `reasoning_depth`, `cost`...)."""
+    assert model is not None and model.model_extra is not None
+    fields: dict[str, Any] = model.model_extra
+    return fields
+
+
+def depth_of(usage: Any) -> dict[str, Any]:
+    depth: dict[str, Any] = extra(usage)["reasoning_depth"]
+    return depth
+
+
+def test_a_model_that_stops_early_is_extended_to_the_floor(
+    tmp_path: Path, client: list[openai.OpenAI]
+) -> None:
+    efforts = {"medium": {"floor": 150, "samples": 1, "max_extensions": 8}}
+    with deliberating_gateway(
+        {"reasoning_tokens_range": (30, 40), "short_reasoning_rate": 0.0}, {"efforts": efforts}, tmp_path
+    ) as (gateway, _, database_url):
+        reply = sdk_for(gateway, client).chat.completions.with_raw_response.create(
+            model="qwen3-8b:deliberate", messages=MESSAGES
+        )
+        answer = reply.parse()
+        depth = depth_of(answer.usage)
+        assert depth["floor"] == 150 and depth["floor_met"] is True
+        assert 150 <= depth["reasoning_tokens"] < 150 + 40
+        assert 4 <= depth["extensions"] <= 5  # 30-40 tokens a call: 4 or 5 continuations reach 150
+        reasoning = extra(answer.choices[0].message)["reasoning"]
+        assert reasoning.count("\nWait") == depth["extensions"]  # the extensions, spliced in
+        assert answer.choices[0].message.content
+        usage = answer.usage
+        assert usage is not None and usage.completion_tokens_details is not None
+        assert usage.completion_tokens_details.reasoning_tokens == depth["reasoning_tokens"]
+        assert reply.headers["x-tiergate-tier"] == "deliberate"
+        assert answer.model == "qwen3-8b:deliberate"
+        row = ledger_row(database_url, reply.headers["x-tiergate-request-id"])
+        assert (row.record.depth.extensions, row.record.depth.floor_met) == (depth["extensions"], True)
+        assert row.record.reasoning_tokens == depth["reasoning_tokens"]
+        assert row.charge.rated_tier == "deliberate"
+        assert "depth_premium" in {line.kind for line in row.charge.lines}
+        assert extra(usage)["cost_micros"] == row.charge.total
+
+
+def test_a_missed_floor_is_billed_at_fast_prices(tmp_path: Path, client: list[openai.OpenAI]) -> None:
+    efforts = {"medium": {"floor": 5000, "samples": 1, "max_extensions": 1}}
+    with deliberating_gateway(
+        {"reasoning_tokens_range": (30, 40), "short_reasoning_rate": 0.0}, {"efforts": efforts}, tmp_path
+    ) as (gateway, _, database_url):
+        reply = sdk_for(gateway, client).chat.completions.with_raw_response.create(
+            model="qwen3-8b:deliberate", messages=MESSAGES
+        )
+        answer = reply.parse()
+        depth = depth_of(answer.usage)
+        assert (depth["floor_met"], depth["extensions"]) == (False, 1)
+        details = extra(answer.usage)["cost_details"]
+        assert details["rated_tier"] == "fast"
+        assert "depth_premium" not in details["amounts_micros"]
+        row = ledger_row(database_url, reply.headers["x-tiergate-request-id"])
+        assert (row.charge.rated_tier, row.record.depth.floor_met) == ("fast", False)
+
+
+@pytest.mark.parametrize("engine_caps", [True, False])
+def test_the_cap_is_enforced_by_the_engine_or_the_gateway(
+    engine_caps: bool, tmp_path: Path, client: list[openai.OpenAI]
+) -> None:
+    efforts = {"medium": {"floor": 0, "cap": 120, "samples": 1}}
+    settings = {"efforts": efforts, "engine_caps_thinking": engine_caps}
+    with deliberating_gateway(
+        {"reasoning_tokens_range": (600, 700), "short_reasoning_rate": 0.0}, settings, tmp_path
+    ) as (gateway, _, _):
+        answer = sdk_for(gateway, client).chat.completions.create(
+            model="qwen3-8b:deliberate", messages=MESSAGES
+        )
+        depth = depth_of(answer.usage)
+        assert depth["cap"] == 120
+        # the gateway stops its stream after the delta that reached the cap: a token or two over at most
+        assert 100 <= depth["reasoning_tokens"] <= 122
+        assert answer.choices[0].message.content  # it still answers, from the reasoning it had
+
+
+def test_self_consistency_votes_over_samples(tmp_path: Path, client: list[openai.OpenAI]) -> None:
+    efforts = {"high": {"floor": 0, "samples": 5}}
+    with deliberating_gateway(
+        {"reasoning_tokens_range": (40, 60)}, {"efforts": efforts, "default_effort": "high"}, tmp_path
+    ) as (gateway, _, database_url):
+        reply = sdk_for(gateway, client).chat.completions.with_raw_response.create(
+            model="qwen3-8b:deliberate", messages=MESSAGES, reasoning_effort="high"
+        )
+        answer = reply.parse()
+        depth = depth_of(answer.usage)
+        assert depth["samples"] == 5
+        assert depth["agreement"] is not None and 0.0 <= depth["agreement"] <= 1.0
+        assert (depth["agreement"] * 5) == pytest.approx(round(depth["agreement"] * 5))
+        usage = answer.usage
+        assert usage is not None and usage.completion_tokens_details is not None
+        # every sample's reasoning is metered, not only the answer's
+        assert usage.completion_tokens_details.reasoning_tokens > depth["reasoning_tokens"]
+        row = ledger_row(database_url, reply.headers["x-tiergate-request-id"])
+        assert (row.record.depth.samples, row.record.depth.agreement) == (5, depth["agreement"])
+
+
+def test_n_above_one_is_refused(tmp_path: Path, client: list[openai.OpenAI]) -> None:
+    with deliberating_gateway({}, {}, tmp_path) as (gateway, _, _):
+        with pytest.raises(openai.BadRequestError) as refused:
+            sdk_for(gateway, client).chat.completions.create(
+                model="qwen3-8b:deliberate", messages=MESSAGES, n=2
+            )
+        assert refused.value.param == "n"
+
+
+def test_one_sample_streams_its_reasoning_live_with_extensions_spliced(
+    tmp_path: Path, client: list[openai.OpenAI]
+) -> None:
+    efforts = {"medium": {"floor": 100, "samples": 1, "max_extensions": 8}}
+    with deliberating_gateway(
+        {"reasoning_tokens_range": (30, 40), "short_reasoning_rate": 0.0}, {"efforts": efforts}, tmp_path
+    ) as (gateway, _, _):
+        stream = sdk_for(gateway, client).chat.completions.create(
+            model="qwen3-8b:deliberate",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        reasoning, content, usage = [], [], None
+        for chunk in stream:
+            if chunk.usage is not None:
+                usage = chunk.usage
+            for choice in chunk.choices:
+                if extra(choice.delta).get("reasoning"):
+                    reasoning.append(extra(choice.delta)["reasoning"])
+                if choice.delta.content:
+                    content.append(choice.delta.content)
+        assert usage is not None
+        depth = depth_of(usage)
+        assert depth["floor_met"] is True and depth["extensions"] >= 2
+        assert len(reasoning) > 50  # token by token, not one piece at the end
+        assert "".join(reasoning).count("\nWait") == depth["extensions"]
+        assert "".join(content)
+        assert extra(usage)["cost_micros"] > 0
+
+
+def test_several_samples_stream_keepalives_then_the_answer(tmp_path: Path) -> None:
+    efforts = {"high": {"floor": 0, "samples": 3}}
+    engine = {"zero_latency": False, "ttft_base_s": 0.3, "itl_s": 0.001, "reasoning_tokens_range": (40, 60)}
+    settings = {"efforts": efforts, "default_effort": "high", "keepalive_s": 0.05}
+    with deliberating_gateway(engine, settings, tmp_path) as (gateway, _, _):
+        body = {"model": "qwen3-8b:deliberate", "messages": MESSAGES, "stream": True}
+        with httpx.stream("POST", gateway.v1 + "/chat/completions", json=body, timeout=30) as response:
+            lines = [line for line in response.iter_lines() if line]
+        assert response.status_code == 200
+        keepalives = [line for line in lines if line.startswith(":")]
+        assert len(keepalives) >= 3
+        data = [line for line in lines if line.startswith("data: ")]
+        assert data[-1] == "data: [DONE]"
+        assert any('"reasoning"' in line for line in data) and any('"content"' in line for line in data)
+
+
+def test_a_client_that_leaves_cancels_every_sample(tmp_path: Path) -> None:
+    efforts = {"high": {"floor": 0, "samples": 4}}
+    engine = {
+        "zero_latency": False,
+        "ttft_base_s": 0.05,
+        "itl_s": 0.02,
+        "reasoning_tokens_range": (2000, 2100),
+    }
+    with deliberating_gateway(
+        engine, {"efforts": efforts, "default_effort": "high", "keepalive_s": 0.05}, tmp_path
+    ) as (gateway, engine_url, database_url):
+        body = {"model": "qwen3-8b:deliberate", "messages": MESSAGES, "stream": True}
+        with httpx.stream("POST", gateway.v1 + "/chat/completions", json=body, timeout=30) as response:
+            request_id = response.headers["x-tiergate-request-id"]
+            for line in response.iter_lines():
+                if line.startswith(":"):
+                    break  # the samples are running: leave
+        # one engine request carries the 4 samples (n=4): the engine aborts all of them
+        wait_until(lambda: metric(engine_url, "vllm:request_success_total", finished_reason="abort") >= 4)
+        row = ledger_row(database_url, request_id)
+        assert row.record.outcome == "client_disconnected"
+        assert row.record.depth.samples == 4
