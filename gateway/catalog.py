@@ -9,13 +9,15 @@ from typing import Any
 
 import orjson
 
+from gateway.deliberation.difficulty import Difficulty, DifficultyWeights, score
 from gateway.errors import GatewayError
-from gateway.settings import DeliberationSettings, ModelSettings
+from gateway.settings import AutoTierSettings, DeliberationSettings, ModelSettings
 from gateway.tiers import ReasoningEffort, Tier
 
-__all__ = ["Catalog", "Offer"]
+__all__ = ["AUTO", "Catalog", "Offer", "Resolved"]
 
 _TIERS = {tier.value: tier for tier in Tier}
+AUTO = "auto"  # `model:auto`, `x-tiergate-tier: auto`: the tier chosen by the request's difficulty
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +37,20 @@ class Offer:
         return f"{self.model}:{self.tier.value}"
 
 
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    offer: Offer
+    difficulty: Difficulty | None  # when the auto tier chose it: why
+
+
 class Catalog:
     def __init__(
-        self, models: Mapping[str, ModelSettings], effort_tiers: Mapping[ReasoningEffort, Tier]
+        self,
+        models: Mapping[str, ModelSettings],
+        effort_tiers: Mapping[ReasoningEffort, Tier],
+        auto: AutoTierSettings | None = None,
     ) -> None:
+        self._weights = DifficultyWeights(**(auto or AutoTierSettings()).model_dump())
         self._created = int(time.time())
         self._offers: dict[str, dict[Tier, Offer]] = {}
         self._defaults: dict[str, Tier] = {}
@@ -59,6 +71,30 @@ class Catalog:
         self._effort_tiers = {effort.value: tier for effort, tier in effort_tiers.items()}
         self._cards = [self._card(offer) for offers in self._offers.values() for offer in offers.values()]
         self._cards_json = orjson.dumps({"object": "list", "data": self._cards})
+
+    def resolve_auto(
+        self,
+        requested: str,
+        header_tier: str | None,
+        reasoning_effort: str | None,
+        prompt: Any,
+        allowed: frozenset[str] | None = None,
+    ) -> Resolved:
+        """`resolve`, and the auto tier: `model:auto` (or the bare id with `x-tiergate-tier: auto`) takes the
+        tier the request's difficulty score picks, among the model's tiers that `allowed` permits."""
+        model_id, sep, suffix = requested.rpartition(":")
+        wants_auto = (sep and suffix == AUTO and model_id in self._offers) or (
+            requested in self._offers and header_tier is not None and header_tier.strip().lower() == AUTO
+        )
+        if not wants_auto:
+            return Resolved(self.resolve(requested, header_tier, reasoning_effort), None)
+        model_id = model_id if sep and suffix == AUTO else requested
+        offers = self._offers[model_id]
+        difficulty = score(prompt if isinstance(prompt, str | list) else "", reasoning_effort, self._weights)
+        usable = [tier for tier in offers if allowed is None or tier.value in allowed] or list(offers)
+        wanted = Tier(difficulty.tier)
+        tier = wanted if wanted in usable else usable[0]
+        return Resolved(offers[tier], difficulty)
 
     def resolve(self, requested: str, header_tier: str | None, reasoning_effort: str | None) -> Offer:
         """Pick the offer for a request. Precedence: the model's `:tier` suffix, the
@@ -139,7 +175,7 @@ class Catalog:
 def _invalid_tier(value: str, param: str | None) -> GatewayError:
     return GatewayError(
         400,
-        f"Unknown tier `{value}`; tiers are {', '.join(t.value for t in Tier)}.",
+        f"Unknown tier `{value}`; tiers are {', '.join(t.value for t in Tier)}, or {AUTO}.",
         code="invalid_tier",
         param=param,
     )

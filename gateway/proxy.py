@@ -62,9 +62,14 @@ class InferenceProxy:
         body = await _read_body(request, self._max_body)
         data = _json_object(body)
         checked = check_request(endpoint.shape, data)
-        offer = self._catalog.resolve(
-            checked.model, request.headers.get(_TIER_HEADER), checked.reasoning_effort
+        resolved = self._catalog.resolve_auto(
+            checked.model,
+            request.headers.get(_TIER_HEADER),
+            checked.reasoning_effort,
+            data.get("messages") if endpoint is CHAT else data.get("prompt"),
+            key.tiers if key is not None else None,
         )
+        offer = resolved.offer
         started_at = time.time()
         plan = None
         if offer.deliberation is not None and endpoint is CHAT:
@@ -107,6 +112,11 @@ class InferenceProxy:
             data.get("messages") if endpoint is CHAT else data.get("prompt"),
         )
         headers = [(b"x-tiergate-tier", offer.tier.value.encode())]
+        if resolved.difficulty is not None:  # the auto tier says why it chose
+            reasons = ",".join(resolved.difficulty.reasons) or "none"
+            headers.append(
+                (b"x-tiergate-auto", f"score={resolved.difficulty.score:.2f}; reasons={reasons}".encode())
+            )
         if admission is not None:
             headers.extend(admission.headers())
         if plan is not None:

@@ -151,9 +151,22 @@ def _default_effort_map() -> dict[ReasoningEffort, Tier]:
     return {effort: Tier.FAST if effort in low else Tier.DELIBERATE for effort in ReasoningEffort}
 
 
+class AutoTierSettings(_Section):
+    """The weights of the `auto` tier's difficulty score (gateway/deliberation/difficulty.py)."""
+
+    length_per_1k_chars: float = 0.15
+    math: float = 0.35
+    code: float = 0.3
+    multi_step: float = 0.25
+    threshold: float = 0.5
+    effort_high: float = 1.0
+    effort_low: float = -1.0
+
+
 class TierSettings(_Section):
     # `reasoning_effort` of a request picks a tier when neither the model suffix nor the header did
     reasoning_effort: dict[ReasoningEffort, Tier] = Field(default_factory=_default_effort_map)
+    auto: AutoTierSettings = AutoTierSettings()  # `model:auto` and `x-tiergate-tier: auto`
 
 
 class AuthSettings(_Section):

@@ -53,7 +53,7 @@ class GatewayState:
         database: Database | None = None
         keys: KeyStore | None = None
         authenticator: Authenticator | None = None
-        catalog = Catalog(settings.models, settings.tiers.reasoning_effort)
+        catalog = Catalog(settings.models, settings.tiers.reasoning_effort, settings.tiers.auto)
         book = price_book(settings, catalog)
         if settings.auth.mode == "keys" or settings.auth.admin_tokens or book is not None:
             database = await open_database(settings.database.url)

@@ -254,3 +254,42 @@ def test_a_client_that_leaves_cancels_every_sample(tmp_path: Path) -> None:
         row = ledger_row(database_url, request_id)
         assert row.record.outcome == "client_disconnected"
         assert row.record.depth.samples == 4
+
+
+HARD = (
+    "A train leaves at 3pm going 60 km/h and another at 4pm going 80 km/h on the same track."
+    " Step by step, calculate when the second train catches up, and prove your answer."
+)
+
+
+def test_the_auto_tier_picks_by_difficulty_and_says_why(tmp_path: Path, client: list[openai.OpenAI]) -> None:
+    with deliberating_gateway({"reasoning_tokens_range": (20, 30)}, {}, tmp_path) as (gateway, _, _):
+        sdk = sdk_for(gateway, client)
+        easy = sdk.chat.completions.with_raw_response.create(
+            model="qwen3-8b:auto", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+        )
+        assert easy.headers["x-tiergate-tier"] == "fast"
+        assert easy.parse().model == "qwen3-8b:fast"
+        assert easy.headers["x-tiergate-auto"].startswith("score=")
+        hard = sdk.chat.completions.with_raw_response.create(
+            model="qwen3-8b:auto", messages=[{"role": "user", "content": HARD}], max_tokens=50
+        )
+        assert hard.headers["x-tiergate-tier"] == "deliberate"
+        assert "math" in hard.headers["x-tiergate-auto"] and "multi_step" in hard.headers["x-tiergate-auto"]
+        assert hard.parse().model == "qwen3-8b:deliberate"
+        pushed = sdk.chat.completions.with_raw_response.create(
+            model="qwen3-8b",
+            messages=[{"role": "user", "content": "hi"}],
+            reasoning_effort="high",
+            extra_headers={"x-tiergate-tier": "auto"},
+            max_tokens=50,
+        )
+        assert pushed.headers["x-tiergate-tier"] == "deliberate"
+        assert "effort high" in pushed.headers["x-tiergate-auto"]
+        # a model offered in one tier only: auto is that tier, however easy the request
+        only = sdk.chat.completions.with_raw_response.create(
+            model="qwen3-32b:auto", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+        )
+        assert only.headers["x-tiergate-tier"] == "deliberate"
+        recorded = gateway.recorder.wait_for(hard.headers["x-tiergate-request-id"])
+        assert recorded.tier.value == "deliberate"
