@@ -2,7 +2,8 @@
 
 `extract_answer` reads the final answer of one answer text, in this order of preference:
 
-1. the last `\\boxed{...}` (or `\\fbox{...}`), braces balanced;
+1. the last `\\boxed{...}` (or `\\fbox{...}`), braces balanced (one left open, by an answer cut short, is
+   passed over for the one before it);
 2. the last explicit statement: "The answer is 42.", "Final answer: (B)", "**Answer:** 3/4" (a line starting
    with "Answer"), "My final answer is ..."; a statement whose line ends right after it takes the next line;
 3. the last number anywhere in the text;
@@ -33,15 +34,17 @@ from dataclasses import dataclass
 __all__ = ["Vote", "extract_answer", "vote"]
 
 SHORT_WORDS = 8  # a text of at most this many words may be an answer as a whole
+BOX_TRIES = 3  # boxes looked into, from the last one, for one that closes
 
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BRACE = re.compile(r"[{}]")
 _STATEMENT = re.compile(
     r"(?:\bfinal\s+answer|\b(?:the|my)\s+(?:final\s+|correct\s+)?answer|^[ \t>#*_-]*answer)"
     r"[ \t*_]*(?:is\b|:|=)[ \t*_:]*(?P<rest>[^\n]*)",
     re.IGNORECASE | re.MULTILINE,
 )
 _NUMBER = re.compile(
-    r"(?<![\w.])(?P<sign>[-+\u2212])?\$?[ \t]?"
+    r"(?<![\w.])(?P<sign>[-+\u2212])?\$?"
     r"(?:(?P<int>\d{1,3}(?:,\d{3})+|\d+)(?:\.(?P<frac>\d+))?|\.(?P<bare>\d+))"
     r"(?:[ \t]*/[ \t]*(?P<den>\d+))?"
     r"(?P<pct>[ \t]?%)?"
@@ -116,16 +119,15 @@ def extract_answer(text: str) -> str | None:
 
 
 def _last_boxed(text: str) -> str | None:
-    """The content of the last `\\boxed{...}` whose braces close."""
-    for start in reversed([match.end() for match in _BOX.finditer(text)]):
+    """The content of the last `\\boxed{...}` whose braces close (of the last `BOX_TRIES`: an answer cut
+    short may leave its last one open)."""
+    starts = [match.end() for match in _BOX.finditer(text)]
+    for start in reversed(starts[-BOX_TRIES:]):
         depth = 1
-        for position in range(start, len(text)):
-            if text[position] == "{":
-                depth += 1
-            elif text[position] == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[start:position]
+        for brace in _BRACE.finditer(text, start):
+            depth += 1 if brace.group() == "{" else -1
+            if depth == 0:
+                return text[start : brace.start()]
     return None
 
 

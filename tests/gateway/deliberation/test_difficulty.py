@@ -182,6 +182,11 @@ def test_no_messages() -> None:
     assert score("", None) == Difficulty(score=0.0, tier="fast", reasons=())
 
 
+def test_a_completions_prompt_as_a_list() -> None:
+    assert score(["hi", WORD_PROBLEM], None) == score([user("hi"), user(WORD_PROBLEM)], None)  # type: ignore[list-item]
+    assert score([[1, 2, 3], 7], None) == Difficulty(score=0.0, tier="fast", reasons=())  # type: ignore[list-item]
+
+
 def test_a_plain_string_is_the_last_user_message() -> None:
     assert score(WORD_PROBLEM, None) == score([user(WORD_PROBLEM)], None)
 

@@ -27,6 +27,7 @@ from gateway.deliberation.vote import Vote, extract_answer, vote
         # boxed, preferred over anything else
         ("Working: 5 + 12 = 17, so \\boxed{17}. Check: 20.", "17"),
         ("The answer is 16. Hmm, no: $\\boxed{17}$", "17"),
+        ("\\boxed{16} Wait, let me redo this: \\boxed{\\frac{3", "16"),  # the last one cut short
         ("\\boxed{\\frac{1}{2}}", "1/2"),
         ("\\boxed{\\text{Paris}}", "paris"),
         ("\\boxed{x = 5}", "5"),
@@ -42,6 +43,8 @@ from gateway.deliberation.vote import Vote, extract_answer, vote
         ("roughly 2.0", "2"),
         ("a change of +7", "7"),
         ("it fell to -3 degrees", "-3"),
+        ("from 10 - 5", "5"),
+        ("x=-5", "-5"),
         ("it is \u22123", "-3"),
         ("exactly -0.0", "0"),
         ("about 45% of them", "45%"),
