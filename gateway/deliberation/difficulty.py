@@ -204,17 +204,18 @@ def score(
     """The difficulty of a chat request (its `messages`, or a prompt as one string), by the module's formula.
 
     The last message whose role is "user" is the one scored; with none, every message only adds length.
-    A message's content may be a string or a list of parts, of which only text parts count."""
-    if isinstance(messages, str):
-        messages = ({"role": "user", "content": messages},)
-    last_user = len(messages) - 1
-    while last_user >= 0 and messages[last_user].get("role") != "user":
+    A message's content may be a string or a list of parts, of which only text parts count. The request's
+    JSON is taken as it came: a string in place of a message is a user message (a completions prompt given
+    as a list), anything else not a message (token ids) is passed over."""
+    conversation: Sequence[object] = (messages,) if isinstance(messages, str) else messages
+    last_user = len(conversation) - 1
+    while last_user >= 0 and not _is_user(conversation[last_user]):
         last_user -= 1
     math = code = multi_step = False
     last_chars = rest_chars = 0
     budget = SCAN_CHARS
-    for index, message in enumerate(messages):
-        for text in _texts(message.get("content")):
+    for index, message in enumerate(conversation):
+        for text in _texts(message.get("content") if isinstance(message, Mapping) else message):
             if index != last_user:
                 rest_chars += len(text)
                 continue
@@ -254,6 +255,10 @@ def _found(cue: _Cue, text: str, budget: int) -> bool:
         return cue.found(text, 0, len(text))
     half = budget // 2
     return cue.found(text, 0, half) or cue.found(text, len(text) - half, len(text))
+
+
+def _is_user(message: object) -> bool:
+    return isinstance(message, str) or (isinstance(message, Mapping) and message.get("role") == "user")
 
 
 def _texts(content: object) -> Iterator[str]:
