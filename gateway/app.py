@@ -8,15 +8,18 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from gateway.admin import admin_router
 from gateway.errors import install_error_handlers
 from gateway.metering import MeterSink
+from gateway.probes import ProbeMetrics, Prober, builtin_tasks, load_tasks, probe_key
 from gateway.request_id import RequestIdMiddleware
 from gateway.routes import inference_routes, router
 from gateway.settings import Settings, settings_from_environment
 from gateway.state import GatewayState
 from gateway.usage_routes import usage_router
+from pricing import parse_money
 
 __all__ = ["app_from_environment", "create_app"]
 
@@ -39,9 +42,12 @@ def create_app(
         if state.bookkeeper is not None:
             await state.bookkeeper.catch_up(timeout_s=5.0)
         state.start()
+        prober = await _prober(app, state) if settings.probes.enabled else None
         try:
             yield {"gateway": state}
         finally:
+            if prober is not None:
+                await prober.aclose()
             await state.aclose()
 
     app = FastAPI(
@@ -58,6 +64,42 @@ def create_app(
     app.include_router(usage_router)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+async def _prober(app: FastAPI, state: GatewayState) -> Prober:
+    """The periodic probes, sent to this very app in process (no network, every worker its own)."""
+    probes = state.settings.probes
+    headers = {}
+    if state.keys is not None and state.settings.auth.mode == "keys":
+        headers["authorization"] = f"Bearer {await probe_key(state.keys)}"
+
+    async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
+        # what the server passes every request from the lifespan; an in-process transport must do it too
+        await app({**scope, "state": {"gateway": state}}, receive, send)
+
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=with_state),
+        base_url="http://tiergate.probes",
+        headers=headers,
+        timeout=max(pool.timeouts.total_s for pool in state.settings.pools.values()),
+    )
+    tasks = load_tasks(probes.task_file) if probes.task_file else builtin_tasks(probes.tasks)
+    targets = [
+        (offer.model, offer.tier.value)
+        for offer in state.catalog.offers
+        if (probes.models is None or offer.model in probes.models) and offer.tier in probes.tiers
+    ]
+    prober = Prober(
+        client,
+        targets,
+        tasks,
+        ProbeMetrics(state.registry),
+        interval_s=probes.interval_s,
+        daily_limit_micros=parse_money(probes.daily_limit),
+        effort=probes.effort.value if probes.effort is not None else None,
+    )
+    prober.start()
+    return prober
 
 
 def app_from_environment() -> FastAPI:

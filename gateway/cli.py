@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 
 from gateway.admin_cli import add_admin_commands, run_admin_command
+from gateway.probe_cli import add_probe_command, run_probe_command
 from gateway.settings import (
     CONFIG_ENV,
     ConfigError,
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--log-level", default="warning")
 
     add_admin_commands(commands)
+    add_probe_command(commands)
     return parser
 
 
@@ -69,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             _demo(args)
         elif args.command == "simulate":
             _simulate(args)
+        elif args.command == "probe":
+            run_probe_command(args)
         else:
             run_admin_command(args)
     except ConfigError as exc:

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -39,6 +40,12 @@ async def _client_key(request: Request) -> ApiKey | None:
 Gateway = Annotated[GatewayState, Depends(_gateway)]
 ClientKey = Annotated[ApiKey | None, Depends(_client_key)]  # None when authentication is disabled
 router = APIRouter()
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(gateway: Gateway) -> Response:
+    """Prometheus text: the gateway's own metrics (no key needed, like the probes)."""
+    return Response(generate_latest(gateway.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _json(body: bytes, status: int = 200) -> Response:

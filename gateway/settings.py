@@ -25,11 +25,13 @@ __all__ = [
     "ModelSettings",
     "PoolSettings",
     "PricingSettings",
+    "ProbeSettings",
     "RedisSettings",
     "ServerSettings",
     "Settings",
     "TierOffer",
     "admin_token_from_environment",
+    "api_key_from_environment",
     "config_path_from_environment",
     "export_config_path",
     "load_settings",
@@ -200,6 +202,26 @@ class PricingSettings(_Section):
     stripe_customers: dict[str, str] = Field(default_factory=dict, description="tenant -> Stripe customer id")
 
 
+class ProbeSettings(_Section):
+    """Quality probes run by the gateway itself (docs/deliberation.md#quality-probes)."""
+
+    enabled: bool = False
+    interval_s: float = Field(3600.0, gt=0)
+    tasks: int = Field(20, ge=1, le=10_000, description="built-in arithmetic tasks per model and tier")
+    task_file: Path | None = Field(None, description='JSONL of {"question", "answer"}: your own set')
+    models: list[str] | None = None  # default: every model
+    tiers: list[Tier] = Field(default_factory=lambda: [Tier.FAST, Tier.DELIBERATE], min_length=1)
+    effort: ReasoningEffort | None = None
+    daily_limit: str = Field("1.00", description="the most probes spend a day, in the price book's currency")
+
+    @model_validator(mode="after")
+    def _limit_is_money(self) -> ProbeSettings:
+        from pricing import parse_money
+
+        parse_money(self.daily_limit)  # ValueError names the problem
+        return self
+
+
 class LedgerSettings(_Section):
     # each process journals every priced request here before its response completes (kept on local disk)
     journal_dir: Path = Path("tiergate-journal")
@@ -220,6 +242,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     pricing: PricingSettings = PricingSettings()
     ledger: LedgerSettings = LedgerSettings()
+    probes: ProbeSettings = ProbeSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -244,6 +267,9 @@ class Settings(BaseSettings):
                     )
             if any(f"{model_id}:{tier.value}" in self.models for tier in Tier):
                 problems.append(f"models.{model_id}: its tier-suffixed ids clash with another model's id")
+        for model_id in self.probes.models or ():
+            if model_id not in self.models:
+                problems.append(f"probes.models: no model named {model_id!r}")
         if problems:
             raise ValueError("\n  - ".join(problems))
         return self
@@ -286,11 +312,17 @@ CONFIG_ENV = "TIERGATE_CONFIG"
 
 
 ADMIN_TOKEN_ENV = "TIERGATE_ADMIN_TOKEN"
+API_KEY_ENV = "TIERGATE_API_KEY"
 
 
 def config_path_from_environment() -> Path | None:
     path = os.environ.get(CONFIG_ENV)
     return Path(path) if path else None
+
+
+def api_key_from_environment() -> str | None:
+    """The API key `tiergate probe` sends (TIERGATE_API_KEY)."""
+    return os.environ.get(API_KEY_ENV) or None
 
 
 def admin_token_from_environment() -> str | None:

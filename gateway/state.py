@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import httpx
+from prometheus_client import CollectorRegistry
 
 from engines import EngineHTTP, EnginePool, OpenAICompatEngine, PoolPolicy, Timeouts
 from gateway.admission import Admitter
@@ -41,6 +42,7 @@ class GatewayState:
     keys: KeyStore | None
     authenticator: Authenticator | None
     bookkeeper: Bookkeeper | None  # None without a price book: nothing to bill
+    registry: CollectorRegistry  # what GET /metrics serves
 
     @classmethod
     async def create(
@@ -127,6 +129,7 @@ class GatewayState:
             keys,
             authenticator,
             bookkeeper,
+            CollectorRegistry(auto_describe=True),
         )
 
     def start(self) -> None:

@@ -1,0 +1,113 @@
+"""Quality probes: on demand with `tiergate probe`, and periodically inside the gateway, billed to the
+internal probe tenant and published as Prometheus gauges."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from engines.simulator import create_simulator_app, profile
+from gateway import create_app
+from gateway.database import open_database
+from gateway.probes import PROBE_TENANT, builtin_tasks, load_tasks
+from pricing import Ledger
+from tests.conftest import gateway_settings, wait_ready
+from tests.gateway.test_keys_http import ADMIN
+from tests.processes import TIERGATE
+from tests.servers import serving
+
+DELIBERATION = {"efforts": {"medium": {"floor": 400, "samples": 1, "max_extensions": 6}}}
+
+
+def test_tasks_are_checkable_and_a_file_replaces_them(tmp_path: Path) -> None:
+    tasks = builtin_tasks(5, seed=3)
+    assert tasks == builtin_tasks(5, seed=3) and len({t.question for t in tasks}) == 5
+    assert all("[task:" in t.question and t.answer.lstrip("-").isdigit() for t in tasks)
+    own = tmp_path / "own.jsonl"
+    own.write_text(
+        '{"question": "Capital of France?", "answer": "Paris"}\n\n{"question": "2+2?", "answer": 4}\n'
+    )
+    assert [(t.question, t.answer) for t in load_tasks(own)] == [
+        ("Capital of France?", "Paris"),
+        ("2+2?", "4"),
+    ]
+    own.write_text('{"question": "no answer"}\n')
+    with pytest.raises(ValueError, match=r"own\.jsonl:1"):
+        load_tasks(own)
+
+
+def test_tiergate_probe_shows_what_depth_buys(tmp_path: Path) -> None:
+    fast = profile("fast", zero_latency=True)
+    deliberate = profile("deliberate", zero_latency=True)
+    with (
+        serving(create_simulator_app(fast)) as fast_url,
+        serving(create_simulator_app(deliberate)) as slow_url,
+    ):
+        settings = gateway_settings([fast_url], [slow_url], deliberation=DELIBERATION)
+        with serving(create_app(settings)) as url:
+            wait_ready(url)
+            result = subprocess.run(
+                [*TIERGATE, "probe", "--url", url, "--model", "qwen3-8b", "--count", "60", "--json"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+    assert result.returncode == 0, result.stderr
+    rows = {row["tier"]: row for row in json.loads(result.stdout)}
+    assert set(rows) == {"fast", "deliberate"}
+    assert rows["fast"]["answered"] == rows["deliberate"]["answered"] == 60
+    assert rows["fast"]["mean_reasoning_tokens"] == 0
+    assert rows["deliberate"]["mean_reasoning_tokens"] >= 400  # the floor, delivered
+    # the skill model pays reasoning with accuracy: fast ~0.35, deliberate at >= 400 tokens ~0.75
+    assert rows["deliberate"]["accuracy"] >= rows["fast"]["accuracy"] + 0.2
+    assert rows["deliberate"]["cost_micros"] > rows["fast"]["cost_micros"] > 0
+
+
+def metric(url: str, name: str, **labels: str) -> float | None:
+    for family in text_string_to_metric_families(httpx.get(url + "/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
+
+
+def test_the_gateway_probes_itself_and_bills_the_probe_tenant(tmp_path: Path) -> None:
+    database_url = f"sqlite:///{tmp_path / 'tiergate.sqlite3'}"
+    with serving(create_simulator_app(profile("deliberate", zero_latency=True))) as engine:
+        settings = gateway_settings(
+            [engine],
+            [engine],
+            deliberation=DELIBERATION,
+            auth={"mode": "keys", "admin_tokens": [ADMIN]},
+            database={"url": database_url},
+            ledger={"journal_dir": str(tmp_path / "journal")},
+            probes={"enabled": True, "tasks": 4, "models": ["qwen3-8b"], "interval_s": 3600},
+        )
+        with serving(create_app(settings)) as url:
+            wait_ready(url)
+            deadline = time.monotonic() + 20
+            while metric(url, "tiergate_probe_accuracy", model="qwen3-8b", tier="deliberate") is None:
+                assert time.monotonic() < deadline, "no probe result published"
+                time.sleep(0.1)
+            assert metric(url, "tiergate_probe_accuracy", model="qwen3-8b", tier="fast") is not None
+            depth = metric(url, "tiergate_probe_mean_reasoning_tokens", model="qwen3-8b", tier="deliberate")
+            assert depth is not None and depth >= 400
+            assert metric(url, "tiergate_probe_runs_total", model="qwen3-8b", tier="fast") == 1
+
+    async def tenants() -> set[str | None]:
+        db = await open_database(database_url)
+        try:
+            start, end = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+            return {row.record.tenant async for row in Ledger(db).rows(None, start, end)}
+        finally:
+            await db.aclose()
+
+    assert asyncio.run(tenants()) == {PROBE_TENANT}  # 8 probe requests, all billed to the probe tenant
