@@ -1,0 +1,133 @@
+"""What depth buys, on the simulator's skill model: accuracy, mean reasoning tokens, cost and cost per right
+answer of the fast tier and of the deliberate tier at each effort level, over the built-in probe set. A
+command, not a test:
+
+    python bench/deliberation.py [--tasks 200] [--difficulty 3] [--json]
+
+The simulator answers an arithmetic task right with a probability that grows with the reasoning tokens
+spent on it (docs/simulator.md, "Skill model"); the fast pool does not reason. The gateway runs as
+`tiergate serve` with the depth levels below, the engines as `tiergate simulate`; requests go through the
+gateway like any client's (`gateway.probes.run_probe`). Expected (issue 5): a clear accuracy gain for the
+deliberate tier at high effort over fast, produced by the mechanism (depth floor, self-consistency), not a
+constant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+import orjson
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from overheadkit.procs import free_port, managed
+
+from gateway.probe_cli import table
+from gateway.probes import ProbeResult, builtin_tasks, run_probe
+
+ROOT = Path(__file__).parents[1]
+EFFORTS = {
+    "low": {"floor": 256, "cap": 1024, "samples": 1, "max_extensions": 3},
+    "medium": {"floor": 512, "cap": 2048, "samples": 1, "max_extensions": 3},
+    "high": {"floor": 1024, "cap": 4096, "samples": 5, "max_extensions": 3},
+}
+
+
+def config(fast_url: str, deliberate_url: str, port: int, state: Path) -> dict[str, object]:
+    return {
+        "server": {"host": "127.0.0.1", "port": port, "log_level": "warning"},
+        "auth": {"mode": "disabled"},
+        "pricing": {"book": str(ROOT / "gateway" / "prices.yaml")},
+        "database": {"url": f"sqlite:///{state / 'bench.sqlite3'}"},
+        "ledger": {"journal_dir": str(state / "journal"), "fsync": False},
+        "pools": {"fast": {"replicas": [fast_url]}, "deliberate": {"replicas": [deliberate_url]}},
+        "models": {
+            "qwen3-8b": {
+                "tiers": {
+                    "fast": {"pool": "fast"},
+                    "deliberate": {"pool": "deliberate", "deliberation": {"efforts": EFFORTS}},
+                }
+            },
+            "llama-3.1-8b": {"tiers": {"fast": {"pool": "fast"}}},
+            "qwen3-32b": {"tiers": {"deliberate": {"pool": "deliberate"}}},
+        },
+    }
+
+
+async def measure(url: str, tasks: int, difficulty: int, concurrency: int) -> list[ProbeResult]:
+    probe_set = builtin_tasks(tasks, seed=11, difficulty=difficulty)
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        results = [await run_probe(client, "qwen3-8b", "fast", probe_set, concurrency=concurrency)]
+        for effort in EFFORTS:
+            results.append(
+                await run_probe(
+                    client, "qwen3-8b", "deliberate", probe_set, effort=effort, concurrency=concurrency
+                )
+            )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--difficulty", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    tiergate = [sys.executable, "-m", "gateway"]
+    with tempfile.TemporaryDirectory(prefix="tiergate-bench-") as temp:
+        state = Path(temp)
+        fast_port, deliberate_port, port = free_port(), free_port(), free_port()
+        simulate = [*tiergate, "simulate", "--zero-latency", "--model", "qwen3-8b", "--model", "llama-3.1-8b"]
+        with (
+            managed(
+                "fast",
+                [*simulate, "--profile", "fast", "--port", str(fast_port)],
+                base_url=f"http://127.0.0.1:{fast_port}",
+                log_path=state / "fast.log",
+            ) as fast,
+            managed(
+                "deliberate",
+                [
+                    *simulate,
+                    "--profile",
+                    "deliberate",
+                    "--port",
+                    str(deliberate_port),
+                    "--model",
+                    "qwen3-32b",
+                ],
+                base_url=f"http://127.0.0.1:{deliberate_port}",
+                log_path=state / "deliberate.log",
+            ) as deliberate,
+        ):
+            fast.wait_ready("/health", 30)
+            deliberate.wait_ready("/health", 30)
+            config_path = state / "tiergate.yaml"
+            config_path.write_text(yaml.safe_dump(config(fast.base_url, deliberate.base_url, port, state)))
+            with managed(
+                "gateway",
+                [*tiergate, "serve", "--config", str(config_path)],
+                base_url=f"http://127.0.0.1:{port}",
+                log_path=state / "gateway.log",
+            ) as gateway:
+                gateway.wait_ready("/readyz", 60)
+                results = asyncio.run(
+                    measure(gateway.base_url, args.tasks, args.difficulty, args.concurrency)
+                )
+    if args.json:
+        print(orjson.dumps([r.to_dict() for r in results], option=orjson.OPT_INDENT_2).decode())
+        return
+    print(table(results))
+    fast_accuracy, high_accuracy = results[0].accuracy, results[-1].accuracy
+    verdict = "PASS" if high_accuracy >= fast_accuracy + 0.2 else "FAIL"
+    print(f"{verdict}  deliberate/high {high_accuracy:.1%} vs fast {fast_accuracy:.1%} ({args.tasks} tasks)")
+
+
+if __name__ == "__main__":
+    main()
