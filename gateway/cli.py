@@ -46,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=8100)
     simulate.add_argument(
-        "--profile", default="fast", help="fast (speculative decoding) or deliberate (reasoning)"
+        "--profile",
+        default="fast",
+        help="fast (speculative decoding), deliberate (reasoning) or plain (thinks in its text when told to)",
     )
     simulate.add_argument("--model", action="append", help="served model name (repeatable)")
     simulate.add_argument(

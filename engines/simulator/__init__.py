@@ -34,6 +34,10 @@ and its running slot is freed. Zero-latency requests never sleep and simply comp
 A prompt holding a `[task: <expression>]` marker (`generate_tasks` writes such word problems) is
 answered by a skill model instead: a short text ending in `The answer is <N>.`, right with a
 probability that grows with the choice's reasoning tokens (see `engines/simulator/skill.py`).
+
+With `follows_thinking_prompt` (the `plain` profile), a model without a reasoning parser that is told in a
+system or developer message to think between `<think>` and `</think>` does so in its content:
+`<think>{reasoning}</think>\n\n{answer}`, with no reasoning tokens reported (docs/simulator.md).
 """
 
 from engines.simulator.app import SimulatorApp, create_simulator_app

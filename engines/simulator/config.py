@@ -1,4 +1,4 @@
-"""Every knob of the simulator in one frozen dataclass, and the two named profiles."""
+"""Every knob of the simulator in one frozen dataclass, and the named profiles."""
 
 from __future__ import annotations
 
@@ -52,6 +52,11 @@ class SimulatorConfig:
     # Early stopping: this fraction of choices reasons only short_reasoning_range tokens.
     short_reasoning_rate: float = 0.0
     short_reasoning_range: tuple[int, int] = (16, 64)
+    # A plain instruct model (no reasoning parser) that follows a chain-of-thought instruction: when a
+    # system or developer message names `<think>`, it reasons as above (thinking_token_budget ignored, as
+    # a plain model does) but writes it in its content, `<think>...</think>\n\n` then the answer.
+    # Ignored when `reasoning` is set: a native reasoner thinks in its own way.
+    follows_thinking_prompt: bool = False
 
     # Skill model, for prompts with a `[task: ...]` marker (engines/simulator/arithmetic.py): the
     # answer is right with probability skill_max - (skill_max - skill_base) * exp(-r / skill_scale_tokens),
@@ -134,6 +139,13 @@ PROFILES: Mapping[str, SimulatorConfig] = MappingProxyType(
             itl_s=0.02,
             num_speculative_tokens=0,
             reasoning=True,
+            short_reasoning_rate=0.3,
+        ),
+        # A plain instruct model: no reasoning parser, but told to think between <think> and </think>
+        # (the gateway's prompted chain-of-thought) it does so in its content. One token per step.
+        "plain": SimulatorConfig(
+            num_speculative_tokens=0,
+            follows_thinking_prompt=True,
             short_reasoning_rate=0.3,
         ),
     }

@@ -13,11 +13,11 @@ from engines.simulator.asgi import Exchange, run_until_disconnect
 from engines.simulator.engine import Engine, Job
 from engines.simulator.errors import SimulatedDrop, SimulatorError
 from engines.simulator.faults import FAULT_HEADER, Fault
-from engines.simulator.plan import ChoicePlan, Sampling
+from engines.simulator.plan import ChoicePlan, InlineThinking, Sampling
 from engines.simulator.protocol import ChatRequest, CompletionRequest, TokenizeRequest, parse
 from engines.simulator.responses import ChunkEncoder, Kind, build_usage, chat_completion, text_completion
 from engines.simulator.streaming import serve_stream
-from engines.simulator.tokenizer import render_chat, render_completion
+from engines.simulator.tokenizer import THINK_OPEN, Prompt, render_chat, render_completion
 
 __all__ = [
     "Handler",
@@ -53,20 +53,39 @@ async def chat_completions(engine: Engine, x: Exchange) -> None:
     thinks = config.reasoning and (
         prompt.continuation == "reasoning" or (prompt.continuation == "none" and request.enable_thinking)
     )
+    inline = _inline_thinking(config.follows_thinking_prompt and not config.reasoning, request, prompt)
     sampling = Sampling(
         cap=_token_cap(engine, len(prompt.tokens), request.token_cap, "messages"),
         n=request.n,
         seed=request.seed,
-        reasoning=thinks,
-        thinking_budget=request.thinking_token_budget,
+        reasoning=thinks or inline != "no",
+        # A plain model knows nothing of a thinking budget (nor of enable_thinking): it follows the prompt.
+        thinking_budget=request.thinking_token_budget if inline == "no" else None,
         stop=request.stop_strings(),
         ignore_eos=request.ignore_eos,
         fresh_start=prompt.continuation == "none",
+        inline_thinking=inline,
     )
     plans = engine.planner.plan(prompt, model, sampling)
     cached = engine.prefix_cache.admit(model, prompt.tokens)
     job = engine.job(model, plans, len(prompt.tokens), cached, fault)
     await _serve(engine, x, job, "chat", request.stream is True, request.include_usage, fault)
+
+
+def _inline_thinking(follows: bool, request: ChatRequest, prompt: Prompt) -> InlineThinking:
+    """How a plain model that follows a chain-of-thought instruction thinks in its content: it opens
+    `<think>` when a system or developer message names it, and goes on inside a `<think>` that the
+    continued assistant message left open; a closed one leaves only the answer to write."""
+    if not follows:
+        return "no"
+    if prompt.continuation == "reasoning":
+        return "inside"
+    if prompt.continuation == "none" and any(
+        message.role in ("system", "developer") and THINK_OPEN in message.text()
+        for message in request.messages
+    ):
+        return "open"
+    return "no"
 
 
 async def completions(engine: Engine, x: Exchange) -> None:

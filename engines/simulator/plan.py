@@ -1,7 +1,8 @@
 """What each choice of a request will generate, decided up front and deterministically: reasoning
 and content tokens, why it finishes, and how many tokens each engine step emits (speculative
 decoding emits 1 + accepted draft tokens per step). A prompt with a task is answered by the skill
-model (engines/simulator/skill.py), right or wrong depending on how long the choice reasoned."""
+model (engines/simulator/skill.py), right or wrong depending on how long the choice reasoned. A plain
+model told to think writes its reasoning in its content, between `<think>` and `</think>`."""
 
 from __future__ import annotations
 
@@ -9,17 +10,26 @@ import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from engines.simulator.config import SimulatorConfig
 from engines.simulator.skill import answer_pieces, chosen_answer, unit
 from engines.simulator.text import TextSource
-from engines.simulator.tokenizer import Prompt
+from engines.simulator.tokenizer import THINK_CLOSE, THINK_OPEN, Prompt, Tokenizer
 
-__all__ = ["ChoicePlan", "Planner", "Sampling"]
+__all__ = ["ChoicePlan", "InlineThinking", "Planner", "Sampling"]
 
 _DRAWS = 5  # independent 64-bit draws per choice, cut from one hash of the request
 _EXTRA_DRAWS = 4  # more of them, hashed from those only when needed (early stopping, the skill model)
 _MASK = (1 << 64) - 1
+
+# Where a plain model's reasoning goes: nowhere special (a reasoning parser or none at all), or into its
+# content, opening `<think>` first ("open") or going on inside one the continued message left open.
+InlineThinking = Literal["no", "open", "inside"]
+# The delimiters as the tokenizer's pieces, so re-tokenizing the content gives back completion_tokens.
+_THINK_OPEN = tuple(Tokenizer().tokenize(THINK_OPEN))  # "<", "think", ">"
+_THINK_CLOSE = tuple(Tokenizer().tokenize(THINK_CLOSE))  # "<", "/", "think", ">"
+_AFTER_THINK = "\n\n"  # before the answer's first piece (whitespace belongs to the next token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +44,7 @@ class Sampling:
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
     fresh_start: bool = True  # a new message: no leading space on the first piece
+    inline_thinking: InlineThinking = "no"  # with reasoning: it goes into the content, within <think>
 
 
 @dataclass(slots=True)
@@ -96,7 +107,9 @@ class Planner:
             reasoning_wanted = _within(bounds, reasoning_length)
             if s.thinking_budget is not None:
                 reasoning_wanted = min(reasoning_wanted, s.thinking_budget)
-        reasoning_tokens = min(reasoning_wanted, s.cap)
+        inline = s.inline_thinking != "no"
+        # Inline, all of the reasoning is planned and the cap cuts the whole text below.
+        reasoning_tokens = reasoning_wanted if inline else min(reasoning_wanted, s.cap)
         answer: list[str] | None = None
         if task is not None:
             # Reasoning carried in a continued message counts as much as the reasoning done now.
@@ -105,6 +118,11 @@ class Planner:
             content_wanted = len(answer)
         else:
             content_wanted = _within(config.output_tokens_range, content_length)
+        if inline:
+            content, finish_reason = self._inline(
+                s, reasoning_tokens, content_wanted, answer, reasoning_at, content_at
+            )
+            return self._finish(ChoicePlan(index, [], content, finish_reason, None, []), s, acceptance_at)
         if s.ignore_eos:
             content_wanted = max(s.cap - reasoning_wanted, 0)
         content_tokens = min(content_wanted, s.cap - reasoning_tokens)
@@ -115,11 +133,41 @@ class Planner:
             content = self._pieces(content_at, content_tokens, s.fresh_start)
         else:
             content = _answer(answer, content_tokens, s.fresh_start, self._text, content_at)
-        stop_reason = _apply_stop(content, s.stop) if s.stop else None
-        if stop_reason is not None:
-            finish_reason = "stop"
-        steps = self._steps(acceptance_at, len(reasoning) + len(content))
-        return ChoicePlan(index, reasoning, content, finish_reason, stop_reason, steps)
+        return self._finish(ChoicePlan(index, reasoning, content, finish_reason, None, []), s, acceptance_at)
+
+    def _inline(
+        self,
+        s: Sampling,
+        reasoning_tokens: int,
+        content_wanted: int,
+        answer: list[str] | None,
+        reasoning_at: int,
+        content_at: int,
+    ) -> tuple[list[str], str]:
+        """The content of a plain model that thinks in it: `<think>` (unless it goes on inside one),
+        the reasoning, `</think>`, then `\n\n` and the answer; cut at the cap. And its finish reason."""
+        text = list(_THINK_OPEN) if s.inline_thinking == "open" else []
+        text += self._pieces(reasoning_at, reasoning_tokens, s.fresh_start)
+        text += _THINK_CLOSE
+        if s.ignore_eos:
+            content_wanted = max(s.cap - len(text), 0)
+        if answer is None:
+            after = self._pieces(content_at, content_wanted, True)
+        else:
+            after = _answer(answer, content_wanted, True, self._text, content_at)
+        if after:
+            after[0] = _AFTER_THINK + after[0]
+        text += after
+        capped = s.ignore_eos or len(text) > s.cap
+        return text[: s.cap], "length" if capped else "stop"
+
+    def _finish(self, plan: ChoicePlan, s: Sampling, acceptance_at: int) -> ChoicePlan:
+        """Stop strings (they cut the content) and the engine steps that emit the choice's tokens."""
+        plan.stop_reason = _apply_stop(plan.content, s.stop) if s.stop else None
+        if plan.stop_reason is not None:
+            plan.finish_reason = "stop"
+        plan.steps = self._steps(acceptance_at, plan.tokens)
+        return plan
 
     def _pieces(self, seed: int, count: int, fresh_start: bool) -> list[str]:
         if count <= 0:

@@ -15,7 +15,16 @@ from typing import Literal
 from engines.simulator.arithmetic import TaskMarker, find_marker
 from engines.simulator.protocol import ChatMessage
 
-__all__ = ["Continuation", "Prompt", "Tokenizer", "render_chat", "render_completion", "thinking"]
+__all__ = [
+    "THINK_CLOSE",
+    "THINK_OPEN",
+    "Continuation",
+    "Prompt",
+    "Tokenizer",
+    "render_chat",
+    "render_completion",
+    "thinking",
+]
 
 # Words are cut every 6 characters (as BPE splits rare long words), each punctuation mark is a token,
 # whitespace belongs to the next word. English comes out near 1.3 tokens per word, like real tokenizers.
@@ -27,6 +36,10 @@ IM_END = "<|im_end|>"
 NEWLINE = "\n"
 _SPECIAL_IDS = MappingProxyType({IM_START: 151644, IM_END: 151645, NEWLINE: 198})
 _VOCAB_SIZE = 151643
+
+# The delimiters of reasoning written in the text (reasoning models' templates, prompted chain-of-thought).
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
 
 # What a continued assistant message leaves open: nothing, an unclosed <think>, or the answer.
 Continuation = Literal["none", "reasoning", "content"]
@@ -84,7 +97,7 @@ def render_chat(
     if continue_final_message and messages and messages[-1].role == "assistant":
         text = texts[-1]
         # Budget forcing sends the thinking so far, still open; the model goes on thinking.
-        continuation = "reasoning" if text.rfind("<think>") > text.rfind("</think>") else "content"
+        continuation = "reasoning" if text.rfind(THINK_OPEN) > text.rfind(THINK_CLOSE) else "content"
         carried = tokenizer.count(thinking(text))
     task = find_marker("\n".join(texts)) if any("[task:" in text for text in texts) else None
     return Prompt(tokens, continuation, task, carried)
@@ -100,8 +113,8 @@ def render_completion(tokenizer: Tokenizer, prompt: str | list[int]) -> Prompt:
 def thinking(text: str) -> str:
     """The reasoning in the last `<think>` block of `text`, closed or still open (or before a lone
     `</think>`, when the template opened the block); empty when there is none."""
-    opened = text.rfind("<think>")
-    closed = text.rfind("</think>")
+    opened = text.rfind(THINK_OPEN)
+    closed = text.rfind(THINK_CLOSE)
     if closed > opened:
-        return text[opened + len("<think>") if opened != -1 else 0 : closed]
-    return text[opened + len("<think>") :] if opened != -1 else ""
+        return text[opened + len(THINK_OPEN) if opened != -1 else 0 : closed]
+    return text[opened + len(THINK_OPEN) :] if opened != -1 else ""

@@ -128,7 +128,8 @@ class Deliberator:
         counts = await self._reasoning_counts(reasoning, usage if s.reasoning == "native" else None)
         for sample, thought, said, count in zip(samples, reasoning, content, counts, strict=True):
             sample.reasoning += thought
-            sample.content = said
+            # a prompted model writes "</think>\n\n" before its answer: the answer starts at its first word
+            sample.content = said.lstrip("\n") if splitters is not None else said
             sample.reasoning_tokens += count
             sample.capped = stopped
             if stopped:

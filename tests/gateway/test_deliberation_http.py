@@ -293,3 +293,44 @@ def test_the_auto_tier_picks_by_difficulty_and_says_why(tmp_path: Path, client: 
         assert only.headers["x-tiergate-tier"] == "deliberate"
         recorded = gateway.recorder.wait_for(hard.headers["x-tiergate-request-id"])
         assert recorded.tier.value == "deliberate"
+
+
+def test_a_plain_model_is_prompted_to_think_and_its_text_split(
+    tmp_path: Path, client: list[openai.OpenAI]
+) -> None:
+    """The chain-of-thought pool: a model without a reasoning parser, told to think between delimiters."""
+    database_url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    plain = profile("plain", zero_latency=True, reasoning_tokens_range=(30, 40), short_reasoning_rate=0.0)
+    deliberation = {"reasoning": "prompted", "efforts": {"medium": {"floor": 100, "max_extensions": 6}}}
+    with serving(create_simulator_app(plain)) as url:
+        settings = gateway_settings(
+            [url],
+            [url],
+            deliberation=deliberation,
+            database={"url": database_url},
+            ledger={"journal_dir": str(tmp_path / "journal")},
+        )
+        with serving(create_app(settings)) as gateway_url:
+            wait_ready(gateway_url)
+            sdk = sdk_for(Gateway(gateway_url, Recorder()), client)
+            reply = sdk.chat.completions.with_raw_response.create(
+                model="qwen3-8b:deliberate", messages=MESSAGES
+            )
+            answer = reply.parse()
+            message = answer.choices[0].message
+            assert message.content and "<think>" not in message.content and "</think>" not in message.content
+            assert not message.content.startswith("\n")
+            reasoning = extra(message)["reasoning"]
+            assert (
+                "<think>" not in reasoning
+                and reasoning.count("\nWait") == depth_of(answer.usage)["extensions"]
+            )
+            depth = depth_of(answer.usage)
+            assert (
+                depth["floor_met"] is True and depth["extensions"] >= 2 and depth["reasoning_tokens"] >= 100
+            )
+            stream = sdk.chat.completions.create(model="qwen3-8b:deliberate", messages=MESSAGES, stream=True)
+            pieces = [extra(c.choices[0].delta).get("reasoning") for c in stream if c.choices]
+            assert len([p for p in pieces if p]) > 30  # reasoning streamed as it was split, token by token
+        row = ledger_row(database_url, reply.headers["x-tiergate-request-id"])
+        assert row.record.reasoning_tokens == depth["reasoning_tokens"] and row.record.depth.floor_met

@@ -32,6 +32,11 @@ def deliberate(**overrides: Any) -> SimulatorConfig:
     return profile("deliberate", **{"zero_latency": True, **overrides})
 
 
+def plain(**overrides: Any) -> SimulatorConfig:
+    """The plain profile (an instruct model that follows a chain-of-thought instruction), without latency."""
+    return profile("plain", **{"zero_latency": True, **overrides})
+
+
 def sse_events(body: bytes) -> list[Any]:
     """The JSON payloads of an SSE body, with "[DONE]" kept as the string."""
     events: list[Any] = []

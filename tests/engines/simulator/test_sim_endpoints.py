@@ -62,13 +62,17 @@ async def test_tokenize_errors(sim: Sim) -> None:
 
 
 def test_profiles() -> None:
-    assert set(PROFILES) == {"fast", "deliberate"}
+    assert set(PROFILES) == {"fast", "deliberate", "plain"}
     fast_profile, deliberate_profile = PROFILES["fast"], PROFILES["deliberate"]
     assert fast_profile.models == ("qwen3-8b", "llama-3.1-8b")
     assert (fast_profile.num_speculative_tokens, fast_profile.acceptance_rate) == (4, 0.7)
-    assert not fast_profile.reasoning
+    assert not fast_profile.reasoning and not fast_profile.follows_thinking_prompt
     assert deliberate_profile.models == ("qwen3-8b", "qwen3-32b")
     assert deliberate_profile.reasoning and deliberate_profile.num_speculative_tokens == 0
+    # plain: the fast profile without speculation, following a chain-of-thought instruction
+    assert PROFILES["plain"] == dataclasses.replace(
+        fast_profile, num_speculative_tokens=0, follows_thinking_prompt=True, short_reasoning_rate=0.3
+    )
     with pytest.raises(TypeError):
         PROFILES["mine"] = fast_profile  # type: ignore[index]
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -79,7 +83,9 @@ def test_profile_overrides_and_errors() -> None:
     config = profile("deliberate", seed=5, models=["a", "b"], zero_latency=True)
     assert config.seed == 5 and config.models == ("a", "b") and config.reasoning
     assert PROFILES["deliberate"].seed == 0
-    with pytest.raises(ValueError, match=r"unknown simulator profile 'turbo'.*\['deliberate', 'fast'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown simulator profile 'turbo'.*\['deliberate', 'fast', 'plain'\]"
+    ):
         profile("turbo")
     with pytest.raises(ValueError, match="acceptance_rate"):
         SimulatorConfig(acceptance_rate=1.5)
