@@ -17,7 +17,7 @@ import pytest
 from engines.simulator import profile
 from gateway import create_app
 from gateway.database import open_database
-from pricing import Ledger, format_micros, load_price_book, worst_case
+from pricing import Ledger, LedgerRow, format_micros, load_price_book, worst_case
 from tests.conftest import (
     PRICE_BOOK,
     Gateway,
@@ -95,17 +95,23 @@ async def fire(client: openai.AsyncOpenAI, count: int) -> tuple[list[Any], list[
     return [r.parse() for r in results if not isinstance(r, BaseException)], errors
 
 
-async def ledger_total(database_url: str, tenant: str) -> tuple[int, int]:
-    """(the tenant's charges in the ledger ever, its rows), once the gateway has drained its journal."""
+async def ledger_total(database_url: str, tenant: str) -> tuple[int, list[LedgerRow]]:
+    """(the tenant's charges in the ledger ever, its rows), as far as the journal has drained."""
     db = await open_database(database_url)
     try:
         ledger = Ledger(db)
         start = datetime(2000, 1, 1, tzinfo=UTC)
         total = await ledger.spent(start, None, tenant=tenant)
         rows = [row async for row in ledger.rows(tenant, start, datetime(2100, 1, 1, tzinfo=UTC))]
-        return total, len(rows)
+        return total, rows
     finally:
         await db.aclose()
+
+
+def most_at_once(rows: list[LedgerRow]) -> int:
+    """The most requests that were running at one moment (at the start of one of them)."""
+    spans = [(row.record.started_at, row.record.ended_at) for row in rows]
+    return max(sum(start <= at < end for start, end in spans) for at, _ in spans)
 
 
 def budgets_of(gateway: Gateway, tenant: str) -> dict[tuple[str, str], dict[str, Any]]:
@@ -114,7 +120,7 @@ def budgets_of(gateway: Gateway, tenant: str) -> dict[tuple[str, str], dict[str,
     return {(b["scope"], b["period"]): b for b in response.json()["data"]}
 
 
-def test_200_concurrent_requests_against_a_budget_for_20_admit_20(
+def test_200_concurrent_requests_against_a_budget_for_20_never_overrun_it(
     database_url: str,
     shared: dict[str, Any],
     slow_engine: str,
@@ -136,7 +142,7 @@ def test_200_concurrent_requests_against_a_budget_for_20_admit_20(
             (size,) = sizes.seen
             each = reservation(size)
             # a shared counter starts from the ledger: let the journal drain the first row into it
-            await until(lambda: ledger_total(database_url, "acme"), lambda found: found[1] == 1)
+            await until(lambda: ledger_total(database_url, "acme"), lambda found: len(found[1]) == 1)
             budget = admin(
                 gateway, "PUT", "/tenants/acme/budgets/monthly", json={"limit": format_micros(21 * each)}
             )
@@ -146,8 +152,11 @@ def test_200_concurrent_requests_against_a_budget_for_20_admit_20(
             room = 21 * each - earlier  # room for 20 reservations, not 21
 
             replies, errors = await fire(client, 200)
-            assert len(replies) == 20
-            assert len(errors) == 180
+            # All 200 normally reach admission while the first 20 run (the engine takes 2.5 s to answer):
+            # exactly 20 pass. On a machine too busy for that, the reservations of requests that ended
+            # were released and let later ones in; the budget held either way (checked on the ledger below).
+            assert len(replies) >= 20
+            assert len(replies) + len(errors) == 200
             for error in errors:
                 assert error.status_code == 429
                 assert error.code == "insufficient_quota"
@@ -165,14 +174,20 @@ def test_200_concurrent_requests_against_a_budget_for_20_admit_20(
             )
             after = settled[("tenant", "monthly")]
             assert after["spent_micros"] == earlier + costs  # to the real costs told to the client
-            assert after["spent_micros"] <= 21 * each
-            assert costs < room
+            assert after["spent_micros"] <= 21 * each  # never above the limit
+            if len(replies) == 20:
+                assert costs < room
         finally:
             await client.close()
 
         # the ledger agrees, once the journal is drained
-        total, _ = await until(lambda: ledger_total(database_url, "acme"), lambda found: found[1] == 21)
+        admitted = 1 + len(replies)
+        total, rows = await until(
+            lambda: ledger_total(database_url, "acme"), lambda found: len(found[1]) == admitted
+        )
+        assert len(rows) == admitted
         assert total == after["spent_micros"]
+        assert most_at_once(rows[1:]) <= 20  # never more reservations at once than the room for 20
         assert total <= after["limit_micros"]
 
     asyncio.run(scenario())
