@@ -90,7 +90,9 @@ async def deliberate(
     watch.stop()
     answer = completion_body(run, request_id, offer.public_id)
     meter.depth = run.depth()
-    exchange = meter.exchange(Outcome.OK, 200, run.replica, run.usage(), reply=answer)
+    exchange = meter.exchange(
+        Outcome.OK, 200, run.replica, run.usage(), reply=answer, estimated=run.estimated
+    )
     answer["usage"].update(meter.cost_fields(exchange))
     await meter.done(exchange)  # durable before the client has its answer
     response = Response(orjson.dumps(answer), media_type="application/json")
@@ -112,7 +114,10 @@ def _new_run(data: dict[str, Any], plan: DepthPlan, settings: DeliberationSettin
 
 async def _done(meter: Meter, run: Run, outcome: Outcome, status: int, first: float | None = None) -> None:
     meter.depth = run.depth()
-    await meter.done(meter.exchange(outcome, status, run.replica, run.usage(), first_event_at=first))
+    exchange = meter.exchange(
+        outcome, status, run.replica, run.usage(), first_event_at=first, estimated=run.estimated
+    )
+    await meter.done(exchange)
 
 
 class DeliberationStream(Response):
@@ -185,7 +190,12 @@ class DeliberationStream(Response):
             tail.append(chunks.delta({}, answer.finish_reason or "stop"))
             meter.depth = run.depth()
             exchange = meter.exchange(
-                Outcome.OK, 200, run.replica, run.usage(), first_event_at=first or time.monotonic()
+                Outcome.OK,
+                200,
+                run.replica,
+                run.usage(),
+                first_event_at=first or time.monotonic(),
+                estimated=run.estimated,
             )
             if self._include_usage:
                 usage = usage_body(run)

@@ -103,6 +103,7 @@ class Meter:
         stream: PooledStream | None = None,
         first_event_at: float | None = None,
         reply: dict[str, Any] | None = None,
+        estimated: bool = False,
     ) -> Exchange:
         offer = self._offer
         return Exchange(
@@ -125,6 +126,7 @@ class Meter:
             started_at=self._started,
             first_token_s=first_event_at - self._clock if first_event_at is not None else None,
             duration_s=time.monotonic() - self._clock,
+            estimated=estimated,
         )
 
     async def done(self, exchange: Exchange) -> None:

@@ -46,6 +46,7 @@ class Exchange:
     started_at: float  # wall-clock seconds since the epoch
     first_token_s: float | None  # seconds from start to the first event relayed
     duration_s: float
+    estimated: bool = False  # `usage` is partly counted by the gateway (a deliberation call cut short)
 
 
 class MeterSink(Protocol):

@@ -41,11 +41,11 @@ def usage_record(
     if usage is not None:
         prompt, cached, completion = usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens
         reasoning = usage.reasoning_tokens
-        estimated = False
+        estimated = exchange.estimated
         if reasoning is None:
             generated = content_chars + reasoning_chars
             reasoning = round(completion * reasoning_chars / generated) if generated else 0
-            estimated = reasoning_chars > 0
+            estimated = estimated or reasoning_chars > 0
     elif counted is not None and (content_chars or reasoning_chars):
         prompt, cached = counted.prompt, 0
         completion, reasoning = counted.content + counted.reasoning, counted.reasoning

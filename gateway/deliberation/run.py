@@ -35,6 +35,7 @@ class Run:
     replica: str = ""  # the last replica that answered
     vote: Vote | None = None
     chosen: int = 0
+    estimated: bool = False  # some call's usage was counted by the gateway (it was cut short)
 
     @property
     def answer(self) -> Sample:

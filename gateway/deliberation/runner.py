@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from engines import EnginePool, Usage
+from engines import EnginePool, PooledStream, Usage
 from gateway.deliberation.run import Run, Sample
 from gateway.deliberation.splitter import State, ThinkSplitter
 from gateway.deliberation.strategy import strategies_for
@@ -83,58 +83,39 @@ class Deliberator:
             if s.reasoning == "prompted"
             else None
         )
-        reasoning = [""] * len(samples)
-        content = [""] * len(samples)
-        deltas = [0] * len(samples)
+        got = _Got(len(samples))
         live = self._emit if len(run.samples) == 1 else None
         # the gateway's own cap: only while the sample may still think (not when it was told to answer)
         cap = run.plan.cap if self._gateway_caps(run) and len(samples) == 1 and state != "after" else None
-        stopped = False
         stream = await self._pool.stream(CHAT.path, payload, request_id=self._request_id)
         run.replica = self._replica = stream.replica.url
         try:
-            async for event in stream:
-                for choice in event.payload.get("choices") or ():
-                    i = choice.get("index", 0)
-                    if not isinstance(i, int) or not 0 <= i < len(samples):
-                        continue
-                    delta = choice.get("delta") or {}
-                    thought = delta.get("reasoning") or delta.get("reasoning_content") or ""
-                    said = delta.get("content") or ""
-                    if splitters is not None and said:
-                        more, said = splitters[i].feed(said)
-                        thought += more
-                    if thought:
-                        reasoning[i] += thought
-                        deltas[i] += 1
-                        if live is not None:
-                            live(thought)
-                    content[i] += said
-                    if choice.get("finish_reason"):
-                        samples[i].finish_reason = choice["finish_reason"]
-                if cap is not None and not content[0] and samples[0].reasoning_tokens + deltas[0] >= cap:
-                    stopped = True  # closing the stream aborts the engine's generation
-                    break
+            stopped = await _read(stream, samples, got, splitters, live, cap)
+        except BaseException:
+            # the engine failed or the request was cancelled mid-call: what it generated is still billed
+            reasoning = [_estimate(text) for text in got.reasoning]
+            _keep(samples, got, reasoning, False)
+            generated = sum(reasoning) + sum(_estimate(text) for text in got.content)
+            cut = Usage(len(payload) // _CHARS_PER_TOKEN, generated, reasoning_tokens=sum(reasoning))
+            run.calls.append(cut)
+            run.estimated = True
+            raise
         finally:
             await stream.aclose()
         if splitters is not None:
             for i, splitter in enumerate(splitters):
                 more, rest = splitter.finish()
-                reasoning[i] += more
-                content[i] += rest
+                got.reasoning[i] += more
+                got.content[i] += rest
                 if more and live is not None:
                     live(more)
         usage = None if stopped else stream.usage
-        counts = await self._reasoning_counts(reasoning, usage if s.reasoning == "native" else None)
-        for sample, thought, said, count in zip(samples, reasoning, content, counts, strict=True):
-            sample.reasoning += thought
-            # a prompted model writes "</think>\n\n" before its answer: the answer starts at its first word
-            sample.content = said.lstrip("\n") if splitters is not None else said
-            sample.reasoning_tokens += count
-            sample.capped = stopped
-            if stopped:
-                sample.finish_reason = None
-        run.calls.append(usage if usage is not None else await self._counted_usage(body, counts))
+        counts = await self._reasoning_counts(got.reasoning, usage if s.reasoning == "native" else None)
+        _keep(samples, got, counts, stopped, prompted=splitters is not None)
+        if usage is None:
+            usage = await self._counted_usage(body, counts)
+            run.estimated = True
+        run.calls.append(usage)
 
     async def _reasoning_counts(self, texts: list[str], usage: Usage | None) -> list[int]:
         """Each choice's new reasoning tokens: the engine's usage when it says (one choice), else the
@@ -148,7 +129,7 @@ class Deliberator:
             return 0
         engine = self._engine()
         counted = await engine.count_tokens(self._model, prompt=text) if engine is not None else None
-        return counted if counted is not None else -(-len(text) // _CHARS_PER_TOKEN)
+        return counted if counted is not None else _estimate(text)
 
     async def _counted_usage(self, body: dict[str, Any], generated: list[int]) -> Usage:
         """The usage of a call the gateway cut short (no usage came): its prompt and what it generated."""
@@ -161,3 +142,65 @@ class Deliberator:
     def _engine(self) -> Any:
         replica = self._pool.replica(self._replica)
         return replica.engine if replica is not None else None
+
+
+class _Got:
+    """What one call generated so far, per choice."""
+
+    __slots__ = ("content", "deltas", "reasoning")
+
+    def __init__(self, choices: int) -> None:
+        self.reasoning = [""] * choices
+        self.content = [""] * choices
+        self.deltas = [0] * choices  # reasoning deltas: about a token each
+
+
+async def _read(
+    stream: PooledStream,
+    samples: list[Sample],
+    got: _Got,
+    splitters: list[ThinkSplitter] | None,
+    live: Emit | None,
+    cap: int | None,
+) -> bool:
+    """Read a call's stream into `got`; True when it was stopped at the cap."""
+    async for event in stream:
+        for choice in event.payload.get("choices") or ():
+            i = choice.get("index", 0)
+            if not isinstance(i, int) or not 0 <= i < len(samples):
+                continue
+            delta = choice.get("delta") or {}
+            thought = delta.get("reasoning") or delta.get("reasoning_content") or ""
+            said = delta.get("content") or ""
+            if splitters is not None and said:
+                more, said = splitters[i].feed(said)
+                thought += more
+            if thought:
+                got.reasoning[i] += thought
+                got.deltas[i] += 1
+                if live is not None:
+                    live(thought)
+            got.content[i] += said
+            if choice.get("finish_reason"):
+                samples[i].finish_reason = choice["finish_reason"]
+        if cap is not None and not got.content[0] and samples[0].reasoning_tokens + got.deltas[0] >= cap:
+            return True  # closing the stream (the caller does) aborts the engine's generation
+    return False
+
+
+def _estimate(text: str) -> int:
+    return -(-len(text) // _CHARS_PER_TOKEN)
+
+
+def _keep(
+    samples: list[Sample], got: _Got, counts: list[int], stopped: bool, *, prompted: bool = False
+) -> None:
+    """A call's output into its samples: reasoning appended, the answer replaced."""
+    for sample, thought, said, count in zip(samples, got.reasoning, got.content, counts, strict=True):
+        sample.reasoning += thought
+        # a prompted model writes "</think>\n\n" before its answer: the answer starts at its first word
+        sample.content = said.lstrip("\n") if prompted else said
+        sample.reasoning_tokens += count
+        sample.capped = stopped
+        if stopped:
+            sample.finish_reason = None

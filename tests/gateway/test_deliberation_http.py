@@ -334,3 +334,21 @@ def test_a_plain_model_is_prompted_to_think_and_its_text_split(
             assert len([p for p in pieces if p]) > 30  # reasoning streamed as it was split, token by token
         row = ledger_row(database_url, reply.headers["x-tiergate-request-id"])
         assert row.record.reasoning_tokens == depth["reasoning_tokens"] and row.record.depth.floor_met
+
+
+def test_an_engine_that_dies_mid_deliberation_still_bills_what_it_generated(
+    tmp_path: Path, client: list[openai.OpenAI]
+) -> None:
+    engine = {"die_after_chunks_rate": 1.0, "die_after_chunks": 30, "reasoning_tokens_range": (200, 300)}
+    with deliberating_gateway(engine, {}, tmp_path) as (gateway, _, database_url):
+        sdk = sdk_for(gateway, client)
+        with pytest.raises(openai.APIStatusError) as failed:
+            sdk.chat.completions.with_raw_response.create(model="qwen3-8b:deliberate", messages=MESSAGES)
+        assert failed.value.status_code == 502
+        request_id = failed.value.response.headers["x-tiergate-request-id"]
+        row = ledger_row(database_url, request_id)
+        assert row.record.outcome == "engine_failed"
+        assert row.record.estimated is True
+        assert 0 < row.record.reasoning_tokens <= row.record.completion_tokens  # the 30 chunks it sent
+        assert row.record.depth.floor_met is False and row.charge.rated_tier == "fast"
+        assert row.charge.total > 0
