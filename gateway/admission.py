@@ -22,6 +22,7 @@ from gateway.database import DatabaseError
 from gateway.errors import GatewayError
 from gateway.keys import ApiKey, Authenticator, AuthError
 from gateway.limits import Admission, LimiterUnavailable, RateLimiter, Reservation
+from gateway.metrics import RequestMetrics
 from gateway.schemas import InferenceRequest
 from pricing import NotPriced, PriceBook, format_micros, worst_case
 
@@ -70,7 +71,9 @@ class Admitter:
         limiter: RateLimiter,
         budgets: BudgetKeeper | None = None,
         book: PriceBook | None = None,
+        metrics: RequestMetrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._authenticator = authenticator
         self._limiter = limiter
         # budgets are money: without a price book there is nothing to count them in
@@ -128,6 +131,8 @@ class Admitter:
                 headers={"retry-after": "1"},
             ) from None
         if not admission.allowed:
+            if self._metrics is not None:
+                self._metrics.refused("rate_limit", offer.tier.value)
             headers = {name.decode(): value.decode() for name, value in admission.headers()}
             raise GatewayError(
                 429,
@@ -171,6 +176,8 @@ class Admitter:
                 headers={"retry-after": "1"},
             ) from None
         if isinstance(verdict, BudgetRefusal):
+            if self._metrics is not None:
+                self._metrics.refused("budget", offer.tier.value)
             raise _over_budget(verdict, self._book.currency)
         return verdict
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from gateway.settings import (
     ConfigError,
     config_path_from_environment,
     export_config_path,
+    export_metrics_dir,
     load_settings,
 )
 
@@ -129,9 +131,14 @@ def _serve(args: argparse.Namespace) -> None:
             settings.server.workers,
             settings.server.workers,
         )
-    # worker processes rebuild the settings from the same file and environment
+    # worker processes rebuild the settings from the same file and environment; their metrics go to files
+    # that /metrics aggregates, whichever worker answers it
     export_config_path(args.config)
-    uvicorn.run("gateway.app:app_from_environment", factory=True, workers=settings.server.workers, **options)
+    with tempfile.TemporaryDirectory(prefix="tiergate-metrics-") as metrics_dir:
+        export_metrics_dir(Path(metrics_dir))
+        uvicorn.run(
+            "gateway.app:app_from_environment", factory=True, workers=settings.server.workers, **options
+        )
 
 
 def _demo(args: argparse.Namespace) -> None:

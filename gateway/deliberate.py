@@ -68,6 +68,7 @@ async def deliberate(
         return DeliberationStream(run, pool, offer, meter, request_id, include_usage, headers)
     deliberator = Deliberator(pool, offer.engine_model, request_id)
     watch = DisconnectWatch(request.receive)
+    meter.sent()
     try:
         await deliberator.run(run)
     except asyncio.CancelledError:
@@ -154,6 +155,7 @@ class DeliberationStream(Response):
             self._pool, self._offer.engine_model, self._request_id, pieces.put_nowait if live else None
         )
         watch = DisconnectWatch(receive)
+        meter.sent()
         work = asyncio.get_running_loop().create_task(deliberator.run(run))
         work.add_done_callback(lambda _: pieces.put_nowait(None))
         first: float | None = None

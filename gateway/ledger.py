@@ -11,6 +11,8 @@ from pathlib import Path
 from gateway.budgets import Budget, Window
 from gateway.database import Database, Migration
 from pricing import LEDGER_MIGRATIONS, Journal, Ledger, LedgerRow, LedgerWriter
+from pricing.journal import JournalStats
+from pricing.journal_drain import WriterStats
 
 __all__ = ["Bookkeeper", "ledger_migrations", "ledger_spent"]
 
@@ -68,6 +70,14 @@ class Bookkeeper:
     async def spent(self, budget: Budget, window: Window, ended_before: datetime | None) -> int:
         """What the ledger holds of a budget's subject in a window (a `gateway.budgets.LedgerSpend`)."""
         return await ledger_spent(self.ledger, budget, window, ended_before)
+
+    @property
+    def journal_stats(self) -> JournalStats:
+        return self._journal.stats
+
+    @property
+    def writer_stats(self) -> WriterStats:
+        return self._writer.stats
 
     async def record(self, row: LedgerRow) -> None:
         """Return once the row is durable on local disk (group-committed with concurrent requests)."""

@@ -18,6 +18,7 @@ from gateway.keys import ApiKey
 from gateway.ledger import Bookkeeper
 from gateway.limits import Admission
 from gateway.metering import Exchange, MeterSink, Outcome
+from gateway.metrics import RequestMetrics
 from gateway.usage_record import Counted, generated_chars, usage_record
 from pricing import Charge, Depth, LedgerRow, NotPriced, PriceBook, UsageRecord, rate, usage_cost_fields
 
@@ -43,9 +44,11 @@ class Meter:
         "_endpoint",
         "_hold",
         "_key",
+        "_metrics",
         "_offer",
         "_pool",
         "_request_id",
+        "_sent",
         "_sinks",
         "_source",
         "_started",
@@ -67,6 +70,8 @@ class Meter:
         admission: Admission | None,
         hold: BudgetHold | None,
         started_at: float,
+        arrived: float,
+        metrics: RequestMetrics | None,
         body_size: int,
         pool: EnginePool,
         source: Any,
@@ -88,7 +93,13 @@ class Meter:
         self._body_size = body_size
         self._started = started_at  # Unix time; the same moment places it in its budgets' windows
         self.depth: Depth | None = None  # what a deliberation delivered, set before its exchange
-        self._clock = time.monotonic()
+        self._clock = arrived  # monotonic: when the request arrived (latencies count from there)
+        self._metrics = metrics
+        self._sent: float | None = None
+
+    def sent(self) -> None:
+        """The request's engine call goes out now: the gateway's own part of its latency ends here."""
+        self._sent = time.monotonic()
 
     @property
     def prices(self) -> bool:
@@ -135,18 +146,22 @@ class Meter:
         for sink in self._sinks:
             sink.record(exchange)
         reservation = self._admission.reservation if self._admission is not None else None
-        if reservation is None and self._bookkeeper is None:
+        if reservation is None and self._bookkeeper is None and self._metrics is None:
             return
         counted = await self._counted(exchange) if exchange.usage is None and self._bookkeeper else None
         record = usage_record(exchange, depth=self.depth, counted=counted)
         if reservation is not None:
             self._admitter.settle(reservation, record.prompt_tokens + record.completion_tokens)
+        charge = None
         if self._bookkeeper is not None:
             charge = self._rated(record)
             if self._key is not None:  # its budgets: the real charge, and the reservation released
                 self._admitter.spent(self._key, self._started, charge.total if charge else 0, self._hold)
-            if charge is not None:
-                await self._bookkeeper.record(LedgerRow(record, charge))
+        if self._metrics is not None:
+            overhead = self._sent - self._clock if self._sent is not None else None
+            self._metrics.observe(exchange, record, charge, overhead)
+        if charge is not None and self._bookkeeper is not None:
+            await self._bookkeeper.record(LedgerRow(record, charge))
 
     async def _counted(self, exchange: Exchange) -> Counted | None:
         """A cut request's exact counts, from the engine's own tokenizer; None if it does not answer soon."""

@@ -22,6 +22,7 @@ from gateway.errors import GatewayError, from_engine_error
 from gateway.ledger import Bookkeeper
 from gateway.meter import Meter
 from gateway.metering import MeterSink, Outcome
+from gateway.metrics import RequestMetrics
 from gateway.relay import RelayEnd, StreamRelay
 from gateway.request_id import request_id_of
 from gateway.schemas import check_request
@@ -44,7 +45,9 @@ class InferenceProxy:
         bookkeeper: Bookkeeper | None,
         *,
         max_body_bytes: int,
+        metrics: RequestMetrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._admitter = admitter
         self._book = book
         self._bookkeeper = bookkeeper
@@ -58,6 +61,7 @@ class InferenceProxy:
         return self._book
 
     async def handle(self, request: Request, endpoint: Endpoint) -> Response:
+        arrived = time.monotonic()
         key = await self._admitter.authenticate(request.headers)
         body = await _read_body(request, self._max_body)
         data = _json_object(body)
@@ -107,6 +111,8 @@ class InferenceProxy:
             admission,
             hold,
             started_at,
+            arrived,
+            self._metrics,
             len(body),
             pool,
             data.get("messages") if endpoint is CHAT else data.get("prompt"),
@@ -133,6 +139,7 @@ class InferenceProxy:
                 headers=headers,
             )
         watch = DisconnectWatch(request.receive)
+        meter.sent()
         try:
             if streaming:
                 stream = await pool.stream(endpoint.path, payload, request_id=request_id)

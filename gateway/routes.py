@@ -19,6 +19,7 @@ from starlette.routing import Route
 from gateway.endpoints import CHAT, COMPLETIONS
 from gateway.errors import GatewayError
 from gateway.keys import ApiKey
+from gateway.metrics import scrape_registry
 from gateway.state import GatewayState
 
 __all__ = ["gateway_state", "inference_routes", "router"]
@@ -45,7 +46,8 @@ router = APIRouter()
 @router.get("/metrics", include_in_schema=False)
 async def metrics(gateway: Gateway) -> Response:
     """Prometheus text: the gateway's own metrics (no key needed, like the probes)."""
-    return Response(generate_latest(gateway.registry), media_type=CONTENT_TYPE_LATEST)
+    registry = scrape_registry(gateway.registry, gateway.collector)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _json(body: bytes, status: int = 200) -> Response:

@@ -22,6 +22,7 @@ __all__ = [
     "DeliberationSettings",
     "EffortLevel",
     "LedgerSettings",
+    "MetricsSettings",
     "ModelSettings",
     "PoolSettings",
     "PricingSettings",
@@ -34,7 +35,9 @@ __all__ = [
     "api_key_from_environment",
     "config_path_from_environment",
     "export_config_path",
+    "export_metrics_dir",
     "load_settings",
+    "metrics_multiprocess_dir",
     "settings_from_environment",
 ]
 
@@ -202,6 +205,11 @@ class PricingSettings(_Section):
     stripe_customers: dict[str, str] = Field(default_factory=dict, description="tenant -> Stripe customer id")
 
 
+class MetricsSettings(_Section):
+    # a tenant label on the request and cost counters: one series per tenant, so off unless tenants are few
+    tenant_labels: bool = False
+
+
 class ProbeSettings(_Section):
     """Quality probes run by the gateway itself (docs/deliberation.md#quality-probes)."""
 
@@ -243,6 +251,7 @@ class Settings(BaseSettings):
     pricing: PricingSettings = PricingSettings()
     ledger: LedgerSettings = LedgerSettings()
     probes: ProbeSettings = ProbeSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -313,6 +322,7 @@ CONFIG_ENV = "TIERGATE_CONFIG"
 
 ADMIN_TOKEN_ENV = "TIERGATE_ADMIN_TOKEN"
 API_KEY_ENV = "TIERGATE_API_KEY"
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
 
 
 def config_path_from_environment() -> Path | None:
@@ -328,6 +338,16 @@ def api_key_from_environment() -> str | None:
 def admin_token_from_environment() -> str | None:
     """The admin token the CLI uses against a running gateway's admin API."""
     return os.environ.get(ADMIN_TOKEN_ENV) or None
+
+
+def metrics_multiprocess_dir() -> str | None:
+    """Where prometheus-client's multiprocess mode keeps the workers' metrics, when it is on."""
+    return os.environ.get(MULTIPROCESS_ENV) or None
+
+
+def export_metrics_dir(path: Path) -> None:
+    """Turn prometheus-client's multiprocess mode on for the worker processes about to start."""
+    os.environ[MULTIPROCESS_ENV] = str(path)
 
 
 def export_config_path(path: Path) -> None:

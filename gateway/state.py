@@ -19,6 +19,7 @@ from gateway.keys import Authenticator, KeyStore
 from gateway.ledger import Bookkeeper
 from gateway.limits import LocalLimiter, RateLimiter, RedisLimiter
 from gateway.metering import LogSink, MeterSink
+from gateway.metrics import GatewayCollector, RequestMetrics
 from gateway.proxy import InferenceProxy
 from gateway.settings import ConfigError, PoolSettings, Settings
 from pricing import PriceBook, PricingError, load_price_book
@@ -42,7 +43,8 @@ class GatewayState:
     keys: KeyStore | None
     authenticator: Authenticator | None
     bookkeeper: Bookkeeper | None  # None without a price book: nothing to bill
-    registry: CollectorRegistry  # what GET /metrics serves
+    registry: CollectorRegistry  # what GET /metrics serves (see gateway.metrics.scrape_registry)
+    collector: GatewayCollector
 
     @classmethod
     async def create(
@@ -104,7 +106,9 @@ class GatewayState:
                 if redis.url
                 else LocalBudgets(bookkeeper.spent)
             )
-        admitter = Admitter(authenticator, limiter, budgets, book)
+        registry = CollectorRegistry(auto_describe=True)
+        metrics = RequestMetrics(registry, tenant_labels=settings.metrics.tenant_labels)
+        admitter = Admitter(authenticator, limiter, budgets, book, metrics)
         http = EngineHTTP.create(transport)
         pools = {name: _pool(name, pool, http) for name, pool in settings.pools.items()}
         proxy = InferenceProxy(
@@ -115,7 +119,10 @@ class GatewayState:
             book,
             bookkeeper,
             max_body_bytes=settings.server.max_body_bytes,
+            metrics=metrics,
         )
+        collector = GatewayCollector(pools, bookkeeper)
+        registry.register(collector)
         return cls(
             settings,
             catalog,
@@ -129,7 +136,8 @@ class GatewayState:
             keys,
             authenticator,
             bookkeeper,
-            CollectorRegistry(auto_describe=True),
+            registry,
+            collector,
         )
 
     def start(self) -> None:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,9 @@ class WriterStats:
     corrupt: int = 0  # lines that failed their checksum (quarantined)
     torn_bytes: int = 0
     failures: int = 0  # drain attempts that raised (database down, mostly)
+    own: int = 0  # rows drained from this process's own journal (its backlog is appends - own)
+    writes: int = 0  # batches added to the ledger
+    write_seconds: float = 0.0  # their time, summed
 
 
 class LedgerWriter:
@@ -124,6 +128,7 @@ class LedgerWriter:
         start = self._journal.checkpoint
         batch = await self._journal.read(start, self._batch)
         await self._store(batch)
+        self.stats.own += len(batch.rows)
         if batch.next != start:
             await self._journal.advance(batch.next)
         return len(batch.rows) >= self._batch
@@ -189,7 +194,10 @@ class LedgerWriter:
 
     async def _store(self, batch: Batch) -> None:
         if batch.rows:
+            started = time.perf_counter()
             added = await self._ledger.add(batch.rows)
+            self.stats.writes += 1
+            self.stats.write_seconds += time.perf_counter() - started
             self.stats.drained += len(batch.rows)
             self.stats.added += added
         if batch.damaged:

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import StartGateway
 from tests.processes import TIERGATE, free_port, read_until, start, wait_http
@@ -65,11 +66,21 @@ def test_serve_with_workers_in_front_of_simulate(
     gateway = start(processes, "serve", "--config", str(config))
     wait_http(f"http://127.0.0.1:{gateway_port}/readyz", gateway)
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{gateway_port}/v1", api_key="k", max_retries=0)
-    for _ in range(4):
+    for _ in range(8):
         reply = client.chat.completions.create(
             model="qwen3-32b", messages=[{"role": "user", "content": "hi"}]
         )
         assert (reply.choices[0].message.model_extra or {}).get("reasoning")
+    # /metrics adds up every worker's requests, whichever worker answers the scrape
+    for _ in range(3):
+        text = httpx.get(f"http://127.0.0.1:{gateway_port}/metrics").text
+        served = [
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "tiergate_requests_total" and sample.labels["outcome"] == "ok"
+        ]
+        assert sum(served) == 8
     gateway.send_signal(signal.SIGTERM)
     gateway.wait(timeout=15)
 

@@ -1,0 +1,244 @@
+"""The gateway's Prometheus metrics (the list, with meanings: docs/metrics.md).
+
+Per-request metrics are updated once, as a request's record is settled (`RequestMetrics.observe`), through
+label children cached per (tier, model): a request costs a few dictionary lookups and histogram observations,
+not a label resolution per metric. What can be read when scraped - pools, replicas, the ledger's backlog - is
+read then, by a collector: nothing on the request path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.registry import Collector
+
+from engines import EnginePool
+from gateway.ledger import Bookkeeper
+from gateway.metering import Exchange
+from gateway.settings import metrics_multiprocess_dir
+from pricing import Charge, UsageRecord
+
+__all__ = ["GatewayCollector", "RequestMetrics", "scrape_registry"]
+
+_TTFT = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_ITL = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+_DURATION = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+_REASONING = (0, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+
+
+class _Series:
+    """The label children of one (tier, model)."""
+
+    __slots__ = (
+        "cached",
+        "completion",
+        "duration",
+        "extensions",
+        "floor_met",
+        "floor_missed",
+        "itl",
+        "overhead",
+        "prompt",
+        "reasoning",
+        "reasoning_hist",
+        "samples",
+        "ttft",
+    )
+
+    def __init__(self, m: RequestMetrics, tier: str, model: str) -> None:
+        self.prompt = m.tokens.labels(tier, model, "prompt")
+        self.cached = m.tokens.labels(tier, model, "cached")
+        self.completion = m.tokens.labels(tier, model, "completion")
+        self.reasoning = m.tokens.labels(tier, model, "reasoning")
+        self.reasoning_hist = m.reasoning_tokens.labels(tier, model)
+        self.ttft = m.ttft.labels(tier)
+        self.itl = m.itl.labels(tier)
+        self.duration = m.duration.labels(tier)
+        self.overhead = m.overhead.labels(tier)
+        self.extensions = m.extensions.labels(model)
+        self.samples = m.samples.labels(model)
+        self.floor_met = m.floor.labels(model, "true")
+        self.floor_missed = m.floor.labels(model, "false")
+
+
+class RequestMetrics:
+    def __init__(self, registry: CollectorRegistry, *, tenant_labels: bool = False) -> None:
+        self._tenant_labels = tenant_labels
+        who = ("tenant",) if tenant_labels else ()
+        self.requests = Counter(
+            "tiergate_requests",
+            "Inference requests that reached an engine pool",
+            ("tier", "model", "endpoint", "status", "outcome", *who),
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "tiergate_tokens", "Tokens by kind", ("tier", "model", "kind"), registry=registry
+        )
+        self.cost = Counter(
+            "tiergate_cost_micros",
+            "What requests were charged, in micro-units of the currency",
+            ("tier", "model", "currency", *who),
+            registry=registry,
+        )
+        self.refusals = Counter(
+            "tiergate_refusals",
+            "Requests refused before any engine (rate_limit, budget)",
+            ("reason", "tier"),
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "tiergate_time_to_first_token_seconds",
+            "Time to the first streamed event",
+            ("tier",),
+            buckets=_TTFT,
+            registry=registry,
+        )
+        self.itl = Histogram(
+            "tiergate_inter_token_latency_seconds",
+            "A streamed request's mean gap between generated tokens",
+            ("tier",),
+            buckets=_ITL,
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "tiergate_request_duration_seconds",
+            "End-to-end request time",
+            ("tier",),
+            buckets=_DURATION,
+            registry=registry,
+        )
+        self.overhead = Histogram(
+            "tiergate_gateway_overhead_seconds",
+            "From a request's arrival to its engine call",
+            ("tier",),
+            buckets=_OVERHEAD,
+            registry=registry,
+        )
+        self.reasoning_tokens = Histogram(
+            "tiergate_reasoning_tokens",
+            "Reasoning tokens per request",
+            ("tier", "model"),
+            buckets=_REASONING,
+            registry=registry,
+        )
+        self.extensions = Counter(
+            "tiergate_deliberation_extensions", "Budget-forcing continuations", ("model",), registry=registry
+        )
+        self.samples = Counter(
+            "tiergate_deliberation_samples", "Self-consistency samples", ("model",), registry=registry
+        )
+        self.floor = Counter(
+            "tiergate_deliberation_floor",
+            "Deliberations by whether the depth floor was delivered",
+            ("model", "met"),
+            registry=registry,
+        )
+        self._series: dict[tuple[str, str], _Series] = {}
+
+    def refused(self, reason: str, tier: str) -> None:
+        self.refusals.labels(reason, tier).inc()
+
+    def observe(
+        self, exchange: Exchange, record: UsageRecord, charge: Charge | None, overhead_s: float | None
+    ) -> None:
+        """One settled request."""
+        tier, model = record.tier, record.model
+        series = self._series.get((tier, model))
+        if series is None:
+            series = self._series[tier, model] = _Series(self, tier, model)
+        who = (record.tenant or "",) if self._tenant_labels else ()
+        self.requests.labels(tier, model, record.endpoint, str(exchange.status), record.outcome, *who).inc()
+        if record.prompt_tokens:
+            series.prompt.inc(record.prompt_tokens)
+        if record.cached_tokens:
+            series.cached.inc(record.cached_tokens)
+        if record.completion_tokens:
+            series.completion.inc(record.completion_tokens)
+        if record.reasoning_tokens:
+            series.reasoning.inc(record.reasoning_tokens)
+        if charge is not None and charge.total:
+            self.cost.labels(tier, model, charge.currency, *who).inc(charge.total)
+        series.duration.observe(exchange.duration_s)
+        if overhead_s is not None:
+            series.overhead.observe(overhead_s)
+        first = exchange.first_token_s
+        if first is not None and exchange.streamed:
+            series.ttft.observe(first)
+            if record.completion_tokens > 1:
+                series.itl.observe(max(0.0, exchange.duration_s - first) / (record.completion_tokens - 1))
+        depth = record.depth
+        if record.completion_tokens:
+            series.reasoning_hist.observe(record.reasoning_tokens)
+        if depth.floor is not None:
+            (series.floor_met if depth.floor_met else series.floor_missed).inc()
+            series.samples.inc(depth.samples)
+            if depth.extensions:
+                series.extensions.inc(depth.extensions)
+
+
+class GatewayCollector(Collector):
+    """Pools, replicas and the ledger's backlog, read when Prometheus scrapes."""
+
+    def __init__(self, pools: Mapping[str, EnginePool], bookkeeper: Bookkeeper | None) -> None:
+        self._pools = pools
+        self._bookkeeper = bookkeeper
+
+    def collect(self) -> Iterator[Any]:
+        in_flight = GaugeMetricFamily(
+            "tiergate_pool_requests_in_flight", "Requests outstanding on the pool", labels=["pool"]
+        )
+        up = GaugeMetricFamily(
+            "tiergate_replica_up", "Passed its last health check and not ejected", labels=["pool", "replica"]
+        )
+        replica_in_flight = GaugeMetricFamily(
+            "tiergate_replica_requests_in_flight",
+            "Requests outstanding on the replica",
+            labels=["pool", "replica"],
+        )
+        for name, pool in self._pools.items():
+            in_flight.add_metric([name], sum(replica.outstanding for replica in pool.replicas))
+            now = time.monotonic()  # the pools' clock
+            for replica in pool.replicas:
+                available = replica.healthy is not False and replica.ejected_until <= now
+                up.add_metric([name, replica.url], 1.0 if available else 0.0)
+                replica_in_flight.add_metric([name, replica.url], replica.outstanding)
+        yield in_flight
+        yield up
+        yield replica_in_flight
+        if self._bookkeeper is None:
+            return
+        journal, writer = self._bookkeeper.journal_stats, self._bookkeeper.writer_stats
+        rows = CounterMetricFamily("tiergate_ledger_rows", "Ledger rows written by this process's writer")
+        rows.add_metric([], writer.added)
+        yield rows
+        backlog = GaugeMetricFamily(
+            "tiergate_journal_backlog_rows", "Rows journaled by this process and not yet in the ledger"
+        )
+        backlog.add_metric([], max(0, journal.appends - writer.own))
+        yield backlog
+        writes = SummaryMetricFamily(
+            "tiergate_ledger_write_seconds", "Time of each batch written to the ledger"
+        )
+        writes.add_metric([], count_value=writer.writes, sum_value=writer.write_seconds)
+        yield writes
+        failures = CounterMetricFamily("tiergate_ledger_write_failures", "Failed batch writes to the ledger")
+        failures.add_metric([], writer.failures)
+        yield failures
+
+
+def scrape_registry(own: CollectorRegistry, collector: GatewayCollector) -> CollectorRegistry:
+    """What GET /metrics serves: this process's registry, or with several workers (multiprocess mode) every
+    worker's request metrics aggregated, plus this worker's pools and ledger."""
+    if metrics_multiprocess_dir() is None:
+        return own
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(collector)
+    return registry
