@@ -3,7 +3,7 @@
 from gateway.app import app_from_environment, create_app
 from gateway.catalog import Catalog, Offer
 from gateway.errors import GatewayError
-from gateway.metering import Exchange, LogSink, MeterSink, Outcome
+from gateway.metering import Exchange, MeterSink, Outcome
 from gateway.settings import ConfigError, Settings, load_settings
 from gateway.tiers import ReasoningEffort, Tier
 
@@ -12,7 +12,6 @@ __all__ = [
     "ConfigError",
     "Exchange",
     "GatewayError",
-    "LogSink",
     "MeterSink",
     "Offer",
     "Outcome",

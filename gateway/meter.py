@@ -19,6 +19,7 @@ from gateway.ledger import Bookkeeper
 from gateway.limits import Admission
 from gateway.metering import Exchange, MeterSink, Outcome
 from gateway.metrics import RequestMetrics
+from gateway.request_log import log_request
 from gateway.usage_record import Counted, generated_chars, usage_record
 from pricing import Charge, Depth, LedgerRow, NotPriced, PriceBook, UsageRecord, rate, usage_cost_fields
 
@@ -160,6 +161,7 @@ class Meter:
         if self._metrics is not None:
             overhead = self._sent - self._clock if self._sent is not None else None
             self._metrics.observe(exchange, record, charge, overhead)
+        log_request(exchange, record, charge)
         if charge is not None and self._bookkeeper is not None:
             await self._bookkeeper.record(LedgerRow(record, charge))
 

@@ -6,7 +6,6 @@ the client vanished mid-stream, or when the engine failed - and handed to every 
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -14,7 +13,7 @@ from typing import Any, Protocol
 from engines import StreamTally, Usage
 from gateway.tiers import Tier
 
-__all__ = ["Exchange", "LogSink", "MeterSink", "Outcome"]
+__all__ = ["Exchange", "MeterSink", "Outcome"]
 
 
 class Outcome(StrEnum):
@@ -53,29 +52,3 @@ class MeterSink(Protocol):
     """Receives every exchange. Called on the event loop: it must not block."""
 
     def record(self, exchange: Exchange) -> None: ...
-
-
-class LogSink:
-    """One log line per request on `tiergate.requests` (at INFO); never the prompt or the output."""
-
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        self._log = logger or logging.getLogger("tiergate.requests")
-
-    def record(self, exchange: Exchange) -> None:
-        if not self._log.isEnabledFor(logging.INFO):
-            return
-        usage = exchange.usage
-        self._log.info(
-            "%s key=%s tenant=%s %s %s:%s %s status=%d prompt=%s completion=%s %.1fms",
-            exchange.request_id,
-            exchange.key_id or "-",  # the key's public id: never the secret
-            exchange.tenant or "-",
-            exchange.endpoint,
-            exchange.model,
-            exchange.tier.value,
-            exchange.outcome.value,
-            exchange.status,
-            usage.prompt_tokens if usage else "-",
-            usage.completion_tokens if usage else "-",
-            exchange.duration_s * 1000,
-        )

@@ -18,7 +18,7 @@ from gateway.database import Database, open_database
 from gateway.keys import Authenticator, KeyStore
 from gateway.ledger import Bookkeeper
 from gateway.limits import LocalLimiter, RateLimiter, RedisLimiter
-from gateway.metering import LogSink, MeterSink
+from gateway.metering import MeterSink
 from gateway.metrics import GatewayCollector, RequestMetrics
 from gateway.proxy import InferenceProxy
 from gateway.settings import ConfigError, PoolSettings, Settings
@@ -114,7 +114,7 @@ class GatewayState:
         proxy = InferenceProxy(
             catalog,
             pools,
-            sinks if sinks is not None else [LogSink()],
+            sinks or (),
             admitter,
             book,
             bookkeeper,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -99,3 +101,22 @@ def test_requests_tokens_money_latency_and_depth_are_counted(tmp_path: Path) -> 
     assert value(found, "tiergate_pool_requests_in_flight", pool="fast") == 0
     assert ("tiergate_journal_backlog_rows", frozenset()) in found
     assert not any("tenant" in dict(labels) for _, labels in found)  # opt-in only
+
+
+def test_one_json_log_line_per_request_without_text(gateway: Any, caplog: pytest.LogCaptureFixture) -> None:
+    secret = "the-prompt-text-must-not-be-logged"
+    with caplog.at_level(logging.INFO, logger="tiergate.requests"):
+        client = openai.OpenAI(base_url=gateway.v1, api_key="unused", max_retries=0)
+        reply = client.chat.completions.with_raw_response.create(
+            model="qwen3-8b:fast", messages=[{"role": "user", "content": secret}], max_tokens=5
+        )
+        client.close()
+        request_id = reply.headers["x-tiergate-request-id"]
+        gateway.recorder.wait_for(request_id)
+    lines = [orjson.loads(r.getMessage()) for r in caplog.records if request_id in r.getMessage()]
+    assert len(lines) == 1
+    (line,) = lines
+    assert line["event"] == "request" and line["tier"] == "fast" and line["outcome"] == "ok"
+    assert line["completion_tokens"] == reply.parse().usage.completion_tokens  # type: ignore[union-attr]
+    assert line["cost_micros"] > 0 and line["currency"] == "USD" and line["duration_ms"] > 0
+    assert secret not in caplog.text
