@@ -62,9 +62,12 @@ class EngineTimeout(EngineError):
 
 
 class EngineFailed(EngineError):
-    def __init__(self, message: str, *, replica: str = "", status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, replica: str = "", status: int | None = None, reported: str | None = None
+    ) -> None:
         super().__init__(message, replica=replica)
         self.status = status
+        self.reported = reported  # the engine's own error message, when it sent one
 
 
 class EngineRejected(EngineError):

@@ -203,7 +203,9 @@ class OpenAICompatStream:
         if "error" in payload and "choices" not in payload:
             error = payload["error"]
             message = error.get("message") if isinstance(error, dict) else str(error)
-            raise EngineFailed(f"the engine failed mid-stream: {message}", replica=self.replica)
+            raise EngineFailed(
+                f"the engine failed mid-stream: {message}", replica=self.replica, reported=str(message)
+            )
         usage = payload.get("usage")
         if usage:
             self.usage = Usage.from_payload(usage) or self.usage

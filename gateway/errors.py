@@ -122,6 +122,10 @@ def from_engine_error(exc: EngineError) -> GatewayError:
             502, "the engine could not be reached", code="engine_unreachable", headers=_retry_headers(1.0)
         )
     detail = f" (HTTP {exc.status})" if isinstance(exc, EngineFailed) and exc.status else ""
+    if isinstance(exc, EngineFailed) and exc.reported:
+        # the engine's own words: often a configuration problem an operator must see (a vLLM started
+        # without --reasoning-parser refusing thinking_token_budget, say)
+        detail = f": {exc.reported}"
     return GatewayError(
         502, f"the engine failed to answer{detail}", code="engine_error", headers=_retry_headers(1.0)
     )

@@ -4,8 +4,9 @@ Counts come from the engine's usage whenever it arrived. When it did not (a stre
 the engine), the prompt and the generated text are counted by the engine's own tokenizer (`/tokenize`) when it
 answers, else locally - about four characters a token, the prompt from the request's size - and the record is
 marked `estimated` either way; a request that generated nothing
-counts nothing. Many vLLM releases omit `completion_tokens_details.reasoning_tokens`: the reasoning share of
-the completion is then split by the share of reasoning text (and marked estimated). Reasoning tokens stay a
+counts nothing. Many vLLM releases omit `completion_tokens_details.reasoning_tokens` (and vLLM 0.32 reports 0
+when the `<think>` was in the prompt): the reasoning share of the completion is then split by the share of
+reasoning text (and marked estimated). Reasoning tokens stay a
 subset of completion tokens, cached tokens a subset of prompt tokens: nothing is ever counted twice.
 """
 
@@ -42,7 +43,8 @@ def usage_record(
         prompt, cached, completion = usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens
         reasoning = usage.reasoning_tokens
         estimated = exchange.estimated
-        if reasoning is None:
+        if reasoning is None or (reasoning == 0 and reasoning_chars > 0):
+            # missing, or vLLM's 0 for reasoning that began in the prompt: split by the text
             generated = content_chars + reasoning_chars
             reasoning = round(completion * reasoning_chars / generated) if generated else 0
             estimated = estimated or reasoning_chars > 0

@@ -54,13 +54,16 @@ async def chat_completions(engine: Engine, x: Exchange) -> None:
         prompt.continuation == "reasoning" or (prompt.continuation == "none" and request.enable_thinking)
     )
     inline = _inline_thinking(config.follows_thinking_prompt and not config.reasoning, request, prompt)
+    budget = request.thinking_token_budget
+    if budget is not None:  # as vLLM: a total, the reasoning already in a continued message included
+        budget = max(0, budget - prompt.carried_reasoning)
     sampling = Sampling(
         cap=_token_cap(engine, len(prompt.tokens), request.token_cap, "messages"),
         n=request.n,
         seed=request.seed,
         reasoning=thinks or inline != "no",
         # A plain model knows nothing of a thinking budget (nor of enable_thinking): it follows the prompt.
-        thinking_budget=request.thinking_token_budget if inline == "no" else None,
+        thinking_budget=budget if inline == "no" else None,
         stop=request.stop_strings(),
         ignore_eos=request.ignore_eos,
         fresh_start=prompt.continuation == "none",

@@ -68,7 +68,8 @@ class Deliberator:
         }
         body.pop("thinking_token_budget", None)
         if s.engine_caps_thinking and run.plan.cap is not None and not close:
-            body["thinking_token_budget"] = max(1, run.plan.cap - sample.reasoning_tokens)
+            # vLLM counts the reasoning already in the continued message against the budget: the whole cap
+            body["thinking_token_budget"] = run.plan.cap
         await self._call(run, body, [sample], "after" if close else "inside")
 
     def _gateway_caps(self, run: Run) -> bool:
@@ -120,7 +121,9 @@ class Deliberator:
     async def _reasoning_counts(self, texts: list[str], usage: Usage | None) -> list[int]:
         """Each choice's new reasoning tokens: the engine's usage when it says (one choice), else the
         engine's tokenizer, else about four characters a token."""
-        if usage is not None and usage.reasoning_tokens is not None and len(texts) == 1:
+        # vLLM reports 0 when the <think> was in the prompt (a template's generation prompt, every
+        # continuation): a count of 0 for reasoning text that exists is no count
+        if usage is not None and usage.reasoning_tokens and len(texts) == 1:
             return [usage.reasoning_tokens]
         return list(await asyncio.gather(*(self._count(text) for text in texts)))
 

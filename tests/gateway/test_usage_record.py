@@ -69,6 +69,11 @@ def test_missing_reasoning_count_is_split_by_the_reasoning_text() -> None:
     assert record.estimated
     plain = usage_record(exchange(usage=Usage(10, 80), reply={"choices": [{"message": {"content": "hi"}}]}))
     assert plain.reasoning_tokens == 0 and not plain.estimated
+    # vLLM 0.32 says 0 when the <think> was in the prompt: reasoning text with a 0 count is no count
+    zero = usage_record(exchange(usage=Usage(10, 80, reasoning_tokens=0), reply=reply))
+    assert zero.reasoning_tokens == 60 and zero.estimated
+    reported = usage_record(exchange(usage=Usage(10, 80, reasoning_tokens=50), reply=reply))
+    assert reported.reasoning_tokens == 50 and not reported.estimated
 
 
 def test_a_cut_stream_counts_what_it_generated_and_says_so() -> None:

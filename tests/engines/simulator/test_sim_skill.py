@@ -146,6 +146,7 @@ async def test_no_reasoning_answers_at_the_base_skill(sim: Sim) -> None:
 async def test_a_reasoning_continuation_reasons_more_and_counts_the_carried(sim_factory: SimFactory) -> None:
     sim = await sim_factory(deliberate(short_reasoning_rate=0.0))
     carried = "<think>\n" + " ".join(["step"] * 800) + ". Wait"
+    carried_tokens = TOKENIZER.count(carried.split("<think>", 1)[1])
     tasks = generate_tasks(150, seed=13)
     fresh = continued = 0
     for task in tasks:
@@ -155,7 +156,7 @@ async def test_a_reasoning_continuation_reasons_more_and_counts_the_carried(sim_
             messages=[*_user(task), {"role": "assistant", "content": carried}],
             continue_final_message=True,
             add_generation_prompt=False,
-            thinking_token_budget=16,
+            thinking_token_budget=16 + carried_tokens,  # a total, as vLLM's: what was carried counts
         )
         payload = response.json()
         message, usage = payload["choices"][0]["message"], payload["usage"]

@@ -1,0 +1,441 @@
+"""The deliberate tier against a real vLLM on the CPU: budget forcing's continuation requests are taken, and
+what the gateway meters and bills from them. See README.md in this folder for the set-up.
+
+Skipped (loudly) unless TIERGATE_VLLM_PYTHON names a python with vLLM; with TIERGATE_REQUIRE_VLLM set a
+missing vLLM fails instead. The engine is started once for this module (about 1-2 minutes on 2 cores) over
+a tiny random Llama made by make_tiny_model.py, with `--reasoning-parser deepseek_r1`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from gateway import create_app, load_settings
+from tests.conftest import Gateway, Recorder, unused_url, wait_ready
+from tests.gateway.test_deliberation_http import depth_of, extra, ledger_row
+from tests.servers import serving
+
+PYTHON_ENV = "TIERGATE_VLLM_PYTHON"  # e.g. /work/vllm-venv/bin/python
+REQUIRE_ENV = "TIERGATE_REQUIRE_VLLM"
+HERE = Path(__file__).parent
+SERVED = "tiny"  # vLLM's --served-model-name
+MODEL = "tiny-r1"  # the gateway's public id for it (deliberate tier only)
+START_TIMEOUT_S = 180.0
+MAX_TOKENS = 160  # each engine call's limit: continuations still fit in --max-model-len 512
+FLOOR, CAP, MAX_EXTENSIONS = 64, 200, 2
+DELIBERATION = {
+    "efforts": {"medium": {"floor": FLOOR, "cap": CAP, "samples": 1, "max_extensions": MAX_EXTENSIONS}}
+}
+MESSAGES: Any = [{"role": "user", "content": "Is 1001 a prime number?"}]
+PRICE_BOOK = """\
+currency: USD
+versions:
+  - effective_from: 2026-01-01
+    prices:
+      fast:
+        tiny-r1: {input: "0.05", cached_input: "0.01", output: "0.20", request: "0"}
+      deliberate:
+        tiny-r1: {input: "0.10", cached_input: "0.02", output: "0.60", reasoning: "0.60",
+                  request: "0.0001", depth_premium: "0.0005"}
+"""
+
+
+@dataclass(frozen=True)
+class VLLM:
+    url: str
+    log: Path
+
+    def tail(self, lines: int = 60) -> str:
+        text = self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _vllm_python() -> str:
+    python = os.environ.get(PYTHON_ENV)
+    if not python:
+        message = (
+            f"REAL vLLM TESTS SKIPPED: {PYTHON_ENV} is not set. Point it at a python that has vLLM"
+            f" (see tests/engines/vllm_cpu/README.md), e.g. {PYTHON_ENV}=/work/vllm-venv/bin/python;"
+            f" set {REQUIRE_ENV}=1 to make this a failure."
+        )
+        if os.environ.get(REQUIRE_ENV):
+            pytest.fail(message)
+        pytest.skip(message)
+    if not Path(python).exists():
+        pytest.fail(f"{PYTHON_ENV}={python}: no such file")
+    return python
+
+
+def _engine_environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1")
+    return env
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop vLLM and its engine processes (its own process group), forcibly after 30 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError):  # children left behind in the group
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLM]:
+    python = _vllm_python()
+    root = tmp_path_factory.mktemp("vllm-cpu")
+    model = root / "tiny-llama"
+    env = _engine_environment()
+    made = subprocess.run(
+        [python, str(HERE / "make_tiny_model.py"), str(model)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert made.returncode == 0, f"make_tiny_model.py failed:\n{made.stdout}\n{made.stderr}"
+    url = unused_url()
+    port = url.rsplit(":", 1)[1]
+    nice = ["nice", "-n", "10"] if shutil.which("nice") else []
+    command = [
+        *nice,
+        python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model),
+        "--served-model-name",
+        SERVED,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        port,
+        "--max-model-len",
+        "512",
+        "--dtype",
+        "float32",
+        "--reasoning-parser",
+        "deepseek_r1",
+    ]
+    engine = VLLM(url, root / "vllm.log")
+    with engine.log.open("wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        started = time.monotonic()
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None:
+                pytest.fail(f"vLLM exited with {process.returncode} while starting:\n{engine.tail()}")
+            if time.monotonic() - started > START_TIMEOUT_S:
+                pytest.fail(f"vLLM not healthy after {START_TIMEOUT_S:.0f} s:\n{engine.tail()}")
+            time.sleep(0.5)
+        print(f"vLLM on {url} healthy after {time.monotonic() - started:.0f} s; log: {engine.log}")
+        yield engine
+    finally:
+        _stop(process)
+
+
+@dataclass(frozen=True)
+class Deliberating:
+    gateway: Gateway
+    database_url: str
+    sdk: openai.OpenAI
+
+
+@pytest.fixture
+def deliberating(vllm: VLLM, tmp_path: Path) -> Iterator[Deliberating]:
+    """A gateway whose tiny-r1 deliberates (floor 64, cap 200, 1 sample, 2 extensions) on the real vLLM."""
+    book = tmp_path / "prices.yaml"
+    book.write_text(PRICE_BOOK, encoding="utf-8")
+    database_url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    settings = load_settings(
+        None,
+        pools={
+            "deliberate": {
+                "replicas": [vllm.url],
+                "health": {"interval_s": 0.5},
+                "timeouts": {"first_token_s": 120, "idle_s": 60},
+            }
+        },
+        models={
+            MODEL: {
+                "max_model_len": 512,
+                "tiers": {
+                    "deliberate": {"pool": "deliberate", "engine_model": SERVED, "deliberation": DELIBERATION}
+                },
+            }
+        },
+        auth={"mode": "disabled"},
+        database={"url": database_url},
+        ledger={"journal_dir": str(tmp_path / "journal")},
+        pricing={"book": str(book)},
+    )
+    recorder = Recorder()
+    with serving(create_app(settings, sinks=[recorder])) as url:
+        wait_ready(url, timeout=30)
+        sdk = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=300)
+        try:
+            yield Deliberating(Gateway(url, recorder), database_url, sdk)
+        finally:
+            sdk.close()
+
+
+def chat_requests_served(vllm: VLLM) -> float:
+    """vLLM's count of finished requests, all finish reasons together."""
+    text = httpx.get(vllm.url + "/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("vllm:request_success_total{")
+    )
+
+
+def tokens_of(vllm: VLLM, **body: Any) -> int:
+    """Count by vLLM's /tokenize, the way the gateway counts (engines/openai_compat.py count_tokens)."""
+    reply = httpx.post(vllm.url + "/tokenize", json={"model": SERVED, **body}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    count = reply.json()["count"]
+    assert isinstance(count, int)
+    return count
+
+
+def stream_chat(vllm: VLLM, body: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+    """One streamed chat call as the gateway's runner makes it; its events and whether [DONE] came."""
+    payload = {**body, "model": SERVED, "stream": True, "stream_options": {"include_usage": True}}
+    events: list[dict[str, Any]] = []
+    done = False
+    with httpx.stream("POST", vllm.url + "/v1/chat/completions", json=payload, timeout=120) as reply:
+        assert reply.status_code == 200, reply.read().decode()
+        for line in reply.iter_lines():
+            if line == "data: [DONE]":
+                done = True
+            elif line.startswith("data: "):
+                events.append(orjson.loads(line[6:]))
+    errors = [event["error"] for event in events if "error" in event]
+    assert not errors, f"vLLM refused it mid-stream (HTTP 200, SSE error event): {errors}"
+    return events, done
+
+
+def texts(events: list[dict[str, Any]], field: str) -> dict[int, str]:
+    found: dict[int, str] = {}
+    for event in events:
+        for choice in event.get("choices") or ():
+            piece = (choice.get("delta") or {}).get(field)
+            found[choice["index"]] = found.get(choice["index"], "") + (piece or "")
+    return found
+
+
+# -- the engine takes what the gateway sends (Deliberator._call and Deliberator.extend) ----------------
+
+
+def first_call(vllm: VLLM) -> str:
+    """The first call of a deliberation (DepthCap sets thinking_token_budget); its reasoning."""
+    body = {"messages": MESSAGES, "max_tokens": MAX_TOKENS, "reasoning_effort": "medium"}
+    events, done = stream_chat(vllm, {**body, "thinking_token_budget": CAP})
+    assert done
+    return texts(events, "reasoning").get(0, "")
+
+
+def test_vllm_takes_the_continuation_that_makes_a_model_think_on(vllm: VLLM) -> None:
+    reasoning = first_call(vllm) or " let me see"
+    assistant = {"role": "assistant", "content": f"<think>{reasoning}\nWait"}
+    body = {
+        "messages": [*MESSAGES, assistant],
+        "max_tokens": MAX_TOKENS,
+        "reasoning_effort": "medium",
+        "n": 1,
+        "continue_final_message": True,
+        "add_generation_prompt": False,
+        "thinking_token_budget": CAP,
+    }
+    events, done = stream_chat(vllm, body)
+    assert done
+    *chunks, last = events
+    assert last["choices"] == [] and all(event.get("usage") is None for event in chunks)
+    usage = last["usage"]
+    assert usage["completion_tokens"] > 0
+    assert usage["prompt_tokens"] > tokens_of(vllm, messages=MESSAGES, add_generation_prompt=True)
+    # what comes before </think> is reasoning: `delta.reasoning` (vLLM 0.32 never sends reasoning_content)
+    assert not any(
+        "reasoning_content" in (c.get("delta") or {}) for e in events for c in e.get("choices") or ()
+    )
+    finish = [c["finish_reason"] for e in events for c in e.get("choices") or () if c.get("finish_reason")]
+    assert finish in (["stop"], ["length"])
+    assert "reasoning_tokens" in usage["completion_tokens_details"]
+
+
+def test_vllm_takes_the_continuation_that_makes_a_model_answer(vllm: VLLM) -> None:
+    reasoning = first_call(vllm) or " let me see"
+    assistant = {"role": "assistant", "content": f"<think>{reasoning}</think>\n\n"}
+    body = {
+        "messages": [*MESSAGES, assistant],
+        "max_tokens": MAX_TOKENS,
+        "n": 1,
+        "continue_final_message": True,
+        "add_generation_prompt": False,
+    }
+    events, done = stream_chat(vllm, body)
+    assert done and events[-1]["usage"]["completion_tokens"] > 0
+    # the prompt closed the reasoning: everything generated is the answer
+    assert texts(events, "reasoning").get(0, "") == ""
+
+
+def test_vllm_samples_several_choices_in_one_request(vllm: VLLM) -> None:
+    body = {"messages": MESSAGES, "max_tokens": MAX_TOKENS, "n": 3, "thinking_token_budget": CAP}
+    events, done = stream_chat(vllm, body)
+    finished = {c["index"] for e in events for c in e.get("choices") or () if c.get("finish_reason")}
+    assert done and finished == {0, 1, 2}
+    assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] > 0
+
+
+def test_tokenize_counts_as_the_chat_endpoint_does(vllm: VLLM) -> None:
+    reply = httpx.post(
+        vllm.url + "/v1/chat/completions",
+        json={"model": SERVED, "messages": MESSAGES, "max_tokens": 4},
+        timeout=120,
+    )
+    assert reply.status_code == 200, reply.text
+    # the gateway's count of a cut-short call's prompt (`messages`, generation prompt added)
+    assert (
+        tokens_of(vllm, messages=MESSAGES, add_generation_prompt=True)
+        == reply.json()["usage"]["prompt_tokens"]
+    )
+    assert tokens_of(vllm, prompt="Wait, let me think.", add_special_tokens=False) > 0
+
+
+def test_thinking_token_budget_counts_the_reasoning_already_in_the_prompt(vllm: VLLM) -> None:
+    """vLLM's budget is for the whole reasoning, the part sent back in a continuation included: a budget
+    no larger than that part closes the reasoning at once. So a continuation's budget is the cap, not
+    the cap less the reasoning so far (what runner.py sends today)."""
+    so_far = " one two three four five six seven eight nine ten"
+    in_prompt = tokens_of(vllm, prompt=f"{so_far}\nWait", add_special_tokens=False)
+    assistant = {"role": "assistant", "content": f"<think>{so_far}\nWait"}
+    body = {
+        "messages": [*MESSAGES, assistant],
+        "max_tokens": 40,
+        "n": 4,
+        "continue_final_message": True,
+        "add_generation_prompt": False,
+        "thinking_token_budget": in_prompt,
+    }
+    events, _ = stream_chat(vllm, body)
+    assert set(texts(events, "reasoning").values()) <= {""}
+
+
+# -- the gateway over it ----------------------------------------------------------------------------
+
+
+def test_budget_forcing_through_the_gateway(vllm: VLLM, deliberating: Deliberating) -> None:
+    served_before = chat_requests_served(vllm)
+    reply = deliberating.sdk.chat.completions.with_raw_response.create(
+        model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, reasoning_effort="medium"
+    )
+    assert reply.http_response.status_code == 200
+    assert reply.headers["x-tiergate-tier"] == "deliberate"
+    answer = reply.parse()
+    depth = depth_of(answer.usage)
+    assert (depth["floor"], depth["cap"], depth["samples"]) == (FLOOR, CAP, 1)
+    assert 0 <= depth["extensions"] <= MAX_EXTENSIONS
+    assert depth["extensions"] >= 1 or depth["floor_met"], depth
+    reasoning = extra(answer.choices[0].message)["reasoning"] or ""
+    assert reasoning.count("\nWait") >= depth["extensions"]  # each extension's cue, spliced in
+    # every engine call succeeded: the first and one per extension (the engine caps, nothing is closed)
+    calls = 1 + depth["extensions"]
+    deadline = time.monotonic() + 5
+    while chat_requests_served(vllm) - served_before < calls and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert chat_requests_served(vllm) - served_before == calls
+
+    usage = answer.usage
+    assert usage is not None and usage.completion_tokens_details is not None
+    print(f"depth {depth}; usage {usage.model_dump(exclude_none=True)}")  # shown with pytest -s
+    assert usage.completion_tokens > 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    reasoning_tokens = usage.completion_tokens_details.reasoning_tokens
+    assert reasoning_tokens is not None and 0 <= reasoning_tokens <= usage.completion_tokens
+    assert reasoning_tokens == depth["reasoning_tokens"]
+    # each call read the prompt again, the continuations with the reasoning so far
+    assert usage.prompt_tokens >= (1 + depth["extensions"]) * tokens_of(
+        vllm, messages=MESSAGES, add_generation_prompt=True
+    )
+
+    request_id = reply.headers["x-tiergate-request-id"]
+    row = ledger_row(deliberating.database_url, request_id)
+    record = row.record
+    assert (record.model, record.served_model, record.tier, record.outcome) == (
+        MODEL,
+        SERVED,
+        "deliberate",
+        "ok",
+    )
+    assert (record.prompt_tokens, record.completion_tokens, record.reasoning_tokens) == (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        reasoning_tokens,
+    )
+    assert not record.estimated
+    assert (record.depth.extensions, record.depth.floor_met) == (depth["extensions"], depth["floor_met"])
+    assert row.charge.rated_tier == ("deliberate" if depth["floor_met"] else "fast")
+    assert row.charge.total > 0 and extra(usage)["cost_micros"] == row.charge.total
+    exchange = deliberating.gateway.recorder.wait_for(request_id)
+    assert exchange.status == 200 and exchange.replica == vllm.url
+
+
+def test_a_streamed_deliberation_through_the_gateway(vllm: VLLM, deliberating: Deliberating) -> None:
+    stream = deliberating.sdk.chat.completions.create(
+        model=MODEL,
+        messages=MESSAGES,
+        max_tokens=MAX_TOKENS,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    reasoning, content, usage, finish = "", "", None, None
+    for chunk in stream:
+        if chunk.usage is not None:
+            assert chunk.choices == []
+            usage = chunk.usage
+        for choice in chunk.choices:
+            reasoning += (choice.delta.model_extra or {}).get("reasoning") or ""
+            content += choice.delta.content or ""
+            finish = choice.finish_reason or finish
+    assert usage is not None and usage.completion_tokens > 0 and finish in ("stop", "length")
+    depth = depth_of(usage)
+    assert depth["extensions"] >= 1 or depth["floor_met"], depth
+    assert reasoning.count("\nWait") >= depth["extensions"]  # relayed live, the cues included
+
+
+def test_the_reasoning_the_engine_generated_is_counted(vllm: VLLM, deliberating: Deliberating) -> None:
+    """vLLM 0.32 reports `reasoning_tokens: 0` when the <think> was in the prompt (this template's generation
+    prompt, DeepSeek-R1's, every budget-forcing continuation): the gateway must count the text itself."""
+    answer = deliberating.sdk.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS)
+    reasoning = extra(answer.choices[0].message)["reasoning"] or ""
+    if not reasoning.strip():
+        pytest.skip("the model generated no reasoning this time: nothing to count")
+    depth = depth_of(answer.usage)
+    assert depth["reasoning_tokens"] >= tokens_of(vllm, prompt=reasoning, add_special_tokens=False) // 2
