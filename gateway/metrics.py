@@ -139,6 +139,9 @@ class RequestMetrics:
             registry=registry,
         )
         self._series: dict[tuple[str, str], _Series] = {}
+        # label children by their label values: a dict lookup per request, not a label resolution
+        self._counted: dict[tuple[Any, ...], Any] = {}
+        self._spent: dict[tuple[str, ...], Any] = {}
 
     def refused(self, reason: str, tier: str) -> None:
         self.refusals.labels(reason, tier).inc()
@@ -152,7 +155,11 @@ class RequestMetrics:
         if series is None:
             series = self._series[tier, model] = _Series(self, tier, model)
         who = (record.tenant or "",) if self._tenant_labels else ()
-        self.requests.labels(tier, model, record.endpoint, str(exchange.status), record.outcome, *who).inc()
+        labels = (tier, model, record.endpoint, exchange.status, record.outcome, *who)
+        counted = self._counted.get(labels)
+        if counted is None:
+            counted = self._counted[labels] = self.requests.labels(*labels[:3], str(labels[3]), *labels[4:])
+        counted.inc()
         if record.prompt_tokens:
             series.prompt.inc(record.prompt_tokens)
         if record.cached_tokens:
@@ -162,7 +169,11 @@ class RequestMetrics:
         if record.reasoning_tokens:
             series.reasoning.inc(record.reasoning_tokens)
         if charge is not None and charge.total:
-            self.cost.labels(tier, model, charge.currency, *who).inc(charge.total)
+            key = (tier, model, charge.currency, *who)
+            spent = self._spent.get(key)
+            if spent is None:
+                spent = self._spent[key] = self.cost.labels(*key)
+            spent.inc(charge.total)
         series.duration.observe(exchange.duration_s)
         if overhead_s is not None:
             series.overhead.observe(overhead_s)
