@@ -11,12 +11,15 @@ from engines._exceptions import (
     NoReplicaAvailable,
 )
 from engines.client import EngineClient, EngineReply, EngineStream, StreamEvent, Timeouts
+from engines.engine_stats import EngineStats, parse_vllm_metrics
 from engines.http import EngineHTTP
 from engines.openai_compat import OpenAICompatEngine
 from engines.pool import EnginePool, PooledStream, PoolPolicy, Replica
-from engines.routing import ReplicaState, choose_replica
+from engines.routing import HashRing, ReplicaState, RoutingMode, RoutingPolicy, choose, choose_replica
 from engines.sse import SSEDecoder
+from engines.stats_parsers import parse_metrics
 from engines.transport import EngineTransport
+from engines.trtllm import TrtllmEngine
 from engines.usage import StreamTally, Usage
 
 __all__ = [
@@ -28,20 +31,28 @@ __all__ = [
     "EnginePool",
     "EngineRejected",
     "EngineReply",
+    "EngineStats",
     "EngineStream",
     "EngineTimeout",
     "EngineTransport",
     "EngineUnavailable",
+    "HashRing",
     "NoReplicaAvailable",
     "OpenAICompatEngine",
     "PoolPolicy",
     "PooledStream",
     "Replica",
     "ReplicaState",
+    "RoutingMode",
+    "RoutingPolicy",
     "SSEDecoder",
     "StreamEvent",
     "StreamTally",
     "Timeouts",
+    "TrtllmEngine",
     "Usage",
+    "choose",
     "choose_replica",
+    "parse_metrics",
+    "parse_vllm_metrics",
 ]

@@ -61,6 +61,10 @@ class EngineClient(Protocol):
 
     async def health(self) -> bool: ...
 
+    async def metrics_text(self) -> str | None:
+        """The engine's Prometheus `/metrics` text; None when it cannot be had (any failure)."""
+        ...
+
     async def count_tokens(
         self, model: str, *, prompt: str | None = None, messages: Any = None
     ) -> int | None:

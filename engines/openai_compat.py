@@ -95,6 +95,15 @@ class OpenAICompatEngine:
             return False
         return response.status_code == 200
 
+    async def metrics_text(self) -> str | None:
+        try:
+            response = await self._http.client.get(self.url + "/metrics", timeout=self._timeouts.connect_s)
+            if response.status_code != 200:
+                return None
+            return response.text
+        except (httpx.HTTPError, UnicodeDecodeError):
+            return None
+
     async def count_tokens(
         self, model: str, *, prompt: str | None = None, messages: Any = None
     ) -> int | None:

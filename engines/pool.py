@@ -13,7 +13,18 @@ from typing import TypeVar
 
 from engines._exceptions import EngineError, NoReplicaAvailable
 from engines.client import EngineClient, EngineReply, EngineStream, StreamEvent
-from engines.routing import ReplicaState, choose_replica, routable
+from engines.engine_stats import EngineStats
+from engines.routing import (
+    HashRing,
+    ReplicaState,
+    RoutingMode,
+    RoutingPolicy,
+    choose,
+    key_point,
+    routable,
+    score,
+)
+from engines.stats_parsers import PARSERS
 from engines.usage import StreamTally, Usage
 
 __all__ = ["EnginePool", "PoolPolicy", "PooledStream", "Replica"]
@@ -29,12 +40,30 @@ class PoolPolicy:
     cooldown_s: float = 10.0  # how long an ejected replica rests before it is tried again
     health_interval_s: float = 5.0
     health_timeout_s: float = 2.0
+    # load-aware routing and prefix affinity (docs/routing.md)
+    routing: RoutingMode = "tiergate"
+    scrape_interval_s: float = 1.5  # each replica's /metrics; 0 turns scraping off
+    scrape_timeout_s: float = 1.0
+    metrics_family: str = "vllm"  # which parser reads the engines' metrics (engines/engine_stats.py)
+    stale_after_s: float = 5.0  # engine stats older than this are not used for routing
+    wait_weight: float = 1.0
+    kv_weight: float = 4.0
+    affinity_load_factor: float = 1.25
+
+    def routing_policy(self) -> RoutingPolicy:
+        return RoutingPolicy(
+            mode=self.routing,
+            wait_weight=self.wait_weight,
+            kv_weight=self.kv_weight,
+            stale_after_s=self.stale_after_s,
+            load_factor=self.affinity_load_factor,
+        )
 
 
 class Replica:
     """One engine replica and what the pool knows of it."""
 
-    __slots__ = ("ejected_until", "engine", "failures", "healthy", "outstanding")
+    __slots__ = ("ejected_until", "engine", "failures", "healthy", "outstanding", "stats")
 
     def __init__(self, engine: EngineClient) -> None:
         self.engine = engine
@@ -42,13 +71,25 @@ class Replica:
         self.failures = 0
         self.healthy: bool | None = None
         self.ejected_until = 0.0
+        self.stats: EngineStats | None = None  # the last successful scrape of its /metrics
 
     @property
     def url(self) -> str:
         return self.engine.url
 
     def state(self) -> ReplicaState:
-        return ReplicaState(self.outstanding, self.healthy, self.ejected_until)
+        stats = self.stats
+        if stats is None:
+            return ReplicaState(self.outstanding, self.healthy, self.ejected_until)
+        return ReplicaState(
+            self.outstanding,
+            self.healthy,
+            self.ejected_until,
+            stats.running,
+            stats.waiting,
+            stats.kv_usage,
+            stats.scraped_at,
+        )
 
 
 class EnginePool:
@@ -67,31 +108,53 @@ class EnginePool:
         self._policy = policy
         self._clock = clock
         self._turn = itertools.count()
+        self._routing = policy.routing_policy()
+        parser = PARSERS.get(policy.metrics_family)
+        if parser is None:
+            raise ValueError(
+                f"no metrics parser for engine family {policy.metrics_family!r}: {sorted(PARSERS)}"
+            )
+        self._parse_metrics = parser
+        self._ring = HashRing([replica.url for replica in self.replicas])
         self._health_task: asyncio.Task[None] | None = None
+        self._scrape_task: asyncio.Task[None] | None = None
+
+    @property
+    def policy(self) -> PoolPolicy:
+        return self._policy
 
     # -- requests ---------------------------------------------------------------------------------
-    async def complete(self, path: str, payload: bytes, *, request_id: str) -> EngineReply:
+    async def complete(
+        self, path: str, payload: bytes, *, request_id: str, affinity: str | None = None
+    ) -> EngineReply:
+        """`affinity`: a key (gateway/affinity.py) that sends requests sharing it to the same replica, so
+        that its prefix cache serves them; None routes on load alone."""
         replica, reply = await self._with_failover(
-            lambda engine: engine.complete(path, payload, request_id=request_id)
+            lambda engine: engine.complete(path, payload, request_id=request_id), affinity
         )
         replica.outstanding -= 1
         self._succeeded(replica)
         return reply
 
-    async def stream(self, path: str, payload: bytes, *, request_id: str) -> PooledStream:
+    async def stream(
+        self, path: str, payload: bytes, *, request_id: str, affinity: str | None = None
+    ) -> PooledStream:
         """Open a stream, failing over while its first event has not arrived (so nothing has
         reached the client). The replica counts it as outstanding until the stream is closed."""
         replica, stream = await self._with_failover(
-            lambda engine: engine.stream(path, payload, request_id=request_id)
+            lambda engine: engine.stream(path, payload, request_id=request_id), affinity
         )
         return PooledStream(self, replica, stream)
 
-    async def _with_failover(self, call: Callable[[EngineClient], Awaitable[_T]]) -> tuple[Replica, _T]:
+    async def _with_failover(
+        self, call: Callable[[EngineClient], Awaitable[_T]], affinity: str | None = None
+    ) -> tuple[Replica, _T]:
         """Run `call` on the best replica, then on others while the failure is retryable. The replica
         that answered is returned with the request still counted as outstanding there."""
         tried: set[int] = set()
+        point = key_point(affinity) if affinity is not None else None
         while True:
-            index = self._pick(tried)
+            index = self._pick(tried, point)
             replica = self.replicas[index]
             replica.outstanding += 1
             try:
@@ -110,10 +173,16 @@ class EnginePool:
     def replica(self, url: str) -> Replica | None:
         return next((replica for replica in self.replicas if replica.url == url), None)
 
-    def _pick(self, tried: set[int]) -> int:
+    def _pick(self, tried: set[int], affinity: int | None = None) -> int:
         now = self._clock()
-        index = choose_replica(
-            [replica.state() for replica in self.replicas], now, exclude=tried, start=next(self._turn)
+        index = choose(
+            [replica.state() for replica in self.replicas],
+            now,
+            policy=self._routing,
+            exclude=tried,
+            start=next(self._turn),
+            affinity=affinity,
+            ring=self._ring,
         )
         if index is None:
             raise NoReplicaAvailable(
@@ -172,13 +241,17 @@ class EnginePool:
     def start(self) -> None:
         if self._health_task is None:
             self._health_task = asyncio.create_task(self._health_loop(), name=f"health:{self.name}")
+        if self._scrape_task is None and self._policy.scrape_interval_s > 0:
+            self._scrape_task = asyncio.create_task(self._scrape_loop(), name=f"scrape:{self.name}")
 
     async def aclose(self) -> None:
-        task, self._health_task = self._health_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        tasks = (self._health_task, self._scrape_task)
+        self._health_task = self._scrape_task = None
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _health_loop(self) -> None:
         while True:
@@ -187,6 +260,53 @@ class EnginePool:
             except Exception:  # a checker that dies would leave stale health forever
                 log.exception("pool %s: health check failed", self.name)
             await asyncio.sleep(self._policy.health_interval_s)
+
+    # -- engine stats (load-aware routing) --------------------------------------------------------
+    async def scrape_stats(self) -> None:
+        """Read every replica's /metrics once, concurrently, each bounded by `scrape_timeout_s`. A replica
+        that does not answer (or answers nothing readable) keeps its previous stats, which age out of
+        routing after `stale_after_s`."""
+
+        async def scrape(replica: Replica) -> None:
+            try:
+                async with asyncio.timeout(self._policy.scrape_timeout_s):
+                    text = await replica.engine.metrics_text()
+            except TimeoutError:
+                return
+            if text is not None:
+                replica.stats = self._parse_metrics(text, self._clock())
+
+        await asyncio.gather(*(scrape(replica) for replica in self.replicas))
+
+    async def _scrape_loop(self) -> None:
+        while True:
+            try:
+                await self.scrape_stats()
+            except Exception:  # a scraper that dies would leave stale stats forever
+                log.exception("pool %s: scraping engine metrics failed", self.name)
+            await asyncio.sleep(self._policy.scrape_interval_s)
+
+    def fresh_stats(self, replica: Replica, now: float) -> EngineStats | None:
+        """The replica's stats if routing would use them at `now`."""
+        stats = replica.stats
+        if stats is None or now - stats.scraped_at > self._policy.stale_after_s:
+            return None
+        return stats
+
+    def routing_score(self, replica: Replica, now: float) -> float:
+        """The load routing sees on the replica at `now` (engines/routing.py `score`)."""
+        return score(replica.state(), now, self._routing)
+
+    def spec_decode_acceptance(self) -> float | None:
+        """Accepted / draft tokens of speculative decoding over the pool's replicas, cumulative since the
+        engines started, from their last scrapes; None when no replica reported a draft token."""
+        drafted = accepted = 0.0
+        for replica in self.replicas:
+            stats = replica.stats
+            if stats is not None and stats.spec_draft_tokens and stats.spec_accepted_tokens is not None:
+                drafted += stats.spec_draft_tokens
+                accepted += stats.spec_accepted_tokens
+        return accepted / drafted if drafted > 0 else None
 
 
 class PooledStream:

@@ -14,6 +14,7 @@ from typing import Any
 import uvicorn
 
 from gateway.admin_cli import add_admin_commands, run_admin_command
+from gateway.engines_cli import add_engines_command, run_engines_command
 from gateway.probe_cli import add_probe_command, run_probe_command
 from gateway.settings import (
     CONFIG_ENV,
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_admin_commands(commands)
     add_probe_command(commands)
+    add_engines_command(commands)
     return parser
 
 
@@ -77,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             _simulate(args)
         elif args.command == "probe":
             run_probe_command(args)
+        elif args.command == "engines":
+            run_engines_command(args)
         else:
             run_admin_command(args)
     except ConfigError as exc:

@@ -211,6 +211,26 @@ class GatewayCollector(Collector):
             "Requests outstanding on the replica",
             labels=["pool", "replica"],
         )
+        routing_score = GaugeMetricFamily(
+            "tiergate_replica_routing_score",
+            "The load routing sees on the replica: in flight, plus the engine's queue and KV usage weighted",
+            labels=["pool", "replica"],
+        )
+        engine_waiting = GaugeMetricFamily(
+            "tiergate_replica_engine_requests_waiting",
+            "Requests waiting in the engine's queue, as last scraped (fresh scrapes only)",
+            labels=["pool", "replica"],
+        )
+        engine_kv = GaugeMetricFamily(
+            "tiergate_replica_engine_kv_cache_usage",
+            "The engine's KV-cache usage (1 = full), as last scraped (fresh scrapes only)",
+            labels=["pool", "replica"],
+        )
+        acceptance = GaugeMetricFamily(
+            "tiergate_pool_spec_decode_acceptance_ratio",
+            "Speculative decoding: accepted / draft tokens of the pool's replicas since the engines started",
+            labels=["pool"],
+        )
         for name, pool in self._pools.items():
             in_flight.add_metric([name], sum(replica.outstanding for replica in pool.replicas))
             now = time.monotonic()  # the pools' clock
@@ -218,9 +238,22 @@ class GatewayCollector(Collector):
                 available = replica.healthy is not False and replica.ejected_until <= now
                 up.add_metric([name, replica.url], 1.0 if available else 0.0)
                 replica_in_flight.add_metric([name, replica.url], replica.outstanding)
+                routing_score.add_metric([name, replica.url], pool.routing_score(replica, now))
+                stats = pool.fresh_stats(replica, now)
+                if stats is not None and stats.waiting is not None:
+                    engine_waiting.add_metric([name, replica.url], stats.waiting)
+                if stats is not None and stats.kv_usage is not None:
+                    engine_kv.add_metric([name, replica.url], stats.kv_usage)
+            ratio = pool.spec_decode_acceptance()
+            if ratio is not None:
+                acceptance.add_metric([name], ratio)
         yield in_flight
         yield up
         yield replica_in_flight
+        yield routing_score
+        yield engine_waiting
+        yield engine_kv
+        yield acceptance
         if self._bookkeeper is None:
             return
         journal, writer = self._bookkeeper.journal_stats, self._bookkeeper.writer_stats

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from engines import EngineError, EnginePool, EngineRejected, PooledStream
 from gateway.admission import Admitter, estimate_tokens
+from gateway.affinity import affinity_key
 from gateway.catalog import Catalog, Offer
 from gateway.deliberate import deliberate, deliberation_estimate
 from gateway.deliberation import plan_for
@@ -142,9 +143,19 @@ class InferenceProxy:
         meter.sent()
         try:
             if streaming:
-                stream = await pool.stream(endpoint.path, payload, request_id=request_id)
+                stream = await pool.stream(
+                    endpoint.path,
+                    payload,
+                    request_id=request_id,
+                    affinity=affinity_key(data, chat=endpoint is CHAT),
+                )
             else:
-                reply = await pool.complete(endpoint.path, payload, request_id=request_id)
+                reply = await pool.complete(
+                    endpoint.path,
+                    payload,
+                    request_id=request_id,
+                    affinity=affinity_key(data, chat=endpoint is CHAT),
+                )
         except asyncio.CancelledError:
             if not watch.absorb():  # the gateway is shutting down: the record still goes to the journal
                 await asyncio.shield(meter.done(meter.exchange(Outcome.ABORTED, _CLIENT_CLOSED)))

@@ -75,14 +75,27 @@ class BreakerSettings(_Section):
     cooldown_s: float = Field(10.0, gt=0)
 
 
+class RoutingSettings(_Section):
+    """How a pool picks a replica (docs/routing.md)."""
+
+    mode: Literal["tiergate", "least_outstanding", "round_robin"] = "tiergate"
+    scrape_interval_s: float = Field(1.5, ge=0, description="each replica's /metrics; 0: no scraping")
+    scrape_timeout_s: float = Field(1.0, gt=0)
+    stale_after_s: float = Field(5.0, gt=0, description="older engine stats are not used")
+    wait_weight: float = Field(1.0, ge=0, description="score per request waiting in the engine")
+    kv_weight: float = Field(4.0, ge=0, description="score of a full KV cache")
+    affinity_load_factor: float = Field(1.25, ge=1.0, description="bounded loads: c x the average")
+
+
 class PoolSettings(_Section):
-    engine: Literal["vllm", "openai"] = "vllm"
+    engine: Literal["vllm", "openai", "trtllm"] = "vllm"
     replicas: list[HttpUrl] = Field(min_length=1)
     api_key: SecretStr | None = None
     max_attempts: int = Field(3, ge=1)
     timeouts: TimeoutSettings = TimeoutSettings()
     health: HealthSettings = HealthSettings()
     breaker: BreakerSettings = BreakerSettings()
+    routing: RoutingSettings = RoutingSettings()
 
 
 class EffortLevel(_Section):
@@ -102,9 +115,9 @@ class EffortLevel(_Section):
 
 def _default_efforts() -> dict[ReasoningEffort, EffortLevel]:
     return {
-        ReasoningEffort.LOW: EffortLevel(floor=256, cap=1024, samples=1, max_extensions=2),
-        ReasoningEffort.MEDIUM: EffortLevel(floor=512, cap=2048, samples=1, max_extensions=3),
-        ReasoningEffort.HIGH: EffortLevel(floor=1024, cap=4096, samples=5, max_extensions=3),
+        ReasoningEffort.LOW: EffortLevel(floor=256, cap=1024, samples=1, max_extensions=3),
+        ReasoningEffort.MEDIUM: EffortLevel(floor=512, cap=2048, samples=1, max_extensions=4),
+        ReasoningEffort.HIGH: EffortLevel(floor=1024, cap=4096, samples=5, max_extensions=6),
     }
 
 

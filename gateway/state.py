@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import httpx
 from prometheus_client import CollectorRegistry
 
-from engines import EngineHTTP, EnginePool, OpenAICompatEngine, PoolPolicy, Timeouts
+from engines import EngineHTTP, EnginePool, OpenAICompatEngine, PoolPolicy, Timeouts, TrtllmEngine
+from engines.stats_parsers import PARSERS
 from gateway.admission import Admitter
 from gateway.budgets import BudgetKeeper, LocalBudgets, RedisBudgets
 from gateway.catalog import Catalog
@@ -191,12 +192,21 @@ def _pool(name: str, settings: PoolSettings, http: EngineHTTP) -> EnginePool:
         connect_s=t.connect_s, first_token_s=t.first_token_s, idle_s=t.idle_s, total_s=t.total_s
     )
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
-    engines = [OpenAICompatEngine(str(url), http, timeouts, api_key=api_key) for url in settings.replicas]
+    adapter = TrtllmEngine if settings.engine == "trtllm" else OpenAICompatEngine
+    engines = [adapter(str(url), http, timeouts, api_key=api_key) for url in settings.replicas]
     policy = PoolPolicy(
         max_attempts=settings.max_attempts,
         eject_after_failures=settings.breaker.eject_after_failures,
         cooldown_s=settings.breaker.cooldown_s,
         health_interval_s=settings.health.interval_s,
         health_timeout_s=settings.health.timeout_s,
+        metrics_family=settings.engine if settings.engine in PARSERS else "vllm",
+        routing=settings.routing.mode,
+        scrape_interval_s=settings.routing.scrape_interval_s,
+        scrape_timeout_s=settings.routing.scrape_timeout_s,
+        stale_after_s=settings.routing.stale_after_s,
+        wait_weight=settings.routing.wait_weight,
+        kv_weight=settings.routing.kv_weight,
+        affinity_load_factor=settings.routing.affinity_load_factor,
     )
     return EnginePool(name, engines, policy)

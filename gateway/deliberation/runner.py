@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from engines import EnginePool, PooledStream, Usage
+from gateway.affinity import affinity_key
 from gateway.deliberation.run import Run, Sample
 from gateway.deliberation.splitter import State, ThinkSplitter
 from gateway.deliberation.strategy import strategies_for
@@ -88,7 +89,9 @@ class Deliberator:
         live = self._emit if len(run.samples) == 1 else None
         # the gateway's own cap: only while the sample may still think (not when it was told to answer)
         cap = run.plan.cap if self._gateway_caps(run) and len(samples) == 1 and state != "after" else None
-        stream = await self._pool.stream(CHAT.path, payload, request_id=self._request_id)
+        stream = await self._pool.stream(
+            CHAT.path, payload, request_id=self._request_id, affinity=affinity_key(body, chat=True)
+        )
         run.replica = self._replica = stream.replica.url
         try:
             stopped = await _read(stream, samples, got, splitters, live, cap)

@@ -70,6 +70,9 @@ class FakeEngine:
     async def health(self) -> bool:
         return self.healthy
 
+    async def metrics_text(self) -> str | None:
+        return None
+
     async def count_tokens(
         self, model: str, *, prompt: str | None = None, messages: Any = None
     ) -> int | None:
