@@ -16,16 +16,11 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from gateway.budgets.budget import Budget, Calendar, Window, counter_name
@@ -38,13 +33,12 @@ from gateway.budgets.keeper import (
     Spend,
 )
 from gateway.budgets.scripts import RESERVE, SEED, SETTLE, STATUS
+from gateway.redis_link import UNAVAILABLE, RedisLink
 
 __all__ = ["RedisBudgets"]
 
 log = logging.getLogger("tiergate.budgets")
 
-_WARN_EVERY_S = 10.0  # an outage is worth a line every few seconds, not one per request
-_UNAVAILABLE = (RedisError, OSError, TimeoutError)
 _KEEP_ENDED_MS = 86_400_000  # a window's counters outlive it by a day: late settlements still find them
 _ATTEMPTS = 3  # seeding, then asking again: a counter vanishing each time is an evicting Redis
 _EXACT = 2**53  # Lua's doubles hold every integer below this
@@ -89,7 +83,6 @@ class RedisBudgets:
     ) -> None:
         if hold_ttl_s <= 0:
             raise ValueError(f"hold_ttl_s must be positive, not {hold_ttl_s!r}")
-        self.failures = 0
         self._ledger_spend = ledger_spend
         self._prefix = prefix
         self._fail_open = fail_open
@@ -106,22 +99,24 @@ class RedisBudgets:
         self._settle_delay_s = settle_delay_s
         self._pending: dict[tuple[str, str], _Pending] = {}  # (tenant, counter) -> its settlements
         self._flusher: asyncio.Task[None] | None = None
-        # as RedisLimiter's pool: no blocking pool, short socket timeouts, one immediate retry on a fresh
-        # connection for a pooled one that died with a restarted Redis
-        pool = ConnectionPool.from_url(
+        self._link = RedisLink(
             url,
+            timeout_s=timeout_s,
             max_connections=max_connections,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
+            log=log,
+            user="budgets",
+            fail_open=fail_open,
+            open_means="admitting requests unbudgeted",
         )
-        self._redis = Redis.from_pool(pool)
+        self._redis = self._link.redis
         self._reserve = self._redis.register_script(RESERVE)
         self._status = self._redis.register_script(STATUS)
         self._seed = self._redis.register_script(SEED)
         self._settle = self._redis.register_script(SETTLE)
-        self._down = False
-        self._warned_at = -math.inf
+
+    @property
+    def failures(self) -> int:
+        return self._link.failures
 
     async def reserve(
         self, tenant: str, budgets: Sequence[Budget], amount: int, at: float
@@ -142,8 +137,8 @@ class RedisBudgets:
             args += [budget.limit, _expires_ms(window)]
         try:
             reply = await self._seeded_call(self._reserve, keys, args, budgets, windows)
-        except _UNAVAILABLE as exc:
-            self._failed("reserve", exc)
+        except UNAVAILABLE as exc:
+            self._link.failed("reserve", exc)
             if not self._fail_open:
                 raise BudgetUnavailable(f"the budgets' Redis is unavailable: {exc!r}") from exc
             return BudgetHold(hold_id, tenant, (), amount)
@@ -180,8 +175,8 @@ class RedisBudgets:
         keys = self._keys(tenant, [_counter(b, w) for b, w in zip(budgets, windows, strict=True)])
         try:
             reply = await self._seeded_call(self._status, keys, [], list(budgets), windows)
-        except _UNAVAILABLE as exc:
-            self._failed("status", exc)
+        except UNAVAILABLE as exc:
+            self._link.failed("status", exc)
             raise BudgetUnavailable(f"the budgets' Redis is unavailable: {exc!r}") from exc
         return [
             BudgetStatus(budget, window, int(reply[1 + 2 * n]), int(reply[2 + 2 * n]))
@@ -200,8 +195,8 @@ class RedisBudgets:
                         args: list[int | str] = [pending.charged, *pending.released]
                         await self._settle(keys=self._keys(tenant, [counter]), args=args, client=pipe)
                     await pipe.execute()
-        except _UNAVAILABLE as exc:
-            self._failed("settle", exc)
+        except UNAVAILABLE as exc:
+            self._link.failed("settle", exc)
         except Exception:
             log.exception("budgets: settling %d counters failed", len(batch))
 
@@ -214,7 +209,7 @@ class RedisBudgets:
         for task in list(self._seeding.values()):
             task.cancel()
         await self.flush()  # what was pending still counts
-        await self._redis.aclose()
+        await self._link.aclose()
 
     async def _flush_soon(self) -> None:
         try:
@@ -250,7 +245,7 @@ class RedisBudgets:
         loop = asyncio.get_running_loop()
         for _ in range(_ATTEMPTS):
             sent = loop.time()
-            reply = await self._call(script, keys, args)
+            reply = await self._link.call(script, keys, args)
             if int(reply[0]) != 1:
                 return reply
             seeds = []
@@ -288,30 +283,7 @@ class RedisBudgets:
     async def _seed_counter(self, hash_key: str, holds_key: str, budget: Budget, window: Window) -> None:
         seeded = await self._ledger_spend(budget, window, None)
         _check_micros("the ledger's spending", seeded)
-        await self._call(self._seed, [hash_key, holds_key], [seeded, _expires_ms(window)])
-
-    async def _call(self, script: AsyncScript, keys: list[str], args: list[int | str]) -> Any:
-        async with asyncio.timeout(self._timeout_s):
-            reply = await script(keys=keys, args=args)
-        if self._down:
-            self._down = False
-            log.warning("budgets: Redis is reachable again (%d failed calls so far)", self.failures)
-        return reply
-
-    def _failed(self, operation: str, exc: BaseException) -> None:
-        self.failures += 1
-        self._down = True
-        now = time.monotonic()
-        if now - self._warned_at >= _WARN_EVERY_S:
-            self._warned_at = now
-            consequence = "admitting requests unbudgeted" if self._fail_open else "refusing requests"
-            log.warning(
-                "budgets: Redis unavailable on %s (%r); %s (%d failed calls so far)",
-                operation,
-                exc,
-                consequence,
-                self.failures,
-            )
+        await self._link.call(self._seed, [hash_key, holds_key], [seeded, _expires_ms(window)])
 
 
 def _counter(budget: Budget, window: Window) -> str:

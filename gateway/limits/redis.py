@@ -10,28 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import time
-from typing import Any
-
-from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 from gateway.limits.admission import ALLOWED, Admission, Reservation, decided, reserved_tokens
 from gateway.limits.limiter import LimiterUnavailable
 from gateway.limits.quota import Quota
 from gateway.limits.scripts import ADMIT, SETTLE
+from gateway.redis_link import UNAVAILABLE, RedisLink
 
 __all__ = ["RedisLimiter"]
 
 log = logging.getLogger("tiergate.limits")
-
-_WARN_EVERY_S = 10.0  # an outage is worth a line every few seconds, not one per request
-_UNAVAILABLE = (RedisError, OSError, TimeoutError)
 
 
 class RedisLimiter:
@@ -50,7 +38,6 @@ class RedisLimiter:
         max_connections: int = 512,
         settle_delay_s: float = 0.02,
     ) -> None:
-        self.failures = 0
         # Settlements wait up to settle_delay_s and go out together, one pipeline per batch, the deltas of
         # one bucket summed: a round trip per request for them cost as much gateway CPU as the admit. The
         # price is that a refund lands up to that much later. 0 sends each one as soon as the loop is free.
@@ -60,24 +47,23 @@ class RedisLimiter:
         self._prefix = prefix
         self._fail_open = fail_open
         self._timeout_s = timeout_s
-        # Not redis-py's BlockingConnectionPool: its waiting costs ~50 us a call on the hot path. An admit
-        # holds a connection for one round trip, so even thousands of requests in flight need far fewer
-        # connections than this bound; past it, a call fails (open or closed) rather than queue.
-        pool = ConnectionPool.from_url(
+        self._link = RedisLink(
             url,
+            timeout_s=timeout_s,
             max_connections=max_connections,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            # One immediate retry, on a fresh connection, for a pooled one that died with a restarted
-            # Redis; the default (exponential backoff, 3 retries) would hold a request far past timeout_s.
-            retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
+            log=log,
+            user="rate limiter",
+            fail_open=fail_open,
+            open_means="letting requests through",
         )
-        self._redis = Redis.from_pool(pool)
+        self._redis = self._link.redis
         # EVALSHA, falling back to loading the script once (and again after Redis restarts empty)
         self._admit = self._redis.register_script(ADMIT)
         self._settle = self._redis.register_script(SETTLE)
-        self._down = False
-        self._warned_at = -math.inf
+
+    @property
+    def failures(self) -> int:
+        return self._link.failures
 
     async def admit(self, subject: str, tier: str, quota: Quota, tokens: int) -> Admission:
         cost = reserved_tokens(tokens, quota.tpm)
@@ -85,9 +71,9 @@ class RedisLimiter:
             return ALLOWED
         keys = self._keys(subject, tier)
         try:
-            reply = await self._call(self._admit, keys, [quota.rpm or 0, quota.tpm or 0, cost])
-        except _UNAVAILABLE as exc:
-            self._failed("admit", exc)
+            reply = await self._link.call(self._admit, keys, [quota.rpm or 0, quota.tpm or 0, cost])
+        except UNAVAILABLE as exc:
+            self._link.failed("admit", exc)
             if not self._fail_open:
                 raise LimiterUnavailable(f"the rate limiter's Redis is unavailable: {exc!r}") from exc
             return ALLOWED
@@ -115,8 +101,8 @@ class RedisLimiter:
                     for (subject, tier), (tpm, delta) in batch.items():
                         await self._settle(keys=self._keys(subject, tier)[1:], args=[tpm, delta], client=pipe)
                     await pipe.execute()
-        except _UNAVAILABLE as exc:
-            self._failed("settle", exc)
+        except UNAVAILABLE as exc:
+            self._link.failed("settle", exc)
         except Exception:
             # settlements run as requests end: raising there would hide the real outcome
             log.exception("rate limiter: settling %d buckets failed", len(batch))
@@ -136,33 +122,8 @@ class RedisLimiter:
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
         await self.flush()  # what was pending still counts
-        await self._redis.aclose()
+        await self._link.aclose()
 
     def _keys(self, subject: str, tier: str) -> list[str]:
         base = f"{self._prefix}rl:{{{subject}:{tier}}}:"
         return [base + "r", base + "t"]
-
-    async def _call(self, script: AsyncScript, keys: list[str], args: list[int]) -> Any:
-        # The socket timeouts bound each connect and read; this bounds the whole call, pool wait and
-        # the one retry included.
-        async with asyncio.timeout(self._timeout_s):
-            reply = await script(keys=keys, args=args)
-        if self._down:
-            self._down = False
-            log.warning("rate limiter: Redis is reachable again (%d failed calls so far)", self.failures)
-        return reply
-
-    def _failed(self, operation: str, exc: BaseException) -> None:
-        self.failures += 1
-        self._down = True
-        now = time.monotonic()
-        if now - self._warned_at >= _WARN_EVERY_S:
-            self._warned_at = now
-            consequence = "letting requests through" if self._fail_open else "refusing requests"
-            log.warning(
-                "rate limiter: Redis unavailable on %s (%r); %s (%d failed calls so far)",
-                operation,
-                exc,
-                consequence,
-                self.failures,
-            )
