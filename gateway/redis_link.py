@@ -9,9 +9,11 @@ connection pool reconnects by itself once Redis is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
@@ -21,7 +23,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-__all__ = ["UNAVAILABLE", "RedisLink"]
+__all__ = ["UNAVAILABLE", "RedisLink", "SoonFlush"]
 
 UNAVAILABLE = (RedisError, OSError, TimeoutError)  # what a call to an unreachable or failing Redis raises
 _WARN_EVERY_S = 10.0  # an outage is worth a line every few seconds, not one per request
@@ -91,3 +93,32 @@ class RedisLink:
 
     async def aclose(self) -> None:
         await self.redis.aclose()
+
+
+class SoonFlush:
+    """Runs `flush` once, `delay_s` after the first `kick()` since the last run: settlements of many requests
+    go out together, in one pipeline. `stop()` cancels a pending run (the owner flushes itself after)."""
+
+    def __init__(self, delay_s: float, flush: Callable[[], Awaitable[None]]) -> None:
+        self._delay_s = delay_s
+        self._flush = flush
+        self._task: asyncio.Task[None] | None = None
+
+    def kick(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._soon())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _soon(self) -> None:
+        try:
+            if self._delay_s > 0:
+                await asyncio.sleep(self._delay_s)
+        finally:
+            self._task = None
+        await self._flush()

@@ -13,7 +13,6 @@ the default) or raises BudgetUnavailable. A restarted, empty Redis seeds each co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import uuid
@@ -33,7 +32,7 @@ from gateway.budgets.keeper import (
     Spend,
 )
 from gateway.budgets.scripts import RESERVE, SEED, SETTLE, STATUS
-from gateway.redis_link import UNAVAILABLE, RedisLink
+from gateway.redis_link import UNAVAILABLE, RedisLink, SoonFlush
 
 __all__ = ["RedisBudgets"]
 
@@ -96,9 +95,8 @@ class RedisBudgets:
         self._landed: dict[str, float] = {}
         # Settlements wait up to settle_delay_s and go out together, one pipeline per batch, the charges to
         # one counter summed (see RedisLimiter). 0 sends each one as soon as the loop is free.
-        self._settle_delay_s = settle_delay_s
         self._pending: dict[tuple[str, str], _Pending] = {}  # (tenant, counter) -> its settlements
-        self._flusher: asyncio.Task[None] | None = None
+        self._flusher = SoonFlush(settle_delay_s, self.flush)
         self._link = RedisLink(
             url,
             timeout_s=timeout_s,
@@ -158,8 +156,8 @@ class RedisBudgets:
             if spend.amount:
                 for counter in self._calendar.counters(spend.tenant, spend.key_id, spend.started_at):
                     self._pending_for(spend.tenant, counter).charged += spend.amount
-            if self._pending and self._flusher is None:
-                self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
+            if self._pending:
+                self._flusher.kick()
         except Exception:
             # settlements run as requests end: raising there would hide the real outcome
             log.exception("budgets: settling %r failed", spend)
@@ -201,23 +199,11 @@ class RedisBudgets:
             log.exception("budgets: settling %d counters failed", len(batch))
 
     async def aclose(self) -> None:
-        flusher, self._flusher = self._flusher, None
-        if flusher is not None:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+        await self._flusher.stop()
         for task in list(self._seeding.values()):
             task.cancel()
         await self.flush()  # what was pending still counts
         await self._link.aclose()
-
-    async def _flush_soon(self) -> None:
-        try:
-            if self._settle_delay_s > 0:
-                await asyncio.sleep(self._settle_delay_s)
-        finally:
-            self._flusher = None
-        await self.flush()
 
     def _pending_for(self, tenant: str, counter: str) -> _Pending:
         pending = self._pending.get((tenant, counter))

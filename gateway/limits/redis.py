@@ -8,14 +8,13 @@ worth an outage) or raises LimiterUnavailable. The connection pool reconnects by
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from gateway.limits.admission import ALLOWED, Admission, Reservation, decided, reserved_tokens
 from gateway.limits.limiter import LimiterUnavailable
 from gateway.limits.quota import Quota
 from gateway.limits.scripts import ADMIT, SETTLE
-from gateway.redis_link import UNAVAILABLE, RedisLink
+from gateway.redis_link import UNAVAILABLE, RedisLink, SoonFlush
 
 __all__ = ["RedisLimiter"]
 
@@ -41,9 +40,8 @@ class RedisLimiter:
         # Settlements wait up to settle_delay_s and go out together, one pipeline per batch, the deltas of
         # one bucket summed: a round trip per request for them cost as much gateway CPU as the admit. The
         # price is that a refund lands up to that much later. 0 sends each one as soon as the loop is free.
-        self._settle_delay_s = settle_delay_s
         self._pending: dict[tuple[str, str], tuple[int, int]] = {}  # (subject, tier) -> (tpm, summed delta)
-        self._flusher: asyncio.Task[None] | None = None
+        self._flusher = SoonFlush(settle_delay_s, self.flush)
         self._prefix = prefix
         self._fail_open = fail_open
         self._timeout_s = timeout_s
@@ -87,8 +85,7 @@ class RedisLimiter:
         bucket = (reservation.subject, reservation.tier)
         _, pending = self._pending.get(bucket, (reservation.tpm, 0))
         self._pending[bucket] = (reservation.tpm, pending + delta)
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
+        self._flusher.kick()
 
     async def flush(self) -> None:
         """Send every pending settlement now, in one pipeline. Never raises."""
@@ -107,20 +104,8 @@ class RedisLimiter:
             # settlements run as requests end: raising there would hide the real outcome
             log.exception("rate limiter: settling %d buckets failed", len(batch))
 
-    async def _flush_soon(self) -> None:
-        try:
-            if self._settle_delay_s > 0:
-                await asyncio.sleep(self._settle_delay_s)
-        finally:
-            self._flusher = None
-        await self.flush()
-
     async def aclose(self) -> None:
-        flusher, self._flusher = self._flusher, None
-        if flusher is not None:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+        await self._flusher.stop()
         await self.flush()  # what was pending still counts
         await self._link.aclose()
 
