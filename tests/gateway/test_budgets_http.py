@@ -96,13 +96,15 @@ async def fire(client: openai.AsyncOpenAI, count: int) -> tuple[list[Any], list[
 
 
 async def ledger_total(database_url: str, tenant: str) -> tuple[int, list[LedgerRow]]:
-    """(the tenant's charges in the ledger ever, its rows), as far as the journal has drained."""
+    """(the tenant's charges in the ledger ever, its rows), as far as the journal has drained: the rows read
+    first, the total after them, so that a total never counts fewer rows than the list holds (the journal
+    drains between the two reads)."""
     db = await open_database(database_url)
     try:
         ledger = Ledger(db)
         start = datetime(2000, 1, 1, tzinfo=UTC)
-        total = await ledger.spent(start, None, tenant=tenant)
         rows = [row async for row in ledger.rows(tenant, start, datetime(2100, 1, 1, tzinfo=UTC))]
+        total = await ledger.spent(start, None, tenant=tenant)
         return total, rows
     finally:
         await db.aclose()
@@ -188,7 +190,7 @@ def test_200_concurrent_requests_against_a_budget_for_20_never_overrun_it(
             lambda: ledger_total(database_url, "acme"), lambda found: len(found[1]) == admitted
         )
         assert len(rows) == admitted
-        assert total == after["spent_micros"]
+        assert total == sum(row.charge.total for row in rows) == after["spent_micros"]
         assert most_at_once(rows[1:]) <= 20  # never more reservations at once than the room for 20
         assert total <= after["limit_micros"]
 
