@@ -139,6 +139,7 @@ class DeliberationStream(Response):
         self.status_code = 200
         self.background = None
         self.raw_headers = [*_SSE_HEADERS, *headers]
+        self._extra = headers  # for an error answered before the stream opens
         self._run = run
         self._pool = pool
         self._offer = offer
@@ -160,19 +161,30 @@ class DeliberationStream(Response):
         work.add_done_callback(lambda _: pieces.put_nowait(None))
         first: float | None = None
         metered = False
+        opened = False  # the stream's headers went out: from then on an error can only be an SSE event
+
+        async def open_stream() -> None:
+            # not before the engine has answered something (or a keep-alive is due): a request the engine
+            # refuses at once gets its real status (400 context_length_exceeded...), not a 200 stream
+            nonlocal opened
+            if not opened:
+                opened = True
+                await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+                await self._send(send, chunks.delta({"role": "assistant", "content": ""}))
+
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            await self._send(send, chunks.delta({"role": "assistant", "content": ""}))
             keepalive = run.settings.keepalive_s
             while True:
                 try:
                     piece = await asyncio.wait_for(pieces.get(), keepalive)
                 except TimeoutError:
+                    await open_stream()
                     await self._send(send, _KEEPALIVE)  # samples still running: the connection stays up
                     continue
                 if piece is None:
                     break
                 first = first or time.monotonic()
+                await open_stream()
                 await self._send(send, chunks.delta({"reasoning": piece}))
             tail: list[bytes] = []
             try:
@@ -180,11 +192,20 @@ class DeliberationStream(Response):
             except Exception as exc:
                 watch.stop()
                 metered = True
-                await asyncio.shield(_done(meter, run, Outcome.ENGINE_FAILED, 200, first))
-                tail.append(error_event(_stream_error(exc)))
+                error = _stream_error(exc)
+                outcome = Outcome.REJECTED if isinstance(exc, EngineRejected) else Outcome.ENGINE_FAILED
+                status = 200 if opened else error.status
+                await asyncio.shield(_done(meter, run, outcome, status, first))
+                if not opened:  # nothing sent yet: an ordinary error response, with its status
+                    response = error.response()
+                    response.raw_headers.extend(self._extra)
+                    await response(scope, receive, send)
+                    return
+                tail.append(error_event(error))
                 await self._send(send, b"".join(tail), more=False)
                 return
             watch.stop()  # from here on a disconnect changes nothing
+            await open_stream()
             answer = run.answer
             if not live:
                 tail.append(chunks.delta({"reasoning": answer.reasoning}))

@@ -352,3 +352,20 @@ def test_an_engine_that_dies_mid_deliberation_still_bills_what_it_generated(
         assert 0 < row.record.reasoning_tokens <= row.record.completion_tokens  # the 30 chunks it sent
         assert row.record.depth.floor_met is False and row.charge.rated_tier == "fast"
         assert row.charge.total > 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_request_the_engine_refuses_gets_its_status_streamed_or_not(
+    stream: bool, tmp_path: Path, client: list[openai.OpenAI]
+) -> None:
+    """The stream opens only once the engine has taken the request: its 400 stays a 400."""
+    with deliberating_gateway({"max_model_len": 64}, {}, tmp_path) as (gateway, _, database_url):
+        long: Any = [{"role": "user", "content": "think about it " * 60}]
+        with pytest.raises(openai.BadRequestError) as refused:
+            sdk_for(gateway, client).chat.completions.create(
+                model="qwen3-8b:deliberate", messages=long, stream=stream
+            )
+        assert refused.value.code == "context_length_exceeded"
+        request_id = refused.value.response.headers["x-tiergate-request-id"]
+        row = ledger_row(database_url, request_id)
+        assert (row.record.outcome, row.charge.total) == ("rejected", 0)

@@ -8,11 +8,6 @@ a tiny random Llama made by make_tiny_model.py, with `--reasoning-parser deepsee
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,16 +20,12 @@ import orjson
 import pytest
 
 from gateway import create_app, load_settings
-from tests.conftest import Gateway, Recorder, unused_url, wait_ready
+from tests.conftest import Gateway, Recorder, wait_ready
+from tests.engines.vllm_cpu.engines import SERVED, VLLM, EngineSpec, make_tiny_model, started, vllm_python
 from tests.gateway.test_deliberation_http import depth_of, extra, ledger_row
 from tests.servers import serving
 
-PYTHON_ENV = "TIERGATE_VLLM_PYTHON"  # e.g. /work/vllm-venv/bin/python
-REQUIRE_ENV = "TIERGATE_REQUIRE_VLLM"
-HERE = Path(__file__).parent
-SERVED = "tiny"  # vLLM's --served-model-name
 MODEL = "tiny-r1"  # the gateway's public id for it (deliberate tier only)
-START_TIMEOUT_S = 180.0
 MAX_TOKENS = 160  # each engine call's limit: continuations still fit in --max-model-len 512
 FLOOR, CAP, MAX_EXTENSIONS = 64, 200, 2
 DELIBERATION = {
@@ -54,111 +45,15 @@ versions:
 """
 
 
-@dataclass(frozen=True)
-class VLLM:
-    url: str
-    log: Path
-
-    def tail(self, lines: int = 60) -> str:
-        text = self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def _vllm_python() -> str:
-    python = os.environ.get(PYTHON_ENV)
-    if not python:
-        message = (
-            f"REAL vLLM TESTS SKIPPED: {PYTHON_ENV} is not set. Point it at a python that has vLLM"
-            f" (see tests/engines/vllm_cpu/README.md), e.g. {PYTHON_ENV}=/work/vllm-venv/bin/python;"
-            f" set {REQUIRE_ENV}=1 to make this a failure."
-        )
-        if os.environ.get(REQUIRE_ENV):
-            pytest.fail(message)
-        pytest.skip(message)
-    if not Path(python).exists():
-        pytest.fail(f"{PYTHON_ENV}={python}: no such file")
-    return python
-
-
-def _engine_environment() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1")
-    return env
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop vLLM and its engine processes (its own process group), forcibly after 30 s."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-    with contextlib.suppress(ProcessLookupError):  # children left behind in the group
-        os.killpg(process.pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="module")
 def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLM]:
-    python = _vllm_python()
+    python = vllm_python()
     root = tmp_path_factory.mktemp("vllm-cpu")
-    model = root / "tiny-llama"
-    env = _engine_environment()
-    made = subprocess.run(
-        [python, str(HERE / "make_tiny_model.py"), str(model)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        check=False,
-    )
-    assert made.returncode == 0, f"make_tiny_model.py failed:\n{made.stdout}\n{made.stderr}"
-    url = unused_url()
-    port = url.rsplit(":", 1)[1]
-    nice = ["nice", "-n", "10"] if shutil.which("nice") else []
-    command = [
-        *nice,
-        python,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(model),
-        "--served-model-name",
-        SERVED,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        port,
-        "--max-model-len",
-        "512",
-        "--dtype",
-        "float32",
-        "--reasoning-parser",
-        "deepseek_r1",
-    ]
-    engine = VLLM(url, root / "vllm.log")
-    with engine.log.open("wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    try:
-        started = time.monotonic()
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None:
-                pytest.fail(f"vLLM exited with {process.returncode} while starting:\n{engine.tail()}")
-            if time.monotonic() - started > START_TIMEOUT_S:
-                pytest.fail(f"vLLM not healthy after {START_TIMEOUT_S:.0f} s:\n{engine.tail()}")
-            time.sleep(0.5)
-        print(f"vLLM on {url} healthy after {time.monotonic() - started:.0f} s; log: {engine.log}")
+    model = make_tiny_model(python, root / "tiny-llama")
+    with started(python, model, root, [EngineSpec("vllm", ("--reasoning-parser", "deepseek_r1"))]) as (
+        engine,
+    ):
         yield engine
-    finally:
-        _stop(process)
 
 
 @dataclass(frozen=True)

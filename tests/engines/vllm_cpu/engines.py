@@ -1,0 +1,181 @@
+"""Starting and stopping real vLLM servers on the CPU for this folder's tests (see README.md).
+
+`vllm_python()` skips the calling test (loudly) unless TIERGATE_VLLM_PYTHON names a python with vLLM; with
+TIERGATE_REQUIRE_VLLM set a missing vLLM fails instead. `started(...)` starts several engines at once (each
+in a process group of its own, under `nice`), waits until all are healthy and stops them all at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import unused_url
+
+PYTHON_ENV = "TIERGATE_VLLM_PYTHON"  # e.g. /work/vllm-venv/bin/python
+REQUIRE_ENV = "TIERGATE_REQUIRE_VLLM"
+HERE = Path(__file__).parent
+SERVED = "tiny"  # vLLM's --served-model-name
+MAX_MODEL_LEN = 512
+START_TIMEOUT_S = 240.0
+
+
+@dataclass(frozen=True)
+class VLLM:
+    url: str
+    log: Path
+
+    def tail(self, lines: int = 60) -> str:
+        text = self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def metrics(self) -> str:
+        """The engine's Prometheus text."""
+        return httpx.get(self.url + "/metrics", timeout=10).text
+
+    def counter(self, name: str) -> float:
+        """A counter of the engine's /metrics, summed over its labels (0 when absent)."""
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in self.metrics().splitlines()
+            if line.startswith(name + "{")
+        )
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One engine to start: a name (its log is NAME.log) and the arguments beyond the common ones."""
+
+    name: str
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+
+def vllm_python() -> str:
+    python = os.environ.get(PYTHON_ENV)
+    if not python:
+        message = (
+            f"REAL vLLM TESTS SKIPPED: {PYTHON_ENV} is not set. Point it at a python that has vLLM"
+            f" (see tests/engines/vllm_cpu/README.md), e.g. {PYTHON_ENV}=/work/vllm-venv/bin/python;"
+            f" set {REQUIRE_ENV}=1 to make this a failure."
+        )
+        if os.environ.get(REQUIRE_ENV):
+            pytest.fail(message)
+        pytest.skip(message)
+    if not Path(python).exists():
+        pytest.fail(f"{PYTHON_ENV}={python}: no such file")
+    return python
+
+
+def engine_environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1")
+    return env
+
+
+def make_tiny_model(python: str, directory: Path) -> Path:
+    """The tiny random Llama of make_tiny_model.py, written to `directory`."""
+    made = subprocess.run(
+        [python, str(HERE / "make_tiny_model.py"), str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=engine_environment(),
+        check=False,
+    )
+    assert made.returncode == 0, f"make_tiny_model.py failed:\n{made.stdout}\n{made.stderr}"
+    return directory
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop vLLM and its engine processes (its own process group), forcibly after 30 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError):  # children left behind in the group
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _command(python: str, model: Path, port: str, args: Sequence[str]) -> list[str]:
+    nice = ["nice", "-n", "10"] if shutil.which("nice") else []
+    return [
+        *nice,
+        python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model),
+        "--served-model-name",
+        SERVED,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        port,
+        "--max-model-len",
+        str(MAX_MODEL_LEN),
+        "--dtype",
+        "float32",
+        *args,
+    ]
+
+
+@contextlib.contextmanager
+def started(python: str, model: Path, logs: Path, specs: Sequence[EngineSpec]) -> Iterator[list[VLLM]]:
+    """Start one vLLM per spec, all at once; yield them once every one is healthy; stop them all."""
+    engines: list[VLLM] = []
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for spec in specs:
+            url = unused_url()
+            engine = VLLM(url, logs / f"{spec.name}.log")
+            command = _command(python, model, url.rsplit(":", 1)[1], spec.args)
+            with engine.log.open("wb") as log:
+                processes.append(
+                    subprocess.Popen(
+                        command,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env={**engine_environment(), **dict(spec.env)},
+                        start_new_session=True,
+                    )
+                )
+            engines.append(engine)
+        began = time.monotonic()
+        waiting = dict(enumerate(engines))
+        while waiting:
+            for index, engine in list(waiting.items()):
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(engine.url + "/health", timeout=2).status_code == 200:
+                        del waiting[index]
+                        name = specs[index].name
+                        print(f"vLLM {name} on {engine.url} healthy after {time.monotonic() - began:.0f} s")
+                        print(f"  log: {engine.log}")
+                        continue
+                process = processes[index]
+                if process.poll() is not None:
+                    pytest.fail(
+                        f"vLLM {specs[index].name} exited with {process.returncode} while starting:\n"
+                        f"{engine.tail()}"
+                    )
+                if time.monotonic() - began > START_TIMEOUT_S:
+                    name = specs[index].name
+                    pytest.fail(f"vLLM {name} not healthy after {START_TIMEOUT_S:.0f} s:\n{engine.tail()}")
+            time.sleep(0.5)
+        yield engines
+    finally:
+        for process in processes:
+            stop(process)

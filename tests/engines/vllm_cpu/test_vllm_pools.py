@@ -1,0 +1,318 @@
+"""Both tiers on real vLLM engines on the CPU: a fast pool on an engine with ngram speculative decoding and
+a deliberate pool on one with `--reasoning-parser deepseek_r1`, behind the gateway (in process, through the
+OpenAI SDK). See README.md in this folder for the set-up.
+
+Skipped (loudly) unless TIERGATE_VLLM_PYTHON names a python with vLLM; with TIERGATE_REQUIRE_VLLM set a
+missing vLLM fails instead. The two engines start at once, once for this module (about 2 minutes on 2
+cores), over the tiny random Llama of make_tiny_model.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway import create_app, load_settings
+from tests.conftest import Gateway, Recorder, wait_ready
+from tests.engines.vllm_cpu.engines import (
+    MAX_MODEL_LEN,
+    SERVED,
+    VLLM,
+    EngineSpec,
+    make_tiny_model,
+    started,
+    vllm_python,
+)
+from tests.gateway.test_deliberation_http import depth_of, extra, ledger_row
+from tests.servers import serving
+
+MODEL = "tiny"  # the gateway's public id: fast and deliberate tiers
+NGRAM = '{"method":"ngram","num_speculative_tokens":4,"prompt_lookup_max":4}'
+DELIBERATION = {"efforts": {"medium": {"floor": 16, "cap": 120, "samples": 1, "max_extensions": 1}}}
+MESSAGES: Any = [{"role": "user", "content": "Is 1001 a prime number?"}]
+# repeated text: the ngram proposer finds the last few tokens earlier in the context and drafts what followed
+REPEATED = "one two three four five six seven eight. " * 4
+PRICE_BOOK = """\
+currency: USD
+versions:
+  - effective_from: 2026-01-01
+    prices:
+      fast:
+        tiny: {input: "0.05", cached_input: "0.01", output: "0.20", request: "0"}
+      deliberate:
+        tiny: {input: "0.10", cached_input: "0.02", output: "0.60", reasoning: "0.60",
+               request: "0.0001", depth_premium: "0.0005"}
+"""
+
+
+@dataclass(frozen=True)
+class Engines:
+    fast: VLLM
+    deliberate: VLLM
+
+
+@dataclass(frozen=True)
+class Pools:
+    gateway: Gateway
+    database_url: str
+    sdk: openai.OpenAI
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engines]:
+    python = vllm_python()
+    root = tmp_path_factory.mktemp("vllm-pools")
+    model = make_tiny_model(python, root / "tiny-llama")
+    specs = [
+        # each engine's worker on a core of its own (vLLM binds every one to core 0 by default)
+        EngineSpec("fast", ("--speculative-config", NGRAM), (("VLLM_CPU_OMP_THREADS_BIND", "0"),)),
+        EngineSpec(
+            "deliberate", ("--reasoning-parser", "deepseek_r1"), (("VLLM_CPU_OMP_THREADS_BIND", "1"),)
+        ),
+    ]
+    with started(python, model, root, specs) as (fast, deliberate):
+        yield Engines(fast, deliberate)
+
+
+@pytest.fixture(scope="module")
+def pools(engines: Engines, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pools]:
+    root = tmp_path_factory.mktemp("gateway")
+    book = root / "prices.yaml"
+    book.write_text(PRICE_BOOK, encoding="utf-8")
+    database_url = f"sqlite:///{root / 'ledger.sqlite3'}"
+    common = {
+        "health": {"interval_s": 0.5},
+        "timeouts": {"first_token_s": 120, "idle_s": 60},
+        "routing": {"scrape_interval_s": 0.5},
+    }
+    settings = load_settings(
+        None,
+        pools={
+            "fast": {"replicas": [engines.fast.url], **common},
+            "deliberate": {"replicas": [engines.deliberate.url], **common},
+        },
+        models={
+            MODEL: {
+                "max_model_len": MAX_MODEL_LEN,
+                "tiers": {
+                    "fast": {"pool": "fast", "engine_model": SERVED},
+                    "deliberate": {
+                        "pool": "deliberate",
+                        "engine_model": SERVED,
+                        "deliberation": DELIBERATION,
+                    },
+                },
+            }
+        },
+        auth={"mode": "disabled"},
+        database={"url": database_url},
+        ledger={"journal_dir": str(root / "journal")},
+        pricing={"book": str(book)},
+    )
+    recorder = Recorder()
+    with serving(create_app(settings, sinks=[recorder])) as url:
+        wait_ready(url, timeout=30)
+        sdk = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=300)
+        try:
+            yield Pools(Gateway(url, recorder), database_url, sdk)
+        finally:
+            sdk.close()
+
+
+def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """The samples of one metric family in Prometheus text, by their sorted labels."""
+    return {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
+def check_row(pools: Pools, request_id: str, tier: str, usage: Any) -> None:
+    """The ledger row of a request matches the usage the client was told, its cost included."""
+    row = ledger_row(pools.database_url, request_id)
+    record = row.record
+    assert (record.model, record.served_model, record.tier, record.outcome) == (MODEL, SERVED, tier, "ok")
+    assert (record.prompt_tokens, record.completion_tokens) == (usage.prompt_tokens, usage.completion_tokens)
+    assert not record.estimated
+    assert row.charge.total > 0 and extra(usage)["cost_micros"] == row.charge.total
+
+
+def check_cost(usage: Any) -> None:
+    assert usage is not None and usage.completion_tokens > 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    fields = extra(usage)
+    assert float(fields["cost"]) > 0 and fields["cost_micros"] > 0, fields
+
+
+# -- 1. chat and completions on the fast pool, streamed and not --------------------------------------
+
+
+def test_fast_chat(pools: Pools, engines: Engines) -> None:
+    served = engines.fast.counter("vllm:request_success_total")
+    reply = pools.sdk.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES, max_tokens=40)
+    assert reply.http_response.status_code == 200
+    assert reply.headers["x-tiergate-tier"] == "fast"
+    answer = reply.parse()
+    assert answer.model == f"{MODEL}:fast" and answer.choices[0].finish_reason in ("stop", "length")
+    check_cost(answer.usage)
+    check_row(pools, reply.headers["x-tiergate-request-id"], "fast", answer.usage)
+    assert engines.fast.counter("vllm:request_success_total") == served + 1  # the fast engine served it
+
+
+def test_fast_chat_streamed(pools: Pools) -> None:
+    reply = pools.sdk.chat.completions.with_raw_response.create(
+        model=MODEL,
+        messages=MESSAGES,
+        max_tokens=40,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    assert reply.headers["x-tiergate-tier"] == "fast"
+    usage, finish, chunks = None, None, 0
+    for chunk in reply.parse():
+        chunks += 1
+        assert chunk.model == f"{MODEL}:fast"  # the tiered id (docs/tiers.md)
+        if chunk.usage is not None:
+            assert chunk.choices == []
+            usage = chunk.usage
+        for choice in chunk.choices:
+            finish = choice.finish_reason or finish
+    assert chunks > 2 and finish in ("stop", "length")
+    check_cost(usage)
+    check_row(pools, reply.headers["x-tiergate-request-id"], "fast", usage)
+
+
+def test_fast_completions(pools: Pools) -> None:
+    reply = pools.sdk.completions.with_raw_response.create(model=MODEL, prompt=REPEATED, max_tokens=40)
+    assert reply.http_response.status_code == 200
+    answer = reply.parse()
+    assert answer.model == f"{MODEL}:fast" and answer.choices[0].text
+    check_cost(answer.usage)
+    check_row(pools, reply.headers["x-tiergate-request-id"], "fast", answer.usage)
+
+
+def test_fast_completions_streamed(pools: Pools) -> None:
+    reply = pools.sdk.completions.with_raw_response.create(
+        model=MODEL, prompt=REPEATED, max_tokens=40, stream=True, stream_options={"include_usage": True}
+    )
+    text, usage = "", None
+    for chunk in reply.parse():
+        if chunk.usage is not None:
+            usage = chunk.usage
+        text += "".join(choice.text for choice in chunk.choices)
+    assert text
+    check_cost(usage)
+    check_row(pools, reply.headers["x-tiergate-request-id"], "fast", usage)
+
+
+# -- 2. reasoning on the deliberate pool ------------------------------------------------------------
+
+
+def test_deliberate_chat_has_reasoning(pools: Pools, engines: Engines) -> None:
+    served = engines.deliberate.counter("vllm:request_success_total")
+    reply = pools.sdk.chat.completions.with_raw_response.create(
+        model=MODEL + ":deliberate", messages=MESSAGES, max_tokens=160, reasoning_effort="medium"
+    )
+    assert reply.http_response.status_code == 200
+    assert reply.headers["x-tiergate-tier"] == "deliberate"
+    answer = reply.parse()
+    assert answer.model == f"{MODEL}:deliberate"
+    reasoning = extra(answer.choices[0].message).get("reasoning")
+    assert reasoning, answer  # vLLM's `reasoning`, relayed
+    check_cost(answer.usage)
+    depth = depth_of(answer.usage)
+    assert depth["extensions"] >= 1 or depth["floor_met"], depth
+    check_row(pools, reply.headers["x-tiergate-request-id"], "deliberate", answer.usage)
+    assert engines.deliberate.counter("vllm:request_success_total") >= served + 1
+
+
+def test_deliberate_chat_streamed_has_reasoning(pools: Pools) -> None:
+    stream = pools.sdk.chat.completions.create(
+        model=MODEL + ":deliberate",
+        messages=MESSAGES,
+        max_tokens=160,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    reasoning, usage = "", None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            reasoning += (choice.delta.model_extra or {}).get("reasoning") or ""
+    assert reasoning
+    check_cost(usage)
+
+
+# -- 3. the engines' errors, as OpenAI's -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tier", "stream"),
+    [
+        ("fast", False),
+        ("fast", True),
+        ("deliberate", False),
+        ("deliberate", True),
+    ],
+)
+def test_an_over_long_prompt_is_context_length_exceeded(pools: Pools, tier: str, stream: bool) -> None:
+    long: Any = [{"role": "user", "content": "Wait, let me think. " * 400}]  # far beyond 512 tokens
+    with pytest.raises(openai.BadRequestError) as caught:
+        pools.sdk.chat.completions.create(
+            model=f"{MODEL}:{tier}", messages=long, max_tokens=16, stream=stream
+        )
+    assert caught.value.status_code == 400
+    assert caught.value.code == "context_length_exceeded", caught.value.body
+
+
+def test_an_over_long_completions_prompt_is_context_length_exceeded(pools: Pools) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        pools.sdk.completions.create(model=MODEL, prompt="Wait, let me think. " * 400, max_tokens=16)
+    assert caught.value.status_code == 400
+    assert caught.value.code == "context_length_exceeded", caught.value.body
+
+
+def test_an_unknown_model_is_404(pools: Pools) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        pools.sdk.chat.completions.create(model="no-such-model", messages=MESSAGES, max_tokens=8)
+    assert caught.value.status_code == 404
+
+
+# -- 4. the engines' /metrics, as the gateway reads them ----------------------------------------------
+
+
+def test_the_gateway_reports_the_fast_pools_spec_decode_acceptance(pools: Pools, engines: Engines) -> None:
+    # greedy, the tiny model repeats itself (`</think>` over and over): the ngram proposer finds the last
+    # tokens earlier in the context, drafts what followed them, and the engine accepts the drafts
+    for _ in range(2):
+        pools.sdk.completions.create(model=MODEL, prompt=REPEATED, max_tokens=48, temperature=0)
+    drafted = engines.fast.counter("vllm:spec_decode_num_draft_tokens_total")
+    accepted = engines.fast.counter("vllm:spec_decode_num_accepted_tokens_total")
+    assert drafted > 0, engines.fast.metrics()
+    deadline = time.monotonic() + 10  # a scrape every 0.5 s here (1.5 s by default)
+    while True:
+        text = httpx.get(pools.gateway.url + "/metrics", timeout=10).text
+        ratio = samples(text, "tiergate_pool_spec_decode_acceptance_ratio")
+        fast = ratio.get((("pool", "fast"),))
+        if (fast is not None and fast >= accepted / drafted - 1e-9) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    print(f"fast engine: {accepted:.0f} of {drafted:.0f} draft tokens accepted; gateway: {ratio}")
+    assert fast is not None, text
+    assert 0 < fast <= 1
+    assert (("pool", "deliberate"),) not in ratio  # no speculative decoding there
+    up = samples(text, "tiergate_replica_up")
+    assert up == {
+        (("pool", "fast"), ("replica", engines.fast.url)): 1.0,
+        (("pool", "deliberate"), ("replica", engines.deliberate.url)): 1.0,
+    }
