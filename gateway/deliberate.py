@@ -19,23 +19,17 @@ from engines import EngineError, EnginePool, EngineRejected
 from gateway.admission import TokenEstimate
 from gateway.catalog import Offer
 from gateway.deliberation import Chunks, Deliberator, DepthPlan, Run, completion_body, usage_body
-from gateway.disconnect import DisconnectWatch
+from gateway.disconnect import CLIENT_CLOSED, DisconnectWatch
 from gateway.errors import GatewayError, error_event, from_engine_error
 from gateway.meter import Meter
 from gateway.metering import Outcome
+from gateway.relay import DONE, SSE_HEADERS
 from gateway.settings import DeliberationSettings
 
 __all__ = ["deliberate", "deliberation_estimate"]
 
 log = logging.getLogger("tiergate.deliberation")
 
-_CLIENT_CLOSED = 499
-_SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
-_DONE = b"data: [DONE]\n\n"
 _KEEPALIVE = b": deliberating\n\n"
 
 
@@ -74,10 +68,10 @@ async def deliberate(
     except asyncio.CancelledError:
         disconnected = watch.absorb()
         outcome = Outcome.CLIENT_DISCONNECTED if disconnected else Outcome.ABORTED
-        await asyncio.shield(_done(meter, run, outcome, _CLIENT_CLOSED))
+        await asyncio.shield(_done(meter, run, outcome, CLIENT_CLOSED))
         if not disconnected:
             raise
-        return Response(status_code=_CLIENT_CLOSED)
+        return Response(status_code=CLIENT_CLOSED)
     except EngineError as exc:
         watch.stop()
         error = from_engine_error(exc)
@@ -138,7 +132,7 @@ class DeliberationStream(Response):
     ) -> None:
         self.status_code = 200
         self.background = None
-        self.raw_headers = [*_SSE_HEADERS, *headers]
+        self.raw_headers = [*SSE_HEADERS, *headers]
         self._extra = headers  # for an error answered before the stream opens
         self._run = run
         self._pool = pool
@@ -224,7 +218,7 @@ class DeliberationStream(Response):
                 usage = usage_body(run)
                 usage.update(meter.cost_fields(exchange))
                 tail.append(chunks.usage(usage))
-            tail.append(_DONE)
+            tail.append(DONE)
             metered = True
             await asyncio.shield(meter.done(exchange))  # durable before the stream ends
             await self._send(send, b"".join(tail), more=False)

@@ -6,7 +6,9 @@ import asyncio
 
 from starlette.types import Receive
 
-__all__ = ["DisconnectWatch"]
+__all__ = ["CLIENT_CLOSED", "DisconnectWatch"]
+
+CLIENT_CLOSED = 499  # nginx's "client closed request": logged and metered, never seen by the client
 
 
 class DisconnectWatch:

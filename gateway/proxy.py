@@ -17,7 +17,7 @@ from gateway.affinity import affinity_key
 from gateway.catalog import Catalog, Offer
 from gateway.deliberate import deliberate, deliberation_estimate
 from gateway.deliberation import plan_for
-from gateway.disconnect import DisconnectWatch
+from gateway.disconnect import CLIENT_CLOSED, DisconnectWatch
 from gateway.endpoints import CHAT, Endpoint
 from gateway.errors import GatewayError, from_engine_error
 from gateway.ledger import Bookkeeper
@@ -32,7 +32,6 @@ from pricing import PriceBook
 __all__ = ["InferenceProxy"]
 
 _TIER_HEADER = "x-tiergate-tier"
-_CLIENT_CLOSED = 499  # nginx's "client closed request": logged, never seen by the client
 
 
 class InferenceProxy:
@@ -158,10 +157,10 @@ class InferenceProxy:
                 )
         except asyncio.CancelledError:
             if not watch.absorb():  # the gateway is shutting down: the record still goes to the journal
-                await asyncio.shield(meter.done(meter.exchange(Outcome.ABORTED, _CLIENT_CLOSED)))
+                await asyncio.shield(meter.done(meter.exchange(Outcome.ABORTED, CLIENT_CLOSED)))
                 raise
-            await meter.done(meter.exchange(Outcome.CLIENT_DISCONNECTED, _CLIENT_CLOSED))
-            return Response(status_code=_CLIENT_CLOSED)  # nobody is listening
+            await meter.done(meter.exchange(Outcome.CLIENT_DISCONNECTED, CLIENT_CLOSED))
+            return Response(status_code=CLIENT_CLOSED)  # nobody is listening
         except EngineError as exc:
             watch.stop()
             error = from_engine_error(exc)

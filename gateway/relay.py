@@ -16,14 +16,14 @@ from gateway.disconnect import DisconnectWatch
 from gateway.errors import error_event, from_engine_error
 from gateway.metering import Outcome
 
-__all__ = ["RelayEnd", "StreamRelay"]
+__all__ = ["DONE", "SSE_HEADERS", "RelayEnd", "StreamRelay"]
 
-_SSE_HEADERS = [
+SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),  # proxies such as nginx must not buffer the stream
 ]
-_DONE = b"data: [DONE]\n\n"
+DONE = b"data: [DONE]\n\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +54,7 @@ class StreamRelay(Response):
     ) -> None:
         self.status_code = 200
         self.background = None
-        self.raw_headers = [*_SSE_HEADERS, *headers]
+        self.raw_headers = [*SSE_HEADERS, *headers]
         self._stream = stream
         self._include_usage = include_usage
         self._rewrite = model_rewrite
@@ -93,7 +93,7 @@ class StreamRelay(Response):
                     body = batch[0] if len(batch) == 1 else b"".join(batch)
                     batch.clear()
                     await send({"type": "http.response.body", "body": body, "more_body": True})
-                batch.append(_DONE)
+                batch.append(DONE)
             except EngineError as exc:
                 outcome, error = Outcome.ENGINE_FAILED, exc
                 batch.append(error_event(from_engine_error(exc)))

@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
-from tests.conftest import unused_url
+from gateway import Settings, create_app
+from tests.conftest import Gateway, Recorder, unused_url, wait_ready
+from tests.servers import serving
 
 PYTHON_ENV = "TIERGATE_VLLM_PYTHON"  # e.g. /work/vllm-venv/bin/python
 REQUIRE_ENV = "TIERGATE_REQUIRE_VLLM"
@@ -179,3 +182,17 @@ def started(python: str, model: Path, logs: Path, specs: Sequence[EngineSpec]) -
     finally:
         for process in processes:
             stop(process)
+
+
+@contextlib.contextmanager
+def serving_gateway(settings: Settings) -> Iterator[tuple[Gateway, openai.OpenAI]]:
+    """A gateway in this process over the real engines, and an OpenAI SDK client of it (slow engines: long
+    timeouts, no retries)."""
+    recorder = Recorder()
+    with serving(create_app(settings, sinks=[recorder])) as url:
+        wait_ready(url, timeout=30)
+        sdk = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=300)
+        try:
+            yield Gateway(url, recorder), sdk
+        finally:
+            sdk.close()

@@ -19,11 +19,18 @@ import openai
 import orjson
 import pytest
 
-from gateway import create_app, load_settings
-from tests.conftest import Gateway, Recorder, wait_ready
-from tests.engines.vllm_cpu.engines import SERVED, VLLM, EngineSpec, make_tiny_model, started, vllm_python
+from gateway import load_settings
+from tests.conftest import Gateway
+from tests.engines.vllm_cpu.engines import (
+    SERVED,
+    VLLM,
+    EngineSpec,
+    make_tiny_model,
+    serving_gateway,
+    started,
+    vllm_python,
+)
 from tests.gateway.test_deliberation_http import depth_of, extra, ledger_row
-from tests.servers import serving
 
 MODEL = "tiny-r1"  # the gateway's public id for it (deliberate tier only)
 MAX_TOKENS = 160  # each engine call's limit: continuations still fit in --max-model-len 512
@@ -91,14 +98,8 @@ def deliberating(vllm: VLLM, tmp_path: Path) -> Iterator[Deliberating]:
         ledger={"journal_dir": str(tmp_path / "journal")},
         pricing={"book": str(book)},
     )
-    recorder = Recorder()
-    with serving(create_app(settings, sinks=[recorder])) as url:
-        wait_ready(url, timeout=30)
-        sdk = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=300)
-        try:
-            yield Deliberating(Gateway(url, recorder), database_url, sdk)
-        finally:
-            sdk.close()
+    with serving_gateway(settings) as (gateway, sdk):
+        yield Deliberating(gateway, database_url, sdk)
 
 
 def chat_requests_served(vllm: VLLM) -> float:

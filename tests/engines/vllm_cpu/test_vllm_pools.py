@@ -19,19 +19,19 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import create_app, load_settings
-from tests.conftest import Gateway, Recorder, wait_ready
+from gateway import load_settings
+from tests.conftest import Gateway
 from tests.engines.vllm_cpu.engines import (
     MAX_MODEL_LEN,
     SERVED,
     VLLM,
     EngineSpec,
     make_tiny_model,
+    serving_gateway,
     started,
     vllm_python,
 )
 from tests.gateway.test_deliberation_http import depth_of, extra, ledger_row
-from tests.servers import serving
 
 MODEL = "tiny"  # the gateway's public id: fast and deliberate tiers
 NGRAM = '{"method":"ngram","num_speculative_tokens":4,"prompt_lookup_max":4}'
@@ -116,14 +116,8 @@ def pools(engines: Engines, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         ledger={"journal_dir": str(root / "journal")},
         pricing={"book": str(book)},
     )
-    recorder = Recorder()
-    with serving(create_app(settings, sinks=[recorder])) as url:
-        wait_ready(url, timeout=30)
-        sdk = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=300)
-        try:
-            yield Pools(Gateway(url, recorder), database_url, sdk)
-        finally:
-            sdk.close()
+    with serving_gateway(settings) as (gateway, sdk):
+        yield Pools(gateway, database_url, sdk)
 
 
 def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
