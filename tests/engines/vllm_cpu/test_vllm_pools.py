@@ -2,9 +2,9 @@
 a deliberate pool on one with `--reasoning-parser deepseek_r1`, behind the gateway (in process, through the
 OpenAI SDK). See README.md in this folder for the set-up.
 
-Skipped (loudly) unless TIERGATE_VLLM_PYTHON names a python with vLLM; with TIERGATE_REQUIRE_VLLM set a
-missing vLLM fails instead. The two engines start at once, once for this module (about 2 minutes on 2
-cores), over the tiny random Llama of make_tiny_model.py.
+Runs with `pytest --real-vllm` (or TIERGATE_VLLM_PYTHON set) and is skipped, loudly, otherwise (conftest.py).
+The two engines start at once, once for this module (about 2 minutes on 2 cores), over the tiny random
+Llama of make_tiny_model.py.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from tests.engines.vllm_cpu.engines import (
     make_tiny_model,
     serving_gateway,
     started,
-    vllm_python,
 )
 from tests.gateway.test_deliberation_http import depth_of, extra, ledger_row
 
@@ -66,10 +65,9 @@ class Pools:
 
 
 @pytest.fixture(scope="module")
-def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engines]:
-    python = vllm_python()
+def engines(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engines]:
     root = tmp_path_factory.mktemp("vllm-pools")
-    model = make_tiny_model(python, root / "tiny-llama")
+    model = make_tiny_model(vllm_python, root / "tiny-llama")
     specs = [
         # each engine's worker on a core of its own (vLLM binds every one to core 0 by default)
         EngineSpec("fast", ("--speculative-config", NGRAM), (("VLLM_CPU_OMP_THREADS_BIND", "0"),)),
@@ -77,7 +75,7 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engines]:
             "deliberate", ("--reasoning-parser", "deepseek_r1"), (("VLLM_CPU_OMP_THREADS_BIND", "1"),)
         ),
     ]
-    with started(python, model, root, specs) as (fast, deliberate):
+    with started(vllm_python, model, root, specs) as (fast, deliberate):
         yield Engines(fast, deliberate)
 
 
