@@ -67,18 +67,23 @@ def engine_environment() -> dict[str, str]:
     return env
 
 
-def make_tiny_model(python: str, directory: Path) -> Path:
-    """The tiny random Llama of make_tiny_model.py, written to `directory`."""
+def make_model(python: str, script: str, directory: Path) -> Path:
+    """The model that `script` (make_tiny_model.py, make_smollm2_model.py) writes to `directory`."""
     made = subprocess.run(
-        [python, str(HERE / "make_tiny_model.py"), str(directory)],
+        [python, str(HERE / script), str(directory)],
         capture_output=True,
         text=True,
         timeout=300,
         env=engine_environment(),
         check=False,
     )
-    assert made.returncode == 0, f"make_tiny_model.py failed:\n{made.stdout}\n{made.stderr}"
+    assert made.returncode == 0, f"{script} failed:\n{made.stdout}\n{made.stderr}"
     return directory
+
+
+def make_tiny_model(python: str, directory: Path) -> Path:
+    """The tiny random Llama of make_tiny_model.py, written to `directory`."""
+    return make_model(python, "make_tiny_model.py", directory)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -94,7 +99,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def _command(python: str, model: Path, port: str, args: Sequence[str]) -> list[str]:
+def _command(python: str, model: Path, served: str, port: str, args: Sequence[str]) -> list[str]:
     nice = ["nice", "-n", "10"] if shutil.which("nice") else []
     return [
         *nice,
@@ -104,7 +109,7 @@ def _command(python: str, model: Path, port: str, args: Sequence[str]) -> list[s
         "--model",
         str(model),
         "--served-model-name",
-        SERVED,
+        served,
         "--host",
         "127.0.0.1",
         "--port",
@@ -118,15 +123,18 @@ def _command(python: str, model: Path, port: str, args: Sequence[str]) -> list[s
 
 
 @contextlib.contextmanager
-def started(python: str, model: Path, logs: Path, specs: Sequence[EngineSpec]) -> Iterator[list[VLLM]]:
-    """Start one vLLM per spec, all at once; yield them once every one is healthy; stop them all."""
+def started(
+    python: str, model: Path, logs: Path, specs: Sequence[EngineSpec], served: str = SERVED
+) -> Iterator[list[VLLM]]:
+    """Start one vLLM per spec, all at once, serving `model` as `served`; yield them once every one is
+    healthy; stop them all."""
     engines: list[VLLM] = []
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for spec in specs:
             url = unused_url()
             engine = VLLM(url, logs / f"{spec.name}.log")
-            command = _command(python, model, url.rsplit(":", 1)[1], spec.args)
+            command = _command(python, model, served, url.rsplit(":", 1)[1], spec.args)
             with engine.log.open("wb") as log:
                 processes.append(
                     subprocess.Popen(

