@@ -131,6 +131,9 @@ class DeliberationSettings(_Section):
     think_close: str = Field("</think>", min_length=1)
     cue: str = Field("Wait", min_length=1, description="appended to the reasoning to make it go on")
     engine_caps_thinking: bool = Field(True, description="the engine takes `thinking_token_budget`")
+    # prompted only: the model's turn starts as `think_open` and a newline, continued by the engine
+    # (`continue_final_message`), so the model is inside its reasoning from its first token
+    prefill_thinking: bool = True
     default_effort: ReasoningEffort = ReasoningEffort.MEDIUM
     efforts: dict[ReasoningEffort, EffortLevel] = Field(default_factory=_default_efforts, min_length=1)
     keepalive_s: float = Field(5.0, gt=0, description="SSE comments while samples run")

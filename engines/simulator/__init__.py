@@ -37,7 +37,9 @@ probability that grows with the choice's reasoning tokens (see `engines/simulato
 
 With `follows_thinking_prompt` (the `plain` profile), a model without a reasoning parser that is told in a
 system or developer message to think between `<think>` and `</think>` does so in its content:
-`<think>{reasoning}</think>\n\n{answer}`, with no reasoning tokens reported (docs/simulator.md).
+`<think>{reasoning}</think>\n\n{answer}`, with no reasoning tokens reported (docs/simulator.md). Any model
+without a reasoning parser, following such instructions or not, continues an assistant message that opened
+`<think>` and left it open (`continue_final_message`) by reasoning on, then closing it and answering.
 """
 
 from engines.simulator.app import SimulatorApp, create_simulator_app

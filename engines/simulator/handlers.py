@@ -10,6 +10,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from engines.simulator.asgi import Exchange, run_until_disconnect
+from engines.simulator.config import SimulatorConfig
 from engines.simulator.engine import Engine, Job
 from engines.simulator.errors import SimulatedDrop, SimulatorError
 from engines.simulator.faults import FAULT_HEADER, Fault
@@ -53,7 +54,7 @@ async def chat_completions(engine: Engine, x: Exchange) -> None:
     thinks = config.reasoning and (
         prompt.continuation == "reasoning" or (prompt.continuation == "none" and request.enable_thinking)
     )
-    inline = _inline_thinking(config.follows_thinking_prompt and not config.reasoning, request, prompt)
+    inline = _inline_thinking(config, request, prompt)
     budget = request.thinking_token_budget
     if budget is not None:  # as vLLM: a total, the reasoning already in a continued message included
         budget = max(0, budget - prompt.carried_reasoning)
@@ -75,17 +76,22 @@ async def chat_completions(engine: Engine, x: Exchange) -> None:
     await _serve(engine, x, job, "chat", request.stream is True, request.include_usage, fault)
 
 
-def _inline_thinking(follows: bool, request: ChatRequest, prompt: Prompt) -> InlineThinking:
-    """How a plain model that follows a chain-of-thought instruction thinks in its content: it opens
-    `<think>` when a system or developer message names it, and goes on inside a `<think>` that the
-    continued assistant message left open; a closed one leaves only the answer to write."""
-    if not follows:
+def _inline_thinking(config: SimulatorConfig, request: ChatRequest, prompt: Prompt) -> InlineThinking:
+    """How a plain model (no native reasoning) thinks in its content. Any plain model goes on inside a
+    `<think>` that the continued assistant message left open: it continues the text it is given. One that
+    follows a chain-of-thought instruction (`follows_thinking_prompt`) also opens `<think>` itself when a
+    system or developer message names it. A closed `<think>` leaves only the answer to write."""
+    if config.reasoning:
         return "no"
     if prompt.continuation == "reasoning":
         return "inside"
-    if prompt.continuation == "none" and any(
-        message.role in ("system", "developer") and THINK_OPEN in message.text()
-        for message in request.messages
+    if (
+        config.follows_thinking_prompt
+        and prompt.continuation == "none"
+        and any(
+            message.role in ("system", "developer") and THINK_OPEN in message.text()
+            for message in request.messages
+        )
     ):
         return "open"
     return "no"

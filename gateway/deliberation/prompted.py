@@ -1,6 +1,10 @@
 """Chain-of-thought for models without native reasoning: the model is told to think between the
 delimiters before answering; the runner splits its text (see splitter.py), so the client sees `reasoning`
-and `content` as from a reasoning model, and the floor and cap apply the same way."""
+and `content` as from a reasoning model, and the floor and cap apply the same way.
+
+With `prefill_thinking` (the default) the model's turn is also begun for it, `think_open` and a newline, and
+the engine continues that turn: small instruct models often answer at once whatever the instruction says,
+and a turn that starts inside the reasoning leaves them nothing to do but reason first."""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ __all__ = ["PromptedReasoning"]
 class PromptedReasoning:
     def prepare(self, run: Run) -> None:
         s = run.settings
+        if s.prefill_thinking:
+            run.opening = f"{s.think_open}\n"
         instruction = (
             f"Before answering, think step by step between {s.think_open} and {s.think_close}."
             f" Then, after {s.think_close}, give your final answer."

@@ -30,6 +30,8 @@ class Run:
     plan: DepthPlan
     settings: DeliberationSettings
     body: dict[str, Any]  # the first engine request (strategies prepare it)
+    # the start of the assistant's turn, for the engine to continue ("" : the engine's generation prompt)
+    opening: str = ""
     samples: list[Sample] = field(default_factory=list)
     calls: list[Usage] = field(default_factory=list)  # every engine call's usage, counted if it had none
     replica: str = ""  # the last replica that answered

@@ -40,33 +40,30 @@ class Deliberator:
         for strategy in strategies:
             strategy.prepare(run)
         run.samples = [Sample(index) for index in range(run.plan.samples)]
+        first = _continued(run.body, run.opening) if run.opening else run.body
+        state: State = "inside" if run.opening else "before"
         if self._gateway_caps(run) and len(run.samples) > 1:
             # the gateway stops each sample at the cap by closing its stream: one stream per sample
-            single = {**run.body, "n": 1}
-            await asyncio.gather(*(self._call(run, single, [sample], "before") for sample in run.samples))
+            single = {**first, "n": 1}
+            await asyncio.gather(*(self._call(run, single, [sample], state) for sample in run.samples))
         else:
-            await self._call(run, run.body, run.samples, "before")
+            await self._call(run, first, run.samples, state)
         for strategy in strategies:
             await strategy.refine(run, self)
 
     async def extend(self, run: Run, sample: Sample, *, close: bool) -> None:
         s = run.settings
+        opening = run.opening or s.think_open
         if close:
-            assistant = f"{s.think_open}{sample.reasoning}{s.think_close}\n\n"
+            assistant = f"{opening}{sample.reasoning}{s.think_close}\n\n"
         else:
             cue = f"\n{s.cue}"
             sample.reasoning += cue
             sample.extensions += 1
             if self._emit is not None and len(run.samples) == 1:
                 self._emit(cue)
-            assistant = f"{s.think_open}{sample.reasoning}"
-        body = {
-            **run.body,
-            "n": 1,
-            "messages": [*run.body.get("messages", []), {"role": "assistant", "content": assistant}],
-            "continue_final_message": True,
-            "add_generation_prompt": False,
-        }
+            assistant = f"{opening}{sample.reasoning}"
+        body = {**_continued(run.body, assistant), "n": 1}
         body.pop("thinking_token_budget", None)
         if s.engine_caps_thinking and run.plan.cap is not None and not close:
             # vLLM counts the reasoning already in the continued message against the budget: the whole cap
@@ -210,3 +207,13 @@ def _keep(
         sample.capped = stopped
         if stopped:
             sample.finish_reason = None
+
+
+def _continued(body: dict[str, Any], assistant: str) -> dict[str, Any]:
+    """`body` with an assistant turn begun as `assistant`, for the engine to continue (not to start anew)."""
+    return {
+        **body,
+        "messages": [*body.get("messages", []), {"role": "assistant", "content": assistant}],
+        "continue_final_message": True,
+        "add_generation_prompt": False,
+    }

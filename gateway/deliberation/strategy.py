@@ -29,6 +29,7 @@ class Strategy(Protocol):
 
 
 def strategies_for(run: Run) -> list[Strategy]:
+    from gateway.deliberation.answer import AnswerMissing
     from gateway.deliberation.cap import DepthCap
     from gateway.deliberation.consistency import SelfConsistency
     from gateway.deliberation.floor import DepthFloor
@@ -41,6 +42,7 @@ def strategies_for(run: Run) -> list[Strategy]:
         chosen.append(DepthCap())
     if run.plan.floor > 0:
         chosen.append(DepthFloor())
+    chosen.append(AnswerMissing())  # after the floor (it may extend such a sample), before the vote
     if run.plan.samples > 1:
         chosen.append(SelfConsistency())
     return chosen

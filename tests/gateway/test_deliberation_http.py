@@ -336,6 +336,59 @@ def test_a_plain_model_is_prompted_to_think_and_its_text_split(
         assert row.record.reasoning_tokens == depth["reasoning_tokens"] and row.record.depth.floor_met
 
 
+@pytest.mark.parametrize(("prefill", "max_extensions"), [(True, 0), (False, 2), (False, 0)])
+def test_a_plain_model_that_ignores_the_instruction_reasons_in_a_turn_begun_for_it(
+    prefill: bool, max_extensions: int, tmp_path: Path, client: list[openai.OpenAI]
+) -> None:
+    """As SmolLM2-135M-Instruct does on real vLLM: told to think first, it answers at once. A turn begun
+    inside `<think>` (prefill_thinking) has it reason from its first token. Without that, only budget forcing
+    gets reasoning out of it (its answer thrown away, the reasoning continued from "Wait"); with no extension
+    allowed either, there is no depth, and no premium for it."""
+    database_url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    heedless = profile(
+        "plain",
+        zero_latency=True,
+        follows_thinking_prompt=False,
+        reasoning_tokens_range=(60, 80),
+        short_reasoning_rate=0.0,
+    )
+    deliberation = {
+        "reasoning": "prompted",
+        "prefill_thinking": prefill,
+        "efforts": {"medium": {"floor": 50, "max_extensions": max_extensions}},
+    }
+    with serving(create_simulator_app(heedless)) as url:
+        settings = gateway_settings(
+            [url],
+            [url],
+            deliberation=deliberation,
+            database={"url": database_url},
+            ledger={"journal_dir": str(tmp_path / "journal")},
+        )
+        with serving(create_app(settings)) as gateway_url:
+            wait_ready(gateway_url)
+            sdk = sdk_for(Gateway(gateway_url, Recorder()), client)
+            reply = sdk.chat.completions.with_raw_response.create(
+                model="qwen3-8b:deliberate", messages=MESSAGES
+            )
+    answer = reply.parse()
+    message = answer.choices[0].message
+    reasoning = extra(message).get("reasoning") or ""
+    depth = depth_of(answer.usage)
+    row = ledger_row(database_url, reply.headers["x-tiergate-request-id"])
+    assert message.content and "think>" not in message.content and "<think>" not in reasoning
+    assert row.record.reasoning_tokens == depth["reasoning_tokens"]
+    if prefill:
+        assert depth["extensions"] == 0 and depth["reasoning_tokens"] >= 50 and not reasoning.startswith("\n")
+    elif max_extensions:
+        assert depth["extensions"] >= 1 and reasoning.startswith("\nWait")
+    else:
+        assert not reasoning and depth["reasoning_tokens"] == 0
+    delivered = depth["reasoning_tokens"] >= 50
+    assert depth["floor_met"] is delivered is (prefill or max_extensions > 0)
+    assert row.charge.rated_tier == ("deliberate" if delivered else "fast")
+
+
 def test_an_engine_that_dies_mid_deliberation_still_bills_what_it_generated(
     tmp_path: Path, client: list[openai.OpenAI]
 ) -> None:

@@ -125,6 +125,18 @@ async def test_an_open_think_goes_on_reasoning_then_closes_and_answers(sim_facto
     assert "</think>\n\n" in (await _choice(sim, messages=alone, **CONTINUE))[0]["message"]["content"]
 
 
+async def test_a_model_that_ignores_the_instruction_still_continues_an_open_think(
+    sim_factory: SimFactory,
+) -> None:
+    sim = await sim_factory(plain(follows_thinking_prompt=False, short_reasoning_rate=0.0))
+    told = (await _choice(sim, messages=INSTRUCTED))[0]["message"]["content"]
+    assert "think>" not in told  # it answers at once, the instruction notwithstanding
+    begun = [*INSTRUCTED, {"role": "assistant", "content": "<think>\n"}]
+    content = (await _choice(sim, messages=begun, **CONTINUE))[0]["message"]["content"]
+    more, answer = content.split("</think>\n\n")
+    assert 96 <= TOKENIZER.count(more) <= 640 and answer and "<think>" not in content
+
+
 async def test_a_closed_think_gets_only_the_answer(sim_factory: SimFactory) -> None:
     sim = await sim_factory(plain())
     messages = [*INSTRUCTED, {"role": "assistant", "content": "<think>Short and sweet.</think>\n\n"}]

@@ -157,8 +157,10 @@ def test_prompted_reasoning_is_billed_for_the_depth_it_delivered(served: Served)
     answer = reply.parse()
     message = answer.choices[0].message
     reasoning = extra(message).get("reasoning") or ""
-    assert "<think>" not in (message.content or "") and "</think>" not in (message.content or "")
-    assert reasoning or message.content, answer
+    # its turn begun inside <think> (prefill_thinking), it reasons; ending its turn there, it is asked to
+    # answer from that reasoning (gateway/deliberation/answer.py)
+    assert reasoning and message.content, answer
+    assert "think>" not in message.content and "<think>" not in reasoning
     usage = answer.usage
     assert usage is not None
     depth = depth_of(usage)
