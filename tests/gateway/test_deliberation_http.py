@@ -27,12 +27,12 @@ MESSAGES: Any = [{"role": "user", "content": "Is 1001 a prime number?"}]
 
 @contextmanager
 def deliberating_gateway(
-    engine: dict[str, Any], deliberation: dict[str, Any], tmp_path: Path
+    engine: dict[str, Any], deliberation: dict[str, Any], tmp_path: Path, base: str = "deliberate"
 ) -> Iterator[tuple[Gateway, str, str]]:
-    """A gateway whose qwen3-8b deliberates as configured, over one simulated deliberate engine; yields the
-    gateway, the engine's URL and the ledger's database URL."""
+    """A gateway whose qwen3-8b deliberates as configured, over one simulated engine (the `base` profile with
+    `engine` on top); yields the gateway, the engine's URL and the ledger's database URL."""
     database_url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
-    config = profile("deliberate", **{"zero_latency": True, **engine})
+    config = profile(base, **{"zero_latency": True, **engine})
     with serving(create_simulator_app(config)) as url:
         recorder = Recorder()
         settings = gateway_settings(
@@ -299,39 +299,24 @@ def test_a_plain_model_is_prompted_to_think_and_its_text_split(
     tmp_path: Path, client: list[openai.OpenAI]
 ) -> None:
     """The chain-of-thought pool: a model without a reasoning parser, told to think between delimiters."""
-    database_url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
-    plain = profile("plain", zero_latency=True, reasoning_tokens_range=(30, 40), short_reasoning_rate=0.0)
+    engine = {"reasoning_tokens_range": (30, 40), "short_reasoning_rate": 0.0}
     deliberation = {"reasoning": "prompted", "efforts": {"medium": {"floor": 100, "max_extensions": 6}}}
-    with serving(create_simulator_app(plain)) as url:
-        settings = gateway_settings(
-            [url],
-            [url],
-            deliberation=deliberation,
-            database={"url": database_url},
-            ledger={"journal_dir": str(tmp_path / "journal")},
+    with deliberating_gateway(engine, deliberation, tmp_path, base="plain") as (gateway, _, database_url):
+        sdk = sdk_for(gateway, client)
+        reply = sdk.chat.completions.with_raw_response.create(model="qwen3-8b:deliberate", messages=MESSAGES)
+        answer = reply.parse()
+        message = answer.choices[0].message
+        assert message.content and "<think>" not in message.content and "</think>" not in message.content
+        assert not message.content.startswith("\n")
+        reasoning = extra(message)["reasoning"]
+        assert (
+            "<think>" not in reasoning and reasoning.count("\nWait") == depth_of(answer.usage)["extensions"]
         )
-        with serving(create_app(settings)) as gateway_url:
-            wait_ready(gateway_url)
-            sdk = sdk_for(Gateway(gateway_url, Recorder()), client)
-            reply = sdk.chat.completions.with_raw_response.create(
-                model="qwen3-8b:deliberate", messages=MESSAGES
-            )
-            answer = reply.parse()
-            message = answer.choices[0].message
-            assert message.content and "<think>" not in message.content and "</think>" not in message.content
-            assert not message.content.startswith("\n")
-            reasoning = extra(message)["reasoning"]
-            assert (
-                "<think>" not in reasoning
-                and reasoning.count("\nWait") == depth_of(answer.usage)["extensions"]
-            )
-            depth = depth_of(answer.usage)
-            assert (
-                depth["floor_met"] is True and depth["extensions"] >= 2 and depth["reasoning_tokens"] >= 100
-            )
-            stream = sdk.chat.completions.create(model="qwen3-8b:deliberate", messages=MESSAGES, stream=True)
-            pieces = [extra(c.choices[0].delta).get("reasoning") for c in stream if c.choices]
-            assert len([p for p in pieces if p]) > 30  # reasoning streamed as it was split, token by token
+        depth = depth_of(answer.usage)
+        assert depth["floor_met"] is True and depth["extensions"] >= 2 and depth["reasoning_tokens"] >= 100
+        stream = sdk.chat.completions.create(model="qwen3-8b:deliberate", messages=MESSAGES, stream=True)
+        pieces = [extra(c.choices[0].delta).get("reasoning") for c in stream if c.choices]
+        assert len([p for p in pieces if p]) > 30  # reasoning streamed as it was split, token by token
         row = ledger_row(database_url, reply.headers["x-tiergate-request-id"])
         assert row.record.reasoning_tokens == depth["reasoning_tokens"] and row.record.depth.floor_met
 
@@ -344,33 +329,20 @@ def test_a_plain_model_that_ignores_the_instruction_reasons_in_a_turn_begun_for_
     inside `<think>` (prefill_thinking) has it reason from its first token. Without that, only budget forcing
     gets reasoning out of it (its answer thrown away, the reasoning continued from "Wait"); with no extension
     allowed either, there is no depth, and no premium for it."""
-    database_url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
-    heedless = profile(
-        "plain",
-        zero_latency=True,
-        follows_thinking_prompt=False,
-        reasoning_tokens_range=(60, 80),
-        short_reasoning_rate=0.0,
-    )
+    heedless = {
+        "follows_thinking_prompt": False,
+        "reasoning_tokens_range": (60, 80),
+        "short_reasoning_rate": 0.0,
+    }
     deliberation = {
         "reasoning": "prompted",
         "prefill_thinking": prefill,
         "efforts": {"medium": {"floor": 50, "max_extensions": max_extensions}},
     }
-    with serving(create_simulator_app(heedless)) as url:
-        settings = gateway_settings(
-            [url],
-            [url],
-            deliberation=deliberation,
-            database={"url": database_url},
-            ledger={"journal_dir": str(tmp_path / "journal")},
+    with deliberating_gateway(heedless, deliberation, tmp_path, base="plain") as (gateway, _, database_url):
+        reply = sdk_for(gateway, client).chat.completions.with_raw_response.create(
+            model="qwen3-8b:deliberate", messages=MESSAGES
         )
-        with serving(create_app(settings)) as gateway_url:
-            wait_ready(gateway_url)
-            sdk = sdk_for(Gateway(gateway_url, Recorder()), client)
-            reply = sdk.chat.completions.with_raw_response.create(
-                model="qwen3-8b:deliberate", messages=MESSAGES
-            )
     answer = reply.parse()
     message = answer.choices[0].message
     reasoning = extra(message).get("reasoning") or ""

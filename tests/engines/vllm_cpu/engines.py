@@ -12,15 +12,16 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from gateway import Settings, create_app
+from gateway import Settings, create_app, load_settings
 from tests.conftest import Gateway, Recorder, unused_url, wait_ready
 from tests.servers import serving
 
@@ -185,3 +186,47 @@ def serving_gateway(settings: Settings) -> Iterator[tuple[Gateway, openai.OpenAI
             yield Gateway(url, recorder), sdk
         finally:
             sdk.close()
+
+
+PRICE_BOOK = """\
+currency: USD
+versions:
+  - effective_from: 2026-01-01
+    prices:
+      fast:
+        {model}: {{input: "0.05", cached_input: "0.01", output: "0.20", request: "0"}}
+      deliberate:
+        {model}: {{input: "0.10", cached_input: "0.02", output: "0.60", reasoning: "0.60",
+                  request: "0.0001", depth_premium: "0.0005"}}
+"""
+
+
+def tiered_settings(
+    root: Path, model: str, served: str, pools: Mapping[str, str], deliberation: Mapping[str, Any]
+) -> tuple[Settings, str]:
+    """Gateway settings over real engines, and its ledger's database URL: a pool per tier (`pools`: tier ->
+    engine URL) scraped every 0.5 s, `model` offered in each of those tiers as the engine's `served`, with
+    `deliberation` in the deliberate one; its price book, ledger and journal under `root`."""
+    book = root / "prices.yaml"
+    book.write_text(PRICE_BOOK.format(model=model), encoding="utf-8")
+    database_url = f"sqlite:///{root / 'ledger.sqlite3'}"
+    common = {
+        "health": {"interval_s": 0.5},
+        "timeouts": {"first_token_s": 120, "idle_s": 60},
+        "routing": {"scrape_interval_s": 0.5},
+    }
+    tiers = {
+        tier: {"pool": tier, "engine_model": served}
+        | ({"deliberation": dict(deliberation)} if tier == "deliberate" else {})
+        for tier in pools
+    }
+    settings = load_settings(
+        None,
+        pools={tier: {"replicas": [url], **common} for tier, url in pools.items()},
+        models={model: {"max_model_len": MAX_MODEL_LEN, "tiers": tiers}},
+        auth={"mode": "disabled"},
+        database={"url": database_url},
+        ledger={"journal_dir": str(root / "journal")},
+        pricing={"book": str(book)},
+    )
+    return settings, database_url

@@ -19,7 +19,6 @@ import openai
 import orjson
 import pytest
 
-from gateway import load_settings
 from tests.conftest import Gateway
 from tests.engines.vllm_cpu.engines import (
     SERVED,
@@ -28,6 +27,7 @@ from tests.engines.vllm_cpu.engines import (
     make_tiny_model,
     serving_gateway,
     started,
+    tiered_settings,
 )
 from tests.gateway.test_deliberation_http import depth_of, extra, ledger_row
 
@@ -38,17 +38,6 @@ DELIBERATION = {
     "efforts": {"medium": {"floor": FLOOR, "cap": CAP, "samples": 1, "max_extensions": MAX_EXTENSIONS}}
 }
 MESSAGES: Any = [{"role": "user", "content": "Is 1001 a prime number?"}]
-PRICE_BOOK = """\
-currency: USD
-versions:
-  - effective_from: 2026-01-01
-    prices:
-      fast:
-        tiny-r1: {input: "0.05", cached_input: "0.01", output: "0.20", request: "0"}
-      deliberate:
-        tiny-r1: {input: "0.10", cached_input: "0.02", output: "0.60", reasoning: "0.60",
-                  request: "0.0001", depth_premium: "0.0005"}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -71,31 +60,8 @@ class Deliberating:
 @pytest.fixture
 def deliberating(vllm: VLLM, tmp_path: Path) -> Iterator[Deliberating]:
     """A gateway whose tiny-r1 deliberates (floor 64, cap 200, 1 sample, 2 extensions) on the real vLLM."""
-    book = tmp_path / "prices.yaml"
-    book.write_text(PRICE_BOOK, encoding="utf-8")
-    database_url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
-    settings = load_settings(
-        None,
-        pools={
-            "deliberate": {
-                "replicas": [vllm.url],
-                "health": {"interval_s": 0.5},
-                "timeouts": {"first_token_s": 120, "idle_s": 60},
-            }
-        },
-        models={
-            MODEL: {
-                "max_model_len": 512,
-                "tiers": {
-                    "deliberate": {"pool": "deliberate", "engine_model": SERVED, "deliberation": DELIBERATION}
-                },
-            }
-        },
-        auth={"mode": "disabled"},
-        database={"url": database_url},
-        ledger={"journal_dir": str(tmp_path / "journal")},
-        pricing={"book": str(book)},
-    )
+    urls = {"deliberate": vllm.url}
+    settings, database_url = tiered_settings(tmp_path, MODEL, SERVED, urls, DELIBERATION)
     with serving_gateway(settings) as (gateway, sdk):
         yield Deliberating(gateway, database_url, sdk)
 

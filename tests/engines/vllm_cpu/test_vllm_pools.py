@@ -19,16 +19,15 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import load_settings
 from tests.conftest import Gateway
 from tests.engines.vllm_cpu.engines import (
-    MAX_MODEL_LEN,
     SERVED,
     VLLM,
     EngineSpec,
     make_tiny_model,
     serving_gateway,
     started,
+    tiered_settings,
 )
 from tests.gateway.test_deliberation_http import depth_of, extra, ledger_row
 
@@ -38,17 +37,6 @@ DELIBERATION = {"efforts": {"medium": {"floor": 16, "cap": 120, "samples": 1, "m
 MESSAGES: Any = [{"role": "user", "content": "Is 1001 a prime number?"}]
 # repeated text: the ngram proposer finds the last few tokens earlier in the context and drafts what followed
 REPEATED = "one two three four five six seven eight. " * 4
-PRICE_BOOK = """\
-currency: USD
-versions:
-  - effective_from: 2026-01-01
-    prices:
-      fast:
-        tiny: {input: "0.05", cached_input: "0.01", output: "0.20", request: "0"}
-      deliberate:
-        tiny: {input: "0.10", cached_input: "0.02", output: "0.60", reasoning: "0.60",
-               request: "0.0001", depth_premium: "0.0005"}
-"""
 
 
 @dataclass(frozen=True)
@@ -81,39 +69,9 @@ def engines(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="module")
 def pools(engines: Engines, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pools]:
+    urls = {"fast": engines.fast.url, "deliberate": engines.deliberate.url}
     root = tmp_path_factory.mktemp("gateway")
-    book = root / "prices.yaml"
-    book.write_text(PRICE_BOOK, encoding="utf-8")
-    database_url = f"sqlite:///{root / 'ledger.sqlite3'}"
-    common = {
-        "health": {"interval_s": 0.5},
-        "timeouts": {"first_token_s": 120, "idle_s": 60},
-        "routing": {"scrape_interval_s": 0.5},
-    }
-    settings = load_settings(
-        None,
-        pools={
-            "fast": {"replicas": [engines.fast.url], **common},
-            "deliberate": {"replicas": [engines.deliberate.url], **common},
-        },
-        models={
-            MODEL: {
-                "max_model_len": MAX_MODEL_LEN,
-                "tiers": {
-                    "fast": {"pool": "fast", "engine_model": SERVED},
-                    "deliberate": {
-                        "pool": "deliberate",
-                        "engine_model": SERVED,
-                        "deliberation": DELIBERATION,
-                    },
-                },
-            }
-        },
-        auth={"mode": "disabled"},
-        database={"url": database_url},
-        ledger={"journal_dir": str(root / "journal")},
-        pricing={"book": str(book)},
-    )
+    settings, database_url = tiered_settings(root, MODEL, SERVED, urls, DELIBERATION)
     with serving_gateway(settings) as (gateway, sdk):
         yield Pools(gateway, database_url, sdk)
 

@@ -22,15 +22,14 @@ import httpx
 import openai
 import pytest
 
-from gateway import load_settings
 from tests.conftest import Gateway
 from tests.engines.vllm_cpu.engines import (
-    MAX_MODEL_LEN,
     VLLM,
     EngineSpec,
     make_model,
     serving_gateway,
     started,
+    tiered_settings,
 )
 from tests.engines.vllm_cpu.test_vllm_pools import NGRAM, REPEATED, samples
 from tests.gateway.test_deliberation_http import depth_of, extra, ledger_row
@@ -43,17 +42,6 @@ DELIBERATION = {
     "efforts": {"medium": {"floor": FLOOR, "cap": 200, "samples": 1, "max_extensions": 1}},
 }
 CAPITAL: Any = [{"role": "user", "content": "What is the capital of France?"}]
-PRICE_BOOK = """\
-currency: USD
-versions:
-  - effective_from: 2026-01-01
-    prices:
-      fast:
-        smollm2: {input: "0.05", cached_input: "0.01", output: "0.20", request: "0"}
-      deliberate:
-        smollm2: {input: "0.10", cached_input: "0.02", output: "0.60", reasoning: "0.60",
-                  request: "0.0001", depth_premium: "0.0005"}
-"""
 
 
 @dataclass(frozen=True)
@@ -70,36 +58,8 @@ def served(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     model = make_model(vllm_python, "make_smollm2_model.py", root / "smollm2")
     spec = EngineSpec("smollm2", ("--speculative-config", NGRAM))
     with started(vllm_python, model, root, [spec], served=MODEL) as (engine,):
-        book = root / "prices.yaml"
-        book.write_text(PRICE_BOOK, encoding="utf-8")
-        database_url = f"sqlite:///{root / 'ledger.sqlite3'}"
-        common = {
-            "replicas": [engine.url],
-            "health": {"interval_s": 0.5},
-            "timeouts": {"first_token_s": 120, "idle_s": 60},
-            "routing": {"scrape_interval_s": 0.5},
-        }
-        settings = load_settings(
-            None,
-            pools={"fast": common, "deliberate": common},
-            models={
-                MODEL: {
-                    "max_model_len": MAX_MODEL_LEN,
-                    "tiers": {
-                        "fast": {"pool": "fast", "engine_model": MODEL},
-                        "deliberate": {
-                            "pool": "deliberate",
-                            "engine_model": MODEL,
-                            "deliberation": DELIBERATION,
-                        },
-                    },
-                }
-            },
-            auth={"mode": "disabled"},
-            database={"url": database_url},
-            ledger={"journal_dir": str(root / "journal")},
-            pricing={"book": str(book)},
-        )
+        urls = {"fast": engine.url, "deliberate": engine.url}
+        settings, database_url = tiered_settings(root, MODEL, MODEL, urls, DELIBERATION)
         with serving_gateway(settings) as (gateway, sdk):
             yield Served(engine, gateway, database_url, sdk)
 
