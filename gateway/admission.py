@@ -95,12 +95,7 @@ class Admitter:
             raise GatewayError(401, _AUTH_MESSAGES[exc.reason], code="invalid_api_key") from None
         except DatabaseError:  # an outage is not a wrong key: 503, which clients retry
             log.exception("the key store cannot be reached")
-            raise GatewayError(
-                503,
-                "API keys cannot be checked right now; retry shortly.",
-                code="key_store_unavailable",
-                headers={"retry-after": "1"},
-            ) from None
+            raise _unavailable("API keys", "key_store_unavailable") from None
 
     @staticmethod
     def permit(key: ApiKey, offer: Offer) -> None:
@@ -123,13 +118,8 @@ class Admitter:
             return None
         try:
             admission = await self._limiter.admit(key.id, offer.tier.value, quota, tokens)
-        except LimiterUnavailable:
-            raise GatewayError(
-                503,
-                "Rate limits cannot be checked right now; retry shortly.",
-                code="limiter_unavailable",
-                headers={"retry-after": "1"},
-            ) from None
+        except LimiterUnavailable:  # RedisLink has logged the outage (once per 10 s)
+            raise _unavailable("Rate limits", "limiter_unavailable") from None
         if not admission.allowed:
             if self._metrics is not None:
                 self._metrics.refused("rate_limit", offer.tier.value)
@@ -167,14 +157,11 @@ class Admitter:
             return None
         try:
             verdict = await self._budgets.reserve(key.tenant_id, key.budgets, amount, at)
-        except (BudgetUnavailable, DatabaseError):
+        except BudgetUnavailable:  # RedisLink has logged the outage (once per 10 s)
+            raise _unavailable("Budgets", "budget_unavailable") from None
+        except DatabaseError:  # the ledger, read to seed a budget's counter
             log.exception("budgets cannot be checked")
-            raise GatewayError(
-                503,
-                "Budgets cannot be checked right now; retry shortly.",
-                code="budget_unavailable",
-                headers={"retry-after": "1"},
-            ) from None
+            raise _unavailable("Budgets", "budget_unavailable") from None
         if isinstance(verdict, BudgetRefusal):
             if self._metrics is not None:
                 self._metrics.refused("budget", offer.tier.value)
@@ -218,3 +205,10 @@ def _presented_key(headers: Headers) -> str | None:
         scheme, _, credentials = authorization.partition(" ")
         return credentials.strip() if scheme.lower() == "bearer" else ""
     return headers.get("api-key")  # Azure-style clients
+
+
+def _unavailable(what: str, code: str) -> GatewayError:
+    """503 for a check whose store cannot be reached: clients retry it, unlike a refusal."""
+    return GatewayError(
+        503, f"{what} cannot be checked right now; retry shortly.", code=code, headers={"retry-after": "1"}
+    )

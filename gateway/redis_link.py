@@ -13,7 +13,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
@@ -75,6 +75,23 @@ class RedisLink:
                 "%s: Redis is reachable again (%d failed calls so far)", self._user, self.failures
             )
         return reply
+
+    async def settle(
+        self, script: AsyncScript, calls: Iterable[tuple[list[str], list[Any]]], what: str
+    ) -> None:
+        """Each (keys, args) call of `script`, in one pipeline bounded by `timeout_s`. Never raises:
+        settlements run as requests end, where raising would hide the real outcome; an outage is `failed`,
+        anything else logged (`what`: the batch, for the log)."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for keys, args in calls:
+                        await script(keys=keys, args=args, client=pipe)
+                    await pipe.execute()
+        except UNAVAILABLE as exc:
+            self.failed("settle", exc)
+        except Exception:
+            self._log.exception("%s: settling %s failed", self._user, what)
 
     def failed(self, operation: str, exc: BaseException) -> None:
         self.failures += 1

@@ -85,7 +85,6 @@ class RedisBudgets:
         self._ledger_spend = ledger_spend
         self._prefix = prefix
         self._fail_open = fail_open
-        self._timeout_s = timeout_s
         self._hold_ttl_ms = max(1, math.ceil(hold_ttl_s * 1000))
         self._calendar = Calendar()
         # one ledger query per counter in this process, however many requests wait for its seed
@@ -186,17 +185,11 @@ class RedisBudgets:
         batch, self._pending = self._pending, {}
         if not batch:
             return
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for (tenant, counter), pending in batch.items():
-                        args: list[int | str] = [pending.charged, *pending.released]
-                        await self._settle(keys=self._keys(tenant, [counter]), args=args, client=pipe)
-                    await pipe.execute()
-        except UNAVAILABLE as exc:
-            self._link.failed("settle", exc)
-        except Exception:
-            log.exception("budgets: settling %d counters failed", len(batch))
+        calls = (
+            (self._keys(tenant, [counter]), [pending.charged, *pending.released])
+            for (tenant, counter), pending in batch.items()
+        )
+        await self._link.settle(self._settle, calls, f"{len(batch)} counters")
 
     async def aclose(self) -> None:
         await self._flusher.stop()
@@ -260,7 +253,7 @@ class RedisBudgets:
             return
         loop = asyncio.get_running_loop()
         landed = self._landed[hash_key] = loop.time()
-        loop.call_later(self._timeout_s, self._forget_landed, hash_key, landed)
+        loop.call_later(self._link.timeout_s, self._forget_landed, hash_key, landed)
 
     def _forget_landed(self, hash_key: str, landed: float) -> None:
         if self._landed.get(hash_key) == landed:

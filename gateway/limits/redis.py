@@ -7,7 +7,6 @@ worth an outage) or raises LimiterUnavailable. The connection pool reconnects by
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from gateway.limits.admission import ALLOWED, Admission, Reservation, decided, reserved_tokens
@@ -44,7 +43,6 @@ class RedisLimiter:
         self._flusher = SoonFlush(settle_delay_s, self.flush)
         self._prefix = prefix
         self._fail_open = fail_open
-        self._timeout_s = timeout_s
         self._link = RedisLink(
             url,
             timeout_s=timeout_s,
@@ -92,17 +90,10 @@ class RedisLimiter:
         batch, self._pending = self._pending, {}
         if not batch:
             return
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for (subject, tier), (tpm, delta) in batch.items():
-                        await self._settle(keys=self._keys(subject, tier)[1:], args=[tpm, delta], client=pipe)
-                    await pipe.execute()
-        except UNAVAILABLE as exc:
-            self._link.failed("settle", exc)
-        except Exception:
-            # settlements run as requests end: raising there would hide the real outcome
-            log.exception("rate limiter: settling %d buckets failed", len(batch))
+        calls = (
+            (self._keys(subject, tier)[1:], [tpm, delta]) for (subject, tier), (tpm, delta) in batch.items()
+        )
+        await self._link.settle(self._settle, calls, f"{len(batch)} buckets")
 
     async def aclose(self) -> None:
         await self._flusher.stop()

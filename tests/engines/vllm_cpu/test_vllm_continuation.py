@@ -66,16 +66,6 @@ def deliberating(vllm: VLLM, tmp_path: Path) -> Iterator[Deliberating]:
         yield Deliberating(gateway, database_url, sdk)
 
 
-def chat_requests_served(vllm: VLLM) -> float:
-    """vLLM's count of finished requests, all finish reasons together."""
-    text = httpx.get(vllm.url + "/metrics", timeout=10).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("vllm:request_success_total{")
-    )
-
-
 def tokens_of(vllm: VLLM, **body: Any) -> int:
     """Count by vLLM's /tokenize, the way the gateway counts (engines/openai_compat.py count_tokens)."""
     reply = httpx.post(vllm.url + "/tokenize", json={"model": SERVED, **body}, timeout=30)
@@ -212,7 +202,8 @@ def test_thinking_token_budget_counts_the_reasoning_already_in_the_prompt(vllm: 
 
 
 def test_budget_forcing_through_the_gateway(vllm: VLLM, deliberating: Deliberating) -> None:
-    served_before = chat_requests_served(vllm)
+    served_before = vllm.counter("vllm:request_success_total")
+    prompts_before = vllm.counter("vllm:prompt_tokens_total")
     reply = deliberating.sdk.chat.completions.with_raw_response.create(
         model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, reasoning_effort="medium"
     )
@@ -225,12 +216,13 @@ def test_budget_forcing_through_the_gateway(vllm: VLLM, deliberating: Deliberati
     assert depth["extensions"] >= 1 or depth["floor_met"], depth
     reasoning = extra(answer.choices[0].message)["reasoning"] or ""
     assert reasoning.count("\nWait") >= depth["extensions"]  # each extension's cue, spliced in
-    # every engine call succeeded: the first and one per extension (the engine caps, nothing is closed)
+    # every engine call succeeded: the first and one per extension (the engine caps), and one more when the
+    # model ended its turn inside its reasoning and was asked to answer (gateway/deliberation/answer.py)
     calls = 1 + depth["extensions"]
     deadline = time.monotonic() + 5
-    while chat_requests_served(vllm) - served_before < calls and time.monotonic() < deadline:
+    while vllm.counter("vllm:request_success_total") - served_before < calls and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert chat_requests_served(vllm) - served_before == calls
+    assert vllm.counter("vllm:request_success_total") - served_before in (calls, calls + 1)
 
     usage = answer.usage
     assert usage is not None and usage.completion_tokens_details is not None
@@ -244,6 +236,8 @@ def test_budget_forcing_through_the_gateway(vllm: VLLM, deliberating: Deliberati
     assert usage.prompt_tokens >= (1 + depth["extensions"]) * tokens_of(
         vllm, messages=MESSAGES, add_generation_prompt=True
     )
+    # and what the gateway bills as prompt is what vLLM read: no call uncounted, none counted twice
+    assert vllm.counter("vllm:prompt_tokens_total") - prompts_before == usage.prompt_tokens
 
     request_id = reply.headers["x-tiergate-request-id"]
     row = ledger_row(deliberating.database_url, request_id)
