@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +18,7 @@ from gateway.metering import MeterSink
 from gateway.probes import ProbeMetrics, Prober, builtin_tasks, load_tasks, probe_key
 from gateway.request_id import RequestIdMiddleware
 from gateway.routes import inference_routes, router
-from gateway.settings import Settings, settings_from_environment
+from gateway.settings import Settings, metrics_multiprocess_dir, settings_from_environment
 from gateway.state import GatewayState
 from gateway.usage_routes import usage_router
 from pricing import parse_money
@@ -42,13 +44,15 @@ def create_app(
         if state.bookkeeper is not None:
             await state.bookkeeper.catch_up(timeout_s=5.0)
         state.start()
-        prober = await _prober(app, state) if settings.probes.enabled else None
-        try:
-            yield {"gateway": state}
-        finally:
-            if prober is not None:
-                await prober.aclose()
-            await state.aclose()
+        with ExitStack() as lease:
+            probes = settings.probes.enabled and _probe_lease(lease)
+            prober = await _prober(app, state) if probes else None
+            try:
+                yield {"gateway": state}
+            finally:
+                if prober is not None:
+                    await prober.aclose()
+                await state.aclose()
 
     app = FastAPI(
         title="tiergate",
@@ -66,8 +70,24 @@ def create_app(
     return app
 
 
+def _probe_lease(lease: ExitStack) -> bool:
+    """Whether this process probes. The workers of one `tiergate serve` share a metrics directory: the first
+    to lock `probes.lock` there probes, for as long as `lease` stays open; the others do not (a prober each
+    would spend the daily limit once per worker, and each new probe key revokes the one before). A single
+    process always probes."""
+    shared = metrics_multiprocess_dir()
+    if shared is None:
+        return True
+    lock = lease.enter_context((Path(shared) / "probes.lock").open("a"))
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 async def _prober(app: FastAPI, state: GatewayState) -> Prober:
-    """The periodic probes, sent to this very app in process (no network, every worker its own)."""
+    """The periodic probes, sent to this very app in process (no network; one worker of several probes)."""
     probes = state.settings.probes
     headers = {}
     if state.keys is not None and state.settings.auth.mode == "keys":

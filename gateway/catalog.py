@@ -14,7 +14,7 @@ from gateway.errors import GatewayError
 from gateway.settings import AutoTierSettings, DeliberationSettings, ModelSettings
 from gateway.tiers import ReasoningEffort, Tier
 
-__all__ = ["AUTO", "Catalog", "Offer", "Resolved"]
+__all__ = ["AUTO", "Catalog", "Offer"]
 
 _TIERS = {tier.value: tier for tier in Tier}
 AUTO = "auto"  # `model:auto`, `x-tiergate-tier: auto`: the tier chosen by the request's difficulty
@@ -35,12 +35,6 @@ class Offer:
     @property
     def public_id(self) -> str:
         return f"{self.model}:{self.tier.value}"
-
-
-@dataclass(frozen=True, slots=True)
-class Resolved:
-    offer: Offer
-    difficulty: Difficulty | None  # when the auto tier chose it: why
 
 
 class Catalog:
@@ -72,38 +66,26 @@ class Catalog:
         self._cards = [self._card(offer) for offers in self._offers.values() for offer in offers.values()]
         self._cards_json = orjson.dumps({"object": "list", "data": self._cards})
 
-    def resolve_auto(
+    def resolve(
         self,
         requested: str,
         header_tier: str | None,
         reasoning_effort: str | None,
-        prompt: Any,
+        prompt: Any = None,
         allowed: frozenset[str] | None = None,
-    ) -> Resolved:
-        """`resolve`, and the auto tier: `model:auto` (or the bare id with `x-tiergate-tier: auto`) takes the
-        tier the request's difficulty score picks, among the model's tiers that `allowed` permits."""
-        model_id, sep, suffix = requested.rpartition(":")
-        wants_auto = (sep and suffix == AUTO and model_id in self._offers) or (
-            requested in self._offers and header_tier is not None and header_tier.strip().lower() == AUTO
-        )
-        if not wants_auto:
-            return Resolved(self.resolve(requested, header_tier, reasoning_effort), None)
-        model_id = model_id if sep and suffix == AUTO else requested
-        offers = self._offers[model_id]
-        difficulty = score(prompt if isinstance(prompt, str | list) else "", reasoning_effort, self._weights)
-        usable = [tier for tier in offers if allowed is None or tier.value in allowed] or list(offers)
-        wanted = Tier(difficulty.tier)
-        tier = wanted if wanted in usable else usable[0]
-        return Resolved(offers[tier], difficulty)
-
-    def resolve(self, requested: str, header_tier: str | None, reasoning_effort: str | None) -> Offer:
-        """Pick the offer for a request. Precedence: the model's `:tier` suffix, the
-        `x-tiergate-tier` header, `reasoning_effort` through the configured map, the model's default."""
+    ) -> tuple[Offer, Difficulty | None]:
+        """Pick the offer for a request. Precedence: the model's `:tier` suffix, the `x-tiergate-tier`
+        header, `reasoning_effort` through the configured map, the model's default. The tier `auto` (as
+        suffix or header) takes the tier the request's difficulty score picks, among the model's tiers that
+        `allowed` permits; the Difficulty is returned with it (None for any other tier)."""
         offers = self._offers.get(requested)
         if offers is not None:
             model_id = requested
             if header_tier is not None:
-                tier = _TIERS.get(header_tier.strip().lower())
+                name = header_tier.strip().lower()
+                if name == AUTO:
+                    return self._auto(offers, prompt, reasoning_effort, allowed)
+                tier = _TIERS.get(name)
                 if tier is None:
                     raise _invalid_tier(header_tier, None)
                 offer = offers.get(tier)
@@ -114,12 +96,12 @@ class Catalog:
                         f" (offered: {', '.join(t.value for t in offers)}).",
                         code="tier_not_offered",
                     )
-                return offer
+                return offer, None
             if reasoning_effort is not None:
                 wanted = self._effort_tiers.get(reasoning_effort)
                 if wanted is not None and wanted in offers:
-                    return offers[wanted]
-            return offers[self._defaults[model_id]]
+                    return offers[wanted], None
+            return offers[self._defaults[model_id]], None
         model_id, sep, suffix = requested.rpartition(":")
         offers = self._offers.get(model_id) if sep else None
         if offers is None:
@@ -129,6 +111,8 @@ class Catalog:
                 code="model_not_found",
                 param="model",
             )
+        if suffix == AUTO:
+            return self._auto(offers, prompt, reasoning_effort, allowed)
         tier = _TIERS.get(suffix)
         if tier is None:
             raise _invalid_tier(suffix, "model")
@@ -141,7 +125,20 @@ class Catalog:
                 code="model_not_found",
                 param="model",
             )
-        return offer
+        return offer, None
+
+    def _auto(
+        self,
+        offers: dict[Tier, Offer],
+        prompt: Any,
+        reasoning_effort: str | None,
+        allowed: frozenset[str] | None,
+    ) -> tuple[Offer, Difficulty]:
+        difficulty = score(prompt if isinstance(prompt, str | list) else "", reasoning_effort, self._weights)
+        usable = [tier for tier in offers if allowed is None or tier.value in allowed] or list(offers)
+        wanted = Tier(difficulty.tier)
+        tier = wanted if wanted in usable else usable[0]
+        return offers[tier], difficulty
 
     def models_json(self) -> bytes:
         return self._cards_json

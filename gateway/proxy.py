@@ -66,14 +66,14 @@ class InferenceProxy:
         body = await _read_body(request, self._max_body)
         data = _json_object(body)
         checked = check_request(endpoint.shape, data)
-        resolved = self._catalog.resolve_auto(
+        source = data.get("messages") if endpoint is CHAT else data.get("prompt")
+        offer, difficulty = self._catalog.resolve(
             checked.model,
             request.headers.get(_TIER_HEADER),
             checked.reasoning_effort,
-            data.get("messages") if endpoint is CHAT else data.get("prompt"),
+            source,
             key.tiers if key is not None else None,
         )
-        offer = resolved.offer
         started_at = time.time()
         plan = None
         if offer.deliberation is not None and endpoint is CHAT:
@@ -93,9 +93,6 @@ class InferenceProxy:
                 raise
         data["model"] = offer.engine_model
         streaming = checked.streaming
-        if streaming:  # always ask for usage: the gateway meters every stream, asked or not
-            data["stream_options"] = {**(data.get("stream_options") or {}), "include_usage": True}
-        payload = orjson.dumps(data)
         pool = self._pools[offer.pool]
         request_id = request_id_of(request.scope)
         meter = Meter(
@@ -115,14 +112,12 @@ class InferenceProxy:
             self._metrics,
             len(body),
             pool,
-            data.get("messages") if endpoint is CHAT else data.get("prompt"),
+            source,
         )
         headers = [(b"x-tiergate-tier", offer.tier.value.encode())]
-        if resolved.difficulty is not None:  # the auto tier says why it chose
-            reasons = ",".join(resolved.difficulty.reasons) or "none"
-            headers.append(
-                (b"x-tiergate-auto", f"score={resolved.difficulty.score:.2f}; reasons={reasons}".encode())
-            )
+        if difficulty is not None:  # the auto tier says why it chose
+            reasons = ",".join(difficulty.reasons) or "none"
+            headers.append((b"x-tiergate-auto", f"score={difficulty.score:.2f}; reasons={reasons}".encode()))
         if admission is not None:
             headers.extend(admission.headers())
         if plan is not None:
@@ -138,23 +133,17 @@ class InferenceProxy:
                 include_usage=checked.wants_usage,
                 headers=headers,
             )
+        if streaming:  # always ask for usage: the gateway meters every stream, asked or not
+            data["stream_options"] = {**(data.get("stream_options") or {}), "include_usage": True}
+        payload = orjson.dumps(data)
+        affinity = affinity_key(data, chat=endpoint is CHAT)
         watch = DisconnectWatch(request.receive)
         meter.sent()
         try:
             if streaming:
-                stream = await pool.stream(
-                    endpoint.path,
-                    payload,
-                    request_id=request_id,
-                    affinity=affinity_key(data, chat=endpoint is CHAT),
-                )
+                stream = await pool.stream(endpoint.path, payload, request_id=request_id, affinity=affinity)
             else:
-                reply = await pool.complete(
-                    endpoint.path,
-                    payload,
-                    request_id=request_id,
-                    affinity=affinity_key(data, chat=endpoint is CHAT),
-                )
+                reply = await pool.complete(endpoint.path, payload, request_id=request_id, affinity=affinity)
         except asyncio.CancelledError:
             if not watch.absorb():  # the gateway is shutting down: the record still goes to the journal
                 await asyncio.shield(meter.done(meter.exchange(Outcome.ABORTED, CLIENT_CLOSED)))

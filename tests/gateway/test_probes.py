@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,8 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engines.simulator import create_simulator_app, profile
 from gateway import create_app
+from gateway.app import _probe_lease
 from gateway.database import open_database
 from gateway.probes import PROBE_TENANT, builtin_tasks, load_tasks
+from gateway.settings import MULTIPROCESS_ENV
 from pricing import Ledger
 from tests.conftest import gateway_settings, wait_ready
 from tests.gateway.test_keys_http import ADMIN
@@ -111,3 +114,17 @@ def test_the_gateway_probes_itself_and_bills_the_probe_tenant(tmp_path: Path) ->
             await db.aclose()
 
     assert asyncio.run(tenants()) == {PROBE_TENANT}  # 8 probe requests, all billed to the probe tenant
+
+
+def test_of_several_workers_one_probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers of one `tiergate serve` share a metrics directory; the lock there says which one probes, and
+    passes on when that one stops. A single process (no shared directory) always probes."""
+    monkeypatch.delenv(MULTIPROCESS_ENV, raising=False)
+    with ExitStack() as alone:
+        assert _probe_lease(alone)
+    monkeypatch.setenv(MULTIPROCESS_ENV, str(tmp_path))
+    with ExitStack() as first, ExitStack() as second:
+        assert _probe_lease(first)
+        assert not _probe_lease(second)
+    with ExitStack() as after:
+        assert _probe_lease(after)  # the first worker is gone: the next one to start probes
