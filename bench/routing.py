@@ -292,7 +292,7 @@ def measure_mode(
 ) -> ModeResult:
     """Fresh engines for each mode: no mode inherits another's warm prefix caches."""
     with ExitStack() as stack:
-        urls = []
+        procs = []
         for i, slowdown in enumerate(SLOWDOWNS):
             port = free_port()
             argv = [
@@ -308,24 +308,11 @@ def measure_mode(
                     f"sim{i}", argv, base_url=f"http://127.0.0.1:{port}", log_path=logs / f"{mode}-sim{i}.log"
                 )
             )
-            urls.append(proc.base_url)
-        for proc_url in urls:
-            _wait(proc_url)
+            procs.append(proc)
+        for proc in procs:
+            proc.wait_ready("/health", 60.0)
+        urls = [proc.base_url for proc in procs]
         return asyncio.run(run_mode(mode, urls, bodies, concurrency, tuning))
-
-
-def _wait(url: str, timeout_s: float = 60.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"simulator at {url} not ready after {timeout_s:.0f} s")
 
 
 def table(results: list[ModeResult]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from typing import Any
 
@@ -25,10 +26,19 @@ from engines.usage import StreamTally, Usage
 __all__ = ["OpenAICompatEngine", "OpenAICompatStream", "translate_error"]
 
 _DONE = b"[DONE]"
+# how engines word a prompt that does not fit: vLLM ("maximum context length", "context length"),
+# TensorRT-LLM's TensorRT and PyTorch backends ("should not exceed max_seq_len (N)", "max_num_tokens")
+_TOO_LONG = re.compile(
+    r"context length|should not exceed max_(?:seq_len|num_tokens)"
+    r"|exceeds? (?:the )?max(?:imum)?[ _](?:input|seq)",
+    re.I,
+)
 
 
 class OpenAICompatEngine:
     """One replica. Holds no connection of its own: requests go through the shared `EngineHTTP`."""
+
+    metrics_path = "/metrics"  # where the engine serves Prometheus text
 
     def __init__(
         self, base_url: str, http: EngineHTTP, timeouts: Timeouts, *, api_key: str | None = None
@@ -97,12 +107,12 @@ class OpenAICompatEngine:
 
     async def metrics_text(self) -> str | None:
         try:
-            response = await self._http.client.get(self.url + "/metrics", timeout=self._timeouts.connect_s)
-            if response.status_code != 200:
-                return None
-            return response.text
-        except (httpx.HTTPError, UnicodeDecodeError):
+            response = await self._http.client.get(
+                self.url + self.metrics_path, timeout=self._timeouts.connect_s
+            )
+        except httpx.HTTPError:
             return None
+        return response.text if response.status_code == 200 else None  # httpx decodes with errors="replace"
 
     async def count_tokens(
         self, model: str, *, prompt: str | None = None, messages: Any = None
@@ -240,8 +250,7 @@ def translate_error(status: int, body: bytes, headers: httpx.Headers, replica: s
     if status >= 500 or status < 400:
         return EngineFailed(message or f"the engine answered HTTP {status}", replica=replica, status=status)
     code: str | None = None
-    lowered = message.lower()
-    if "maximum context length" in lowered or "context length" in lowered:
+    if _TOO_LONG.search(message):
         code = "context_length_exceeded"
     elif status == 404:
         code = "model_not_found"

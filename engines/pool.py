@@ -119,9 +119,9 @@ class EnginePool:
         self._health_task: asyncio.Task[None] | None = None
         self._scrape_task: asyncio.Task[None] | None = None
 
-    @property
-    def policy(self) -> PoolPolicy:
-        return self._policy
+    def now(self) -> float:
+        """The pool's clock (monotonic seconds): what routing and health compare against."""
+        return self._clock()
 
     # -- requests ---------------------------------------------------------------------------------
     async def complete(

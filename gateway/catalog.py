@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from gateway.deliberation.difficulty import Difficulty, DifficultyWeights, score
+from gateway.deliberation.difficulty import Difficulty, score
 from gateway.errors import GatewayError
 from gateway.settings import AutoTierSettings, DeliberationSettings, ModelSettings
 from gateway.tiers import ReasoningEffort, Tier
@@ -44,7 +44,7 @@ class Catalog:
         effort_tiers: Mapping[ReasoningEffort, Tier],
         auto: AutoTierSettings | None = None,
     ) -> None:
-        self._weights = DifficultyWeights(**(auto or AutoTierSettings()).model_dump())
+        self._weights = auto or AutoTierSettings()
         self._created = int(time.time())
         self._offers: dict[str, dict[Tier, Offer]] = {}
         self._defaults: dict[str, Tier] = {}

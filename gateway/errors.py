@@ -27,6 +27,7 @@ from engines import (
     EngineUnavailable,
     NoReplicaAvailable,
 )
+from gateway.disconnect import CLIENT_CLOSED
 
 __all__ = ["GatewayError", "error_event", "from_engine_error", "install_error_handlers"]
 
@@ -157,7 +158,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return GatewayError(400, str(first["msg"]), param=param, code="invalid_value").response()
 
     async def client_gone(request: Request, exc: Exception) -> Response:
-        return Response(status_code=499)  # the client left while sending its body: nobody to answer
+        return Response(status_code=CLIENT_CLOSED)  # the client left while sending its body: nobody to answer
 
     async def unexpected_error(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)

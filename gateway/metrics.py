@@ -8,7 +8,6 @@ read then, by a collector: nothing on the request path.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -17,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Summa
 from prometheus_client.registry import Collector
 
 from engines import EnginePool
+from engines.routing import routable
 from gateway.ledger import Bookkeeper
 from gateway.metering import Exchange
 from gateway.settings import metrics_multiprocess_dir
@@ -233,10 +233,9 @@ class GatewayCollector(Collector):
         )
         for name, pool in self._pools.items():
             in_flight.add_metric([name], sum(replica.outstanding for replica in pool.replicas))
-            now = time.monotonic()  # the pools' clock
+            now = pool.now()
             for replica in pool.replicas:
-                available = replica.healthy is not False and replica.ejected_until <= now
-                up.add_metric([name, replica.url], 1.0 if available else 0.0)
+                up.add_metric([name, replica.url], 1.0 if routable(replica.state(), now) else 0.0)
                 replica_in_flight.add_metric([name, replica.url], replica.outstanding)
                 routing_score.add_metric([name, replica.url], pool.routing_score(replica, now))
                 stats = pool.fresh_stats(replica, now)

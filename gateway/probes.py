@@ -229,7 +229,6 @@ class Prober:
         self._effort = effort
         self._spent: tuple[str, int] = ("", 0)  # (UTC day, micros spent on probes that day)
         self._task: asyncio.Task[None] | None = None
-        self.results: list[ProbeResult] = []  # the latest run's
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="tiergate probes")
@@ -253,7 +252,6 @@ class Prober:
             self._metrics.publish(result)
             log.info("probe %s", orjson.dumps(result.to_dict()).decode())
             results.append(result)
-        self.results = results
         return results
 
     async def _loop(self) -> None:

@@ -11,7 +11,6 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from engines import EngineHTTP, EnginePool, OpenAICompatEngine, PoolPolicy, Timeouts, TrtllmEngine
-from engines.stats_parsers import PARSERS
 from gateway.admission import Admitter
 from gateway.budgets import BudgetKeeper, LocalBudgets, RedisBudgets
 from gateway.catalog import Catalog
@@ -200,7 +199,7 @@ def _pool(name: str, settings: PoolSettings, http: EngineHTTP) -> EnginePool:
         cooldown_s=settings.breaker.cooldown_s,
         health_interval_s=settings.health.interval_s,
         health_timeout_s=settings.health.timeout_s,
-        metrics_family=settings.engine if settings.engine in PARSERS else "vllm",
+        metrics_family=settings.engine,
         routing=settings.routing.mode,
         scrape_interval_s=settings.routing.scrape_interval_s,
         scrape_timeout_s=settings.routing.scrape_timeout_s,

@@ -59,9 +59,6 @@ class Window:
     start: datetime
     end: datetime | None  # exclusive; None: never ends
 
-    def seconds_left(self, at: float) -> float | None:
-        return None if self.end is None else max(0.0, self.end.timestamp() - at)
-
 
 def window_of(period: Period, at: float) -> Window:
     """The window of `period` that holds the Unix time `at`."""

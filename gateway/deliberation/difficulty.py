@@ -43,7 +43,9 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Difficulty", "DifficultyWeights", "score"]
+from gateway.settings import AutoTierSettings
+
+__all__ = ["Difficulty", "score"]
 
 LENGTH_CAP_CHARS = 2000  # length adds nothing beyond this many chars
 LENGTH_REASON_CHARS = 1000  # length is named among the reasons from this many chars
@@ -178,15 +180,7 @@ _MULTI_STEP = _Cue.of(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class DifficultyWeights:
-    length_per_1k_chars: float = 0.15
-    math: float = 0.35
-    code: float = 0.3
-    multi_step: float = 0.25
-    threshold: float = 0.5
-    effort_high: float = 1.0
-    effort_low: float = -1.0
+_DEFAULT_WEIGHTS = AutoTierSettings()  # frozen
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +193,7 @@ class Difficulty:
 def score(
     messages: Sequence[Mapping[str, object]] | str,
     reasoning_effort: str | None,
-    weights: DifficultyWeights = DifficultyWeights(),
+    weights: AutoTierSettings = _DEFAULT_WEIGHTS,
 ) -> Difficulty:
     """The difficulty of a chat request (its `messages`, or a prompt as one string), by the module's formula.
 

@@ -26,7 +26,8 @@ from engines import (
     TrtllmEngine,
 )
 from engines.engine_stats import EngineStats
-from engines.trtllm import parse_iteration_stats, parse_prometheus_text, translate_trtllm_error
+from engines.openai_compat import translate_error
+from engines.trtllm import parse_iteration_stats, parse_prometheus_text
 from tests.conftest import StartGateway
 from tests.servers import serving
 
@@ -175,12 +176,13 @@ async def test_a_prompt_too_long_is_named_as_openai_does(
         )
         assert "should not exceed max_num_tokens (32768)" in error.message
         assert not error.retryable
-    # the plain OpenAI adapter reads the same body, but cannot tell what went wrong
+    # the wording is read where every engine's errors are (openai_compat.translate_error): a trtllm-serve
+    # behind a pool of `engine: openai` is understood as well
     with pytest.raises(EngineRejected) as plain:
         await OpenAICompatEngine(fake[1], http, TIMEOUTS).complete(
             "/v1/chat/completions", TOO_LONG, request_id="r"
         )
-    assert plain.value.code is None
+    assert plain.value.code == "context_length_exceeded"
 
 
 async def test_a_validation_error_keeps_its_message(engine: TrtllmEngine) -> None:
@@ -216,8 +218,10 @@ async def test_a_validation_error_keeps_its_message(engine: TrtllmEngine) -> Non
         ),
     ],
 )
-def test_translate_trtllm_error(status: int, body: bytes, kind: type[Exception], code: str | None) -> None:
-    error = translate_trtllm_error(status, body, httpx.Headers(), "http://replica")
+def test_translate_error_reads_trtllm_errors(
+    status: int, body: bytes, kind: type[Exception], code: str | None
+) -> None:
+    error = translate_error(status, body, httpx.Headers(), "http://replica")
     assert type(error) is kind and error.replica == "http://replica"
     assert getattr(error, "code", None) == code
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.deliberation.difficulty import Difficulty, DifficultyWeights, score
+from gateway.deliberation.difficulty import Difficulty, score
+from gateway.settings import AutoTierSettings
 
 WORD_PROBLEM = (
     "A bag holds 5 red and 7 blue marbles. First I draw one marble, then another without putting the first"
@@ -192,7 +193,7 @@ def test_a_plain_string_is_the_last_user_message() -> None:
 
 
 def test_weights_are_configurable() -> None:
-    strict = DifficultyWeights(math=0.6, threshold=0.55)
+    strict = AutoTierSettings(math=0.6, threshold=0.55)
     assert score("calculate 2 + 2", None, strict).tier == "deliberate"
     assert score("calculate 2 + 2", None).tier == "fast"
-    assert score("hi", "high", DifficultyWeights(effort_high=0.2)).tier == "fast"
+    assert score("hi", "high", AutoTierSettings(effort_high=0.2)).tier == "fast"
