@@ -10,16 +10,15 @@ from typing import Any, Protocol
 
 import httpx
 
-from gateway.admin import budget_json, key_json, parse_limit, tenant_json
+from gateway.admin import budget_json, key_json, tenant_json
 from gateway.budgets import Budget, LocalBudgets, Period, Scope, Window
 from gateway.database import Database, open_database
-from gateway.errors import GatewayError
 from gateway.keys import KeyStore, KeyStoreConflict, KeyStoreNotFound
 from gateway.ledger import ledger_migrations, ledger_spent
 from gateway.limits import Quota
 from gateway.settings import Settings
 from gateway.tiers import Tier
-from pricing import Ledger, load_price_book
+from pricing import Ledger, load_price_book, parse_money
 
 __all__ = ["AdminBackend", "AdminError", "DirectAdmin", "RemoteAdmin"]
 
@@ -121,10 +120,12 @@ class DirectAdmin:
 
     async def set_budget(self, scope: Scope, subject: str, period: Period, limit: str) -> dict[str, Any]:
         try:
-            budget = Budget(scope, subject, period, parse_limit(limit))
+            amount = parse_money(limit)
+        except ValueError as exc:
+            raise AdminError(f"limit: {exc}") from None
+        try:
+            budget = Budget(scope, subject, period, amount)
             tenant = await self._store.set_budget(budget)
-        except GatewayError as exc:
-            raise AdminError(exc.message) from None
         except KeyStoreNotFound:
             raise AdminError(f"no {scope} {subject!r}") from None
         (body,) = await self._budgets_json(tenant, [budget])

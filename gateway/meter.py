@@ -20,14 +20,12 @@ from gateway.limits import Admission
 from gateway.metering import Exchange, MeterSink, Outcome
 from gateway.metrics import RequestMetrics
 from gateway.request_log import log_request
-from gateway.usage_record import Counted, generated_chars, usage_record
+from gateway.usage_record import COUNT_TIMEOUT_S, Counted, generated_chars, usage_record
 from pricing import Charge, Depth, LedgerRow, NotPriced, PriceBook, UsageRecord, rate, usage_cost_fields
 
 __all__ = ["Meter"]
 
 log = logging.getLogger("tiergate.metering")
-
-_COUNT_TIMEOUT_S = 1.0  # how long a cut request's record may wait for the engine's token counts
 
 
 class Meter:
@@ -176,7 +174,7 @@ class Meter:
         content = "".join(tally.text(index) for index in tally.content)
         reasoning = "".join(tally.reasoning_text(index) for index in tally.reasoning)
         try:
-            async with asyncio.timeout(_COUNT_TIMEOUT_S):
+            async with asyncio.timeout(COUNT_TIMEOUT_S):
                 counts = await asyncio.gather(
                     prompt,
                     engine.count_tokens(model, prompt=content),

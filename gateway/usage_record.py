@@ -19,10 +19,28 @@ from engines import StreamTally
 from gateway.metering import Exchange
 from pricing import Depth, UsageRecord
 
-__all__ = ["Counted", "generated_chars", "usage_record"]
+__all__ = [
+    "COUNT_TIMEOUT_S",
+    "Counted",
+    "generated_chars",
+    "generated_estimate",
+    "prompt_estimate",
+    "usage_record",
+]
 
 _CHARS_PER_TOKEN = 4
 _BYTES_PER_TOKEN = 4
+COUNT_TIMEOUT_S = 1.0  # how long a record may wait for the engine's token counts before it estimates
+
+
+def prompt_estimate(size_bytes: int) -> int:
+    """A prompt's tokens from the size of the request that carried it, when no tokenizer answers."""
+    return size_bytes // _BYTES_PER_TOKEN
+
+
+def generated_estimate(chars: int) -> int:
+    """Generated tokens from their characters, rounded up, when no tokenizer answers."""
+    return -(-chars // _CHARS_PER_TOKEN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +71,10 @@ def usage_record(
         completion, reasoning = counted.content + counted.reasoning, counted.reasoning
         estimated = True  # exact counts of the text, but the engine's own usage never arrived
     elif content_chars or reasoning_chars:
-        prompt = exchange.body_size // _BYTES_PER_TOKEN
+        prompt = prompt_estimate(exchange.body_size)
         cached = 0
-        completion = -(-(content_chars + reasoning_chars) // _CHARS_PER_TOKEN)
-        reasoning = -(-reasoning_chars // _CHARS_PER_TOKEN)
+        completion = generated_estimate(content_chars + reasoning_chars)
+        reasoning = generated_estimate(reasoning_chars)
         estimated = True
     else:  # nothing was generated: nothing is counted
         prompt = cached = completion = reasoning = 0

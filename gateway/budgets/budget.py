@@ -17,6 +17,7 @@ __all__ = [
     "Period",
     "Scope",
     "Window",
+    "check_names",
     "counter_name",
     "window_of",
 ]
@@ -29,6 +30,14 @@ SCOPES: tuple[Scope, ...] = get_args(Scope)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def check_names(scope: str, period: str) -> None:
+    """ValueError unless `scope` and `period` are a budget's."""
+    if scope not in SCOPES:
+        raise ValueError(f"a budget's scope is one of {', '.join(SCOPES)}, not {scope!r}")
+    if period not in PERIODS:
+        raise ValueError(f"a budget's period is one of {', '.join(PERIODS)}, not {period!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Budget:
     """At most `limit` micros spent by one key or one tenant (`subject`) in each window of `period`."""
@@ -39,10 +48,7 @@ class Budget:
     limit: Micros
 
     def __post_init__(self) -> None:
-        if self.scope not in SCOPES:
-            raise ValueError(f"a budget's scope is one of {', '.join(SCOPES)}, not {self.scope!r}")
-        if self.period not in PERIODS:
-            raise ValueError(f"a budget's period is one of {', '.join(PERIODS)}, not {self.period!r}")
+        check_names(self.scope, self.period)
         if not isinstance(self.subject, str) or not self.subject:
             raise ValueError(f"a budget's subject must be a non-empty string, not {self.subject!r}")
         if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 0:

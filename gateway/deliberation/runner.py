@@ -4,6 +4,7 @@ that reasoning can be relayed as it comes, and stopped at the cap where the engi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -15,11 +16,11 @@ from gateway.deliberation.run import Run, Sample
 from gateway.deliberation.splitter import State, ThinkSplitter
 from gateway.deliberation.strategy import strategies_for
 from gateway.endpoints import CHAT
+from gateway.usage_record import COUNT_TIMEOUT_S, generated_estimate, prompt_estimate
 
 __all__ = ["Deliberator", "Emit"]
 
 Emit = Callable[[str], None]  # a piece of the answer's reasoning, for a client streaming it live
-_CHARS_PER_TOKEN = 4
 
 
 class Deliberator:
@@ -97,7 +98,7 @@ class Deliberator:
             reasoning = [_estimate(text) for text in got.reasoning]
             _keep(samples, got, reasoning, False)
             generated = sum(reasoning) + sum(_estimate(text) for text in got.content)
-            cut = Usage(len(payload) // _CHARS_PER_TOKEN, generated, reasoning_tokens=sum(reasoning))
+            cut = Usage(prompt_estimate(len(payload)), generated, reasoning_tokens=sum(reasoning))
             run.calls.append(cut)
             run.estimated = True
             raise
@@ -131,15 +132,23 @@ class Deliberator:
         if not text:
             return 0
         engine = self._engine()
-        counted = await engine.count_tokens(self._model, prompt=text) if engine is not None else None
+        counted = None
+        if engine is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(COUNT_TIMEOUT_S):
+                    counted = await engine.count_tokens(self._model, prompt=text)
         return counted if counted is not None else _estimate(text)
 
     async def _counted_usage(self, body: dict[str, Any], generated: list[int]) -> Usage:
         """The usage of a call the gateway cut short (no usage came): its prompt and what it generated."""
         engine = self._engine()
-        prompt = await engine.count_tokens(self._model, messages=body.get("messages")) if engine else None
+        prompt = None
+        if engine is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(COUNT_TIMEOUT_S):
+                    prompt = await engine.count_tokens(self._model, messages=body.get("messages"))
         if prompt is None:
-            prompt = len(orjson.dumps(body.get("messages"))) // _CHARS_PER_TOKEN
+            prompt = prompt_estimate(len(orjson.dumps(body.get("messages"))))
         return Usage(prompt_tokens=prompt, completion_tokens=sum(generated), reasoning_tokens=sum(generated))
 
     def _engine(self) -> Any:
@@ -192,7 +201,7 @@ async def _read(
 
 
 def _estimate(text: str) -> int:
-    return -(-len(text) // _CHARS_PER_TOKEN)
+    return generated_estimate(len(text))
 
 
 def _keep(

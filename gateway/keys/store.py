@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
-from gateway.budgets.budget import PERIODS, SCOPES, Budget, Period, Scope
+from gateway.budgets.budget import Budget, Period, Scope, check_names
 from gateway.database import Database, IntegrityError, Queries, Row, read_timestamp
 from gateway.keys._exceptions import KeyStoreConflict, KeyStoreNotFound
 from gateway.keys.material import new_key, new_key_id
@@ -230,7 +230,7 @@ class KeyStore:
 
     async def delete_budget(self, scope: Scope, subject: str, period: Period) -> bool:
         """Whether there was such a budget."""
-        _check_budget_names(scope, period)
+        check_names(scope, period)
         deleted = await self._db.execute(
             "DELETE FROM budgets WHERE scope = ? AND subject = ? AND period = ?", (scope, subject, period)
         )
@@ -293,13 +293,6 @@ def _aware(value: datetime | None, what: str) -> datetime | None:
     if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{what} must be a timezone-aware datetime, not {value!r}")
     return value.astimezone(UTC)
-
-
-def _check_budget_names(scope: str, period: str) -> None:
-    if scope not in SCOPES:
-        raise ValueError(f"a budget's scope is one of {', '.join(SCOPES)}, not {scope!r}")
-    if period not in PERIODS:
-        raise ValueError(f"a budget's period is one of {', '.join(PERIODS)}, not {period!r}")
 
 
 async def _owner(tx: Queries, scope: Scope, subject: str) -> str:
