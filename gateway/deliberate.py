@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from engines import EngineError, EnginePool, EngineRejected
+from engines import EngineError, EnginePool
 from gateway.admission import TokenEstimate
 from gateway.catalog import Offer
 from gateway.deliberation import Chunks, Deliberator, DepthPlan, Run, completion_body, usage_body
@@ -75,7 +75,7 @@ async def deliberate(
     except EngineError as exc:
         watch.stop()
         error = from_engine_error(exc)
-        outcome = Outcome.REJECTED if isinstance(exc, EngineRejected) else Outcome.ENGINE_FAILED
+        outcome = Outcome.of_engine_error(exc)
         await _done(meter, run, outcome, error.status)
         raise error from None
     except Exception:
@@ -187,7 +187,7 @@ class DeliberationStream(Response):
                 watch.stop()
                 metered = True
                 error = _stream_error(exc)
-                outcome = Outcome.REJECTED if isinstance(exc, EngineRejected) else Outcome.ENGINE_FAILED
+                outcome = Outcome.of_engine_error(exc)
                 status = 200 if opened else error.status
                 await asyncio.shield(_done(meter, run, outcome, status, first))
                 if not opened:  # nothing sent yet: an ordinary error response, with its status

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from engines import StreamTally, Usage
+from engines import EngineRejected, StreamTally, Usage
 from gateway.tiers import Tier
 
 __all__ = ["Exchange", "MeterSink", "Outcome"]
@@ -22,6 +22,11 @@ class Outcome(StrEnum):
     ENGINE_FAILED = "engine_failed"
     REJECTED = "rejected"  # the engine refused the request itself (4xx)
     ABORTED = "aborted"  # the gateway stopped it (shutdown)
+
+    @classmethod
+    def of_engine_error(cls, exc: BaseException) -> Outcome:
+        """Refused by the engine: `rejected`; any other failure of the engine call: `engine_failed`."""
+        return cls.REJECTED if isinstance(exc, EngineRejected) else cls.ENGINE_FAILED
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engines import EngineError, EnginePool, EngineRejected, PooledStream
+from engines import EngineError, EnginePool, PooledStream
 from gateway.admission import Admitter, estimate_tokens
 from gateway.affinity import affinity_key
 from gateway.catalog import Catalog, Offer
@@ -153,7 +153,7 @@ class InferenceProxy:
         except EngineError as exc:
             watch.stop()
             error = from_engine_error(exc)
-            outcome = Outcome.REJECTED if isinstance(exc, EngineRejected) else Outcome.ENGINE_FAILED
+            outcome = Outcome.of_engine_error(exc)
             await meter.done(meter.exchange(outcome, error.status, exc.replica))
             raise error from None
         except Exception:
