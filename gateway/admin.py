@@ -16,7 +16,7 @@ from gateway.billing import FORMATS, export, invoice, invoice_json
 from gateway.budgets import Budget, BudgetStatus, Period, Scope
 from gateway.errors import GatewayError
 from gateway.keys import ApiKey, KeyStore, KeyStoreConflict, KeyStoreNotFound, Tenant
-from gateway.limits import Quota
+from gateway.limits import MAX_PER_MINUTE, Quota
 from gateway.routes import gateway_state
 from gateway.state import GatewayState
 from gateway.tiers import Tier
@@ -36,8 +36,8 @@ class TenantIn(_Body):
 
 
 class LimitsIn(_Body):
-    rpm: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
+    rpm: int | None = Field(None, ge=1, le=MAX_PER_MINUTE)
+    tpm: int | None = Field(None, ge=1, le=MAX_PER_MINUTE)
 
 
 class KeyIn(_Body):

@@ -24,13 +24,15 @@ from gateway.keys import ApiKey, Authenticator, AuthError
 from gateway.limits import Admission, LimiterUnavailable, RateLimiter, Reservation
 from gateway.metrics import RequestMetrics
 from gateway.schemas import InferenceRequest
-from pricing import NotPriced, PriceBook, format_micros, worst_case
+from pricing import MAX_MICROS, NotPriced, PriceBook, format_micros, worst_case
 
-__all__ = ["Admitter", "TokenEstimate", "estimate_tokens"]
+__all__ = ["DEFAULT_OUTPUT_TOKENS", "Admitter", "TokenEstimate", "estimate_tokens", "pinned_output"]
 
 log = logging.getLogger("tiergate.admission")
 
-_DEFAULT_OUTPUT_TOKENS = 4096  # when neither the request nor the model says how long an answer may be
+# when neither the request nor the model's configured context says how long an answer may be: reserved,
+# and sent to the engine as the request's bound (an engine's own default is its whole context)
+DEFAULT_OUTPUT_TOKENS = 4096
 _BYTES_PER_TOKEN = 4
 
 
@@ -51,17 +53,34 @@ class TokenEstimate:
 
 def estimate_tokens(body_size: int, checked: InferenceRequest, max_model_len: int | None) -> TokenEstimate:
     """A cheap upper-ish estimate of a request's tokens: prompt from the body's size (about four bytes a
-    token, JSON syntax included), plus the longest answer it may get, for every choice, clamped to the
-    model's context. It is only a reservation: the real count replaces it at the end."""
+    token, JSON syntax included), plus the longest answer the engine will write for each choice, clamped to
+    the model's context. That bound is the field the engine honours on this endpoint (`output_limit`), else
+    the API's default there (`default_output`), else the model's context, else `DEFAULT_OUTPUT_TOKENS`; the
+    proxy sends a default it relied on (`pinned_output`). It is only a reservation: the real count replaces
+    it at the end."""
     prompt = body_size // _BYTES_PER_TOKEN
-    output = getattr(checked, "max_completion_tokens", None) or checked.max_tokens
+    output = checked.output_limit or checked.default_output
     if output is None:
-        output = max_model_len - prompt if max_model_len is not None else _DEFAULT_OUTPUT_TOKENS
+        output = max_model_len - prompt if max_model_len is not None else DEFAULT_OUTPUT_TOKENS
     output = max(output, 0)
     if max_model_len is not None:
         prompt = min(prompt, max_model_len)
         output = min(output, max_model_len - prompt)
-    return TokenEstimate(prompt, output, checked.n or 1)
+    return TokenEstimate(prompt, output, checked.choices)
+
+
+def pinned_output(checked: InferenceRequest, max_model_len: int | None) -> tuple[str, int] | None:
+    """The output bound the gateway sends for the engine to honour what was reserved, when the request set
+    none: the endpoint's default, or `DEFAULT_OUTPUT_TOKENS` when the model's context is not configured (an
+    engine's own default is its whole context, which the gateway does not know)."""
+    if checked.output_limit is not None:
+        return None
+    default = checked.default_output
+    if default is not None:
+        return checked.output_field, default
+    if max_model_len is None:
+        return checked.output_field, DEFAULT_OUTPUT_TOKENS
+    return None
 
 
 class Admitter:
@@ -155,6 +174,9 @@ class Admitter:
             )
         except NotPriced:  # before the book's first version: rating will not charge it either
             return None
+        # no budget is above MAX_MICROS, so a larger worst case is refused as surely at MAX_MICROS + 1, which
+        # every store (Redis' Lua doubles, SQL integers) keeps exactly
+        amount = min(amount, MAX_MICROS + 1)
         try:
             verdict = await self._budgets.reserve(key.tenant_id, key.budgets, amount, at)
         except BudgetUnavailable:  # RedisLink has logged the outage (once per 10 s)

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from engines import EngineError, EnginePool, PooledStream
-from gateway.admission import Admitter, estimate_tokens
+from gateway.admission import Admitter, estimate_tokens, pinned_output
 from gateway.affinity import affinity_key
 from gateway.catalog import Catalog, Offer
 from gateway.deliberate import deliberate, deliberation_estimate
@@ -92,6 +92,9 @@ class InferenceProxy:
                     self._admitter.settle(admission.reservation, 0)
                 raise
         data["model"] = offer.engine_model
+        pinned = pinned_output(checked, offer.max_model_len)
+        if pinned is not None:  # what was reserved is what the engine is told
+            data[pinned[0]] = pinned[1]
         streaming = checked.streaming
         pool = self._pools[offer.pool]
         request_id = request_id_of(request.scope)

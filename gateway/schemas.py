@@ -5,14 +5,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from gateway.errors import GatewayError
 
-__all__ = ["ChatRequest", "CompletionRequest", "InferenceRequest", "check_request"]
+__all__ = ["MAX_OUTPUT_TOKENS", "ChatRequest", "CompletionRequest", "InferenceRequest", "check_request"]
 
+# Bounds at the edge for every integer that reaches money, SQL or Lua: far above any real engine's context
+# (an engine refuses what does not fit its own), far below where 128 choices of it at any price stop being
+# exact in a double (Redis' Lua) or in a 64-bit column.
+MAX_OUTPUT_TOKENS = 2**31 - 1
 _Prob = Annotated[float, Field(ge=0, le=2)]
 _Penalty = Annotated[float, Field(ge=-2, le=2)]
+_OutputTokens = Annotated[int, Field(ge=1, le=MAX_OUTPUT_TOKENS)]
 
 
 class _Open(BaseModel):
@@ -32,7 +38,7 @@ class InferenceRequest(_Open):
     model: str = Field(min_length=1)
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: _OutputTokens | None = None
     n: int | None = Field(None, ge=1, le=128)
     temperature: _Prob | None = None
     top_p: float | None = Field(None, ge=0, le=1)
@@ -52,18 +58,75 @@ class InferenceRequest(_Open):
     def wants_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage is True
 
+    # What the engine will honour, for reservations: the bound on each choice's output and the number of
+    # choices it generates. Money and limits are reserved from these, never from a field the engine ignores.
+    @property
+    def output_field(self) -> str:
+        """The field that bounds each choice's output on this endpoint."""
+        return "max_tokens"
+
+    @property
+    def output_limit(self) -> int | None:
+        """The bound the client set on each choice's output; None: it set none."""
+        return self.max_tokens
+
+    @property
+    def default_output(self) -> int | None:
+        """The bound OpenAI's API applies when the client sets none; None: up to the model's context."""
+        return None
+
+    @property
+    def choices(self) -> int:
+        """How many choices the engine generates (and reports in its usage)."""
+        return self.n or 1
+
 
 class ChatRequest(InferenceRequest):
     messages: list[Message] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: _OutputTokens | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    @property
+    def output_field(self) -> str:
+        return "max_completion_tokens"
+
+    @property
+    def output_limit(self) -> int | None:
+        # vLLM's rule (and TensorRT-LLM's alias order): max_completion_tokens wins when both are given
+        return self.max_completion_tokens or self.max_tokens
 
 
 class CompletionRequest(InferenceRequest):
     prompt: str | list[str] | list[int] | list[list[int]]
     echo: bool | None = None
     logprobs: int | None = Field(None, ge=0, le=20)
+    best_of: int | None = Field(None, ge=1, le=128)
+    # a chat field the engines ignore on this endpoint: refused, so that nobody believes it bounds anything
+    max_completion_tokens: None = None
+
+    @field_validator("max_completion_tokens", mode="before")
+    @classmethod
+    def _chat_only(cls, value: object) -> None:
+        if value is None:
+            return
+        raise PydanticCustomError(
+            "extra_forbidden",
+            "/v1/completions does not take max_completion_tokens (a chat completions parameter); bound the"
+            " output with max_tokens",
+        )
+
+    @property
+    def default_output(self) -> int:
+        return 16  # OpenAI's and vLLM's default on this endpoint
+
+    @property
+    def choices(self) -> int:
+        # n choices for each prompt of a batch (a list of strings, or of token-id lists); an engine that
+        # takes best_of (TensorRT-LLM) generates that many and keeps n
+        prompt = self.prompt
+        prompts = len(prompt) if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int) else 1
+        return max(self.n or 1, self.best_of or 1) * prompts
 
 
 R = TypeVar("R", bound="InferenceRequest")

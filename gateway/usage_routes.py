@@ -47,11 +47,14 @@ def period_bounds(period: str | None, now: datetime | None = None) -> tuple[date
     try:
         year, month = (int(part) for part in period.split("-")) if period else (now.year, now.month)
         start = datetime(year, month, 1, tzinfo=UTC)
+        end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)  # 9999-12 has no end
     except ValueError:
         raise GatewayError(
-            400, "period must look like 2026-11.", code="invalid_value", param="period"
+            400,
+            "period must be a month from 0001-01 to 9999-11, like 2026-11.",
+            code="invalid_value",
+            param="period",
         ) from None
-    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
     return start, end
 
 

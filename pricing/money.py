@@ -19,6 +19,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 __all__ = [
+    "MAX_MICROS",
     "MICROS_PER_UNIT",
     "TOKENS_PER_PRICE_UNIT",
     "Micros",
@@ -31,6 +32,9 @@ __all__ = [
 Micros = int
 MICROS_PER_UNIT = 1_000_000
 TOKENS_PER_PRICE_UNIT = 1_000_000  # token prices are quoted per million tokens
+# The largest amount tiergate takes in (a price, a budget): exact in a double, which is what Redis' Lua and
+# many JSON clients compute in, and far inside a 64-bit database column.
+MAX_MICROS = 2**53 - 1
 
 _MICRO = Decimal(1) / MICROS_PER_UNIT
 
@@ -58,6 +62,8 @@ def parse_money(value: object) -> Micros:
     micros = amount * MICROS_PER_UNIT
     if micros != micros.to_integral_value():
         raise ValueError(f"more precise than one micro (0.000001): {value!r}")
+    if micros > MAX_MICROS:
+        raise ValueError(f"larger than the largest amount kept, {format_micros(MAX_MICROS)}: {value!r}")
     return int(micros)
 
 

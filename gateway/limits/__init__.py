@@ -13,11 +13,12 @@ count by settle(), or released by settle(reservation, 0) when the request failed
 from gateway.limits.admission import Admission, Reservation
 from gateway.limits.limiter import LimiterUnavailable, RateLimiter
 from gateway.limits.local import LocalLimiter
-from gateway.limits.quota import Quota
+from gateway.limits.quota import MAX_PER_MINUTE, Quota
 from gateway.limits.redis import RedisLimiter
 from gateway.limits.window import Window
 
 __all__ = [
+    "MAX_PER_MINUTE",
     "Admission",
     "LimiterUnavailable",
     "LocalLimiter",

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Quota"]
+__all__ = ["MAX_PER_MINUTE", "Quota"]
+
+# GCRA's integers stay exact in Redis' doubles up to about 1.5e11 per minute (gateway/limits/gcra.py)
+MAX_PER_MINUTE = 10**11
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,8 +20,12 @@ class Quota:
     def __post_init__(self) -> None:
         for name in ("rpm", "tpm"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"{name} must be a positive integer or None, not {value!r}")
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_PER_MINUTE
+            ):
+                raise ValueError(
+                    f"{name} must be an integer from 1 to {MAX_PER_MINUTE} or None, not {value!r}"
+                )
 
     @property
     def unlimited(self) -> bool:
