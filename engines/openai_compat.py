@@ -249,11 +249,17 @@ def translate_error(status: int, body: bytes, headers: httpx.Headers, replica: s
         )
     if status >= 500 or status < 400:
         return EngineFailed(message or f"the engine answered HTTP {status}", replica=replica, status=status)
-    code: str | None = None
+    # a closed set of string codes (vLLM's are numbers, other engines' anything): see docs/errors.md
     if _TOO_LONG.search(message):
         code = "context_length_exceeded"
     elif status == 404:
         code = "model_not_found"
+    elif status == 413:
+        code = "request_too_large"
+    elif param is not None:
+        code = "invalid_value"
+    else:
+        code = "invalid_request"
     openai_type = "invalid_request_error"
     if error_type and error_type.endswith("_error"):
         openai_type = error_type  # already an OpenAI type name

@@ -162,9 +162,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def unexpected_error(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        # this handler runs outside the request-id middleware, so it adds the header itself
+        # this handler runs outside the request-id middleware, so it adds the header itself; and Starlette
+        # re-raises the error after this answer, upon which uvicorn closes the connection: the client is told
+        headers = {"connection": "close"}
         request_id = request.scope.get("state", {}).get("request_id")
-        headers = {"x-request-id": request_id} if request_id else None
+        if request_id:
+            headers["x-request-id"] = request_id
         return GatewayError(
             500, "The gateway had an internal error.", code="internal_error", headers=headers
         ).response()

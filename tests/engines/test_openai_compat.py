@@ -182,7 +182,9 @@ async def test_vllm_errors_are_translated(engine: OpenAICompatEngine) -> None:
     with pytest.raises(EngineRejected) as old:
         await engine.stream("/old-400", b"{}", request_id="r1")
     assert (
-        old.value.param == "temperature" and old.value.message == "bad temperature" and old.value.code is None
+        old.value.param == "temperature"
+        and old.value.message == "bad temperature"
+        and old.value.code == "invalid_value"  # a string, always: the engine named the parameter
     )
     with pytest.raises(EngineOverloaded) as busy:
         await engine.complete("/429", b"{}", request_id="r1")

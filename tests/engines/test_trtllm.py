@@ -188,7 +188,7 @@ async def test_a_prompt_too_long_is_named_as_openai_does(
 async def test_a_validation_error_keeps_its_message(engine: TrtllmEngine) -> None:
     with pytest.raises(EngineRejected) as rejected:
         await engine.complete("/v1/chat/completions", b'{"continue_final_message": true}', request_id="r1")
-    assert rejected.value.status == 400 and rejected.value.code is None
+    assert rejected.value.status == 400 and rejected.value.code == "invalid_request"
     assert "Extra inputs are not permitted" in rejected.value.message
 
 
@@ -208,7 +208,7 @@ async def test_a_validation_error_keeps_its_message(engine: TrtllmEngine) -> Non
             400,
             b'{"object": "error", "message": "bad", "type": "BadRequestError", "code": 400}',
             EngineRejected,
-            None,
+            "invalid_request",
         ),
         (
             501,

@@ -10,7 +10,9 @@ import openai
 import pytest
 
 from engines.simulator import profile
-from tests.conftest import Gateway, StartEngine, StartGateway, unused_url
+from gateway import create_app
+from tests.conftest import Gateway, StartEngine, StartGateway, gateway_settings, unused_url, wait_ready
+from tests.servers import serving
 
 MESSAGES: Any = [{"role": "user", "content": "hi"}]
 
@@ -202,3 +204,43 @@ def test_overloaded_engine_is_503_and_stalled_engine_504(
         assert_envelope(
             httpx.post(gateway.v1 + "/chat/completions", json=body, timeout=10), 504, "engine_timeout"
         )
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(400, "invalid_request"), (422, "invalid_request"), (413, "request_too_large")]
+)
+def test_every_engine_refusal_has_a_string_code(
+    start_engine: StartEngine, start_gateway: StartGateway, status: int, code: str
+) -> None:
+    """vLLM says `"code": 400`; the client is told a documented string (docs/errors.md), never null."""
+    refusing = start_engine(profile("fast", zero_latency=True, error_rate=1.0, error_status=status))
+    gateway = start_gateway([refusing], [refusing])
+    for stream in (False, True):
+        body = {"model": "qwen3-8b", "messages": MESSAGES, "stream": stream}
+        assert_envelope(
+            httpx.post(gateway.v1 + "/chat/completions", json=body), 413 if status == 413 else 400, code
+        )
+
+
+class _Broken(httpx.AsyncBaseTransport):
+    """An engine transport with a fault of the gateway's own: every call raises what nobody expects."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/health"):
+            return httpx.Response(200)
+        raise RuntimeError("a bug")
+
+
+def test_a_500_says_connection_close(fast_engine: str) -> None:
+    """After an unexpected error uvicorn closes the connection: the 500 says so, so that no client sends its
+    next request into a closed socket (and a retry cannot run a request twice)."""
+    settings = gateway_settings([fast_engine], [fast_engine])
+    with serving(create_app(settings, transport=_Broken())) as url:
+        wait_ready(url)
+        with httpx.Client() as client:
+            body = {"model": "qwen3-8b", "messages": MESSAGES}
+            failed = client.post(url + "/v1/chat/completions", json=body)
+            error = assert_envelope(failed, 500, "internal_error")
+            assert "a bug" not in error["message"]
+            assert failed.headers["connection"] == "close"
+            assert client.get(url + "/healthz").status_code == 200  # on a new connection
