@@ -28,13 +28,13 @@ def metric(engine_url: str, name: str, **labels: str) -> float:
     return total
 
 
-def wait_until(condition: Any, timeout: float = 3.0) -> float:
+def wait_until(condition: Any, timeout: float = 30.0) -> None:
+    """Wait for an event, with a generous deadline (never a timing assertion)."""
     start = time.monotonic()
     while not condition():
         if time.monotonic() - start > timeout:
-            raise AssertionError("condition not met in time")
+            raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(0.02)
-    return time.monotonic() - start
 
 
 def test_failover_around_a_dead_and_an_overloaded_replica(
@@ -71,13 +71,12 @@ def test_client_disconnect_cancels_the_upstream_stream(
         received = [line for line, _ in zip(lines, range(6), strict=False) if line.startswith("data: ")]
         assert received
     # closing the response dropped the connection mid-stream
-    took = wait_until(lambda: metric(engine, "vllm:request_success_total", finished_reason="abort") == 1)
-    assert took < 2.0
+    wait_until(lambda: metric(engine, "vllm:request_success_total", finished_reason="abort") == 1)
     assert metric(engine, "vllm:num_requests_running") == 0
-    exchange = gateway.recorder.wait_for(request_id)
+    assert metric(engine, "vllm:generation_tokens_total") < 400  # stopped, not run to its end and dropped
+    exchange = gateway.recorder.wait_for(request_id, timeout=30)
     assert exchange.outcome is Outcome.CLIENT_DISCONNECTED and exchange.usage is None
     assert exchange.tally is not None and exchange.tally.text()  # what was generated is known
-    assert exchange.duration_s < 5
 
 
 def test_client_disconnect_cancels_a_non_streaming_request(

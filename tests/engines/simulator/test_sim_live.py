@@ -188,5 +188,6 @@ async def test_latency_model_shapes_ttft_and_duration() -> None:
                 if first_token_at is None and b'"content":"' in chunk.replace(b'"content":""', b""):
                     first_token_at = time.perf_counter() - started
         total = time.perf_counter() - started
-        assert first_token_at is not None and 0.08 <= first_token_at < 0.25
-        assert 0.08 + 9 * 0.01 <= total < 0.5
+        # at least what the model says (an upper bound would time the machine, not the model)
+        assert first_token_at is not None and first_token_at >= 0.08
+        assert total >= 0.08 + 9 * 0.01

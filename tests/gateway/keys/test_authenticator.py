@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.database import Database, DatabaseUnavailable, open_database
+from gateway.database import Database, DatabaseUnavailable
 from gateway.keys import ApiKey, Authenticator, AuthError, KeyStore
 
 UNKNOWN_ID = "unknownid234"
@@ -283,23 +282,3 @@ async def test_the_background_task_flushes_and_aclose_flushes_last(store: Counti
     finally:
         await auth.aclose()
     assert [list(batch) for batch in store.batches] == [[key.id], [key.id]]
-
-
-# -- the hot path -----------------------------------------------------------------------------------
-async def test_a_cache_hit_costs_microseconds() -> None:
-    db = await open_database("sqlite:///:memory:")
-    try:
-        store = KeyStore(db)
-        await store.migrate()
-        await store.create_tenant("acme")
-        _, full = await store.create_key("acme", tiers=["fast"])
-        auth = Authenticator(store, cache_ttl_s=3600)
-        await auth.authenticate(full)
-        calls = 5_000
-        started = time.perf_counter()
-        for _ in range(calls):
-            await auth.authenticate(full)
-        per_call_us = (time.perf_counter() - started) / calls * 1e6
-    finally:
-        await db.aclose()
-    assert per_call_us < 50, f"a cache hit took {per_call_us:.1f} µs"  # measured: ~3 µs
