@@ -53,7 +53,9 @@ KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
 }
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-# the scenarios rendered: the default values, and each ci/<name>-values.yaml over them
+# the values every install must give (the database's Secret), as docs/deploy.md's `helm install` gives them
+REQUIRED = {"secrets": {"existingSecret": "tiergate-secrets"}}
+# the scenarios rendered: the default values with REQUIRED, and each ci/<name>-values.yaml over the defaults
 SCENARIOS = [
     "default",
     *sorted(p.name.removesuffix("-values.yaml") for p in (CHART / "ci").glob("*-values.yaml")),
@@ -190,7 +192,7 @@ def scenario_values(name: str) -> dict[str, Any]:
     """What a scenario gives `helm template`: its ci/ file, and for external-engines the demo's price book
     (`--set-file priceBook=gateway/prices.yaml`)."""
     if name == "default":
-        return {}
+        return REQUIRED
     given: dict[str, Any] = load_yaml(CHART / "ci" / f"{name}-values.yaml")
     if name == "external-engines":
         given["priceBook"] = PRICES.read_text(encoding="utf-8")
@@ -222,6 +224,12 @@ def refusal(chart: helm_python.Chart, given: dict[str, Any]) -> str:
     return str(refused.value)
 
 
+def notes(chart: helm_python.Chart, given: dict[str, Any]) -> str:
+    """What `helm install` prints after installing (NOTES.txt)."""
+    rendered: str = chart.render(given, name=RELEASE, namespace=NAMESPACE)["tiergate/templates/NOTES.txt"]
+    return rendered
+
+
 def by_kind(manifests: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {m["metadata"]["name"]: m for m in manifests if m["kind"] == kind}
 
@@ -244,19 +252,55 @@ def test_helm_lint(name: str) -> None:
 
 def test_helm_refuses_what_would_misbehave(chart: helm_python.Chart) -> None:
     engines = values()["engines"]
+    sqlite = {"database": {"sqlite": True}}
     cases: dict[str, dict[str, Any]] = {
         # more than one replica on SQLite: each pod would have its own tenants and keys
-        "needs PostgreSQL": {"gateway": {"replicaCount": 2}},
-        "needs PostgreSQL ": {"autoscaling": {"enabled": True}},
+        "more than one gateway replica": {**sqlite, "gateway": {"replicaCount": 2}},
+        "more than one gateway replica ": {**sqlite, "autoscaling": {"enabled": True}},
         # a pool nothing serves
-        "config.pools.fast has no replicas": {"engines": [{**engines[0], "enabled": False}, engines[1]]},
+        "config.pools.fast has no replicas": {
+            **REQUIRED,
+            "engines": [{**engines[0], "enabled": False}, engines[1]],
+        },
         # a pool name that cannot be a TIERGATE_POOLS__<POOL>__ variable
-        "does not match pattern": {"engines": [engines[0], {**engines[1], "pool": "deli-berate"}]},
-        "appears twice": {"engines": [engines[0], {**engines[1], "name": engines[0]["name"]}]},
+        "does not match pattern": {
+            **REQUIRED,
+            "engines": [engines[0], {**engines[1], "pool": "deli-berate"}],
+        },
+        "appears twice": {**REQUIRED, "engines": [engines[0], {**engines[1], "name": engines[0]["name"]}]},
     }
     for reason, given in cases.items():
         assert reason.strip() in refusal(chart, given), reason
     assert render(chart, {"gateway": {"replicaCount": 2}, "secrets": {"existingSecret": "s"}})
+
+
+def test_the_database_is_postgresql_unless_sqlite_is_chosen(chart: helm_python.Chart) -> None:
+    """No database given is a refusal that says what to give, not SQLite on the pod's disk."""
+    message = refusal(chart, {})
+    assert "tiergate needs PostgreSQL" in message
+    assert all(
+        value in message for value in ("secrets.existingSecret", "database-url", "database.sqlite=true")
+    )
+    # a Secret the chart makes is not a database: it must hold the URL
+    assert "tiergate needs PostgreSQL" in refusal(chart, {"secrets": {"adminTokens": ["a" * 20]}})
+    # SQLite only by choosing it
+    sqlite_url = {"config": {"database": {"url": "sqlite:////var/lib/tiergate/t.sqlite3"}}}
+    assert "Set database.sqlite=true" in refusal(chart, sqlite_url)
+    assert "is not PostgreSQL" in refusal(chart, {"secrets": {"databaseUrl": "sqlite:///t.sqlite3"}})
+    postgres = {"secrets": {"databaseUrl": "postgresql://u:p@db:5432/d"}}
+    assert "choose one" in refusal(chart, {"database": {"sqlite": True}, **postgres})
+    for given in (REQUIRED, postgres, {"config": {"database": {"url": "postgresql://u@db:5432/d"}}}):
+        (config_map,) = by_kind(render(chart, given), "ConfigMap").values()
+        assert "sqlite" not in config_map["data"]["tiergate.yaml"]
+
+
+def test_the_notes_warn_of_sqlite(chart: helm_python.Chart) -> None:
+    assert "WARNING" not in notes(chart, REQUIRED)
+    warned = notes(chart, scenario_values("try-it-out"))
+    assert "WARNING: tenants, keys, budgets and the ledger are in SQLite" in warned
+    assert "ALL OF IT IS LOST" in warned  # on an emptyDir
+    kept = notes(chart, {**scenario_values("try-it-out"), "gateway": {"dataVolume": {"existingClaim": "c"}}})
+    assert "SQLite" in kept and "LOST" not in kept
 
 
 def _check_object(manifest: dict[str, Any]) -> None:
@@ -457,8 +501,18 @@ def test_the_gateway_deployment(scenario: tuple[str, list[dict[str, Any]]], tmp_
             == secret["metadata"]["name"]
         )
         assert "checksum/secret" in gateway["spec"]["template"]["metadata"]["annotations"]
+    database_url = env.get("TIERGATE_DATABASE__URL", {}).get("valueFrom", {}).get("secretKeyRef")
+    settings = settings_of(config_map["data"]["tiergate.yaml"], tmp_path)
     if name == "default":
+        # the Secret is the only source of the database: a Secret without the key stops the pod
+        assert database_url == {"name": "tiergate-secrets", "key": "database-url", "optional": False}
+        assert settings.database.url == "sqlite:///tiergate.sqlite3"  # tiergate's default: never used
+    elif name == "try-it-out":
         assert set(env) == {"TIERGATE_CONFIG"}  # no secrets given: nothing refers to a Secret
+        assert settings.database.url == "sqlite:////var/lib/tiergate/tiergate.sqlite3"
+        assert mounts["/var/lib/tiergate"] == "data"
+    else:
+        assert database_url is not None and settings.database.url.startswith(("postgresql://", "sqlite"))
 
 
 def test_the_engines(scenario: tuple[str, list[dict[str, Any]]]) -> None:
@@ -471,6 +525,7 @@ def test_the_engines(scenario: tuple[str, list[dict[str, Any]]]) -> None:
     services = by_kind(manifests, "Service")
     expected = {
         "default": {"fast", "deliberate"},
+        "try-it-out": {"fast", "deliberate"},
         "scale-out": {"fast-a", "fast-b", "deliberate"},  # `spare` is disabled
         "external-engines": set(),
     }[name]
