@@ -48,10 +48,12 @@ KINDS = {
     ("v1", "Service"),
     ("v1", "ServiceAccount"),
     ("apps/v1", "Deployment"),
+    ("apps/v1", "StatefulSet"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("policy/v1", "PodDisruptionBudget"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
 }
+WORKLOADS = {"Deployment", "StatefulSet"}
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # the values every install must give (the database's Secret), as docs/deploy.md's `helm install` gives them
 REQUIRED = {"secrets": {"existingSecret": "tiergate-secrets"}}
@@ -146,7 +148,7 @@ def test_templates_use_only_values_that_exist() -> None:
     assert {path.name for path in templates} >= {
         "_helpers.tpl",
         "configmap.yaml",
-        "deployment.yaml",
+        "statefulset.yaml",
         "engines.yaml",
         "hpa.yaml",
         "pdb.yaml",
@@ -294,13 +296,23 @@ def test_the_database_is_postgresql_unless_sqlite_is_chosen(chart: helm_python.C
         assert "sqlite" not in config_map["data"]["tiergate.yaml"]
 
 
-def test_the_notes_warn_of_sqlite(chart: helm_python.Chart) -> None:
+def test_the_notes_warn_of_what_is_ephemeral(chart: helm_python.Chart) -> None:
     assert "WARNING" not in notes(chart, REQUIRED)
     warned = notes(chart, scenario_values("try-it-out"))
     assert "WARNING: tenants, keys, budgets and the ledger are in SQLite" in warned
     assert "ALL OF IT IS LOST" in warned  # on an emptyDir
-    kept = notes(chart, {**scenario_values("try-it-out"), "gateway": {"dataVolume": {"existingClaim": "c"}}})
-    assert "SQLite" in kept and "LOST" not in kept
+    assert "WARNING: the ledger journal is on an emptyDir" in warned
+    sqlite_kept = notes(chart, {"database": {"sqlite": True}})
+    assert (
+        "in SQLite" in sqlite_kept
+        and "LOST" not in sqlite_kept
+        and "journal is on an emptyDir" not in sqlite_kept
+    )
+    journal_only = notes(chart, {**REQUIRED, "gateway": {"persistence": {"enabled": False}}})
+    assert "SQLite" not in journal_only and "WARNING: the ledger journal is on an emptyDir" in journal_only
+    # engines that download their weights again on each restart are named
+    assert "the engines fast, deliberate keep their model weights on an emptyDir" in notes(chart, REQUIRED)
+    assert "model weights" not in notes(chart, scenario_values("scale-out"))  # they have a claim
 
 
 def _check_object(manifest: dict[str, Any]) -> None:
@@ -313,10 +325,11 @@ def _check_object(manifest: dict[str, Any]) -> None:
     for label, value in {**metadata.get("labels", {})}.items():
         assert isinstance(value, str) and len(value) <= 63, (label, value)
     kind, spec = manifest["kind"], manifest.get("spec", {})
-    if kind == "Deployment":
+    if kind in WORKLOADS:
         selector = spec["selector"]["matchLabels"]
         pod = spec["template"]
         assert selector.items() <= pod["metadata"]["labels"].items()
+        claims = {claim["metadata"]["name"] for claim in spec.get("volumeClaimTemplates", [])}
         for container in pod["spec"]["containers"]:
             assert container["name"] and container["image"]
             ports = {port["name"]: port["containerPort"] for port in container.get("ports", [])}
@@ -328,7 +341,8 @@ def _check_object(manifest: dict[str, Any]) -> None:
                 assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env["name"]), env
                 assert ("value" in env) != ("valueFrom" in env), env
             volumes = {volume["name"] for volume in pod["spec"].get("volumes", [])}
-            assert {mount["name"] for mount in container.get("volumeMounts", [])} <= volumes
+            assert not volumes & claims  # a claim template's name is the pod's volume
+            assert {mount["name"] for mount in container.get("volumeMounts", [])} <= volumes | claims
     elif kind == "Service":
         assert spec["selector"] and all(isinstance(port["port"], int) for port in spec["ports"])
     elif kind == "ConfigMap":
@@ -336,7 +350,7 @@ def _check_object(manifest: dict[str, Any]) -> None:
     elif kind == "Secret":
         assert all(isinstance(value, str) for value in manifest["stringData"].values())
     elif kind == "HorizontalPodAutoscaler":
-        assert spec["scaleTargetRef"]["kind"] == "Deployment"
+        assert spec["scaleTargetRef"]["kind"] in WORKLOADS
         assert 1 <= spec["minReplicas"] <= spec["maxReplicas"]
         assert spec["metrics"]
     elif kind == "PodDisruptionBudget":
@@ -354,17 +368,30 @@ def test_rendered_objects_have_what_their_kind_needs(scenario: tuple[str, list[d
     assert len(names) == len(set(names))
     for manifest in manifests:
         _check_object(manifest)
-    # every Service selects the pods of a Deployment, on a port they name
-    deployments = by_kind(manifests, "Deployment").values()
+    # every Service selects the pods of one workload, on a port they name
+    workloads = [m for m in manifests if m["kind"] in WORKLOADS]
     for service in by_kind(manifests, "Service").values():
         selected = [
-            d
-            for d in deployments
-            if service["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
+            w
+            for w in workloads
+            if service["spec"]["selector"].items() <= w["spec"]["template"]["metadata"]["labels"].items()
         ]
         assert len(selected) == 1, service["metadata"]["name"]
         ports = {p["name"] for c in selected[0]["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
         assert {port["targetPort"] for port in service["spec"]["ports"]} <= ports
+    # a StatefulSet's governing Service is headless and selects it
+    for stateful in by_kind(manifests, "StatefulSet").values():
+        governing = by_kind(manifests, "Service")[stateful["spec"]["serviceName"]]
+        assert governing["spec"]["clusterIP"] == "None"
+        assert governing["spec"]["selector"] == stateful["spec"]["selector"]["matchLabels"]
+    # each ServiceMonitor scrapes one Service (a second would scrape the same pods twice)
+    for monitor in by_kind(manifests, "ServiceMonitor").values():
+        wanted = monitor["spec"]["selector"]["matchLabels"].items()
+        services = [
+            s for s in by_kind(manifests, "Service").values() if wanted <= s["metadata"]["labels"].items()
+        ]
+        expected = 1 if monitor["metadata"]["labels"]["app.kubernetes.io/component"] == "gateway" else None
+        assert services and (expected is None or len(services) == expected), monitor["metadata"]["name"]
 
 
 @pytest.mark.parametrize("kubernetes", [OLDEST_KUBERNETES, "latest"])
@@ -422,9 +449,9 @@ def test_the_config_map_is_a_valid_tiergate_config(
         assert settings.pricing.book is None
 
 
-def test_the_gateway_deployment(scenario: tuple[str, list[dict[str, Any]]], tmp_path: Path) -> None:
+def test_the_gateway(scenario: tuple[str, list[dict[str, Any]]], tmp_path: Path) -> None:
     name, manifests = scenario
-    gateway = by_kind(manifests, "Deployment")[f"{RELEASE}-tiergate"]
+    gateway = by_kind(manifests, "StatefulSet")[f"{RELEASE}-tiergate"]
     (config_map,) = by_kind(manifests, "ConfigMap").values()
     port = settings_of(config_map["data"]["tiergate.yaml"], tmp_path).server.port
     pod = gateway["spec"]["template"]["spec"]
@@ -434,12 +461,32 @@ def test_the_gateway_deployment(scenario: tuple[str, list[dict[str, Any]]], tmp_
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    mounts_by_name = {name: path for path, name in mounts.items()}
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     assert volumes[mounts["/etc/tiergate"]]["configMap"]["name"] == config_map["metadata"]["name"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True and "/tmp" in mounts
     assert "checksum/config" in gateway["spec"]["template"]["metadata"]["annotations"]
     env = {item["name"]: item for item in container["env"]}
     assert env["TIERGATE_CONFIG"]["value"] == "/etc/tiergate/tiergate.yaml"
+
+    # the journal (and SQLite, where chosen) is on the data volume: a claim of each pod's own, unless the
+    # values give that up for an emptyDir
+    assert settings_of(config_map["data"]["tiergate.yaml"], tmp_path).ledger.journal_dir.is_relative_to(
+        Path("/var/lib/tiergate")
+    )
+    assert mounts["/var/lib/tiergate"] == "data"
+    claims = {claim["metadata"]["name"]: claim for claim in gateway["spec"].get("volumeClaimTemplates", [])}
+    if name == "try-it-out":
+        assert not claims and volumes["data"]["emptyDir"]
+    else:
+        assert "data" not in volumes
+        assert claims["data"]["spec"]["accessModes"] == ["ReadWriteOnce"]
+        assert claims["data"]["spec"]["resources"]["requests"]["storage"] == "1Gi"
+        # claim templates cannot change after install: no label that an upgrade changes
+        assert claims["data"]["metadata"]["labels"] == gateway["spec"]["selector"]["matchLabels"]
+        # an emptyDir holds nothing that must outlive the pod: scratch space only
+        assert [mounts_by_name[v] for v, volume in volumes.items() if "emptyDir" in volume] == ["/tmp"]
+    assert gateway["spec"]["podManagementPolicy"] == "Parallel"
 
     service = by_kind(manifests, "Service")[f"{RELEASE}-tiergate"]
     assert service["spec"]["selector"] == gateway["spec"]["selector"]["matchLabels"]
@@ -454,7 +501,7 @@ def test_the_gateway_deployment(scenario: tuple[str, list[dict[str, Any]]], tmp_
         hpa = hpas[f"{RELEASE}-tiergate"]
         assert hpa["spec"]["scaleTargetRef"] == {
             "apiVersion": "apps/v1",
-            "kind": "Deployment",
+            "kind": "StatefulSet",
             "name": f"{RELEASE}-tiergate",
         }
         (metric,) = hpa["spec"]["metrics"]
@@ -510,7 +557,6 @@ def test_the_gateway_deployment(scenario: tuple[str, list[dict[str, Any]]], tmp_
     elif name == "try-it-out":
         assert set(env) == {"TIERGATE_CONFIG"}  # no secrets given: nothing refers to a Secret
         assert settings.database.url == "sqlite:////var/lib/tiergate/tiergate.sqlite3"
-        assert mounts["/var/lib/tiergate"] == "data"
     else:
         assert database_url is not None and settings.database.url.startswith(("postgresql://", "sqlite"))
 
