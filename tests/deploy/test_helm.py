@@ -34,6 +34,7 @@ import yaml
 from gateway.catalog import Catalog
 from gateway.settings import Settings, load_settings
 from gateway.state import price_book
+from tests.deploy.shutdown import stop_seconds
 
 ROOT = Path(__file__).parents[2]
 CHART = ROOT / "deploy" / "helm" / "tiergate"
@@ -296,6 +297,24 @@ def test_the_database_is_postgresql_unless_sqlite_is_chosen(chart: helm_python.C
         assert "sqlite" not in config_map["data"]["tiergate.yaml"]
 
 
+def test_the_grace_period_covers_the_drain(chart: helm_python.Chart) -> None:
+    """The kubelet's SIGKILL comes after the preStop sleep, the open requests and the journal's drain."""
+    for pre_stop in (5, 20):
+        needed = pre_stop + stop_seconds()
+        short = {
+            **REQUIRED,
+            "gateway": {"preStopSleepSeconds": pre_stop, "terminationGracePeriodSeconds": needed},
+        }
+        assert "terminationGracePeriodSeconds must be at least" in refusal(chart, short)
+        enough = {
+            **REQUIRED,
+            "gateway": {"preStopSleepSeconds": pre_stop, "terminationGracePeriodSeconds": 300},
+        }
+        (gateway,) = by_kind(render(chart, enough), "StatefulSet").values()
+        (container,) = gateway["spec"]["template"]["spec"]["containers"]
+        assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(pre_stop)]
+
+
 def test_the_notes_warn_of_what_is_ephemeral(chart: helm_python.Chart) -> None:
     assert "WARNING" not in notes(chart, REQUIRED)
     warned = notes(chart, scenario_values("try-it-out"))
@@ -487,6 +506,8 @@ def test_the_gateway(scenario: tuple[str, list[dict[str, Any]]], tmp_path: Path)
         # an emptyDir holds nothing that must outlive the pod: scratch space only
         assert [mounts_by_name[v] for v, volume in volumes.items() if "emptyDir" in volume] == ["/tmp"]
     assert gateway["spec"]["podManagementPolicy"] == "Parallel"
+    (pre_stop,) = container["lifecycle"]["preStop"]["exec"]["command"][1:]
+    assert pod["terminationGracePeriodSeconds"] > int(pre_stop) + stop_seconds()
 
     service = by_kind(manifests, "Service")[f"{RELEASE}-tiergate"]
     assert service["spec"]["selector"] == gateway["spec"]["selector"]["matchLabels"]

@@ -143,6 +143,14 @@ secret
 {{- end -}}
 {{- end -}}
 
+{{/* The most `tiergate serve` takes to stop after SIGTERM, in seconds: uvicorn finishes open requests and
+     streams (timeout_graceful_shutdown, 30, in gateway/cli.py), then the ledger writer drains the journal into
+     the database (LedgerWriter's close_timeout_s, 10, in pricing/journal_drain.py). tests/deploy/test_helm.py
+     holds these to the code. */}}
+{{- define "tiergate.stopSeconds" -}}
+{{- add 30 10 -}}
+{{- end -}}
+
 {{/* Refuse what would silently misbehave. */}}
 {{- define "tiergate.validate" -}}
 {{- $replicas := int .Values.gateway.replicaCount -}}
@@ -166,6 +174,11 @@ secret
 {{- if not (or $db $secretDb .Values.secrets.existingSecret) -}}
 {{- fail "tiergate needs PostgreSQL for tenants, keys, budgets and the ledger: set secrets.existingSecret to a Secret whose key database-url is postgresql://USER:PASSWORD@HOST:5432/DB (recommended: the password stays out of the release), or secrets.databaseUrl, or config.database.url. To try tiergate out without PostgreSQL, set database.sqlite=true (SQLite inside the pod, one replica)" -}}
 {{- end -}}
+{{- end -}}
+{{- $stop := include "tiergate.stopSeconds" . | int -}}
+{{- $needed := add (int .Values.gateway.preStopSleepSeconds) $stop 5 -}}
+{{- if lt (int .Values.gateway.terminationGracePeriodSeconds) (int $needed) -}}
+{{- fail (printf "gateway.terminationGracePeriodSeconds must be at least %d: gateway.preStopSleepSeconds (%d), then up to %d s for tiergate serve to finish open requests and streams and drain the ledger journal, and 5 s to spare; a shorter grace kills the pod with rows not yet in the ledger" (int $needed) (int .Values.gateway.preStopSleepSeconds) $stop) -}}
 {{- end -}}
 {{- $names := dict -}}
 {{- range .Values.engines -}}
