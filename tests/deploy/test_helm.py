@@ -52,6 +52,7 @@ KINDS = {
     ("apps/v1", "StatefulSet"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("policy/v1", "PodDisruptionBudget"),
+    ("networking.k8s.io/v1", "Ingress"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
 }
 WORKLOADS = {"Deployment", "StatefulSet"}
@@ -152,6 +153,7 @@ def test_templates_use_only_values_that_exist() -> None:
         "statefulset.yaml",
         "engines.yaml",
         "hpa.yaml",
+        "ingress.yaml",
         "pdb.yaml",
         "service.yaml",
         "servicemonitor.yaml",
@@ -315,6 +317,26 @@ def test_the_grace_period_covers_the_drain(chart: helm_python.Chart) -> None:
         assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(pre_stop)]
 
 
+def test_the_ingress(chart: helm_python.Chart) -> None:
+    """Off by default; on, the OpenAI API of the gateway's Service, with or without a host."""
+    assert not by_kind(render(chart, REQUIRED), "Ingress")
+    anyhost = {"enabled": True, "hosts": [{"paths": [{"path": "/", "pathType": "Prefix"}]}]}
+    for ingress_values, rules in (
+        ({"enabled": True}, [("tiergate.example.com", "/v1")]),
+        (anyhost, [(None, "/")]),
+    ):
+        (ingress,) = by_kind(render(chart, {**REQUIRED, "ingress": ingress_values}), "Ingress").values()
+        got = [
+            (rule.get("host"), path["path"])
+            for rule in ingress["spec"]["rules"]
+            for path in rule["http"]["paths"]
+        ]
+        assert got == rules
+        assert "ingressClassName" not in ingress["spec"]  # the cluster's default class
+        for version in (OLDEST_KUBERNETES, kubernetes_validate.utils.latest_version()):
+            kubernetes_validate.validate(ingress, version, strict=True)
+
+
 def test_the_notes_warn_of_what_is_ephemeral(chart: helm_python.Chart) -> None:
     assert "WARNING" not in notes(chart, REQUIRED)
     warned = notes(chart, scenario_values("try-it-out"))
@@ -375,6 +397,11 @@ def _check_object(manifest: dict[str, Any]) -> None:
     elif kind == "PodDisruptionBudget":
         assert ("minAvailable" in spec) != ("maxUnavailable" in spec)
         assert spec["selector"]["matchLabels"]
+    elif kind == "Ingress":
+        hosts = {rule.get("host") for rule in spec["rules"]}
+        assert all(set(tls["hosts"]) <= hosts for tls in spec.get("tls", []))
+        for rule in spec["rules"]:
+            assert rule["http"]["paths"]
     elif kind == "ServiceMonitor":
         assert spec["selector"]["matchLabels"] and spec["endpoints"]
         assert all(endpoint["port"] and endpoint["path"].startswith("/") for endpoint in spec["endpoints"])
@@ -515,8 +542,34 @@ def test_the_gateway(scenario: tuple[str, list[dict[str, Any]]], tmp_path: Path)
     pdb = by_kind(manifests, "PodDisruptionBudget")[f"{RELEASE}-tiergate"]
     assert pdb["spec"]["selector"]["matchLabels"] == gateway["spec"]["selector"]["matchLabels"]
 
+    # a PodDisruptionBudget always, over the gateway's pods; an Ingress where asked, to the gateway's Service
+    assert (
+        pdb["spec"]["selector"]["matchLabels"].items()
+        <= gateway["spec"]["template"]["metadata"]["labels"].items()
+    )
+    ingresses = by_kind(manifests, "Ingress")
+    for ingress in ingresses.values():
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                assert backend["name"] == service["metadata"]["name"]
+                assert backend["port"]["name"] in {port["name"] for port in service["spec"]["ports"]}
+
     hpas = by_kind(manifests, "HorizontalPodAutoscaler")
     monitors = by_kind(manifests, "ServiceMonitor")
+    if name == "scale-out":
+        (ingress,) = ingresses.values()
+        assert ingress["spec"]["ingressClassName"] == "nginx"
+        assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+        (rule,) = ingress["spec"]["rules"]
+        assert rule["host"] == "api.example.com"
+        assert [(p["path"], p["pathType"]) for p in rule["http"]["paths"]] == [
+            ("/v1", "Prefix"),
+            ("/admin", "Prefix"),
+        ]
+        assert ingress["spec"]["tls"] == [{"secretName": "api-example-com-tls", "hosts": ["api.example.com"]}]
+    else:
+        assert not ingresses  # off by default
     if name == "scale-out":
         assert "replicas" not in gateway["spec"]  # the HPA owns it
         hpa = hpas[f"{RELEASE}-tiergate"]
