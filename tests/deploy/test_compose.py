@@ -25,6 +25,7 @@ from engines.simulator import PROFILES
 from gateway.catalog import Catalog
 from gateway.settings import Settings, load_settings
 from gateway.state import price_book
+from tests.deploy.shutdown import stop_seconds
 
 ROOT = Path(__file__).parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -395,3 +396,18 @@ def test_grafana_is_provisioned_from_the_repository() -> None:
     for source in datasources["datasources"]:
         url = urlsplit(source["url"])
         assert url.hostname == "prometheus" and "9090:9090" in " ".join(services()["prometheus"]["ports"])
+
+
+def duration_s(text: str) -> float:
+    """A Compose duration (`1m30s`, `45s`, `500ms`) in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 0.000001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|us|m|s)", text)
+    assert parts and "".join(n + u for n, u in parts) == text, f"not a Compose duration: {text!r}"
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def test_the_gateway_has_time_to_stop() -> None:
+    """`docker compose stop` waits 10 s before SIGKILL unless told otherwise: the gateway needs the time to
+    finish open requests and streams and to drain its journal into the ledger."""
+    gateway = services()["gateway"]
+    assert duration_s(str(gateway["stop_grace_period"])) >= stop_seconds() + 5

@@ -116,6 +116,11 @@ tiergate.io/engine: {{ .engine.name }}
 {{- end -}}
 {{- end -}}
 {{- $_ := set $config "pools" $pools -}}
+{{- if and .Values.database.sqlite (not (dig "database" "url" "" $config)) -}}
+{{- $database := get $config "database" | default (dict) -}}
+{{- $_ := set $database "url" "sqlite:////var/lib/tiergate/tiergate.sqlite3" -}}
+{{- $_ := set $config "database" $database -}}
+{{- end -}}
 {{- if .Values.priceBook -}}
 {{- $pricing := get $config "pricing" | default (dict) -}}
 {{- $_ := set $pricing "book" "/etc/tiergate/prices.yaml" -}}
@@ -124,14 +129,56 @@ tiergate.io/engine: {{ .engine.name }}
 {{- toYaml $config -}}
 {{- end -}}
 
+{{/* Where the database URL comes from: "sqlite" (database.sqlite, trying it out), "config" (config.database.url,
+     a PostgreSQL URL without its password, which the Secret's database-url may still bring), "secret" (only the
+     Secret: its database-url key is then not optional, so a Secret without it stops the pod instead of leaving
+     it on SQLite). */}}
+{{- define "tiergate.databaseSource" -}}
+{{- if .Values.database.sqlite -}}
+sqlite
+{{- else if dig "database" "url" "" .Values.config -}}
+config
+{{- else -}}
+secret
+{{- end -}}
+{{- end -}}
+
+{{/* The most `tiergate serve` takes to stop after SIGTERM, in seconds: uvicorn finishes open requests and
+     streams (timeout_graceful_shutdown, 30, in gateway/cli.py), then the ledger writer drains the journal into
+     the database (LedgerWriter's close_timeout_s, 10, in pricing/journal_drain.py). tests/deploy/test_helm.py
+     holds these to the code. */}}
+{{- define "tiergate.stopSeconds" -}}
+{{- add 30 10 -}}
+{{- end -}}
+
 {{/* Refuse what would silently misbehave. */}}
 {{- define "tiergate.validate" -}}
 {{- $replicas := int .Values.gateway.replicaCount -}}
 {{- $scaled := or .Values.autoscaling.enabled (gt $replicas 1) -}}
-{{- $db := dig "database" "url" "sqlite:///tiergate.sqlite3" .Values.config -}}
-{{- $dbFromSecret := or .Values.secrets.existingSecret .Values.secrets.databaseUrl -}}
-{{- if and $scaled (hasPrefix "sqlite" $db) (not $dbFromSecret) -}}
-{{- fail "more than one gateway replica (gateway.replicaCount > 1 or autoscaling.enabled) needs PostgreSQL: set config.database.url, secrets.databaseUrl or secrets.existingSecret (key database-url); with SQLite each pod would keep its own tenants and keys" -}}
+{{- $db := dig "database" "url" "" .Values.config | toString -}}
+{{- $secretDb := .Values.secrets.databaseUrl | toString -}}
+{{- if .Values.database.sqlite -}}
+{{- if $scaled -}}
+{{- fail "more than one gateway replica (gateway.replicaCount > 1 or autoscaling.enabled) needs PostgreSQL, not database.sqlite: each pod would keep its own tenants and keys" -}}
+{{- end -}}
+{{- if or (hasPrefix "postgres" $db) $secretDb -}}
+{{- fail "database.sqlite=true and a PostgreSQL URL (config.database.url or secrets.databaseUrl) are both set: choose one" -}}
+{{- end -}}
+{{- else -}}
+{{- if and $db (not (hasPrefix "postgres" $db)) -}}
+{{- fail "config.database.url is not PostgreSQL: SQLite keeps tenants, keys, budgets and the ledger inside the pod. Set database.sqlite=true to try tiergate out that way anyway" -}}
+{{- end -}}
+{{- if and $secretDb (not (hasPrefix "postgres" $secretDb)) -}}
+{{- fail "secrets.databaseUrl is not PostgreSQL (postgresql://USER:PASSWORD@HOST:5432/DB)" -}}
+{{- end -}}
+{{- if not (or $db $secretDb .Values.secrets.existingSecret) -}}
+{{- fail "tiergate needs PostgreSQL for tenants, keys, budgets and the ledger: set secrets.existingSecret to a Secret whose key database-url is postgresql://USER:PASSWORD@HOST:5432/DB (recommended: the password stays out of the release), or secrets.databaseUrl, or config.database.url. To try tiergate out without PostgreSQL, set database.sqlite=true (SQLite inside the pod, one replica)" -}}
+{{- end -}}
+{{- end -}}
+{{- $stop := include "tiergate.stopSeconds" . | int -}}
+{{- $needed := add (int .Values.gateway.preStopSleepSeconds) $stop 5 -}}
+{{- if lt (int .Values.gateway.terminationGracePeriodSeconds) (int $needed) -}}
+{{- fail (printf "gateway.terminationGracePeriodSeconds must be at least %d: gateway.preStopSleepSeconds (%d), then up to %d s for tiergate serve to finish open requests and streams and drain the ledger journal, and 5 s to spare; a shorter grace kills the pod with rows not yet in the ledger" (int $needed) (int .Values.gateway.preStopSleepSeconds) $stop) -}}
 {{- end -}}
 {{- $names := dict -}}
 {{- range .Values.engines -}}
