@@ -135,6 +135,18 @@ class Admitter:
         quota = key.quotas.get(offer.tier.value)
         if quota is None or quota.unlimited:
             return None
+        if quota.tpm is not None and tokens > quota.tpm:  # no wait would let it in: say so, never clamp
+            if self._metrics is not None:
+                self._metrics.refused("rate_limit", offer.tier.value)
+            raise GatewayError(
+                429,
+                f"This request may use up to {tokens} tokens (its prompt estimate and the most it may"
+                f" generate), more than this API key's whole limit of {quota.tpm} tokens per minute in the"
+                f" {offer.tier.value} tier, by {tokens - quota.tpm}: lower max_tokens (or reasoning_effort),"
+                " or ask for a higher limit.",
+                code="rate_limit_exceeded",
+                headers={"x-should-retry": "false"},
+            )
         try:
             admission = await self._limiter.admit(key.id, offer.tier.value, quota, tokens)
         except LimiterUnavailable:  # RedisLink has logged the outage (once per 10 s)

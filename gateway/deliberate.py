@@ -11,35 +11,87 @@ import time
 from typing import Any
 
 import orjson
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from engines import EngineError, EnginePool
-from gateway.admission import TokenEstimate
+from gateway.admission import DEFAULT_OUTPUT_TOKENS, TokenEstimate
 from gateway.catalog import Offer
-from gateway.deliberation import Chunks, Deliberator, DepthPlan, Run, completion_body, usage_body
+from gateway.deliberation import (
+    Chunks,
+    Deliberator,
+    DepthPlan,
+    DepthUnreachable,
+    Run,
+    completion_body,
+    plan_for,
+    usage_body,
+)
 from gateway.disconnect import CLIENT_CLOSED, DisconnectWatch
 from gateway.errors import GatewayError, error_event, from_engine_error
 from gateway.meter import Meter
 from gateway.metering import Outcome
 from gateway.relay import DONE, SSE_HEADERS
+from gateway.schemas import ChatRequest
 from gateway.settings import DeliberationSettings
 
-__all__ = ["deliberate", "deliberation_estimate"]
+__all__ = ["DEPTH_HEADER", "deliberate", "deliberation_estimate", "deliberation_plan", "depth_refusal"]
+
+DEPTH_HEADER = "x-tiergate-depth"  # "best-effort": a bound below the floor is served, the floor may be missed
 
 log = logging.getLogger("tiergate.deliberation")
 
 _KEEPALIVE = b": deliberating\n\n"
 
 
-def deliberation_estimate(estimate: TokenEstimate, plan: DepthPlan) -> TokenEstimate:
-    """The most a deliberation may use, for its reservations: every sample may be continued
-    `max_extensions` times, each continuation reading the prompt and what was generated so far again and
-    generating up to the request's limit once more."""
-    calls = 1 + plan.max_extensions
-    output = estimate.output * calls
-    return TokenEstimate(prompt=(estimate.prompt + output) * calls, output=output, n=plan.samples)
+def deliberation_plan(
+    settings: DeliberationSettings,
+    checked: ChatRequest,
+    prompt: int,
+    max_model_len: int | None,
+    headers: Headers,
+) -> DepthPlan:
+    """The request's plan (before anything is reserved); DepthUnreachable when its bound cannot hold it."""
+    if (checked.n or 1) != 1:
+        raise GatewayError(
+            400,
+            "The deliberate tier returns one answer per request (it samples and votes itself): n must be 1.",
+            code="invalid_value",
+            param="n",
+        )
+    best_effort = headers.get(DEPTH_HEADER, "").strip().lower() == "best-effort"
+    context = max(1, max_model_len - prompt) if max_model_len is not None else None
+    return plan_for(
+        settings,
+        checked.reasoning_effort,
+        checked.output_limit,
+        context,
+        unbounded=DEFAULT_OUTPUT_TOKENS,
+        best_effort=best_effort,
+    )
+
+
+def depth_refusal(exc: DepthUnreachable, checked: ChatRequest) -> GatewayError:
+    """The 400 for a bound that cannot hold the depth promised."""
+    field = "max_completion_tokens" if checked.max_completion_tokens is not None else "max_tokens"
+    return GatewayError(
+        400,
+        f"{field} is {exc.requested}, but the {exc.effort} effort promises at least {exc.floor} reasoning"
+        f" tokens and room for an answer: at least {exc.minimum}. Raise {field}, lower reasoning_effort,"
+        f" or send `{DEPTH_HEADER}: best-effort` to accept a shallower answer billed at the fast tier's"
+        " prices.",
+        code="max_tokens_below_depth_floor",
+        param=field,
+    )
+
+
+def deliberation_estimate(prompt: int, plan: DepthPlan) -> TokenEstimate:
+    """The most a deliberation may use, for its reservations: every sample generates at most the plan's
+    output over all its calls; the engines read the prompt once for the first call, then again, with the
+    reasoning so far, for each extension and close the plan allows (`DepthPlan.prompt_bound`)."""
+    return TokenEstimate(prompt=plan.prompt_bound(prompt), output=plan.output_bound(), n=1)
 
 
 async def deliberate(
@@ -96,14 +148,10 @@ async def deliberate(
 
 
 def _new_run(data: dict[str, Any], plan: DepthPlan, settings: DeliberationSettings) -> Run:
-    if (data.get("n") or 1) != 1:
-        raise GatewayError(
-            400,
-            "The deliberate tier returns one answer per request (it samples and votes itself): n must be 1.",
-            code="invalid_value",
-            param="n",
-        )
     body = {key: value for key, value in data.items() if key not in ("stream", "stream_options", "n")}
+    if plan.output is not None and plan.pinned:  # the first call's bound is the sample's; then what is left
+        body.pop("max_tokens", None)
+        body["max_completion_tokens"] = plan.output
     return Run(plan=plan, settings=settings, body=body)
 
 

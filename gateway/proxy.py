@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -15,8 +16,8 @@ from engines import EngineError, EnginePool, PooledStream
 from gateway.admission import Admitter, estimate_tokens, pinned_output
 from gateway.affinity import affinity_key
 from gateway.catalog import Catalog, Offer
-from gateway.deliberate import deliberate, deliberation_estimate
-from gateway.deliberation import plan_for
+from gateway.deliberate import deliberate, deliberation_estimate, deliberation_plan, depth_refusal
+from gateway.deliberation import DepthUnreachable
 from gateway.disconnect import CLIENT_CLOSED, DisconnectWatch
 from gateway.endpoints import CHAT, Endpoint
 from gateway.errors import GatewayError, from_engine_error
@@ -26,7 +27,8 @@ from gateway.metering import MeterSink, Outcome
 from gateway.metrics import RequestMetrics
 from gateway.relay import RelayEnd, StreamRelay
 from gateway.request_id import request_id_of
-from gateway.schemas import check_request
+from gateway.schemas import ChatRequest, check_request
+from gateway.usage_record import prompt_estimate
 from pricing import PriceBook
 
 __all__ = ["InferenceProxy"]
@@ -75,15 +77,25 @@ class InferenceProxy:
             key.tiers if key is not None else None,
         )
         started_at = time.time()
-        plan = None
-        if offer.deliberation is not None and endpoint is CHAT:
-            plan = plan_for(offer.deliberation, checked.reasoning_effort)
-        admission = hold = None
+        plan = estimate = None
         if key is not None:
             self._admitter.permit(key, offer)
             estimate = estimate_tokens(len(body), checked, offer.max_model_len)
-            if plan is not None:
-                estimate = deliberation_estimate(estimate, plan)
+        if offer.deliberation is not None and isinstance(checked, ChatRequest):
+            prompt = prompt_estimate(len(body))
+            try:
+                plan = deliberation_plan(
+                    offer.deliberation, checked, prompt, offer.max_model_len, request.headers
+                )
+                estimate = deliberation_estimate(prompt, plan)
+            except DepthUnreachable as exc:
+                if difficulty is None or (key is not None and "fast" not in key.tiers):
+                    raise depth_refusal(exc, checked) from None
+                # the auto tier chose depth the request's bound cannot hold: the fast tier answers it
+                offer = self._catalog.resolve(offer.model, "fast", None)[0]
+                difficulty = replace(difficulty, tier="fast", reasons=(*difficulty.reasons, "max_tokens"))
+        admission = hold = None
+        if key is not None and estimate is not None:
             admission = await self._admitter.admit(key, offer, estimate.total)
             try:
                 hold = await self._admitter.reserve(key, offer, estimate, started_at)

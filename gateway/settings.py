@@ -137,6 +137,10 @@ class DeliberationSettings(_Section):
     default_effort: ReasoningEffort = ReasoningEffort.MEDIUM
     efforts: dict[ReasoningEffort, EffortLevel] = Field(default_factory=_default_efforts, min_length=1)
     keepalive_s: float = Field(5.0, gt=0, description="SSE comments while samples run")
+    # a request without max_completion_tokens (or max_tokens) may generate, per sample, the level's cap plus
+    # this much (all calls together); with one, that bound, of which min_answer_tokens stays for the answer
+    answer_tokens: int = Field(2048, ge=1, description="room for the answer after a capped reasoning")
+    min_answer_tokens: int = Field(64, ge=1, description="a bound below floor + this cannot meet the floor")
 
 
 class TierOffer(_Section):

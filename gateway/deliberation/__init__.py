@@ -2,7 +2,7 @@
 samples voted on (self-consistency), and chain-of-thought for plain models - each a strategy
 (`strategy.py`), run by `Deliberator` over the deliberate pool, metered into the request's usage record."""
 
-from gateway.deliberation.plan import DepthPlan, plan_for
+from gateway.deliberation.plan import DepthPlan, DepthUnreachable, plan_for
 from gateway.deliberation.respond import Chunks, completion_body, usage_body
 from gateway.deliberation.run import Run, Sample
 from gateway.deliberation.runner import Deliberator, Emit
@@ -11,6 +11,7 @@ __all__ = [
     "Chunks",
     "Deliberator",
     "DepthPlan",
+    "DepthUnreachable",
     "Emit",
     "Run",
     "Sample",

@@ -31,8 +31,11 @@ def _short(run: Run, sample: Sample) -> bool:
     below_cap = plan.cap is None or sample.reasoning_tokens < plan.cap
     # "length": the answer was cut by max_tokens, there is no room to think more
     stopped = sample.finish_reason == "stop"
+    remaining = plan.remaining(sample.generated)
+    room = remaining is None or remaining > plan.answer_room  # to think on, and still answer
     return (
-        sample.reasoning_tokens < plan.floor
+        room
+        and sample.reasoning_tokens < plan.floor
         and sample.extensions < plan.max_extensions
         and below_cap
         and stopped

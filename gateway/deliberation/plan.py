@@ -1,4 +1,13 @@
-"""What a deliberate request is promised: the effort level its `reasoning_effort` picks."""
+"""What a deliberate request is promised, and within what: the effort level its `reasoning_effort` picks,
+bounded by the tokens the request may generate.
+
+A sample's `output` bounds everything the engines generate for it, over all its calls (reasoning, answers
+an extension discarded, the answer), as `max_completion_tokens` does on OpenAI's reasoning models: the
+client's own bound when it sent one, else the level's cap plus `answer_tokens` (else the model's context).
+The cap the run applies is the level's, lowered to leave `min_answer_tokens` of that output for the answer.
+A bound below the floor plus that room can never meet the floor: `DepthUnreachable`, unless the request
+asked for best-effort depth (then a missed floor bills as the fast tier, as any missed floor does).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +16,25 @@ from dataclasses import dataclass
 from gateway.settings import DeliberationSettings
 from gateway.tiers import ReasoningEffort
 
-__all__ = ["DepthPlan", "plan_for"]
+__all__ = ["CALL_OVERHEAD_TOKENS", "DepthPlan", "DepthUnreachable", "plan_for"]
 
 _ORDER = list(ReasoningEffort)
+# what a continuation adds to the prompt besides the reasoning it carries: the assistant turn's template,
+# the opening and closing delimiters, the cues spliced in so far
+CALL_OVERHEAD_TOKENS = 64
+
+
+class DepthUnreachable(ValueError):
+    """The request's bound on generated tokens leaves no room for the floor and an answer."""
+
+    def __init__(self, effort: str, floor: int, minimum: int, requested: int) -> None:
+        super().__init__(
+            f"{requested} tokens cannot hold a floor of {floor} and an answer (minimum {minimum})"
+        )
+        self.effort = effort
+        self.floor = floor
+        self.minimum = minimum
+        self.requested = requested
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,11 +44,60 @@ class DepthPlan:
     cap: int | None  # reasoning tokens no sample goes beyond
     samples: int
     max_extensions: int
+    output: int | None = None  # tokens the engines may generate per sample: over all its calls when pinned
+    answer_room: int = 0  # of `output`, kept for the answer: no extension starts without it
+    # the gateway sends `output` as each call's bound, less what the sample generated; not pinned (no cap, no
+    # bound from the client), each call may generate `output`, what the model's context leaves
+    pinned: bool = True
+
+    def remaining(self, generated: int) -> int | None:
+        """What a sample that has generated `generated` tokens may still generate (None: unbounded)."""
+        if self.output is None or not self.pinned:
+            return None
+        return max(0, self.output - generated)
+
+    def reasoning_limit(self, reasoning: int, generated: int) -> int | None:
+        """The most reasoning a sample may reach from here: the cap, lowered so that what the sample may still
+        generate keeps the answer's room (answers an extension discarded spent some of it)."""
+        remaining = self.remaining(generated)
+        if remaining is None:
+            return self.cap
+        room = max(reasoning + 1, reasoning + remaining - self.answer_room)
+        return room if self.cap is None else min(self.cap, room)
+
+    def output_bound(self) -> int:
+        """The most the engines generate for the whole run."""
+        per_call = self.output or 0
+        return self.samples * (per_call if self.pinned else per_call * self.calls_per_sample())
+
+    def calls_per_sample(self) -> int:
+        """The most engine calls one sample makes: its first, every extension to the floor, and two calls
+        that close its reasoning for an answer (at the cap, and once more when it still said nothing)."""
+        return 1 + self.max_extensions + 2
+
+    def prompt_bound(self, prompt: int) -> int:
+        """The most prompt tokens the engines read for the whole run: the first call once (its samples share
+        it), then per sample each extension (the prompt and reasoning below the floor) and each close (the
+        prompt and reasoning up to the cap)."""
+        reasoning = self.cap if self.cap is not None else (self.output or 0)
+        extension = prompt + min(self.floor, reasoning) + CALL_OVERHEAD_TOKENS
+        close = prompt + reasoning + CALL_OVERHEAD_TOKENS
+        return prompt + self.samples * (self.max_extensions * extension + 2 * close)
 
 
-def plan_for(settings: DeliberationSettings, reasoning_effort: str | None) -> DepthPlan:
-    """The configured level for the request's effort; an effort with no level of its own takes the nearest
-    configured one below it (or above, when none is below); no effort takes `default_effort`."""
+def plan_for(
+    settings: DeliberationSettings,
+    reasoning_effort: str | None,
+    requested: int | None = None,
+    context: int | None = None,
+    *,
+    unbounded: int = 4096,
+    best_effort: bool = False,
+) -> DepthPlan:
+    """The configured level for the request's effort (an effort with no level of its own takes the nearest
+    configured one below it, or above when none is below; no effort takes `default_effort`), bounded by
+    `requested` (the client's max_completion_tokens or max_tokens) and `context` (what the model's context
+    leaves after the prompt, when known; `unbounded` stands for it when not, for a level without a cap)."""
     wanted = _effort(reasoning_effort) or settings.default_effort
     levels = settings.efforts
     if wanted not in levels:
@@ -31,7 +105,27 @@ def plan_for(settings: DeliberationSettings, reasoning_effort: str | None) -> De
         above = [effort for effort in _ORDER[_ORDER.index(wanted) :] if effort in levels]
         wanted = below[-1] if below else above[0]
     level = levels[wanted]
-    return DepthPlan(wanted.value, level.floor, level.cap, level.samples, level.max_extensions)
+    room = settings.min_answer_tokens
+    if requested is not None:
+        output = requested
+        minimum = level.floor + room if level.floor else 0
+        if output < minimum and not best_effort:
+            raise DepthUnreachable(wanted.value, level.floor, minimum, requested)
+    elif level.cap is not None:
+        output = level.cap + settings.answer_tokens
+    else:  # nothing bounds a sample but the engine's context: each call may fill it
+        output = context if context is not None else unbounded
+        return DepthPlan(
+            wanted.value, level.floor, None, level.samples, level.max_extensions, output, room, pinned=False
+        )
+    if context is not None:
+        output = min(output, context)
+    output = max(output, 1)
+    cap = level.cap
+    if output > room:  # a cap that leaves the answer its room
+        cap = output - room if cap is None else min(cap, output - room)
+    # the floor stays the promise: a best-effort bound below it misses it, and is billed so
+    return DepthPlan(wanted.value, level.floor, cap, level.samples, level.max_extensions, output, room)
 
 
 def _effort(value: str | None) -> ReasoningEffort | None:

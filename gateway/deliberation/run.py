@@ -20,6 +20,7 @@ class Sample:
     reasoning: str = ""
     content: str = ""
     reasoning_tokens: int = 0
+    generated: int = 0  # every token the engines generated for it, over all its calls (the plan's output)
     extensions: int = 0
     finish_reason: str | None = None
     capped: bool = False  # the gateway stopped its reasoning at the cap; it has no answer yet

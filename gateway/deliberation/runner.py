@@ -65,10 +65,14 @@ class Deliberator:
                 self._emit(cue)
             assistant = f"{opening}{sample.reasoning}"
         body = {**_continued(run.body, assistant), "n": 1}
+        remaining = run.plan.remaining(sample.generated)
+        if remaining is not None:  # the sample's output bound holds over all its calls
+            body["max_completion_tokens"] = max(1, remaining)
         body.pop("thinking_token_budget", None)
-        if s.engine_caps_thinking and run.plan.cap is not None and not close:
+        limit = run.plan.reasoning_limit(sample.reasoning_tokens, sample.generated)
+        if s.engine_caps_thinking and limit is not None and not close:
             # vLLM counts the reasoning already in the continued message against the budget: the whole cap
-            body["thinking_token_budget"] = run.plan.cap
+            body["thinking_token_budget"] = limit
         await self._call(run, body, [sample], "after" if close else "inside")
 
     def _gateway_caps(self, run: Run) -> bool:
@@ -86,7 +90,9 @@ class Deliberator:
         got = _Got(len(samples))
         live = self._emit if len(run.samples) == 1 else None
         # the gateway's own cap: only while the sample may still think (not when it was told to answer)
-        cap = run.plan.cap if self._gateway_caps(run) and len(samples) == 1 and state != "after" else None
+        cap = None
+        if self._gateway_caps(run) and len(samples) == 1 and state != "after":
+            cap = run.plan.reasoning_limit(samples[0].reasoning_tokens, samples[0].generated)
         stream = await self._pool.stream(
             CHAT.path, payload, request_id=self._request_id, affinity=affinity_key(body, chat=True)
         )
@@ -117,6 +123,8 @@ class Deliberator:
         if usage is None:
             usage = await self._counted_usage(body, counts)
             run.estimated = True
+        for sample, generated in zip(samples, _per_choice(usage.completion_tokens, counts, got), strict=True):
+            sample.generated += generated
         run.calls.append(usage)
 
     async def _reasoning_counts(self, texts: list[str], usage: Usage | None) -> list[int]:
@@ -198,6 +206,18 @@ async def _read(
         if cap is not None and not got.content[0] and samples[0].reasoning_tokens + got.deltas[0] >= cap:
             return True  # closing the stream (the caller does) aborts the engine's generation
     return False
+
+
+def _per_choice(completion: int, reasoning: list[int], got: _Got) -> list[int]:
+    """A call's completion tokens by choice: each choice's reasoning, and what is left split by the share of
+    answer text (exact for one choice, which is every call but a self-consistency run's first)."""
+    if len(reasoning) == 1:
+        return [max(completion, reasoning[0])]
+    answers = max(0, completion - sum(reasoning))
+    chars = [len(text) for text in got.content]
+    total = sum(chars)
+    # rounded up: a sample's bound must not be passed by a rounding
+    return [r + (-(-answers * c // total) if total else 0) for r, c in zip(reasoning, chars, strict=True)]
 
 
 def _estimate(text: str) -> int:

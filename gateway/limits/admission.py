@@ -52,9 +52,10 @@ ALLOWED = Admission(allowed=True, requests=None, tokens=None, retry_after_s=None
 
 
 def reserved_tokens(tokens: int, tpm: int | None) -> int:
-    """What a request reserves of its tpm. An estimate above the whole limit is clamped to it: such a
-    request can still pass, on an idle bucket, instead of being refused forever; settling then charges
-    what it really used, up to one full minute of the limit."""
+    """What a request reserves of its tpm. An estimate above the whole limit is clamped to it (the gateway
+    refuses such a request before it reaches a limiter, saying why; a limiter alone would admit it on an
+    idle bucket rather than refuse it forever); settling then charges what it really used, up to one full
+    minute of the limit."""
     if tokens < 0:
         raise ValueError(f"a token estimate cannot be negative, not {tokens}")
     return 0 if tpm is None else min(tokens, tpm)

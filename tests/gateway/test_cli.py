@@ -26,9 +26,13 @@ def test_demo_serves_both_tiers_and_stops_on_ctrl_c(processes: list[subprocess.P
     wait_http(f"http://127.0.0.1:{port}/readyz", demo)
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=api_key, max_retries=0)
     assert len(list(client.models.list())) == 4
-    for model in ("qwen3-8b:fast", "qwen3-8b:deliberate"):
+    # the deliberate tier's bound holds the low effort's floor (256) and an answer
+    for model, bound in (("qwen3-8b:fast", 5), ("qwen3-8b:deliberate", 400)):
         reply = client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=5
+            model=model,
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=bound,
+            reasoning_effort="low",
         )
         message = reply.choices[0].message
         assert message.content or (message.model_extra or {}).get("reasoning")  # 5 tokens may all be thinking

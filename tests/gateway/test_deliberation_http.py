@@ -272,7 +272,7 @@ def test_the_auto_tier_picks_by_difficulty_and_says_why(tmp_path: Path, client: 
         assert easy.parse().model == "qwen3-8b:fast"
         assert easy.headers["x-tiergate-auto"].startswith("score=")
         hard = sdk.chat.completions.with_raw_response.create(
-            model="qwen3-8b:auto", messages=[{"role": "user", "content": HARD}], max_tokens=50
+            model="qwen3-8b:auto", messages=[{"role": "user", "content": HARD}], max_tokens=2000
         )
         assert hard.headers["x-tiergate-tier"] == "deliberate"
         assert "math" in hard.headers["x-tiergate-auto"] and "multi_step" in hard.headers["x-tiergate-auto"]
@@ -282,10 +282,17 @@ def test_the_auto_tier_picks_by_difficulty_and_says_why(tmp_path: Path, client: 
             messages=[{"role": "user", "content": "hi"}],
             reasoning_effort="high",
             extra_headers={"x-tiergate-tier": "auto"},
-            max_tokens=50,
+            max_tokens=2000,
         )
         assert pushed.headers["x-tiergate-tier"] == "deliberate"
         assert "effort high" in pushed.headers["x-tiergate-auto"]
+        # a bound too small for the depth auto chose: the fast tier answers, and the header says why
+        short = sdk.chat.completions.with_raw_response.create(
+            model="qwen3-8b:auto", messages=[{"role": "user", "content": HARD}], max_tokens=50
+        )
+        assert short.headers["x-tiergate-tier"] == "fast"
+        assert short.headers["x-tiergate-auto"].endswith(",max_tokens")
+        assert short.parse().model == "qwen3-8b:fast"
         # a model offered in one tier only: auto is that tier, however easy the request
         only = sdk.chat.completions.with_raw_response.create(
             model="qwen3-32b:auto", messages=[{"role": "user", "content": "hi"}], max_tokens=5
