@@ -27,6 +27,7 @@ from gateway.deliberation import (
     Run,
     completion_body,
     plan_for,
+    progress_fields,
     usage_body,
 )
 from gateway.disconnect import CLIENT_CLOSED, DisconnectWatch
@@ -164,9 +165,12 @@ async def _done(meter: Meter, run: Run, outcome: Outcome, status: int, first: fl
 
 
 class DeliberationStream(Response):
-    """A deliberation streamed: reasoning deltas as they are generated (one sample), or SSE comments every
-    `keepalive_s` while several samples run; then the answer, the usage chunk when asked for, and [DONE].
-    A client that leaves cancels every engine call at once; the record is written exactly once."""
+    """A deliberation streamed as it runs: the first sample's reasoning as it is generated, its answer as soon
+    as nothing can discard it (one sample), progress chunks while several samples run (`tiergate.progress`),
+    SSE comments every `keepalive_s` of silence; then the rest of the answer (with several samples, the
+    vote's: `tiergate.winner` names it, with its reasoning when another sample than the one streamed won),
+    the usage chunk when asked for, and [DONE]. A client that leaves cancels every engine call at once; the
+    record is written exactly once."""
 
     def __init__(
         self,
@@ -192,16 +196,12 @@ class DeliberationStream(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         run, meter = self._run, self._meter
         chunks = Chunks(self._request_id, self._offer.public_id)
-        pieces: asyncio.Queue[str | None] = asyncio.Queue()  # reasoning as it comes; None: the run ended
-        live = run.plan.samples == 1
-        deliberator = Deliberator(
-            self._pool, self._offer.engine_model, self._request_id, pieces.put_nowait if live else None
-        )
+        feed = _Feed(chunks)
+        deliberator = Deliberator(self._pool, self._offer.engine_model, self._request_id, feed)
         watch = DisconnectWatch(receive)
         meter.sent()
         work = asyncio.get_running_loop().create_task(deliberator.run(run))
-        work.add_done_callback(lambda _: pieces.put_nowait(None))
-        first: float | None = None
+        work.add_done_callback(lambda _: feed.queue.put_nowait(None))
         metered = False
         opened = False  # the stream's headers went out: from then on an error can only be an SSE event
 
@@ -218,16 +218,15 @@ class DeliberationStream(Response):
             keepalive = run.settings.keepalive_s
             while True:
                 try:
-                    piece = await asyncio.wait_for(pieces.get(), keepalive)
+                    event = await asyncio.wait_for(feed.queue.get(), keepalive)
                 except TimeoutError:
                     await open_stream()
-                    await self._send(send, _KEEPALIVE)  # samples still running: the connection stays up
+                    await self._send(send, _KEEPALIVE)  # nothing to say yet: the connection stays up
                     continue
-                if piece is None:
+                if event is None:
                     break
-                first = first or time.monotonic()
                 await open_stream()
-                await self._send(send, chunks.delta({"reasoning": piece}))
+                await self._send(send, event)
             tail: list[bytes] = []
             try:
                 work.result()
@@ -237,7 +236,7 @@ class DeliberationStream(Response):
                 error = _stream_error(exc)
                 outcome = Outcome.of_engine_error(exc)
                 status = 200 if opened else error.status
-                await asyncio.shield(_done(meter, run, outcome, status, first))
+                await asyncio.shield(_done(meter, run, outcome, status, feed.first))
                 if not opened:  # nothing sent yet: an ordinary error response, with its status
                     response = error.response()
                     response.raw_headers.extend(self._extra)
@@ -249,9 +248,13 @@ class DeliberationStream(Response):
             watch.stop()  # from here on a disconnect changes nothing
             await open_stream()
             answer = run.answer
-            if not live:
-                tail.append(chunks.delta({"reasoning": answer.reasoning}))
-            tail.append(chunks.delta({"content": answer.content}))
+            content = answer.content
+            if run.chosen != 0:  # the vote chose another sample than the one streamed
+                tail.append(chunks.winner(run.chosen, answer.reasoning))
+            elif content.startswith(run.live_content):
+                content = content[len(run.live_content) :]  # the rest of what was streamed as it came
+            if content:
+                tail.append(chunks.delta({"content": content}))
             tail.append(chunks.delta({}, answer.finish_reason or "stop"))
             meter.depth = run.depth()
             exchange = meter.exchange(
@@ -259,8 +262,9 @@ class DeliberationStream(Response):
                 200,
                 run.replica,
                 run.usage(),
-                first_event_at=first or time.monotonic(),
+                first_event_at=feed.first or time.monotonic(),
                 estimated=run.estimated,
+                delivered_tokens=answer.generated,
             )
             if self._include_usage:
                 usage = usage_body(run)
@@ -275,7 +279,7 @@ class DeliberationStream(Response):
             disconnected = watch.absorb()
             if not metered:
                 outcome = Outcome.CLIENT_DISCONNECTED if disconnected else Outcome.ABORTED
-                await asyncio.shield(_done(meter, run, outcome, 200, first))
+                await asyncio.shield(_done(meter, run, outcome, 200, feed.first))
             if not disconnected:
                 raise
         finally:
@@ -285,6 +289,29 @@ class DeliberationStream(Response):
     @staticmethod
     async def _send(send: Send, body: bytes, *, more: bool = True) -> None:
         await send({"type": "http.response.body", "body": body, "more_body": more})
+
+
+class _Feed:
+    """The runner's listener: each event as the stream's chunk, queued for the response (None: the run
+    ended); `first` is when the first token went out, for the time-to-first-token metric."""
+
+    __slots__ = ("_chunks", "first", "queue")
+
+    def __init__(self, chunks: Chunks) -> None:
+        self._chunks = chunks
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.first: float | None = None
+
+    def reasoning(self, text: str) -> None:
+        self.first = self.first or time.monotonic()
+        self.queue.put_nowait(self._chunks.delta({"reasoning": text}))
+
+    def content(self, text: str) -> None:
+        self.first = self.first or time.monotonic()
+        self.queue.put_nowait(self._chunks.delta({"content": text}))
+
+    def progress(self, run: Run) -> None:
+        self.queue.put_nowait(self._chunks.progress(progress_fields(run)))
 
 
 def _stream_error(exc: Exception) -> GatewayError:

@@ -114,6 +114,7 @@ class Meter:
         first_event_at: float | None = None,
         reply: dict[str, Any] | None = None,
         estimated: bool = False,
+        delivered_tokens: int | None = None,
     ) -> Exchange:
         offer = self._offer
         return Exchange(
@@ -137,6 +138,7 @@ class Meter:
             first_token_s=first_event_at - self._clock if first_event_at is not None else None,
             duration_s=time.monotonic() - self._clock,
             estimated=estimated,
+            delivered_tokens=delivered_tokens,
         )
 
     async def done(self, exchange: Exchange) -> None:

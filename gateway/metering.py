@@ -51,6 +51,9 @@ class Exchange:
     first_token_s: float | None  # seconds from start to the first event relayed
     duration_s: float
     estimated: bool = False  # `usage` is partly counted by the gateway (a deliberation call cut short)
+    # tokens of the one answer a stream carried (a deliberation's delivered sample), for the inter-token
+    # latency; None: all of the completion
+    delivered_tokens: int | None = None
 
 
 class MeterSink(Protocol):

@@ -180,8 +180,9 @@ class RequestMetrics:
         first = exchange.first_token_s
         if first is not None and exchange.streamed:
             series.ttft.observe(first)
-            if record.completion_tokens > 1:
-                series.itl.observe(max(0.0, exchange.duration_s - first) / (record.completion_tokens - 1))
+            tokens = exchange.delivered_tokens or record.completion_tokens
+            if tokens > 1:
+                series.itl.observe(max(0.0, exchange.duration_s - first) / (tokens - 1))
         depth = record.depth
         if record.completion_tokens:
             series.reasoning_hist.observe(record.reasoning_tokens)

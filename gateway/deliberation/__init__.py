@@ -3,19 +3,20 @@ samples voted on (self-consistency), and chain-of-thought for plain models - eac
 (`strategy.py`), run by `Deliberator` over the deliberate pool, metered into the request's usage record."""
 
 from gateway.deliberation.plan import DepthPlan, DepthUnreachable, plan_for
-from gateway.deliberation.respond import Chunks, completion_body, usage_body
+from gateway.deliberation.respond import Chunks, completion_body, progress_fields, usage_body
 from gateway.deliberation.run import Run, Sample
-from gateway.deliberation.runner import Deliberator, Emit
+from gateway.deliberation.runner import Deliberator, Listener
 
 __all__ = [
     "Chunks",
     "Deliberator",
     "DepthPlan",
     "DepthUnreachable",
-    "Emit",
+    "Listener",
     "Run",
     "Sample",
     "completion_body",
     "plan_for",
+    "progress_fields",
     "usage_body",
 ]

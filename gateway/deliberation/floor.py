@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 
 from gateway.deliberation.cap import answer_capped
+from gateway.deliberation.plan import DepthPlan
 from gateway.deliberation.run import Run, Sample
 from gateway.deliberation.strategy import Engine
 
-__all__ = ["DepthFloor"]
+__all__ = ["DepthFloor", "may_extend"]
 
 
 class DepthFloor:
@@ -27,17 +28,19 @@ class DepthFloor:
 
 
 def _short(run: Run, sample: Sample) -> bool:
-    plan = run.plan
-    below_cap = plan.cap is None or sample.reasoning_tokens < plan.cap
     # "length": the answer was cut by max_tokens, there is no room to think more
     stopped = sample.finish_reason == "stop"
-    remaining = plan.remaining(sample.generated)
-    room = remaining is None or remaining > plan.answer_room  # to think on, and still answer
     return (
-        room
-        and sample.reasoning_tokens < plan.floor
-        and sample.extensions < plan.max_extensions
-        and below_cap
-        and stopped
+        stopped
         and not sample.capped
+        and may_extend(run.plan, sample.reasoning_tokens, sample.extensions, sample.generated)
     )
+
+
+def may_extend(plan: DepthPlan, reasoning: int, extensions: int, generated: int) -> bool:
+    """Whether a sample that stopped with this much reasoning, these extensions and this much generated
+    is sent back to think on."""
+    remaining = plan.remaining(generated)
+    room = remaining is None or remaining > plan.answer_room  # to think on, and still answer
+    below_cap = plan.cap is None or reasoning < plan.cap
+    return room and reasoning < plan.floor and extensions < plan.max_extensions and below_cap

@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 
 from gateway.deliberation.run import Run
+from gateway.deliberation.vote import extract_answer
 
-__all__ = ["Chunks", "completion_body", "usage_body"]
+__all__ = ["Chunks", "completion_body", "progress_fields", "usage_body"]
 
 
 def usage_body(run: Run) -> dict[str, Any]:
@@ -24,6 +25,25 @@ def usage_body(run: Run) -> dict[str, Any]:
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens if usage else 0},
         "completion_tokens_details": {"reasoning_tokens": (usage.reasoning_tokens or 0) if usage else 0},
         "reasoning_depth": run.depth_fields(),
+    }
+
+
+def progress_fields(run: Run) -> dict[str, Any]:
+    """Where a run of several samples stands (`tiergate.progress` of a stream): samples answered so far,
+    extensions made, and the answers they give, normalised as the vote counts them."""
+    votes: dict[str, int] = {}
+    answered = 0
+    for sample in run.samples:
+        if sample.content.strip() and sample.finish_reason is not None:
+            answered += 1
+            answer = extract_answer(sample.content)
+            if answer is not None:
+                votes[answer] = votes.get(answer, 0) + 1
+    return {
+        "samples": len(run.samples),
+        "answered": answered,
+        "extensions": sum(sample.extensions for sample in run.samples),
+        "votes": votes,
     }
 
 
@@ -62,6 +82,19 @@ class Chunks:
     def delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return self._event({**self._head, "choices": [choice]})
+
+    def progress(self, fields: dict[str, Any]) -> bytes:
+        """A chunk with nothing to add to the message, and where the run stands."""
+        return self._tiergate({"progress": fields})
+
+    def winner(self, sample: int, reasoning: str) -> bytes:
+        """The vote chose another sample than the one streamed: which, and its reasoning."""
+        return self._tiergate({"winner": {"sample": sample, "reasoning": reasoning}})
+
+    def _tiergate(self, fields: dict[str, Any]) -> bytes:
+        # an ordinary chunk (one choice, empty delta), so that a client reading choices[0] never trips
+        choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": None}
+        return self._event({**self._head, "choices": [choice], "tiergate": fields})
 
     def usage(self, usage: dict[str, Any]) -> bytes:
         return self._event({**self._head, "choices": [], "usage": usage})

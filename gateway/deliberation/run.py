@@ -39,6 +39,7 @@ class Run:
     vote: Vote | None = None
     chosen: int = 0
     estimated: bool = False  # some call's usage was counted by the gateway (it was cut short)
+    live_content: str = ""  # of the first sample's answer, what a streaming client was sent as it came
 
     @property
     def answer(self) -> Sample:

@@ -5,35 +5,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from engines import EnginePool, PooledStream, Usage
 from gateway.affinity import affinity_key
+from gateway.deliberation.floor import may_extend
 from gateway.deliberation.run import Run, Sample
 from gateway.deliberation.splitter import State, ThinkSplitter
 from gateway.deliberation.strategy import strategies_for
 from gateway.endpoints import CHAT
 from gateway.usage_record import COUNT_TIMEOUT_S, generated_estimate, prompt_estimate
 
-__all__ = ["Deliberator", "Emit"]
+__all__ = ["Deliberator", "Listener"]
 
-Emit = Callable[[str], None]  # a piece of the answer's reasoning, for a client streaming it live
+
+class Listener(Protocol):
+    """A client streaming the run as it goes. The first sample is the one it watches: its reasoning as it
+    is generated; its answer as well once nothing can discard it (one sample only: with several, the vote
+    picks the answer at the end); and, with several samples, the run's progress after each step."""
+
+    def reasoning(self, text: str) -> None: ...
+
+    def content(self, text: str) -> None: ...
+
+    def progress(self, run: Run) -> None: ...
 
 
 class Deliberator:
-    """One request's engine work. `emit` receives reasoning as it is generated (single-sample runs only:
-    with several samples nobody knows yet which one will be the answer)."""
+    """One request's engine work, told as it goes to `listener` (a streaming client)."""
 
     def __init__(
-        self, pool: EnginePool, engine_model: str, request_id: str, emit: Emit | None = None
+        self, pool: EnginePool, engine_model: str, request_id: str, listener: Listener | None = None
     ) -> None:
         self._pool = pool
         self._model = engine_model
         self._request_id = request_id
-        self._emit = emit
+        self._listener = listener
         self._replica = ""  # the replica that answered last: its tokenizer counts what it generated
 
     async def run(self, run: Run) -> None:
@@ -49,8 +58,14 @@ class Deliberator:
             await asyncio.gather(*(self._call(run, single, [sample], state) for sample in run.samples))
         else:
             await self._call(run, first, run.samples, state)
+        self._progress(run)
         for strategy in strategies:
             await strategy.refine(run, self)
+            self._progress(run)
+
+    def _progress(self, run: Run) -> None:
+        if self._listener is not None and len(run.samples) > 1:
+            self._listener.progress(run)
 
     async def extend(self, run: Run, sample: Sample, *, close: bool) -> None:
         s = run.settings
@@ -61,8 +76,8 @@ class Deliberator:
             cue = f"\n{s.cue}"
             sample.reasoning += cue
             sample.extensions += 1
-            if self._emit is not None and len(run.samples) == 1:
-                self._emit(cue)
+            if self._listener is not None and sample is run.samples[0]:
+                self._listener.reasoning(cue)
             assistant = f"{opening}{sample.reasoning}"
         body = {**_continued(run.body, assistant), "n": 1}
         remaining = run.plan.remaining(sample.generated)
@@ -88,7 +103,7 @@ class Deliberator:
             else None
         )
         got = _Got(len(samples))
-        live = self._emit if len(run.samples) == 1 else None
+        live = _Live(self._listener, run, samples) if self._listener is not None else None
         # the gateway's own cap: only while the sample may still think (not when it was told to answer)
         cap = None
         if self._gateway_caps(run) and len(samples) == 1 and state != "after":
@@ -115,8 +130,9 @@ class Deliberator:
                 more, rest = splitter.finish()
                 got.reasoning[i] += more
                 got.content[i] += rest
-                if more and live is not None:
-                    live(more)
+                if live is not None:
+                    live.reasoning(i, more)
+                    live.content(i, rest, got)
         usage = None if stopped else stream.usage
         counts = await self._reasoning_counts(got.reasoning, usage if s.reasoning == "native" else None)
         _keep(samples, got, counts, stopped, prompted=splitters is not None)
@@ -164,15 +180,49 @@ class Deliberator:
         return replica.engine if replica is not None else None
 
 
+class _Live:
+    """What of one call the listener is told: the watched sample's reasoning, and its answer once it is final
+    (a sample that may still be extended to the floor gets its answer discarded: that one is held back)."""
+
+    __slots__ = ("_at", "_listener", "_run")
+
+    def __init__(self, listener: Listener, run: Run, samples: list[Sample]) -> None:
+        self._listener = listener
+        self._run = run
+        watched = run.samples[0]
+        self._at = next((i for i, sample in enumerate(samples) if sample is watched), -1)
+
+    def reasoning(self, i: int, text: str) -> None:
+        if i == self._at and text:
+            self._listener.reasoning(text)
+
+    def content(self, i: int, text: str, got: _Got) -> None:
+        run = self._run
+        if i != self._at or not text or len(run.samples) > 1:
+            return
+        sample = run.samples[0]
+        # reasoning deltas are at most as many as its tokens: a lower bound, so "cannot extend" is sure
+        if may_extend(run.plan, sample.reasoning_tokens + got.deltas[i], sample.extensions, sample.generated):
+            return  # held back: it may yet be discarded
+        pending = got.content[i][got.live[i] :]  # what was held back before, and this
+        got.live[i] = len(got.content[i])
+        if not run.live_content and run.settings.reasoning == "prompted":
+            pending = pending.lstrip("\n")  # as the kept answer is: from its first word
+        if pending:
+            run.live_content += pending
+            self._listener.content(pending)
+
+
 class _Got:
     """What one call generated so far, per choice."""
 
-    __slots__ = ("content", "deltas", "reasoning")
+    __slots__ = ("content", "deltas", "live", "reasoning")
 
     def __init__(self, choices: int) -> None:
         self.reasoning = [""] * choices
         self.content = [""] * choices
         self.deltas = [0] * choices  # reasoning deltas: about a token each
+        self.live = [0] * choices  # characters of content told to the listener
 
 
 async def _read(
@@ -180,7 +230,7 @@ async def _read(
     samples: list[Sample],
     got: _Got,
     splitters: list[ThinkSplitter] | None,
-    live: Emit | None,
+    live: _Live | None,
     cap: int | None,
 ) -> bool:
     """Read a call's stream into `got`; True when it was stopped at the cap."""
@@ -199,8 +249,10 @@ async def _read(
                 got.reasoning[i] += thought
                 got.deltas[i] += 1
                 if live is not None:
-                    live(thought)
+                    live.reasoning(i, thought)
             got.content[i] += said
+            if live is not None:
+                live.content(i, said, got)
             if choice.get("finish_reason"):
                 samples[i].finish_reason = choice["finish_reason"]
         if cap is not None and not got.content[0] and samples[0].reasoning_tokens + got.deltas[0] >= cap:
