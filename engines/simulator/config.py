@@ -66,6 +66,10 @@ class SimulatorConfig:
     skill_scale_tokens: float = 400.0
     skill_tempting_rate: float = 0.4  # of wrong answers, the share that is the task's tempting wrong value
 
+    # Constrained output (tool calls, structured output): the arguments or JSON a request gets are drawn
+    # from its seed and prompt, so its n choices agree, except this share of choices, drawn on their own.
+    structured_variation_rate: float = 0.0
+
     # Failure injection by config (the x-sim-fault header does the same per request).
     error_rate: float = 0.0
     error_status: int = 503
@@ -107,6 +111,7 @@ def _problems(c: SimulatorConfig) -> list[str]:
         "skill_base",
         "skill_max",
         "skill_tempting_rate",
+        "structured_variation_rate",
     ):
         if not 0.0 <= getattr(c, name) <= 1.0:
             out.append(f"{name} must be within [0, 1]")
@@ -140,6 +145,7 @@ PROFILES: Mapping[str, SimulatorConfig] = MappingProxyType(
             num_speculative_tokens=0,
             reasoning=True,
             short_reasoning_rate=0.3,
+            structured_variation_rate=0.25,
         ),
         # A plain instruct model: no reasoning parser, but told to think between <think> and </think>
         # (the gateway's prompted chain-of-thought) it does so in its content. One token per step.

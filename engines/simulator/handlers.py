@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from engines.simulator.asgi import Exchange, run_until_disconnect
 from engines.simulator.config import SimulatorConfig
+from engines.simulator.constrained import Writer
 from engines.simulator.engine import Engine, Job
 from engines.simulator.errors import SimulatedDrop, SimulatorError
 from engines.simulator.faults import FAULT_HEADER, Fault
@@ -19,6 +20,7 @@ from engines.simulator.protocol import ChatRequest, CompletionRequest, TokenizeR
 from engines.simulator.responses import ChunkEncoder, Kind, build_usage, chat_completion, text_completion
 from engines.simulator.streaming import serve_stream
 from engines.simulator.tokenizer import THINK_OPEN, Prompt, render_chat, render_completion
+from engines.simulator.tools import tool_writer
 
 __all__ = [
     "Handler",
@@ -38,6 +40,7 @@ Handler = Callable[[Engine, Exchange], Awaitable[None]]
 async def chat_completions(engine: Engine, x: Exchange) -> None:
     fault = _admission(engine, x)
     request = parse(ChatRequest, x.body)
+    request.check()
     model = _model(engine, request.model)
     if request.continue_final_message and request.add_generation_prompt:
         raise SimulatorError(
@@ -48,13 +51,16 @@ async def chat_completions(engine: Engine, x: Exchange) -> None:
         request.messages,
         add_generation_prompt=request.add_generation_prompt,
         continue_final_message=request.continue_final_message,
+        tools=request.tools,
     )
     config = engine.config
     # A continued assistant message inside an open <think> goes on thinking, whatever the kwargs say.
     thinks = config.reasoning and (
         prompt.continuation == "reasoning" or (prompt.continuation == "none" and request.enable_thinking)
     )
-    inline = _inline_thinking(config, request, prompt)
+    writer = _writer(request)
+    # Guided decoding constrains a model without a reasoning parser from its first token: no inline thinking.
+    inline = _inline_thinking(config, request, prompt) if writer is None else "no"
     budget = request.thinking_token_budget
     if budget is not None:  # as vLLM: a total, the reasoning already in a continued message included
         budget = max(0, budget - prompt.carried_reasoning)
@@ -69,11 +75,19 @@ async def chat_completions(engine: Engine, x: Exchange) -> None:
         ignore_eos=request.ignore_eos,
         fresh_start=prompt.continuation == "none",
         inline_thinking=inline,
+        writer=writer,
     )
     plans = engine.planner.plan(prompt, model, sampling)
     cached = engine.prefix_cache.admit(model, prompt.tokens)
     job = engine.job(model, plans, len(prompt.tokens), cached, fault)
     await _serve(engine, x, job, "chat", request.stream is True, request.include_usage, fault)
+
+
+def _writer(request: ChatRequest) -> Writer | None:
+    """What writes the content of a constrained request: its tool calls."""
+    if request.tools is None:
+        return None  # the common case, at the cost of a comparison
+    return tool_writer(request)
 
 
 def _inline_thinking(config: SimulatorConfig, request: ChatRequest, prompt: Prompt) -> InlineThinking:
@@ -257,6 +271,7 @@ async def tokenize(engine: Engine, x: Exchange) -> None:
             request.messages,
             add_generation_prompt=request.add_generation_prompt and not request.continue_final_message,
             continue_final_message=request.continue_final_message,
+            tools=request.tools,
         )
     elif request.prompt is not None:
         prompt = render_completion(engine.tokenizer, request.prompt)

@@ -1,9 +1,9 @@
 """Request bodies the simulator understands. Like vLLM it ignores fields it does not use, so any
-OpenAI or vLLM extra (tools, temperature, top_k, ...) is accepted."""
+OpenAI or vLLM extra (temperature, top_k, ...) is accepted."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -14,8 +14,12 @@ __all__ = [
     "ChatRequest",
     "CompletionRequest",
     "ContentPart",
+    "FunctionDefinition",
+    "NamedToolChoice",
     "StreamOptions",
     "TokenizeRequest",
+    "ToolCallIn",
+    "ToolParam",
     "parse",
 ]
 
@@ -33,9 +37,23 @@ class ContentPart(_Lenient):
     text: str | None = None
 
 
+class FunctionCallIn(_Lenient):
+    name: str
+    arguments: str | dict[str, Any] = ""
+
+
+class ToolCallIn(_Lenient):
+    """A call in an assistant message of the conversation (the client sends the model's calls back)."""
+
+    id: str | None = None
+    type: str = "function"
+    function: FunctionCallIn
+
+
 class ChatMessage(_Lenient):
-    role: str
+    role: str  # "tool" messages (results, with their tool_call_id) are rendered like any other
     content: str | list[ContentPart] | None = None
+    tool_calls: list[ToolCallIn] | None = None
 
     def text(self) -> str:
         if self.content is None or isinstance(self.content, str):
@@ -65,13 +83,70 @@ class _Generation(_Lenient):
         return tuple(s for s in stops if s)
 
 
+class FunctionDefinition(_Lenient):
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON schema; none means no arguments
+
+
+class ToolParam(_Lenient):
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class _FunctionName(_Lenient):
+    name: str = Field(min_length=1)
+
+
+class NamedToolChoice(_Lenient):
+    type: Literal["function"] = "function"
+    function: _FunctionName
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
 class ChatRequest(_Generation):
     messages: list[ChatMessage] = Field(min_length=1)
+    tools: list[ToolParam] | None = None
+    tool_choice: ToolChoice | None = None  # vLLM: "auto" when tools are given, else "none"
+    parallel_tool_calls: bool | None = True
     max_completion_tokens: int | None = Field(None, ge=1)
     thinking_token_budget: int | None = Field(None, ge=0)
     chat_template_kwargs: dict[str, Any] | None = None
     continue_final_message: bool = False
     add_generation_prompt: bool = True
+
+    def check(self) -> None:
+        """vLLM's request validation of the fields beyond plain generation, with its messages."""
+        if self.tools == []:
+            raise SimulatorError(
+                400,
+                "`tools` must not be an empty array. "
+                "Either provide at least one tool or omit the field entirely.",
+                param="tools",
+            )
+        choice = self.tool_choice
+        if choice is not None and choice != "none":
+            if self.tools is None:
+                raise SimulatorError(
+                    400, "When using `tool_choice`, `tools` must be set.", param="tool_choice"
+                )
+            if isinstance(choice, NamedToolChoice) and all(
+                tool.function.name != choice.function.name for tool in self.tools
+            ):
+                raise SimulatorError(
+                    400,
+                    "The tool specified in `tool_choice` does not match any of the specified `tools`",
+                    param="tool_choice",
+                )
+
+    @property
+    def tool_choice_used(self) -> ToolChoice:
+        """The effective tool choice: vLLM's default is "auto" with tools (also for an explicit null)."""
+        if self.tool_choice is None:
+            return "auto" if self.tools else "none"
+        return self.tool_choice
 
     @property
     def token_cap(self) -> int | None:
@@ -100,6 +175,7 @@ class TokenizeRequest(_Lenient):
     model: str | None = None
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
+    tools: list[ToolParam] | None = None
     add_generation_prompt: bool = True
     continue_final_message: bool = False
 
