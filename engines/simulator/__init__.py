@@ -31,8 +31,8 @@ A client that disconnects mid-request cancels it at once (its sleep is cancelled
 inter-token interval at worst): it is counted in `vllm:request_success_total{finished_reason="abort"}`
 and its running slot is freed. Zero-latency requests never sleep and simply complete.
 
-Tools are served as vLLM 0.32 serves them with the hermes tool parser, in its shapes; docs/simulator.md says
-when the model calls a tool and what it writes.
+Tools (vLLM with the hermes tool parser) and structured output (`response_format`, `structured_outputs`) are
+served in vLLM 0.32's shapes; docs/simulator.md says when the model calls a tool and what it writes.
 
 A prompt holding a `[task: <expression>]` marker (`generate_tasks` writes such word problems) is
 answered by a skill model instead: a short text ending in `The answer is <N>.`, right with a

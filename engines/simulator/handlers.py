@@ -19,6 +19,7 @@ from engines.simulator.plan import ChoicePlan, InlineThinking, Sampling
 from engines.simulator.protocol import ChatRequest, CompletionRequest, TokenizeRequest, parse
 from engines.simulator.responses import ChunkEncoder, Kind, build_usage, chat_completion, text_completion
 from engines.simulator.streaming import serve_stream
+from engines.simulator.structured import structured_writer
 from engines.simulator.tokenizer import THINK_OPEN, Prompt, render_chat, render_completion
 from engines.simulator.tools import tool_writer
 
@@ -84,10 +85,10 @@ async def chat_completions(engine: Engine, x: Exchange) -> None:
 
 
 def _writer(request: ChatRequest) -> Writer | None:
-    """What writes the content of a constrained request: its tool calls."""
-    if request.tools is None:
-        return None  # the common case, at the cost of a comparison
-    return tool_writer(request)
+    """What writes the content of a constrained request: its tool calls, else its structured output."""
+    if request.tools is None and request.response_format is None and request.structured_outputs is None:
+        return None  # the common case, at the cost of three comparisons
+    return tool_writer(request) or structured_writer(request)
 
 
 def _inline_thinking(config: SimulatorConfig, request: ChatRequest, prompt: Prompt) -> InlineThinking:

@@ -16,7 +16,9 @@ __all__ = [
     "ContentPart",
     "FunctionDefinition",
     "NamedToolChoice",
+    "ResponseFormat",
     "StreamOptions",
+    "StructuredOutputs",
     "TokenizeRequest",
     "ToolCallIn",
     "ToolParam",
@@ -103,6 +105,26 @@ class NamedToolChoice(_Lenient):
     function: _FunctionName
 
 
+class JsonSchemaFormat(_Lenient):
+    name: str = "response"
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Lenient):
+    type: str  # "text", "json_object", "json_schema" (vLLM's structural tags are accepted, not honoured)
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StructuredOutputs(_Lenient):
+    """vLLM's own field; `json` and `json_object` are honoured, `choice` too (regex and grammar are not)."""
+
+    json_: dict[str, Any] | str | None = Field(None, alias="json")
+    json_object: bool | None = None
+    choice: list[str] | None = None
+
+
 ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
@@ -111,6 +133,8 @@ class ChatRequest(_Generation):
     tools: list[ToolParam] | None = None
     tool_choice: ToolChoice | None = None  # vLLM: "auto" when tools are given, else "none"
     parallel_tool_calls: bool | None = True
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = None
     max_completion_tokens: int | None = Field(None, ge=1)
     thinking_token_budget: int | None = Field(None, ge=0)
     chat_template_kwargs: dict[str, Any] | None = None
@@ -140,6 +164,18 @@ class ChatRequest(_Generation):
                     "The tool specified in `tool_choice` does not match any of the specified `tools`",
                     param="tool_choice",
                 )
+            so = self.structured_outputs
+            if isinstance(choice, NamedToolChoice) and so is not None and (so.json_ or so.choice):
+                raise SimulatorError(
+                    400, "You can only either use constraints for structured outputs or tools, not both."
+                )
+        rf = self.response_format
+        if rf is not None and rf.type == "json_schema" and rf.json_schema is None:
+            raise SimulatorError(
+                400,
+                "When response_format type is 'json_schema', the 'json_schema' field must be provided.",
+                param="response_format",
+            )
 
     @property
     def tool_choice_used(self) -> ToolChoice:
