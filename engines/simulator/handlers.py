@@ -77,6 +77,8 @@ async def chat_completions(engine: Engine, x: Exchange) -> None:
         fresh_start=prompt.continuation == "none",
         inline_thinking=inline,
         writer=writer,
+        logprobs=(request.top_logprobs or 0) if request.logprobs else None,
+        logprob_mean=fault.logprob_mean or config.logprob_mean,
     )
     plans = engine.planner.plan(prompt, model, sampling)
     cached = engine.prefix_cache.admit(model, prompt.tokens)
@@ -115,6 +117,7 @@ def _inline_thinking(config: SimulatorConfig, request: ChatRequest, prompt: Prom
 async def completions(engine: Engine, x: Exchange) -> None:
     fault = _admission(engine, x)
     request = parse(CompletionRequest, x.body)
+    request.check()
     model = _model(engine, request.model)
     plans: list[ChoicePlan] = []
     prompt_tokens = cached = 0
@@ -132,6 +135,8 @@ async def completions(engine: Engine, x: Exchange) -> None:
             stop=request.stop_strings(),
             ignore_eos=request.ignore_eos,
             fresh_start=False,  # a completion continues the prompt's text
+            logprobs=request.logprobs,
+            logprob_mean=fault.logprob_mean or engine.config.logprob_mean,
         )
         # Choices of a batch are numbered prompt by prompt, n each, as in vLLM.
         plans += engine.planner.plan(prompt, model, sampling, first_index=i * request.n)

@@ -4,7 +4,7 @@ decoding emits 1 + accepted draft tokens per step). A prompt with a task is answ
 model (engines/simulator/skill.py), right or wrong depending on how long the choice reasoned. A plain
 model told to think writes its reasoning in its content, between `<think>` and `</think>`. A request that
 constrains the output (tools, structured output) has its content written by a Writer instead
-(engines/simulator/constrained.py)."""
+(engines/simulator/constrained.py); with `logprobs`, every token gets its logprobs."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Literal
 
 from engines.simulator.config import SimulatorConfig
 from engines.simulator.constrained import ToolOutput, Writer
+from engines.simulator.logprobs import TokenLogprobs
 from engines.simulator.skill import answer_pieces, chosen_answer, unit
 from engines.simulator.text import TextSource
 from engines.simulator.tokenizer import THINK_CLOSE, THINK_OPEN, Prompt, Tokenizer
@@ -49,6 +50,8 @@ class Sampling:
     fresh_start: bool = True  # a new message: no leading space on the first piece
     inline_thinking: InlineThinking = "no"  # with reasoning: it goes into the content, within <think>
     writer: Writer | None = None  # what writes the content instead of free text (a tool call, JSON)
+    logprobs: int | None = None  # top logprobs per token (chat top_logprobs, completions logprobs)
+    logprob_mean: float = -0.3  # the mean logprob of a chosen token
 
 
 @dataclass(slots=True)
@@ -60,6 +63,7 @@ class ChoicePlan:
     stop_reason: str | None  # the stop string that ended it, as vLLM reports it
     steps: list[int]  # tokens emitted per engine step; sums to the choice's completion tokens
     tool: ToolOutput | None = None  # the content is this tool-call text, to be parsed into calls
+    logprobs: TokenLogprobs | None = None  # of the reasoning tokens, then the content's
 
     @property
     def tokens(self) -> int:
@@ -136,7 +140,10 @@ class Planner:
             content, finish_reason = self._inline(
                 s, reasoning_tokens, content_wanted, answer, reasoning_at, content_at
             )
-            return self._finish(ChoicePlan(index, [], content, finish_reason, None, []), s, acceptance_at)
+            plan = self._finish(ChoicePlan(index, [], content, finish_reason, None, []), s, acceptance_at)
+            if s.logprobs is not None:
+                self._add_logprobs(plan, s, digest)
+            return plan
         if s.ignore_eos and written is None:  # a constrained text ends where its grammar does
             content_wanted = max(s.cap - reasoning_wanted, 0)
         content_tokens = min(content_wanted, s.cap - reasoning_tokens)
@@ -150,6 +157,8 @@ class Planner:
         plan = self._finish(ChoicePlan(index, reasoning, content, finish_reason, None, []), s, acceptance_at)
         if written is not None and written.format is not None:
             plan.tool = ToolOutput.of(written, plan.content)
+        if s.logprobs is not None:
+            self._add_logprobs(plan, s, digest)
         return plan
 
     def _inline(
@@ -185,6 +194,11 @@ class Planner:
             plan.finish_reason = "stop"
         plan.steps = self._steps(acceptance_at, plan.tokens)
         return plan
+
+    def _add_logprobs(self, plan: ChoicePlan, s: Sampling, digest: bytes) -> None:
+        assert s.logprobs is not None
+        seed = int.from_bytes(hashlib.blake2b(digest, digest_size=8, person=b"sim-logp").digest(), "little")
+        plan.logprobs = TokenLogprobs(plan.reasoning + plan.content, s.logprobs, s.logprob_mean, seed)
 
     def _pieces(self, seed: int, count: int, fresh_start: bool) -> list[str]:
         if count <= 0:

@@ -135,6 +135,8 @@ class ChatRequest(_Generation):
     parallel_tool_calls: bool | None = True
     response_format: ResponseFormat | None = None
     structured_outputs: StructuredOutputs | None = None
+    logprobs: bool | None = False
+    top_logprobs: int | None = 0
     max_completion_tokens: int | None = Field(None, ge=1)
     thinking_token_budget: int | None = Field(None, ge=0)
     chat_template_kwargs: dict[str, Any] | None = None
@@ -176,6 +178,17 @@ class ChatRequest(_Generation):
                 "When response_format type is 'json_schema', the 'json_schema' field must be provided.",
                 param="response_format",
             )
+        top = self.top_logprobs
+        if top is not None and top != 0:
+            if top < -1:
+                raise SimulatorError(
+                    400, "`top_logprobs` must be a positive value or -1.", param="top_logprobs"
+                )
+            if not self.logprobs:
+                raise SimulatorError(
+                    400, "when using `top_logprobs`, `logprobs` must be set to true.", param="top_logprobs"
+                )
+            check_logprobs_count(top)
 
     @property
     def tool_choice_used(self) -> ToolChoice:
@@ -197,6 +210,13 @@ class ChatRequest(_Generation):
 class CompletionRequest(_Generation):
     # One prompt, a batch of prompts, or either as token ids (as vLLM accepts).
     prompt: str | list[str] | list[int] | list[list[int]]
+    logprobs: int | None = None
+
+    def check(self) -> None:
+        if self.logprobs is not None:
+            if self.logprobs < -1:
+                raise SimulatorError(400, "`logprobs` must be a positive value or -1.", param="logprobs")
+            check_logprobs_count(self.logprobs)
 
     def prompts(self) -> list[str | list[int]]:
         p = self.prompt
@@ -205,6 +225,21 @@ class CompletionRequest(_Generation):
         if p and isinstance(p[0], int):
             return [p]  # one tokenized prompt
         return list(cast("list[str] | list[list[int]]", p))  # a batch
+
+
+MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
+VOCAB_SIZE = 151936  # the served model's vocabulary (Qwen's config), what a request for -1 (all) asks
+
+
+def check_logprobs_count(count: int) -> None:
+    """vLLM's bound on the logprobs a request may ask per token (-1 asks the whole vocabulary)."""
+    wanted = VOCAB_SIZE if count == -1 else count
+    if wanted > MAX_LOGPROBS:
+        raise SimulatorError(
+            400,
+            f"Requested sample logprobs of {wanted}, which is greater than max allowed: {MAX_LOGPROBS}",
+            param="logprobs",
+        )
 
 
 class TokenizeRequest(_Lenient):

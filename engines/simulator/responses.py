@@ -55,7 +55,7 @@ def chat_completion(
             {
                 "index": plan.index,
                 "message": message,
-                "logprobs": None,
+                "logprobs": plan.logprobs.chat(0, plan.tokens) if plan.logprobs is not None else None,
                 "finish_reason": finish_reason,
                 "stop_reason": plan.stop_reason,
             }
@@ -79,7 +79,7 @@ def text_completion(
         {
             "index": plan.index,
             "text": "".join(plan.content),
-            "logprobs": None,
+            "logprobs": plan.logprobs.completion(0, plan.tokens) if plan.logprobs is not None else None,
             "finish_reason": plan.finish_reason,
             "stop_reason": plan.stop_reason,
         }
@@ -134,7 +134,7 @@ class ChunkEncoder:
 
     def tokens(self, plan: ChoicePlan, start: int, size: int) -> bytes | None:
         """The chunk of one engine step: tokens [start, start + size) of the choice. None when vLLM
-        sends nothing for them: tool-call markup, unless the choice ends there."""
+        sends nothing for them: tool-call markup, unless logprobs are asked or the choice ends there."""
         end = start + size
         last = end >= plan.tokens
         boundary = len(plan.reasoning)
@@ -152,12 +152,13 @@ class ChunkEncoder:
                 delta["content"] = "".join(content)
             if start < boundary:
                 delta[self._reasoning_field or "reasoning"] = "".join(plan.reasoning[start:end])
-            if not delta and not last:
+            if not delta and not last and plan.logprobs is None:
                 return None
             choice["delta"] = delta
+            choice["logprobs"] = plan.logprobs.chat(start, end) if plan.logprobs is not None else None
         else:
             choice["text"] = "".join(content or ())
-        choice["logprobs"] = None
+            choice["logprobs"] = plan.logprobs.completion(start, end) if plan.logprobs is not None else None
         choice["finish_reason"] = finish_reason if last else None
         if last:
             choice["stop_reason"] = plan.stop_reason
