@@ -21,6 +21,7 @@ Per-request failure injection, header `x-sim-fault` (items separated by `,` or `
                           headers and half the JSON body, then the same drop.
     stall=<float s>       sleep s seconds before the first token (after the response headers)
     stall-mid=<float s>   sleep s seconds after the first token step was sent
+    logprob-mean=<float>  not a fault: the mean logprob of the request's tokens (config.logprob_mean)
 
 The header applies to `/v1/chat/completions` and `/v1/completions`; config rates (`error_rate`,
 `die_after_chunks_rate`, `stall_seconds` with `stall_rate`) inject the same faults at random, from
@@ -30,6 +31,10 @@ non-streaming response had finished generating and counts by its own finish reas
 A client that disconnects mid-request cancels it at once (its sleep is cancelled, so within one
 inter-token interval at worst): it is counted in `vllm:request_success_total{finished_reason="abort"}`
 and its running slot is freed. Zero-latency requests never sleep and simply complete.
+
+Tools (vLLM with the hermes tool parser), structured output (`response_format`, `structured_outputs`) and
+logprobs are served in vLLM 0.32's shapes; docs/simulator.md says when the model calls a tool, what it writes
+and how confident it is.
 
 A prompt holding a `[task: <expression>]` marker (`generate_tasks` writes such word problems) is
 answered by a skill model instead: a short text ending in `The answer is <N>.`, right with a

@@ -66,6 +66,13 @@ class SimulatorConfig:
     skill_scale_tokens: float = 400.0
     skill_tempting_rate: float = 0.4  # of wrong answers, the share that is the task's tempting wrong value
 
+    # Constrained output (tool calls, structured output): the arguments or JSON a request gets are drawn
+    # from its seed and prompt, so its n choices agree, except this share of choices, drawn on their own.
+    structured_variation_rate: float = 0.0
+    # Logprobs: a chosen token's logprob is logprob_mean times an Exp(1) draw (mean logprob_mean); near 0
+    # is a confident engine, -2 or below an unsure one (x-sim-fault's logprob-mean sets it per request).
+    logprob_mean: float = -0.3
+
     # Failure injection by config (the x-sim-fault header does the same per request).
     error_rate: float = 0.0
     error_status: int = 503
@@ -107,9 +114,12 @@ def _problems(c: SimulatorConfig) -> list[str]:
         "skill_base",
         "skill_max",
         "skill_tempting_rate",
+        "structured_variation_rate",
     ):
         if not 0.0 <= getattr(c, name) <= 1.0:
             out.append(f"{name} must be within [0, 1]")
+    if not -50.0 <= c.logprob_mean < 0.0:
+        out.append("logprob_mean must be within [-50, 0)")
     if c.skill_base > c.skill_max:
         out.append("skill_base must be <= skill_max")
     if not c.skill_scale_tokens > 0:
@@ -140,6 +150,7 @@ PROFILES: Mapping[str, SimulatorConfig] = MappingProxyType(
             num_speculative_tokens=0,
             reasoning=True,
             short_reasoning_rate=0.3,
+            structured_variation_rate=0.25,
         ),
         # A plain instruct model: no reasoning parser, but told to think between <think> and </think>
         # (the gateway's prompted chain-of-thought) it does so in its content. One token per step.

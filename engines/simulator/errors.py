@@ -36,16 +36,25 @@ def error_type(status: int) -> str:
 
 
 class SimulatorError(Exception):
-    """An HTTP error in vLLM's body shape: {"error": {"message", "type", "param": null, "code": status}}."""
+    """An HTTP error in vLLM's body shape: {"error": {"message", "type", "param", "code": status}};
+    `param` names the request field at fault where vLLM names it (its VLLMValidationError)."""
 
-    def __init__(self, status: int, message: str, *, retry_after_s: int | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, *, retry_after_s: int | None = None, param: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.retry_after_s = retry_after_s
+        self.param = param
 
     def body(self) -> bytes:
-        error = {"message": self.message, "type": error_type(self.status), "param": None, "code": self.status}
+        error = {
+            "message": self.message,
+            "type": error_type(self.status),
+            "param": self.param,
+            "code": self.status,
+        }
         return orjson.dumps({"error": error})
 
     def headers(self) -> list[tuple[bytes, bytes]]:

@@ -8,6 +8,8 @@ Header grammar (items separated by `,` or `;`, spaces ignored, keys case-insensi
                           the headers plus part of the body are sent), then drop the connection
     stall=<float s>       sleep s seconds before the first token
     stall-mid=<float s>   sleep s seconds after the first token was sent
+    logprob-mean=<float>  not a fault: the mean logprob of the chosen tokens (config.logprob_mean), in
+                          [-50, 0), so one request can come back confident or unsure
 
 Example: `x-sim-fault: die-after=3; stall-mid=0.5`.
 """
@@ -33,6 +35,7 @@ class Fault:
     die_after: int | None = None
     stall_s: float = 0.0
     stall_mid_s: float = 0.0
+    logprob_mean: float | None = None
 
     @property
     def sleeps(self) -> bool:
@@ -60,6 +63,11 @@ def parse_fault(value: str) -> Fault:
                 if number < 0 or (key == "status" and not 400 <= number <= 599):
                     raise ValueError("out of range")
                 fields[_INT_FIELDS[key]] = number
+            elif key == "logprob-mean":
+                mean = float(raw)
+                if not -50.0 <= mean < 0.0:
+                    raise ValueError("out of range")
+                fields["logprob_mean"] = mean
             elif key in _SECONDS_FIELDS:
                 seconds = float(raw)
                 if not 0 <= seconds < 3600:

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from engines.simulator.asgi import Exchange, run_until_disconnect
 from engines.simulator.config import SimulatorConfig
+from engines.simulator.constrained import Writer
 from engines.simulator.engine import Engine, Job
 from engines.simulator.errors import SimulatedDrop, SimulatorError
 from engines.simulator.faults import FAULT_HEADER, Fault
@@ -18,7 +19,9 @@ from engines.simulator.plan import ChoicePlan, InlineThinking, Sampling
 from engines.simulator.protocol import ChatRequest, CompletionRequest, TokenizeRequest, parse
 from engines.simulator.responses import ChunkEncoder, Kind, build_usage, chat_completion, text_completion
 from engines.simulator.streaming import serve_stream
+from engines.simulator.structured import structured_writer
 from engines.simulator.tokenizer import THINK_OPEN, Prompt, render_chat, render_completion
+from engines.simulator.tools import tool_writer
 
 __all__ = [
     "Handler",
@@ -38,6 +41,7 @@ Handler = Callable[[Engine, Exchange], Awaitable[None]]
 async def chat_completions(engine: Engine, x: Exchange) -> None:
     fault = _admission(engine, x)
     request = parse(ChatRequest, x.body)
+    request.check()
     model = _model(engine, request.model)
     if request.continue_final_message and request.add_generation_prompt:
         raise SimulatorError(
@@ -48,13 +52,16 @@ async def chat_completions(engine: Engine, x: Exchange) -> None:
         request.messages,
         add_generation_prompt=request.add_generation_prompt,
         continue_final_message=request.continue_final_message,
+        tools=request.tools,
     )
     config = engine.config
     # A continued assistant message inside an open <think> goes on thinking, whatever the kwargs say.
     thinks = config.reasoning and (
         prompt.continuation == "reasoning" or (prompt.continuation == "none" and request.enable_thinking)
     )
-    inline = _inline_thinking(config, request, prompt)
+    writer = _writer(request)
+    # Guided decoding constrains a model without a reasoning parser from its first token: no inline thinking.
+    inline = _inline_thinking(config, request, prompt) if writer is None else "no"
     budget = request.thinking_token_budget
     if budget is not None:  # as vLLM: a total, the reasoning already in a continued message included
         budget = max(0, budget - prompt.carried_reasoning)
@@ -69,11 +76,21 @@ async def chat_completions(engine: Engine, x: Exchange) -> None:
         ignore_eos=request.ignore_eos,
         fresh_start=prompt.continuation == "none",
         inline_thinking=inline,
+        writer=writer,
+        logprobs=(request.top_logprobs or 0) if request.logprobs else None,
+        logprob_mean=fault.logprob_mean or config.logprob_mean,
     )
     plans = engine.planner.plan(prompt, model, sampling)
     cached = engine.prefix_cache.admit(model, prompt.tokens)
     job = engine.job(model, plans, len(prompt.tokens), cached, fault)
     await _serve(engine, x, job, "chat", request.stream is True, request.include_usage, fault)
+
+
+def _writer(request: ChatRequest) -> Writer | None:
+    """What writes the content of a constrained request: its tool calls, else its structured output."""
+    if request.tools is None and request.response_format is None and request.structured_outputs is None:
+        return None  # the common case, at the cost of three comparisons
+    return tool_writer(request) or structured_writer(request)
 
 
 def _inline_thinking(config: SimulatorConfig, request: ChatRequest, prompt: Prompt) -> InlineThinking:
@@ -100,6 +117,7 @@ def _inline_thinking(config: SimulatorConfig, request: ChatRequest, prompt: Prom
 async def completions(engine: Engine, x: Exchange) -> None:
     fault = _admission(engine, x)
     request = parse(CompletionRequest, x.body)
+    request.check()
     model = _model(engine, request.model)
     plans: list[ChoicePlan] = []
     prompt_tokens = cached = 0
@@ -117,6 +135,8 @@ async def completions(engine: Engine, x: Exchange) -> None:
             stop=request.stop_strings(),
             ignore_eos=request.ignore_eos,
             fresh_start=False,  # a completion continues the prompt's text
+            logprobs=request.logprobs,
+            logprob_mean=fault.logprob_mean or engine.config.logprob_mean,
         )
         # Choices of a batch are numbered prompt by prompt, n each, as in vLLM.
         plans += engine.planner.plan(prompt, model, sampling, first_index=i * request.n)
@@ -257,6 +277,7 @@ async def tokenize(engine: Engine, x: Exchange) -> None:
             request.messages,
             add_generation_prompt=request.add_generation_prompt and not request.continue_final_message,
             continue_final_message=request.continue_final_message,
+            tools=request.tools,
         )
     elif request.prompt is not None:
         prompt = render_completion(engine.tokenizer, request.prompt)

@@ -2,7 +2,9 @@
 and content tokens, why it finishes, and how many tokens each engine step emits (speculative
 decoding emits 1 + accepted draft tokens per step). A prompt with a task is answered by the skill
 model (engines/simulator/skill.py), right or wrong depending on how long the choice reasoned. A plain
-model told to think writes its reasoning in its content, between `<think>` and `</think>`."""
+model told to think writes its reasoning in its content, between `<think>` and `</think>`. A request that
+constrains the output (tools, structured output) has its content written by a Writer instead
+(engines/simulator/constrained.py); with `logprobs`, every token gets its logprobs."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from engines.simulator.config import SimulatorConfig
+from engines.simulator.constrained import ToolOutput, Writer
+from engines.simulator.logprobs import TokenLogprobs
 from engines.simulator.skill import answer_pieces, chosen_answer, unit
 from engines.simulator.text import TextSource
 from engines.simulator.tokenizer import THINK_CLOSE, THINK_OPEN, Prompt, Tokenizer
@@ -45,6 +49,9 @@ class Sampling:
     ignore_eos: bool = False
     fresh_start: bool = True  # a new message: no leading space on the first piece
     inline_thinking: InlineThinking = "no"  # with reasoning: it goes into the content, within <think>
+    writer: Writer | None = None  # what writes the content instead of free text (a tool call, JSON)
+    logprobs: int | None = None  # top logprobs per token (chat top_logprobs, completions logprobs)
+    logprob_mean: float = -0.3  # the mean logprob of a chosen token
 
 
 @dataclass(slots=True)
@@ -55,6 +62,8 @@ class ChoicePlan:
     finish_reason: str  # "stop" | "length"
     stop_reason: str | None  # the stop string that ended it, as vLLM reports it
     steps: list[int]  # tokens emitted per engine step; sums to the choice's completion tokens
+    tool: ToolOutput | None = None  # the content is this tool-call text, to be parsed into calls
+    logprobs: TokenLogprobs | None = None  # of the reasoning tokens, then the content's
 
     @property
     def tokens(self) -> int:
@@ -62,11 +71,12 @@ class ChoicePlan:
 
 
 class Planner:
-    __slots__ = ("_acceptance", "_config", "_text")
+    __slots__ = ("_acceptance", "_config", "_text", "_tokenizer")
 
     def __init__(self, config: SimulatorConfig, text: TextSource) -> None:
         self._config = config
         self._text = text
+        self._tokenizer = Tokenizer()
         # Accepted draft tokens per step, drawn once: each draft token is accepted with probability
         # acceptance_rate, so accepted / draft tokens converges to it as in vLLM's metrics.
         rng = random.Random(config.seed ^ 0x5EED)
@@ -78,14 +88,16 @@ class Planner:
             f"{self._config.seed}\x00{model}\x00{sampling.seed}\x00".encode(), digest_size=_DRAWS * 8
         )
         request.update(prompt.key())
+        # What a constrained choice writes is the request's (its n choices agree), but for a share of them.
+        shared = int.from_bytes(request.copy().digest()[:8], "little") if sampling.writer else 0
         plans = []
         for i in range(sampling.n):
             choice = request.copy()
             choice.update(i.to_bytes(4, "little"))
-            plans.append(self._choice(first_index + i, choice.digest(), sampling, prompt))
+            plans.append(self._choice(first_index + i, choice.digest(), sampling, prompt, shared))
         return plans
 
-    def _choice(self, index: int, digest: bytes, s: Sampling, prompt: Prompt) -> ChoicePlan:
+    def _choice(self, index: int, digest: bytes, s: Sampling, prompt: Prompt, shared: int) -> ChoicePlan:
         """`digest` holds _DRAWS independent 64-bit numbers, lowest first."""
         draws = int.from_bytes(digest, "little")
         content_length, content_at, reasoning_length, reasoning_at, acceptance_at = (
@@ -111,7 +123,13 @@ class Planner:
         # Inline, all of the reasoning is planned and the cap cuts the whole text below.
         reasoning_tokens = reasoning_wanted if inline else min(reasoning_wanted, s.cap)
         answer: list[str] | None = None
-        if task is not None:
+        written = None
+        if s.writer is not None:
+            varies = unit(content_length) < config.structured_variation_rate
+            written = s.writer.write(content_at if varies else shared)
+            answer = self._tokenizer.pieces(written.text)
+            content_wanted = len(answer)
+        elif task is not None:
             # Reasoning carried in a continued message counts as much as the reasoning done now.
             reasoned = reasoning_tokens + prompt.carried_reasoning
             answer = answer_pieces(chosen_answer(config, task, reasoned, skill_at, wrong_at), lead_at)
@@ -122,8 +140,11 @@ class Planner:
             content, finish_reason = self._inline(
                 s, reasoning_tokens, content_wanted, answer, reasoning_at, content_at
             )
-            return self._finish(ChoicePlan(index, [], content, finish_reason, None, []), s, acceptance_at)
-        if s.ignore_eos:
+            plan = self._finish(ChoicePlan(index, [], content, finish_reason, None, []), s, acceptance_at)
+            if s.logprobs is not None:
+                self._add_logprobs(plan, s, digest)
+            return plan
+        if s.ignore_eos and written is None:  # a constrained text ends where its grammar does
             content_wanted = max(s.cap - reasoning_wanted, 0)
         content_tokens = min(content_wanted, s.cap - reasoning_tokens)
         capped = s.ignore_eos or reasoning_wanted + content_wanted > s.cap
@@ -133,7 +154,12 @@ class Planner:
             content = self._pieces(content_at, content_tokens, s.fresh_start)
         else:
             content = _answer(answer, content_tokens, s.fresh_start, self._text, content_at)
-        return self._finish(ChoicePlan(index, reasoning, content, finish_reason, None, []), s, acceptance_at)
+        plan = self._finish(ChoicePlan(index, reasoning, content, finish_reason, None, []), s, acceptance_at)
+        if written is not None and written.format is not None:
+            plan.tool = ToolOutput.of(written, plan.content)
+        if s.logprobs is not None:
+            self._add_logprobs(plan, s, digest)
+        return plan
 
     def _inline(
         self,
@@ -168,6 +194,11 @@ class Planner:
             plan.finish_reason = "stop"
         plan.steps = self._steps(acceptance_at, plan.tokens)
         return plan
+
+    def _add_logprobs(self, plan: ChoicePlan, s: Sampling, digest: bytes) -> None:
+        assert s.logprobs is not None
+        seed = int.from_bytes(hashlib.blake2b(digest, digest_size=8, person=b"sim-logp").digest(), "little")
+        plan.logprobs = TokenLogprobs(plan.reasoning + plan.content, s.logprobs, s.logprob_mean, seed)
 
     def _pieces(self, seed: int, count: int, fresh_start: bool) -> list[str]:
         if count <= 0:

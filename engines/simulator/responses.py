@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 import orjson
 
+from engines.simulator import tools
 from engines.simulator.plan import ChoicePlan
 
 __all__ = ["DONE", "ChunkEncoder", "Kind", "build_usage", "chat_completion", "text_completion"]
@@ -40,19 +41,22 @@ def chat_completion(
 ) -> bytes:
     choices = []
     for plan in plans:
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": "".join(plan.content) if plan.content else None,
-        }
+        content: str | None = "".join(plan.content) if plan.content else None
+        calls: list[dict[str, Any]] = []
+        finish_reason = plan.finish_reason
+        if plan.tool is not None:
+            content, calls, finish_reason = tools.make_message(plan.tool, finish_reason)
+        message: dict[str, Any] = {"role": "assistant", "content": content}
         if reasoning_field is not None:
             message[reasoning_field] = "".join(plan.reasoning) if plan.reasoning else None
-        message["tool_calls"] = []
+        if calls:  # vLLM 0.32 leaves out an empty tool_calls
+            message["tool_calls"] = calls
         choices.append(
             {
                 "index": plan.index,
                 "message": message,
-                "logprobs": None,
-                "finish_reason": plan.finish_reason,
+                "logprobs": plan.logprobs.chat(0, plan.tokens) if plan.logprobs is not None else None,
+                "finish_reason": finish_reason,
                 "stop_reason": plan.stop_reason,
             }
         )
@@ -75,7 +79,7 @@ def text_completion(
         {
             "index": plan.index,
             "text": "".join(plan.content),
-            "logprobs": None,
+            "logprobs": plan.logprobs.completion(0, plan.tokens) if plan.logprobs is not None else None,
             "finish_reason": plan.finish_reason,
             "stop_reason": plan.stop_reason,
         }
@@ -128,24 +132,34 @@ class ChunkEncoder:
         delta = {"role": "assistant", "content": ""}
         return self._event({"index": index, "delta": delta, "logprobs": None, "finish_reason": None})
 
-    def tokens(self, plan: ChoicePlan, start: int, size: int) -> bytes:
-        """The chunk of one engine step: tokens [start, start + size) of the choice."""
+    def tokens(self, plan: ChoicePlan, start: int, size: int) -> bytes | None:
+        """The chunk of one engine step: tokens [start, start + size) of the choice. None when vLLM
+        sends nothing for them: tool-call markup, unless logprobs are asked or the choice ends there."""
         end = start + size
         last = end >= plan.tokens
         boundary = len(plan.reasoning)
         content = plan.content[max(start - boundary, 0) : end - boundary] if end > boundary else None
         choice: dict[str, Any] = {"index": plan.index}
+        finish_reason = plan.finish_reason
         if self._kind == "chat":
             delta: dict[str, Any] = {}
+            if plan.tool is not None:
+                if content is not None:
+                    delta = tools.delta(plan.tool, max(start - boundary, 0), end - boundary) or {}
+                if last:
+                    finish_reason = tools.stream_finish_reason(plan.tool, finish_reason)
+            elif content is not None:
+                delta["content"] = "".join(content)
             if start < boundary:
                 delta[self._reasoning_field or "reasoning"] = "".join(plan.reasoning[start:end])
-            if content is not None:
-                delta["content"] = "".join(content)
+            if not delta and not last and plan.logprobs is None:
+                return None
             choice["delta"] = delta
+            choice["logprobs"] = plan.logprobs.chat(start, end) if plan.logprobs is not None else None
         else:
             choice["text"] = "".join(content or ())
-        choice["logprobs"] = None
-        choice["finish_reason"] = plan.finish_reason if last else None
+            choice["logprobs"] = plan.logprobs.completion(start, end) if plan.logprobs is not None else None
+        choice["finish_reason"] = finish_reason if last else None
         if last:
             choice["stop_reason"] = plan.stop_reason
         return self._event(choice)

@@ -93,7 +93,9 @@ async def _emit(
             await stream.add(encoder.role(plan.index))
     while not job.done:
         for plan, start, size in job.next_step():
-            await stream.add(encoder.tokens(plan, start, size))
+            event = encoder.tokens(plan, start, size)
+            if event is not None:
+                await stream.add(event)
         pause = job.pause()
         if pause > 0:
             await stream.flush()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-__all__ = ["TextSource"]
+__all__ = ["WORDS", "TextSource"]
 
 # Words of at most 6 letters, so each one is exactly one token of the simulator's tokenizer and
 # re-tokenizing generated text gives back the number of tokens reported in usage.
@@ -28,8 +28,8 @@ _VOCABULARY = (  # noqa: SIM905 - a word list reads better as text
     "air making whose heard ago became moment study known result street reason change south "
     "board job west close turn love true court force full seem plan answer check value system"
 ).split()
-_WORDS = tuple(dict.fromkeys(w for w in _VOCABULARY if len(w) <= 6))
-_CAPITALIZED = tuple(w.capitalize() for w in _WORDS)
+WORDS = tuple(dict.fromkeys(w for w in _VOCABULARY if len(w) <= 6))
+_CAPITALIZED = tuple(w.capitalize() for w in WORDS)
 
 
 class TextSource:
@@ -46,7 +46,7 @@ class TextSource:
             length = rng.randint(5, 16)
             tape.append(" " + rng.choice(_CAPITALIZED))
             for i in range(1, length):
-                tape.append(" " + rng.choice(_WORDS))
+                tape.append(" " + rng.choice(WORDS))
                 if i < length - 1 and rng.random() < 0.1:
                     tape.append(",")
             tape.append(".")

@@ -5,6 +5,7 @@ One tokenizer serves usage counts, prefix caching and `/tokenize`, so the three 
 
 from __future__ import annotations
 
+import json
 import re
 import zlib
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from engines.simulator.arithmetic import TaskMarker, find_marker
-from engines.simulator.protocol import ChatMessage
+from engines.simulator.protocol import ChatMessage, ToolCallIn, ToolParam
 
 __all__ = [
     "THINK_CLOSE",
@@ -29,6 +30,7 @@ __all__ = [
 # Words are cut every 6 characters (as BPE splits rare long words), each punctuation mark is a token,
 # whitespace belongs to the next word. English comes out near 1.3 tokens per word, like real tokenizers.
 _PIECE = re.compile(r"\w{1,6}|[^\w\s]")
+_PIECE_WITH_SPACE = re.compile(r"\s*(?:\w{1,6}|[^\w\s])")
 
 # Qwen-style chat template pieces and their ids in Qwen's vocabulary.
 IM_START = "<|im_start|>"
@@ -53,6 +55,16 @@ class Tokenizer:
 
     def count(self, text: str) -> int:
         return len(_PIECE.findall(text))
+
+    def pieces(self, text: str) -> list[str]:
+        """The tokens of `text` as generated text: each with the whitespace before it, so that they join
+        back into `text` (whitespace at its very end rides on the last token)."""
+        pieces = _PIECE_WITH_SPACE.findall(text)
+        if pieces:
+            tail = len(text) - sum(map(len, pieces))
+            if tail:
+                pieces[-1] += text[-tail:]
+        return pieces
 
     def token_ids(self, pieces: Sequence[str]) -> list[int]:
         return [_SPECIAL_IDS.get(p) or zlib.crc32(p.encode()) % _VOCAB_SIZE for p in pieces]
@@ -79,15 +91,25 @@ def render_chat(
     *,
     add_generation_prompt: bool = True,
     continue_final_message: bool = False,
+    tools: Sequence[ToolParam] | None = None,
 ) -> Prompt:
     """`<|im_start|>{role}\\n{content}<|im_end|>\\n` per message (5 template tokens), then
-    `<|im_start|>assistant\\n` (3) unless the final message is being continued."""
+    `<|im_start|>assistant\\n` (3) unless the final message is being continued. Tools come first, as
+    a system message listing them (`<tools>`, one JSON line each, `</tools>`); the calls of an assistant
+    message follow its content, each as `<tool_call>\\n{"name": ..., "arguments": ...}\\n</tool_call>`."""
     tokens: list[str] = []
+    if tools:
+        listed = "\n".join(json.dumps(tool.model_dump(exclude_none=True)) for tool in tools)
+        tokens += (IM_START, "system", NEWLINE)
+        tokens += tokenizer.tokenize(f"<tools>\n{listed}\n</tools>")
+        tokens += (IM_END, NEWLINE)
     texts = [message.text() for message in messages]
     last = len(messages) - 1
     for i, (message, text) in enumerate(zip(messages, texts, strict=True)):
         tokens += (IM_START, message.role, NEWLINE)
         tokens += tokenizer.tokenize(text)
+        if message.tool_calls:
+            tokens += tokenizer.tokenize(_calls_text(message.tool_calls))
         if not (continue_final_message and i == last):
             tokens += (IM_END, NEWLINE)
     if add_generation_prompt and not continue_final_message:
@@ -101,6 +123,17 @@ def render_chat(
         carried = tokenizer.count(thinking(text))
     task = find_marker("\n".join(texts)) if any("[task:" in text for text in texts) else None
     return Prompt(tokens, continuation, task, carried)
+
+
+def _calls_text(calls: Sequence[ToolCallIn]) -> str:
+    texts = []
+    for call in calls:
+        arguments = call.function.arguments
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments)
+        name = json.dumps(call.function.name)
+        texts.append(f'<tool_call>\n{{"name": {name}, "arguments": {arguments}}}\n</tool_call>')
+    return "\n".join(texts)
 
 
 def render_completion(tokenizer: Tokenizer, prompt: str | list[int]) -> Prompt:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,8 +14,9 @@ from typing import Any
 import httpx
 import orjson
 import uvicorn
+from openai import AsyncOpenAI
 
-from engines.simulator import SimulatorApp, SimulatorConfig, profile
+from engines.simulator import SimulatorApp, SimulatorConfig, create_simulator_app, profile
 
 CHAT = "/v1/chat/completions"
 MESSAGES = [
@@ -35,6 +37,13 @@ def deliberate(**overrides: Any) -> SimulatorConfig:
 def plain(**overrides: Any) -> SimulatorConfig:
     """The plain profile (an instruct model that follows a chain-of-thought instruction), without latency."""
     return profile("plain", **{"zero_latency": True, **overrides})
+
+
+def assert_fits(instance: object, schema: dict[str, Any]) -> None:
+    """Validate `instance` against a JSON schema, formats included (jsonschema, a test dependency without
+    type stubs)."""
+    jsonschema: Any = importlib.import_module("jsonschema")
+    jsonschema.validate(instance, schema, format_checker=jsonschema.FormatChecker())
 
 
 def sse_events(body: bytes) -> list[Any]:
@@ -106,3 +115,13 @@ async def serving(app: SimulatorApp) -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
+
+
+@asynccontextmanager
+async def openai_client(config: SimulatorConfig) -> AsyncIterator[AsyncOpenAI]:
+    """The OpenAI SDK, talking to a simulator with `config` on a real server."""
+    async with (
+        serving(create_simulator_app(config)) as url,
+        AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0) as client,
+    ):
+        yield client

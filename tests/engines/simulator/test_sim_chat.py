@@ -101,7 +101,7 @@ async def test_unknown_fields_are_ignored_and_model_defaults_to_the_first(sim: S
             "max_tokens": 4,
             "temperature": 0.2,
             "top_k": 5,
-            "tools": [],
+            "presence_penalty": 0.5,
             "response_format": {"type": "text"},
             "some_future_field": {"x": 1},
         },
