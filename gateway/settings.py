@@ -206,6 +206,9 @@ class AuthSettings(_Section):
 class DatabaseSettings(_Section):
     # where tenants and keys (and later the ledger) live: sqlite:///path or postgresql://user@host/db
     url: str = "sqlite:///tiergate.sqlite3"
+    # PostgreSQL: an outage costs a caller at most one connect; while it lasts callers fail at once
+    connect_timeout_s: float = Field(1.0, gt=0, le=60, description="the longest one connect may take")
+    statement_timeout_s: float = Field(30.0, gt=0, description="the longest a statement or transaction takes")
 
 
 class RedisSettings(_Section):
