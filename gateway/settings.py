@@ -195,6 +195,9 @@ class AuthSettings(_Section):
     mode: Literal["keys", "disabled"] = "keys"
     admin_tokens: list[SecretStr] = Field(default_factory=list, description="bearer tokens for /admin/")
     cache_ttl_s: float = Field(1.0, gt=0, le=60, description="a revocation reaches every replica within this")
+    # the database down: keys read within this long are served as last read (0: none are)
+    stale_while_unavailable_s: float = Field(900.0, ge=0, le=86_400)
+    lookup_timeout_s: float = Field(1.0, gt=0, le=60, description="past it, a key lookup counts as failed")
 
     @model_validator(mode="after")
     def _strong_admin_tokens(self) -> AuthSettings:

@@ -77,7 +77,12 @@ class GatewayState:
             await keys.migrate()
         if settings.auth.mode == "keys":
             assert keys is not None
-            authenticator = Authenticator(keys, cache_ttl_s=settings.auth.cache_ttl_s)
+            authenticator = Authenticator(
+                keys,
+                cache_ttl_s=settings.auth.cache_ttl_s,
+                stale_while_unavailable_s=settings.auth.stale_while_unavailable_s,
+                lookup_timeout_s=settings.auth.lookup_timeout_s,
+            )
         else:
             log.warning(
                 "AUTHENTICATION IS DISABLED (auth.mode: disabled): anyone who can reach this gateway can use "

@@ -141,9 +141,7 @@ class ConnectionPool:
         now = self._clock()
         if self._down is not None and now < self._retry_at:
             self._refused += 1
-            raise DatabaseUnavailable(
-                f"postgresql: {self._display} unreachable for {now - self._down_since:.1f}s: {self._down}"
-            )
+            raise DatabaseUnavailable(f"{self._down} (unreachable for {now - self._down_since:.1f}s)")
         # while down, the callers arriving during this attempt fail at once: one tries, not all of them
         self._retry_at = now + self._retry_s
         try:
