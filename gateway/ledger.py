@@ -20,7 +20,7 @@ log = logging.getLogger("tiergate.ledger")
 
 # While the database is down the writer tries again this often: a try costs nothing then (the pool fails it
 # at once), and the journal reaches the ledger within about this of the database's return, not the up to
-# 30 s of an exponential backoff (the ledger caught up 20-32 s after an outage).
+# 30 s of the writer's own exponential backoff.
 _DRAIN_RETRY_S = 1.0
 
 

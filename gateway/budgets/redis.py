@@ -14,7 +14,7 @@ reached its socket before it stopped, though their callers gave up on them; thos
 connection never reached it. So a batch of settlements Redis did not answer is sent again every
 `_RETRY_S` until it does, under the same number, newer settlements waiting behind it; the script keeps,
 per counter and process, the number of the last batch it ran, and a copy of a batch that ran already
-changes nothing. (A hang of 8.7 s used to leave a counter 7,981 micros below the ledger for good.) The hold
+changes nothing; without that, a hang left counters below the ledger for good. The hold
 of a reservation whose answer was lost is released once Redis has answered a call sent after it, so that
 a reservation run late cannot come after its release and hold its amount until it expires.
 """

@@ -1,9 +1,9 @@
 """PostgreSQL connections of one process: a few, made on demand, every wait bounded, an outage told once.
 
 Not psycopg_pool, which an outage showed at its worst: while the server was down every caller waited the
-pool's whole timeout (10 s) for a connection; the background reconnection backed off to tens of seconds,
-so service came back up to 19 s after the server did; a connection check had no bound, so a hung server
-held its caller for ever; and a cancelled query spent up to 10 s asking the server to cancel it. Here:
+pool's whole timeout for a connection; its background reconnection backs off exponentially, so service
+came back long after the server did; its connection check has no bound, so a hung server holds its caller
+for ever; and psycopg spends up to 10 s asking a server to cancel a cancelled query. Here:
 
 - a connection is made when a caller needs one and none is idle, within `connect_timeout_s`;
 - once a connect fails the pool is down: callers fail at once with DatabaseUnavailable while one of them
