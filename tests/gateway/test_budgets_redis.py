@@ -422,8 +422,9 @@ async def test_settlements_failed_in_a_redis_hang_reach_the_counter_once_it_answ
         keeper = RedisBudgets(server.url, ledger, timeout_s=0.1, settle_delay_s=0)
         observer = RedisBudgets(server.url, ledger, timeout_s=PATIENT_S)
         try:
-            keeper.settle(spend(100, hold_of(await keeper.reserve("acme", [budget], 500, AT))))
-            await keeper.flush()
+            await observer.reserve("acme", [budget], 0, AT)  # seeds the counter, however busy the machine
+            keeper.settle(spend(100, None))
+            await keeper.flush()  # opens the keeper's connection
             server.pause()
             try:
                 keeper.settle(spend(1000, None))
@@ -453,8 +454,9 @@ async def test_a_reservation_lost_in_a_redis_hang_does_not_hold_its_amount(ledge
         keeper = RedisBudgets(server.url, ledger, timeout_s=0.1, settle_delay_s=0)
         observer = RedisBudgets(server.url, ledger, timeout_s=PATIENT_S)
         try:
-            keeper.settle(spend(1, hold_of(await keeper.reserve("acme", [budget], 1, AT))))
-            await keeper.flush()
+            await observer.reserve("acme", [budget], 0, AT)  # seeds the counter, however busy the machine
+            keeper.settle(spend(1, None))
+            await keeper.flush()  # opens the keeper's connection
             server.pause()
             try:
                 lost = hold_of(await keeper.reserve("acme", [budget], 500, AT))  # on the open connection

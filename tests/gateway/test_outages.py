@@ -227,8 +227,8 @@ def test_chaos_postgres_then_redis_goes_away_under_load(
     limits = {"fast": {"rpm": 1_000_000, "tpm": 1_000_000_000}}
     keys = [new_key(gateway, "acme", limits=limits) for _ in range(2)]
     unseen = new_key(gateway, "acme")
-    for path in ["/tenants/acme", *(f"/keys/{key_id(key)}" for key in keys)]:
-        assert admin(gateway, "PUT", f"{path}/budgets/daily", json={"limit": "1000"}).status_code == 200
+    for path in ["/tenants/acme", *(f"/keys/{key_id(key)}" for key in keys)]:  # one window: no midnight
+        assert admin(gateway, "PUT", f"{path}/budgets/total", json={"limit": "1000"}).status_code == 200
     figures: dict[str, float] = {}
     with caplog.at_level(logging.WARNING, logger="tiergate"), Load(gateway, keys) as load:
         wait_until(lambda: load.told() > 0, "the first answers")
