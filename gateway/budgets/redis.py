@@ -53,9 +53,7 @@ _ATTEMPTS = 3  # seeding, then asking again: a counter vanishing each time is an
 _EXACT = 2**53  # Lua's doubles hold every integer below this
 _RETRY_S = 0.5  # settlements Redis did not answer are sent again this often, until it does
 _MARKS_TTL_MS = 86_400_000  # a process's marks (the last batch run per counter) outlive its last settlement
-_MAX_ABANDONED = (
-    100_000  # holds of lost reservations kept to release; the oldest go first (they expire anyway)
-)
+_MAX_ABANDONED = 100_000  # lost reservations' holds kept to release; past it the oldest go (they expire)
 
 
 class _Vanished(RedisError):

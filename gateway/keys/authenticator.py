@@ -8,10 +8,11 @@ client retrying a wrong key cannot turn each retry into a query.
 
 When the store cannot answer (unreachable, or not within `lookup_timeout_s`), a key read from it in the
 last `stale_while_unavailable_s` is taken as it was last read: an outage of the database does not stop
-the traffic of keys already seen. Nothing can be revoked while the store is down, so what this serves is
-at most `cache_ttl_s` older than what the store would say. While the outage lasts, one lookup every
-half second asks the store again, in the background; the first answer ends it, and from then on keys are
-read before use again. A key not seen before gets DatabaseUnavailable at once (a 503).
+the traffic of keys already seen. The price: a key revoked meanwhile (by a replica that can still reach
+the store) is served until this one can reach it too. While the outage lasts, one request every half
+second asks the store again (the others are served at once); the first answer ends the outage, and from
+then on keys are read before use again, so a revocation is honoured as soon as the store answers. A key not
+read recently gets DatabaseUnavailable (a 503) as soon as its lookup fails.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ __all__ = ["Authenticator"]
 
 log = logging.getLogger("tiergate.keys")
 
-_ASK_AGAIN_S = 0.5  # during an outage, how often a lookup in the background asks the store again
+_ASK_AGAIN_S = 0.5  # during an outage, how often a request asks the store again
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,7 @@ class _Entry:
 @dataclass(slots=True)
 class _Outage:
     since: float
-    ask_at: float  # when a lookup may next ask the store, in the background
+    ask_at: float  # when a request may next ask the store
     served: int = 0  # requests served from the cache
     refused: int = 0  # requests refused: their key was not read recently enough
 
