@@ -137,6 +137,9 @@ class ConnectionPool:
             except (psycopg.Error, TimeoutError):
                 connection.pgconn.finish()  # broken (a server restart, say): the next one, or a new one
                 continue
+            except BaseException:  # the caller's deadline, or a cancellation: nobody holds it now
+                connection.pgconn.finish()
+                raise
             return connection
         now = self._clock()
         if self._down is not None and now < self._retry_at:
