@@ -27,6 +27,8 @@ from engines import (
     EngineUnavailable,
     NoReplicaAvailable,
 )
+from gateway.budgets import BudgetUnavailable
+from gateway.database import DatabaseUnavailable
 from gateway.disconnect import CLIENT_CLOSED
 
 __all__ = ["GatewayError", "error_event", "from_engine_error", "install_error_handlers"]
@@ -157,6 +159,23 @@ def install_error_handlers(app: FastAPI) -> None:
         param = ".".join(str(part) for part in first["loc"][1:]) or None
         return GatewayError(400, str(first["msg"]), param=param, code="invalid_value").response()
 
+    # the admin and usage routes: an outage (logged once where it is seen) is a 503 the client retries
+    async def database_unavailable(request: Request, exc: Exception) -> Response:
+        return GatewayError(
+            503,
+            "The database cannot be reached right now; retry shortly.",
+            code="database_unavailable",
+            headers={"retry-after": "1"},
+        ).response()
+
+    async def budgets_unavailable(request: Request, exc: Exception) -> Response:
+        return GatewayError(
+            503,
+            "Budgets cannot be read right now; retry shortly.",
+            code="budget_unavailable",
+            headers={"retry-after": "1"},
+        ).response()
+
     async def client_gone(request: Request, exc: Exception) -> Response:
         return Response(status_code=CLIENT_CLOSED)  # the client left while sending its body: nobody to answer
 
@@ -175,5 +194,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GatewayError, gateway_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(DatabaseUnavailable, database_unavailable)
+    app.add_exception_handler(BudgetUnavailable, budgets_unavailable)
     app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, unexpected_error)

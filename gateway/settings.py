@@ -199,6 +199,9 @@ class AuthSettings(_Section):
     mode: Literal["keys", "disabled"] = "keys"
     admin_tokens: list[SecretStr] = Field(default_factory=list, description="bearer tokens for /admin/")
     cache_ttl_s: float = Field(1.0, gt=0, le=60, description="a revocation reaches every replica within this")
+    # the database down: keys read within this long are served as last read (0: none are)
+    stale_while_unavailable_s: float = Field(900.0, ge=0, le=86_400)
+    lookup_timeout_s: float = Field(1.0, gt=0, le=60, description="past it, a key lookup counts as failed")
 
     @model_validator(mode="after")
     def _strong_admin_tokens(self) -> AuthSettings:
@@ -210,6 +213,9 @@ class AuthSettings(_Section):
 class DatabaseSettings(_Section):
     # where tenants and keys (and later the ledger) live: sqlite:///path or postgresql://user@host/db
     url: str = "sqlite:///tiergate.sqlite3"
+    # PostgreSQL: an outage costs a caller at most one connect; while it lasts callers fail at once
+    connect_timeout_s: float = Field(1.0, gt=0, le=60, description="the longest one connect may take")
+    statement_timeout_s: float = Field(30.0, gt=0, description="the longest a statement or transaction takes")
 
 
 class RedisSettings(_Section):

@@ -60,7 +60,11 @@ class GatewayState:
         catalog = Catalog(settings.models, settings.tiers.reasoning_effort, settings.tiers.auto)
         book = price_book(settings, catalog)
         if settings.auth.mode == "keys" or settings.auth.admin_tokens or book is not None:
-            database = await open_database(settings.database.url)
+            database = await open_database(
+                settings.database.url,
+                connect_timeout_s=settings.database.connect_timeout_s,
+                statement_timeout_s=settings.database.statement_timeout_s,
+            )
         bookkeeper = None
         if book is not None:
             assert database is not None
@@ -73,7 +77,12 @@ class GatewayState:
             await keys.migrate()
         if settings.auth.mode == "keys":
             assert keys is not None
-            authenticator = Authenticator(keys, cache_ttl_s=settings.auth.cache_ttl_s)
+            authenticator = Authenticator(
+                keys,
+                cache_ttl_s=settings.auth.cache_ttl_s,
+                stale_while_unavailable_s=settings.auth.stale_while_unavailable_s,
+                lookup_timeout_s=settings.auth.lookup_timeout_s,
+            )
         else:
             log.warning(
                 "AUTHENTICATION IS DISABLED (auth.mode: disabled): anyone who can reach this gateway can use "
