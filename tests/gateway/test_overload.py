@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from engines import EngineTransport
+from engines.simulator import profile
 from gateway import create_app
 from tests.conftest import FAST, StartEngine, gateway_settings, wait_ready
 from tests.servers import serving
@@ -85,3 +86,22 @@ def test_out_of_descriptors_is_503_gateway_overloaded_and_no_replica_is_ejected(
 
         wait_for(served, "a request served once descriptors are free again")
         assert set(codes) <= {"gateway_overloaded"}  # nothing else while it recovers
+
+
+def test_over_the_concurrency_limit_the_excess_gets_503_while_the_admitted_stream_completes(
+    start_engine: StartEngine,
+) -> None:
+    # a stream of 100 tokens, 0.05 s apart: in flight for about 5 s
+    engine = start_engine(profile("fast", ttft_base_s=0.002, itl_s=0.05, output_tokens_range=(100, 100)))
+    app = create_app(gateway_settings([engine], [engine], server={"max_concurrent_requests": 1}))
+    with serving(app) as url:
+        wait_ready(url)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+        stream = client.chat.completions.create(model="qwen3-8b", messages=MESSAGES, stream=True)
+        chunks = iter(stream)
+        next(chunks)  # admitted, and streaming
+        assert_overloaded(client)
+        assert httpx.get(url + "/readyz").status_code == 200  # only inference is limited
+        finish = [choice.finish_reason for chunk in chunks for choice in chunk.choices]
+        assert finish[-1] in ("stop", "length")  # the admitted stream ran to its end
+        assert client.chat.completions.create(model="qwen3-8b", messages=MESSAGES).choices
