@@ -14,6 +14,7 @@ from typing import Any
 import uvicorn
 
 from gateway.admin_cli import add_admin_commands, run_admin_command
+from gateway.connections import raise_open_file_limit
 from gateway.engines_cli import add_engines_command, run_engines_command
 from gateway.probe_cli import add_probe_command, run_probe_command
 from gateway.settings import (
@@ -94,6 +95,15 @@ def _logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # it would log every health check
 
 
+def _open_files() -> None:
+    before, after = raise_open_file_limit()
+    log = logging.getLogger("tiergate")
+    if after > before:
+        log.info("open-file limit raised from %d to %d (the hard limit)", before, after)
+    else:
+        log.info("open-file limit: %d", after)
+
+
 def _serve(args: argparse.Namespace) -> None:
     if args.config is None:
         sys.exit(f"tiergate serve: give --config FILE (or set {CONFIG_ENV})")
@@ -111,6 +121,7 @@ def _serve(args: argparse.Namespace) -> None:
     if server:
         settings = load_settings(args.config, server={**settings.server.model_dump(), **server})
     _logging(settings.server.log_level)
+    _open_files()
     from gateway.catalog import Catalog
     from gateway.state import price_book
 
@@ -149,6 +160,7 @@ def _demo(args: argparse.Namespace) -> None:
     from gateway.demo import run_demo
 
     _logging("info")
+    _open_files()
     try:
         asyncio.run(run_demo(args.host, args.port))
     except OSError as exc:
