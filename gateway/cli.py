@@ -14,7 +14,6 @@ from typing import Any
 import uvicorn
 
 from gateway.admin_cli import add_admin_commands, run_admin_command
-from gateway.connections import raise_open_file_limit
 from gateway.engines_cli import add_engines_command, run_engines_command
 from gateway.probe_cli import add_probe_command, run_probe_command
 from gateway.settings import (
@@ -96,6 +95,8 @@ def _logging(level: str) -> None:
 
 
 def _open_files() -> None:
+    from gateway.connections import raise_open_file_limit
+
     before, after = raise_open_file_limit()
     log = logging.getLogger("tiergate")
     if after > before:
@@ -123,6 +124,7 @@ def _serve(args: argparse.Namespace) -> None:
     _logging(settings.server.log_level)
     _open_files()
     from gateway.catalog import Catalog
+    from gateway.connections import GatewayProtocol
     from gateway.state import price_book
 
     # a price book that cannot price every offer stops the start here, with its message, not in a worker
@@ -133,6 +135,7 @@ def _serve(args: argparse.Namespace) -> None:
         "log_config": None,
         "access_log": False,  # the gateway logs each inference request itself
         "timeout_graceful_shutdown": 30,
+        "http": GatewayProtocol,  # deadlines for a request's headers and body, a bound on connections
     }
     if settings.server.workers == 1:
         from gateway.app import create_app
