@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from gateway.admin import admin_router
+from gateway.door import DoorMiddleware
 from gateway.errors import install_error_handlers
 from gateway.metering import MeterSink
 from gateway.probes import ProbeMetrics, Prober, builtin_tasks, load_tasks, probe_key
@@ -66,7 +67,8 @@ def create_app(
     app.include_router(router)
     app.include_router(admin_router)
     app.include_router(usage_router)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(DoorMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # the last added runs first: refusals at the door carry ids too
     return app
 
 

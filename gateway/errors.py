@@ -25,13 +25,14 @@ from engines import (
     EngineRejected,
     EngineTimeout,
     EngineUnavailable,
+    LocalOverload,
     NoReplicaAvailable,
 )
 from gateway.budgets import BudgetUnavailable
 from gateway.database import DatabaseUnavailable
 from gateway.disconnect import CLIENT_CLOSED
 
-__all__ = ["GatewayError", "error_event", "from_engine_error", "install_error_handlers"]
+__all__ = ["GatewayError", "error_event", "from_engine_error", "gateway_overloaded", "install_error_handlers"]
 
 log = logging.getLogger("tiergate.errors")
 
@@ -91,6 +92,12 @@ def _retry_headers(seconds: float | None) -> dict[str, str]:
     return {"retry-after": str(max(1, math.ceil(seconds))), "retry-after-ms": str(int(seconds * 1000))}
 
 
+def gateway_overloaded() -> GatewayError:
+    """The gateway itself is short (of file descriptors, memory, or room under its concurrency limit)."""
+    message = "The gateway is overloaded; retry shortly."
+    return GatewayError(503, message, code="gateway_overloaded", headers=_retry_headers(1.0))
+
+
 def from_engine_error(exc: EngineError) -> GatewayError:
     """What the client is told when an engine call failed (after any failover)."""
     if isinstance(exc, EngineRejected):
@@ -106,6 +113,8 @@ def from_engine_error(exc: EngineError) -> GatewayError:
             param=exc.param,
             error_type=exc.error_type,
         )
+    if isinstance(exc, LocalOverload):
+        return gateway_overloaded()
     if isinstance(exc, NoReplicaAvailable):
         return GatewayError(
             503, exc.message, code="no_healthy_replica", headers=_retry_headers(exc.retry_after_s)

@@ -55,6 +55,14 @@ class ServerSettings(_Section):
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger request bodies get HTTP 413")
+    # inference requests one worker serves at once (streams until their end); more get 503 gateway_overloaded.
+    # The default is EngineTransport's connections per engine replica: past it, requests would queue there
+    max_concurrent_requests: int = Field(512, ge=1)
+    # client connections one worker holds (idle keep-alive ones included); more are closed as they come
+    max_connections: int = Field(2048, ge=1)
+    # from a connection's opening (or a request's first byte) to its headers' end; then to its body's end
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
 
