@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +35,14 @@ __all__ = [
     "PROBE_TENANT",
     "ProbeMetrics",
     "ProbeResult",
+    "ProbeRetries",
     "ProbeTask",
     "Prober",
+    "backoff",
     "builtin_tasks",
     "load_tasks",
     "probe_key",
+    "retry_delay",
     "run_probe",
 ]
 
@@ -54,20 +59,44 @@ class ProbeTask:
 
 
 @dataclass(frozen=True, slots=True)
+class ProbeRetries:
+    """How long a probe task keeps trying after a 429 or 503 or a failed connection: at most `max_retries`
+    retries, and at most `max_wait_s` seconds of waiting in all. Each wait is the one the answer asks for
+    (`retry-after-ms`, else `retry-after`), else a backoff from 0.5 s doubling up to 8 s; a wait beyond what
+    is left of the bound, or an answer with `x-should-retry: false` (a spent budget), ends the task at once:
+    refused after a 429 or 503, errored after a failed connection."""
+
+    max_retries: int = 5
+    max_wait_s: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeResult:
+    """A probe run of `model:tier`, or its progress so far. Every task ends as one of answered (the
+    gateway answered 200), refused (429 or 503, after the retries allowed) or errored (any other failure).
+    Accuracy and cost per right answer are over the answered tasks: a refusal is not a wrong answer."""
+
     model: str
     tier: str
     effort: str | None
     tasks: int
-    answered: int  # requests that got an answer (not an error)
+    answered: int
+    refused: int
+    errored: int
     correct: int
+    retries: int  # retries sent after a 429 or 503, all tasks together
     cost_micros: int
     reasoning_tokens: int
     seconds: float
 
     @property
-    def accuracy(self) -> float:
-        return self.correct / self.tasks if self.tasks else 0.0
+    def done(self) -> int:
+        return self.answered + self.refused + self.errored
+
+    @property
+    def accuracy(self) -> float | None:
+        """Share of the answered tasks answered right; None when none was answered."""
+        return self.correct / self.answered if self.answered else None
 
     @property
     def cost_per_correct_micros(self) -> int | None:
@@ -78,14 +107,18 @@ class ProbeResult:
         return self.reasoning_tokens / self.answered if self.answered else 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        accuracy = self.accuracy
         return {
             "model": self.model,
             "tier": self.tier,
             "effort": self.effort,
             "tasks": self.tasks,
             "answered": self.answered,
+            "refused": self.refused,
+            "errored": self.errored,
             "correct": self.correct,
-            "accuracy": round(self.accuracy, 4),
+            "accuracy": round(accuracy, 4) if accuracy is not None else None,
+            "retries": self.retries,
             "cost_micros": self.cost_micros,
             "cost_per_correct_micros": self.cost_per_correct_micros,
             "mean_reasoning_tokens": round(self.mean_reasoning_tokens, 1),
@@ -113,6 +146,16 @@ def load_tasks(path: Path) -> list[ProbeTask]:
     return tasks
 
 
+class _Tally:
+    """The counts of one run as its tasks end."""
+
+    __slots__ = ("answered", "correct", "cost", "errored", "reasoning", "refused", "retries")
+
+    def __init__(self) -> None:
+        self.answered = self.refused = self.errored = self.correct = 0
+        self.retries = self.cost = self.reasoning = 0
+
+
 async def run_probe(
     client: httpx.AsyncClient,
     model: str,
@@ -122,52 +165,144 @@ async def run_probe(
     effort: str | None = None,
     concurrency: int = 4,
     max_tokens: int | None = None,
+    retries: ProbeRetries = ProbeRetries(),
+    on_progress: Callable[[ProbeResult], None] | None = None,
 ) -> ProbeResult:
     """Send every task to `model:tier` through the gateway at `client`'s base URL, `concurrency` at a time,
-    and score the answers. Failed requests count as wrong."""
+    and score the answers. A 429 or 503 is retried as `retries` allows (the task keeps its place in the
+    concurrency while it waits: a limited key is not sent more at once); `on_progress` gets the counts so
+    far after each task ends and each retry."""
     started = time.monotonic()
     gate = asyncio.Semaphore(concurrency)
-    outcomes: list[tuple[bool, bool, int, int]] = []  # (answered, correct, cost, reasoning tokens)
+    tally = _Tally()
+
+    def snapshot() -> ProbeResult:
+        return ProbeResult(
+            model=model,
+            tier=tier,
+            effort=effort,
+            tasks=len(tasks),
+            answered=tally.answered,
+            refused=tally.refused,
+            errored=tally.errored,
+            correct=tally.correct,
+            retries=tally.retries,
+            cost_micros=tally.cost,
+            reasoning_tokens=tally.reasoning,
+            seconds=time.monotonic() - started,
+        )
+
+    def progressed() -> None:
+        if on_progress is not None:
+            on_progress(snapshot())
+
+    async def send(body: bytes) -> httpx.Response | None:
+        """The final answer to one task's request (after the retries allowed), or None when refused; a
+        connection that still fails when the retries are spent raises."""
+        waited, attempt = 0.0, 0
+        while True:
+            try:
+                response = await client.post("/v1/chat/completions", content=body)
+            except httpx.TransportError:
+                # retried as openai-python does: mostly a pooled connection the server closed while the
+                # task waited (uvicorn drops idle ones after 5 s), which the request never reached
+                delay = backoff(attempt)
+                if attempt >= retries.max_retries or waited + delay > retries.max_wait_s:
+                    raise
+            else:
+                if response.status_code not in _RETRYABLE:
+                    return response
+                delay = retry_delay(response.headers, attempt)
+                if (
+                    attempt >= retries.max_retries
+                    or waited + delay > retries.max_wait_s
+                    or response.headers.get("x-should-retry") == "false"
+                ):
+                    log.info("probe request to %s:%s refused: HTTP %d", model, tier, response.status_code)
+                    return None
+            waited += delay
+            attempt += 1
+            tally.retries += 1
+            progressed()
+            await asyncio.sleep(delay)
 
     async def one(task: ProbeTask) -> None:
-        body: dict[str, Any] = {
+        request: dict[str, Any] = {
             "model": f"{model}:{tier}",
             "messages": [{"role": "user", "content": task.question + _INSTRUCTION}],
         }
         if effort is not None:
-            body["reasoning_effort"] = effort
+            request["reasoning_effort"] = effort
         if max_tokens is not None:
-            body["max_tokens"] = max_tokens
+            request["max_tokens"] = max_tokens
         async with gate:
+            response: httpx.Response | httpx.HTTPError | None
             try:
-                response = await client.post("/v1/chat/completions", content=orjson.dumps(body))
+                response = await send(orjson.dumps(request))
             except httpx.HTTPError as exc:
-                log.warning("probe request to %s:%s failed: %r", model, tier, exc)
-                outcomes.append((False, False, 0, 0))
-                return
-        if response.status_code != 200:
-            log.warning("probe request to %s:%s: HTTP %d", model, tier, response.status_code)
-            outcomes.append((False, False, 0, 0))
-            return
+                response = exc
+        if response is None:
+            tally.refused += 1
+        elif isinstance(response, httpx.HTTPError) or (reply := _answer(response)) is None:
+            log.warning("probe request to %s:%s failed: %s", model, tier, _failure(response))
+            tally.errored += 1
+        else:
+            content, cost, reasoning = reply
+            tally.answered += 1
+            tally.correct += extract_answer(content) == extract_answer(task.answer)
+            tally.cost += cost
+            tally.reasoning += reasoning
+        progressed()
+
+    await asyncio.gather(*(one(task) for task in tasks))
+    return snapshot()
+
+
+_RETRYABLE = frozenset({429, 503})
+_BACKOFF_S = (0.5, 8.0)  # the first wait and the longest, when an answer names none
+
+
+def retry_delay(headers: httpx.Headers, attempt: int) -> float:
+    """Seconds to wait before retry `attempt + 1`: `retry-after-ms`, else `retry-after` (seconds or an
+    HTTP date), as openai-python reads them; else an exponential backoff."""
+    with contextlib.suppress(ValueError):
+        milliseconds = float(headers.get("retry-after-ms", ""))
+        if math.isfinite(milliseconds) and milliseconds >= 0:
+            return milliseconds / 1000
+    after = headers.get("retry-after", "")
+    with contextlib.suppress(ValueError):
+        seconds = float(after)
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    with contextlib.suppress(TypeError, ValueError):
+        return max(0.0, (parsedate_to_datetime(after) - datetime.now(UTC)).total_seconds())
+    return backoff(attempt)
+
+
+def backoff(attempt: int) -> float:
+    """The wait before retry `attempt + 1` when nothing says how long: 0.5 s, doubling, at most 8 s."""
+    first, longest = _BACKOFF_S
+    return float(min(first * 2**attempt, longest))
+
+
+def _failure(response: httpx.Response | httpx.HTTPError) -> str:
+    if isinstance(response, httpx.HTTPError):
+        return repr(response)
+    return f"HTTP {response.status_code} {response.text[:200]}"
+
+
+def _answer(response: httpx.Response) -> tuple[str, int, int] | None:
+    """(content, cost in micros, reasoning tokens) of a chat completion; None for anything else."""
+    if response.status_code != 200:
+        return None
+    try:
         reply = response.json()
         content = reply["choices"][0]["message"].get("content") or ""
         usage = reply.get("usage") or {}
         reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
-        correct = extract_answer(content) == extract_answer(task.answer)
-        outcomes.append((True, correct, int(usage.get("cost_micros") or 0), int(reasoning)))
-
-    await asyncio.gather(*(one(task) for task in tasks))
-    return ProbeResult(
-        model=model,
-        tier=tier,
-        effort=effort,
-        tasks=len(tasks),
-        answered=sum(answered for answered, _, _, _ in outcomes),
-        correct=sum(correct for _, correct, _, _ in outcomes),
-        cost_micros=sum(cost for _, _, cost, _ in outcomes),
-        reasoning_tokens=sum(tokens for _, _, _, tokens in outcomes),
-        seconds=time.monotonic() - started,
-    )
+        return str(content), int(usage.get("cost_micros") or 0), int(reasoning)
+    except (ValueError, LookupError, TypeError, AttributeError):
+        return None
 
 
 class ProbeMetrics:
@@ -176,7 +311,10 @@ class ProbeMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         labels = ("model", "tier")
         self.accuracy = Gauge(
-            "tiergate_probe_accuracy", "Share of probe tasks answered right", labels, registry=registry
+            "tiergate_probe_accuracy",
+            "Share of the last probe run's answered tasks answered right",
+            labels,
+            registry=registry,
         )
         self.cost_per_correct = Gauge(
             "tiergate_probe_cost_per_correct_answer",
@@ -196,7 +334,8 @@ class ProbeMetrics:
 
     def publish(self, result: ProbeResult) -> None:
         labels = (result.model, result.tier)
-        self.accuracy.labels(*labels).set(result.accuracy)
+        accuracy = result.accuracy
+        self.accuracy.labels(*labels).set(accuracy if accuracy is not None else float("nan"))
         per_correct = result.cost_per_correct_micros
         self.cost_per_correct.labels(*labels).set(
             per_correct / 1e6 if per_correct is not None else float("nan")
@@ -219,6 +358,7 @@ class Prober:
         interval_s: float,
         daily_limit_micros: int,
         effort: str | None = None,
+        retries: ProbeRetries = ProbeRetries(),
     ) -> None:
         self._client = client
         self._targets = list(targets)
@@ -227,6 +367,7 @@ class Prober:
         self._interval_s = interval_s
         self._limit = daily_limit_micros
         self._effort = effort
+        self._retries = retries
         self._spent: tuple[str, int] = ("", 0)  # (UTC day, micros spent on probes that day)
         self._task: asyncio.Task[None] | None = None
 
@@ -247,7 +388,9 @@ class Prober:
             if spent >= self._limit:
                 log.info("probes: today's limit of %d micros is spent; %s:%s waits", self._limit, model, tier)
                 break
-            result = await run_probe(self._client, model, tier, self._tasks, effort=self._effort)
+            result = await run_probe(
+                self._client, model, tier, self._tasks, effort=self._effort, retries=self._retries
+            )
             self._spent = (day, spent + result.cost_micros)
             self._metrics.publish(result)
             log.info("probe %s", orjson.dumps(result.to_dict()).decode())
