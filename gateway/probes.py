@@ -331,11 +331,23 @@ class ProbeMetrics:
         self.runs = Counter(
             "tiergate_probe_runs", "Probe runs, per model and tier", labels, registry=registry
         )
+        self.tasks = Counter(
+            "tiergate_probe_tasks",
+            "Probe tasks by outcome: answered, refused (429/503 after retries), errored",
+            (*labels, "outcome"),
+            registry=registry,
+        )
 
     def publish(self, result: ProbeResult) -> None:
         labels = (result.model, result.tier)
         accuracy = result.accuracy
         self.accuracy.labels(*labels).set(accuracy if accuracy is not None else float("nan"))
+        for outcome, count in (
+            ("answered", result.answered),
+            ("refused", result.refused),
+            ("errored", result.errored),
+        ):
+            self.tasks.labels(*labels, outcome).inc(count)  # 0 too: every outcome has its series
         per_correct = result.cost_per_correct_micros
         self.cost_per_correct.labels(*labels).set(
             per_correct / 1e6 if per_correct is not None else float("nan")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import subprocess
 import time
 from contextlib import ExitStack
@@ -222,3 +223,32 @@ async def test_other_failures_are_errors_not_refusals(
         result = await run_probe(client, "qwen3-8b", "deliberate", builtin_tasks(3))
     assert (result.answered, result.refused, result.errored) == (0, 0, 3)
     assert result.accuracy is None and result.to_dict()["accuracy"] is None
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(503, "refused"), (400, "errored")])
+def test_the_gateways_own_probes_count_refused_and_errored_apart(
+    start_engine: StartEngine, start_gateway: StartGateway, status: int, outcome: str
+) -> None:
+    right = start_engine(ALWAYS_RIGHT)
+    failing = start_engine(profile("deliberate", zero_latency=True, error_rate=1.0, error_status=status))
+    gateway = start_gateway(
+        [right],
+        [failing],
+        ready=False,
+        probes={"enabled": True, "tasks": 4, "models": ["qwen3-8b"], "max_retries": 0},
+    )
+    url = gateway.url
+    deadline = time.monotonic() + 20
+    while metric(url, "tiergate_probe_runs_total", model="qwen3-8b", tier="deliberate") is None:
+        assert time.monotonic() < deadline, "no probe result published"
+        time.sleep(0.1)
+
+    def tasks(tier: str, kind: str) -> float | None:
+        return metric(url, "tiergate_probe_tasks_total", model="qwen3-8b", tier=tier, outcome=kind)
+
+    assert [tasks("fast", kind) for kind in ("answered", "refused", "errored")] == [4, 0, 0]
+    assert metric(url, "tiergate_probe_accuracy", model="qwen3-8b", tier="fast") == 1.0
+    assert tasks("deliberate", outcome) == 4 and tasks("deliberate", "answered") == 0
+    assert tasks("deliberate", "refused" if outcome == "errored" else "errored") == 0
+    accuracy = metric(url, "tiergate_probe_accuracy", model="qwen3-8b", tier="deliberate")
+    assert accuracy is not None and math.isnan(accuracy)  # nothing answered: no accuracy, not 0%
