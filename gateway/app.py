@@ -15,7 +15,8 @@ from starlette.types import Receive, Scope, Send
 from gateway.admin import admin_router
 from gateway.errors import install_error_handlers
 from gateway.metering import MeterSink
-from gateway.probes import ProbeMetrics, Prober, ProbeRetries, builtin_tasks, load_tasks, probe_key
+from gateway.prober import ProbeMetrics, Prober, probe_key
+from gateway.probes import ProbeRetries, builtin_tasks, load_tasks
 from gateway.request_id import RequestIdMiddleware
 from gateway.routes import inference_routes, router
 from gateway.settings import Settings, metrics_multiprocess_dir, settings_from_environment
