@@ -255,6 +255,8 @@ class ProbeSettings(_Section):
     tiers: list[Tier] = Field(default_factory=lambda: [Tier.FAST, Tier.DELIBERATE], min_length=1)
     effort: ReasoningEffort | None = None
     daily_limit: str = Field("1.00", description="the most probes spend a day, in the price book's currency")
+    max_retries: int = Field(5, ge=0, le=100, description="retries of a task answered 429 or 503")
+    max_retry_wait_s: float = Field(120.0, ge=0, le=3600, description="the most a task waits for its retries")
 
     @model_validator(mode="after")
     def _limit_is_money(self) -> ProbeSettings:

@@ -27,7 +27,13 @@ def test_demo_serves_both_tiers_and_stops_on_ctrl_c(processes: list[subprocess.P
     admin_token = read_until(demo, r"/admin/keys -H 'authorization: Bearer ([^']+)'").group(1)
     wait_http(f"http://127.0.0.1:{port}/readyz", demo)
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=api_key, max_retries=0)
-    assert len(list(client.models.list())) == 4
+    assert sorted(model.id for model in client.models.list()) == [
+        "llama-3.1-8b:fast",
+        "qwen3-32b:deliberate",
+        "qwen3-8b:auto",
+        "qwen3-8b:deliberate",
+        "qwen3-8b:fast",
+    ]
     # the deliberate tier's bound holds the low effort's floor (256) and an answer
     for model, bound in (("qwen3-8b:fast", 5), ("qwen3-8b:deliberate", 400)):
         reply = client.chat.completions.create(
