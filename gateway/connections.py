@@ -91,6 +91,12 @@ class GatewayProtocol(HttpToolsProtocol):
             self._body_timer = None
         super().on_message_complete()
 
+    def send_400_response(self, msg: str) -> None:
+        """Malformed HTTP: uvicorn's text/plain answer becomes an OpenAI error envelope, as every other is."""
+        error = GatewayError(400, f"{msg} The request is not valid HTTP/1.1.", code="invalid_http_request")
+        self.transport.write(_closing(400, b"Bad Request", error))
+        self.transport.close()
+
     def _head_expired(self) -> None:
         self._head_timer = None
         if self._in_head:  # part of a request came: say why it ends (a silent connection is just closed)
@@ -117,9 +123,16 @@ def _timed_out(part: str, seconds: float) -> bytes:
     error = GatewayError(
         408, f"The request's {part} did not arrive within {seconds:g} s.", code="request_timeout"
     )
+    return _closing(408, b"Request Timeout", error)
+
+
+def _closing(status: int, reason: bytes, error: GatewayError) -> bytes:
+    """A whole response, written by the protocol itself (no app, no request id), before it closes."""
     body = orjson.dumps(error.envelope())
-    head = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % len(
-        body
+    head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % (
+        status,
+        reason,
+        len(body),
     )
     return head + b"connection: close\r\n\r\n" + body
 

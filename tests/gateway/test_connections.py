@@ -121,6 +121,24 @@ def test_a_body_that_does_not_arrive_in_time_gets_408(start_engine: StartEngine,
         assert served(url)
 
 
+@pytest.mark.parametrize(
+    "garbage",
+    [b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nbad header line\r\n\r\n", b"POST / HTTP/9.9\r\n\r\n"],
+)
+def test_malformed_http_gets_an_openai_error(
+    start_engine: StartEngine, connect: Connect, garbage: bytes
+) -> None:
+    with gateway(start_engine) as url:
+        sock = connect(url)
+        sock.sendall(garbage)
+        head, _, body = until_closed(sock).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400"), head
+        assert b"content-type: application/json" in head.lower() and b"connection: close" in head.lower()
+        error = orjson.loads(body)["error"]
+        assert (error["code"], error["type"]) == ("invalid_http_request", "invalid_request_error")
+        assert served(url)
+
+
 def test_a_worker_closes_connections_beyond_its_bound_at_once(
     start_engine: StartEngine, connect: Connect
 ) -> None:
