@@ -27,7 +27,14 @@ from gateway.metrics import RequestMetrics
 from gateway.schemas import InferenceRequest
 from pricing import MAX_MICROS, NotPriced, PriceBook, format_micros, worst_case
 
-__all__ = ["DEFAULT_OUTPUT_TOKENS", "Admitter", "TokenEstimate", "estimate_tokens", "pinned_output"]
+__all__ = [
+    "DEFAULT_OUTPUT_TOKENS",
+    "Admitter",
+    "TokenEstimate",
+    "check_output_limit",
+    "estimate_tokens",
+    "pinned_output",
+]
 
 log = logging.getLogger("tiergate.admission")
 
@@ -52,15 +59,16 @@ class TokenEstimate:
         return max(1, (self.prompt + self.output) * self.n)
 
 
-def estimate_tokens(body_size: int, checked: InferenceRequest, max_model_len: int | None) -> TokenEstimate:
+def estimate_tokens(body_size: int, checked: InferenceRequest, offer: Offer) -> TokenEstimate:
     """A cheap upper-ish estimate of a request's tokens: prompt from the body's size (about four bytes a
     token, JSON syntax included), plus the longest answer the engine will write for each choice, clamped to
     the model's context. That bound is the field the engine honours on this endpoint (`output_limit`), else
-    the API's default there (`default_output`), else the model's context, else `DEFAULT_OUTPUT_TOKENS`; the
-    proxy sends a default it relied on (`pinned_output`). It is only a reservation: the real count replaces
-    it at the end."""
+    the API's default there (`default_output`), else the model's `max_output_tokens`, else its context, else
+    `DEFAULT_OUTPUT_TOKENS`; the proxy sends a default it relied on (`pinned_output`). It is only a
+    reservation: the real count replaces it at the end."""
     prompt = body_size // _BYTES_PER_TOKEN
-    output = checked.output_limit or checked.default_output
+    max_model_len = offer.max_model_len
+    output = checked.output_limit or checked.default_output or offer.max_output_tokens
     if output is None:
         output = max_model_len - prompt if max_model_len is not None else DEFAULT_OUTPUT_TOKENS
     output = max(output, 0)
@@ -70,18 +78,33 @@ def estimate_tokens(body_size: int, checked: InferenceRequest, max_model_len: in
     return TokenEstimate(prompt, output, checked.choices)
 
 
-def pinned_output(checked: InferenceRequest, max_model_len: int | None) -> tuple[str, int] | None:
+def pinned_output(checked: InferenceRequest, offer: Offer) -> tuple[str, int] | None:
     """The output bound the gateway sends for the engine to honour what was reserved, when the request set
-    none: the endpoint's default, or `DEFAULT_OUTPUT_TOKENS` when the model's context is not configured (an
-    engine's own default is its whole context, which the gateway does not know)."""
+    none: the endpoint's default, else the model's `max_output_tokens`, else `DEFAULT_OUTPUT_TOKENS` when the
+    model's context is not configured (an engine's own default is its whole context, which the gateway does
+    not know)."""
     if checked.output_limit is not None:
         return None
-    default = checked.default_output
+    default = checked.default_output or offer.max_output_tokens
     if default is not None:
         return checked.output_field, default
-    if max_model_len is None:
+    if offer.max_model_len is None:
         return checked.output_field, DEFAULT_OUTPUT_TOKENS
     return None
+
+
+def check_output_limit(checked: InferenceRequest, offer: Offer) -> None:
+    """A bound above the model's `max_output_tokens` is a 400, as OpenAI answers it."""
+    asked, most = checked.output_limit, offer.max_output_tokens
+    if asked is not None and most is not None and asked > most:
+        field = checked.output_field if getattr(checked, checked.output_field, None) else "max_tokens"
+        raise GatewayError(
+            400,
+            f"{field} is too large: {asked}. The model `{offer.model}` supports at most {most} completion"
+            " tokens.",
+            code="invalid_value",
+            param=field,
+        )
 
 
 class Admitter:

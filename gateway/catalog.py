@@ -31,6 +31,7 @@ class Offer:
     max_model_len: int | None
     owned_by: str
     deliberation: DeliberationSettings | None = None  # the deliberate tier's depth promise, if configured
+    max_output_tokens: int | None = None  # the most one choice may generate (None: up to the context)
 
     @property
     def public_id(self) -> str:
@@ -59,6 +60,7 @@ class Catalog:
                     model.max_model_len,
                     model.owned_by,
                     offer.deliberation,
+                    model.max_output_tokens,
                 )
                 for tier, offer in model.tiers.items()
             }
@@ -174,6 +176,8 @@ class Catalog:
         }
         if offer.max_model_len is not None:
             card["max_model_len"] = offer.max_model_len
+        if offer.max_output_tokens is not None:
+            card["max_output_tokens"] = offer.max_output_tokens
         return card
 
     def _alias_card(self, model_id: str, card_id: str) -> dict[str, Any]:

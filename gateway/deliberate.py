@@ -52,19 +52,21 @@ def deliberation_plan(
     settings: DeliberationSettings,
     checked: ChatRequest,
     prompt: int,
-    max_model_len: int | None,
+    offer: Offer,
     headers: Headers,
 ) -> DepthPlan:
     """The request's plan (before anything is reserved); DepthUnreachable when its bound cannot hold it, a
     400 `unsupported_parameter` for what the tier cannot honour (never dropped in silence)."""
     _refuse_the_unhonourable(checked, settings)
     best_effort = headers.get(DEPTH_HEADER, "").strip().lower() == "best-effort"
+    max_model_len = offer.max_model_len
     context = max(1, max_model_len - prompt) if max_model_len is not None else None
     return plan_for(
         settings,
         checked.reasoning_effort,
         checked.output_limit,
         context,
+        most=offer.max_output_tokens,
         unbounded=DEFAULT_OUTPUT_TOKENS,
         best_effort=best_effort,
         choices=checked.n or 1,
@@ -256,7 +258,10 @@ class DeliberationStream(Response):
             keepalive = run.settings.keepalive_s
             while True:
                 try:
-                    event = await asyncio.wait_for(feed.queue.get(), keepalive)
+                    # asyncio.timeout, not wait_for: on 3.11, wait_for loses a cancellation (the client's
+                    # disconnect) that lands as the queue hands it an event - likely with events every ms
+                    async with asyncio.timeout(keepalive):
+                        event = await feed.queue.get()
                 except TimeoutError:
                     await open_stream()
                     await self._send(send, _KEEPALIVE)  # nothing to say yet: the connection stays up

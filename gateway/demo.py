@@ -35,14 +35,20 @@ def demo_settings(host: str, port: int, fast_url: str, deliberate_url: str) -> d
             "qwen3-8b": {
                 "default_tier": "fast",
                 "max_model_len": 32768,
+                "max_output_tokens": 8192,
                 "tiers": {
                     "fast": {"pool": "fast"},
                     "deliberate": {"pool": "deliberate", "deliberation": {}},  # the default depth promise
                 },
             },
-            "llama-3.1-8b": {"max_model_len": 32768, "tiers": {"fast": {"pool": "fast"}}},
+            "llama-3.1-8b": {
+                "max_model_len": 32768,
+                "max_output_tokens": 8192,
+                "tiers": {"fast": {"pool": "fast"}},
+            },
             "qwen3-32b": {
                 "max_model_len": 32768,
+                "max_output_tokens": 8192,
                 "tiers": {"deliberate": {"pool": "deliberate", "deliberation": {}}},
             },
         },

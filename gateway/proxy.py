@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from engines import EngineError, EnginePool, PooledStream
-from gateway.admission import Admitter, estimate_tokens, pinned_output
+from gateway.admission import Admitter, check_output_limit, estimate_tokens, pinned_output
 from gateway.affinity import affinity_key
 from gateway.catalog import Catalog, Offer
 from gateway.deliberate import deliberate, deliberation_estimate, deliberation_plan, depth_refusal
@@ -78,15 +78,14 @@ class InferenceProxy:
         )
         started_at = time.time()
         plan = estimate = None
+        check_output_limit(checked, offer)
         if key is not None:
             self._admitter.permit(key, offer)
-            estimate = estimate_tokens(len(body), checked, offer.max_model_len)
+            estimate = estimate_tokens(len(body), checked, offer)
         if offer.deliberation is not None and isinstance(checked, ChatRequest):
             prompt = prompt_estimate(len(body))
             try:
-                plan = deliberation_plan(
-                    offer.deliberation, checked, prompt, offer.max_model_len, request.headers
-                )
+                plan = deliberation_plan(offer.deliberation, checked, prompt, offer, request.headers)
                 estimate = deliberation_estimate(prompt, plan)
             except DepthUnreachable as exc:
                 if difficulty is None or (key is not None and "fast" not in key.tiers):
@@ -106,7 +105,7 @@ class InferenceProxy:
                         await refund  # landed before the refusal is answered
                 raise
         data["model"] = offer.engine_model
-        pinned = pinned_output(checked, offer.max_model_len)
+        pinned = pinned_output(checked, offer)
         if pinned is not None:  # what was reserved is what the engine is told
             data[pinned[0]] = pinned[1]
         streaming = checked.streaming

@@ -161,6 +161,9 @@ class ModelSettings(_Section):
     default_tier: Tier | None = None  # default: the only tier, or fast
     tiers: dict[Tier, TierOffer] = Field(min_length=1)
     max_model_len: int | None = Field(None, gt=0)
+    # the most one choice (one sample of a deliberation) may generate: a request asking more is a 400, one
+    # asking nothing is sent this bound (as OpenAI's models have a maximum output below their context)
+    max_output_tokens: int | None = Field(None, gt=0)
     owned_by: str = "tiergate"
 
     @model_validator(mode="after")

@@ -92,7 +92,7 @@ def gateway_settings(fast: list[str], deliberate: list[str], **extra: Any) -> Se
     deliberate_offer: dict[str, Any] = {"pool": "deliberate"}
     if "deliberation" in extra:  # qwen3-8b's depth promise in the deliberate tier
         deliberate_offer["deliberation"] = extra.pop("deliberation")
-    models = {
+    models: dict[str, dict[str, Any]] = {
         "qwen3-8b": {
             "default_tier": "fast",
             "max_model_len": 32768,
@@ -101,6 +101,9 @@ def gateway_settings(fast: list[str], deliberate: list[str], **extra: Any) -> Se
         "llama-3.1-8b": {"tiers": {"fast": {"pool": "fast"}}},
         "qwen3-32b": {"tiers": {"deliberate": {"pool": "deliberate"}}},
     }
+    # per model, more settings: {"qwen3-8b": {"max_output_tokens": 300}}
+    for model_id, more in extra.pop("model_settings", {}).items():
+        models[model_id] = {**models[model_id], **more}
     # these tests are about engines: tests of keys set their own auth
     extra.setdefault("auth", {"mode": "disabled"})
     extra.setdefault("pricing", {"book": str(PRICE_BOOK)})

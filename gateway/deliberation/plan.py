@@ -50,6 +50,9 @@ class DepthPlan:
     # bound from the client), each call may generate `output`, what the model's context leaves
     pinned: bool = True
     choices: int = 1  # the request's `n`: independent deliberations, each with `samples` samples
+    # a sample stopped at the cap by the gateway (an engine without thinking_token_budget) is closed for an
+    # answer by one more call; an engine that caps thinking itself answers in the same call
+    gateway_caps: bool = False
 
     @property
     def total_samples(self) -> int:
@@ -75,10 +78,15 @@ class DepthPlan:
         per_call = self.output or 0
         return self.total_samples * (per_call if self.pinned else per_call * self.calls_per_sample())
 
+    @property
+    def closes(self) -> int:
+        """The most calls that close a sample's reasoning for an answer: at the gateway's cap, and once more
+        when it still said nothing."""
+        return 2 if self.gateway_caps else 1
+
     def calls_per_sample(self) -> int:
-        """The most engine calls one sample makes: its first, every extension to the floor, and two calls
-        that close its reasoning for an answer (at the cap, and once more when it still said nothing)."""
-        return 1 + self.max_extensions + 2
+        """The most engine calls one sample makes: its first, every extension to the floor, its closes."""
+        return 1 + self.max_extensions + self.closes
 
     def prompt_bound(self, prompt: int) -> int:
         """The most prompt tokens the engines read for the whole run: the first call once (its samples share
@@ -87,7 +95,7 @@ class DepthPlan:
         reasoning = self.cap if self.cap is not None else (self.output or 0)
         extension = prompt + min(self.floor, reasoning) + CALL_OVERHEAD_TOKENS
         close = prompt + reasoning + CALL_OVERHEAD_TOKENS
-        return prompt + self.total_samples * (self.max_extensions * extension + 2 * close)
+        return prompt + self.total_samples * (self.max_extensions * extension + self.closes * close)
 
 
 def plan_for(
@@ -96,6 +104,7 @@ def plan_for(
     requested: int | None = None,
     context: int | None = None,
     *,
+    most: int | None = None,
     unbounded: int = 4096,
     best_effort: bool = False,
     choices: int = 1,
@@ -103,7 +112,8 @@ def plan_for(
     """The configured level for the request's effort (an effort with no level of its own takes the nearest
     configured one below it, or above when none is below; no effort takes `default_effort`), bounded by
     `requested` (the client's max_completion_tokens or max_tokens) and `context` (what the model's context
-    leaves after the prompt, when known; `unbounded` stands for it when not, for a level without a cap)."""
+    leaves after the prompt, when known; `unbounded` stands for it when not, for a level without a cap) and
+    `most` (the model's max_output_tokens: a default never goes beyond it)."""
     wanted = _effort(reasoning_effort) or settings.default_effort
     levels = settings.efforts
     if wanted not in levels:
@@ -119,6 +129,10 @@ def plan_for(
             raise DepthUnreachable(wanted.value, level.floor, minimum, requested)
     elif level.cap is not None:
         output = level.cap + settings.answer_tokens
+        if most is not None:
+            output = min(output, most)
+    elif most is not None:
+        output = most
     else:  # nothing bounds a sample but the engine's context: each call may fill it
         output = context if context is not None else unbounded
         return DepthPlan(
@@ -140,7 +154,15 @@ def plan_for(
         cap = output - room if cap is None else min(cap, output - room)
     # the floor stays the promise: a best-effort bound below it misses it, and is billed so
     return DepthPlan(
-        wanted.value, level.floor, cap, level.samples, level.max_extensions, output, room, choices=choices
+        wanted.value,
+        level.floor,
+        cap,
+        level.samples,
+        level.max_extensions,
+        output,
+        room,
+        choices=choices,
+        gateway_caps=cap is not None and not settings.engine_caps_thinking,
     )
 
 

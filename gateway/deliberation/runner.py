@@ -94,7 +94,7 @@ class Deliberator:
         await self._call(run, body, [sample], "after" if close else "inside")
 
     def _gateway_caps(self, run: Run) -> bool:
-        return run.plan.cap is not None and not run.settings.engine_caps_thinking
+        return run.plan.gateway_caps
 
     async def _call(self, run: Run, body: dict[str, Any], samples: list[Sample], state: State) -> None:
         """One engine call, streamed; its choices grow `samples` (choice i -> samples[i])."""

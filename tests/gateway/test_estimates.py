@@ -14,12 +14,19 @@ import pytest
 
 from engines.simulator import profile
 from gateway.admission import DEFAULT_OUTPUT_TOKENS, estimate_tokens
+from gateway.catalog import Offer
 from gateway.schemas import ChatRequest, CompletionRequest
+from gateway.tiers import Tier
 from tests.conftest import StartEngine, StartGateway
 from tests.gateway.test_budgets_http import budgets_of, ledger_total
 from tests.gateway.test_keys_http import admin, keyed_gateway, new_key
 
 STORY = "Write a long story."
+STORY_CHAT: Any = [{"role": "user", "content": STORY}]
+
+
+def offer(max_model_len: int | None = None, max_output_tokens: int | None = None) -> Offer:
+    return Offer("m", Tier.FAST, "fast", "m", max_model_len, "tiergate", None, max_output_tokens)
 
 
 def test_the_chat_bound_is_the_one_vllm_honours_and_a_batch_makes_a_choice_per_prompt() -> None:
@@ -32,21 +39,25 @@ def test_the_chat_bound_is_the_one_vllm_honours_and_a_batch_makes_a_choice_per_p
             "n": 3,
         }
     )
-    estimate = estimate_tokens(100, both, None)
+    estimate = estimate_tokens(100, both, offer())
     assert (estimate.output, estimate.n) == (4000, 3)
     batch = CompletionRequest.model_validate(
         {"model": "m", "prompt": ["a", "b", "c", "d"], "max_tokens": 50, "n": 2}
     )
-    assert (estimate_tokens(100, batch, None).output, estimate_tokens(100, batch, None).n) == (50, 8)
+    assert (estimate_tokens(100, batch, offer()).output, estimate_tokens(100, batch, offer()).n) == (50, 8)
     ids = CompletionRequest.model_validate({"model": "m", "prompt": [1, 2, 3], "max_tokens": 50})
-    assert estimate_tokens(100, ids, None).n == 1  # one prompt given as token ids
+    assert estimate_tokens(100, ids, offer()).n == 1  # one prompt given as token ids
     id_batch = CompletionRequest.model_validate({"model": "m", "prompt": [[1, 2], [3]], "max_tokens": 50})
-    assert estimate_tokens(100, id_batch, None).n == 2
+    assert estimate_tokens(100, id_batch, offer()).n == 2
     unbounded = ChatRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "x"}]})
-    assert estimate_tokens(400, unbounded, 1000).output == 900  # the model's context, less the prompt
-    assert estimate_tokens(400, unbounded, None).output == DEFAULT_OUTPUT_TOKENS
+    assert estimate_tokens(400, unbounded, offer(1000)).output == 900  # the context, less the prompt
+    assert estimate_tokens(400, unbounded, offer()).output == DEFAULT_OUTPUT_TOKENS
+    assert estimate_tokens(400, unbounded, offer(1000, 300)).output == 300  # the model's most
     default = CompletionRequest.model_validate({"model": "m", "prompt": "x", "best_of": 3})
-    assert (estimate_tokens(400, default, 1000).output, estimate_tokens(400, default, 1000).n) == (16, 3)
+    assert (estimate_tokens(400, default, offer(1000)).output, estimate_tokens(400, default, offer()).n) == (
+        16,
+        3,
+    )
 
 
 async def _fire(client: openai.AsyncOpenAI, count: int, **body: Any) -> list[Any]:
@@ -144,3 +155,27 @@ def test_max_completion_tokens_on_completions_is_a_400_naming_it(body: dict[str,
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert (error["code"], error["param"]) == ("unknown_parameter", "max_completion_tokens")
+
+
+def test_a_models_max_output_bounds_what_is_asked_sent_and_reserved(
+    start_engine: StartEngine, start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    long_writer = start_engine(profile("fast", zero_latency=True, output_tokens_range=(5000, 5000)))
+    gateway = keyed_gateway(
+        start_gateway, long_writer, tmp_path, model_settings={"qwen3-8b": {"max_output_tokens": 300}}
+    )
+    key = new_key(gateway, limits={"fast": {"tpm": 200_000}})
+    with openai.OpenAI(base_url=gateway.v1, api_key=key["secret"], max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(
+                model="qwen3-8b:fast", messages=[{"role": "user", "content": STORY}], max_tokens=301
+            )
+        assert (refused.value.code, refused.value.param) == ("invalid_value", "max_tokens")
+        assert "at most 300" in refused.value.message
+        raw = client.chat.completions.with_raw_response.create(model="qwen3-8b:fast", messages=STORY_CHAT)
+        reply = raw.parse()
+        assert reply.usage is not None and reply.usage.completion_tokens == 300  # sent the model's bound
+        reserved = 200_000 - int(raw.headers["x-ratelimit-remaining-tokens"])
+        assert 300 < reserved < 400  # the bound and the prompt, not the 32,768-token context
+        card = client.models.retrieve("qwen3-8b:fast")
+        assert (card.model_extra or {})["max_output_tokens"] == 300

@@ -9,6 +9,7 @@ Llama of make_tiny_model.py.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -201,6 +202,53 @@ def test_deliberate_chat_streamed_has_reasoning(pools: Pools) -> None:
             reasoning += (choice.delta.model_extra or {}).get("reasoning") or ""
     assert reasoning
     check_cost(usage)
+
+
+def test_deliberate_named_tool_call(pools: Pools) -> None:
+    """A named function on the deliberate tier, on real vLLM: the engine's structured output constrains the
+    call after the reasoning (ended by the cap's thinking_token_budget), and the gateway delivers it in
+    OpenAI's shape - streamed and not - and bills it."""
+    weather: Any = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
+                "required": ["city"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    named: Any = {"type": "function", "function": {"name": "get_weather"}}
+    ask: Any = [{"role": "user", "content": "What is the weather in Paris?"}]
+    raw = pools.sdk.chat.completions.with_raw_response.create(
+        model=MODEL + ":deliberate", messages=ask, max_tokens=200, tools=[weather], tool_choice=named
+    )
+    answer = raw.parse()
+    calls = answer.choices[0].message.tool_calls
+    assert calls is not None and len(calls) == 1, answer
+    call = calls[0]
+    assert call.type == "function" and call.function.name == "get_weather"
+    assert json.loads(call.function.arguments)["city"] in ("Paris", "Rome")
+    assert extra(answer.choices[0].message).get("reasoning")  # the reasoning came first
+    check_cost(answer.usage)
+    check_row(pools, raw.headers["x-tiergate-request-id"], "deliberate", answer.usage)
+    arguments, name = "", ""
+    for chunk in pools.sdk.chat.completions.create(
+        model=MODEL + ":deliberate",
+        messages=ask,
+        max_tokens=200,
+        tools=[weather],
+        tool_choice=named,
+        stream=True,
+    ):
+        for choice in chunk.choices:
+            for fragment in choice.delta.tool_calls or ():
+                if fragment.function is not None:
+                    name += fragment.function.name or ""
+                    arguments += fragment.function.arguments or ""
+    assert name == "get_weather" and json.loads(arguments)["city"] in ("Paris", "Rome")
 
 
 # -- 3. the engines' errors, as OpenAI's -------------------------------------------------------------
