@@ -124,8 +124,9 @@ def main() -> None:
         print(orjson.dumps([r.to_dict() for r in results], option=orjson.OPT_INDENT_2).decode())
         return
     print(table(results))
-    fast_accuracy, high_accuracy = results[0].accuracy, results[-1].accuracy
-    verdict = "PASS" if high_accuracy >= fast_accuracy + 0.2 else "FAIL"
+    fast_accuracy, high_accuracy = results[0].accuracy or 0.0, results[-1].accuracy or 0.0
+    answered = all(r.answered == r.tasks for r in results)  # accuracy over a few answers proves nothing
+    verdict = "PASS" if answered and high_accuracy >= fast_accuracy + 0.2 else "FAIL"
     print(f"{verdict}  deliberate/high {high_accuracy:.1%} vs fast {fast_accuracy:.1%} ({args.tasks} tasks)")
 
 

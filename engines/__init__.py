@@ -8,6 +8,7 @@ from engines._exceptions import (
     EngineRejected,
     EngineTimeout,
     EngineUnavailable,
+    LocalOverload,
     NoReplicaAvailable,
 )
 from engines.client import EngineClient, EngineReply, EngineStream, StreamEvent, Timeouts
@@ -37,6 +38,7 @@ __all__ = [
     "EngineTransport",
     "EngineUnavailable",
     "HashRing",
+    "LocalOverload",
     "NoReplicaAvailable",
     "OpenAICompatEngine",
     "PoolPolicy",

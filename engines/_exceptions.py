@@ -9,7 +9,9 @@ reached the client):
     ├── EngineOverloaded             the engine refused for load: HTTP 429 or 503                   (retry)
     ├── EngineTimeout                connect, first-token, idle-between-chunks or total timeout     (retry)
     ├── EngineFailed                 the engine answered 5xx, or something that is not its protocol  (retry)
-    └── EngineRejected               the engine refused the request itself (4xx): retrying is futile (no)
+    ├── EngineRejected               the engine refused the request itself (4xx): retrying is futile (no)
+    └── LocalOverload                this process ran short (descriptors, memory, socket buffers, its own
+                                     connection pool): says nothing of the replica, never held against it (no)
 
 Errors of the HTTP layer below are translated at the boundary (`raise EngineTimeout(...) from exc`).
 """
@@ -23,6 +25,7 @@ __all__ = [
     "EngineRejected",
     "EngineTimeout",
     "EngineUnavailable",
+    "LocalOverload",
     "NoReplicaAvailable",
 ]
 
@@ -90,3 +93,11 @@ class EngineRejected(EngineError):
         self.error_type = error_type
         self.param = param
         self.code = code
+
+
+class LocalOverload(EngineError):
+    """The call could not be made for want of something of this process's own (EMFILE, ENFILE, ENOMEM,
+    ENOBUFS, or no free connection in its pool to the engine in time). `replica` is the one it was meant for;
+    failing over would meet the same shortage."""
+
+    retryable = False

@@ -59,7 +59,9 @@ class EngineClient(Protocol):
 
     async def stream(self, path: str, payload: bytes, *, request_id: str) -> EngineStream: ...
 
-    async def health(self) -> bool: ...
+    async def health(self) -> bool:
+        """Whether the replica says it is healthy. Raises `LocalOverload` when this process could not ask."""
+        ...
 
     async def metrics_text(self) -> str | None:
         """The engine's Prometheus `/metrics` text; None when it cannot be had (any failure)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import re
 from collections import deque
 from typing import Any
@@ -17,6 +18,7 @@ from engines._exceptions import (
     EngineRejected,
     EngineTimeout,
     EngineUnavailable,
+    LocalOverload,
 )
 from engines.client import EngineReply, StreamEvent, Timeouts
 from engines.http import EngineHTTP
@@ -33,6 +35,8 @@ _TOO_LONG = re.compile(
     r"|exceeds? (?:the )?max(?:imum)?[ _](?:input|seq)",
     re.I,
 )
+# errors of the operating system that say this process ran short, whatever the engine's state
+_LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
 class OpenAICompatEngine:
@@ -50,8 +54,10 @@ class OpenAICompatEngine:
         if api_key:
             self._base_headers.append((b"authorization", b"Bearer " + api_key.encode()))
         self._urls: dict[str, httpx.URL] = {}  # parsed once per path: URL parsing is not free
-        self._complete_ext = {"timeout": {"connect": timeouts.connect_s, "read": timeouts.total_s}}
-        self._stream_ext = {"timeout": {"connect": timeouts.connect_s, "read": None}}
+        # waiting for a connection of our own pool counts as connecting (a shortage of ours, not the engine's)
+        connect = {"connect": timeouts.connect_s, "pool": timeouts.connect_s}
+        self._complete_ext = {"timeout": {**connect, "read": timeouts.total_s}}
+        self._stream_ext = {"timeout": {**connect, "read": None}}
 
     async def complete(self, path: str, payload: bytes, *, request_id: str) -> EngineReply:
         request = self._request(path, payload, request_id, self._complete_ext, b"application/json")
@@ -101,6 +107,10 @@ class OpenAICompatEngine:
     async def health(self) -> bool:
         try:
             response = await self._http.client.get(self.url + "/health", timeout=self._timeouts.connect_s)
+        except httpx.TransportError as exc:
+            if _local(exc):
+                raise LocalOverload(f"could not check the engine: {exc}", replica=self.url) from exc
+            return False
         except httpx.HTTPError:
             return False
         return response.status_code == 200
@@ -143,6 +153,8 @@ class OpenAICompatEngine:
         return httpx.Request("POST", url, headers=headers, content=payload, extensions=extensions)
 
     def _transport_error(self, exc: httpx.TransportError, phase: str) -> EngineError:
+        if _local(exc):
+            return LocalOverload(f"the gateway could not call the engine: {exc}", replica=self.url)
         if isinstance(exc, httpx.ConnectTimeout):
             return EngineTimeout(
                 f"connecting to the engine timed out: {exc}", replica=self.url, phase="connect"
@@ -206,6 +218,9 @@ class OpenAICompatStream:
         except TimeoutError:
             raise EngineTimeout("the engine stalled mid-stream", replica=self.replica, phase="idle") from None
         except httpx.TransportError as exc:
+            if _local(exc):
+                message = f"the gateway could not read the stream: {exc}"
+                raise LocalOverload(message, replica=self.replica) from exc
             raise EngineFailed(f"the engine's stream broke: {exc}", replica=self.replica) from exc
         if chunk is None:
             self._finished = True
@@ -230,6 +245,21 @@ class OpenAICompatStream:
             self.usage = Usage.from_payload(usage) or self.usage
         self.tally.observe(payload)
         return StreamEvent(data, payload)
+
+
+def _local(exc: httpx.TransportError) -> bool:
+    """Whether the transport failed for a shortage of this process: no free connection in its own pool, or an
+    operating-system error in the chain of causes that the engine's state cannot explain."""
+    if isinstance(exc, httpx.PoolTimeout):
+        return True
+    cause = exc.__cause__ or exc.__context__
+    for _ in range(8):  # chains are short; the bound guards against a cycle
+        if cause is None:
+            return False
+        if isinstance(cause, OSError) and cause.errno in _LOCAL_ERRNOS:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 async def _close(stream: OpenAICompatStream | None) -> None:

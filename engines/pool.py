@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from engines._exceptions import EngineError, NoReplicaAvailable
+from engines._exceptions import EngineError, LocalOverload, NoReplicaAvailable
 from engines.client import EngineClient, EngineReply, EngineStream, StreamEvent
 from engines.engine_stats import EngineStats
 from engines.routing import (
@@ -100,13 +100,17 @@ class EnginePool:
         policy: PoolPolicy = PoolPolicy(),
         *,
         clock: Callable[[], float] = time.monotonic,
+        on_local_overload: Callable[[], None] | None = None,
     ) -> None:
+        """`on_local_overload` is called each time a call or a health check could not be made for a shortage
+        of this process's own (`LocalOverload`): the caller may shed load."""
         if not engines:
             raise ValueError(f"pool {name!r} needs at least one replica")
         self.name = name
         self.replicas = [Replica(engine) for engine in engines]
         self._policy = policy
         self._clock = clock
+        self._on_local_overload = on_local_overload
         self._turn = itertools.count()
         self._routing = policy.routing_policy()
         parser = PARSERS.get(policy.metrics_family)
@@ -199,6 +203,9 @@ class EnginePool:
 
     # -- passive health (circuit breaker) ---------------------------------------------------------
     def _failed(self, replica: Replica, exc: EngineError) -> None:
+        if isinstance(exc, LocalOverload):
+            self._local_overload()
+            return  # the gateway's own shortage, not the replica's
         if not exc.retryable:
             return  # the request's fault, not the replica's
         replica.failures += 1
@@ -210,6 +217,10 @@ class EnginePool:
         if replica.failures:
             replica.failures = 0
             replica.ejected_until = 0.0
+
+    def _local_overload(self) -> None:
+        if self._on_local_overload is not None:
+            self._on_local_overload()
 
     def stream_closed(self, replica: Replica, error: EngineError | None) -> None:
         replica.outstanding -= 1
@@ -232,6 +243,9 @@ class EnginePool:
                     healthy = await replica.engine.health()
             except TimeoutError:
                 healthy = False
+            except LocalOverload:
+                self._local_overload()
+                return  # a check this process could not make says nothing of the replica
             if healthy != replica.healthy:
                 log.info("pool %s: %s is %s", self.name, replica.url, "healthy" if healthy else "unhealthy")
             replica.healthy = healthy

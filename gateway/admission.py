@@ -18,7 +18,7 @@ from starlette.datastructures import Headers
 
 from gateway.budgets import BudgetHold, BudgetKeeper, BudgetRefusal, BudgetUnavailable, Spend
 from gateway.catalog import Offer
-from gateway.database import DatabaseError
+from gateway.database import DatabaseError, DatabaseUnavailable
 from gateway.errors import GatewayError
 from gateway.keys import ApiKey, Authenticator, AuthError
 from gateway.limits import Admission, LimiterUnavailable, RateLimiter, Reservation
@@ -112,8 +112,10 @@ class Admitter:
             return await self._authenticator.authenticate(presented)
         except AuthError as exc:
             raise GatewayError(401, _AUTH_MESSAGES[exc.reason], code="invalid_api_key") from None
-        except DatabaseError:  # an outage is not a wrong key: 503, which clients retry
-            log.exception("the key store cannot be reached")
+        except DatabaseUnavailable:  # an outage (logged once by the database) is not a wrong key: 503
+            raise _unavailable("API keys", "key_store_unavailable") from None
+        except DatabaseError:
+            log.exception("the key store failed")
             raise _unavailable("API keys", "key_store_unavailable") from None
 
     @staticmethod
@@ -193,7 +195,9 @@ class Admitter:
             verdict = await self._budgets.reserve(key.tenant_id, key.budgets, amount, at)
         except BudgetUnavailable:  # RedisLink has logged the outage (once per 10 s)
             raise _unavailable("Budgets", "budget_unavailable") from None
-        except DatabaseError:  # the ledger, read to seed a budget's counter
+        except DatabaseUnavailable:  # the ledger, read to seed a budget's counter (the outage is logged)
+            raise _unavailable("Budgets", "budget_unavailable") from None
+        except DatabaseError:
             log.exception("budgets cannot be checked")
             raise _unavailable("Budgets", "budget_unavailable") from None
         if isinstance(verdict, BudgetRefusal):

@@ -13,9 +13,11 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from gateway.admin import admin_router
+from gateway.door import DoorMiddleware
 from gateway.errors import install_error_handlers
 from gateway.metering import MeterSink
-from gateway.probes import ProbeMetrics, Prober, builtin_tasks, load_tasks, probe_key
+from gateway.prober import ProbeMetrics, Prober, probe_key
+from gateway.probes import ProbeRetries, builtin_tasks, load_tasks
 from gateway.request_id import RequestIdMiddleware
 from gateway.routes import inference_routes, router
 from gateway.settings import Settings, metrics_multiprocess_dir, settings_from_environment
@@ -66,7 +68,8 @@ def create_app(
     app.include_router(router)
     app.include_router(admin_router)
     app.include_router(usage_router)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(DoorMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # the last added runs first: refusals at the door carry ids too
     return app
 
 
@@ -117,6 +120,7 @@ async def _prober(app: FastAPI, state: GatewayState) -> Prober:
         interval_s=probes.interval_s,
         daily_limit_micros=parse_money(probes.daily_limit),
         effort=probes.effort.value if probes.effort is not None else None,
+        retries=ProbeRetries(probes.max_retries, probes.max_retry_wait_s),
     )
     prober.start()
     return prober

@@ -63,7 +63,13 @@ class Catalog:
                 for tier, offer in model.tiers.items()
             }
         self._effort_tiers = {effort.value: tier for effort, tier in effort_tiers.items()}
-        self._cards = [self._card(offer) for offers in self._offers.values() for offer in offers.values()]
+        # a card for every id a request may name: `model:tier`, `model:auto` and the bare `model`
+        tiered = [self._card(offer) for offers in self._offers.values() for offer in offers.values()]
+        autos = [self._alias_card(model_id, f"{model_id}:{AUTO}") for model_id in self._offers]
+        bares = [self._alias_card(model_id, model_id) for model_id in self._offers]
+        self._by_id = {card["id"]: card for card in (*tiered, *autos, *bares)}
+        # listed: each tier, and auto where it has a choice (a model offered in several tiers)
+        self._cards = [*tiered, *(card for card in autos if len(card["tiers"]) > 1)]
         self._cards_json = orjson.dumps({"object": "list", "data": self._cards})
 
     def resolve(
@@ -145,10 +151,12 @@ class Catalog:
 
     @property
     def cards(self) -> list[dict[str, Any]]:
+        """The listed cards: one per model and tier, and `model:auto` for the models in several tiers."""
         return self._cards
 
     def card(self, model_id: str) -> dict[str, Any] | None:
-        return next((card for card in self._cards if card["id"] == model_id), None)
+        """The card of any id `resolve` accepts: `model:tier`, `model:auto`, the bare `model`."""
+        return self._by_id.get(model_id)
 
     @property
     def offers(self) -> list[Offer]:
@@ -166,6 +174,18 @@ class Catalog:
         }
         if offer.max_model_len is not None:
             card["max_model_len"] = offer.max_model_len
+        return card
+
+    def _alias_card(self, model_id: str, card_id: str) -> dict[str, Any]:
+        """The card of `model:auto` (tier `auto`) or of the bare model id (the default tier's card under
+        that id); `tiers` lists the tiers the id may lead to."""
+        offers = self._offers[model_id]
+        default = self._defaults[model_id]
+        card = self._card(offers[default])
+        card["id"] = card_id
+        if card_id != model_id:
+            card["tier"], card["default_tier"] = AUTO, False
+        card["tiers"] = [tier.value for tier in offers]
         return card
 
 

@@ -94,6 +94,17 @@ def _logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # it would log every health check
 
 
+def _open_files() -> None:
+    from gateway.connections import raise_open_file_limit
+
+    before, after = raise_open_file_limit()
+    log = logging.getLogger("tiergate")
+    if after > before:
+        log.info("open-file limit raised from %d to %d (the hard limit)", before, after)
+    else:
+        log.info("open-file limit: %d", after)
+
+
 def _serve(args: argparse.Namespace) -> None:
     if args.config is None:
         sys.exit(f"tiergate serve: give --config FILE (or set {CONFIG_ENV})")
@@ -111,7 +122,9 @@ def _serve(args: argparse.Namespace) -> None:
     if server:
         settings = load_settings(args.config, server={**settings.server.model_dump(), **server})
     _logging(settings.server.log_level)
+    _open_files()
     from gateway.catalog import Catalog
+    from gateway.connections import GatewayProtocol
     from gateway.state import price_book
 
     # a price book that cannot price every offer stops the start here, with its message, not in a worker
@@ -122,6 +135,7 @@ def _serve(args: argparse.Namespace) -> None:
         "log_config": None,
         "access_log": False,  # the gateway logs each inference request itself
         "timeout_graceful_shutdown": 30,
+        "http": GatewayProtocol,  # deadlines for a request's headers and body, a bound on connections
     }
     if settings.server.workers == 1:
         from gateway.app import create_app
@@ -149,6 +163,7 @@ def _demo(args: argparse.Namespace) -> None:
     from gateway.demo import run_demo
 
     _logging("info")
+    _open_files()
     try:
         asyncio.run(run_demo(args.host, args.port))
     except OSError as exc:

@@ -26,6 +26,7 @@ from gateway.deliberation import (
     DepthUnreachable,
     Run,
     completion_body,
+    logprobs,
     plan_for,
     progress_fields,
     usage_body,
@@ -54,14 +55,9 @@ def deliberation_plan(
     max_model_len: int | None,
     headers: Headers,
 ) -> DepthPlan:
-    """The request's plan (before anything is reserved); DepthUnreachable when its bound cannot hold it."""
-    if (checked.n or 1) != 1:
-        raise GatewayError(
-            400,
-            "The deliberate tier returns one answer per request (it samples and votes itself): n must be 1.",
-            code="invalid_value",
-            param="n",
-        )
+    """The request's plan (before anything is reserved); DepthUnreachable when its bound cannot hold it, a
+    400 `unsupported_parameter` for what the tier cannot honour (never dropped in silence)."""
+    _refuse_the_unhonourable(checked, settings)
     best_effort = headers.get(DEPTH_HEADER, "").strip().lower() == "best-effort"
     context = max(1, max_model_len - prompt) if max_model_len is not None else None
     return plan_for(
@@ -71,6 +67,48 @@ def deliberation_plan(
         context,
         unbounded=DEFAULT_OUTPUT_TOKENS,
         best_effort=best_effort,
+        choices=checked.n or 1,
+    )
+
+
+# vLLM extras the deliberation sets itself on every call (continuations, the cap): a client's would break it
+_OWN_FIELDS = ("continue_final_message", "add_generation_prompt", "echo", "thinking_token_budget")
+
+
+def _refuse_the_unhonourable(checked: ChatRequest, settings: DeliberationSettings) -> None:
+    extra = checked.model_extra or {}
+    for field in _OWN_FIELDS:
+        if field in extra:
+            raise _unsupported(
+                field, "the deliberate tier sets it on each engine call itself (continuations, cap)"
+            )
+    kwargs = extra.get("chat_template_kwargs")
+    if isinstance(kwargs, dict) and kwargs.get("enable_thinking") is False:
+        raise _unsupported(
+            "chat_template_kwargs", "the deliberate tier's answers are reasoned: thinking stays on"
+        )
+    if settings.reasoning == "prompted":  # the model's reasoning is its text: no constraint may shape it
+        response_format = extra.get("response_format")
+        if isinstance(response_format, dict) and response_format.get("type") in (
+            "json_object",
+            "json_schema",
+        ):
+            raise _unsupported(
+                "response_format", "this model reasons in its own text, which a JSON constraint would forbid"
+            )
+        choice = extra.get("tool_choice")
+        if choice == "required" or isinstance(choice, dict):
+            raise _unsupported(
+                "tool_choice", "this model reasons in its own text, which a forced tool call would forbid"
+            )
+
+
+def _unsupported(param: str, why: str) -> GatewayError:
+    return GatewayError(
+        400,
+        f"Unsupported parameter on the deliberate tier: '{param}': {why}. The fast tier takes it.",
+        code="unsupported_parameter",
+        param=param,
     )
 
 
@@ -248,14 +286,22 @@ class DeliberationStream(Response):
             watch.stop()  # from here on a disconnect changes nothing
             await open_stream()
             answer = run.answer
-            content = answer.content
             if run.chosen != 0:  # the vote chose another sample than the one streamed
                 tail.append(chunks.winner(run.chosen, answer.reasoning))
-            elif content.startswith(run.live_content):
-                content = content[len(run.live_content) :]  # the rest of what was streamed as it came
-            if content:
-                tail.append(chunks.delta({"content": content}))
-            tail.append(chunks.delta({}, answer.finish_reason or "stop"))
+            for index, delivered in enumerate(run.answers):
+                content = delivered.content
+                if index == 0 and run.chosen == 0 and content.startswith(run.live_content):
+                    content = content[len(run.live_content) :]  # the rest of what was streamed as it came
+                if index > 0 and delivered.reasoning:  # another choice: its reasoning was not streamed
+                    tail.append(chunks.delta({"reasoning": delivered.reasoning}, index=index))
+                if content:
+                    tail.append(chunks.delta({"content": content}, index=index))
+                if delivered.tool_calls:
+                    calls = [{"index": i, **call} for i, call in enumerate(delivered.tool_calls)]
+                    tail.append(chunks.delta({"tool_calls": calls}, index=index))
+                # the answer's logprobs in one piece, with the chunk that ends it
+                finish = delivered.finish_reason or "stop"
+                tail.append(chunks.delta({}, finish, logprobs(run, delivered), index=index))
             meter.depth = run.depth()
             exchange = meter.exchange(
                 Outcome.OK,

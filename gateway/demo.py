@@ -13,6 +13,7 @@ import uvicorn
 
 from engines.simulator import create_simulator_app, profile
 from gateway.app import create_app
+from gateway.connections import GatewayProtocol
 from gateway.database import open_database
 from gateway.keys import KeyStore
 from gateway.limits import Quota
@@ -55,8 +56,10 @@ def _free_port(host: str) -> int:
         return port
 
 
-def _server(app: Any, host: str, port: int) -> uvicorn.Server:
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
+def _server(app: Any, host: str, port: int, **options: Any) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="on", **options
+    )
     return uvicorn.Server(config)
 
 
@@ -126,7 +129,7 @@ async def _run(host: str, port: int, folder: Path) -> None:
         auth={"admin_tokens": [admin_token]},
     )
     api_key = await _demo_key(database_url)
-    gateway = _server(create_app(settings), host, port)
+    gateway = _server(create_app(settings), host, port, http=GatewayProtocol)
     tasks = [asyncio.create_task(server.serve()) for server in simulators]
     try:
         while not all(server.started for server in simulators):

@@ -25,11 +25,14 @@ from engines import (
     EngineRejected,
     EngineTimeout,
     EngineUnavailable,
+    LocalOverload,
     NoReplicaAvailable,
 )
+from gateway.budgets import BudgetUnavailable
+from gateway.database import DatabaseUnavailable
 from gateway.disconnect import CLIENT_CLOSED
 
-__all__ = ["GatewayError", "error_event", "from_engine_error", "install_error_handlers"]
+__all__ = ["GatewayError", "error_event", "from_engine_error", "gateway_overloaded", "install_error_handlers"]
 
 log = logging.getLogger("tiergate.errors")
 
@@ -89,6 +92,12 @@ def _retry_headers(seconds: float | None) -> dict[str, str]:
     return {"retry-after": str(max(1, math.ceil(seconds))), "retry-after-ms": str(int(seconds * 1000))}
 
 
+def gateway_overloaded() -> GatewayError:
+    """The gateway itself is short (of file descriptors, memory, or room under its concurrency limit)."""
+    message = "The gateway is overloaded; retry shortly."
+    return GatewayError(503, message, code="gateway_overloaded", headers=_retry_headers(1.0))
+
+
 def from_engine_error(exc: EngineError) -> GatewayError:
     """What the client is told when an engine call failed (after any failover)."""
     if isinstance(exc, EngineRejected):
@@ -104,6 +113,8 @@ def from_engine_error(exc: EngineError) -> GatewayError:
             param=exc.param,
             error_type=exc.error_type,
         )
+    if isinstance(exc, LocalOverload):
+        return gateway_overloaded()
     if isinstance(exc, NoReplicaAvailable):
         return GatewayError(
             503, exc.message, code="no_healthy_replica", headers=_retry_headers(exc.retry_after_s)
@@ -157,6 +168,23 @@ def install_error_handlers(app: FastAPI) -> None:
         param = ".".join(str(part) for part in first["loc"][1:]) or None
         return GatewayError(400, str(first["msg"]), param=param, code="invalid_value").response()
 
+    # the admin and usage routes: an outage (logged once where it is seen) is a 503 the client retries
+    async def database_unavailable(request: Request, exc: Exception) -> Response:
+        return GatewayError(
+            503,
+            "The database cannot be reached right now; retry shortly.",
+            code="database_unavailable",
+            headers={"retry-after": "1"},
+        ).response()
+
+    async def budgets_unavailable(request: Request, exc: Exception) -> Response:
+        return GatewayError(
+            503,
+            "Budgets cannot be read right now; retry shortly.",
+            code="budget_unavailable",
+            headers={"retry-after": "1"},
+        ).response()
+
     async def client_gone(request: Request, exc: Exception) -> Response:
         return Response(status_code=CLIENT_CLOSED)  # the client left while sending its body: nobody to answer
 
@@ -175,5 +203,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GatewayError, gateway_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(DatabaseUnavailable, database_unavailable)
+    app.add_exception_handler(BudgetUnavailable, budgets_unavailable)
     app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, unexpected_error)

@@ -18,6 +18,11 @@ __all__ = ["Bookkeeper", "ledger_migrations", "ledger_spent"]
 
 log = logging.getLogger("tiergate.ledger")
 
+# While the database is down the writer tries again this often: a try costs nothing then (the pool fails it
+# at once), and the journal reaches the ledger within about this of the database's return, not the up to
+# 30 s of the writer's own exponential backoff.
+_DRAIN_RETRY_S = 1.0
+
 
 def ledger_migrations() -> list[Migration]:
     """pricing's ledger schema as the database layer's migrations."""
@@ -49,7 +54,7 @@ class Bookkeeper:
         )
         ledger = Ledger(database)
         journal = Journal.in_root(journal_root, fsync=fsync)
-        return cls(ledger, journal, LedgerWriter(journal, ledger))
+        return cls(ledger, journal, LedgerWriter(journal, ledger, max_retry_s=_DRAIN_RETRY_S))
 
     def start(self) -> None:
         self._writer.start()  # also adopts the journals of dead processes under the same root

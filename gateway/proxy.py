@@ -177,9 +177,11 @@ class InferenceProxy:
             await meter.done(meter.exchange(Outcome.ENGINE_FAILED, 500))
             raise
         watch.stop()
+        reply_id = endpoint.reply_id(request_id)
         if streaming:
-            return _relay(stream, meter, offer, checked.wants_usage, headers)
+            return _relay(stream, meter, offer, reply_id, checked.wants_usage, headers)
         answer = reply.payload
+        answer["id"] = reply_id  # an engine's own id when it did not make it of our x-request-id
         answer["model"] = offer.public_id
         exchange = meter.exchange(Outcome.OK, 200, reply.replica, reply.usage, reply=answer)
         usage = answer.get("usage")
@@ -192,7 +194,12 @@ class InferenceProxy:
 
 
 def _relay(
-    stream: PooledStream, meter: Meter, offer: Offer, include_usage: bool, headers: list[tuple[bytes, bytes]]
+    stream: PooledStream,
+    meter: Meter,
+    offer: Offer,
+    reply_id: str,
+    include_usage: bool,
+    headers: list[tuple[bytes, bytes]],
 ) -> StreamRelay:
     async def on_end(end: RelayEnd) -> None:
         await meter.done(
@@ -206,6 +213,7 @@ def _relay(
     def on_usage(payload: dict[str, Any]) -> bytes:
         """The final usage chunk, with the public model and the request's cost."""
         exchange = meter.exchange(Outcome.OK, 200, stream.replica.url, stream.usage, stream, None)
+        payload["id"] = reply_id
         payload["model"] = offer.public_id
         usage = payload.get("usage")
         if isinstance(usage, dict):
@@ -215,6 +223,7 @@ def _relay(
     return StreamRelay(
         stream,
         include_usage=include_usage,
+        reply_id=reply_id,
         model_rewrite=rewrite,
         headers=headers,
         on_end=on_end,

@@ -21,7 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 
 __all__ = ["UNAVAILABLE", "RedisLink", "SoonFlush"]
 
@@ -69,29 +69,53 @@ class RedisLink:
         # one retry included.
         async with asyncio.timeout(self.timeout_s):
             reply = await script(keys=keys, args=args)
-        if self._down:
-            self._down = False
-            self._log.warning(
-                "%s: Redis is reachable again (%d failed calls so far)", self._user, self.failures
-            )
+        self._answered()
         return reply
 
     async def settle(
         self, script: AsyncScript, calls: Iterable[tuple[list[str], list[Any]]], what: str
-    ) -> None:
-        """Each (keys, args) call of `script`, in one pipeline bounded by `timeout_s`. Never raises:
-        settlements run as requests end, where raising would hide the real outcome; an outage is `failed`,
-        anything else logged (`what`: the batch, for the log)."""
+    ) -> bool:
+        """Each (keys, args) call of `script`, in one pipeline bounded by `timeout_s`; False when Redis did
+        not answer (`failed`: the calls may have run or not, and may run later). Never raises: settlements
+        run as requests end, where raising would hide the real outcome; an error Redis answered is logged
+        (`what`: the batch, for the log) and counts as done: sent again, it would fail the same way."""
         try:
             async with asyncio.timeout(self.timeout_s):
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for keys, args in calls:
                         await script(keys=keys, args=args, client=pipe)
                     await pipe.execute()
+        except ResponseError as exc:  # Redis answered, with an error (a bug): sent again, it would fail again
+            if isinstance(exc, ReadOnlyError):  # a replica, during a failover: not for long
+                self.failed("settle", exc)
+                return False
+            self._log.exception("%s: settling %s failed", self._user, what)
         except UNAVAILABLE as exc:
             self.failed("settle", exc)
+            return False
         except Exception:
             self._log.exception("%s: settling %s failed", self._user, what)
+        else:
+            self._answered()
+        return True
+
+    async def ping(self) -> bool:
+        """Whether Redis answers a PING within `timeout_s`."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self.redis.ping()
+        except UNAVAILABLE as exc:
+            self.failed("ping", exc)
+            return False
+        self._answered()
+        return True
+
+    def _answered(self) -> None:
+        if self._down:
+            self._down = False
+            self._log.warning(
+                "%s: Redis is reachable again (%d failed calls so far)", self._user, self.failures
+            )
 
     def failed(self, operation: str, exc: BaseException) -> None:
         self.failures += 1

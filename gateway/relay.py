@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -38,8 +39,10 @@ class StreamRelay(Response):
 
     Never buffers the whole stream; drops the engine's usage chunk unless the client asked for it
     (the gateway always asks the engine for usage); rewrites the engine's model name to the public
-    one; on client disconnect closes the upstream request at once; on engine failure sends one
-    well-formed SSE error event and ends. `on_end` is called exactly once, in every case.
+    one, and its id to `reply_id` when it differs (vLLM makes it of our x-request-id: one comparison a
+    stream; an engine with ids of its own costs one replace an event); on client disconnect closes the
+    upstream request at once; on engine failure sends one well-formed SSE error event and ends.
+    `on_end` is called exactly once, in every case.
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class StreamRelay(Response):
         stream: PooledStream,
         *,
         include_usage: bool,
+        reply_id: str | None,
         model_rewrite: tuple[bytes, bytes] | None,
         headers: list[tuple[bytes, bytes]],
         on_end: Callable[[RelayEnd], Awaitable[None]],
@@ -57,6 +61,7 @@ class StreamRelay(Response):
         self.raw_headers = [*SSE_HEADERS, *headers]
         self._stream = stream
         self._include_usage = include_usage
+        self._reply_id = reply_id
         self._rewrite = model_rewrite
         self._on_end = on_end
         self._on_usage = on_usage  # rewrites the final usage chunk (to add the cost), when set
@@ -69,6 +74,8 @@ class StreamRelay(Response):
         stream = self._stream
         rewrite = self._rewrite
         include_usage = self._include_usage
+        unchecked_id = self._reply_id  # compared with the first event's id, once
+        id_rewrite: tuple[bytes, bytes] | None = None
         batch: list[bytes] = []
         ended = False  # on_end is called once, whatever happens
         try:
@@ -76,6 +83,11 @@ class StreamRelay(Response):
             try:
                 async for event in stream:
                     data = event.data
+                    if unchecked_id is not None and isinstance(engine_id := event.payload.get("id"), str):
+                        id_rewrite = _id_rewrite(engine_id, unchecked_id)
+                        unchecked_id = None
+                    if id_rewrite is not None:
+                        data = data.replace(id_rewrite[0], id_rewrite[1], 1)
                     if not event.payload.get("choices") and "usage" in event.payload:
                         if not include_usage:
                             continue  # the usage chunk the gateway asked for on its own behalf
@@ -116,3 +128,10 @@ class StreamRelay(Response):
         finally:
             watch.stop()
             await stream.aclose()
+
+
+def _id_rewrite(engine_id: str, reply_id: str) -> tuple[bytes, bytes] | None:
+    """(engine's `"id":` field, ours) as the engine encodes JSON (compact, as the model rewrite assumes)."""
+    if engine_id == reply_id:
+        return None
+    return b'"id":' + orjson.dumps(engine_id), b'"id":' + orjson.dumps(reply_id)

@@ -1,5 +1,6 @@
 """Request ids. Every request gets a fresh gateway id: the key of its ledger row, the id sent to the engine
-and logged, and what `x-tiergate-request-id` returns. `x-request-id` on the response is the client's own id
+and logged, what `x-tiergate-request-id` returns, and, behind the endpoint's prefix, the reply's `id`
+(`chatcmpl-req_...`: gateway.endpoints). `x-request-id` on the response is the client's own id
 when it sent a sane one (for its tracing), else the gateway id. A client's id is never trusted as a key: a
 client reusing one must still have each request billed once, and a request of another tenant never shadowed.
 """

@@ -8,7 +8,7 @@ check their bodies themselves (`gateway.schemas`). The other routes use FastAPI'
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -68,23 +68,31 @@ inference_routes = [
 ]
 
 
-def _visible(card: dict[str, object], key: ApiKey | None) -> bool:
-    """A key sees the models and tiers it may use."""
+def _visible(card: dict[str, Any], key: ApiKey | None, *, listed: bool = False) -> bool:
+    """A key sees the models and tiers it may use. An id that may lead to several tiers (`model:auto`, the
+    bare `model`) is there when the key may use one of them, and listed (auto) when it may use two: auto
+    has a choice for it (it picks among the tiers the key may use)."""
     if key is None:
         return True
-    return card["tier"] in key.tiers and (key.models is None or card["root"] in key.models)
+    if key.models is not None and card["root"] not in key.models:
+        return False
+    tiers = card.get("tiers")
+    if tiers is None:
+        return bool(card["tier"] in key.tiers)
+    return sum(tier in key.tiers for tier in tiers) >= (2 if listed else 1)
 
 
 @router.get("/v1/models")
 async def list_models(gateway: Gateway, key: ClientKey) -> Response:
     if key is None:
         return _json(gateway.catalog.models_json())
-    cards = [card for card in gateway.catalog.cards if _visible(card, key)]
+    cards = [card for card in gateway.catalog.cards if _visible(card, key, listed=True)]
     return _json(orjson.dumps({"object": "list", "data": cards}))
 
 
 @router.get("/v1/models/{model_id:path}")
 async def retrieve_model(model_id: str, gateway: Gateway, key: ClientKey) -> Response:
+    """Every id a request may name: `model:tier`, `model:auto`, the bare `model`."""
     card = gateway.catalog.card(model_id)
     if card is None or not _visible(card, key):
         raise GatewayError(

@@ -55,6 +55,14 @@ class ServerSettings(_Section):
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger request bodies get HTTP 413")
+    # inference requests one worker serves at once (streams until their end); more get 503 gateway_overloaded.
+    # The default is EngineTransport's connections per engine replica: past it, requests would queue there
+    max_concurrent_requests: int = Field(512, ge=1)
+    # client connections one worker holds (idle keep-alive ones included); more are closed as they come
+    max_connections: int = Field(2048, ge=1)
+    # from a connection's opening (or a request's first byte) to its headers' end; then to its body's end
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
 
@@ -199,6 +207,9 @@ class AuthSettings(_Section):
     mode: Literal["keys", "disabled"] = "keys"
     admin_tokens: list[SecretStr] = Field(default_factory=list, description="bearer tokens for /admin/")
     cache_ttl_s: float = Field(1.0, gt=0, le=60, description="a revocation reaches every replica within this")
+    # the database down: keys read within this long are served as last read (0: none are)
+    stale_while_unavailable_s: float = Field(900.0, ge=0, le=86_400)
+    lookup_timeout_s: float = Field(1.0, gt=0, le=60, description="past it, a key lookup counts as failed")
 
     @model_validator(mode="after")
     def _strong_admin_tokens(self) -> AuthSettings:
@@ -210,6 +221,9 @@ class AuthSettings(_Section):
 class DatabaseSettings(_Section):
     # where tenants and keys (and later the ledger) live: sqlite:///path or postgresql://user@host/db
     url: str = "sqlite:///tiergate.sqlite3"
+    # PostgreSQL: an outage costs a caller at most one connect; while it lasts callers fail at once
+    connect_timeout_s: float = Field(1.0, gt=0, le=60, description="the longest one connect may take")
+    statement_timeout_s: float = Field(30.0, gt=0, description="the longest a statement or transaction takes")
 
 
 class RedisSettings(_Section):
@@ -241,6 +255,8 @@ class ProbeSettings(_Section):
     tiers: list[Tier] = Field(default_factory=lambda: [Tier.FAST, Tier.DELIBERATE], min_length=1)
     effort: ReasoningEffort | None = None
     daily_limit: str = Field("1.00", description="the most probes spend a day, in the price book's currency")
+    max_retries: int = Field(5, ge=0, le=100, description="retries of a task answered 429 or 503")
+    max_retry_wait_s: float = Field(120.0, ge=0, le=3600, description="the most a task waits for its retries")
 
     @model_validator(mode="after")
     def _limit_is_money(self) -> ProbeSettings:

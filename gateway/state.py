@@ -15,6 +15,7 @@ from gateway.admission import Admitter
 from gateway.budgets import BudgetKeeper, LocalBudgets, RedisBudgets
 from gateway.catalog import Catalog
 from gateway.database import Database, open_database
+from gateway.door import Door
 from gateway.keys import Authenticator, KeyStore
 from gateway.ledger import Bookkeeper
 from gateway.limits import LocalLimiter, RateLimiter, RedisLimiter
@@ -45,6 +46,7 @@ class GatewayState:
     bookkeeper: Bookkeeper | None  # None without a price book: nothing to bill
     registry: CollectorRegistry  # what GET /metrics serves (see gateway.metrics.scrape_registry)
     collector: GatewayCollector
+    door: Door  # which inference requests this worker lets in (gateway.door.DoorMiddleware)
 
     @classmethod
     async def create(
@@ -60,7 +62,11 @@ class GatewayState:
         catalog = Catalog(settings.models, settings.tiers.reasoning_effort, settings.tiers.auto)
         book = price_book(settings, catalog)
         if settings.auth.mode == "keys" or settings.auth.admin_tokens or book is not None:
-            database = await open_database(settings.database.url)
+            database = await open_database(
+                settings.database.url,
+                connect_timeout_s=settings.database.connect_timeout_s,
+                statement_timeout_s=settings.database.statement_timeout_s,
+            )
         bookkeeper = None
         if book is not None:
             assert database is not None
@@ -73,7 +79,12 @@ class GatewayState:
             await keys.migrate()
         if settings.auth.mode == "keys":
             assert keys is not None
-            authenticator = Authenticator(keys, cache_ttl_s=settings.auth.cache_ttl_s)
+            authenticator = Authenticator(
+                keys,
+                cache_ttl_s=settings.auth.cache_ttl_s,
+                stale_while_unavailable_s=settings.auth.stale_while_unavailable_s,
+                lookup_timeout_s=settings.auth.lookup_timeout_s,
+            )
         else:
             log.warning(
                 "AUTHENTICATION IS DISABLED (auth.mode: disabled): anyone who can reach this gateway can use "
@@ -110,7 +121,8 @@ class GatewayState:
         metrics = RequestMetrics(registry, tenant_labels=settings.metrics.tenant_labels)
         admitter = Admitter(authenticator, limiter, budgets, book, metrics)
         http = EngineHTTP.create(transport)
-        pools = {name: _pool(name, pool, http) for name, pool in settings.pools.items()}
+        door = Door(settings.server.max_concurrent_requests)
+        pools = {name: _pool(name, pool, http, door) for name, pool in settings.pools.items()}
         proxy = InferenceProxy(
             catalog,
             pools,
@@ -138,6 +150,7 @@ class GatewayState:
             bookkeeper,
             registry,
             collector,
+            door,
         )
 
     def start(self) -> None:
@@ -185,7 +198,7 @@ def price_book(settings: Settings, catalog: Catalog) -> PriceBook | None:
     return book
 
 
-def _pool(name: str, settings: PoolSettings, http: EngineHTTP) -> EnginePool:
+def _pool(name: str, settings: PoolSettings, http: EngineHTTP, door: Door) -> EnginePool:
     t = settings.timeouts
     timeouts = Timeouts(
         connect_s=t.connect_s, first_token_s=t.first_token_s, idle_s=t.idle_s, total_s=t.total_s
@@ -208,4 +221,4 @@ def _pool(name: str, settings: PoolSettings, http: EngineHTTP) -> EnginePool:
         kv_weight=settings.routing.kv_weight,
         affinity_load_factor=settings.routing.affinity_load_factor,
     )
-    return EnginePool(name, engines, policy)
+    return EnginePool(name, engines, policy, on_local_overload=door.shut)  # a shortage of ours: shed load

@@ -1,4 +1,5 @@
-"""What a tenant may see of its own bill: `GET /v1/generation?id=` (one request) and `GET /v1/usage`
+"""What a tenant may see of its own bill: `GET /v1/generation?id=` (one request, by its request id or its
+reply's `id`) and `GET /v1/usage`
 (a period's totals by tier and model). A key sees its own tenant's requests only; another tenant's id is a
 404 like an unknown one. Rows reach the ledger from the journal within a fraction of a second."""
 
@@ -11,6 +12,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
+from gateway.endpoints import request_id_of_reply
 from gateway.errors import GatewayError
 from gateway.keys import ApiKey
 from gateway.routes import gateway_state
@@ -87,12 +89,11 @@ def generation_json(row: LedgerRow) -> dict[str, Any]:
 
 
 @usage_router.get("/v1/generation")
-async def generation(
-    caller: Caller, ledger: LedgerDep, request_id: Annotated[str, Query(alias="id")]
-) -> Response:
-    row = await ledger.get(request_id)
+async def generation(caller: Caller, ledger: LedgerDep, given: Annotated[str, Query(alias="id")]) -> Response:
+    """`id`: the request id (`x-tiergate-request-id`) or the reply's `id`, which is made of it."""
+    row = await ledger.get(request_id_of_reply(given))
     if row is None or (caller is not None and row.record.tenant != caller.tenant_id):
-        raise GatewayError(404, f"No generation `{request_id}`.", code="generation_not_found", param="id")
+        raise GatewayError(404, f"No generation `{given}`.", code="generation_not_found", param="id")
     return _json({"data": generation_json(row)})
 
 

@@ -13,11 +13,12 @@ import uvicorn
 
 
 class ServerThread:
-    """uvicorn serving `app` on 127.0.0.1 in a background thread with its own event loop."""
+    """uvicorn serving `app` on 127.0.0.1 in a background thread with its own event loop; `options` go to
+    uvicorn's Config (`http=GatewayProtocol`, say, to serve as `tiergate serve` does)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, **options: Any) -> None:
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="auto"
+            app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="auto", **options
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -49,8 +50,8 @@ class ServerThread:
 
 
 @contextmanager
-def serving(app: Any) -> Iterator[str]:
-    server = ServerThread(app).start()
+def serving(app: Any, **options: Any) -> Iterator[str]:
+    server = ServerThread(app, **options).start()
     try:
         yield server.url
     finally:

@@ -8,11 +8,21 @@ has used yet are not sent anywhere: its seed will read them from the ledger.
 Redis being down, slow or restarting must not take the gateway with it: every call is bounded by
 `timeout_s`, and a failed reservation either admits the request without holding anything (`fail_open`,
 the default) or raises BudgetUnavailable. A restarted, empty Redis seeds each counter again from the ledger.
+
+No settlement is lost to an outage, and none counts twice. A hung Redis runs, when it wakes, the calls that
+reached its socket before it stopped, though their callers gave up on them; those that needed a new
+connection never reached it. So a batch of settlements Redis did not answer is sent again every
+`_RETRY_S` until it does, under the same number, newer settlements waiting behind it; the script keeps,
+per counter and process, the number of the last batch it ran, and a copy of a batch that ran already
+changes nothing; without that, a hang left counters below the ledger for good. The hold
+of a reservation whose answer was lost is released once Redis has answered a call sent after it, so that
+a reservation run late cannot come after its release and hold its amount until it expires.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import uuid
@@ -41,6 +51,9 @@ log = logging.getLogger("tiergate.budgets")
 _KEEP_ENDED_MS = 86_400_000  # a window's counters outlive it by a day: late settlements still find them
 _ATTEMPTS = 3  # seeding, then asking again: a counter vanishing each time is an evicting Redis
 _EXACT = 2**53  # Lua's doubles hold every integer below this
+_RETRY_S = 0.5  # settlements Redis did not answer are sent again this often, until it does
+_MARKS_TTL_MS = 86_400_000  # a process's marks (the last batch run per counter) outlive its last settlement
+_MAX_ABANDONED = 100_000  # lost reservations' holds kept to release; past it the oldest go (they expire)
 
 
 class _Vanished(RedisError):
@@ -62,7 +75,8 @@ class _Pending:
 
 class RedisBudgets:
     """Counters in Redis, keyed `{prefix}budget:{<tenant>}:<counter>` (a hash: seeded, spent, reserved)
-    and `...:holds` (the live holds, "<hold id>:<amount>" scored by their expiry in ms).
+    and `...:holds` (the live holds, "<hold id>:<amount>" scored by their expiry in ms); each process's
+    marks in `{prefix}budget:{<tenant>}:settled:<process>` (counter -> number of its last batch run).
 
     The braces are a Redis Cluster hash tag: a request's budgets are all its tenant's, so one script
     touches them all. `failures` counts the Redis calls that failed (reservations, statuses, settlements),
@@ -96,6 +110,15 @@ class RedisBudgets:
         # one counter summed (see RedisLimiter). 0 sends each one as soon as the loop is free.
         self._pending: dict[tuple[str, str], _Pending] = {}  # (tenant, counter) -> its settlements
         self._flusher = SoonFlush(settle_delay_s, self.flush)
+        self._process = uuid.uuid4().hex[:12]  # names this process's marks
+        self._numbers = itertools.count(1)  # of batches: one flush at a time, so each counter sees them rise
+        self._flushing = asyncio.Lock()
+        self._unanswered: tuple[int, dict[tuple[str, str], _Pending]] | None = None  # a batch, its number
+        self._retrier = SoonFlush(_RETRY_S, self.flush)
+        # (when, tenant, counters, hold member) of reservations whose answer was lost, to release
+        self._abandoned: list[tuple[float, str, tuple[str, ...], str]] = []
+        self._answered_at = -math.inf  # when the latest call that Redis answered was sent (loop time)
+        self._hold_ttl_s = hold_ttl_s
         self._link = RedisLink(
             url,
             timeout_s=timeout_s,
@@ -136,6 +159,7 @@ class RedisBudgets:
             reply = await self._seeded_call(self._reserve, keys, args, budgets, windows)
         except UNAVAILABLE as exc:
             self._link.failed("reserve", exc)
+            self._abandon(tenant, tuple(dict.fromkeys(counters)), f"{hold_id}:{amount}")
             if not self._fail_open:
                 raise BudgetUnavailable(f"the budgets' Redis is unavailable: {exc!r}") from exc
             return BudgetHold(hold_id, tenant, (), amount)
@@ -181,28 +205,91 @@ class RedisBudgets:
         ]
 
     async def flush(self) -> None:
-        """Send every pending settlement now, in one pipeline. Never raises."""
-        batch, self._pending = self._pending, {}
-        if not batch:
-            return
-        calls = (
-            (self._keys(tenant, [counter]), [pending.charged, *pending.released])
-            for (tenant, counter), pending in batch.items()
-        )
-        await self._link.settle(self._settle, calls, f"{len(batch)} counters")
+        """Send the pending settlements now, in one pipeline, after the batch Redis did not answer last
+        time, if any (sent again); while Redis does not answer, try again every `_RETRY_S`. Never raises."""
+        async with self._flushing:  # one batch at a time: a counter sees their numbers rise
+            if self._unanswered is not None:
+                if not await self._send(*self._unanswered):
+                    self._retrier.kick()
+                    return
+                self._unanswered = None
+            if self._abandoned:
+                if self._abandoned[-1][0] >= self._answered_at and not await self._ping():
+                    self._retrier.kick()
+                    return
+                self._release_abandoned()
+            batch, self._pending = self._pending, {}
+            if batch:
+                number = next(self._numbers)
+                if not await self._send(number, batch):
+                    self._unanswered = (number, batch)
+                    self._retrier.kick()
 
     async def aclose(self) -> None:
         await self._flusher.stop()
+        await self._retrier.stop()
         for task in list(self._seeding.values()):
             task.cancel()
         await self.flush()  # what was pending still counts
+        batches = [self._pending] if self._unanswered is None else [self._unanswered[1], self._pending]
+        unsettled = [pending.charged for batch in batches for pending in batch.values() if pending.charged]
+        if unsettled:
+            log.error(
+                "budgets: charges to %d counters (up to %d micros each) never reached Redis: those counters"
+                " stay below the ledger until Redis loses them or their window ends",
+                len(unsettled),
+                max(unsettled),
+            )
         await self._link.aclose()
+
+    async def _send(self, number: int, batch: dict[tuple[str, str], _Pending]) -> bool:
+        """Whether Redis answered (ran the batch now, or found it ran already)."""
+        sent = asyncio.get_running_loop().time()
+        calls = (
+            (
+                [*self._keys(tenant, [counter]), self._marks(tenant)],
+                [number, _MARKS_TTL_MS, pending.charged, *pending.released],
+            )
+            for (tenant, counter), pending in batch.items()
+        )
+        if not await self._link.settle(self._settle, calls, f"{len(batch)} counters"):
+            return False
+        self._answered_at = max(self._answered_at, sent)
+        return True
+
+    async def _ping(self) -> bool:
+        sent = asyncio.get_running_loop().time()
+        if not await self._link.ping():
+            return False
+        self._answered_at = max(self._answered_at, sent)
+        return True
+
+    def _abandon(self, tenant: str, counters: tuple[str, ...], member: str) -> None:
+        if counters:
+            if len(self._abandoned) >= _MAX_ABANDONED:
+                del self._abandoned[: len(self._abandoned) // 2]
+            self._abandoned.append((asyncio.get_running_loop().time(), tenant, counters, member))
+            self._retrier.kick()
+
+    def _release_abandoned(self) -> None:
+        """Queue the release of the holds of lost reservations: Redis has answered a call sent after them
+        (`_answered_at`), and a hung Redis runs what reached it before it stopped as soon as it wakes,
+        before it answers anything sent after, so each of them has run by now, or never will."""
+        now = asyncio.get_running_loop().time()
+        for at, tenant, counters, member in self._abandoned:
+            if now - at < self._hold_ttl_s:  # else: expired, reaped by Redis already
+                for counter in counters:
+                    self._pending_for(tenant, counter).released.append(member)
+        self._abandoned = []
 
     def _pending_for(self, tenant: str, counter: str) -> _Pending:
         pending = self._pending.get((tenant, counter))
         if pending is None:
             pending = self._pending[tenant, counter] = _Pending()
         return pending
+
+    def _marks(self, tenant: str) -> str:
+        return f"{self._prefix}budget:{{{tenant}}}:settled:{self._process}"
 
     def _keys(self, tenant: str, counters: Sequence[str]) -> list[str]:
         """Each counter's hash and holds, in pairs."""
@@ -225,6 +312,7 @@ class RedisBudgets:
         for _ in range(_ATTEMPTS):
             sent = loop.time()
             reply = await self._link.call(script, keys, args)
+            self._answered_at = max(self._answered_at, sent)
             if int(reply[0]) != 1:
                 return reply
             seeds = []

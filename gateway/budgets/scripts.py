@@ -118,19 +118,27 @@ return 1
 SETTLE = (
     _COUNTERS
     + """
--- KEYS: a counter's hash and holds. ARGV: the charges to add to `spent`, then the members of the holds
--- to release. Only holds still there are released (a reaped one left `reserved` already), and nothing is
--- added to a counter not seeded yet: its seed will read these charges from the ledger.
+-- KEYS: a counter's hash and holds, then the marks of the process settling (a hash: counter -> the number
+-- of the last batch of its settled here). ARGV: the batch's number, how long marks are kept (ms), the
+-- charges to add to `spent`, then the members of the holds to release.
+-- A batch is sent again when its answer was lost (Redis hung or unreachable), and the first copy may have
+-- run after all: a batch whose number is not above the counter's mark ran already, and changes nothing.
+-- Only holds still there are released (a reaped one left `reserved` already), and nothing is added to a
+-- counter not seeded yet: its seed will read these charges from the ledger.
+local batch = tonumber(ARGV[1])
+if batch <= (tonumber(redis.call('HGET', KEYS[3], KEYS[1])) or 0) then return 2 end
+redis.call('HSET', KEYS[3], KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
 if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then
-  for i = 2, #ARGV do redis.call('ZREM', KEYS[2], ARGV[i]) end
+  for i = 4, #ARGV do redis.call('ZREM', KEYS[2], ARGV[i]) end
   return 0
 end
 local released = 0
-for i = 2, #ARGV do
+for i = 4, #ARGV do
   if redis.call('ZREM', KEYS[2], ARGV[i]) == 1 then released = released + amount_of(ARGV[i]) end
 end
 if released > 0 then redis.call('HINCRBY', KEYS[1], 'reserved', int(-released)) end
-local charged = tonumber(ARGV[1])
+local charged = tonumber(ARGV[3])
 if charged ~= 0 then redis.call('HINCRBY', KEYS[1], 'spent', int(charged)) end
 return 1
 """

@@ -7,7 +7,7 @@ The tree, with whether retrying later may help:
     ├── IntegrityError         a constraint refused the statement: unique key, foreign key     (no)
     └── MigrationError         the applied migrations do not fit the ones this code carries    (no)
 
-Errors of the drivers below (`sqlite3`, `psycopg`, `psycopg_pool`) are translated at the boundary
+Errors of the drivers below (`sqlite3`, `psycopg`) are translated at the boundary
 (`raise IntegrityError(...) from exc`), so callers never import a driver to handle them.
 """
 

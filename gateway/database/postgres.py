@@ -1,4 +1,4 @@
-"""PostgreSQL through psycopg 3 (async) and a small connection pool.
+"""PostgreSQL through psycopg 3 (async) and a small connection pool of our own (see pool.py).
 
 Connections are in autocommit mode: a statement run on the database is its own transaction, and
 `transaction()` opens an explicit one on a connection it keeps until the block ends.
@@ -12,15 +12,13 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.rows import DictRow, dict_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from gateway.database._exceptions import DatabaseError, DatabaseUnavailable, IntegrityError
 from gateway.database.base import Database, Dialect, Params, Queries, Row
+from gateway.database.pool import Connection, ConnectionPool, describe
 
 __all__ = ["PostgresDatabase"]
 
-_Connection = psycopg.AsyncConnection[DictRow]
 # "tiergate" in ASCII: one lock for every migrator of this database, whatever its component
 _MIGRATION_LOCK = 0x7469_6572_6761_7465
 
@@ -28,7 +26,7 @@ _MIGRATION_LOCK = 0x7469_6572_6761_7465
 class PostgresDatabase(Database):
     dialect: Dialect = "postgresql"
 
-    def __init__(self, pool: AsyncConnectionPool[_Connection], display: str) -> None:
+    def __init__(self, pool: ConnectionPool, display: str) -> None:
         self._pool = pool
         self.display = display  # the URL without its password, for messages
 
@@ -37,25 +35,25 @@ class PostgresDatabase(Database):
 
     @classmethod
     async def open(
-        cls, conninfo: str, *, display: str, min_size: int = 1, max_size: int = 4, timeout_s: float = 10.0
+        cls,
+        conninfo: str,
+        *,
+        display: str,
+        max_size: int = 4,
+        timeout_s: float = 10.0,
+        connect_timeout_s: float = 1.0,
+        statement_timeout_s: float = 30.0,
     ) -> PostgresDatabase:
-        pool: AsyncConnectionPool[_Connection] = AsyncConnectionPool(
+        """Connect within `timeout_s` (trying again meanwhile); later connects are bounded by
+        `connect_timeout_s`, each statement or transaction by `statement_timeout_s`."""
+        pool = ConnectionPool(
             conninfo,
-            connection_class=_Connection,
-            kwargs={"autocommit": True, "row_factory": dict_row},
-            # a connection broken by a server restart or failover is replaced, not handed out
-            check=AsyncConnectionPool.check_connection,
-            min_size=min_size,
+            display=display,
             max_size=max_size,
-            timeout=timeout_s,
-            open=False,
-            name="tiergate",
+            connect_timeout_s=min(connect_timeout_s, timeout_s),
+            use_timeout_s=statement_timeout_s,
         )
-        try:
-            await pool.open(wait=True, timeout=timeout_s)
-        except PoolTimeout as exc:
-            await pool.close()
-            raise DatabaseUnavailable(f"cannot connect to {display} within {timeout_s:g}s") from exc
+        await pool.open(timeout_s)
         return cls(pool, display)
 
     # -- Queries ----------------------------------------------------------------------------------
@@ -85,7 +83,7 @@ class PostgresDatabase(Database):
                     handle.open = False
 
     async def aclose(self) -> None:
-        await self._pool.close()
+        await self._pool.aclose()
 
     async def _serialize_migrations(self, tx: Queries) -> None:
         # released when the transaction ends, however it ends
@@ -93,7 +91,7 @@ class PostgresDatabase(Database):
 
 
 class _Transaction(Queries):
-    def __init__(self, connection: _Connection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._connection = connection
         self.open = True
 
@@ -131,12 +129,12 @@ def _checked(params: Params) -> tuple[Any, ...]:
     return tuple(params)
 
 
-async def _execute(connection: _Connection, sql: str, params: Params) -> int:
+async def _execute(connection: Connection, sql: str, params: Params) -> int:
     cursor = await connection.execute(_placeholders(sql), _checked(params))
     return cursor.rowcount
 
 
-async def _fetch_all(connection: _Connection, sql: str, params: Params) -> list[Row]:
+async def _fetch_all(connection: Connection, sql: str, params: Params) -> list[Row]:
     cursor = await connection.execute(_placeholders(sql), _checked(params))
     return await cursor.fetchall()
 
@@ -146,12 +144,8 @@ def _translated() -> Iterator[None]:
     try:
         yield
     except psycopg.IntegrityError as exc:
-        raise IntegrityError(_describe(exc)) from exc
-    except (psycopg.OperationalError, PoolTimeout) as exc:
-        raise DatabaseUnavailable(f"postgresql: {_describe(exc)}") from exc
+        raise IntegrityError(describe(exc)) from exc
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"postgresql: {describe(exc)}") from exc
     except psycopg.Error as exc:
-        raise DatabaseError(f"postgresql: {_describe(exc)}") from exc
-
-
-def _describe(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatabaseError(f"postgresql: {describe(exc)}") from exc

@@ -19,11 +19,20 @@ _SQLITE = "sqlite:///"
 _POSTGRES = ("postgresql://", "postgres://")
 
 
-async def open_database(url: str, *, pool_size: int = 4, connect_timeout_s: float = 10.0) -> Database:
+async def open_database(
+    url: str,
+    *,
+    pool_size: int = 4,
+    start_timeout_s: float = 10.0,
+    connect_timeout_s: float = 1.0,
+    statement_timeout_s: float = 30.0,
+) -> Database:
     """Open the database the URL names. PostgreSQL gets a pool of at most `pool_size` connections and
-    fails with DatabaseUnavailable when none connects within `connect_timeout_s`."""
+    fails with DatabaseUnavailable when none connects within `start_timeout_s`; later, each connect is
+    bounded by `connect_timeout_s` and each statement or transaction by `statement_timeout_s` (see
+    `gateway.database.pool`). SQLite waits up to `start_timeout_s` for another writer's lock."""
     if url.startswith(_SQLITE):
-        return await SQLiteDatabase.open(_sqlite_path(url), busy_timeout_s=connect_timeout_s)
+        return await SQLiteDatabase.open(_sqlite_path(url), busy_timeout_s=start_timeout_s)
     if url.startswith(_POSTGRES):
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, not {pool_size}")
@@ -31,7 +40,12 @@ async def open_database(url: str, *, pool_size: int = 4, connect_timeout_s: floa
         from gateway.database.postgres import PostgresDatabase
 
         return await PostgresDatabase.open(
-            url, display=redact_url(url), max_size=pool_size, timeout_s=connect_timeout_s
+            url,
+            display=redact_url(url),
+            max_size=pool_size,
+            timeout_s=start_timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            statement_timeout_s=statement_timeout_s,
         )
     scheme = url.split(":", 1)[0] if ":" in url else ""
     raise ValueError(

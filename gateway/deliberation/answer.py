@@ -30,4 +30,5 @@ def _unanswered(sample: Sample) -> bool:
         and not sample.capped
         and bool(sample.reasoning)
         and not sample.content.strip()
+        and not sample.tool_calls
     )

@@ -1,20 +1,48 @@
 """Self-consistency: k samples from one engine call (`n=k`: the prompt is processed once), their final
 answers extracted and normalised, a majority vote; the winning sample is returned and the agreement ratio
-is the confidence."""
+is the confidence. What is compared (`answer_key`): a sample's tool calls (function names and canonical JSON
+arguments) when it made any; its content as canonical JSON when the request asked for JSON
+(`response_format` json_object or json_schema); else its final answer, as `vote.extract_answer` reads it."""
 
 from __future__ import annotations
 
-from gateway.deliberation.run import Run
-from gateway.deliberation.strategy import Engine
-from gateway.deliberation.vote import vote
+from typing import Any
 
-__all__ = ["SelfConsistency"]
+import orjson
+
+from gateway.deliberation.run import Run, Sample
+from gateway.deliberation.strategy import Engine
+from gateway.deliberation.toolcalls import calls_key
+from gateway.deliberation.vote import extract_answer, tally
+
+__all__ = ["SelfConsistency", "answer_key", "wants_json"]
 
 
 class SelfConsistency:
     def prepare(self, run: Run) -> None:
-        run.body["n"] = run.plan.samples
+        pass  # the runner asks the engine for every sample of every choice in one call
 
     async def refine(self, run: Run, engine: Engine) -> None:
-        run.vote = vote([sample.content for sample in run.samples])
-        run.chosen = run.vote.winner
+        structured = wants_json(run.body)
+        run.votes, run.winners = [], []
+        for k, group in enumerate(run.groups()):  # a vote per choice, over its own samples
+            result = tally([answer_key(sample, structured) for sample in group])
+            run.votes.append(result)
+            run.winners.append(k * run.plan.samples + result.winner)
+
+
+def wants_json(body: dict[str, Any]) -> bool:
+    response_format = body.get("response_format")
+    return isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema")
+
+
+def answer_key(sample: Sample, structured: bool) -> str | None:
+    """What a sample's answer is, for the vote; None: it has none."""
+    if sample.tool_calls:
+        return calls_key(sample.tool_calls)
+    if structured:
+        try:
+            return "json:" + orjson.dumps(orjson.loads(sample.content), option=orjson.OPT_SORT_KEYS).decode()
+        except orjson.JSONDecodeError:
+            return None  # not JSON: no answer of the asked shape
+    return extract_answer(sample.content)

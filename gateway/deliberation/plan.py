@@ -49,6 +49,11 @@ class DepthPlan:
     # the gateway sends `output` as each call's bound, less what the sample generated; not pinned (no cap, no
     # bound from the client), each call may generate `output`, what the model's context leaves
     pinned: bool = True
+    choices: int = 1  # the request's `n`: independent deliberations, each with `samples` samples
+
+    @property
+    def total_samples(self) -> int:
+        return self.samples * self.choices
 
     def remaining(self, generated: int) -> int | None:
         """What a sample that has generated `generated` tokens may still generate (None: unbounded)."""
@@ -68,7 +73,7 @@ class DepthPlan:
     def output_bound(self) -> int:
         """The most the engines generate for the whole run."""
         per_call = self.output or 0
-        return self.samples * (per_call if self.pinned else per_call * self.calls_per_sample())
+        return self.total_samples * (per_call if self.pinned else per_call * self.calls_per_sample())
 
     def calls_per_sample(self) -> int:
         """The most engine calls one sample makes: its first, every extension to the floor, and two calls
@@ -82,7 +87,7 @@ class DepthPlan:
         reasoning = self.cap if self.cap is not None else (self.output or 0)
         extension = prompt + min(self.floor, reasoning) + CALL_OVERHEAD_TOKENS
         close = prompt + reasoning + CALL_OVERHEAD_TOKENS
-        return prompt + self.samples * (self.max_extensions * extension + 2 * close)
+        return prompt + self.total_samples * (self.max_extensions * extension + 2 * close)
 
 
 def plan_for(
@@ -93,6 +98,7 @@ def plan_for(
     *,
     unbounded: int = 4096,
     best_effort: bool = False,
+    choices: int = 1,
 ) -> DepthPlan:
     """The configured level for the request's effort (an effort with no level of its own takes the nearest
     configured one below it, or above when none is below; no effort takes `default_effort`), bounded by
@@ -116,7 +122,15 @@ def plan_for(
     else:  # nothing bounds a sample but the engine's context: each call may fill it
         output = context if context is not None else unbounded
         return DepthPlan(
-            wanted.value, level.floor, None, level.samples, level.max_extensions, output, room, pinned=False
+            wanted.value,
+            level.floor,
+            None,
+            level.samples,
+            level.max_extensions,
+            output,
+            room,
+            pinned=False,
+            choices=choices,
         )
     if context is not None:
         output = min(output, context)
@@ -125,7 +139,9 @@ def plan_for(
     if output > room:  # a cap that leaves the answer its room
         cap = output - room if cap is None else min(cap, output - room)
     # the floor stays the promise: a best-effort bound below it misses it, and is billed so
-    return DepthPlan(wanted.value, level.floor, cap, level.samples, level.max_extensions, output, room)
+    return DepthPlan(
+        wanted.value, level.floor, cap, level.samples, level.max_extensions, output, room, choices=choices
+    )
 
 
 def _effort(value: str | None) -> ReasoningEffort | None:

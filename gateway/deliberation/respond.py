@@ -7,10 +7,10 @@ from typing import Any
 
 import orjson
 
-from gateway.deliberation.run import Run
-from gateway.deliberation.vote import extract_answer
+from gateway.deliberation.consistency import answer_key, wants_json
+from gateway.deliberation.run import Run, Sample
 
-__all__ = ["Chunks", "completion_body", "progress_fields", "usage_body"]
+__all__ = ["Chunks", "completion_body", "logprobs", "message", "progress_fields", "usage_body"]
 
 
 def usage_body(run: Run) -> dict[str, Any]:
@@ -33,10 +33,11 @@ def progress_fields(run: Run) -> dict[str, Any]:
     extensions made, and the answers they give, normalised as the vote counts them."""
     votes: dict[str, int] = {}
     answered = 0
+    structured = wants_json(run.body)
     for sample in run.samples:
-        if sample.content.strip() and sample.finish_reason is not None:
+        if (sample.content.strip() or sample.tool_calls) and sample.finish_reason is not None:
             answered += 1
-            answer = extract_answer(sample.content)
+            answer = answer_key(sample, structured)
             if answer is not None:
                 votes[answer] = votes.get(answer, 0) + 1
     return {
@@ -47,8 +48,21 @@ def progress_fields(run: Run) -> dict[str, Any]:
     }
 
 
+def message(answer: Sample) -> dict[str, Any]:
+    """A delivered sample as an assistant message: its answer, its reasoning, its tool calls."""
+    body: dict[str, Any] = {"role": "assistant", "content": answer.content, "reasoning": answer.reasoning}
+    if answer.tool_calls:
+        body["tool_calls"] = answer.tool_calls
+        body["content"] = answer.content or None
+    return body
+
+
+def logprobs(run: Run, answer: Sample) -> dict[str, Any] | None:
+    """An answer's logprobs when the request asked for them (its tokens, not its reasoning's)."""
+    return {"content": answer.logprobs} if run.body.get("logprobs") else None
+
+
 def completion_body(run: Run, request_id: str, model: str) -> dict[str, Any]:
-    answer = run.answer
     return {
         "id": f"chatcmpl-{request_id}",
         "object": "chat.completion",
@@ -56,11 +70,12 @@ def completion_body(run: Run, request_id: str, model: str) -> dict[str, Any]:
         "model": model,
         "choices": [
             {
-                "index": 0,
-                "message": {"role": "assistant", "content": answer.content, "reasoning": answer.reasoning},
+                "index": index,
+                "message": message(answer),
                 "finish_reason": answer.finish_reason or "stop",
-                "logprobs": None,
+                "logprobs": logprobs(run, answer),
             }
+            for index, answer in enumerate(run.answers)
         ],
         "usage": usage_body(run),
     }
@@ -79,8 +94,14 @@ class Chunks:
             "model": model,
         }
 
-    def delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    def delta(
+        self,
+        delta: dict[str, Any],
+        finish_reason: str | None = None,
+        logprobs: dict[str, Any] | None = None,
+        index: int = 0,
+    ) -> bytes:
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
         return self._event({**self._head, "choices": [choice]})
 
     def progress(self, fields: dict[str, Any]) -> bytes:

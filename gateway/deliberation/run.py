@@ -24,6 +24,8 @@ class Sample:
     extensions: int = 0
     finish_reason: str | None = None
     capped: bool = False  # the gateway stopped its reasoning at the cap; it has no answer yet
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # its answer's, in OpenAI's shape
+    logprobs: list[dict[str, Any]] = field(default_factory=list)  # of its answer's tokens, when asked
 
 
 @dataclass(slots=True)
@@ -36,14 +38,32 @@ class Run:
     samples: list[Sample] = field(default_factory=list)
     calls: list[Usage] = field(default_factory=list)  # every engine call's usage, counted if it had none
     replica: str = ""  # the last replica that answered
-    vote: Vote | None = None
-    chosen: int = 0
+    # with `n` choices, samples k*S..(k+1)*S-1 are choice k's (S: the plan's samples per choice)
+    votes: list[Vote] = field(default_factory=list)  # a vote per choice, with self-consistency
+    winners: list[int] = field(default_factory=list)  # the sample each choice delivers (default: its first)
     estimated: bool = False  # some call's usage was counted by the gateway (it was cut short)
     live_content: str = ""  # of the first sample's answer, what a streaming client was sent as it came
 
     @property
+    def answers(self) -> list[Sample]:
+        """The answer of each choice."""
+        if self.winners:
+            return [self.samples[winner] for winner in self.winners]
+        return self.samples[:: self.plan.samples][: self.plan.choices]
+
+    @property
     def answer(self) -> Sample:
-        return self.samples[self.chosen]
+        return self.answers[0]
+
+    @property
+    def chosen(self) -> int:
+        """The sample the first choice delivers."""
+        return self.winners[0] if self.winners else 0
+
+    def groups(self) -> list[list[Sample]]:
+        """The samples of each choice."""
+        per = self.plan.samples
+        return [self.samples[k * per : (k + 1) * per] for k in range(len(self.samples) // per)]
 
     def usage(self) -> Usage | None:
         """Every call's tokens together: what the engines did for this request."""
@@ -66,7 +86,7 @@ class Run:
             extensions=sum(s.extensions for s in self.samples),
             floor=floor,
             floor_met=met,
-            agreement=self.vote.agreement if self.vote is not None else None,
+            agreement=sum(v.agreement for v in self.votes) / len(self.votes) if self.votes else None,
         )
 
     def depth_fields(self) -> dict[str, object]:

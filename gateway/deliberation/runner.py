@@ -15,6 +15,7 @@ from gateway.deliberation.floor import may_extend
 from gateway.deliberation.run import Run, Sample
 from gateway.deliberation.splitter import State, ThinkSplitter
 from gateway.deliberation.strategy import strategies_for
+from gateway.deliberation.toolcalls import ToolCallParts
 from gateway.endpoints import CHAT
 from gateway.usage_record import COUNT_TIMEOUT_S, generated_estimate, prompt_estimate
 
@@ -49,7 +50,9 @@ class Deliberator:
         strategies = strategies_for(run)
         for strategy in strategies:
             strategy.prepare(run)
-        run.samples = [Sample(index) for index in range(run.plan.samples)]
+        run.samples = [Sample(index) for index in range(run.plan.total_samples)]
+        if len(run.samples) > 1:  # every sample of every choice from one call: the prompt is read once
+            run.body["n"] = len(run.samples)
         first = _continued(run.body, run.opening) if run.opening else run.body
         state: State = "inside" if run.opening else "before"
         if self._gateway_caps(run) and len(run.samples) > 1:
@@ -216,13 +219,22 @@ class _Live:
 class _Got:
     """What one call generated so far, per choice."""
 
-    __slots__ = ("content", "deltas", "live", "reasoning")
+    __slots__ = ("content", "deltas", "live", "logprobs", "reasoning", "tools")
 
     def __init__(self, choices: int) -> None:
         self.reasoning = [""] * choices
         self.content = [""] * choices
         self.deltas = [0] * choices  # reasoning deltas: about a token each
         self.live = [0] * choices  # characters of content told to the listener
+        self.tools = [ToolCallParts() for _ in range(choices)]
+        self.logprobs: list[list[dict[str, Any]]] = [[] for _ in range(choices)]  # of the answer's tokens
+
+    def answered(self, i: int) -> bool:
+        """Whether choice `i` is past its reasoning: it began an answer, in text or as a tool call."""
+        return bool(self.content[i]) or self.tools[i].chars > 0
+
+    def answer_chars(self, i: int) -> int:
+        return len(self.content[i]) + self.tools[i].chars
 
 
 async def _read(
@@ -251,11 +263,16 @@ async def _read(
                 if live is not None:
                     live.reasoning(i, thought)
             got.content[i] += said
+            if "tool_calls" in delta:
+                got.tools[i].feed(delta["tool_calls"])
+            logprobs = choice.get("logprobs")
+            if not thought and isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
+                got.logprobs[i].extend(logprobs["content"])  # the answer's tokens (or a tool call's)
             if live is not None:
                 live.content(i, said, got)
             if choice.get("finish_reason"):
                 samples[i].finish_reason = choice["finish_reason"]
-        if cap is not None and not got.content[0] and samples[0].reasoning_tokens + got.deltas[0] >= cap:
+        if cap is not None and not got.answered(0) and samples[0].reasoning_tokens + got.deltas[0] >= cap:
             return True  # closing the stream (the caller does) aborts the engine's generation
     return False
 
@@ -266,7 +283,7 @@ def _per_choice(completion: int, reasoning: list[int], got: _Got) -> list[int]:
     if len(reasoning) == 1:
         return [max(completion, reasoning[0])]
     answers = max(0, completion - sum(reasoning))
-    chars = [len(text) for text in got.content]
+    chars = [got.answer_chars(i) for i in range(len(reasoning))]
     total = sum(chars)
     # rounded up: a sample's bound must not be passed by a rounding
     return [r + (-(-answers * c // total) if total else 0) for r, c in zip(reasoning, chars, strict=True)]
@@ -279,11 +296,15 @@ def _estimate(text: str) -> int:
 def _keep(
     samples: list[Sample], got: _Got, counts: list[int], stopped: bool, *, prompted: bool = False
 ) -> None:
-    """A call's output into its samples: reasoning appended, the answer replaced."""
-    for sample, thought, said, count in zip(samples, got.reasoning, got.content, counts, strict=True):
-        sample.reasoning += thought
+    """A call's output into its samples: reasoning appended, the answer (text, tool calls, their logprobs)
+    replaced."""
+    for i, (sample, count) in enumerate(zip(samples, counts, strict=True)):
+        sample.reasoning += got.reasoning[i]
+        said = got.content[i]
         # a prompted model writes "</think>\n\n" before its answer: the answer starts at its first word
         sample.content = said.lstrip("\n") if prompted else said
+        sample.tool_calls = got.tools[i].calls()
+        sample.logprobs = got.logprobs[i]
         sample.reasoning_tokens += count
         sample.capped = stopped
         if stopped:

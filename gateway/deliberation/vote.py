@@ -31,7 +31,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Vote", "extract_answer", "vote"]
+__all__ = ["Vote", "extract_answer", "tally", "vote"]
 
 SHORT_WORDS = 8  # a text of at most this many words may be an answer as a whole
 BOX_TRIES = 3  # boxes looked into, from the last one, for one that closes
@@ -76,12 +76,16 @@ class Vote:
 
 def vote(texts: Sequence[str]) -> Vote:
     """The majority answer over `texts` (the samples' answer texts, in sample order)."""
-    if not texts:
+    return tally([extract_answer(text) for text in texts])
+
+
+def tally(answers: Sequence[str | None]) -> Vote:
+    """The majority over answers already normalised (None: a sample without one), in sample order."""
+    if not answers:
         raise ValueError("no samples to vote on")
     votes: dict[str, int] = {}
     first: dict[str, int] = {}
-    for index, text in enumerate(texts):
-        answer = extract_answer(text)
+    for index, answer in enumerate(answers):
         if answer is not None:
             votes[answer] = votes.get(answer, 0) + 1
             first.setdefault(answer, index)
@@ -92,7 +96,7 @@ def vote(texts: Sequence[str]) -> Vote:
     return Vote(
         winner=first[best],
         answer=best,
-        agreement=votes[best] / len(texts),
+        agreement=votes[best] / len(answers),
         counts=tuple((answer, votes[answer]) for answer in ranked),
     )
 

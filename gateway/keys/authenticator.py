@@ -5,6 +5,14 @@ at most `cache_ttl_s` after it last read it, so a revoked key is refused everywh
 (1 s by default) with no pub/sub, no shared cache and no coordination. The price is at most one database
 read per key per TTL per replica, and the same for unknown ids (cached as negative entries), so a
 client retrying a wrong key cannot turn each retry into a query.
+
+When the store cannot answer (unreachable, or not within `lookup_timeout_s`), a key read from it in the
+last `stale_while_unavailable_s` is taken as it was last read: an outage of the database does not stop
+the traffic of keys already seen. The price: a key revoked meanwhile (by a replica that can still reach
+the store) is served until this one can reach it too. While the outage lasts, one request every half
+second asks the store again (the others are served at once); the first answer ends the outage, and from
+then on keys are read before use again, so a revocation is honoured as soon as the store answers. A key not
+read recently gets DatabaseUnavailable (a 503) as soon as its lookup fails.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from gateway.database import DatabaseUnavailable
 from gateway.keys._exceptions import AuthError
 from gateway.keys.material import parse_key, secret_matches
 from gateway.keys.records import ApiKey
@@ -26,6 +35,8 @@ __all__ = ["Authenticator"]
 
 log = logging.getLogger("tiergate.keys")
 
+_ASK_AGAIN_S = 0.5  # during an outage, how often a request asks the store again
+
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
@@ -33,6 +44,14 @@ class _Entry:
     key: ApiKey | None  # None: no such key
     digest: bytes
     expires_at: float | None  # the key's expiry as a wall-clock timestamp, compared on every call
+
+
+@dataclass(slots=True)
+class _Outage:
+    since: float
+    ask_at: float  # when a request may next ask the store
+    served: int = 0  # requests served from the cache
+    refused: int = 0  # requests refused: their key was not read recently enough
 
 
 class Authenticator:
@@ -44,7 +63,9 @@ class Authenticator:
     last time by `aclose()`: a request never waits on a database write.
 
     Database failures on a cache miss propagate as `gateway.database.DatabaseError` (a 503 to the
-    client), not as AuthError: an outage is not a wrong key.
+    client), not as AuthError: an outage is not a wrong key. A lookup that does not answer within
+    `lookup_timeout_s` is DatabaseUnavailable; during an outage, keys read before are served from the
+    cache (see the module's docstring).
     """
 
     def __init__(
@@ -56,11 +77,17 @@ class Authenticator:
         wall_clock: Callable[[], float] = time.time,
         flush_interval_s: float = 5.0,
         max_cached: int = 100_000,
+        stale_while_unavailable_s: float = 900.0,
+        lookup_timeout_s: float = 1.0,
     ) -> None:
         if cache_ttl_s < 0 or flush_interval_s <= 0 or max_cached < 1:
             raise ValueError("cache_ttl_s must be >= 0, flush_interval_s > 0 and max_cached >= 1")
+        if stale_while_unavailable_s < 0 or lookup_timeout_s <= 0:
+            raise ValueError("stale_while_unavailable_s must be >= 0 and lookup_timeout_s > 0")
         self._store = store
         self._ttl = cache_ttl_s
+        self._stale_s = stale_while_unavailable_s
+        self._lookup_timeout_s = lookup_timeout_s
         self._clock = clock
         self._wall_clock = wall_clock
         self._flush_interval_s = flush_interval_s
@@ -69,6 +96,7 @@ class Authenticator:
         self._loading: dict[str, asyncio.Task[_Entry]] = {}
         self._last_used: dict[str, float] = {}  # key id -> wall-clock time, not yet written
         self._flusher: asyncio.Task[None] | None = None
+        self._outage: _Outage | None = None  # the store's, while it lasts
 
     def __repr__(self) -> str:
         return f"Authenticator(cache_ttl_s={self._ttl}, cached={len(self._cache)})"
@@ -82,7 +110,7 @@ class Authenticator:
         key_id, secret = parsed
         entry = self._cache.get(key_id)
         if entry is None or entry.fresh_until <= self._clock():
-            entry = await self._load(key_id)
+            entry = await self._refreshed(key_id, entry)
         key = entry.key
         # a wrong secret reads as an unknown key: the answer must not confirm that an id exists
         if key is None or not secret_matches(secret, entry.digest):
@@ -103,14 +131,55 @@ class Authenticator:
             self._cache.pop(key_id, None)
 
     # -- the cache ----------------------------------------------------------------------------------
+    async def _refreshed(self, key_id: str, cached: _Entry | None) -> _Entry:
+        """The key read again, or, while the store cannot answer, `cached` if it is recent enough."""
+        now = self._clock()
+        usable = cached is not None and now < cached.fresh_until + self._stale_s
+        outage = self._outage
+        if outage is not None:
+            if cached is not None and usable and now < outage.ask_at:
+                outage.served += 1
+                return cached
+            outage.ask_at = now + _ASK_AGAIN_S  # this request asks; the next ones in that time do not
+        try:
+            return await self._load(key_id)
+        except DatabaseUnavailable as exc:
+            outage = self._unavailable(exc)
+            if cached is None or not usable:
+                outage.refused += 1
+                raise
+            outage.served += 1
+            return cached
+
     async def _load(self, key_id: str) -> _Entry:
+        task = self._lookup_task(key_id)
+        try:
+            # shielded: a caller that gives up must not cancel the lookup the others are waiting for
+            async with asyncio.timeout(self._lookup_timeout_s):
+                return await asyncio.shield(task)
+        except TimeoutError:
+            raise DatabaseUnavailable(
+                f"the key store did not answer within {self._lookup_timeout_s:g}s"
+            ) from None
+
+    def _lookup_task(self, key_id: str) -> asyncio.Task[_Entry]:
         task = self._loading.get(key_id)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._lookup(key_id))
             self._loading[key_id] = task
             task.add_done_callback(lambda done: self._loaded(key_id, done))
-        # shielded: a caller that gives up must not cancel the lookup the others are waiting for
-        return await asyncio.shield(task)
+        return task
+
+    def _unavailable(self, exc: DatabaseUnavailable) -> _Outage:
+        if self._outage is None:
+            self._outage = _Outage(self._clock(), self._clock() + _ASK_AGAIN_S)
+            log.warning(
+                "the key store cannot answer (%s): keys read in the last %gs are served as last read, others"
+                " get 503 key_store_unavailable, until it answers again",
+                exc,
+                self._stale_s,
+            )
+        return self._outage
 
     async def _lookup(self, key_id: str) -> _Entry:
         # fresh from when the read began: a revocation committed after it is refused within the TTL
@@ -123,6 +192,15 @@ class Authenticator:
             expires_at = key.expires_at.timestamp() if key.expires_at is not None else None
             entry = _Entry(fresh_until, key, digest, expires_at)
         self._remember(key_id, entry)
+        outage, self._outage = self._outage, None
+        if outage is not None:
+            log.warning(
+                "the key store answers again after %.1fs: keys are read before use again (%d requests served"
+                " from the cache meanwhile, %d refused)",
+                self._clock() - outage.since,
+                outage.served,
+                outage.refused,
+            )
         return entry
 
     def _loaded(self, key_id: str, task: asyncio.Task[_Entry]) -> None:
@@ -153,7 +231,10 @@ class Authenticator:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.flush()
+        try:
+            await self.flush()
+        except DatabaseUnavailable as exc:  # shutting down: nothing would be left to try again
+            log.warning("last-used times of API keys not written at exit: %s", exc)
 
     async def flush(self) -> None:
         """Write the last-used times gathered since the last flush, in one batch."""
@@ -174,6 +255,8 @@ class Authenticator:
             await asyncio.sleep(self._flush_interval_s)
             try:
                 await self.flush()
+            except DatabaseUnavailable:  # an outage, logged by the database; the times wait for its end
+                pass
             except Exception:  # a flusher that died would stop last-used times for good
                 log.exception(
                     "writing last-used times of API keys failed; retrying in %gs", self._flush_interval_s

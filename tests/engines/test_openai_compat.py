@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import orjson
@@ -16,11 +21,14 @@ from engines import (
     EngineOverloaded,
     EngineRejected,
     EngineTimeout,
+    EngineTransport,
     EngineUnavailable,
+    LocalOverload,
     OpenAICompatEngine,
     StreamTally,
     Timeouts,
 )
+from engines.simulator import create_simulator_app, profile
 from tests.servers import serving
 
 
@@ -206,6 +214,125 @@ async def test_unreachable_engine() -> None:
         await engine.complete("/v1/chat/completions", b"{}", request_id="r1")
     assert not await engine.health()
     await http.aclose()
+
+
+@pytest.mark.parametrize("number", [errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS])
+async def test_a_shortage_of_this_process_is_not_an_unreachable_engine(number: int) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        # what EngineTransport and httpx's own transport raise when the socket cannot be made
+        raise httpx.ConnectError("cannot connect", request=request) from OSError(number, "short")
+
+    http = EngineHTTP.create(httpx.MockTransport(handler))
+    engine = OpenAICompatEngine("http://engine:8000", http, Timeouts())
+    with pytest.raises(LocalOverload):
+        await engine.complete("/v1/chat/completions", b"{}", request_id="r1")
+    with pytest.raises(LocalOverload):
+        await engine.stream("/v1/chat/completions", b"{}", request_id="r1")
+    with pytest.raises(LocalOverload):
+        await engine.health()  # not "unhealthy": the check could not be made
+    await http.aclose()
+
+
+class ShortMidStream(httpx.AsyncByteStream):
+    def __init__(self, number: int) -> None:
+        self._number = number
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield chunk("a")
+        raise httpx.ReadError("cannot read") from OSError(self._number, "short")
+
+
+@pytest.mark.parametrize("number", [errno.ENOMEM, errno.ENOBUFS])
+async def test_a_shortage_mid_stream_is_ours_too(number: int) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=ShortMidStream(number))
+
+    http = EngineHTTP.create(httpx.MockTransport(handler))
+    engine = OpenAICompatEngine("http://engine:8000", http, Timeouts())
+    stream = await engine.stream("/v1/chat/completions", b"{}", request_id="r1")
+    with pytest.raises(LocalOverload):
+        [event async for event in stream]
+    await stream.aclose()
+    await http.aclose()
+
+
+async def test_no_free_connection_of_our_own_is_a_local_overload(base_url: str) -> None:
+    http = EngineHTTP.create(EngineTransport(max_connections_per_origin=1))
+    engine = OpenAICompatEngine(base_url, http, Timeouts(connect_s=0.05, first_token_s=5, total_s=5))
+    stream = await engine.stream("/stall", b"{}", request_id="r1")  # holds the only connection
+    try:
+        with pytest.raises(LocalOverload):
+            await engine.complete("/ok", b"{}", request_id="r2")
+    finally:
+        await stream.aclose()
+        await http.aclose()
+
+
+EXHAUST = """
+import asyncio, gc, json, resource, sys
+import uvloop
+from engines import EngineHTTP, EnginePool, OpenAICompatEngine, PoolPolicy, Timeouts
+
+BODY = b'{"model": "qwen3-8b", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}'
+
+async def main(urls):
+    warm = EngineHTTP.create()  # imports everything a call needs while files can still be opened
+    await OpenAICompatEngine(urls[0], warm, Timeouts()).complete("/v1/chat/completions", BODY, request_id="w")
+    await warm.aclose()
+    http = EngineHTTP.create()
+    shortages = []
+    pool = EnginePool(
+        "p", [OpenAICompatEngine(url, http, Timeouts()) for url in urls],
+        PoolPolicy(eject_after_failures=1), on_local_overload=lambda: shortages.append(1),
+    )
+    await pool.check_health()
+    await http.transport.aclose()  # no idle connection left: every call must open one
+    await asyncio.sleep(0.1)  # closed transports let go of their sockets on a later turn of the loop
+    gc.collect()  # as would a socket in a reference cycle
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    held = []
+    try:
+        while True:
+            held.append(open("/dev/null"))
+    except OSError as exc:
+        exhausted = exc.errno
+    errors = []
+    for _ in range(4):
+        try:
+            await pool.complete("/v1/chat/completions", BODY, request_id="r")
+        except Exception as exc:
+            errors.append(type(exc).__name__)
+    await pool.check_health()
+    during = [[r.healthy, r.failures, r.ejected_until] for r in pool.replicas]
+    for file in held:
+        file.close()
+    reply = await pool.complete("/v1/chat/completions", BODY, request_id="r")
+    await http.aclose()
+    print(json.dumps({"exhausted": exhausted, "errors": errors, "during": during, "shortages": len(shortages),
+                      "served": reply.replica in urls}))
+
+(uvloop.run if sys.argv[1] == "uvloop" else asyncio.run)(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_real_descriptor_shortage_ejects_no_replica(loop: str) -> None:
+    engine = profile("fast", zero_latency=True)
+    with serving(create_simulator_app(engine)) as a, serving(create_simulator_app(engine)) as b:
+        done = subprocess.run(
+            [sys.executable, "-c", EXHAUST, loop, a, b],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).parents[2],
+        )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["exhausted"] == errno.EMFILE
+    assert result["errors"] == ["LocalOverload"] * 4
+    assert result["during"] == [[True, 0, 0.0], [True, 0, 0.0]]  # healthy, no failure, not ejected
+    assert result["shortages"] == 4 + 2  # four calls, two health checks
+    assert result["served"]
 
 
 def test_tally_counts_each_choice_and_legacy_text() -> None:

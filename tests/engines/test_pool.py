@@ -12,6 +12,7 @@ from engines import (
     EngineRejected,
     EngineReply,
     EngineUnavailable,
+    LocalOverload,
     NoReplicaAvailable,
     PoolPolicy,
     StreamEvent,
@@ -53,6 +54,7 @@ class FakeEngine:
         self.errors = list(errors or [])
         self.calls = 0
         self.healthy = healthy
+        self.health_error: Exception | None = None
 
     def _maybe_fail(self) -> None:
         self.calls += 1
@@ -68,6 +70,8 @@ class FakeEngine:
         return FakeStream(self.url, 2)
 
     async def health(self) -> bool:
+        if self.health_error is not None:
+            raise self.health_error
         return self.healthy
 
     async def metrics_text(self) -> str | None:
@@ -183,3 +187,37 @@ async def test_health_checks_decide_readiness() -> None:
     await pool.check_health()
     assert pool.ready
     assert (await pool.complete("/x", b"{}", request_id="r")).replica == "b"
+
+
+def short(url: str) -> LocalOverload:
+    return LocalOverload("cannot reach the engine: [Errno 24] Too many open files", replica=url)
+
+
+async def test_a_shortage_of_the_gateways_own_is_held_against_no_replica() -> None:
+    a, b = FakeEngine("a", [short("a")] * 2), FakeEngine("b", [short("b")] * 2)
+    shortages: list[None] = []
+    pool = EnginePool(
+        "fast", [a, b], PoolPolicy(eject_after_failures=1), on_local_overload=lambda: shortages.append(None)
+    )
+    for _ in range(4):
+        with pytest.raises(LocalOverload):
+            await pool.complete("/x", b"{}", request_id="r")
+    assert a.calls + b.calls == 4  # no failover: another replica would meet the same shortage
+    assert len(shortages) == 4  # the gateway is told, to shed load at its door
+    assert all(replica.failures == 0 and replica.ejected_until == 0 for replica in pool.replicas)
+    assert (await pool.complete("/x", b"{}", request_id="r")).replica in ("a", "b")
+
+
+async def test_a_health_check_the_gateway_could_not_make_leaves_the_replica_as_it_was() -> None:
+    a = FakeEngine("a")
+    shortages: list[None] = []
+    pool = EnginePool("fast", [a], on_local_overload=lambda: shortages.append(None))
+    await pool.check_health()
+    assert pool.ready
+    a.health_error = short("a")
+    await pool.check_health()
+    assert pool.ready and pool.replicas[0].healthy is True
+    assert len(shortages) == 1
+    a.health_error, a.healthy = None, False
+    await pool.check_health()
+    assert not pool.ready  # a check that was made still counts

@@ -17,9 +17,19 @@ import pytest
 from psycopg import sql
 
 from gateway.database import Database, open_database, redact_url
+from tests.gateway.database.postgres_server import postgres_template, throwaway_postgres
 from tests.gateway.limits.redis_server import redis_prefix, redis_url
 
-__all__ = ["database", "database_url", "postgres_server", "postgres_url", "redis_prefix", "redis_url"]
+__all__ = [
+    "database",
+    "database_url",
+    "postgres_server",
+    "postgres_template",
+    "postgres_url",
+    "redis_prefix",
+    "redis_url",
+    "throwaway_postgres",
+]
 
 POSTGRES_ENV = "TIERGATE_TEST_POSTGRES"  # a server of your own: postgresql://user@host:port/db
 REQUIRE_ENV = "TIERGATE_REQUIRE_POSTGRES"

@@ -15,6 +15,7 @@ from gateway.budgets import (
     Budget,
     BudgetHold,
     BudgetRefusal,
+    BudgetStatus,
     BudgetUnavailable,
     RedisBudgets,
     Spend,
@@ -109,6 +110,18 @@ def refusal_of(answer: BudgetHold | BudgetRefusal) -> BudgetRefusal:
 
 def spend(amount: int, hold: BudgetHold | None, *, at: float = AT) -> Spend:
     return Spend("acme", "k1", at, amount, hold)
+
+
+async def status_when(
+    keeper: RedisBudgets, budget: Budget, done: Callable[[BudgetStatus], bool]
+) -> BudgetStatus:
+    """The budget's status, asked again until `done` holds."""
+    async with asyncio.timeout(PATIENT_S):
+        while True:
+            [status] = await keeper.status("acme", [budget], AT)
+            if done(status):
+                return status
+            await asyncio.sleep(0.02)
 
 
 async def snapshot(raw: redis.asyncio.Redis, prefix: str) -> dict[str, object]:
@@ -363,7 +376,7 @@ async def test_failing_open_admits_holding_nothing_and_warns_once(
     finally:
         await keeper.aclose()
     assert all(h.counters == () and h.amount == 50 for h in holds)
-    assert keeper.failures == 5
+    assert keeper.failures == 6  # the settlements were tried once more at close
     assert len([r for r in caplog.records if "unavailable" in r.getMessage()]) == 1
     assert ledger.calls == []
 
@@ -375,7 +388,7 @@ async def test_failing_closed_raises(ledger: FakeLedger) -> None:
             await keeper.reserve("acme", [tenant_daily(10)], 5, AT)
     finally:
         await keeper.aclose()
-    assert keeper.failures == 1
+    assert keeper.failures == 2  # and a PING at close, to release the hold it may have taken
 
 
 @pytest.mark.skipif(REDIS_SERVER is None, reason="NO redis-server: cannot test a Redis restart")
@@ -395,3 +408,68 @@ async def test_a_restarted_empty_redis_is_seeded_again_from_the_ledger(ledger: F
             assert len(ledger.calls) == 2
         finally:
             await keeper.aclose()
+
+
+@pytest.mark.skipif(REDIS_SERVER is None, reason="NO redis-server: cannot hang a Redis")
+async def test_settlements_failed_in_a_redis_hang_reach_the_counter_once_it_answers(
+    ledger: FakeLedger,
+) -> None:
+    """A hung Redis times settlements out. Those sent on an open connection wait in its socket and run when
+    it wakes up (sent again, they must not count twice); those that needed a new connection never reached
+    it (they must not be lost)."""
+    budget = tenant_daily(10**12)
+    with RedisServer() as server:
+        keeper = RedisBudgets(server.url, ledger, timeout_s=0.1, settle_delay_s=0)
+        observer = RedisBudgets(server.url, ledger, timeout_s=PATIENT_S)
+        try:
+            await observer.reserve("acme", [budget], 0, AT)  # seeds the counter, however busy the machine
+            keeper.settle(spend(100, None))
+            await keeper.flush()  # opens the keeper's connection
+            server.pause()
+            try:
+                keeper.settle(spend(1000, None))
+                await keeper.flush()  # on the connection open before the hang: it runs when Redis wakes
+                for amount in range(1, 21):  # fail open: admitted, holding nothing
+                    hold = hold_of(await keeper.reserve("acme", [budget], 500, AT))
+                    keeper.settle(spend(amount, hold))
+                    await keeper.flush()
+            finally:
+                server.resume()
+            expected = 100 + 1000 + sum(range(1, 21))
+            await status_when(observer, budget, lambda status: status.spent >= expected)
+            await asyncio.sleep(0.5)  # every copy sent during the hang has run by now
+            await keeper.flush()
+            [status] = await observer.status("acme", [budget], AT)
+            assert status.spent == expected
+        finally:
+            await keeper.aclose()
+            await observer.aclose()
+
+
+@pytest.mark.skipif(REDIS_SERVER is None, reason="NO redis-server: cannot hang a Redis")
+async def test_a_reservation_lost_in_a_redis_hang_does_not_hold_its_amount(ledger: FakeLedger) -> None:
+    """Its caller gave up on it, so nobody releases its hold; yet the hung Redis runs it when it wakes."""
+    budget = tenant_daily(10**12)
+    with RedisServer() as server:
+        keeper = RedisBudgets(server.url, ledger, timeout_s=0.1, settle_delay_s=0)
+        observer = RedisBudgets(server.url, ledger, timeout_s=PATIENT_S)
+        try:
+            await observer.reserve("acme", [budget], 0, AT)  # seeds the counter, however busy the machine
+            keeper.settle(spend(1, None))
+            await keeper.flush()  # opens the keeper's connection
+            server.pause()
+            try:
+                lost = hold_of(await keeper.reserve("acme", [budget], 500, AT))  # on the open connection
+            finally:
+                server.resume()
+            assert lost.counters == ()  # admitted unbudgeted
+            # Redis runs what was in its sockets as it wakes, before it answers any call sent after: from
+            # the first status on, the lost reservation is held, until the keeper releases it
+            await status_when(observer, budget, lambda status: status.reserved == 0)
+            keeper.settle(spend(7, lost))
+            await keeper.flush()
+            [status] = await observer.status("acme", [budget], AT)
+            assert (status.spent, status.reserved) == (8, 0)
+        finally:
+            await keeper.aclose()
+            await observer.aclose()

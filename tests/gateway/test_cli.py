@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 from pathlib import Path
@@ -14,18 +15,25 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import StartGateway
+from tests.conftest import StartGateway, unused_url
 from tests.processes import TIERGATE, free_port, read_until, start, wait_http
 
 
 def test_demo_serves_both_tiers_and_stops_on_ctrl_c(processes: list[subprocess.Popen[str]]) -> None:
     port = free_port()
     demo = start(processes, "demo", "--port", str(port))
+    read_until(demo, r"open-file limit")  # raised to the hard limit, and said once, before anything else
     api_key = read_until(demo, r'api_key="(tg-[^"]+)"').group(1)
     admin_token = read_until(demo, r"/admin/keys -H 'authorization: Bearer ([^']+)'").group(1)
     wait_http(f"http://127.0.0.1:{port}/readyz", demo)
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=api_key, max_retries=0)
-    assert len(list(client.models.list())) == 4
+    assert sorted(model.id for model in client.models.list()) == [
+        "llama-3.1-8b:fast",
+        "qwen3-32b:deliberate",
+        "qwen3-8b:auto",
+        "qwen3-8b:deliberate",
+        "qwen3-8b:fast",
+    ]
     # the deliberate tier's bound holds the low effort's floor (256) and an answer
     for model, bound in (("qwen3-8b:fast", 5), ("qwen3-8b:deliberate", 400)):
         reply = client.chat.completions.create(
@@ -87,6 +95,35 @@ def test_serve_with_workers_in_front_of_simulate(
         assert sum(served) == 8
     gateway.send_signal(signal.SIGTERM)
     gateway.wait(timeout=15)
+
+
+def test_serve_raises_its_open_file_limit_to_the_hard_one(
+    processes: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"the hard open-file limit here ({hard}) leaves nothing to raise")
+    port = free_port()
+    config = tmp_path / "tiergate.yaml"
+    config.write_text(
+        f"server: {{port: {port}}}\nauth: {{mode: disabled}}\n"
+        f"pools: {{fast: {{replicas: ['{unused_url()}']}}}}\n"
+        "models: {m: {tiers: {fast: {pool: fast}}}}\n"
+    )
+    gateway = subprocess.Popen(
+        [*TIERGATE, "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),  # a low soft limit
+    )
+    processes.append(gateway)
+    raised = read_until(gateway, r"open-file limit raised from (\d+) to (\d+)")
+    assert raised.groups() == ("256", str(hard))
+    wait_http(f"http://127.0.0.1:{port}/healthz", gateway)
+    limits = Path(f"/proc/{gateway.pid}/limits").read_text()
+    soft_now, hard_now = re.search(r"Max open files\s+(\S+)\s+(\S+)", limits).groups()  # type: ignore[union-attr]
+    assert soft_now == hard_now == str(hard)
 
 
 @pytest.mark.parametrize(

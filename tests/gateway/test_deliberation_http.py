@@ -176,15 +176,6 @@ def test_self_consistency_votes_over_samples(tmp_path: Path, client: list[openai
         assert (row.record.depth.samples, row.record.depth.agreement) == (5, depth["agreement"])
 
 
-def test_n_above_one_is_refused(tmp_path: Path, client: list[openai.OpenAI]) -> None:
-    with deliberating_gateway({}, {}, tmp_path) as (gateway, _, _):
-        with pytest.raises(openai.BadRequestError) as refused:
-            sdk_for(gateway, client).chat.completions.create(
-                model="qwen3-8b:deliberate", messages=MESSAGES, n=2
-            )
-        assert refused.value.param == "n"
-
-
 def test_one_sample_streams_its_reasoning_live_with_extensions_spliced(
     tmp_path: Path, client: list[openai.OpenAI]
 ) -> None:

@@ -134,6 +134,21 @@ def test_tier_and_model_permissions_are_403(gateway: Gateway, sdk: SDK) -> None:
         client.chat.completions.create(model="llama-3.1-8b", messages=MESSAGES)
     assert model.value.code == "model_not_allowed"
     assert [card.id for card in client.models.list()] == ["qwen3-8b:fast"]  # a key sees what it may use
+    # what chat accepts from it, retrieve answers: the bare id and auto (which can only choose fast)
+    assert client.chat.completions.create(model="qwen3-8b:auto", messages=MESSAGES, max_tokens=2).choices
+    assert [client.models.retrieve(name).id for name in ("qwen3-8b", "qwen3-8b:auto")] == [
+        "qwen3-8b",
+        "qwen3-8b:auto",
+    ]
+    for hidden in ("qwen3-8b:deliberate", "llama-3.1-8b", "llama-3.1-8b:auto", "qwen3-32b:auto"):
+        with pytest.raises(openai.NotFoundError):
+            client.models.retrieve(hidden)
+    both = sdk(gateway, new_key(gateway, models=["qwen3-8b"])["secret"])
+    assert sorted(card.id for card in both.models.list()) == [
+        "qwen3-8b:auto",  # two tiers it may use: auto is a choice for this key
+        "qwen3-8b:deliberate",
+        "qwen3-8b:fast",
+    ]
 
 
 def test_admin_api(gateway: Gateway) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import subprocess
 import time
 from contextlib import ExitStack
@@ -19,11 +20,12 @@ from engines.simulator import create_simulator_app, profile
 from gateway import create_app
 from gateway.app import _probe_lease
 from gateway.database import open_database
-from gateway.probes import PROBE_TENANT, builtin_tasks, load_tasks
+from gateway.prober import PROBE_TENANT
+from gateway.probes import builtin_tasks, load_tasks, run_probe
 from gateway.settings import MULTIPROCESS_ENV
 from pricing import Ledger
-from tests.conftest import gateway_settings, wait_ready
-from tests.gateway.test_keys_http import ADMIN
+from tests.conftest import Gateway, StartEngine, StartGateway, gateway_settings, wait_ready
+from tests.gateway.test_keys_http import ADMIN, new_key
 from tests.processes import TIERGATE
 from tests.servers import serving
 
@@ -128,3 +130,126 @@ def test_of_several_workers_one_probes(tmp_path: Path, monkeypatch: pytest.Monke
         assert not _probe_lease(second)
     with ExitStack() as after:
         assert _probe_lease(after)  # the first worker is gone: the next one to start probes
+
+
+# a model that is always right: every wrong answer a probe reports is then a miscount
+ALWAYS_RIGHT = profile("fast", zero_latency=True, skill_base=1.0, skill_max=1.0)
+RPM = 12  # a burst of 12, then one request every 5 s
+
+
+def limited_gateway(start_engine: StartEngine, start_gateway: StartGateway, tmp_path: Path) -> Gateway:
+    engine = start_engine(ALWAYS_RIGHT)
+    return start_gateway(
+        [engine],
+        [engine],
+        auth={"mode": "keys", "admin_tokens": [ADMIN]},
+        database={"url": f"sqlite:///{tmp_path / 'keys.sqlite3'}"},
+    )
+
+
+def probe_command(url: str, key: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TIERGATE, "probe", "--url", url, "--api-key", key, "--model", "qwen3-8b", "--tier", "fast", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_refused_requests_are_not_wrong_answers(
+    start_engine: StartEngine, start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    """More tasks at once than the key's RPM burst, without retries: the refused ones are counted apart,
+    and accuracy is over the answered ones (the model is always right, so 100%, not 12 of 16)."""
+    gateway = limited_gateway(start_engine, start_gateway, tmp_path)
+    key = new_key(gateway, limits={"fast": {"rpm": RPM}})["secret"]
+    tasks = RPM + 4
+    result = probe_command(
+        gateway.url, key, "--count", str(tasks), "--concurrency", str(tasks), "--max-retries", "0", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)  # --json: stdout is the JSON and nothing else
+    assert row["refused"] >= 1 and row["errored"] == 0 and row["retries"] == 0
+    assert row["answered"] + row["refused"] == row["tasks"] == tasks
+    assert row["correct"] == row["answered"] and row["accuracy"] == 1.0
+    assert row["cost_per_correct_micros"] == -(-row["cost_micros"] // row["answered"])
+    assert "16/16" not in result.stderr  # progress only on a terminal, or when asked
+
+
+def test_a_refused_probe_waits_for_retry_after_and_is_answered(
+    start_engine: StartEngine, start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    """One task more than the burst, all at once: the one refused waits as the 429's retry-after says and is
+    then answered. Retrying at once could not succeed (the bucket refills one request every 5 s) within
+    the 3 retries allowed; every refusal the gateway counted was followed by one retry."""
+    gateway = limited_gateway(start_engine, start_gateway, tmp_path)
+    key = new_key(gateway, limits={"fast": {"rpm": RPM}})["secret"]
+    tasks = RPM + 1
+    result = probe_command(
+        gateway.url,
+        key,
+        *("--count", str(tasks), "--concurrency", str(tasks)),
+        *("--max-retries", "3", "--max-retry-wait", "30", "--json", "--progress"),
+    )
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)
+    assert (row["answered"], row["refused"], row["errored"]) == (tasks, 0, 0), result.stderr
+    assert row["retries"] >= 1 and row["accuracy"] == 1.0
+    assert metric(gateway.url, "tiergate_refusals_total", reason="rate_limit", tier="fast") == row["retries"]
+    progress = result.stderr.splitlines()
+    assert progress and progress[-1].startswith(f"qwen3-8b:fast {tasks}/{tasks} ")  # asked for: on stderr
+    assert "retries" in progress[-1]
+
+
+def test_a_retry_wait_beyond_the_bound_is_refused_at_once(
+    start_engine: StartEngine, start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    """A 429 whose retry-after exceeds what is left of --max-retry-wait is not waited for."""
+    gateway = limited_gateway(start_engine, start_gateway, tmp_path)
+    key = new_key(gateway, limits={"fast": {"rpm": 1}})["secret"]  # then one request a minute
+    result = probe_command(gateway.url, key, "--count", "3", "--max-retry-wait", "5", "--json")
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)
+    assert (row["answered"], row["refused"], row["retries"]) == (1, 2, 0)
+
+
+async def test_other_failures_are_errors_not_refusals(
+    start_engine: StartEngine, start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    gateway = limited_gateway(start_engine, start_gateway, tmp_path)
+    key = new_key(gateway, tiers=["fast"])["secret"]  # the deliberate tier is 403 for it
+    async with httpx.AsyncClient(
+        base_url=gateway.url, headers={"authorization": f"Bearer {key}"}, timeout=30
+    ) as client:
+        result = await run_probe(client, "qwen3-8b", "deliberate", builtin_tasks(3))
+    assert (result.answered, result.refused, result.errored) == (0, 0, 3)
+    assert result.accuracy is None and result.to_dict()["accuracy"] is None
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(503, "refused"), (400, "errored")])
+def test_the_gateways_own_probes_count_refused_and_errored_apart(
+    start_engine: StartEngine, start_gateway: StartGateway, status: int, outcome: str
+) -> None:
+    right = start_engine(ALWAYS_RIGHT)
+    failing = start_engine(profile("deliberate", zero_latency=True, error_rate=1.0, error_status=status))
+    gateway = start_gateway(
+        [right],
+        [failing],
+        ready=False,
+        probes={"enabled": True, "tasks": 4, "models": ["qwen3-8b"], "max_retries": 0},
+    )
+    url = gateway.url
+    deadline = time.monotonic() + 20
+    while metric(url, "tiergate_probe_runs_total", model="qwen3-8b", tier="deliberate") is None:
+        assert time.monotonic() < deadline, "no probe result published"
+        time.sleep(0.1)
+
+    def tasks(tier: str, kind: str) -> float | None:
+        return metric(url, "tiergate_probe_tasks_total", model="qwen3-8b", tier=tier, outcome=kind)
+
+    assert [tasks("fast", kind) for kind in ("answered", "refused", "errored")] == [4, 0, 0]
+    assert metric(url, "tiergate_probe_accuracy", model="qwen3-8b", tier="fast") == 1.0
+    assert tasks("deliberate", outcome) == 4 and tasks("deliberate", "answered") == 0
+    assert tasks("deliberate", "refused" if outcome == "errored" else "errored") == 0
+    accuracy = metric(url, "tiergate_probe_accuracy", model="qwen3-8b", tier="deliberate")
+    assert accuracy is not None and math.isnan(accuracy)  # nothing answered: no accuracy, not 0%

@@ -166,12 +166,49 @@ def test_legacy_completions(client: openai.OpenAI) -> None:
 def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
     ids = [model.id for model in client.models.list()]
     assert sorted(ids) == sorted(
-        ["qwen3-8b:fast", "qwen3-8b:deliberate", "llama-3.1-8b:fast", "qwen3-32b:deliberate"]
+        [
+            "qwen3-8b:fast",
+            "qwen3-8b:deliberate",
+            "qwen3-8b:auto",  # listed where auto has a choice: the model is offered in two tiers
+            "llama-3.1-8b:fast",
+            "qwen3-32b:deliberate",
+        ]
     )
     card = client.models.retrieve("qwen3-8b:deliberate")
     assert card.model_extra is not None and card.model_extra["tier"] == "deliberate"
+    auto = client.models.retrieve("qwen3-8b:auto")
+    assert (auto.id, auto.owned_by) == ("qwen3-8b:auto", "tiergate") and auto.model_extra is not None
+    assert (auto.model_extra["tier"], auto.model_extra["tiers"]) == ("auto", ["fast", "deliberate"])
+    assert auto.model_extra["max_model_len"] == 32768
+    bare = client.models.retrieve("qwen3-8b")  # what a request for the bare id gets: the default tier
+    assert bare.id == "qwen3-8b" and bare.model_extra is not None
+    assert (bare.model_extra["tier"], bare.model_extra["default_tier"]) == ("fast", True)
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("qwen3-8b:turbo")
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        *("qwen3-8b", "qwen3-8b:fast", "qwen3-8b:deliberate", "qwen3-8b:auto"),
+        *("llama-3.1-8b", "llama-3.1-8b:auto", "qwen3-32b", "qwen3-32b:auto"),
+        *("llama-3.1-8b:deliberate", "qwen3-8b:turbo", "qwen3-8b:AUTO", "gpt-9", "gpt-9:auto", ":auto"),
+    ],
+)
+def test_retrieve_answers_for_every_id_chat_accepts(client: openai.OpenAI, model: str) -> None:
+    try:
+        client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=1)
+        accepted = True
+    except (openai.NotFoundError, openai.BadRequestError):
+        accepted = False
+    try:
+        card = client.models.retrieve(model)
+    except openai.NotFoundError:
+        assert not accepted, f"chat accepts {model!r} but GET /v1/models/{model} is 404"
+    else:
+        assert accepted, f"GET /v1/models/{model} answers but chat refuses it"
+        assert card.id == model and card.model_extra is not None
+        assert card.model_extra["root"] == model.partition(":")[0]
 
 
 def test_request_id_is_echoed_or_created(gateway: Gateway) -> None:

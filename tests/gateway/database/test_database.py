@@ -102,7 +102,7 @@ async def test_unreachable_postgres_is_unavailable_and_hides_the_password() -> N
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # nothing listens here once the socket is closed
     with pytest.raises(DatabaseUnavailable) as caught:
-        await open_database(f"postgresql://u:hunter2@127.0.0.1:{port}/x", connect_timeout_s=0.5)
+        await open_database(f"postgresql://u:hunter2@127.0.0.1:{port}/x", start_timeout_s=0.5)
     assert "hunter2" not in str(caught.value)
     assert caught.value.retryable
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
@@ -24,16 +25,20 @@ class Clock:
 
 
 class CountingStore(KeyStore):
-    """The real store, counting what reaches the database; `failing` makes it refuse."""
+    """The real store, counting what reaches the database; `failing` makes it refuse, `hanging` makes its
+    lookups wait until it is cleared."""
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self.lookups: list[str] = []
         self.batches: list[dict[str, datetime]] = []
         self.failing = False
+        self.hanging = asyncio.Event()
+        self.hanging.set()  # set: not hanging
 
     async def lookup(self, key_id: str) -> tuple[ApiKey, bytes] | None:
         self.lookups.append(key_id)
+        await self.hanging.wait()
         if self.failing:
             raise DatabaseUnavailable("the database is down")
         return await super().lookup(key_id)
@@ -231,6 +236,83 @@ async def test_the_cache_is_bounded(store: CountingStore) -> None:
     await refused(auth, f"tg-{ids[2]}-" + "b" * 43)  # the newest is still cached
     await refused(auth, f"tg-{ids[0]}-" + "b" * 43)  # the oldest made room
     assert store.lookups == [*ids, ids[0]]
+
+
+# -- the store down -------------------------------------------------------------------------------------
+async def test_keys_read_before_are_served_from_the_cache_while_the_store_is_down(
+    store: CountingStore, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    auth = Authenticator(store, cache_ttl_s=1.0, clock=clock, stale_while_unavailable_s=60)
+    key, full = await store.create_key("acme", tiers=["fast"])
+    never_seen = (await store.create_key("acme", tiers=["fast"]))[1]
+    assert await auth.authenticate(full) == key
+    store.failing = True
+    clock.now += 30
+    with caplog.at_level(logging.INFO, logger="tiergate.keys"):
+        for _ in range(100):
+            assert await auth.authenticate(full) == key
+        for _ in range(3):
+            with pytest.raises(DatabaseUnavailable):  # a 503, not a 401: it may well be a good key
+                await auth.authenticate(never_seen)
+        assert len(store.lookups) == 1 + 1 + 3  # the first read, one try, each never-seen key's try
+        clock.now += 0.5
+        assert await auth.authenticate(full) == key  # this one asked the store again, and was refused
+        assert len(store.lookups) == 6
+        clock.now += 31  # 61 s since the key was last read: past stale_while_unavailable_s
+        with pytest.raises(DatabaseUnavailable):
+            await auth.authenticate(full)
+        store.failing = False
+        assert await auth.authenticate(full) == key
+        assert await auth.authenticate(never_seen) != key
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert "cannot answer" in lines[0]
+    assert "answers again" in lines[1]
+    assert "101 requests served from the cache meanwhile, 4 refused" in lines[1]
+
+
+async def test_a_revocation_is_honoured_as_soon_as_the_store_answers_again(
+    store: CountingStore, clock: Clock
+) -> None:
+    auth = Authenticator(store, cache_ttl_s=1.0, clock=clock)
+    key, full = await store.create_key("acme", tiers=["fast"])
+    await auth.authenticate(full)
+    store.failing = True
+    clock.now += 2
+    assert await auth.authenticate(full) == key
+    await store.revoke_key(key.id)  # on another replica, the moment the database came back
+    store.failing = False
+    assert await auth.authenticate(full) == key  # served from the cache: nobody asked the store yet
+    clock.now += 0.5
+    assert (await refused(auth, full)).reason == "revoked"  # the first to ask hears the answer
+
+
+async def test_a_hung_store_costs_a_request_lookup_timeout_s_at_most(
+    store: CountingStore, clock: Clock
+) -> None:
+    auth = Authenticator(store, cache_ttl_s=1.0, clock=clock, lookup_timeout_s=0.05)
+    key, full = await store.create_key("acme", tiers=["fast"])
+    never_seen = (await store.create_key("acme", tiers=["fast"]))[1]
+    await auth.authenticate(full)
+    store.hanging.clear()
+    clock.now += 2
+    async with asyncio.timeout(10):  # for the test only: without the bound these would wait for ever
+        assert await auth.authenticate(full) == key
+        with pytest.raises(DatabaseUnavailable, match="did not answer"):
+            await auth.authenticate(never_seen)
+    store.hanging.set()  # the lookups left running in the background end, and fill the cache
+    clock.now += 0.5
+    assert await auth.authenticate(never_seen) != key
+
+
+async def test_stale_keys_can_be_refused(store: CountingStore, clock: Clock) -> None:
+    auth = Authenticator(store, cache_ttl_s=1.0, clock=clock, stale_while_unavailable_s=0)
+    _, full = await store.create_key("acme", tiers=["fast"])
+    await auth.authenticate(full)
+    store.failing = True
+    clock.now += 1
+    with pytest.raises(DatabaseUnavailable):
+        await auth.authenticate(full)
 
 
 # -- last-used times --------------------------------------------------------------------------------

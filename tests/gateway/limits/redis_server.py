@@ -8,6 +8,7 @@ Tests never touch data they did not create: each gets its own key prefix, delete
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -77,9 +78,20 @@ class RedisServer:
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.01)
 
+    def pause(self) -> None:
+        """A hang: the server stopped (SIGSTOP); the kernel still accepts connections and their commands,
+        which the server runs once resumed."""
+        assert self._process is not None, "not running"
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None, "not running"
+        self._process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self._process is None:
             return
+        self._process.send_signal(signal.SIGCONT)  # a paused process would not die of SIGKILL at once
         self._process.kill()  # a crash, not a clean shutdown
         self._process.wait(timeout=5.0)
         self._process = None

@@ -1,0 +1,177 @@
+"""Client connections over real sockets: a request's headers and body must arrive within their deadlines, and
+a worker holds a bounded number of connections; a normal request is served meanwhile."""
+
+from __future__ import annotations
+
+import select
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+import pytest
+
+from gateway import create_app
+from gateway.connections import GatewayProtocol
+from tests.conftest import FAST, StartEngine, gateway_settings, wait_ready
+from tests.processes import TIERGATE, free_port, wait_http
+from tests.servers import serving
+
+CHAT = {"model": "qwen3-8b", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n"
+WAIT_S = 20.0  # generous: what the deadlines below are checked against is only that they end at all
+
+
+@contextmanager
+def gateway(start_engine: StartEngine, **server: Any) -> Iterator[str]:
+    engine = start_engine(FAST)
+    limits = {"header_timeout_s": 0.5, "body_timeout_s": 1.0, **server}
+    app = create_app(gateway_settings([engine], [engine], server=limits))
+    # keep-alive connections stay open while a test holds them
+    with serving(app, http=GatewayProtocol, timeout_keep_alive=300) as url:
+        wait_ready(url)
+        yield url
+
+
+Connect = Callable[[str], socket.socket]
+
+
+@pytest.fixture
+def connect() -> Iterator[Connect]:
+    """Open a raw connection to a URL's host and port; closed after the test."""
+    opened: list[socket.socket] = []
+
+    def open_one(url: str) -> socket.socket:
+        parts = urlsplit(url)
+        sock = socket.create_connection((parts.hostname, parts.port))
+        sock.settimeout(WAIT_S)
+        opened.append(sock)
+        return sock
+
+    yield open_one
+    for sock in opened:
+        sock.close()
+
+
+def until_closed(sock: socket.socket, piece: bytes = b"") -> bytes:
+    """What the server sends until it closes the connection, `piece` sent every 50 ms meanwhile (a client that
+    never stops trickling); an AssertionError if it is still open after WAIT_S."""
+    received = b""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            if piece:
+                sock.sendall(piece)
+            if select.select([sock], [], [], 0.05)[0]:
+                data = sock.recv(65536)
+                if not data:
+                    return received
+                received += data
+        except (BrokenPipeError, ConnectionResetError):  # closed with our trickle unread: a reset
+            return received
+    raise AssertionError(f"the connection was still open after {WAIT_S} s")
+
+
+def assert_timed_out(answer: bytes, part: str) -> None:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer
+    assert b"connection: close" in head.lower()
+    error = orjson.loads(body)["error"]
+    assert error["code"] == "request_timeout" and error["type"] == "invalid_request_error"
+    assert part in error["message"]
+
+
+def served(url: str) -> bool:
+    try:
+        return httpx.post(url + "/v1/chat/completions", json=CHAT, timeout=WAIT_S).status_code == 200
+    except httpx.TransportError:  # refused at the door of a worker with no connection to spare
+        return False
+
+
+def test_headers_that_do_not_arrive_in_time_end_the_connection(
+    start_engine: StartEngine, connect: Connect
+) -> None:
+    with gateway(start_engine) as url:
+        silent, stalled, trickling = connect(url), connect(url), connect(url)
+        stalled.sendall(HEAD)  # then nothing
+        trickling.sendall(HEAD)
+        assert served(url)  # meanwhile, on another connection
+        assert_timed_out(until_closed(stalled), "headers")
+        assert until_closed(silent) == b""  # connected, never said a word: closed without an answer
+        until_closed(trickling, b"x-more: and more\r\n")  # a header a line at a time, for ever
+        assert served(url)
+
+
+def test_a_body_that_does_not_arrive_in_time_gets_408(start_engine: StartEngine, connect: Connect) -> None:
+    with gateway(start_engine) as url:
+        stalled, endless = connect(url), connect(url)
+        stalled.sendall(HEAD + b"content-length: 1000\r\n\r\n" + b'{"model": ')  # then nothing
+        endless.sendall(HEAD + b"transfer-encoding: chunked\r\n\r\n")
+        assert served(url)
+        assert_timed_out(until_closed(stalled), "body")
+        answer = until_closed(endless, b"1\r\n \r\n")  # a chunked body that never ends
+        if answer:  # else the close came as a reset, our unread chunks in the server's buffer
+            assert_timed_out(answer, "body")
+        assert served(url)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nbad header line\r\n\r\n", b"POST / HTTP/9.9\r\n\r\n"],
+)
+def test_malformed_http_gets_an_openai_error(
+    start_engine: StartEngine, connect: Connect, garbage: bytes
+) -> None:
+    with gateway(start_engine) as url:
+        sock = connect(url)
+        sock.sendall(garbage)
+        head, _, body = until_closed(sock).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400"), head
+        assert b"content-type: application/json" in head.lower() and b"connection: close" in head.lower()
+        error = orjson.loads(body)["error"]
+        assert (error["code"], error["type"]) == ("invalid_http_request", "invalid_request_error")
+        assert served(url)
+
+
+def test_a_worker_closes_connections_beyond_its_bound_at_once(
+    start_engine: StartEngine, connect: Connect
+) -> None:
+    with gateway(start_engine, max_connections=4, header_timeout_s=300) as url:
+        held = [connect(url) for _ in range(4)]
+        for sock in held:  # each served once, and kept alive: the worker counts them
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: gateway\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert until_closed(connect(url)) == b""
+        held.pop().close()
+        deadline = time.monotonic() + WAIT_S
+        while not served(url):  # once the worker has seen the close
+            assert time.monotonic() < deadline, "no connection was ever served again"
+            time.sleep(0.05)
+
+
+def test_tiergate_serve_applies_the_deadlines(
+    tmp_path: Path, processes: list[subprocess.Popen[str]], connect: Connect
+) -> None:
+    port = free_port()
+    config = tmp_path / "tiergate.yaml"
+    config.write_text(
+        f"server: {{port: {port}, header_timeout_s: 0.5}}\nauth: {{mode: disabled}}\n"
+        "pools: {fast: {replicas: ['http://127.0.0.1:9']}}\nmodels: {m: {tiers: {fast: {pool: fast}}}}\n"
+    )
+    gateway = subprocess.Popen(
+        [*TIERGATE, "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    processes.append(gateway)
+    wait_http(f"http://127.0.0.1:{port}/healthz", gateway)
+    stalled = connect(f"http://127.0.0.1:{port}")
+    stalled.sendall(HEAD)
+    assert_timed_out(until_closed(stalled), "headers")

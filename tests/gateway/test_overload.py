@@ -1,0 +1,107 @@
+"""A gateway short of its own resources says so (503 `gateway_overloaded`) and blames no replica."""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from engines import EngineTransport
+from engines.simulator import profile
+from gateway import create_app
+from tests.conftest import FAST, StartEngine, gateway_settings, wait_ready
+from tests.servers import serving
+
+MESSAGES: Any = [{"role": "user", "content": "hi"}]
+
+
+class Exhaustible(httpx.AsyncBaseTransport):
+    """The engine transport, until `exhausted` is set: then every call fails as the real one does when the
+    process is out of file descriptors (`ConnectError` from `OSError(EMFILE)`)."""
+
+    def __init__(self) -> None:
+        self._inner = EngineTransport()
+        self.exhausted = False
+        self.refused: list[str] = []  # the paths of the calls refused
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.exhausted:
+            self.refused.append(request.url.path)
+            cause = OSError(errno.EMFILE, "Too many open files")
+            raise httpx.ConnectError(f"cannot connect: {cause}", request=request) from cause
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.02)
+
+
+def assert_overloaded(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.InternalServerError) as failure:
+        client.chat.completions.create(model="qwen3-8b", messages=MESSAGES)
+    assert failure.value.status_code == 503 and failure.value.code == "gateway_overloaded"
+    assert int(failure.value.response.headers["retry-after"]) >= 1
+
+
+def test_out_of_descriptors_is_503_gateway_overloaded_and_no_replica_is_ejected(
+    start_engine: StartEngine,
+) -> None:
+    replicas = [start_engine(FAST), start_engine(FAST)]
+    transport = Exhaustible()
+    app = create_app(gateway_settings(replicas, replicas), transport=transport)
+    with serving(app) as url:
+        wait_ready(url)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+        transport.exhausted = True
+        for _ in range(6):  # twice what ejects a replica (breaker.eject_after_failures: 3)
+            assert_overloaded(client)
+        # the health checks (every 0.2 s) meet the same shortage
+        wait_for(lambda: transport.refused.count("/health") >= 6, "health checks refused")
+        ready = httpx.get(url + "/readyz")
+        assert ready.status_code == 200, ready.text
+        for pool in ready.json()["pools"].values():
+            assert [(r["healthy"], r["failures"]) for r in pool["replicas"]] == [(True, 0), (True, 0)]
+        transport.exhausted = False
+
+        def served() -> bool:
+            try:
+                return bool(client.chat.completions.create(model="qwen3-8b", messages=MESSAGES).choices)
+            except openai.InternalServerError as exc:
+                codes.append(exc.code)
+                return False
+
+        codes: list[str | None] = []
+
+        wait_for(served, "a request served once descriptors are free again")
+        assert set(codes) <= {"gateway_overloaded"}  # nothing else while it recovers
+
+
+def test_over_the_concurrency_limit_the_excess_gets_503_while_the_admitted_stream_completes(
+    start_engine: StartEngine,
+) -> None:
+    # a stream of 100 tokens, 0.05 s apart: in flight for about 5 s
+    engine = start_engine(profile("fast", ttft_base_s=0.002, itl_s=0.05, output_tokens_range=(100, 100)))
+    app = create_app(gateway_settings([engine], [engine], server={"max_concurrent_requests": 1}))
+    with serving(app) as url:
+        wait_ready(url)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+        stream = client.chat.completions.create(model="qwen3-8b", messages=MESSAGES, stream=True)
+        chunks = iter(stream)
+        next(chunks)  # admitted, and streaming
+        assert_overloaded(client)
+        assert httpx.get(url + "/readyz").status_code == 200  # only inference is limited
+        finish = [choice.finish_reason for chunk in chunks for choice in chunk.choices]
+        assert finish[-1] in ("stop", "length")  # the admitted stream ran to its end
+        assert client.chat.completions.create(model="qwen3-8b", messages=MESSAGES).choices
