@@ -679,13 +679,17 @@ def tables(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, list[str], li
     ]
 
 
+# Columns of words, aligned left; the others hold figures, aligned right.
+_TEXT_COLUMNS = frozenset({"kind", "tree", "check", "refused (status code)", "note"})
+
+
 def render_text(title: str, header: list[str], rows: list[list[str]]) -> str:
     grid = [header, *rows]
     widths = [max(len(line[i]) for line in grid) for i in range(len(header))]
     lines = [
         "  ".join(
-            cell.ljust(w) if i < 2 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+            cell.ljust(w) if name in _TEXT_COLUMNS else cell.rjust(w)
+            for name, cell, w in zip(header, line, widths, strict=True)
         )
         for line in grid
     ]
@@ -694,7 +698,7 @@ def render_text(title: str, header: list[str], rows: list[list[str]]) -> str:
 
 def render_markdown(title: str, header: list[str], rows: list[list[str]]) -> str:
     lines = [f"**{title}**", "", "| " + " | ".join(header) + " |"]
-    lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|")
+    lines.append("|" + "|".join("---" if name in _TEXT_COLUMNS else "---:" for name in header) + "|")
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
