@@ -416,7 +416,7 @@ def drive(gateway: str, keys: tuple[str, str, str], seconds: float) -> dict[str,
         (
             "over budget",
             "/v1/chat/completions",
-            lambda: chat("qwen3-8b:deliberate", False, max_tokens=64),
+            lambda: chat("qwen3-8b:deliberate", False, max_tokens=256),
             429,
             broke,
         ),
