@@ -383,7 +383,7 @@ def gateway_config(
     sims: dict[str, ManagedProcess],
     state: Path,
     admin_token: str,
-    redis_url: str | None,
+    redis_store: tuple[str, str] | None,
 ) -> dict[str, Any]:
     config: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": port, "log_level": "warning"},
@@ -405,19 +405,27 @@ def gateway_config(
             "qwen3-32b": {"tiers": {"deliberate": {"pool": "deliberate"}}},
         },
     }
-    if redis_url is not None:
+    if redis_store is not None:  # (url, prefix)
         # closed: a Redis failure shows as 503s instead of quietly serving without limits
-        config["redis"] = {"url": redis_url, "prefix": f"{_prefix(admin_token)}", "failure_mode": "closed"}
+        config["redis"] = {"url": redis_store[0], "prefix": redis_store[1], "failure_mode": "closed"}
     return config
 
 
-def _prefix(admin_token: str) -> str:
-    return f"tiergate-bench-admission:{admin_token[-12:]}:"
+def _delete_redis_keys(url: str, prefix: str) -> None:
+    try:
+        rediskeys.delete(url, prefix)
+    except redis.RedisError as exc:
+        print(f"could not delete the Redis keys under {prefix!r}: {exc}", file=sys.stderr)
 
 
 @contextlib.contextmanager
 def gateway(
-    tree: Tree, label: str, sims: dict[str, ManagedProcess], work: Path, logs: Path, redis_url: str | None
+    tree: Tree,
+    label: str,
+    sims: dict[str, ManagedProcess],
+    work: Path,
+    logs: Path,
+    redis_store: tuple[str, str] | None,
 ) -> Iterator[tuple[ManagedProcess, str]]:
     """A gateway of `tree` (stopped at the end) and its admin token."""
     state = work / f"{tree.name}-{label}"
@@ -425,7 +433,7 @@ def gateway(
     port, token = procs.free_port(), secrets.token_hex(16)
     config_path = state / "tiergate.yaml"
     # JSON is YAML too: no YAML writer needed.
-    config_path.write_text(json.dumps(gateway_config(tree, port, sims, state, token, redis_url), indent=2))
+    config_path.write_text(json.dumps(gateway_config(tree, port, sims, state, token, redis_store), indent=2))
     argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)]
     with procs.managed(
         f"gateway-{tree.name}-{label}",
@@ -500,12 +508,11 @@ def measure_tree(
                 asyncio.run(_run_phases(proc.base_url, token, items, args.concurrency, result, False))
             if args.redis_url:
                 print(f"{tree.name} ({tree.commit}): limits in Redis", flush=True)
-                with gateway(tree, "redis", sims, work, logs, args.redis_url) as (proc, token):
-                    try:
-                        asyncio.run(_run_phases(proc.base_url, token, items, args.concurrency, result, True))
-                    finally:
-                        with contextlib.suppress(redis.RedisError):
-                            rediskeys.delete(args.redis_url, _prefix(token))
+                prefix = f"tiergate-bench-admission:{secrets.token_hex(6)}:"
+                # registered first, so it runs once the gateway has stopped (and written its last settlements)
+                stack.callback(_delete_redis_keys, args.redis_url, prefix)
+                with gateway(tree, "redis", sims, work, logs, (args.redis_url, prefix)) as (proc, token):
+                    asyncio.run(_run_phases(proc.base_url, token, items, args.concurrency, result, True))
     except (StartupError, RuntimeError, httpx.HTTPError, OSError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
         print(f"{tree.name}: FAILED: {result.error}", flush=True)
