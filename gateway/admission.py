@@ -11,6 +11,7 @@ was generated; budgets reserve the request's worst-case cost and settle to its r
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -166,9 +167,10 @@ class Admitter:
             )
         return admission
 
-    def settle(self, reservation: Reservation, used_tokens: int) -> None:
-        """Settle a token reservation to what was really used (0 releases it); never waits."""
-        self._limiter.settle(reservation, used_tokens)
+    def settle(self, reservation: Reservation, used_tokens: int) -> Awaitable[None] | None:
+        """Settle a token reservation to what was really used (0 releases it); what to await for it to
+        have landed (None: it has)."""
+        return self._limiter.settle(reservation, used_tokens)
 
     async def reserve(
         self, key: ApiKey, offer: Offer, estimate: TokenEstimate, at: float
@@ -206,10 +208,14 @@ class Admitter:
             raise _over_budget(verdict, self._book.currency)
         return verdict
 
-    def spent(self, key: ApiKey, started_at: float, amount: int, hold: BudgetHold | None) -> None:
-        """A request's real charge (0 if it failed) to its budgets, its reservation released; never waits."""
-        if self._budgets is not None:
-            self._budgets.settle(Spend(key.tenant_id, key.id, started_at, amount, hold))
+    def spent(
+        self, key: ApiKey, started_at: float, amount: int, hold: BudgetHold | None
+    ) -> Awaitable[None] | None:
+        """A request's real charge (0 if it failed) to its budgets, its reservation released; what to await
+        for it to have landed (None: it has)."""
+        if self._budgets is None:
+            return None
+        return self._budgets.settle(Spend(key.tenant_id, key.id, started_at, amount, hold))
 
 
 def _over_budget(refusal: BudgetRefusal, currency: str) -> GatewayError:

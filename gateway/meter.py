@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Any
 
@@ -151,19 +152,30 @@ class Meter:
             return
         counted = await self._counted(exchange) if exchange.usage is None and self._bookkeeper else None
         record = usage_record(exchange, depth=self.depth, counted=counted)
+        landing: list[Awaitable[None]] = []  # this request's settlements, sent but not yet applied
         if reservation is not None:
-            self._admitter.settle(reservation, record.prompt_tokens + record.completion_tokens)
+            limit = self._admitter.settle(reservation, record.prompt_tokens + record.completion_tokens)
+            if limit is not None:
+                landing.append(limit)
         charge = None
         if self._bookkeeper is not None:
             charge = self._rated(record)
             if self._key is not None:  # its budgets: the real charge, and the reservation released
-                self._admitter.spent(self._key, self._started, charge.total if charge else 0, self._hold)
+                budget = self._admitter.spent(
+                    self._key, self._started, charge.total if charge else 0, self._hold
+                )
+                if budget is not None:
+                    landing.append(budget)
         if self._metrics is not None:
             overhead = self._sent - self._clock if self._sent is not None else None
             self._metrics.observe(exchange, record, charge, overhead)
         log_request(exchange, record, charge)
         if charge is not None and self._bookkeeper is not None:
             await self._bookkeeper.record(LedgerRow(record, charge))
+        # before the response ends: the client's next request finds this one's refund (never a 429 for
+        # a request sent after this one's answer); at most one bounded Redis call, in a batch
+        for settled in landing:
+            await settled
 
     async def _counted(self, exchange: Exchange) -> Counted | None:
         """A cut request's exact counts, from the engine's own tokenizer; None if it does not answer soon."""

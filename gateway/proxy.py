@@ -99,9 +99,11 @@ class InferenceProxy:
             admission = await self._admitter.admit(key, offer, estimate.total)
             try:
                 hold = await self._admitter.reserve(key, offer, estimate, started_at)
-            except BaseException:  # refused, or failed: the rate limits' tokens go back
+            except BaseException as exc:  # refused, or failed: the rate limits' tokens go back
                 if admission is not None and admission.reservation is not None:
-                    self._admitter.settle(admission.reservation, 0)
+                    refund = self._admitter.settle(admission.reservation, 0)
+                    if refund is not None and isinstance(exc, Exception):  # (not when being cancelled)
+                        await refund  # landed before the refusal is answered
                 raise
         data["model"] = offer.engine_model
         pinned = pinned_output(checked, offer.max_model_len)

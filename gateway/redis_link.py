@@ -137,29 +137,42 @@ class RedisLink:
 
 
 class SoonFlush:
-    """Runs `flush` once, `delay_s` after the first `kick()` since the last run: settlements of many requests
-    go out together, in one pipeline. `stop()` cancels a pending run (the owner flushes itself after)."""
+    """Runs `flush` once, `delay_s` after the first `kick()` since the last run (0: as soon as the loop is
+    free): settlements of many requests go out together, in one pipeline. `kick()` returns a future done when
+    that run has ended (whether Redis answered or not), for a request that must see its own settlement land
+    before its response ends. `stop()` cancels a pending run (the owner flushes itself after)."""
 
     def __init__(self, delay_s: float, flush: Callable[[], Awaitable[None]]) -> None:
         self._delay_s = delay_s
         self._flush = flush
         self._task: asyncio.Task[None] | None = None
+        self._ran: asyncio.Future[None] | None = None
 
-    def kick(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._soon())
+    def kick(self) -> asyncio.Future[None]:
+        if self._task is None or self._ran is None:
+            loop = asyncio.get_running_loop()
+            self._ran = loop.create_future()
+            self._task = loop.create_task(self._soon(self._ran))
+        return self._ran
 
     async def stop(self) -> None:
         task, self._task = self._task, None
+        ran, self._ran = self._ran, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if ran is not None and not ran.done():
+            ran.set_result(None)  # the owner flushes what was pending itself
 
-    async def _soon(self) -> None:
+    async def _soon(self, ran: asyncio.Future[None]) -> None:
         try:
-            if self._delay_s > 0:
-                await asyncio.sleep(self._delay_s)
+            try:
+                if self._delay_s > 0:
+                    await asyncio.sleep(self._delay_s)
+            finally:
+                self._task = self._ran = None
+            await self._flush()
         finally:
-            self._task = None
-        await self._flush()
+            if not ran.done():
+                ran.set_result(None)

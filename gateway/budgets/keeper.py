@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -85,9 +85,11 @@ class BudgetKeeper(Protocol):
         hold it, or none changed and the answer says which had not."""
         ...
 
-    def settle(self, spend: Spend) -> None:
+    def settle(self, spend: Spend) -> Awaitable[None] | None:
         """Record a request's real charge and release its reservation. Called for every rated request of
-        a tenant, with or without a hold; never waits and never raises."""
+        a tenant, with or without a hold; never raises: applied at once (None), or sent with the others
+        settled meanwhile as soon as the loop is free, and then the awaitable returned is done (awaited by the
+        request before its response ends)."""
         ...
 
     async def status(self, tenant: str, budgets: Sequence[Budget], at: float) -> list[BudgetStatus]:

@@ -91,7 +91,7 @@ class RedisBudgets:
         fail_open: bool = True,
         timeout_s: float = 0.25,
         hold_ttl_s: float = 900.0,
-        settle_delay_s: float = 0.02,
+        settle_delay_s: float = 0.0,
         max_connections: int = 512,
     ) -> None:
         if hold_ttl_s <= 0:
@@ -106,8 +106,8 @@ class RedisBudgets:
         # hash key -> when (loop time) a seed of this process landed, kept for timeout_s: a call sent before
         # then that found no counter was answered before the seed, and needs no second ledger query
         self._landed: dict[str, float] = {}
-        # Settlements wait up to settle_delay_s and go out together, one pipeline per batch, the charges to
-        # one counter summed (see RedisLimiter). 0 sends each one as soon as the loop is free.
+        # Settlements go out together, one pipeline per batch, the charges to one counter summed, as soon as
+        # the loop is free (settle_delay_s later, when set); each request awaits its own (see RedisLimiter).
         self._pending: dict[tuple[str, str], _Pending] = {}  # (tenant, counter) -> its settlements
         self._flusher = SoonFlush(settle_delay_s, self.flush)
         self._process = uuid.uuid4().hex[:12]  # names this process's marks
@@ -168,7 +168,7 @@ class RedisBudgets:
             return BudgetRefusal(budgets[index], windows[index], int(reply[2]), amount)
         return BudgetHold(hold_id, tenant, tuple(dict.fromkeys(counters)), amount)
 
-    def settle(self, spend: Spend) -> None:
+    def settle(self, spend: Spend) -> asyncio.Future[None] | None:
         try:
             _check_micros("a charge", spend.amount)  # before anything is queued: a bad one is dropped whole
             hold = spend.hold
@@ -180,10 +180,11 @@ class RedisBudgets:
                 for counter in self._calendar.counters(spend.tenant, spend.key_id, spend.started_at):
                     self._pending_for(spend.tenant, counter).charged += spend.amount
             if self._pending:
-                self._flusher.kick()
+                return self._flusher.kick()
         except Exception:
             # settlements run as requests end: raising there would hide the real outcome
             log.exception("budgets: settling %r failed", spend)
+        return None
 
     async def status(self, tenant: str, budgets: Sequence[Budget], at: float) -> list[BudgetStatus]:
         """As BudgetKeeper.status(): one script call, under the tenant's hash tag."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Protocol
 
 from gateway.limits.admission import Admission, Reservation
@@ -22,10 +23,12 @@ class RateLimiter(Protocol):
         refusal consumes neither."""
         ...
 
-    def settle(self, reservation: Reservation, used_tokens: int) -> None:
+    def settle(self, reservation: Reservation, used_tokens: int) -> Awaitable[None] | None:
         """Square a reservation with the tokens really used: refund or charge the difference.
         `used_tokens=0` releases it entirely (the request failed). Called as a request ends, so it never
-        waits and never raises: a shared limiter sends settlements in batches, soon after."""
+        raises: applied at once (None), or sent with the others settled meanwhile, as soon as the loop is
+        free, and then the awaitable returned is done (the request awaits it before its response ends, so
+        that its client's next request finds its refund; never longer than one bounded Redis call)."""
         ...
 
     async def flush(self) -> None:

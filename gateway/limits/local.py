@@ -68,7 +68,7 @@ class LocalLimiter:
         now = self._now_ms()
         key = (reservation.subject, reservation.tier, "t")
         level = gcra.settled(self._level(key, reservation.tpm, now), reservation.tpm, delta)
-        self._store(key, level, reservation.tpm, now)
+        self._store(key, level, reservation.tpm, now)  # applied: nothing to wait for
 
     async def flush(self) -> None:
         pass  # settlements apply at once

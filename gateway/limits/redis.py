@@ -7,6 +7,7 @@ worth an outage) or raises LimiterUnavailable. The connection pool reconnects by
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from gateway.limits.admission import ALLOWED, Admission, Reservation, decided, reserved_tokens
@@ -34,11 +35,11 @@ class RedisLimiter:
         fail_open: bool = True,
         timeout_s: float = 0.25,
         max_connections: int = 512,
-        settle_delay_s: float = 0.02,
+        settle_delay_s: float = 0.0,
     ) -> None:
-        # Settlements wait up to settle_delay_s and go out together, one pipeline per batch, the deltas of
-        # one bucket summed: a round trip per request for them cost as much gateway CPU as the admit. The
-        # price is that a refund lands up to that much later. 0 sends each one as soon as the loop is free.
+        # Settlements go out together, one pipeline per batch, the deltas of one bucket summed: a round trip
+        # per request for them cost as much gateway CPU as the admit. A batch leaves as soon as the loop is
+        # free (settle_delay_s later, when set), and each request awaits its own before its response ends.
         self._pending: dict[tuple[str, str], tuple[int, int]] = {}  # (subject, tier) -> (tpm, summed delta)
         self._flusher = SoonFlush(settle_delay_s, self.flush)
         self._prefix = prefix
@@ -76,14 +77,14 @@ class RedisLimiter:
         wait, requests_level, tokens_level = (int(value) for value in reply)
         return decided(subject, tier, quota, cost, wait, requests_level, tokens_level)
 
-    def settle(self, reservation: Reservation, used_tokens: int) -> None:
+    def settle(self, reservation: Reservation, used_tokens: int) -> asyncio.Future[None] | None:
         delta = max(0, used_tokens) - reservation.tokens
         if reservation.tpm is None or delta == 0:
-            return
+            return None
         bucket = (reservation.subject, reservation.tier)
         _, pending = self._pending.get(bucket, (reservation.tpm, 0))
         self._pending[bucket] = (reservation.tpm, pending + delta)
-        self._flusher.kick()
+        return self._flusher.kick()
 
     async def flush(self) -> None:
         """Send every pending settlement now, in one pipeline. Never raises."""

@@ -6,6 +6,7 @@ best-effort, billed fast."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import openai
 import pytest
+import redis
 
 from engines.simulator import create_simulator_app, profile
 from tests.conftest import Gateway, StartGateway
@@ -164,3 +166,54 @@ def test_a_request_whose_bound_alone_exceeds_the_tpm_limit_says_so(
             small = sdk.chat.completions.create(model="qwen3-8b:fast", messages=MESSAGES, max_tokens=50)
             assert small.usage is not None and 0 < small.usage.completion_tokens <= 50
             assert extra(small.usage)["cost_micros"] > 0
+
+
+def test_limits_in_redis_are_refunded_before_each_response_ends(
+    start_gateway: StartGateway, tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    """A client sending deliberations back to back, no pause, with limits shared in Redis: each response
+    ends only once its own refund has landed, so the next request finds the bucket as it really is (it used
+    to meet a 429 with retry-after 51 s: the refund was still waiting for its batch)."""
+    shared = {"url": redis_url, "prefix": redis_prefix, "failure_mode": "closed", "timeout_s": 5.0}
+    with engine(reasoning_tokens_range=(300, 400)) as url:
+        gateway = keyed_gateway(start_gateway, url, tmp_path, deliberation={}, redis=shared)
+        key = new_key(gateway, limits={"fast": README_LIMITS, "deliberate": README_LIMITS})
+        bucket = f"{redis_prefix}rl:{{{key['id']}:deliberate}}:t"
+        used = 0
+        with (
+            redis.Redis.from_url(redis_url) as store,
+            openai.OpenAI(base_url=gateway.v1, api_key=key["secret"], max_retries=0) as sdk,
+        ):
+            for _ in range(20):
+                reply = sdk.chat.completions.create(
+                    model="qwen3-8b:deliberate", messages=MESSAGES, reasoning_effort="low"
+                )
+                assert reply.usage is not None
+                used += reply.usage.total_tokens
+                # the bucket holds what was used, not this request's reservation (~6,400 tokens) as well
+                fill = int(store.get(bucket).split(b":")[0])  # in 1/60000 of a token (gateway/limits/gcra.py)
+                assert fill / 60_000 <= used
+
+
+def test_a_key_at_its_tpm_limit_is_told_when_to_come_back(
+    start_gateway: StartGateway, tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    shared = {"url": redis_url, "prefix": redis_prefix, "failure_mode": "closed", "timeout_s": 5.0}
+    with engine(output_tokens_range=(9000, 9000)) as url:
+        gateway = keyed_gateway(start_gateway, url, tmp_path, redis=shared)
+        key = new_key(gateway, limits={"fast": {"tpm": 60_000}})  # 1,000 tokens a second
+        with openai.OpenAI(base_url=gateway.v1, api_key=key["secret"], max_retries=0) as sdk:
+            refused = None
+            for _ in range(20):  # ~9,000 tokens each: the bucket fills within a few
+                try:
+                    sdk.chat.completions.create(model="qwen3-8b:fast", messages=MESSAGES, max_tokens=10_000)
+                except openai.RateLimitError as exc:
+                    refused = exc
+                    break
+            assert refused is not None and refused.code == "rate_limit_exceeded"
+            wait_ms = int(refused.response.headers["retry-after-ms"])
+            assert 0 < wait_ms <= 10_000  # never more than this request's ~10,000 tokens take to drain
+            assert int(refused.response.headers["retry-after"]) == -(-wait_ms // 1000)
+            time.sleep(wait_ms / 1000)
+            again = sdk.chat.completions.create(model="qwen3-8b:fast", messages=MESSAGES, max_tokens=10_000)
+            assert again.choices[0].finish_reason in ("stop", "length")
