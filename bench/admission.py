@@ -10,7 +10,8 @@ its gateway runs with this venv's Python and PYTHONPATH on that folder; the curr
 the same way from the repository. Both sit in front of the same two simulated engines (this tree's
 simulator, profiles fast and deliberate, with latencies shortened so a deliberation takes a second or a
 few), one after the other, each with its own SQLite key store. The model is qwen3-8b (max_model_len
-32768, as in config/example.yaml) with `deliberation: {}` (the default levels) and gateway/prices.yaml.
+32768 and, in a tree that has the setting, max_output_tokens 8192, as in config/example.yaml) with
+`deliberation: {}` (the default levels) and gateway/prices.yaml.
 
 The workload (seeded): 35% fast with max_tokens, 35% fast without, 12% / 12% / 6% deliberate at
 reasoning_effort low / medium / high, short prompts (word problems, "2+2", a short explanation), 40% of
@@ -73,6 +74,7 @@ WIDE_TPM = 10**9
 TARGET_RATIO = 3.0
 CONCURRENT_LOW = 8
 SEQUENTIAL = 20
+EXAMPLE_MAX_OUTPUT_TOKENS = 8192  # config/example.yaml's qwen3-8b, in trees that know the setting
 # Latencies of the simulated engines: the profiles' shapes, shortened so that a high-effort deliberation
 # (5 samples of 1,000+ reasoning tokens) takes a few seconds on this machine, not a minute.
 SIM_LATENCY = {
@@ -405,6 +407,9 @@ def gateway_config(
             "qwen3-32b": {"tiers": {"deliberate": {"pool": "deliberate"}}},
         },
     }
+    if "max_output_tokens" in (tree.root / "gateway" / "settings.py").read_text(encoding="utf-8"):
+        # a tree that has the setting gets config/example.yaml's value (the baseline had none)
+        config["models"][MODEL]["max_output_tokens"] = EXAMPLE_MAX_OUTPUT_TOKENS
     if redis_store is not None:  # (url, prefix)
         # closed: a Redis failure shows as 503s instead of quietly serving without limits
         config["redis"] = {"url": redis_store[0], "prefix": redis_store[1], "failure_mode": "closed"}
