@@ -8,18 +8,26 @@ __all__ = ["SSEDecoder"]
 class SSEDecoder:
     """Feed it body bytes as they arrive; it returns the data of every event completed so far.
 
-    Engines send `data: {...}\\n\\n`; CRLF line ends, multi-line data and comments are handled too.
+    Engines send `data: {...}\\n\\n`; CRLF or CR line ends (a CRLF cut between chunks too), multi-line data
+    and comments are handled as well.
     """
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_after_cr", "_buffer")
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._buffer = b""  # line ends already normalised to LF
+        self._after_cr = False  # the last chunk ended on a CR, taken as a line end at once
 
     def feed(self, chunk: bytes) -> list[bytes]:
+        if self._after_cr and chunk:
+            # a CRLF cut between two chunks is one line end: its LF is dropped, not read as a blank line
+            self._after_cr = False
+            if chunk[0] == 0x0A:
+                chunk = chunk[1:]
+        if b"\r" in chunk:
+            self._after_cr = chunk[-1] == 0x0D
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buffer = self._buffer + chunk if self._buffer else chunk
-        if b"\r" in buffer:
-            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         events: list[bytes] = []
         start = 0
         while (end := buffer.find(b"\n\n", start)) != -1:
