@@ -66,8 +66,10 @@ class Database(Queries):
         return await apply_migrations(self, component, migrations)
 
     @abstractmethod
-    async def _serialize_migrations(self, tx: Queries) -> None:
-        """Make concurrent migrators (other processes included) wait for this transaction."""
+    def _migration_transaction(self) -> AbstractAsyncContextManager[Queries]:
+        """`transaction()` for one migration step: it waits for other migrators (other processes included)
+        and they wait for it, however long that takes. A migration (an index over a large ledger) may outlast
+        the bounds of ordinary statements: were it held to them, it would be rolled back at every start."""
 
 
 def read_timestamp(value: datetime | str) -> datetime:

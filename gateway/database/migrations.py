@@ -3,7 +3,8 @@
 Each migration runs in its own transaction together with the row that records it, so it is applied
 once or not at all. Migrators serialize on a lock held for that transaction (PostgreSQL: an advisory
 lock; SQLite: `BEGIN IMMEDIATE`), then re-read what is applied: two processes starting at once apply
-each migration once between them.
+each migration once between them. Neither the wait for that lock nor the migration is held to the bounds
+of ordinary statements (`Database._migration_transaction`).
 """
 
 from __future__ import annotations
@@ -69,8 +70,7 @@ async def apply_migrations(db: Database, component: str, migrations: Sequence[Mi
         raise ValueError(f"{component} migrations must have unique, increasing versions: {versions}")
     applied_now: list[int] = []
     while True:
-        async with db.transaction() as tx:
-            await db._serialize_migrations(tx)  # the hook exists for this caller
+        async with db._migration_transaction() as tx:  # the hook exists for this caller
             await tx.execute(_CREATE_TABLE.format(timestamp=_TIMESTAMP[db.dialect]))
             rows = await tx.fetch_all(
                 "SELECT version FROM schema_migrations WHERE component = ?", (component,)

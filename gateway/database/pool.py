@@ -98,14 +98,15 @@ class ConnectionPool:
                 return
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Connection]:
-        """A connection for one use, `use_timeout_s` at most, waiting for a free one included. Raises
-        DatabaseUnavailable when none can be had or the use overran (the connection is then closed)."""
+    async def connection(self, *, bounded: bool = True) -> AsyncIterator[Connection]:
+        """A connection for one use, `use_timeout_s` at most, waiting for a free one included (a use that is
+        not `bounded` takes as long as it takes). Raises DatabaseUnavailable when none can be had or the use
+        overran (the connection is then closed)."""
         if self._closed:
             raise DatabaseUnavailable(f"the pool of {self._display} is closed")
         held: list[Connection] = []
         try:
-            async with _deadline(self._use_timeout_s, held) as deadline, self._slots:
+            async with _deadline(self._use_timeout_s if bounded else None, held) as deadline, self._slots:
                 connection = await self._checkout()
                 held.append(connection)
                 try:
@@ -195,12 +196,15 @@ class ConnectionPool:
 
 
 @asynccontextmanager
-async def _deadline(seconds: float, held: list[Connection]) -> AsyncIterator[asyncio.Timeout]:
+async def _deadline(seconds: float | None, held: list[Connection]) -> AsyncIterator[asyncio.Timeout]:
     """`asyncio.timeout(seconds)` that first closes the connections in `held`: psycopg answers a cancelled
     statement by asking the server to cancel it and waiting up to 10 s, which a hung server never grants;
-    on a closed connection it gives up at once."""
+    on a closed connection it gives up at once. None: no deadline."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(None) as timeout:
+        if seconds is None:
+            yield timeout
+            return
 
         def expire() -> None:
             for connection in held:

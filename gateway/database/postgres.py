@@ -7,7 +7,7 @@ Connections are in autocommit mode: a statement run on the database is its own t
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -72,10 +72,20 @@ class PostgresDatabase(Database):
                 return await _fetch_all(connection, sql, params)
 
     # -- Database ---------------------------------------------------------------------------------
+    def transaction(self) -> AbstractAsyncContextManager[Queries]:
+        return self._transaction(bounded=True)
+
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Queries]:
+    async def _migration_transaction(self) -> AsyncIterator[Queries]:
+        async with self._transaction(bounded=False) as tx:
+            # released when the transaction ends, however it ends
+            await tx.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+            yield tx
+
+    @asynccontextmanager
+    async def _transaction(self, *, bounded: bool) -> AsyncIterator[Queries]:
         with _translated():
-            async with self._pool.connection() as connection, connection.transaction():
+            async with self._pool.connection(bounded=bounded) as connection, connection.transaction():
                 handle = _Transaction(connection)
                 try:
                     yield handle
@@ -84,10 +94,6 @@ class PostgresDatabase(Database):
 
     async def aclose(self) -> None:
         await self._pool.aclose()
-
-    async def _serialize_migrations(self, tx: Queries) -> None:
-        # released when the transaction ends, however it ends
-        await tx.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
 
 
 class _Transaction(Queries):

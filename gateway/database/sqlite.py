@@ -13,7 +13,7 @@ import functools
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -24,6 +24,7 @@ __all__ = ["SQLiteDatabase"]
 
 _T = TypeVar("_T")
 _RETRYABLE = {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FULL"}
+_FOREVER_MS = 2**31 - 1  # the longest busy timeout SQLite takes (24 days)
 
 
 class SQLiteDatabase(Database):
@@ -64,13 +65,20 @@ class SQLiteDatabase(Database):
             return await self._run(_fetch_all, self._connection, sql, params)
 
     # -- Database ---------------------------------------------------------------------------------
+    def transaction(self) -> AbstractAsyncContextManager[Queries]:
+        return self._transaction(wait_for_lock=False)
+
+    def _migration_transaction(self) -> AbstractAsyncContextManager[Queries]:
+        # BEGIN IMMEDIATE takes the database's write lock, across processes too
+        return self._transaction(wait_for_lock=True)
+
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Queries]:
+    async def _transaction(self, *, wait_for_lock: bool) -> AsyncIterator[Queries]:
         async with self._alone():
             self._transaction_owner = asyncio.current_task()
             handle = _Transaction(self)
             try:
-                await self._run(_execute, self._connection, "BEGIN IMMEDIATE", ())
+                await self._run(_begin, self._connection, wait_for_lock)
                 yield handle
                 await self._end("COMMIT")
             except BaseException:
@@ -88,9 +96,6 @@ class SQLiteDatabase(Database):
             self._closed = True
             await self._run(self._connection.close)
         self._executor.shutdown(wait=False)
-
-    async def _serialize_migrations(self, tx: Queries) -> None:
-        pass  # BEGIN IMMEDIATE already holds the database's write lock, across processes too
 
     # -- plumbing ---------------------------------------------------------------------------------
     @asynccontextmanager
@@ -194,6 +199,18 @@ def _execute(connection: sqlite3.Connection, sql: str, params: Params) -> int:
         return cursor.rowcount
     finally:
         cursor.close()
+
+
+def _begin(connection: sqlite3.Connection, wait_for_lock: bool) -> None:
+    if not wait_for_lock:  # another writer's lock is waited for up to the busy timeout
+        connection.execute("BEGIN IMMEDIATE")
+        return
+    (busy_timeout_ms,) = connection.execute("PRAGMA busy_timeout").fetchone()
+    connection.execute(f"PRAGMA busy_timeout = {_FOREVER_MS}")
+    try:
+        connection.execute("BEGIN IMMEDIATE")  # the only wait: once begun, the write lock is ours
+    finally:
+        connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
 
 
 def _end(connection: sqlite3.Connection, statement: str) -> None:

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from collections.abc import Callable
 
+import psycopg
 import pytest
 
-from gateway.database import Database, DatabaseError, Migration, MigrationError, open_database
+from gateway.database import (
+    Database,
+    DatabaseError,
+    DatabaseUnavailable,
+    Migration,
+    MigrationError,
+    open_database,
+)
+from gateway.database.postgres import _MIGRATION_LOCK
 
 
 def same(version: int, name: str, *statements: str) -> Migration:
@@ -119,3 +130,45 @@ def test_a_migration_is_checked_when_made() -> None:
         Migration(1, "a string", sqlite="SELECT 1", postgresql=("SELECT 1",))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="tuple"):
         Migration(1, "empty", sqlite=(), postgresql=("SELECT 1",))
+
+
+async def test_a_migration_may_outlast_the_statement_timeout(postgres_url: str) -> None:
+    # an index over a large ledger takes minutes: were it bounded like a request's statement, it would be
+    # rolled back at every start and the gateway would never start again
+    db = await open_database(postgres_url, statement_timeout_s=0.3)
+    try:
+        assert await db.migrate("slow", [same(1, "slow", "SELECT pg_sleep(1)")]) == [1]
+        with pytest.raises(DatabaseUnavailable):  # anything else is bounded as before
+            await db.execute("SELECT pg_sleep(1)")
+    finally:
+        await db.aclose()
+
+
+async def test_a_migrator_waits_for_another_however_long_it_takes(database_url: str) -> None:
+    # bounds shorter than the other migrator's work: the statement timeout (PostgreSQL), the wait for a
+    # lock (SQLite)
+    db = await open_database(database_url, start_timeout_s=0.2, statement_timeout_s=0.2)
+    release = _hold_the_migration_lock(database_url)  # as another process's migration does
+    try:
+        migrating = asyncio.create_task(db.migrate("widgets", WIDGETS))
+        await asyncio.wait([migrating], timeout=1.0)
+        if migrating.done():  # it must wait: neither give up nor migrate under the other's lock
+            pytest.fail(f"the migrator did not wait: {migrating.exception()!r}")
+        release()
+        assert await migrating == [1, 2, 3]
+        if db.dialect == "sqlite":  # other writers wait for a lock as briefly as before
+            assert await db.fetch_one("PRAGMA busy_timeout") == {"timeout": 200}
+    finally:
+        release()
+        await db.aclose()
+
+
+def _hold_the_migration_lock(url: str) -> Callable[[], None]:
+    """Take the lock a migrating process holds, on a connection of its own; the callable gives it back."""
+    if url.startswith("sqlite:///"):
+        lite = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        lite.execute("BEGIN IMMEDIATE")  # the database's write lock
+        return lite.close  # closing gives the lock back; again does nothing
+    pg = psycopg.connect(url, autocommit=True)
+    pg.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+    return pg.close
