@@ -7,9 +7,9 @@ command, not a test:
 The simulator answers an arithmetic task right with a probability that grows with the reasoning tokens
 spent on it (docs/simulator.md, "Skill model"); the fast pool does not reason. The gateway runs as
 `tiergate serve` with the depth levels below, the engines as `tiergate simulate`; requests go through the
-gateway like any client's (`gateway.probes.run_probe`). Expected (issue 5): a clear accuracy gain for the
-deliberate tier at high effort over fast, produced by the mechanism (depth floor, self-consistency), not a
-constant.
+gateway like any client's (`gateway.probes.tasks.run_probe`). Expected (issue 5): a clear accuracy gain
+for the deliberate tier at high effort over fast, produced by the mechanism (depth floor,
+self-consistency), not a constant.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from overheadkit.procs import free_port, managed
 
-from gateway.probe_cli import table
-from gateway.probes import ProbeResult, builtin_tasks, run_probe
+from gateway.probes.cli import table
+from gateway.probes.tasks import ProbeResult, builtin_tasks, run_probe
 
 ROOT = Path(__file__).parents[1]
 EFFORTS = {

@@ -20,10 +20,10 @@ from pathlib import Path
 import orjson
 
 from engines import StreamTally, Usage
+from gateway.accounting.exchange import Exchange, Outcome
+from gateway.accounting.usage_record import usage_record
 from gateway.budgets import Budget, BudgetHold, LocalBudgets, Spend, Window
-from gateway.metering import Exchange, Outcome
 from gateway.tiers import Tier
-from gateway.usage_record import usage_record
 from pricing import LedgerRow, load_price_book, rate, usage_cost_fields, worst_case
 from pricing.journal_format import encode_line
 

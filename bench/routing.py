@@ -10,7 +10,7 @@ so that queues form, and a prefix cache that holds about three of the workload's
 workload: streamed chats, each with one of 8 system prompts of ~2,000 tokens and a short random user turn,
 `--concurrency` at a time. Each mode gets freshly started engines (cold caches) and the same request
 sequence, through `engines.EnginePool` in this process (real HTTP, the gateway's own engine client), routing
-set by `PoolPolicy(routing=...)`; the affinity key is the gateway's (`gateway.affinity.affinity_key`).
+set by `PoolPolicy(routing=...)`; the affinity key is the gateway's (`engines.affinity.affinity_key`).
 
 Reported per mode: TTFT p50/p99 (until the first event, as the gateway sees it), requests/s and output
 tokens/s, the engines' prefix-cache hit rate (`vllm:prefix_cache_hits_total / queries_total` from their
@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from overheadkit.procs import free_port, managed
 
 from engines import EngineHTTP, EnginePool, OpenAICompatEngine, PoolPolicy, RoutingMode, Timeouts
-from gateway.affinity import affinity_key
+from engines.affinity import affinity_key
 
 MODEL = "qwen3-8b"
 MODES: tuple[RoutingMode, ...] = ("round_robin", "least_outstanding", "tiergate")

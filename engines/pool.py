@@ -131,7 +131,7 @@ class EnginePool:
     async def complete(
         self, path: str, payload: bytes, *, request_id: str, affinity: str | None = None
     ) -> EngineReply:
-        """`affinity`: a key (gateway/affinity.py) that sends requests sharing it to the same replica, so
+        """`affinity`: a key (engines/affinity.py) that sends requests sharing it to the same replica, so
         that its prefix cache serves them; None routes on load alone."""
         replica, reply = await self._with_failover(
             lambda engine: engine.complete(path, payload, request_id=request_id), affinity

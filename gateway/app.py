@@ -12,17 +12,17 @@ import httpx
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from gateway.admin import admin_router
-from gateway.door import DoorMiddleware
-from gateway.errors import install_error_handlers
-from gateway.metering import MeterSink
-from gateway.prober import ProbeMetrics, Prober, probe_key
-from gateway.probes import ProbeRetries, builtin_tasks, load_tasks
-from gateway.request_id import RequestIdMiddleware
+from gateway.accounting.exchange import MeterSink
+from gateway.admin.routes import admin_router
+from gateway.admin.usage_routes import usage_router
+from gateway.http.door import DoorMiddleware
+from gateway.http.errors import install_error_handlers
+from gateway.http.request_id import RequestIdMiddleware
+from gateway.probes.prober import ProbeMetrics, Prober, probe_key
+from gateway.probes.tasks import ProbeRetries, builtin_tasks, load_tasks
 from gateway.routes import inference_routes, router
 from gateway.settings import Settings, metrics_multiprocess_dir, settings_from_environment
 from gateway.state import GatewayState
-from gateway.usage_routes import usage_router
 from pricing import parse_money
 
 __all__ = ["app_from_environment", "create_app"]

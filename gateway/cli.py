@@ -13,9 +13,9 @@ from typing import Any
 
 import uvicorn
 
-from gateway.admin_cli import add_admin_commands, run_admin_command
+from gateway.admin.cli import add_admin_commands, run_admin_command
 from gateway.engines_cli import add_engines_command, run_engines_command
-from gateway.probe_cli import add_probe_command, run_probe_command
+from gateway.probes.cli import add_probe_command, run_probe_command
 from gateway.settings import (
     CONFIG_ENV,
     ConfigError,
@@ -95,7 +95,7 @@ def _logging(level: str) -> None:
 
 
 def _open_files() -> None:
-    from gateway.connections import raise_open_file_limit
+    from gateway.http.connections import raise_open_file_limit
 
     before, after = raise_open_file_limit()
     log = logging.getLogger("tiergate")
@@ -123,8 +123,8 @@ def _serve(args: argparse.Namespace) -> None:
         settings = load_settings(args.config, server={**settings.server.model_dump(), **server})
     _logging(settings.server.log_level)
     _open_files()
-    from gateway.catalog import Catalog
-    from gateway.connections import GatewayProtocol
+    from gateway.http.connections import GatewayProtocol
+    from gateway.inference.catalog import Catalog
     from gateway.state import price_book
 
     # a price book that cannot price every offer stops the start here, with its message, not in a worker

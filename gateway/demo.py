@@ -13,8 +13,8 @@ import uvicorn
 
 from engines.simulator import create_simulator_app, profile
 from gateway.app import create_app
-from gateway.connections import GatewayProtocol
 from gateway.database import open_database
+from gateway.http.connections import GatewayProtocol
 from gateway.keys import KeyStore
 from gateway.limits import Quota
 from gateway.settings import load_settings

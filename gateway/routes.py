@@ -3,7 +3,7 @@
 The two inference routes are plain Starlette routes (`inference_routes`): FastAPI's per-request dependency
 and validation machinery cost about a quarter of a worker's throughput on the reference machine (1,380 vs
 1,870 req/s through the gateway at 50 concurrent requests), for nothing these routes use - they parse and
-check their bodies themselves (`gateway.schemas`). The other routes use FastAPI's typed dependencies.
+check their bodies themselves (`gateway.http.schemas`). The other routes use FastAPI's typed dependencies.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.endpoints import CHAT, COMPLETIONS
-from gateway.errors import GatewayError
+from gateway.accounting.metrics import scrape_registry
+from gateway.http.endpoints import CHAT, COMPLETIONS
+from gateway.http.errors import GatewayError
 from gateway.keys import ApiKey
-from gateway.metrics import scrape_registry
 from gateway.state import GatewayState
 
 __all__ = ["gateway_state", "inference_routes", "router"]

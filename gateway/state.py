@@ -11,17 +11,17 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from engines import EngineHTTP, EnginePool, OpenAICompatEngine, PoolPolicy, Timeouts, TrtllmEngine
-from gateway.admission import Admitter
+from gateway.accounting.bookkeeper import Bookkeeper
+from gateway.accounting.exchange import MeterSink
+from gateway.accounting.metrics import GatewayCollector, RequestMetrics
 from gateway.budgets import BudgetKeeper, LocalBudgets, RedisBudgets
-from gateway.catalog import Catalog
 from gateway.database import Database, open_database
-from gateway.door import Door
+from gateway.http.door import Door
+from gateway.inference.admission import Admitter
+from gateway.inference.catalog import Catalog
+from gateway.inference.handler import InferenceProxy
 from gateway.keys import Authenticator, KeyStore
-from gateway.ledger import Bookkeeper
 from gateway.limits import LocalLimiter, RateLimiter, RedisLimiter
-from gateway.metering import MeterSink
-from gateway.metrics import GatewayCollector, RequestMetrics
-from gateway.proxy import InferenceProxy
 from gateway.settings import ConfigError, PoolSettings, Settings
 from pricing import PriceBook, PricingError, load_price_book
 
@@ -46,7 +46,7 @@ class GatewayState:
     bookkeeper: Bookkeeper | None  # None without a price book: nothing to bill
     registry: CollectorRegistry  # what GET /metrics serves (see gateway.metrics.scrape_registry)
     collector: GatewayCollector
-    door: Door  # which inference requests this worker lets in (gateway.door.DoorMiddleware)
+    door: Door  # which inference requests this worker lets in (gateway.http.door.DoorMiddleware)
 
     @classmethod
     async def create(

@@ -42,7 +42,7 @@ from gateway.budgets.keeper import (
     Spend,
 )
 from gateway.budgets.scripts import RESERVE, SEED, SETTLE, STATUS
-from gateway.redis_link import UNAVAILABLE, RedisLink, SoonFlush
+from gateway.database.redis_link import UNAVAILABLE, RedisLink, SoonFlush
 
 __all__ = ["RedisBudgets"]
 

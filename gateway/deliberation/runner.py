@@ -10,14 +10,14 @@ from typing import Any, Protocol
 import orjson
 
 from engines import EnginePool, PooledStream, Usage
-from gateway.affinity import affinity_key
+from engines.affinity import affinity_key
+from gateway.accounting.usage_record import COUNT_TIMEOUT_S, generated_estimate, prompt_estimate
 from gateway.deliberation.floor import may_extend
 from gateway.deliberation.run import Run, Sample
 from gateway.deliberation.splitter import State, ThinkSplitter
 from gateway.deliberation.strategy import strategies_for
 from gateway.deliberation.toolcalls import ToolCallParts
-from gateway.endpoints import CHAT
-from gateway.usage_record import COUNT_TIMEOUT_S, generated_estimate, prompt_estimate
+from gateway.http.endpoints import CHAT
 
 __all__ = ["Deliberator", "Listener"]
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from gateway.database.redis_link import UNAVAILABLE, RedisLink, SoonFlush
 from gateway.limits.admission import ALLOWED, Admission, Reservation, decided, reserved_tokens
 from gateway.limits.limiter import LimiterUnavailable
 from gateway.limits.quota import Quota
 from gateway.limits.scripts import ADMIT, SETTLE
-from gateway.redis_link import UNAVAILABLE, RedisLink, SoonFlush
 
 __all__ = ["RedisLimiter"]
 

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from engines.simulator import PROFILES
-from gateway.catalog import Catalog
+from gateway.inference.catalog import Catalog
 from gateway.settings import Settings, load_settings
 from gateway.state import price_book
 from tests.deploy.shutdown import stop_seconds

@@ -31,7 +31,7 @@ import kubernetes_validate  # type: ignore[import-untyped]  # it ships no type i
 import pytest
 import yaml
 
-from gateway.catalog import Catalog
+from gateway.inference.catalog import Catalog
 from gateway.settings import Settings, load_settings
 from gateway.state import price_book
 from tests.deploy.shutdown import stop_seconds

@@ -1,10 +1,10 @@
-"""The gateway's affinity key (gateway/affinity.py): which fields decide it, and what of the prompt."""
+"""The gateway's affinity key (engines/affinity.py): which fields decide it, and what of the prompt."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.affinity import PREFIX_CHARS, affinity_key
+from engines.affinity import PREFIX_CHARS, affinity_key
 
 SYSTEM = "You are the support assistant of ACME. Answer from the manual. " * 40  # ~2.5 KB
 

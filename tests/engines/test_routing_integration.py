@@ -13,9 +13,9 @@ import httpx
 import orjson
 
 from engines import EngineHTTP, EnginePool, OpenAICompatEngine, PoolPolicy, Timeouts
+from engines.affinity import affinity_key
 from engines.simulator import SimulatorConfig, create_simulator_app, profile
 from engines.simulator.app import SimulatorApp
-from gateway.affinity import affinity_key
 from tests.engines.simulator.sim_support import serving
 
 MODEL = "qwen3-8b"

@@ -25,8 +25,8 @@ from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
 from engines.simulator import create_simulator_app, profile
 from gateway import create_app
+from gateway.accounting.usage_record import usage_record
 from gateway.database import open_database
-from gateway.usage_record import usage_record
 from pricing import LedgerRow, load_price_book, rate
 from pricing.ledger import Ledger
 from tests.conftest import PRICE_BOOK, Recorder, gateway_settings, wait_ready
@@ -377,7 +377,7 @@ LONG = profile(
     "fast", seed=SEED, ttft_base_s=0.002, itl_s=0.01, output_tokens_range=(300, 300), num_speculative_tokens=0
 )
 TEXT = "Once upon a time, a gateway kept a ledger of every token it served. " * 10
-# the shapes of prompt /v1/completions accepts (gateway/schemas.py)
+# the shapes of prompt /v1/completions accepts (gateway/http/schemas.py)
 PROMPTS: dict[str, str | list[str] | list[list[int]]] = {
     "text": TEXT,
     "list of texts": [TEXT],

@@ -57,7 +57,7 @@ def slow_engine(start_engine: StartEngine) -> str:
 
 
 def reservation(body_size: int) -> int:
-    """What the gateway reserves for one of these requests: its worst case (see gateway/admission.py)."""
+    """What the gateway reserves for one of these requests: its worst case (inference/admission.py)."""
     now = datetime.now(UTC)
     return worst_case(BOOK, "fast", "qwen3-8b", now, body_size // 4, MAX_TOKENS, 1)
 

@@ -211,8 +211,8 @@ def test_bill_invoice_and_export_from_the_ledger(tmp_path: Path) -> None:
     import csv
     from datetime import UTC, datetime
 
+    from gateway.accounting.bookkeeper import ledger_migrations
     from gateway.database import open_database
-    from gateway.ledger import ledger_migrations
     from pricing import Ledger, load_price_book
     from tests.pricing.factories import make_row
 
@@ -308,8 +308,8 @@ def test_budgets_commands_on_the_database_and_through_the_admin_api(
     import asyncio
     from datetime import UTC, datetime
 
+    from gateway.accounting.bookkeeper import ledger_migrations
     from gateway.database import open_database
-    from gateway.ledger import ledger_migrations
     from pricing import Ledger, format_micros, load_price_book
     from tests.pricing.factories import make_row
 

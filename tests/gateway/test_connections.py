@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from gateway import create_app
-from gateway.connections import GatewayProtocol
+from gateway.http.connections import GatewayProtocol
 from tests.conftest import FAST, StartEngine, gateway_settings, wait_ready
 from tests.processes import TIERGATE, free_port, wait_http
 from tests.servers import serving

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import httpx
 from starlette.types import Receive, Scope, Send
 
-from gateway.door import SHUT_S, Door, DoorMiddleware
+from gateway.http.door import SHUT_S, Door, DoorMiddleware
 from gateway.state import GatewayState
 from tests.conftest import gateway_settings
 

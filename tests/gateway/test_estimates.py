@@ -13,9 +13,9 @@ import openai
 import pytest
 
 from engines.simulator import profile
-from gateway.admission import DEFAULT_OUTPUT_TOKENS, estimate_tokens
-from gateway.catalog import Offer
-from gateway.schemas import ChatRequest, CompletionRequest
+from gateway.http.schemas import ChatRequest, CompletionRequest
+from gateway.inference.admission import DEFAULT_OUTPUT_TOKENS, estimate_tokens
+from gateway.inference.catalog import Offer
 from gateway.tiers import Tier
 from tests.conftest import StartEngine, StartGateway
 from tests.gateway.test_budgets_http import budgets_of, ledger_total

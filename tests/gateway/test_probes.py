@@ -20,8 +20,8 @@ from engines.simulator import create_simulator_app, profile
 from gateway import create_app
 from gateway.app import _probe_lease
 from gateway.database import open_database
-from gateway.prober import PROBE_TENANT
-from gateway.probes import builtin_tasks, load_tasks, run_probe
+from gateway.probes.prober import PROBE_TENANT
+from gateway.probes.tasks import builtin_tasks, load_tasks, run_probe
 from gateway.settings import MULTIPROCESS_ENV
 from pricing import Ledger
 from tests.conftest import Gateway, StartEngine, StartGateway, gateway_settings, wait_ready

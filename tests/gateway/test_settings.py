@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from gateway import ConfigError, Tier, load_settings
-from gateway.catalog import Catalog
+from gateway.inference.catalog import Catalog
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "example.yaml"
 

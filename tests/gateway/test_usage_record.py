@@ -8,8 +8,8 @@ from typing import Any
 
 from engines import StreamTally, Usage
 from gateway import Outcome, Tier
-from gateway.metering import Exchange
-from gateway.usage_record import Counted, usage_record
+from gateway.accounting.exchange import Exchange
+from gateway.accounting.usage_record import Counted, usage_record
 from pricing import Depth
 
 START = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -13,9 +13,9 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from engines import EngineError, PooledStream
-from gateway.disconnect import DisconnectWatch
-from gateway.errors import error_event, from_engine_error
-from gateway.metering import Outcome
+from gateway.accounting.exchange import Outcome
+from gateway.http.disconnect import DisconnectWatch
+from gateway.http.errors import error_event, from_engine_error
 
 __all__ = ["DONE", "SSE_HEADERS", "RelayEnd", "StreamRelay"]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from gateway.metering import Exchange
+from gateway.accounting.exchange import Exchange
 from pricing import Charge, UsageRecord
 
 __all__ = ["log_request"]

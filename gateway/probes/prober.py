@@ -1,6 +1,6 @@
-"""The gateway's own quality probes: `Prober` runs `gateway.probes.run_probe` for each model and tier every
-interval, within a daily spending limit, billed to the internal tenant `tiergate-probes` (never a customer),
-and publishes each run as Prometheus metrics (`ProbeMetrics`)."""
+"""The gateway's own quality probes: `Prober` runs `gateway.probes.tasks.run_probe` for each model and tier
+every interval, within a daily spending limit, billed to the internal tenant `tiergate-probes` (never a
+customer), and publishes each run as Prometheus metrics (`ProbeMetrics`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gateway.keys import KeyStore, KeyStoreConflict
-from gateway.probes import ProbeResult, ProbeRetries, ProbeTask, run_probe
+from gateway.probes.tasks import ProbeResult, ProbeRetries, ProbeTask, run_probe
 from gateway.tiers import Tier
 
 __all__ = ["PROBE_TENANT", "ProbeMetrics", "Prober", "probe_key"]

@@ -4,8 +4,8 @@ what a tier's promise buys - accuracy, cost per correct answer, mean reasoning d
 The built-in canary set is procedurally generated arithmetic word problems with known answers
 (`engines.simulator.arithmetic`); a JSONL file of `{"question": ..., "answer": ...}` replaces it. Probes are
 ordinary requests: rated, metered and billed like any other - to the internal tenant `tiergate-probes`, never
-to a customer - and `gateway.prober.Prober` runs them periodically within a daily spending limit and publishes
-the results as Prometheus metrics. `tiergate probe` runs one on demand against any gateway.
+to a customer - and `gateway.probes.prober.Prober` runs them periodically within a daily spending limit and
+publishes the results as Prometheus metrics. `tiergate probe` runs one on demand against any gateway.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from gateway.errors import GatewayError
+from gateway.http.errors import GatewayError
 
 __all__ = ["MAX_OUTPUT_TOKENS", "ChatRequest", "CompletionRequest", "InferenceRequest", "check_request"]
 

@@ -17,8 +17,8 @@ from prometheus_client.registry import Collector
 
 from engines import EnginePool
 from engines.routing import routable
-from gateway.ledger import Bookkeeper
-from gateway.metering import Exchange
+from gateway.accounting.bookkeeper import Bookkeeper
+from gateway.accounting.exchange import Exchange
 from gateway.settings import metrics_multiprocess_dir
 from pricing import Charge, UsageRecord
 

@@ -12,15 +12,15 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.responses import Response, StreamingResponse
 
-from gateway.billing import FORMATS, export, invoice, invoice_json
+from gateway.admin.statements import FORMATS, export, invoice, invoice_json
+from gateway.admin.usage_routes import period_bounds
 from gateway.budgets import Budget, BudgetStatus, Period, Scope
-from gateway.errors import GatewayError
+from gateway.http.errors import GatewayError
 from gateway.keys import ApiKey, KeyStore, KeyStoreConflict, KeyStoreNotFound, Tenant
 from gateway.limits import MAX_PER_MINUTE, Quota
 from gateway.routes import gateway_state
 from gateway.state import GatewayState
 from gateway.tiers import Tier
-from gateway.usage_routes import period_bounds
 from pricing import format_micros, parse_money
 
 __all__ = ["admin_router", "budget_json", "key_json", "parse_limit", "tenant_json"]

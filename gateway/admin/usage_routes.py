@@ -12,8 +12,8 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from gateway.endpoints import request_id_of_reply
-from gateway.errors import GatewayError
+from gateway.http.endpoints import request_id_of_reply
+from gateway.http.errors import GatewayError
 from gateway.keys import ApiKey
 from gateway.routes import gateway_state
 from pricing import Ledger, LedgerRow, format_micros

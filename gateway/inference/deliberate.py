@@ -17,8 +17,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from engines import EngineError, EnginePool
-from gateway.admission import DEFAULT_OUTPUT_TOKENS, TokenEstimate
-from gateway.catalog import Offer
+from gateway.accounting.exchange import Outcome
 from gateway.deliberation import (
     Chunks,
     Deliberator,
@@ -31,12 +30,13 @@ from gateway.deliberation import (
     progress_fields,
     usage_body,
 )
-from gateway.disconnect import CLIENT_CLOSED, DisconnectWatch
-from gateway.errors import GatewayError, error_event, from_engine_error
-from gateway.meter import Meter
-from gateway.metering import Outcome
-from gateway.relay import DONE, SSE_HEADERS
-from gateway.schemas import ChatRequest
+from gateway.http.disconnect import CLIENT_CLOSED, DisconnectWatch
+from gateway.http.errors import GatewayError, error_event, from_engine_error
+from gateway.http.relay import DONE, SSE_HEADERS
+from gateway.http.schemas import ChatRequest
+from gateway.inference.admission import DEFAULT_OUTPUT_TOKENS, TokenEstimate
+from gateway.inference.catalog import Offer
+from gateway.inference.meter import Meter
 from gateway.settings import DeliberationSettings
 
 __all__ = ["DEPTH_HEADER", "deliberate", "deliberation_estimate", "deliberation_plan", "depth_refusal"]

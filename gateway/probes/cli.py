@@ -11,7 +11,7 @@ from typing import Any, TextIO
 import httpx
 import orjson
 
-from gateway.probes import ProbeResult, ProbeRetries, builtin_tasks, load_tasks, run_probe
+from gateway.probes.tasks import ProbeResult, ProbeRetries, builtin_tasks, load_tasks, run_probe
 from gateway.settings import api_key_from_environment
 
 __all__ = ["Progress", "add_probe_command", "run_probe_command"]

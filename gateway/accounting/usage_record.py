@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from engines import StreamTally
-from gateway.metering import Exchange
+from gateway.accounting.exchange import Exchange
 from pricing import Depth, UsageRecord
 
 __all__ = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.schemas import ChatRequest, CompletionRequest, InferenceRequest
+from gateway.http.schemas import ChatRequest, CompletionRequest, InferenceRequest
 
 __all__ = ["CHAT", "COMPLETIONS", "Endpoint", "request_id_of_reply"]
 

@@ -12,14 +12,14 @@ from typing import Any
 
 import orjson
 
-from gateway.admin_client import AdminBackend, AdminError, DirectAdmin, RemoteAdmin
-from gateway.billing import FORMATS, export, invoice, invoice_json
+from gateway.accounting.bookkeeper import ledger_migrations
+from gateway.admin.backend import AdminBackend, AdminError, DirectAdmin, RemoteAdmin
+from gateway.admin.statements import FORMATS, export, invoice, invoice_json
+from gateway.admin.usage_routes import period_bounds
 from gateway.budgets import PERIODS, Scope
 from gateway.database import open_database
-from gateway.errors import GatewayError
-from gateway.ledger import ledger_migrations
+from gateway.http.errors import GatewayError
 from gateway.settings import admin_token_from_environment, config_path_from_environment, load_settings
-from gateway.usage_routes import period_bounds
 from pricing import Ledger, load_price_book
 
 __all__ = ["add_admin_commands", "run_admin_command"]

@@ -20,7 +20,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from gateway.errors import GatewayError
+from gateway.http.errors import GatewayError
 
 if TYPE_CHECKING:
     from gateway.state import GatewayState

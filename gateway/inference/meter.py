@@ -11,17 +11,17 @@ from dataclasses import replace
 from typing import Any
 
 from engines import EngineClient, EnginePool, PooledStream, Usage
-from gateway.admission import Admitter
+from gateway.accounting.bookkeeper import Bookkeeper
+from gateway.accounting.exchange import Exchange, MeterSink, Outcome
+from gateway.accounting.metrics import RequestMetrics
+from gateway.accounting.request_log import log_request
+from gateway.accounting.usage_record import COUNT_TIMEOUT_S, Counted, generated_chars, usage_record
 from gateway.budgets import BudgetHold
-from gateway.catalog import Offer
-from gateway.endpoints import CHAT, Endpoint
+from gateway.http.endpoints import CHAT, Endpoint
+from gateway.inference.admission import Admitter
+from gateway.inference.catalog import Offer
 from gateway.keys import ApiKey
-from gateway.ledger import Bookkeeper
 from gateway.limits import Admission
-from gateway.metering import Exchange, MeterSink, Outcome
-from gateway.metrics import RequestMetrics
-from gateway.request_log import log_request
-from gateway.usage_record import COUNT_TIMEOUT_S, Counted, generated_chars, usage_record
 from pricing import Charge, Depth, LedgerRow, NotPriced, PriceBook, UsageRecord, rate, usage_cost_fields
 
 __all__ = ["Meter"]

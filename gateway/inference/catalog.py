@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from gateway.deliberation.difficulty import Difficulty, score
-from gateway.errors import GatewayError
+from gateway.http.errors import GatewayError
 from gateway.settings import AutoTierSettings, DeliberationSettings, ModelSettings
 from gateway.tiers import ReasoningEffort, Tier
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.endpoints import CHAT, COMPLETIONS
-from gateway.errors import gateway_overloaded
+from gateway.http.endpoints import CHAT, COMPLETIONS
+from gateway.http.errors import gateway_overloaded
 
 __all__ = ["SHUT_S", "Door", "DoorMiddleware"]
 

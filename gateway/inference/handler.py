@@ -13,22 +13,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from engines import EngineError, EnginePool, PooledStream
-from gateway.admission import Admitter, check_output_limit, estimate_tokens, pinned_output
-from gateway.affinity import affinity_key
-from gateway.catalog import Catalog, Offer
-from gateway.deliberate import deliberate, deliberation_estimate, deliberation_plan, depth_refusal
+from engines.affinity import affinity_key
+from gateway.accounting.bookkeeper import Bookkeeper
+from gateway.accounting.exchange import MeterSink, Outcome
+from gateway.accounting.metrics import RequestMetrics
+from gateway.accounting.usage_record import prompt_estimate
 from gateway.deliberation import DepthUnreachable
-from gateway.disconnect import CLIENT_CLOSED, DisconnectWatch
-from gateway.endpoints import CHAT, Endpoint
-from gateway.errors import GatewayError, from_engine_error
-from gateway.ledger import Bookkeeper
-from gateway.meter import Meter
-from gateway.metering import MeterSink, Outcome
-from gateway.metrics import RequestMetrics
-from gateway.relay import RelayEnd, StreamRelay
-from gateway.request_id import request_id_of
-from gateway.schemas import ChatRequest, check_request
-from gateway.usage_record import prompt_estimate
+from gateway.http.disconnect import CLIENT_CLOSED, DisconnectWatch
+from gateway.http.endpoints import CHAT, Endpoint
+from gateway.http.errors import GatewayError, from_engine_error
+from gateway.http.relay import RelayEnd, StreamRelay
+from gateway.http.request_id import request_id_of
+from gateway.http.schemas import ChatRequest, check_request
+from gateway.inference.admission import Admitter, check_output_limit, estimate_tokens, pinned_output
+from gateway.inference.catalog import Catalog, Offer
+from gateway.inference.deliberate import deliberate, deliberation_estimate, deliberation_plan, depth_refusal
+from gateway.inference.meter import Meter
 from pricing import PriceBook
 
 __all__ = ["InferenceProxy"]

@@ -30,7 +30,7 @@ from engines import (
 )
 from gateway.budgets import BudgetUnavailable
 from gateway.database import DatabaseUnavailable
-from gateway.disconnect import CLIENT_CLOSED
+from gateway.http.disconnect import CLIENT_CLOSED
 
 __all__ = ["GatewayError", "error_event", "from_engine_error", "gateway_overloaded", "install_error_handlers"]
 

@@ -17,14 +17,14 @@ from datetime import UTC, datetime
 
 from starlette.datastructures import Headers
 
+from gateway.accounting.metrics import RequestMetrics
 from gateway.budgets import BudgetHold, BudgetKeeper, BudgetRefusal, BudgetUnavailable, Spend
-from gateway.catalog import Offer
 from gateway.database import DatabaseError, DatabaseUnavailable
-from gateway.errors import GatewayError
+from gateway.http.errors import GatewayError
+from gateway.http.schemas import InferenceRequest
+from gateway.inference.catalog import Offer
 from gateway.keys import ApiKey, Authenticator, AuthError
 from gateway.limits import Admission, LimiterUnavailable, RateLimiter, Reservation
-from gateway.metrics import RequestMetrics
-from gateway.schemas import InferenceRequest
 from pricing import MAX_MICROS, NotPriced, PriceBook, format_micros, worst_case
 
 __all__ = [
