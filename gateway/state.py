@@ -44,9 +44,13 @@ class GatewayState:
     keys: KeyStore | None
     authenticator: Authenticator | None
     bookkeeper: Bookkeeper | None  # None without a price book: nothing to bill
-    registry: CollectorRegistry  # what GET /metrics serves (see gateway.metrics.scrape_registry)
+    registry: CollectorRegistry  # what GET /metrics serves (see gateway.accounting.metrics.scrape_registry)
     collector: GatewayCollector
     door: Door  # which inference requests this worker lets in (gateway.http.door.DoorMiddleware)
+
+    @property
+    def price_book(self) -> PriceBook | None:
+        return self.proxy.price_book
 
     @classmethod
     async def create(

@@ -12,14 +12,13 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.responses import Response, StreamingResponse
 
+from gateway.admin.services import Services, services
 from gateway.admin.statements import FORMATS, export, invoice, invoice_json
 from gateway.admin.usage_routes import period_bounds
 from gateway.budgets import Budget, BudgetStatus, Period, Scope
 from gateway.http.errors import GatewayError
 from gateway.keys import ApiKey, KeyStore, KeyStoreConflict, KeyStoreNotFound, Tenant
 from gateway.limits import MAX_PER_MINUTE, Quota
-from gateway.routes import gateway_state
-from gateway.state import GatewayState
 from gateway.tiers import Tier
 from pricing import format_micros, parse_money
 
@@ -64,7 +63,7 @@ class BudgetIn(_Body):
 
 async def _store(request: Request) -> KeyStore:
     """The key store, for a caller that presented a valid admin token."""
-    state = gateway_state(request)
+    state = services(request)
     tokens = [token.get_secret_value().encode() for token in state.settings.auth.admin_tokens]
     if not tokens or state.keys is None:
         raise GatewayError(
@@ -155,7 +154,7 @@ def _quotas(limits: dict[Tier, LimitsIn]) -> dict[str, Quota]:
 
 
 def _check_models(request: Request, models: list[str] | None) -> None:
-    known = {offer.model for offer in gateway_state(request).catalog.offers}
+    known = {offer.model for offer in services(request).catalog.offers}
     unknown = sorted(set(models or ()) - known)
     if unknown:
         raise GatewayError(
@@ -248,15 +247,15 @@ async def revoke_key(key_id: str, request: Request, store: Store) -> Response:
 
 def _invalidate(request: Request, key_id: str) -> None:
     """This replica forgets the key at once; the others within their cache TTL."""
-    authenticator = gateway_state(request).authenticator
+    authenticator = services(request).authenticator
     if authenticator is not None:
         authenticator.invalidate(key_id)
 
 
 @admin_router.get("/billing/invoice")
 async def billing_invoice(request: Request, store: Store, tenant: str, period: str | None = None) -> Response:
-    state = gateway_state(request)
-    book = state.proxy.price_book
+    state = services(request)
+    book = state.price_book
     if state.bookkeeper is None or book is None:
         raise GatewayError(
             404, "Billing is not configured on this gateway (pricing.book).", code="billing_disabled"
@@ -273,7 +272,7 @@ async def billing_export(
     period: str | None = None,
     tenant: str | None = None,
 ) -> Response:
-    state = gateway_state(request)
+    state = services(request)
     if state.bookkeeper is None:
         raise GatewayError(
             404, "Billing is not configured on this gateway (pricing.book).", code="billing_disabled"
@@ -290,9 +289,9 @@ async def billing_export(
     return StreamingResponse(chunks, media_type=media_type)
 
 
-def _billing(state: GatewayState) -> tuple[Any, str]:
+def _billing(state: Services) -> tuple[Any, str]:
     """The budget keeper and the currency; 404 when this gateway bills nothing (no pricing.book)."""
-    book = state.proxy.price_book
+    book = state.price_book
     if state.budgets is None or book is None:
         raise GatewayError(
             404, "Billing is not configured on this gateway (pricing.book).", code="billing_disabled"
@@ -300,7 +299,7 @@ def _billing(state: GatewayState) -> tuple[Any, str]:
     return state.budgets, book.currency
 
 
-async def _budgets_json(state: GatewayState, tenant: str, budgets: list[Budget]) -> Response:
+async def _budgets_json(state: Services, tenant: str, budgets: list[Budget]) -> Response:
     keeper, currency = _billing(state)
     statuses = await keeper.status(tenant, budgets, time.time())
     data = [budget_json(status.budget, currency, status) for status in statuses]
@@ -310,7 +309,7 @@ async def _budgets_json(state: GatewayState, tenant: str, budgets: list[Budget])
 async def _set_budget(
     request: Request, store: KeyStore, scope: Scope, subject: str, period: Period, body: BudgetIn
 ) -> Response:
-    state = gateway_state(request)
+    state = services(request)
     keeper, currency = _billing(state)
     budget = Budget(scope, subject, period, parse_limit(body.limit))
     try:
@@ -325,7 +324,7 @@ async def _set_budget(
 async def _delete_budget(
     request: Request, store: KeyStore, scope: Scope, subject: str, period: Period
 ) -> Response:
-    _billing(gateway_state(request))
+    _billing(services(request))
     if not await store.delete_budget(scope, subject, period):
         raise GatewayError(404, f"No {period} budget for the {scope} `{subject}`.", code="budget_not_found")
     await _forget(request, store, scope, subject)
@@ -344,7 +343,7 @@ async def _forget(request: Request, store: KeyStore, scope: Scope, subject: str)
 @admin_router.get("/tenants/{tenant_id}/budgets")
 async def tenant_budgets(tenant_id: str, request: Request, store: Store) -> Response:
     """The tenant's budgets and its keys', each where it stands in its current window."""
-    return await _budgets_json(gateway_state(request), tenant_id, await store.list_budgets(tenant_id))
+    return await _budgets_json(services(request), tenant_id, await store.list_budgets(tenant_id))
 
 
 @admin_router.put("/tenants/{tenant_id}/budgets/{period}")
@@ -365,7 +364,7 @@ async def key_budgets(key_id: str, request: Request, store: Store) -> Response:
     if key is None:
         raise _no_key(key_id)
     budgets = [b for b in await store.list_budgets(key.tenant_id) if b.scope == "key" and b.subject == key_id]
-    return await _budgets_json(gateway_state(request), key.tenant_id, budgets)
+    return await _budgets_json(services(request), key.tenant_id, budgets)
 
 
 @admin_router.put("/keys/{key_id}/budgets/{period}")

@@ -12,21 +12,21 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
+from gateway.admin.services import services
 from gateway.http.endpoints import request_id_of_reply
 from gateway.http.errors import GatewayError
 from gateway.keys import ApiKey
-from gateway.routes import gateway_state
 from pricing import Ledger, LedgerRow, format_micros
 
 __all__ = ["period_bounds", "usage_router"]
 
 
 async def _caller(request: Request) -> ApiKey | None:
-    return await gateway_state(request).admitter.authenticate(request.headers)
+    return await services(request).admitter.authenticate(request.headers)
 
 
 async def _ledger(request: Request) -> Ledger:
-    bookkeeper = gateway_state(request).bookkeeper
+    bookkeeper = services(request).bookkeeper
     if bookkeeper is None:
         raise GatewayError(
             404, "Billing is not configured on this gateway (pricing.book).", code="billing_disabled"
