@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import httpx
 
 from gateway.accounting.bookkeeper import ledger_migrations, ledger_spent
-from gateway.admin.routes import budget_json, key_json, tenant_json
+from gateway.admin.views import budget_json, key_json, tenant_json
 from gateway.budgets import Budget, LocalBudgets, Period, Scope, Window
 from gateway.database import Database, open_database
 from gateway.keys import KeyStore, KeyStoreConflict, KeyStoreNotFound

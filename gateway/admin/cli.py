@@ -14,11 +14,10 @@ import orjson
 
 from gateway.accounting.bookkeeper import ledger_migrations
 from gateway.admin.backend import AdminBackend, AdminError, DirectAdmin, RemoteAdmin
-from gateway.admin.statements import FORMATS, export, invoice, invoice_json
-from gateway.admin.usage_routes import period_bounds
+from gateway.admin.statements import FORMATS, export, invoice, invoice_json, period_bounds
 from gateway.budgets import PERIODS, Scope
 from gateway.database import open_database
-from gateway.http.errors import GatewayError
+from gateway.refusals import Refusal
 from gateway.settings import admin_token_from_environment, config_path_from_environment, load_settings
 from pricing import Ledger, load_price_book
 
@@ -240,7 +239,7 @@ async def _bill(args: argparse.Namespace) -> None:
     currency = load_price_book(settings.pricing.book).currency
     try:
         start, end = period_bounds(args.period)
-    except GatewayError as exc:
+    except Refusal as exc:
         raise AdminError(exc.message) from None
     database = await open_database(settings.database.url)
     try:

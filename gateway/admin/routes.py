@@ -13,16 +13,15 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, Str
 from starlette.responses import Response, StreamingResponse
 
 from gateway.admin.services import Services, services
-from gateway.admin.statements import FORMATS, export, invoice, invoice_json
-from gateway.admin.usage_routes import period_bounds
-from gateway.budgets import Budget, BudgetStatus, Period, Scope
+from gateway.admin.statements import FORMATS, export, invoice, invoice_json, period_bounds
+from gateway.admin.views import budget_json, key_json, parse_limit, tenant_json
+from gateway.budgets import Budget, Period, Scope
 from gateway.http.errors import GatewayError
-from gateway.keys import ApiKey, KeyStore, KeyStoreConflict, KeyStoreNotFound, Tenant
+from gateway.keys import KeyStore, KeyStoreConflict, KeyStoreNotFound
 from gateway.limits import MAX_PER_MINUTE, Quota
 from gateway.tiers import Tier
-from pricing import format_micros, parse_money
 
-__all__ = ["admin_router", "budget_json", "key_json", "parse_limit", "tenant_json"]
+__all__ = ["admin_router"]
 
 
 class _Body(BaseModel):
@@ -92,61 +91,6 @@ admin_router = APIRouter(prefix="/admin")
 
 def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status, media_type="application/json")
-
-
-def tenant_json(tenant: Tenant) -> dict[str, Any]:
-    return {"id": tenant.id, "name": tenant.name, "created_at": tenant.created_at.isoformat()}
-
-
-def key_json(key: ApiKey) -> dict[str, Any]:
-    return {
-        "id": key.id,
-        "key": key.masked,
-        "tenant": key.tenant_id,
-        "name": key.name,
-        "tiers": sorted(key.tiers),
-        "models": sorted(key.models) if key.models is not None else None,
-        "limits": {tier: {"rpm": quota.rpm, "tpm": quota.tpm} for tier, quota in sorted(key.quotas.items())},
-        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
-        "created_at": key.created_at.isoformat(),
-        "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,
-        "revoked": key.revoked,
-    }
-
-
-def budget_json(budget: Budget, currency: str, status: BudgetStatus | None) -> dict[str, Any]:
-    """A budget, and where it stands in its current window when `status` is given."""
-    body: dict[str, Any] = {
-        "scope": budget.scope,
-        "subject": budget.subject,
-        "period": budget.period,
-        "currency": currency,
-        "limit": format_micros(budget.limit),
-        "limit_micros": budget.limit,
-    }
-    if status is not None:
-        window = status.window
-        body["window"] = {
-            "label": window.label,
-            "start": window.start.isoformat(),
-            "end": window.end.isoformat() if window.end is not None else None,
-        }
-        for name, amount in (
-            ("spent", status.spent),
-            ("reserved", status.reserved),
-            ("remaining", status.remaining),
-        ):
-            body[name] = format_micros(amount)
-            body[f"{name}_micros"] = amount
-    return body
-
-
-def parse_limit(value: object) -> int:
-    """A budget's limit in micros from currency units; GatewayError 400 when it is not an amount."""
-    try:
-        return parse_money(value)
-    except ValueError as exc:
-        raise GatewayError(400, f"limit: {exc}", code="invalid_value", param="limit") from None
 
 
 def _quotas(limits: dict[Tier, LimitsIn]) -> dict[str, Quota]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.concurrency import iterate_in_threadpool
 
+from gateway.refusals import Refusal
 from pricing import (
     Invoice,
     InvoiceBuilder,
@@ -22,7 +23,25 @@ from pricing import (
     stripe_meter_lines,
 )
 
-__all__ = ["FORMATS", "export", "invoice", "invoice_json"]
+__all__ = ["FORMATS", "export", "invoice", "invoice_json", "period_bounds"]
+
+
+def period_bounds(period: str | None, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """A calendar month `YYYY-MM` (default: the current one, UTC) as [start, end)."""
+    now = now or datetime.now(UTC)
+    try:
+        year, month = (int(part) for part in period.split("-")) if period else (now.year, now.month)
+        start = datetime(year, month, 1, tzinfo=UTC)
+        end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)  # 9999-12 has no end
+    except ValueError:
+        raise Refusal(
+            "invalid",
+            "period must be a month from 0001-01 to 9999-11, like 2026-11.",
+            code="invalid_value",
+            param="period",
+        ) from None
+    return start, end
+
 
 Exporter = Callable[[Iterable[LedgerRow], Mapping[str, str]], Iterator[bytes | str]]
 

@@ -5,7 +5,6 @@ reply's `id`) and `GET /v1/usage`
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -13,12 +12,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from gateway.admin.services import services
+from gateway.admin.statements import period_bounds
 from gateway.http.endpoints import request_id_of_reply
 from gateway.http.errors import GatewayError
 from gateway.keys import ApiKey
 from pricing import Ledger, LedgerRow, format_micros
 
-__all__ = ["period_bounds", "usage_router"]
+__all__ = ["usage_router"]
 
 
 async def _caller(request: Request) -> ApiKey | None:
@@ -41,23 +41,6 @@ usage_router = APIRouter()
 
 def _json(body: Any) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
-
-
-def period_bounds(period: str | None, now: datetime | None = None) -> tuple[datetime, datetime]:
-    """A calendar month `YYYY-MM` (default: the current one, UTC) as [start, end)."""
-    now = now or datetime.now(UTC)
-    try:
-        year, month = (int(part) for part in period.split("-")) if period else (now.year, now.month)
-        start = datetime(year, month, 1, tzinfo=UTC)
-        end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)  # 9999-12 has no end
-    except ValueError:
-        raise GatewayError(
-            400,
-            "period must be a month from 0001-01 to 9999-11, like 2026-11.",
-            code="invalid_value",
-            param="period",
-        ) from None
-    return start, end
 
 
 def generation_json(row: LedgerRow) -> dict[str, Any]:

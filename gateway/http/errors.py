@@ -1,7 +1,8 @@
 """OpenAI error envelopes: every failure the gateway answers is one of these, never a traceback.
 
 GatewayError                 status + OpenAI `type`, `code` (a string), `param`, extra headers
-├── raised by request parsing, tier resolution and routing in this package
+├── raised by request parsing and the routes of the HTTP edge
+├── from_refusal()           a `gateway.refusals.Refusal` the domain raised (kind -> status), translated here
 └── from_engine_error()      the translation of `engines.EngineError` at the boundary
 """
 
@@ -31,8 +32,16 @@ from engines import (
 from gateway.budgets import BudgetUnavailable
 from gateway.database import DatabaseUnavailable
 from gateway.http.disconnect import CLIENT_CLOSED
+from gateway.refusals import Refusal, RefusalKind
 
-__all__ = ["GatewayError", "error_event", "from_engine_error", "gateway_overloaded", "install_error_handlers"]
+__all__ = [
+    "GatewayError",
+    "error_event",
+    "from_engine_error",
+    "from_refusal",
+    "gateway_overloaded",
+    "install_error_handlers",
+]
 
 log = logging.getLogger("tiergate.errors")
 
@@ -83,6 +92,29 @@ class GatewayError(Exception):
         return Response(
             orjson.dumps(self.envelope()), self.status, headers=self.headers, media_type="application/json"
         )
+
+
+_REFUSAL_STATUS: dict[RefusalKind, int] = {
+    "invalid": 400,
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "rate_limited": 429,
+    "over_quota": 429,
+    "unavailable": 503,
+}
+
+
+def from_refusal(refusal: Refusal) -> GatewayError:
+    """What the client is told of a refusal the domain decided."""
+    return GatewayError(
+        _REFUSAL_STATUS[refusal.kind],
+        refusal.message,
+        code=refusal.code,
+        param=refusal.param,
+        error_type="insufficient_quota" if refusal.kind == "over_quota" else None,
+        headers=refusal.headers,
+    )
 
 
 def _retry_headers(seconds: float | None) -> dict[str, str]:
@@ -153,6 +185,10 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, GatewayError)
         return exc.response()
 
+    async def refusal(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Refusal)
+        return from_refusal(exc).response()
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
@@ -201,6 +237,7 @@ def install_error_handlers(app: FastAPI) -> None:
         ).response()
 
     app.add_exception_handler(GatewayError, gateway_error)
+    app.add_exception_handler(Refusal, refusal)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(DatabaseUnavailable, database_unavailable)

@@ -20,11 +20,11 @@ from starlette.datastructures import Headers
 from gateway.accounting.metrics import RequestMetrics
 from gateway.budgets import BudgetHold, BudgetKeeper, BudgetRefusal, BudgetUnavailable, Spend
 from gateway.database import DatabaseError, DatabaseUnavailable
-from gateway.http.errors import GatewayError
 from gateway.http.schemas import InferenceRequest
 from gateway.inference.catalog import Offer
 from gateway.keys import ApiKey, Authenticator, AuthError
 from gateway.limits import Admission, LimiterUnavailable, RateLimiter, Reservation
+from gateway.refusals import Refusal
 from pricing import MAX_MICROS, NotPriced, PriceBook, format_micros, worst_case
 
 __all__ = [
@@ -98,8 +98,8 @@ def check_output_limit(checked: InferenceRequest, offer: Offer) -> None:
     asked, most = checked.output_limit, offer.max_output_tokens
     if asked is not None and most is not None and asked > most:
         field = checked.output_field if getattr(checked, checked.output_field, None) else "max_tokens"
-        raise GatewayError(
-            400,
+        raise Refusal(
+            "invalid",
             f"{field} is too large: {asked}. The model `{offer.model}` supports at most {most} completion"
             " tokens.",
             code="invalid_value",
@@ -135,7 +135,7 @@ class Admitter:
         try:
             return await self._authenticator.authenticate(presented)
         except AuthError as exc:
-            raise GatewayError(401, _AUTH_MESSAGES[exc.reason], code="invalid_api_key") from None
+            raise Refusal("unauthenticated", _AUTH_MESSAGES[exc.reason], code="invalid_api_key") from None
         except DatabaseUnavailable:  # an outage (logged once by the database) is not a wrong key: 503
             raise _unavailable("API keys", "key_store_unavailable") from None
         except DatabaseError:
@@ -147,14 +147,14 @@ class Admitter:
         tier = offer.tier.value
         if tier not in key.tiers:
             allowed = ", ".join(sorted(key.tiers))
-            raise GatewayError(
-                403,
+            raise Refusal(
+                "forbidden",
                 f"This API key may not use the {tier} tier (allowed: {allowed}).",
                 code="tier_not_allowed",
             )
         if key.models is not None and offer.model not in key.models:
-            raise GatewayError(
-                403, f"This API key may not use the model `{offer.model}`.", code="model_not_allowed"
+            raise Refusal(
+                "forbidden", f"This API key may not use the model `{offer.model}`.", code="model_not_allowed"
             )
 
     async def admit(self, key: ApiKey, offer: Offer, tokens: int) -> Admission | None:
@@ -164,8 +164,8 @@ class Admitter:
         if quota.tpm is not None and tokens > quota.tpm:  # no wait would let it in: say so, never clamp
             if self._metrics is not None:
                 self._metrics.refused("rate_limit", offer.tier.value)
-            raise GatewayError(
-                429,
+            raise Refusal(
+                "rate_limited",
                 f"This request may use up to {tokens} tokens (its prompt estimate and the most it may"
                 f" generate), more than this API key's whole limit of {quota.tpm} tokens per minute in the"
                 f" {offer.tier.value} tier, by {tokens - quota.tpm}: lower max_tokens (or reasoning_effort),"
@@ -181,8 +181,8 @@ class Admitter:
             if self._metrics is not None:
                 self._metrics.refused("rate_limit", offer.tier.value)
             headers = {name.decode(): value.decode() for name, value in admission.headers()}
-            raise GatewayError(
-                429,
+            raise Refusal(
+                "rate_limited",
                 f"Rate limit reached for this API key in the {offer.tier.value} tier; retry after "
                 f"{admission.retry_after_s or 0:.2f}s.",
                 code="rate_limit_exceeded",
@@ -241,17 +241,16 @@ class Admitter:
         return self._budgets.settle(Spend(key.tenant_id, key.id, started_at, amount, hold))
 
 
-def _over_budget(refusal: BudgetRefusal, currency: str) -> GatewayError:
+def _over_budget(refusal: BudgetRefusal, currency: str) -> Refusal:
     budget, window = refusal.budget, refusal.window
     owner = "this API key's" if budget.scope == "key" else "your organization's"
     resets = f", until {window.end.isoformat()}" if window.end is not None else ""
-    return GatewayError(
-        429,
+    return Refusal(
+        "over_quota",
         f"You exceeded {owner} {budget.period} budget: this request could cost up to"
         f" {format_micros(refusal.amount)} {currency} (its prompt and max_tokens at the highest applicable"
         f" price), and {format_micros(refusal.remaining)} of {format_micros(budget.limit)} {currency} is"
         f" left{resets}. Lower max_tokens, or ask for a higher budget.",
-        error_type="insufficient_quota",
         code="insufficient_quota",
         headers={"x-should-retry": "false"},
     )
@@ -274,8 +273,11 @@ def _presented_key(headers: Headers) -> str | None:
     return headers.get("api-key")  # Azure-style clients
 
 
-def _unavailable(what: str, code: str) -> GatewayError:
+def _unavailable(what: str, code: str) -> Refusal:
     """503 for a check whose store cannot be reached: clients retry it, unlike a refusal."""
-    return GatewayError(
-        503, f"{what} cannot be checked right now; retry shortly.", code=code, headers={"retry-after": "1"}
+    return Refusal(
+        "unavailable",
+        f"{what} cannot be checked right now; retry shortly.",
+        code=code,
+        headers={"retry-after": "1"},
     )

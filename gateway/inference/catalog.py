@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from gateway.deliberation.difficulty import Difficulty, score
-from gateway.http.errors import GatewayError
+from gateway.refusals import Refusal
 from gateway.settings import AutoTierSettings, DeliberationSettings, ModelSettings
 from gateway.tiers import ReasoningEffort, Tier
 
@@ -98,8 +98,8 @@ class Catalog:
                     raise _invalid_tier(header_tier, None)
                 offer = offers.get(tier)
                 if offer is None:
-                    raise GatewayError(
-                        400,
+                    raise Refusal(
+                        "invalid",
                         f"The model `{model_id}` is not offered in the {tier.value} tier"
                         f" (offered: {', '.join(t.value for t in offers)}).",
                         code="tier_not_offered",
@@ -113,8 +113,8 @@ class Catalog:
         model_id, sep, suffix = requested.rpartition(":")
         offers = self._offers.get(model_id) if sep else None
         if offers is None:
-            raise GatewayError(
-                404,
+            raise Refusal(
+                "not_found",
                 f"The model `{requested}` does not exist or you do not have access to it.",
                 code="model_not_found",
                 param="model",
@@ -126,8 +126,8 @@ class Catalog:
             raise _invalid_tier(suffix, "model")
         offer = offers.get(tier)
         if offer is None:
-            raise GatewayError(
-                404,
+            raise Refusal(
+                "not_found",
                 f"The model `{requested}` does not exist: `{model_id}` is offered in"
                 f" {', '.join(t.value for t in offers)} only.",
                 code="model_not_found",
@@ -193,9 +193,9 @@ class Catalog:
         return card
 
 
-def _invalid_tier(value: str, param: str | None) -> GatewayError:
-    return GatewayError(
-        400,
+def _invalid_tier(value: str, param: str | None) -> Refusal:
+    return Refusal(
+        "invalid",
         f"Unknown tier `{value}`; tiers are {', '.join(t.value for t in Tier)}, or {AUTO}.",
         code="invalid_tier",
         param=param,

@@ -37,6 +37,7 @@ from gateway.http.schemas import ChatRequest
 from gateway.inference.admission import DEFAULT_OUTPUT_TOKENS, TokenEstimate
 from gateway.inference.catalog import Offer
 from gateway.inference.meter import Meter
+from gateway.refusals import Refusal
 from gateway.settings import DeliberationSettings
 
 __all__ = ["DEPTH_HEADER", "deliberate", "deliberation_estimate", "deliberation_plan", "depth_refusal"]
@@ -105,20 +106,20 @@ def _refuse_the_unhonourable(checked: ChatRequest, settings: DeliberationSetting
             )
 
 
-def _unsupported(param: str, why: str) -> GatewayError:
-    return GatewayError(
-        400,
+def _unsupported(param: str, why: str) -> Refusal:
+    return Refusal(
+        "invalid",
         f"Unsupported parameter on the deliberate tier: '{param}': {why}. The fast tier takes it.",
         code="unsupported_parameter",
         param=param,
     )
 
 
-def depth_refusal(exc: DepthUnreachable, checked: ChatRequest) -> GatewayError:
+def depth_refusal(exc: DepthUnreachable, checked: ChatRequest) -> Refusal:
     """The 400 for a bound that cannot hold the depth promised."""
     field = "max_completion_tokens" if checked.max_completion_tokens is not None else "max_tokens"
-    return GatewayError(
-        400,
+    return Refusal(
+        "invalid",
         f"{field} is {exc.requested}, but the {exc.effort} effort promises at least {exc.floor} reasoning"
         f" tokens and room for an answer: at least {exc.minimum}. Raise {field}, lower reasoning_effort,"
         f" or send `{DEPTH_HEADER}: best-effort` to accept a shallower answer billed at the fast tier's"
