@@ -6,6 +6,7 @@ the client vanished mid-stream, or when the engine failed - and handed to every 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -27,6 +28,15 @@ class Outcome(StrEnum):
     def of_engine_error(cls, exc: BaseException) -> Outcome:
         """Refused by the engine: `rejected`; any other failure of the engine call: `engine_failed`."""
         return cls.REJECTED if isinstance(exc, EngineRejected) else cls.ENGINE_FAILED
+
+    @classmethod
+    def of_failure(cls, exc: BaseException, *, disconnected: bool) -> Outcome:
+        """How a request that did not complete ended, for every path (relayed, deliberated, streamed or
+        not): cancelled because its client left (`client_disconnected`) or by a shutdown (`aborted`),
+        refused by the engine, or failed (the engine's fault, or one of ours)."""
+        if isinstance(exc, asyncio.CancelledError):
+            return cls.CLIENT_DISCONNECTED if disconnected else cls.ABORTED
+        return cls.of_engine_error(exc)
 
 
 @dataclass(frozen=True, slots=True)

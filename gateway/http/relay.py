@@ -107,7 +107,7 @@ class StreamRelay(Response):
                     await send({"type": "http.response.body", "body": body, "more_body": True})
                 batch.append(DONE)
             except EngineError as exc:
-                outcome, error = Outcome.ENGINE_FAILED, exc
+                outcome, error = Outcome.of_failure(exc, disconnected=False), exc
                 batch.append(error_event(from_engine_error(exc)))
             watch.stop()  # from here on a disconnect changes nothing
             if first_event_at is None:
@@ -117,14 +117,14 @@ class StreamRelay(Response):
             # durable before the stream ends; shielded: a shutdown must not cut the record in half
             await asyncio.shield(self._on_end(RelayEnd(outcome, first_event_at, error)))
             await send({"type": "http.response.body", "body": b"".join(batch), "more_body": False})
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             await stream.aclose()  # stops the engine's generation at once
-            if not watch.absorb():
-                if not ended:  # the gateway is shutting down: the record still goes to the journal
-                    await asyncio.shield(self._on_end(RelayEnd(Outcome.ABORTED, first_event_at, error)))
+            disconnected = watch.absorb()
+            if not ended:  # a shutdown's record still goes to the journal: shielded
+                outcome = Outcome.of_failure(exc, disconnected=disconnected)
+                await asyncio.shield(self._on_end(RelayEnd(outcome, first_event_at, error)))
+            if not disconnected:
                 raise
-            if not ended:
-                await self._on_end(RelayEnd(Outcome.CLIENT_DISCONNECTED, first_event_at, error))
         finally:
             watch.stop()
             await stream.aclose()

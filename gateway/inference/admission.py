@@ -190,6 +190,22 @@ class Admitter:
             )
         return admission
 
+    async def admit_and_reserve(
+        self, key: ApiKey, offer: Offer, estimate: TokenEstimate, at: float
+    ) -> tuple[Admission | None, BudgetHold | None]:
+        """The rate limits' admission, then the budgets' reservation; a refusal of the second gives the
+        first's tokens back (landed before the refusal is answered) before it is raised."""
+        admission = await self.admit(key, offer, estimate.total)
+        try:
+            hold = await self.reserve(key, offer, estimate, at)
+        except BaseException as exc:
+            if admission is not None and admission.reservation is not None:
+                refund = self.settle(admission.reservation, 0)
+                if refund is not None and isinstance(exc, Exception):  # (not when being cancelled)
+                    await refund
+            raise
+        return admission, hold
+
     def settle(self, reservation: Reservation, used_tokens: int) -> Awaitable[None] | None:
         """Settle a token reservation to what was really used (0 releases it); what to await for it to
         have landed (None: it has)."""

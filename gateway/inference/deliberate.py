@@ -30,7 +30,7 @@ from gateway.deliberation import (
     progress_fields,
     usage_body,
 )
-from gateway.http.disconnect import CLIENT_CLOSED, DisconnectWatch
+from gateway.http.disconnect import DisconnectWatch
 from gateway.http.errors import GatewayError, error_event, from_engine_error
 from gateway.http.relay import DONE, SSE_HEADERS
 from gateway.http.schemas import ChatRequest
@@ -159,23 +159,9 @@ async def deliberate(
     meter.sent()
     try:
         await deliberator.run(run)
-    except asyncio.CancelledError:
-        disconnected = watch.absorb()
-        outcome = Outcome.CLIENT_DISCONNECTED if disconnected else Outcome.ABORTED
-        await asyncio.shield(_done(meter, run, outcome, CLIENT_CLOSED))
-        if not disconnected:
-            raise
-        return Response(status_code=CLIENT_CLOSED)
-    except EngineError as exc:
-        watch.stop()
-        error = from_engine_error(exc)
-        outcome = Outcome.of_engine_error(exc)
-        await _done(meter, run, outcome, error.status)
-        raise error from None
-    except Exception:
-        watch.stop()
-        await _done(meter, run, Outcome.ENGINE_FAILED, 500)
-        raise
+    except BaseException as exc:
+        meter.depth = run.depth()  # what it reached before it was cut: billed so
+        return await meter.fail(exc, watch, replica=run.replica, usage=run.usage(), estimated=run.estimated)
     watch.stop()
     answer = completion_body(run, request_id, offer.public_id)
     meter.depth = run.depth()
@@ -278,7 +264,7 @@ class DeliberationStream(Response):
                 watch.stop()
                 metered = True
                 error = _stream_error(exc)
-                outcome = Outcome.of_engine_error(exc)
+                outcome = Outcome.of_failure(exc, disconnected=False)
                 status = 200 if opened else error.status
                 await asyncio.shield(_done(meter, run, outcome, status, feed.first))
                 if not opened:  # nothing sent yet: an ordinary error response, with its status
@@ -326,11 +312,11 @@ class DeliberationStream(Response):
             metered = True
             await asyncio.shield(meter.done(exchange))  # durable before the stream ends
             await self._send(send, b"".join(tail), more=False)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             await _stop(work)  # every engine call it made is closed, stopping the engines' work
             disconnected = watch.absorb()
             if not metered:
-                outcome = Outcome.CLIENT_DISCONNECTED if disconnected else Outcome.ABORTED
+                outcome = Outcome.of_failure(exc, disconnected=disconnected)
                 await asyncio.shield(_done(meter, run, outcome, 200, feed.first))
             if not disconnected:
                 raise

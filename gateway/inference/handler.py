@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -12,23 +11,23 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engines import EngineError, EnginePool, PooledStream
+from engines import EnginePool, PooledStream
 from engines.affinity import affinity_key
 from gateway.accounting.bookkeeper import Bookkeeper
 from gateway.accounting.exchange import MeterSink, Outcome
 from gateway.accounting.metrics import RequestMetrics
 from gateway.accounting.usage_record import prompt_estimate
 from gateway.deliberation import DepthUnreachable
-from gateway.http.disconnect import CLIENT_CLOSED, DisconnectWatch
+from gateway.http.disconnect import DisconnectWatch
 from gateway.http.endpoints import CHAT, Endpoint
-from gateway.http.errors import GatewayError, from_engine_error
+from gateway.http.errors import GatewayError
 from gateway.http.relay import RelayEnd, StreamRelay
 from gateway.http.request_id import request_id_of
 from gateway.http.schemas import ChatRequest, check_request
 from gateway.inference.admission import Admitter, check_output_limit, estimate_tokens, pinned_output
 from gateway.inference.catalog import Catalog, Offer
 from gateway.inference.deliberate import deliberate, deliberation_estimate, deliberation_plan, depth_refusal
-from gateway.inference.meter import Meter
+from gateway.inference.meter import Accounts, Admitted, Meter
 from pricing import PriceBook
 
 __all__ = ["InferenceProxy"]
@@ -49,13 +48,11 @@ class InferenceProxy:
         max_body_bytes: int,
         metrics: RequestMetrics | None = None,
     ) -> None:
-        self._metrics = metrics
         self._admitter = admitter
         self._book = book
-        self._bookkeeper = bookkeeper
+        self._accounts = Accounts(tuple(sinks), admitter, book, bookkeeper, metrics)
         self._catalog = catalog
         self._pools = pools
-        self._sinks = tuple(sinks)
         self._max_body = max_body_bytes
 
     @property
@@ -95,15 +92,7 @@ class InferenceProxy:
                 difficulty = replace(difficulty, tier="fast", reasons=(*difficulty.reasons, "max_tokens"))
         admission = hold = None
         if key is not None and estimate is not None:
-            admission = await self._admitter.admit(key, offer, estimate.total)
-            try:
-                hold = await self._admitter.reserve(key, offer, estimate, started_at)
-            except BaseException as exc:  # refused, or failed: the rate limits' tokens go back
-                if admission is not None and admission.reservation is not None:
-                    refund = self._admitter.settle(admission.reservation, 0)
-                    if refund is not None and isinstance(exc, Exception):  # (not when being cancelled)
-                        await refund  # landed before the refusal is answered
-                raise
+            admission, hold = await self._admitter.admit_and_reserve(key, offer, estimate, started_at)
         data["model"] = offer.engine_model
         pinned = pinned_output(checked, offer)
         if pinned is not None:  # what was reserved is what the engine is told
@@ -111,25 +100,20 @@ class InferenceProxy:
         streaming = checked.streaming
         pool = self._pools[offer.pool]
         request_id = request_id_of(request.scope)
-        meter = Meter(
-            self._sinks,
-            self._admitter,
-            self._book,
-            self._bookkeeper,
+        admitted = Admitted(
             request_id,
             endpoint,
             offer,
-            streaming,
             key,
             admission,
             hold,
-            started_at,
-            arrived,
-            self._metrics,
+            streaming,
             len(body),
-            pool,
             source,
+            started_at=started_at,
+            arrived=arrived,
         )
+        meter = Meter(admitted, self._accounts, pool)
         headers = [(b"x-tiergate-tier", offer.tier.value.encode())]
         if difficulty is not None:  # the auto tier says why it chose
             reasons = ",".join(difficulty.reasons) or "none"
@@ -160,23 +144,8 @@ class InferenceProxy:
                 stream = await pool.stream(endpoint.path, payload, request_id=request_id, affinity=affinity)
             else:
                 reply = await pool.complete(endpoint.path, payload, request_id=request_id, affinity=affinity)
-        except asyncio.CancelledError:
-            if not watch.absorb():  # the gateway is shutting down: the record still goes to the journal
-                await asyncio.shield(meter.done(meter.exchange(Outcome.ABORTED, CLIENT_CLOSED)))
-                raise
-            await meter.done(meter.exchange(Outcome.CLIENT_DISCONNECTED, CLIENT_CLOSED))
-            return Response(status_code=CLIENT_CLOSED)  # nobody is listening
-        except EngineError as exc:
-            watch.stop()
-            error = from_engine_error(exc)
-            outcome = Outcome.of_engine_error(exc)
-            await meter.done(meter.exchange(outcome, error.status, exc.replica))
-            raise error from None
-        except Exception:
-            watch.stop()
-            # a fault of ours: still one record, then a 500 envelope
-            await meter.done(meter.exchange(Outcome.ENGINE_FAILED, 500))
-            raise
+        except BaseException as exc:
+            return await meter.fail(exc, watch)  # the one ending of a request cut before its answer
         watch.stop()
         reply_id = endpoint.reply_id(request_id)
         if streaming:

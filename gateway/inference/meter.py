@@ -7,95 +7,109 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from engines import EngineClient, EnginePool, PooledStream, Usage
+from starlette.responses import Response
+
+from engines import EngineClient, EngineError, EnginePool, PooledStream, Usage
 from gateway.accounting.bookkeeper import Bookkeeper
 from gateway.accounting.exchange import Exchange, MeterSink, Outcome
 from gateway.accounting.metrics import RequestMetrics
 from gateway.accounting.request_log import log_request
 from gateway.accounting.usage_record import COUNT_TIMEOUT_S, Counted, generated_chars, usage_record
 from gateway.budgets import BudgetHold
+from gateway.http.disconnect import CLIENT_CLOSED, DisconnectWatch
 from gateway.http.endpoints import CHAT, Endpoint
+from gateway.http.errors import from_engine_error
 from gateway.inference.admission import Admitter
 from gateway.inference.catalog import Offer
 from gateway.keys import ApiKey
 from gateway.limits import Admission
 from pricing import Charge, Depth, LedgerRow, NotPriced, PriceBook, UsageRecord, rate, usage_cost_fields
 
-__all__ = ["Meter"]
+__all__ = ["Accounts", "Admitted", "Meter"]
 
 log = logging.getLogger("tiergate.metering")
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """What admission decided for one request, in one value: who asked for what, under which limits and
+    reservations, and since when. The meter is built from it; nothing about the request travels apart."""
+
+    request_id: str
+    endpoint: Endpoint
+    offer: Offer
+    key: ApiKey | None  # None when authentication is disabled
+    limits: Admission | None  # the rate limits' decision; its token reservation is settled at the end
+    hold: BudgetHold | None  # the budgets' reservation, settled to the real charge at the end
+    streamed: bool
+    body_size: int  # the basis of a prompt estimate when nothing counts it
+    source: Any  # the messages or prompt, kept to count a request cut short exactly
+    started_at: float  # Unix time: places the request in its budgets' windows
+    arrived: float  # monotonic: the request's latencies count from here
+
+
+@dataclass(frozen=True, slots=True)
+class Accounts:
+    """Where every request's end goes, the same for all of them: the sinks, the admitter (settlements),
+    the price book, the bookkeeper (journal and ledger) and the metrics."""
+
+    sinks: tuple[MeterSink, ...]
+    admitter: Admitter
+    book: PriceBook | None
+    bookkeeper: Bookkeeper | None
+    metrics: RequestMetrics | None
 
 
 class Meter:
     """Builds the one `Exchange` of a request, hands it to the sinks, and settles the request's token
     reservation to what it really used and its budget reservation to what it really cost."""
 
-    __slots__ = (
-        "_admission",
-        "_admitter",
-        "_body_size",
-        "_book",
-        "_bookkeeper",
-        "_charge",
-        "_clock",
-        "_endpoint",
-        "_hold",
-        "_key",
-        "_metrics",
-        "_offer",
-        "_pool",
-        "_request_id",
-        "_sent",
-        "_sinks",
-        "_source",
-        "_started",
-        "_streamed",
-        "depth",
-    )
+    __slots__ = ("_accounts", "_charge", "_pool", "_sent", "depth", "request")
 
-    def __init__(
-        self,
-        sinks: tuple[MeterSink, ...],
-        admitter: Admitter,
-        book: PriceBook | None,
-        bookkeeper: Bookkeeper | None,
-        request_id: str,
-        endpoint: Endpoint,
-        offer: Offer,
-        streamed: bool,
-        key: ApiKey | None,
-        admission: Admission | None,
-        hold: BudgetHold | None,
-        started_at: float,
-        arrived: float,
-        metrics: RequestMetrics | None,
-        body_size: int,
-        pool: EnginePool,
-        source: Any,
-    ) -> None:
+    def __init__(self, request: Admitted, accounts: Accounts, pool: EnginePool) -> None:
+        self.request = request
+        self._accounts = accounts
         self._pool = pool
-        self._source = source  # the request's messages or prompt, kept to count a cut request exactly
-        self._sinks = sinks
-        self._admitter = admitter
-        self._book = book
-        self._bookkeeper = bookkeeper
         self._charge: Charge | None = None
-        self._request_id = request_id
-        self._endpoint = endpoint
-        self._offer = offer
-        self._streamed = streamed
-        self._key = key
-        self._admission = admission
-        self._hold = hold
-        self._body_size = body_size
-        self._started = started_at  # Unix time; the same moment places it in its budgets' windows
         self.depth: Depth | None = None  # what a deliberation delivered, set before its exchange
-        self._clock = arrived  # monotonic: when the request arrived (latencies count from there)
-        self._metrics = metrics
         self._sent: float | None = None
+
+    async def fail(
+        self,
+        exc: BaseException,
+        watch: DisconnectWatch,
+        *,
+        replica: str = "",
+        usage: Usage | None = None,
+        estimated: bool = False,
+    ) -> Response:
+        """The one ending of a request whose engine work did not complete (the answer not yet begun): its
+        record, then what the client gets. A client that left gets nothing (a 499 in the logs); a shutdown
+        re-raises once the record is durable; an engine's failure is its translated error; a fault of ours
+        is re-raised for the 500 handler, after its record."""
+        if isinstance(exc, asyncio.CancelledError):
+            disconnected = watch.absorb()  # undone, when the client's leaving caused it
+        else:
+            watch.stop()
+            disconnected = False
+        outcome = Outcome.of_failure(exc, disconnected=disconnected)
+        error = from_engine_error(exc) if isinstance(exc, EngineError) else None
+        if isinstance(exc, asyncio.CancelledError):
+            status = CLIENT_CLOSED
+        else:
+            status = error.status if error is not None else 500
+        if isinstance(exc, EngineError):
+            replica = replica or exc.replica
+        ending = self.done(self.exchange(outcome, status, replica, usage, estimated=estimated))
+        await asyncio.shield(ending)  # a shutdown must not cut the record in half
+        if outcome is Outcome.CLIENT_DISCONNECTED:
+            return Response(status_code=CLIENT_CLOSED)  # nobody is listening
+        if error is not None:
+            raise error from None
+        raise exc
 
     def sent(self) -> None:
         """The request's engine call goes out now: the gateway's own part of its latency ends here."""
@@ -103,7 +117,7 @@ class Meter:
 
     @property
     def prices(self) -> bool:
-        return self._book is not None
+        return self._accounts.book is not None
 
     def exchange(
         self,
@@ -117,27 +131,27 @@ class Meter:
         estimated: bool = False,
         delivered_tokens: int | None = None,
     ) -> Exchange:
-        offer = self._offer
+        offer = self.request.offer
         return Exchange(
-            request_id=self._request_id,
-            endpoint=self._endpoint.name,
-            key_id=self._key.id if self._key is not None else None,
-            tenant=self._key.tenant_id if self._key is not None else None,
+            request_id=self.request.request_id,
+            endpoint=self.request.endpoint.name,
+            key_id=self.request.key.id if self.request.key is not None else None,
+            tenant=self.request.key.tenant_id if self.request.key is not None else None,
             model=offer.model,
             served_model=offer.engine_model,
             tier=offer.tier,
             pool=offer.pool,
             replica=replica,
-            streamed=self._streamed,
+            streamed=self.request.streamed,
             outcome=outcome,
             status=status,
             usage=usage,
             tally=stream.tally if stream is not None else None,
             reply=reply,
-            body_size=self._body_size,
-            started_at=self._started,
-            first_token_s=first_event_at - self._clock if first_event_at is not None else None,
-            duration_s=time.monotonic() - self._clock,
+            body_size=self.request.body_size,
+            started_at=self.request.started_at,
+            first_token_s=first_event_at - self.request.arrived if first_event_at is not None else None,
+            duration_s=time.monotonic() - self.request.arrived,
             estimated=estimated,
             delivered_tokens=delivered_tokens,
         )
@@ -145,33 +159,34 @@ class Meter:
     async def done(self, exchange: Exchange) -> None:
         """The request's end, once: sinks told, its token reservation settled to the counts of its usage
         record (a request that generated nothing releases it), its ledger row durable."""
-        for sink in self._sinks:
+        accounts, request = self._accounts, self.request
+        for sink in accounts.sinks:
             sink.record(exchange)
-        reservation = self._admission.reservation if self._admission is not None else None
-        if reservation is None and self._bookkeeper is None and self._metrics is None:
+        reservation = request.limits.reservation if request.limits is not None else None
+        if reservation is None and accounts.bookkeeper is None and accounts.metrics is None:
             return
-        counted = await self._counted(exchange) if exchange.usage is None and self._bookkeeper else None
+        counted = await self._counted(exchange) if exchange.usage is None and accounts.bookkeeper else None
         record = usage_record(exchange, depth=self.depth, counted=counted)
         landing: list[Awaitable[None]] = []  # this request's settlements, sent but not yet applied
         if reservation is not None:
-            limit = self._admitter.settle(reservation, record.prompt_tokens + record.completion_tokens)
+            used = record.prompt_tokens + record.completion_tokens
+            limit = accounts.admitter.settle(reservation, used)
             if limit is not None:
                 landing.append(limit)
         charge = None
-        if self._bookkeeper is not None:
+        if accounts.bookkeeper is not None:
             charge = self._rated(record)
-            if self._key is not None:  # its budgets: the real charge, and the reservation released
-                budget = self._admitter.spent(
-                    self._key, self._started, charge.total if charge else 0, self._hold
-                )
+            if request.key is not None:  # its budgets: the real charge, and the reservation released
+                amount = charge.total if charge else 0
+                budget = accounts.admitter.spent(request.key, request.started_at, amount, request.hold)
                 if budget is not None:
                     landing.append(budget)
-        if self._metrics is not None:
-            overhead = self._sent - self._clock if self._sent is not None else None
-            self._metrics.observe(exchange, record, charge, overhead)
+        if accounts.metrics is not None:
+            overhead = self._sent - request.arrived if self._sent is not None else None
+            accounts.metrics.observe(exchange, record, charge, overhead)
         log_request(exchange, record, charge)
-        if charge is not None and self._bookkeeper is not None:
-            await self._bookkeeper.record(LedgerRow(record, charge))
+        if charge is not None and accounts.bookkeeper is not None:
+            await accounts.bookkeeper.record(LedgerRow(record, charge))
         # before the response ends: the client's next request finds this one's refund (never a 429 for
         # a request sent after this one's answer); at most one bounded Redis call, in a batch
         for settled in landing:
@@ -183,8 +198,8 @@ class Meter:
         content_chars, reasoning_chars = generated_chars(exchange)
         if replica is None or not (content_chars or reasoning_chars) or exchange.tally is None:
             return None
-        tally, engine, model = exchange.tally, replica.engine, self._offer.engine_model
-        prompt = _count_prompt(engine, model, self._source, chat=self._endpoint is CHAT)
+        tally, engine, model = exchange.tally, replica.engine, self.request.offer.engine_model
+        prompt = _count_prompt(engine, model, self.request.source, chat=self.request.endpoint is CHAT)
         content = "".join(tally.text(index) for index in tally.content)
         reasoning = "".join(tally.reasoning_text(index) for index in tally.reasoning)
         try:
@@ -207,11 +222,11 @@ class Meter:
         return usage_cost_fields(charge) if charge is not None else {}
 
     def _rated(self, record: UsageRecord) -> Charge | None:
-        if self._book is None:
+        if self._accounts.book is None:
             return None
         if self._charge is None:
             try:
-                charge = rate(record, self._book)
+                charge = rate(record, self._accounts.book)
             except NotPriced:  # the book was checked at start: only a request from before its first version
                 log.warning("no price in force for %s:%s", record.model, record.tier)
                 return None
