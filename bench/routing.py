@@ -39,7 +39,15 @@ import orjson
 sys.path.insert(0, str(Path(__file__).parent))
 from overheadkit.procs import free_port, managed
 
-from engines import EngineHTTP, EnginePool, OpenAICompatEngine, PoolPolicy, RoutingMode, Timeouts
+from engines import (
+    EngineHTTP,
+    EnginePool,
+    OpenAICompatEngine,
+    PoolPolicy,
+    RoutingMode,
+    RoutingPolicy,
+    Timeouts,
+)
 from engines.affinity import affinity_key
 
 MODEL = "qwen3-8b"
@@ -157,9 +165,9 @@ class Tuning:
     """The PoolPolicy knobs of tiergate's routing (defaults: PoolPolicy's)."""
 
     scrape_interval_s: float = _DEFAULTS.scrape_interval_s
-    wait_weight: float = _DEFAULTS.wait_weight
-    kv_weight: float = _DEFAULTS.kv_weight
-    load_factor: float = _DEFAULTS.affinity_load_factor
+    wait_weight: float = _DEFAULTS.routing.wait_weight
+    kv_weight: float = _DEFAULTS.routing.kv_weight
+    load_factor: float = _DEFAULTS.routing.load_factor
 
 
 @dataclass
@@ -237,13 +245,10 @@ async def run_mode(
 ) -> ModeResult:
     http = EngineHTTP.create()
     engines = [OpenAICompatEngine(url, http, Timeouts(first_token_s=120, idle_s=60)) for url in urls]
-    policy = PoolPolicy(
-        routing=mode,
-        scrape_interval_s=tuning.scrape_interval_s,
-        wait_weight=tuning.wait_weight,
-        kv_weight=tuning.kv_weight,
-        affinity_load_factor=tuning.load_factor,
+    routing = RoutingPolicy(
+        mode=mode, wait_weight=tuning.wait_weight, kv_weight=tuning.kv_weight, load_factor=tuning.load_factor
     )
+    policy = PoolPolicy(routing=routing, scrape_interval_s=tuning.scrape_interval_s)
     pool = EnginePool("bench", engines, policy)
     try:
         await pool.check_health()

@@ -8,7 +8,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from engines._exceptions import EngineError, LocalOverload, NoReplicaAvailable
@@ -17,7 +17,6 @@ from engines.engine_stats import EngineStats
 from engines.routing import (
     HashRing,
     ReplicaState,
-    RoutingMode,
     RoutingPolicy,
     choose,
     key_point,
@@ -40,24 +39,11 @@ class PoolPolicy:
     cooldown_s: float = 10.0  # how long an ejected replica rests before it is tried again
     health_interval_s: float = 5.0
     health_timeout_s: float = 2.0
-    # load-aware routing and prefix affinity (docs/routing.md)
-    routing: RoutingMode = "tiergate"
-    scrape_interval_s: float = 1.5  # each replica's /metrics; 0 turns scraping off
+    # load-aware routing and prefix affinity (docs/routing.md), from each replica's /metrics
+    routing: RoutingPolicy = field(default_factory=RoutingPolicy)
+    scrape_interval_s: float = 1.5  # 0 turns scraping off
     scrape_timeout_s: float = 1.0
     metrics_family: str = "vllm"  # which parser reads the engines' metrics (engines/engine_stats.py)
-    stale_after_s: float = 5.0  # engine stats older than this are not used for routing
-    wait_weight: float = 1.0
-    kv_weight: float = 4.0
-    affinity_load_factor: float = 1.25
-
-    def routing_policy(self) -> RoutingPolicy:
-        return RoutingPolicy(
-            mode=self.routing,
-            wait_weight=self.wait_weight,
-            kv_weight=self.kv_weight,
-            stale_after_s=self.stale_after_s,
-            load_factor=self.affinity_load_factor,
-        )
 
 
 class Replica:
@@ -112,7 +98,7 @@ class EnginePool:
         self._clock = clock
         self._on_local_overload = on_local_overload
         self._turn = itertools.count()
-        self._routing = policy.routing_policy()
+        self._routing = policy.routing
         parser = PARSERS.get(policy.metrics_family)
         if parser is None:
             raise ValueError(
@@ -303,7 +289,7 @@ class EnginePool:
     def fresh_stats(self, replica: Replica, now: float) -> EngineStats | None:
         """The replica's stats if routing would use them at `now`."""
         stats = replica.stats
-        if stats is None or now - stats.scraped_at > self._policy.stale_after_s:
+        if stats is None or now - stats.scraped_at > self._routing.stale_after_s:
             return None
         return stats
 

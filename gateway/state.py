@@ -10,7 +10,12 @@ from dataclasses import dataclass
 import httpx
 from prometheus_client import CollectorRegistry
 
-from engines import EngineHTTP, EnginePool, OpenAICompatEngine, PoolPolicy, Timeouts, TrtllmEngine
+from engines import (
+    EngineHTTP,
+    EnginePool,
+    OpenAICompatEngine,
+    TrtllmEngine,
+)
 from gateway.accounting.bookkeeper import Bookkeeper
 from gateway.accounting.exchange import MeterSink
 from gateway.accounting.metrics import GatewayCollector, RequestMetrics
@@ -203,26 +208,9 @@ def price_book(settings: Settings, catalog: Catalog) -> PriceBook | None:
 
 
 def _pool(name: str, settings: PoolSettings, http: EngineHTTP, door: Door) -> EnginePool:
-    t = settings.timeouts
-    timeouts = Timeouts(
-        connect_s=t.connect_s, first_token_s=t.first_token_s, idle_s=t.idle_s, total_s=t.total_s
-    )
+    timeouts = settings.timeouts.timeouts()
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
     adapter = TrtllmEngine if settings.engine == "trtllm" else OpenAICompatEngine
     engines = [adapter(str(url), http, timeouts, api_key=api_key) for url in settings.replicas]
-    policy = PoolPolicy(
-        max_attempts=settings.max_attempts,
-        eject_after_failures=settings.breaker.eject_after_failures,
-        cooldown_s=settings.breaker.cooldown_s,
-        health_interval_s=settings.health.interval_s,
-        health_timeout_s=settings.health.timeout_s,
-        metrics_family=settings.engine,
-        routing=settings.routing.mode,
-        scrape_interval_s=settings.routing.scrape_interval_s,
-        scrape_timeout_s=settings.routing.scrape_timeout_s,
-        stale_after_s=settings.routing.stale_after_s,
-        wait_weight=settings.routing.wait_weight,
-        kv_weight=settings.routing.kv_weight,
-        affinity_load_factor=settings.routing.affinity_load_factor,
-    )
+    policy = settings.policy()
     return EnginePool(name, engines, policy, on_local_overload=door.shut)  # a shortage of ours: shed load

@@ -7,7 +7,16 @@ from typing import Any
 
 import pytest
 
-from engines import EnginePool, EngineReply, EngineStats, PoolPolicy, Usage, parse_metrics, parse_vllm_metrics
+from engines import (
+    EnginePool,
+    EngineReply,
+    EngineStats,
+    PoolPolicy,
+    RoutingPolicy,
+    Usage,
+    parse_metrics,
+    parse_vllm_metrics,
+)
 from engines.simulator.latency import Scheduler
 from engines.simulator.metrics import SimulatorMetrics
 
@@ -161,7 +170,9 @@ def waiting(n: int) -> str:
 async def test_scrape_updates_stats_and_failures_leave_them_stale() -> None:
     clock = Clock()
     a, b = MetricsEngine("a", waiting(6)), MetricsEngine("b", waiting(0))
-    pool = EnginePool("p", [a, b], PoolPolicy(scrape_timeout_s=0.05, stale_after_s=5.0), clock=clock)
+    pool = EnginePool(
+        "p", [a, b], PoolPolicy(scrape_timeout_s=0.05, routing=RoutingPolicy(stale_after_s=5.0)), clock=clock
+    )
     await pool.scrape_stats()
     first = pool.replicas[0].stats
     assert first is not None and first.waiting == 6.0 and first.scraped_at == 100.0
