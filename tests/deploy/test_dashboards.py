@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -30,7 +29,9 @@ from engines.simulator import create_simulator_app, profile
 from engines.simulator.latency import Scheduler
 from engines.simulator.metrics import SimulatorMetrics
 from gateway import create_app
+from tests.chat import user
 from tests.conftest import gateway_settings, wait_ready
+from tests.processes import free_port
 from tests.servers import serving
 
 ROOT = Path(__file__).parents[2]
@@ -236,7 +237,7 @@ DELIBERATION = {
         "high": {"floor": 40, "cap": 400, "samples": 3, "max_extensions": 1},
     }
 }
-MESSAGES = [{"role": "user", "content": "What is 17 * 23? [task: 17 * 23]"}]
+MESSAGES = user("What is 17 * 23? [task: 17 * 23]")
 
 
 @pytest.fixture
@@ -252,13 +253,6 @@ def prometheus_binary() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Prometheus:

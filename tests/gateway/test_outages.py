@@ -16,12 +16,12 @@ import httpx
 import openai
 import pytest
 
+from tests.chat import MESSAGES
 from tests.conftest import Gateway, StartGateway
 from tests.gateway.database.postgres_server import PostgresServer
 from tests.gateway.limits.redis_server import REDIS_SERVER, RedisServer
 
 ADMIN = "admin-token-0123456789abcdef"
-MESSAGES: Any = [{"role": "user", "content": "hi"}]
 PATIENT_S = 30.0  # deadlines of the test itself, far past what each wait takes
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -56,25 +55,6 @@ def sse_events(body: bytes) -> list[Any]:
         data = block[len(b"data: ") :]
         events.append("[DONE]" if data == b"[DONE]" else orjson.loads(data))
     return events
-
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$")
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`, from Prometheus text."""
-    total = 0.0
-    found = False
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if not match or match.group(1) != name:
-            continue
-        sample = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-        if all(sample.get(k) == v for k, v in labels.items()):
-            total += float(match.group(3))
-            found = True
-    assert found, f"no sample of {name} {labels}"
-    return total
 
 
 @dataclass

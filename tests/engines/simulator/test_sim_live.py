@@ -12,8 +12,9 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from engines.simulator import Tokenizer, create_simulator_app
+from tests.prometheus import metric
 
-from .sim_support import MESSAGES, deliberate, fast, metric, serving, sse_events
+from .sim_support import MESSAGES, deliberate, fast, serving, sse_events
 
 # The same conversation as MESSAGES, typed as the SDK wants it.
 SDK_MESSAGES: list[ChatCompletionMessageParam] = [

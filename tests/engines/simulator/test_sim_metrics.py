@@ -6,7 +6,9 @@ import asyncio
 
 import pytest
 
-from .sim_support import Sim, SimFactory, deliberate, fast, metric
+from tests.prometheus import metric
+
+from .sim_support import Sim, SimFactory, deliberate, fast
 
 REQUIRED = [
     "vllm:num_requests_running",

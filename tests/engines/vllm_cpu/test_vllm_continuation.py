@@ -19,6 +19,7 @@ import openai
 import orjson
 import pytest
 
+from tests.chat import user
 from tests.conftest import Gateway
 from tests.engines.vllm_cpu.engines import (
     SERVED,
@@ -29,7 +30,7 @@ from tests.engines.vllm_cpu.engines import (
     started,
     tiered_settings,
 )
-from tests.gateway.test_deliberation_http import depth_of, extra, ledger_row
+from tests.gateway.deliberation.test_http import depth_of, extra, ledger_row
 
 MODEL = "tiny-r1"  # the gateway's public id for it (deliberate tier only)
 MAX_TOKENS = 264  # all a sample may write: the cap (200) and min_answer_tokens (64); each call fits in 512
@@ -37,7 +38,7 @@ FLOOR, CAP, MAX_EXTENSIONS = 64, 200, 2
 DELIBERATION = {
     "efforts": {"medium": {"floor": FLOOR, "cap": CAP, "samples": 1, "max_extensions": MAX_EXTENSIONS}}
 }
-MESSAGES: Any = [{"role": "user", "content": "Is 1001 a prime number?"}]
+MESSAGES = user("Is 1001 a prime number?")
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.chat import user
 from tests.conftest import Gateway
 from tests.engines.vllm_cpu.engines import (
     SERVED,
@@ -30,12 +31,12 @@ from tests.engines.vllm_cpu.engines import (
     started,
     tiered_settings,
 )
-from tests.gateway.test_deliberation_http import depth_of, extra, ledger_row
+from tests.gateway.deliberation.test_http import depth_of, extra, ledger_row
 
 MODEL = "tiny"  # the gateway's public id: fast and deliberate tiers
 NGRAM = '{"method":"ngram","num_speculative_tokens":4,"prompt_lookup_max":4}'
 DELIBERATION = {"efforts": {"medium": {"floor": 16, "cap": 120, "samples": 1, "max_extensions": 1}}}
-MESSAGES: Any = [{"role": "user", "content": "Is 1001 a prime number?"}]
+MESSAGES = user("Is 1001 a prime number?")
 # repeated text: the ngram proposer finds the last few tokens earlier in the context and drafts what followed
 REPEATED = "one two three four five six seven eight. " * 4
 

@@ -32,7 +32,7 @@ from tests.engines.vllm_cpu.engines import (
     tiered_settings,
 )
 from tests.engines.vllm_cpu.test_vllm_pools import NGRAM, REPEATED, samples
-from tests.gateway.test_deliberation_http import depth_of, extra, ledger_row
+from tests.gateway.deliberation.test_http import depth_of, extra, ledger_row
 
 MODEL = "smollm2"  # vLLM's served name and the gateway's public id, in both tiers
 FLOOR = 24

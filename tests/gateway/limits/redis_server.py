@@ -18,16 +18,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from tests.processes import free_port
+
 __all__ = ["REDIS_SERVER", "RedisServer", "free_port", "listening", "redis_prefix", "redis_url"]
 
 REDIS_SERVER = shutil.which("redis-server")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def listening(port: int) -> bool:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from engines.simulator import create_simulator_app, profile
 from gateway import create_app
@@ -25,8 +24,9 @@ from gateway.probes.tasks import builtin_tasks, load_tasks, run_probe
 from gateway.settings import MULTIPROCESS_ENV
 from pricing import Ledger
 from tests.conftest import Gateway, StartEngine, StartGateway, gateway_settings, wait_ready
-from tests.gateway.test_keys_http import ADMIN, new_key
+from tests.gateway.keys.test_http import ADMIN, new_key
 from tests.processes import TIERGATE
+from tests.prometheus import sample_values, scrape
 from tests.servers import serving
 
 DELIBERATION = {"efforts": {"medium": {"floor": 400, "samples": 1, "max_extensions": 6}}}
@@ -77,11 +77,9 @@ def test_tiergate_probe_shows_what_depth_buys(tmp_path: Path) -> None:
 
 
 def metric(url: str, name: str, **labels: str) -> float | None:
-    for family in text_string_to_metric_families(httpx.get(url + "/metrics").text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return None
+    """A gateway's metric, None while it has no such sample (the probes have not published it yet)."""
+    values = sample_values(scrape(url), name, **labels)
+    return values[0] if values else None
 
 
 def test_the_gateway_probes_itself_and_bills_the_probe_tenant(tmp_path: Path) -> None:

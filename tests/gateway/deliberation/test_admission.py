@@ -17,13 +17,14 @@ import pytest
 import redis
 
 from engines.simulator import create_simulator_app, profile
+from tests.chat import user
 from tests.conftest import Gateway, StartGateway
-from tests.gateway.test_deliberation_http import depth_of, extra, ledger_row
-from tests.gateway.test_keys_http import keyed_gateway, new_key
+from tests.gateway.deliberation.test_http import depth_of, extra, ledger_row
+from tests.gateway.keys.test_http import keyed_gateway, new_key
 from tests.servers import serving
 
 README_LIMITS = {"rpm": 600, "tpm": 200_000}
-MESSAGES: Any = [{"role": "user", "content": "What is 2+2?"}]
+MESSAGES = user("What is 2+2?")
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from engines.simulator import profile
 from gateway import create_app
 from gateway.database import open_database
 from pricing import Ledger, LedgerRow, format_micros, load_price_book, worst_case
+from tests.chat import user
 from tests.conftest import (
     PRICE_BOOK,
     Gateway,
@@ -27,10 +28,10 @@ from tests.conftest import (
     gateway_settings,
     wait_ready,
 )
-from tests.gateway.test_keys_http import ADMIN, admin, keyed_gateway, new_key
+from tests.gateway.keys.test_http import ADMIN, admin, keyed_gateway, new_key
 from tests.servers import serving
 
-MESSAGES: Any = [{"role": "user", "content": "Tell me about budgets."}]
+MESSAGES = user("Tell me about budgets.")
 MAX_TOKENS = (
     400  # more than the simulator ever writes (its answers are 16-200 tokens): real costs < reservations
 )

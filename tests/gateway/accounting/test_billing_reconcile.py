@@ -21,7 +21,7 @@ import openai
 import orjson
 import pytest
 from openai.types import Completion
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from openai.types.chat import ChatCompletion
 
 from engines.simulator import create_simulator_app, profile
 from gateway import create_app
@@ -29,6 +29,7 @@ from gateway.accounting.usage_record import usage_record
 from gateway.database import open_database
 from pricing import LedgerRow, load_price_book, rate
 from pricing.ledger import Ledger
+from tests.chat import user
 from tests.conftest import PRICE_BOOK, Recorder, gateway_settings, wait_ready
 from tests.servers import serving
 
@@ -62,7 +63,7 @@ SLOW = profile(
     reasoning_tokens_range=(6, 12),
 )
 
-MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Tell me about ledgers."}]
+MESSAGES = user("Tell me about ledgers.")
 PROMPT = "Once upon a time"
 FAST_MODELS = ("qwen3-8b", "llama-3.1-8b")  # bare ids: their default tier, fast
 DELIBERATE_MODELS = ("qwen3-8b:deliberate", "qwen3-32b")

@@ -8,24 +8,15 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from engines.simulator import profile
 from gateway import Outcome
+from tests.chat import user
 from tests.conftest import StartEngine, StartGateway, unused_url
+from tests.prometheus import metric, scrape
 
-MESSAGES: Any = [{"role": "user", "content": "Tell me a long story."}]
+MESSAGES = user("Tell me a long story.")
 SLOW = profile("fast", zero_latency=False, ttft_base_s=0.001, itl_s=0.05, output_tokens_range=(400, 400))
-
-
-def metric(engine_url: str, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`, read from an engine's /metrics."""
-    total = 0.0
-    for family in text_string_to_metric_families(httpx.get(engine_url + "/metrics").text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 def wait_until(condition: Any, timeout: float = 30.0) -> None:
@@ -71,9 +62,11 @@ def test_client_disconnect_cancels_the_upstream_stream(
         received = [line for line, _ in zip(lines, range(6), strict=False) if line.startswith("data: ")]
         assert received
     # closing the response dropped the connection mid-stream
-    wait_until(lambda: metric(engine, "vllm:request_success_total", finished_reason="abort") == 1)
-    assert metric(engine, "vllm:num_requests_running") == 0
-    assert metric(engine, "vllm:generation_tokens_total") < 400  # stopped, not run to its end and dropped
+    wait_until(lambda: metric(scrape(engine), "vllm:request_success_total", finished_reason="abort") == 1)
+    assert metric(scrape(engine), "vllm:num_requests_running") == 0
+    assert (
+        metric(scrape(engine), "vllm:generation_tokens_total") < 400
+    )  # stopped, not run to its end and dropped
     exchange = gateway.recorder.wait_for(request_id, timeout=30)
     assert exchange.outcome is Outcome.CLIENT_DISCONNECTED and exchange.usage is None
     assert exchange.tally is not None and exchange.tally.text()  # what was generated is known
@@ -88,7 +81,7 @@ def test_client_disconnect_cancels_a_non_streaming_request(
         httpx.post(
             gateway.v1 + "/chat/completions", json={"model": "qwen3-8b", "messages": MESSAGES}, timeout=0.5
         )
-    wait_until(lambda: metric(engine, "vllm:request_success_total", finished_reason="abort") == 1)
+    wait_until(lambda: metric(scrape(engine), "vllm:request_success_total", finished_reason="abort") == 1)
     exchange = gateway.recorder.exchanges[-1]
     assert exchange.outcome is Outcome.CLIENT_DISCONNECTED and exchange.status == 499
 

@@ -13,9 +13,9 @@ import openai
 import pytest
 
 from tests.conftest import StartGateway
-from tests.gateway.test_deliberation_admission import README_LIMITS, engine
-from tests.gateway.test_deliberation_http import depth_of, extra
-from tests.gateway.test_keys_http import keyed_gateway, new_key
+from tests.gateway.deliberation.test_admission import README_LIMITS, engine
+from tests.gateway.deliberation.test_http import depth_of, extra
+from tests.gateway.keys.test_http import keyed_gateway, new_key
 
 WEATHER: Any = {
     "type": "function",

@@ -18,11 +18,13 @@ from engines.simulator import create_simulator_app, profile
 from gateway import create_app
 from gateway.database import open_database
 from pricing import Ledger, LedgerRow
+from tests.chat import user
 from tests.conftest import Gateway, Recorder, gateway_settings, wait_ready
-from tests.gateway.test_relay import metric, wait_until
+from tests.gateway.http.test_relay import wait_until
+from tests.prometheus import metric, scrape
 from tests.servers import serving
 
-MESSAGES: Any = [{"role": "user", "content": "Is 1001 a prime number?"}]
+MESSAGES = user("Is 1001 a prime number?")
 
 
 @contextmanager
@@ -241,7 +243,9 @@ def test_a_client_that_leaves_cancels_every_sample(tmp_path: Path) -> None:
                 if line.startswith(":") or '"reasoning"' in line:
                     break  # the samples are running: leave
         # one engine request carries the 4 samples (n=4): the engine aborts all of them
-        wait_until(lambda: metric(engine_url, "vllm:request_success_total", finished_reason="abort") >= 4)
+        wait_until(
+            lambda: metric(scrape(engine_url), "vllm:request_success_total", finished_reason="abort") >= 4
+        )
         row = ledger_row(database_url, request_id)
         assert row.record.outcome == "client_disconnected"
         assert row.record.depth.samples == 4

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import httpx
 
+from tests.chat import MESSAGES
 from tests.processes import free_port, start, wait_http
 
 ADMIN = "admin-token-0123456789abcdef"
-MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 def cli(config: Path, *args: str) -> dict[str, object]:

@@ -14,11 +14,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engines.simulator import create_simulator_app, profile
 from gateway import create_app
+from tests.chat import user
 from tests.conftest import gateway_settings, wait_ready
-from tests.gateway.test_keys_http import ADMIN
+from tests.gateway.keys.test_http import ADMIN
 from tests.servers import serving
 
-MESSAGES: Any = [{"role": "user", "content": "What is 6 times 7?"}]
+MESSAGES = user("What is 6 times 7?")
 
 
 def samples(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

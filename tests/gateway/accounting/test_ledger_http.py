@@ -13,10 +13,11 @@ from engines.simulator import create_simulator_app, profile
 from gateway import create_app
 from gateway.database import open_database
 from pricing.ledger import Ledger
+from tests.chat import user
 from tests.conftest import FAST, Recorder, gateway_settings, wait_ready
 from tests.servers import serving
 
-MESSAGES: Any = [{"role": "user", "content": "Count to ten."}]
+MESSAGES = user("Count to ten.")
 
 
 async def ledger_rows(database_url: str, request_ids: list[str]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from engines.simulator import create_simulator_app, profile
 from gateway.database import open_database
 from pricing import LedgerRow
 from pricing.ledger import Ledger
+from tests.chat import user
 from tests.conftest import PRICE_BOOK
 from tests.processes import TIERGATE, free_port, wait_http
 from tests.servers import serving
@@ -39,7 +40,7 @@ KILLS = 2  # gateways killed under load, each adopted by the next
 THREADS = 8
 GATEWAY_ID = "x-tiergate-request-id"
 WIDE = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
-MESSAGES = [{"role": "user", "content": "Write down every sale."}]
+MESSAGES = user("Write down every sale.")
 
 # quick but not instant, so that a kill always finds requests in flight; a few fail before any token
 ENGINE = profile(

@@ -18,8 +18,8 @@ from gateway.inference.admission import DEFAULT_OUTPUT_TOKENS, estimate_tokens
 from gateway.inference.catalog import Offer
 from gateway.tiers import Tier
 from tests.conftest import StartEngine, StartGateway
-from tests.gateway.test_budgets_http import budgets_of, ledger_total
-from tests.gateway.test_keys_http import admin, keyed_gateway, new_key
+from tests.gateway.budgets.test_http import budgets_of, ledger_total
+from tests.gateway.keys.test_http import admin, keyed_gateway, new_key
 
 STORY = "Write a long story."
 STORY_CHAT: Any = [{"role": "user", "content": STORY}]

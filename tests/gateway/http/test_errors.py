@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import httpx2  # what Starlette's TestClient answers with
 import openai
 import pytest
+from starlette.testclient import TestClient
 
 from engines.simulator import profile
 from gateway import create_app
+from tests.chat import MESSAGES
 from tests.conftest import Gateway, StartEngine, StartGateway, gateway_settings, unused_url, wait_ready
 from tests.servers import serving
 
-MESSAGES: Any = [{"role": "user", "content": "hi"}]
+
+@pytest.fixture(scope="module")
+def client(fast_engine: str, deliberate_engine: str) -> Iterator[TestClient]:
+    """A gateway in this process, reached without a socket (httpx through Starlette's test transport): the
+    error envelopes need no server, only the app and its engines."""
+    app = create_app(gateway_settings([fast_engine], [deliberate_engine]))
+    with TestClient(app, base_url="http://gateway") as in_process:
+        yield in_process
 
 
 def assert_envelope(
-    response: httpx.Response, status: int, code: str | None, param: str | None = None
+    response: httpx.Response | httpx2.Response, status: int, code: str | None, param: str | None = None
 ) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
@@ -85,16 +96,14 @@ def assert_envelope(
     ],
 )
 def test_malformed_requests_are_400_naming_the_parameter(
-    gateway: Gateway, body: bytes, param: str | None, code: str
+    client: TestClient, body: bytes, param: str | None, code: str
 ) -> None:
-    response = httpx.post(
-        gateway.v1 + "/chat/completions", content=body, headers={"content-type": "application/json"}
-    )
+    response = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
     assert_envelope(response, 400, code, param)
 
 
-def test_completions_need_a_prompt(gateway: Gateway) -> None:
-    response = httpx.post(gateway.v1 + "/completions", json={"model": "qwen3-8b"})
+def test_completions_need_a_prompt(client: TestClient) -> None:
+    response = client.post("/v1/completions", json={"model": "qwen3-8b"})
     assert_envelope(response, 400, "missing_required_parameter", "prompt")
 
 
@@ -115,12 +124,10 @@ def test_completions_need_a_prompt(gateway: Gateway) -> None:
     ],
 )
 def test_unknown_models_and_tiers(
-    gateway: Gateway, model: str, headers: dict[str, str], status: int, code: str, param: str | None
+    client: TestClient, model: str, headers: dict[str, str], status: int, code: str, param: str | None
 ) -> None:
     body = {"model": model, "messages": MESSAGES}
-    assert_envelope(
-        httpx.post(gateway.v1 + "/chat/completions", json=body, headers=headers), status, code, param
-    )
+    assert_envelope(client.post("/v1/chat/completions", json=body, headers=headers), status, code, param)
 
 
 def test_sdk_raises_its_typed_exceptions(gateway: Gateway) -> None:
@@ -156,17 +163,15 @@ def test_body_size_limit_with_and_without_content_length(
     assert small.status_code == 200
 
 
-def test_routes_and_methods(gateway: Gateway) -> None:
-    assert_envelope(httpx.get(gateway.url + "/v2/anything"), 404, "not_found")
-    assert_envelope(httpx.get(gateway.v1 + "/chat/completions"), 405, "method_not_allowed")
+def test_routes_and_methods(client: TestClient) -> None:
+    assert_envelope(client.get("/v2/anything"), 404, "not_found")
+    assert_envelope(client.get("/v1/chat/completions"), 405, "method_not_allowed")
 
 
-def test_engine_rejection_is_translated(gateway: Gateway) -> None:
+def test_engine_rejection_is_translated(client: TestClient) -> None:
     # the simulated engine's max_model_len is 32768: vLLM answers 400 with a numeric code
     body = {"model": "qwen3-8b", "messages": MESSAGES, "max_tokens": 40000}
-    error = assert_envelope(
-        httpx.post(gateway.v1 + "/chat/completions", json=body), 400, "context_length_exceeded"
-    )
+    error = assert_envelope(client.post("/v1/chat/completions", json=body), 400, "context_length_exceeded")
     assert "context length" in error["message"]
     assert error["type"] == "invalid_request_error"
 

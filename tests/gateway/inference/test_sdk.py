@@ -10,9 +10,10 @@ import openai
 import pytest
 
 from gateway import Outcome, Tier
+from tests.chat import user
 from tests.conftest import Gateway
 
-MESSAGES: Any = [{"role": "user", "content": "Name three prime numbers."}]
+MESSAGES = user("Name three prime numbers.")
 
 
 def assert_cost(extra: dict[str, Any] | None, prompt: int, completion: int) -> None:

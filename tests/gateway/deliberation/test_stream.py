@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import orjson
 
-from tests.gateway.test_deliberation_http import MESSAGES, deliberating_gateway
-from tests.gateway.test_metrics import samples, value
+from tests.gateway.accounting.test_metrics import samples, value
+from tests.gateway.deliberation.test_http import MESSAGES, deliberating_gateway
 
 
 def events(gateway_url: str, body: dict[str, Any]) -> list[dict[str, Any]]:

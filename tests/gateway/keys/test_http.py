@@ -17,10 +17,10 @@ import openai
 import pytest
 
 from engines.simulator import profile
+from tests.chat import MESSAGES
 from tests.conftest import Gateway, StartEngine, StartGateway, unused_url
 
 ADMIN = "admin-token-0123456789abcdef"
-MESSAGES: Any = [{"role": "user", "content": "hi"}]
 
 
 def keyed_gateway(

@@ -12,7 +12,7 @@ import pytest
 
 from pricing import MAX_MICROS, format_micros
 from tests.conftest import Gateway, StartGateway
-from tests.gateway.test_keys_http import admin, keyed_gateway, new_key
+from tests.gateway.keys.test_http import admin, keyed_gateway, new_key
 
 
 def assert_400(response: httpx.Response, param: str) -> None:

@@ -10,9 +10,10 @@ import httpx
 import openai
 import pytest
 
+from tests.chat import user
 from tests.conftest import Gateway, StartGateway
 
-MESSAGES: Any = [{"role": "user", "content": "What is 17 * 23? [task: 17 * 23]"}]
+MESSAGES = user("What is 17 * 23? [task: 17 * 23]")
 DELIBERATION = {"efforts": {"medium": {"floor": 16, "samples": 1, "max_extensions": 1}}}
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import time
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import openai
@@ -14,10 +13,9 @@ import pytest
 from engines import EngineTransport
 from engines.simulator import profile
 from gateway import create_app
+from tests.chat import MESSAGES
 from tests.conftest import FAST, StartEngine, gateway_settings, wait_ready
 from tests.servers import serving
-
-MESSAGES: Any = [{"role": "user", "content": "hi"}]
 
 
 class Exhaustible(httpx.AsyncBaseTransport):
