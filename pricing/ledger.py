@@ -20,14 +20,14 @@ import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
 
-from pricing.charges import Charge, ChargeLine
+from pricing.ledger_rows import check_storable, ledger_row, row_values, same_row
 from pricing.ledger_schema import LEDGER_MIGRATIONS, TABLE, LedgerMigration
-from pricing.records import Depth, LedgerRow, UsageRecord
+from pricing.records import LedgerRow
 
 __all__ = [
     "LEDGER_MIGRATIONS",
@@ -40,8 +40,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("tiergate.ledger")
-
-_BIGINT = 2**63 - 1
 
 
 class LedgerQueries(Protocol):
@@ -130,7 +128,7 @@ class Ledger:
         # in key order: two concurrent adds on PostgreSQL then take their row locks in the same order
         # and cannot deadlock on overlapping batches
         unique = sorted(first.values(), key=_request_id)
-        values = [_values(row) for row in unique]
+        values = [row_values(row) for row in unique]
         added = await self._insert(values)
         if added < len(unique):
             clashing += await self._clashing(values)
@@ -151,11 +149,11 @@ class Ledger:
             return await self._db.execute(_INSERT_JSON, (orjson.dumps(values).decode(),))
         chunks = list(_chunks(values))
         if len(chunks) == 1:
-            return await self._db.execute(_insert_values(len(chunks[0])), _flat(chunks[0]))
+            return await self._db.execute(_insertrow_values(len(chunks[0])), _flat(chunks[0]))
         added = 0
         async with self._db.transaction() as tx:
             for chunk in chunks:
-                added += await tx.execute(_insert_values(len(chunk)), _flat(chunk))
+                added += await tx.execute(_insertrow_values(len(chunk)), _flat(chunk))
         return added
 
     async def _clashing(self, offered: list[dict[str, Any]]) -> list[str]:
@@ -167,12 +165,12 @@ class Ledger:
             found = await self._db.fetch_all(
                 f"SELECT * FROM {TABLE} WHERE request_id IN ({', '.join('?' * len(chunk))})", list(chunk)
             )
-            clashing += [row["request_id"] for row in found if not _same(row, chunk[row["request_id"]])]
+            clashing += [row["request_id"] for row in found if not same_row(row, chunk[row["request_id"]])]
         return clashing
 
     async def get(self, request_id: str) -> LedgerRow | None:
         found = await self._db.fetch_one(f"SELECT * FROM {TABLE} WHERE request_id = ?", (request_id,))
-        return None if found is None else _ledger_row(found)
+        return None if found is None else ledger_row(found)
 
     async def totals(self, tenant: str | None, start: datetime, end: datetime) -> list[LedgerTotal]:
         """Sums over the period's rows of one tenant (None: every tenant), per tier, rated tier, model and
@@ -257,7 +255,7 @@ class Ledger:
                 (*params, *(after or ()), batch),
             )
             for row in found:
-                yield _ledger_row(row)
+                yield ledger_row(row)
             if len(found) < batch:
                 return
             after = (found[-1]["started_at"], found[-1]["request_id"])
@@ -279,7 +277,7 @@ def _chunks(values: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         start += size
 
 
-def _insert_values(count: int) -> str:
+def _insertrow_values(count: int) -> str:
     values = ", ".join([_ROW_PLACEHOLDER] * count)
     return f"INSERT INTO {TABLE} ({', '.join(_COLUMNS)}) VALUES {values} ON CONFLICT (request_id) DO NOTHING"
 
@@ -295,120 +293,3 @@ def _period(tenant: str | None, start: datetime, end: datetime) -> tuple[str, tu
     if tenant is None:
         return "started_at >= ? AND started_at < ?", (start, end)
     return "tenant = ? AND started_at >= ? AND started_at < ?", (tenant, start, end)
-
-
-def check_storable(row: LedgerRow) -> None:
-    """ValueError when no database could ever store the row. The journal calls it before appending: a row
-    the database refuses would otherwise be retried forever, holding up every row behind it."""
-    for column, value in _values(row).items():
-        if isinstance(value, str) and "\x00" in value:  # PostgreSQL text cannot hold NUL
-            raise ValueError(f"{row.record.request_id}: {column} contains a NUL character")
-        if isinstance(value, int) and not -_BIGINT - 1 <= value <= _BIGINT:
-            raise ValueError(f"{row.record.request_id}: {column} {value} does not fit in 64 bits")
-
-
-def _values(row: LedgerRow) -> dict[str, Any]:
-    """The row's columns by name, in _COLUMNS order."""
-    record, charge, depth = row.record, row.charge, row.record.depth
-    if isinstance(charge.total, bool) or not isinstance(charge.total, int):
-        # PostgreSQL would round a float into BIGINT without a word: refuse it here instead
-        raise ValueError(f"{record.request_id}: charge total {charge.total!r} is not integer micros")
-    return {
-        "request_id": record.request_id,
-        "tenant": record.tenant,
-        "key_id": record.key_id,
-        "tier": record.tier,
-        "model": record.model,
-        "served_model": record.served_model,
-        "replica": record.replica,
-        "endpoint": record.endpoint,
-        "prompt_tokens": record.prompt_tokens,
-        "cached_tokens": record.cached_tokens,
-        "completion_tokens": record.completion_tokens,
-        "reasoning_tokens": record.reasoning_tokens,
-        "estimated": record.estimated,
-        "depth_samples": depth.samples,
-        "depth_extensions": depth.extensions,
-        "depth_floor": depth.floor,
-        "depth_floor_met": depth.floor_met,
-        "depth_agreement": depth.agreement,
-        "outcome": record.outcome,
-        "streamed": record.streamed,
-        "started_at": record.started_at,
-        "first_token_at": record.first_token_at,
-        "ended_at": record.ended_at,
-        "currency": charge.currency,
-        "price_version": charge.price_version,
-        "rated_tier": charge.rated_tier,
-        "total_micros": charge.total,
-        "lines": orjson.dumps([line.to_dict() for line in charge.lines]).decode(),
-    }
-
-
-_TIMES = frozenset({"started_at", "first_token_at", "ended_at"})
-_FLAGS = frozenset({"estimated", "streamed", "depth_floor_met"})
-
-
-def _same(stored: dict[str, Any], offered: dict[str, Any]) -> bool:
-    """Whether a stored row holds exactly the offered values, whichever way the dialect returns them."""
-    for column, value in offered.items():
-        found = stored[column]
-        if found is None or value is None:
-            if found is not value:
-                return False
-        elif column in _TIMES:
-            if _timestamp(found) != value:  # instants: equal whatever their time zone
-                return False
-        elif column in _FLAGS:
-            if bool(found) != value:  # SQLite stores booleans as 0/1
-                return False
-        elif found != value:
-            return False
-    return True
-
-
-def _ledger_row(row: dict[str, Any]) -> LedgerRow:
-    record = UsageRecord(
-        request_id=row["request_id"],
-        tenant=row["tenant"],
-        key_id=row["key_id"],
-        tier=row["tier"],
-        model=row["model"],
-        served_model=row["served_model"],
-        replica=row["replica"],
-        endpoint=row["endpoint"],
-        prompt_tokens=row["prompt_tokens"],
-        cached_tokens=row["cached_tokens"],
-        completion_tokens=row["completion_tokens"],
-        reasoning_tokens=row["reasoning_tokens"],
-        estimated=bool(row["estimated"]),  # SQLite stores booleans as 0/1
-        depth=Depth(
-            samples=row["depth_samples"],
-            extensions=row["depth_extensions"],
-            floor=row["depth_floor"],
-            floor_met=None if row["depth_floor_met"] is None else bool(row["depth_floor_met"]),
-            agreement=row["depth_agreement"],
-        ),
-        outcome=row["outcome"],
-        streamed=bool(row["streamed"]),
-        started_at=_timestamp(row["started_at"]),
-        first_token_at=None if row["first_token_at"] is None else _timestamp(row["first_token_at"]),
-        ended_at=_timestamp(row["ended_at"]),
-    )
-    charge = Charge(
-        request_id=row["request_id"],
-        currency=row["currency"],
-        price_version=row["price_version"],
-        rated_tier=row["rated_tier"],
-        lines=tuple(ChargeLine.from_dict(line) for line in orjson.loads(row["lines"])),
-        total=row["total_micros"],
-    )
-    return LedgerRow(record, charge)
-
-
-def _timestamp(value: datetime | str) -> datetime:
-    # PostgreSQL returns timestamptz as an aware datetime; SQLite returns the ISO-8601 UTC text it was given
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    if moment.tzinfo is None:
-        raise ValueError(f"ledger timestamp {moment.isoformat()} has no time zone")
-    return moment.astimezone(UTC)

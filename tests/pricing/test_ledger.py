@@ -20,9 +20,9 @@ from pricing.ledger import (
     ROWS_PER_STATEMENT,
     Ledger,
     LedgerTotal,
-    _values,
     check_storable,
 )
+from pricing.ledger_rows import row_values
 from tests.pricing.factories import JAN, make_book, make_row
 
 BOOK = make_book()
@@ -333,7 +333,7 @@ def _order(r: LedgerRow) -> tuple[datetime, str]:
 
 def test_row_values_come_in_column_order() -> None:
     # SQLite inserts the values positionally: their order must be the columns'
-    assert tuple(_values(row("order"))) == _COLUMNS
+    assert tuple(row_values(row("order"))) == _COLUMNS
 
 
 async def test_spent_sums_a_tenant_or_a_key_by_start_and_end(ledger: Ledger) -> None:
