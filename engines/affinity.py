@@ -4,7 +4,7 @@ replica, whose prefix cache then serves them (engines/routing.py, docs/routing.m
 In order: the request's `prompt_cache_key` (OpenAI's field for exactly this), else its `user`, else a hash of
 the prompt's first `PREFIX_CHARS` characters. Chat: the system and developer messages' text, then the first
 other message's, which ends the prefix, so that a conversation keeps its key as it grows. Completions: the
-prompt's start. Runs on the hot path: 1-2 us for a long system prompt. CRC-32, not `hash()`: the key must
+prompt's start. Runs on the hot path, so it reads a bounded prefix. CRC-32, not `hash()`: the key must
 be the same in every gateway worker and instance, so that all of them send a prefix to the same replica.
 """
 

@@ -17,8 +17,8 @@ class EngineHTTP:
 
     `client` is the shared `httpx.AsyncClient` for the cold path (health checks, metrics, tokenize).
     The hot path (chat and completions) hands requests straight to `transport`, the same pool, and so
-    skips the client's per-call auth, redirect, cookie and event-hook machinery (~120 us a request on
-    the reference machine, a third of the gateway's budget). Tests swap the transport, as with httpx.
+    skips the client's per-call auth, redirect, cookie and event-hook machinery (a third of the gateway's
+    budget per request: docs/benchmarks.md). Tests swap the transport, as with httpx.
     """
 
     client: httpx.AsyncClient

@@ -1,7 +1,7 @@
 """A lean HTTP/1.1 transport for httpx, built on asyncio protocols and the httptools parser.
 
-Why it exists: httpx's default transport (httpcore + h11, pure Python) costs ~0.7 ms of CPU per
-request on this project's reference machine and degrades with concurrency, while the gateway calls
+Why it exists: httpx's default transport (httpcore + h11, pure Python) costs several times the
+gateway's own CPU per request (docs/benchmarks.md) and degrades with concurrency, while the gateway calls
 engines thousands of times a second. This transport keeps httpx's client, its exceptions and its
 timeouts (the seam that tests swap), and does the wire work with httptools, the C parser uvicorn uses.
 

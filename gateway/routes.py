@@ -1,9 +1,9 @@
 """The HTTP routes: each one line into the object that does the work.
 
 The two inference routes are plain Starlette routes (`inference_routes`): FastAPI's per-request dependency
-and validation machinery cost about a quarter of a worker's throughput on the reference machine (1,380 vs
-1,870 req/s through the gateway at 50 concurrent requests), for nothing these routes use - they parse and
-check their bodies themselves (`gateway.http.schemas`). The other routes use FastAPI's typed dependencies.
+and validation machinery cost a large share of a worker's throughput (docs/benchmarks.md, "Figures behind
+design choices"), for nothing these routes use - they parse and check their bodies themselves
+(`gateway.http.schemas`). The other routes use FastAPI's typed dependencies.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ class Ledger:
     async def _insert(self, values: list[dict[str, Any]]) -> int:
         if self._db.dialect == "postgresql":
             # one short statement, parsed once, with one text parameter that orjson writes in C: a VALUES
-            # list of 14,000 placeholders costs psycopg ~90 ms to parse, arrays ~40 ms to escape, per batch
+            # list of thousands of placeholders, or arrays, cost far more per batch (docs/benchmarks.md)
             return await self._db.execute(_INSERT_JSON, (orjson.dumps(values).decode(),))
         chunks = list(_chunks(values))
         if len(chunks) == 1:

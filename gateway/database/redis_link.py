@@ -50,7 +50,8 @@ class RedisLink:
         self._consequence = open_means if fail_open else "refusing requests"
         self._down = False
         self._warned_at = -math.inf
-        # Not redis-py's BlockingConnectionPool: its waiting costs ~50 us a call on the hot path. A call
+        # Not redis-py's BlockingConnectionPool: its waiting is costly on the hot path (docs/benchmarks.md,
+        # "Figures behind design choices"). A call
         # holds a connection for one round trip, so even thousands of requests in flight need far fewer
         # connections than this bound; past it, a call fails (open or closed) rather than queue.
         pool = ConnectionPool.from_url(
