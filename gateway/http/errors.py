@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -205,21 +206,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return GatewayError(400, str(first["msg"]), param=param, code="invalid_value").response()
 
     # the admin and usage routes: an outage (logged once where it is seen) is a 503 the client retries
-    async def database_unavailable(request: Request, exc: Exception) -> Response:
-        return GatewayError(
-            503,
-            "The database cannot be reached right now; retry shortly.",
-            code="database_unavailable",
-            headers={"retry-after": "1"},
-        ).response()
+    def outage(message: str, code: str) -> Callable[[Request, Exception], Awaitable[Response]]:
+        async def handler(request: Request, exc: Exception) -> Response:
+            return GatewayError(503, message, code=code, headers={"retry-after": "1"}).response()
 
-    async def budgets_unavailable(request: Request, exc: Exception) -> Response:
-        return GatewayError(
-            503,
-            "Budgets cannot be read right now; retry shortly.",
-            code="budget_unavailable",
-            headers={"retry-after": "1"},
-        ).response()
+        return handler
+
+    database_unavailable = outage(
+        "The database cannot be reached right now; retry shortly.", "database_unavailable"
+    )
+    budgets_unavailable = outage("Budgets cannot be read right now; retry shortly.", "budget_unavailable")
 
     async def client_gone(request: Request, exc: Exception) -> Response:
         return Response(status_code=CLIENT_CLOSED)  # the client left while sending its body: nobody to answer
