@@ -105,7 +105,7 @@ def plan_for(
     context: int | None = None,
     *,
     most: int | None = None,
-    unbounded: int = 4096,
+    unbounded: int,
     best_effort: bool = False,
     choices: int = 1,
 ) -> DepthPlan:

@@ -71,6 +71,11 @@ class InferenceRequest(_Open):
         return self.max_tokens
 
     @property
+    def output_param(self) -> str:
+        """The parameter that carried `output_limit`, for an error that names it."""
+        return self.output_field if getattr(self, self.output_field, None) is not None else "max_tokens"
+
+    @property
     def default_output(self) -> int | None:
         """The bound OpenAI's API applies when the client sets none; None: up to the model's context."""
         return None

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from starlette.datastructures import Headers
 
 from gateway.accounting.metrics import RequestMetrics
+from gateway.accounting.usage_record import prompt_estimate
 from gateway.budgets import BudgetHold, BudgetKeeper, BudgetRefusal, BudgetUnavailable, Spend
 from gateway.database import DatabaseError, DatabaseUnavailable
 from gateway.http.schemas import InferenceRequest
@@ -41,7 +42,6 @@ log = logging.getLogger("tiergate.admission")
 # when neither the request nor the model's configured context says how long an answer may be: reserved,
 # and sent to the engine as the request's bound (an engine's own default is its whole context)
 DEFAULT_OUTPUT_TOKENS = 4096
-_BYTES_PER_TOKEN = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,7 @@ def estimate_tokens(body_size: int, checked: InferenceRequest, offer: Offer) -> 
     the API's default there (`default_output`), else the model's `max_output_tokens`, else its context, else
     `DEFAULT_OUTPUT_TOKENS`; the proxy sends a default it relied on (`pinned_output`). It is only a
     reservation: the real count replaces it at the end."""
-    prompt = body_size // _BYTES_PER_TOKEN
+    prompt = prompt_estimate(body_size)
     max_model_len = offer.max_model_len
     output = checked.output_limit or checked.default_output or offer.max_output_tokens
     if output is None:
@@ -97,7 +97,7 @@ def check_output_limit(checked: InferenceRequest, offer: Offer) -> None:
     """A bound above the model's `max_output_tokens` is a 400, as OpenAI answers it."""
     asked, most = checked.output_limit, offer.max_output_tokens
     if asked is not None and most is not None and asked > most:
-        field = checked.output_field if getattr(checked, checked.output_field, None) else "max_tokens"
+        field = checked.output_param
         raise Refusal(
             "invalid",
             f"{field} is too large: {asked}. The model `{offer.model}` supports at most {most} completion"

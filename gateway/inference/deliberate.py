@@ -117,7 +117,7 @@ def _unsupported(param: str, why: str) -> Refusal:
 
 def depth_refusal(exc: DepthUnreachable, checked: ChatRequest) -> Refusal:
     """The 400 for a bound that cannot hold the depth promised."""
-    field = "max_completion_tokens" if checked.max_completion_tokens is not None else "max_tokens"
+    field = checked.output_param
     return Refusal(
         "invalid",
         f"{field} is {exc.requested}, but the {exc.effort} effort promises at least {exc.floor} reasoning"

@@ -48,8 +48,6 @@ class InferenceProxy:
         max_body_bytes: int,
         metrics: RequestMetrics | None = None,
     ) -> None:
-        self._admitter = admitter
-        self._book = book
         self._accounts = Accounts(tuple(sinks), admitter, book, bookkeeper, metrics)
         self._catalog = catalog
         self._pools = pools
@@ -57,11 +55,11 @@ class InferenceProxy:
 
     @property
     def price_book(self) -> PriceBook | None:
-        return self._book
+        return self._accounts.book
 
     async def handle(self, request: Request, endpoint: Endpoint) -> Response:
         arrived = time.monotonic()
-        key = await self._admitter.authenticate(request.headers)
+        key = await self._accounts.admitter.authenticate(request.headers)
         body = await _read_body(request, self._max_body)
         data = _json_object(body)
         checked = check_request(endpoint.shape, data)
@@ -77,7 +75,7 @@ class InferenceProxy:
         plan = estimate = None
         check_output_limit(checked, offer)
         if key is not None:
-            self._admitter.permit(key, offer)
+            self._accounts.admitter.permit(key, offer)
             estimate = estimate_tokens(len(body), checked, offer)
         if offer.deliberation is not None and isinstance(checked, ChatRequest):
             prompt = prompt_estimate(len(body))
@@ -92,7 +90,9 @@ class InferenceProxy:
                 difficulty = replace(difficulty, tier="fast", reasons=(*difficulty.reasons, "max_tokens"))
         admission = hold = None
         if key is not None and estimate is not None:
-            admission, hold = await self._admitter.admit_and_reserve(key, offer, estimate, started_at)
+            admission, hold = await self._accounts.admitter.admit_and_reserve(
+                key, offer, estimate, started_at
+            )
         data["model"] = offer.engine_model
         pinned = pinned_output(checked, offer)
         if pinned is not None:  # what was reserved is what the engine is told

@@ -59,6 +59,9 @@ def reservation_of(admission: Admission) -> Reservation:
     return admission.reservation
 
 
+EVENT_DEADLINE_S = 60.0  # how long a test waits for an event that takes milliseconds
+
+
 async def test_a_burst_of_rpm_then_a_refusal_saying_when(limiter: RedisLimiter) -> None:
     quota = Quota(rpm=3)
     admissions = [await limiter.admit("key-1", "fast", quota, 0) for _ in range(4)]
@@ -136,17 +139,16 @@ async def test_no_limits_never_calls_redis() -> None:
 
 
 async def test_failing_open_lets_requests_through_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
-    limiter = RedisLimiter(refused_url(), timeout_s=10.0)
+    # a timeout of an hour: were a refused connection to wait for it, the five calls would never end
+    limiter = RedisLimiter(refused_url(), timeout_s=3600.0)
     try:
         with caplog.at_level(logging.WARNING, logger="tiergate.limits"):
-            started = time.monotonic()
-            admissions = [await limiter.admit("key-1", "fast", Quota(rpm=1, tpm=10), 5) for _ in range(5)]
-            elapsed = time.monotonic() - started
+            async with asyncio.timeout(EVENT_DEADLINE_S):  # a refused connection fails at once
+                admissions = [await limiter.admit("key-1", "fast", Quota(rpm=1, tpm=10), 5) for _ in range(5)]
             limiter.settle(Reservation("key-1", "fast", 5, 10), 7)  # never raises
     finally:
         await limiter.aclose()
     assert all(a == Admission(True, None, None, None, None) for a in admissions)
-    assert elapsed < 10.0  # five calls inside one timeout_s (not five): a refused connection fails at once
     assert limiter.failures == 6
     assert len([r for r in caplog.records if "unavailable" in r.getMessage()]) == 1
 
@@ -167,7 +169,9 @@ async def test_a_hung_redis_costs_at_most_timeout_s(silent_url: str, fail_open: 
     try:
         started = time.monotonic()
         try:
-            admission = await limiter.admit("key-1", "fast", Quota(rpm=1), 0)
+            # it ends (at timeout_s), where the hang itself never would
+            async with asyncio.timeout(EVENT_DEADLINE_S):
+                admission = await limiter.admit("key-1", "fast", Quota(rpm=1), 0)
             assert admission.allowed and admission.requests is None
         except LimiterUnavailable:
             assert not fail_open
@@ -175,8 +179,7 @@ async def test_a_hung_redis_costs_at_most_timeout_s(silent_url: str, fail_open: 
         limiter.settle(Reservation("key-1", "fast", 5, 10), 0)
     finally:
         await limiter.aclose()
-    # about timeout_s, not the hang's length (forever): generous slack, since a loaded machine is slow
-    assert 0.15 < elapsed < 5.0
+    assert elapsed > 0.15  # it did wait for the answer, timeout_s (a lower bound: slowness cannot break it)
     assert limiter.failures == 2
 
 
