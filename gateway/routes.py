@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.accounting.metrics import scrape_registry
-from gateway.http.endpoints import CHAT, COMPLETIONS
+from gateway.http.endpoints import CHAT, COMPLETIONS, RESPONSES_PATH
 from gateway.http.errors import GatewayError
 from gateway.keys import ApiKey
 from gateway.state import GatewayState
@@ -62,9 +62,29 @@ async def completions(request: Request) -> Response:
     return await gateway_state(request).proxy.handle(request, COMPLETIONS)
 
 
+async def create_response(request: Request) -> Response:
+    return await gateway_state(request).responses.create(request)
+
+
+async def retrieve_response(request: Request) -> Response:
+    return await gateway_state(request).responses.retrieve(request)
+
+
+async def delete_response(request: Request) -> Response:
+    return await gateway_state(request).responses.delete(request)
+
+
+async def response_input_items(request: Request) -> Response:
+    return await gateway_state(request).responses.input_items(request)
+
+
 inference_routes = [
     Route(CHAT.path, chat_completions, methods=["POST"]),
     Route(COMPLETIONS.path, completions, methods=["POST"]),
+    Route(RESPONSES_PATH, create_response, methods=["POST"]),
+    Route(RESPONSES_PATH + "/{response_id}", retrieve_response, methods=["GET"]),
+    Route(RESPONSES_PATH + "/{response_id}", delete_response, methods=["DELETE"]),
+    Route(RESPONSES_PATH + "/{response_id}/input_items", response_input_items, methods=["GET"]),
 ]
 
 

@@ -27,6 +27,7 @@ from gateway.inference.catalog import Catalog
 from gateway.inference.handler import InferenceProxy
 from gateway.keys import Authenticator, KeyStore
 from gateway.limits import LocalLimiter, RateLimiter, RedisLimiter
+from gateway.responses import ResponsesAPI, ResponseStore
 from gateway.settings import ConfigError, PoolSettings, Settings
 from pricing import PriceBook, PricingError, load_price_book
 
@@ -52,6 +53,8 @@ class GatewayState:
     registry: CollectorRegistry  # what GET /metrics serves (see gateway.accounting.metrics.scrape_registry)
     collector: GatewayCollector
     door: Door  # which inference requests this worker lets in (gateway.http.door.DoorMiddleware)
+    responses: ResponsesAPI
+    response_store: ResponseStore | None  # None: responses.store is off
 
     @property
     def price_book(self) -> PriceBook | None:
@@ -144,6 +147,7 @@ class GatewayState:
         )
         collector = GatewayCollector(pools, bookkeeper)
         registry.register(collector)
+        store = _response_store(settings, database)
         return cls(
             settings,
             catalog,
@@ -160,6 +164,8 @@ class GatewayState:
             registry,
             collector,
             door,
+            ResponsesAPI(proxy, store),
+            store,
         )
 
     def start(self) -> None:
@@ -174,6 +180,8 @@ class GatewayState:
         """Close everything, each part even when another failed to close."""
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(self.http.aclose)
+            if self.response_store is not None:
+                stack.push_async_callback(self.response_store.aclose)
             if self.database is not None:
                 stack.push_async_callback(self.database.aclose)
             if self.bookkeeper is not None:
@@ -205,6 +213,22 @@ def price_book(settings: Settings, catalog: Catalog) -> PriceBook | None:
     except (PricingError, OSError) as exc:
         raise ConfigError(f"pricing.book: {exc}") from None
     return book
+
+
+def _response_store(settings: Settings, database: Database | None) -> ResponseStore | None:
+    """Stored responses, in the gateway's database; opened on first use where nothing else needs one."""
+    if not settings.responses.store:
+        return None
+    retention_s = settings.responses.retention_days * 86_400
+
+    async def opened() -> Database:
+        return await open_database(
+            settings.database.url,
+            connect_timeout_s=settings.database.connect_timeout_s,
+            statement_timeout_s=settings.database.statement_timeout_s,
+        )
+
+    return ResponseStore(database if database is not None else opened, retention_s=retention_s)
 
 
 def _pool(name: str, settings: PoolSettings, http: EngineHTTP, door: Door) -> EnginePool:

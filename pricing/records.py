@@ -18,7 +18,7 @@ from pricing.charges import Charge
 __all__ = ["ENDPOINTS", "OUTCOMES", "RECORD_FORMAT", "TIERS", "Depth", "LedgerRow", "UsageRecord"]
 
 TIERS = ("fast", "deliberate")  # also the order of tiers on an invoice
-ENDPOINTS = ("chat", "completions")
+ENDPOINTS = ("chat", "completions", "responses")
 OUTCOMES = ("ok", "client_disconnected", "engine_failed", "rejected", "aborted")
 RECORD_FORMAT = 1  # the "v" of a serialized record; bump it when the fields change
 
@@ -97,7 +97,7 @@ class UsageRecord:
     model: str  # the public model id, e.g. "qwen3-8b"
     served_model: str  # the engine's name for it
     replica: str
-    endpoint: str  # "chat" | "completions"
+    endpoint: str  # "chat" | "completions" | "responses"
     prompt_tokens: int
     cached_tokens: int  # a subset of prompt_tokens
     completion_tokens: int

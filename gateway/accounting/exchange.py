@@ -42,7 +42,7 @@ class Outcome(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Exchange:
     request_id: str
-    endpoint: str  # "chat" or "completions"
+    endpoint: str  # "chat", "completions" or "responses"
     key_id: str | None  # None when authentication is disabled
     tenant: str | None
     model: str  # the public model id, without tier

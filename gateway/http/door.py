@@ -14,13 +14,13 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.http.endpoints import CHAT, COMPLETIONS
+from gateway.http.endpoints import CHAT, COMPLETIONS, RESPONSES_PATH
 from gateway.http.errors import gateway_overloaded
 
 __all__ = ["SHUT_S", "Door", "DoorMiddleware"]
 
 SHUT_S = 1.0  # how long a shortage shuts the door: as long as asyncio pauses accepting after EMFILE
-_GUARDED = frozenset({CHAT.path, COMPLETIONS.path})
+_GUARDED = frozenset({CHAT.path, COMPLETIONS.path, RESPONSES_PATH})
 
 
 class Door:

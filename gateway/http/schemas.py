@@ -10,7 +10,14 @@ from pydantic_core import PydanticCustomError
 
 from gateway.http.errors import GatewayError
 
-__all__ = ["MAX_OUTPUT_TOKENS", "ChatRequest", "CompletionRequest", "InferenceRequest", "check_request"]
+__all__ = [
+    "MAX_OUTPUT_TOKENS",
+    "ChatRequest",
+    "CompletionRequest",
+    "InferenceRequest",
+    "ResponsesChatRequest",
+    "check_request",
+]
 
 # Bounds at the edge for every integer that reaches money, SQL or Lua: far above any real engine's context
 # (an engine refuses what does not fit its own), far below where 128 choices of it at any price stop being
@@ -102,6 +109,15 @@ class ChatRequest(InferenceRequest):
         return self.max_completion_tokens or self.max_tokens
 
 
+class ResponsesChatRequest(ChatRequest):
+    """A Responses API request, translated to the chat completion the engines serve
+    (`gateway.responses.translate`): its errors name the Responses parameter that bounded the output."""
+
+    @property
+    def output_param(self) -> str:
+        return "max_output_tokens"
+
+
 class CompletionRequest(InferenceRequest):
     prompt: str | list[str] | list[int] | list[list[int]]
     echo: bool | None = None
@@ -134,7 +150,7 @@ class CompletionRequest(InferenceRequest):
         return max(self.n or 1, self.best_of or 1) * prompts
 
 
-R = TypeVar("R", bound="InferenceRequest")
+R = TypeVar("R", bound=BaseModel)
 
 _CODES = {"missing": "missing_required_parameter", "extra_forbidden": "unknown_parameter"}
 

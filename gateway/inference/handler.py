@@ -19,7 +19,7 @@ from gateway.accounting.metrics import RequestMetrics
 from gateway.accounting.usage_record import prompt_estimate
 from gateway.deliberation import DepthUnreachable
 from gateway.http.disconnect import DisconnectWatch
-from gateway.http.endpoints import CHAT, Endpoint
+from gateway.http.endpoints import Endpoint
 from gateway.http.errors import GatewayError
 from gateway.http.relay import RelayEnd, StreamRelay
 from gateway.http.request_id import request_id_of
@@ -28,9 +28,10 @@ from gateway.inference.admission import Admitter, check_output_limit, estimate_t
 from gateway.inference.catalog import Catalog, Offer
 from gateway.inference.deliberate import deliberate, deliberation_estimate, deliberation_plan, depth_refusal
 from gateway.inference.meter import Accounts, Admitted, Meter
+from gateway.keys import ApiKey
 from pricing import PriceBook
 
-__all__ = ["InferenceProxy"]
+__all__ = ["InferenceProxy", "json_object"]
 
 _TIER_HEADER = "x-tiergate-tier"
 
@@ -57,13 +58,32 @@ class InferenceProxy:
     def price_book(self) -> PriceBook | None:
         return self._accounts.book
 
+    @property
+    def admitter(self) -> Admitter:
+        return self._accounts.admitter
+
     async def handle(self, request: Request, endpoint: Endpoint) -> Response:
         arrived = time.monotonic()
         key = await self._accounts.admitter.authenticate(request.headers)
-        body = await _read_body(request, self._max_body)
-        data = _json_object(body)
+        body = await self.read_body(request)
+        return await self.serve(request, endpoint, key, json_object(body), len(body), arrived)
+
+    async def read_body(self, request: Request) -> bytes:
+        return await _read_body(request, self._max_body)
+
+    async def serve(
+        self,
+        request: Request,
+        endpoint: Endpoint,
+        key: ApiKey | None,
+        data: dict[str, Any],
+        size: int,
+        arrived: float,
+    ) -> Response:
+        """Serve `data` (the request's JSON object; `size` bytes of prompt and parameters, for estimates)
+        for `key`, authenticated when `arrived`."""
         checked = check_request(endpoint.shape, data)
-        source = data.get("messages") if endpoint is CHAT else data.get("prompt")
+        source = data.get("messages") if endpoint.chat else data.get("prompt")
         offer, difficulty = self._catalog.resolve(
             checked.model,
             request.headers.get(_TIER_HEADER),
@@ -76,9 +96,9 @@ class InferenceProxy:
         check_output_limit(checked, offer)
         if key is not None:
             self._accounts.admitter.permit(key, offer)
-            estimate = estimate_tokens(len(body), checked, offer)
+            estimate = estimate_tokens(size, checked, offer)
         if offer.deliberation is not None and isinstance(checked, ChatRequest):
-            prompt = prompt_estimate(len(body))
+            prompt = prompt_estimate(size)
             try:
                 plan = deliberation_plan(offer.deliberation, checked, prompt, offer, request.headers)
                 estimate = deliberation_estimate(prompt, plan)
@@ -108,7 +128,7 @@ class InferenceProxy:
             admission,
             hold,
             streaming,
-            len(body),
+            size,
             source,
             started_at=started_at,
             arrived=arrived,
@@ -136,7 +156,7 @@ class InferenceProxy:
         if streaming:  # always ask for usage: the gateway meters every stream, asked or not
             data["stream_options"] = {**(data.get("stream_options") or {}), "include_usage": True}
         payload = orjson.dumps(data)
-        affinity = affinity_key(data, chat=endpoint is CHAT)
+        affinity = affinity_key(data, chat=endpoint.chat)
         watch = DisconnectWatch(request.receive)
         meter.sent()
         try:
@@ -228,7 +248,8 @@ def _too_large(limit: int) -> GatewayError:
     )
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
+def json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or a 400 `invalid_json`."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:

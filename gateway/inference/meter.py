@@ -20,7 +20,7 @@ from gateway.accounting.request_log import log_request
 from gateway.accounting.usage_record import COUNT_TIMEOUT_S, Counted, generated_chars, usage_record
 from gateway.budgets import BudgetHold
 from gateway.http.disconnect import CLIENT_CLOSED, DisconnectWatch
-from gateway.http.endpoints import CHAT, Endpoint
+from gateway.http.endpoints import Endpoint
 from gateway.http.errors import from_engine_error
 from gateway.inference.admission import Admitter
 from gateway.inference.catalog import Offer
@@ -199,7 +199,7 @@ class Meter:
         if replica is None or not (content_chars or reasoning_chars) or exchange.tally is None:
             return None
         tally, engine, model = exchange.tally, replica.engine, self.request.offer.engine_model
-        prompt = _count_prompt(engine, model, self.request.source, chat=self.request.endpoint is CHAT)
+        prompt = _count_prompt(engine, model, self.request.source, chat=self.request.endpoint.chat)
         content = "".join(tally.text(index) for index in tally.content)
         reasoning = "".join(tally.reasoning_text(index) for index in tally.reasoning)
         try:

@@ -59,6 +59,7 @@ __all__ = [
     "PricingSettings",
     "ProbeSettings",
     "RedisSettings",
+    "ResponsesSettings",
     "RoutingSettings",
     "ServerSettings",
     "Settings",
@@ -162,6 +163,12 @@ class LedgerSettings(_Section):
     fsync: bool = True  # off only for throwaway setups: a crash could then lose completed requests
 
 
+class ResponsesSettings(_Section):
+    # stored responses (GET /v1/responses/{id}, previous_response_id) live in the database, as tenant data
+    store: bool = True  # false: nothing is stored; `store: true` and `previous_response_id` get a 400
+    retention_days: float = Field(30.0, gt=0, le=3650, description="a stored response is gone after this")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TIERGATE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -178,6 +185,7 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = LedgerSettings()
     probes: ProbeSettings = ProbeSettings()
     metrics: MetricsSettings = MetricsSettings()
+    responses: ResponsesSettings = ResponsesSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,145 @@
+"""Stored responses: what `GET /v1/responses/{id}`, its input items and `previous_response_id` read. Tenant
+data: each row belongs to the tenant whose key created it (another tenant's id reads as unknown), is gone
+after DELETE or once its retention ends, and is never logged."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.database import Database, Migration
+
+__all__ = ["COMPONENT", "MIGRATIONS", "ResponseStore", "StoredResponse"]
+
+COMPONENT = "responses"
+_PURGE_EVERY_S = 60.0
+
+MIGRATIONS = (
+    Migration(
+        1,
+        "stored responses",
+        sqlite=(
+            """CREATE TABLE stored_responses (
+                id TEXT PRIMARY KEY,
+                tenant_id TEXT NOT NULL,
+                created_at INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL,
+                response TEXT NOT NULL,
+                input_items TEXT NOT NULL,
+                conversation TEXT NOT NULL
+            )""",
+            "CREATE INDEX stored_responses_expiry ON stored_responses (expires_at)",
+        ),
+        postgresql=(
+            """CREATE TABLE stored_responses (
+                id TEXT PRIMARY KEY,
+                tenant_id TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                response TEXT NOT NULL,
+                input_items TEXT NOT NULL,
+                conversation TEXT NOT NULL
+            )""",
+            "CREATE INDEX stored_responses_expiry ON stored_responses (expires_at)",
+        ),
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    response: dict[str, Any]  # the response object, as it was answered
+    input_items: list[dict[str, Any]]  # this request's input items, each with its id
+    conversation: list[dict[str, Any]]  # the chat messages so far, this response's answer included
+
+
+class ResponseStore:
+    """Stored responses in the gateway's database, opened (and migrated) on first use: a gateway whose
+    clients never use the Responses API opens nothing for it."""
+
+    def __init__(
+        self,
+        database: Database | Callable[[], Awaitable[Database]],
+        *,
+        retention_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._given = database if isinstance(database, Database) else None
+        self._opener = None if isinstance(database, Database) else database
+        self._database: Database | None = None
+        self._lock = asyncio.Lock()
+        self._retention_s = retention_s
+        self._clock = clock
+        self._purged_at = 0.0
+
+    async def _db(self) -> Database:
+        if self._database is not None:
+            return self._database
+        async with self._lock:
+            if self._database is None:
+                if self._given is not None:
+                    database = self._given
+                else:
+                    assert self._opener is not None
+                    database = await self._opener()
+                await database.migrate(COMPONENT, MIGRATIONS)
+                self._database = database
+        return self._database
+
+    async def save(
+        self,
+        tenant: str,
+        response: dict[str, Any],
+        input_items: list[dict[str, Any]],
+        conversation: list[dict[str, Any]],
+    ) -> None:
+        db = await self._db()
+        now = self._clock()
+        await db.execute(
+            "INSERT INTO stored_responses (id, tenant_id, created_at, expires_at, response, input_items,"
+            " conversation) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                response["id"],
+                tenant,
+                int(now),
+                int(now + self._retention_s),
+                orjson.dumps(response).decode(),
+                orjson.dumps(input_items).decode(),
+                orjson.dumps(conversation).decode(),
+            ),
+        )
+        if now - self._purged_at >= _PURGE_EVERY_S:
+            self._purged_at = now
+            await db.execute("DELETE FROM stored_responses WHERE expires_at <= ?", (int(now),))
+
+    async def get(self, tenant: str, response_id: str) -> StoredResponse | None:
+        """The tenant's stored response (None: unknown, another tenant's, deleted or past retention)."""
+        db = await self._db()
+        row = await db.fetch_one(
+            "SELECT response, input_items, conversation FROM stored_responses"
+            " WHERE id = ? AND tenant_id = ? AND expires_at > ?",
+            (response_id, tenant, int(self._clock())),
+        )
+        if row is None:
+            return None
+        return StoredResponse(
+            orjson.loads(row["response"]), orjson.loads(row["input_items"]), orjson.loads(row["conversation"])
+        )
+
+    async def delete(self, tenant: str, response_id: str) -> bool:
+        db = await self._db()
+        deleted = await db.execute(
+            "DELETE FROM stored_responses WHERE id = ? AND tenant_id = ? AND expires_at > ?",
+            (response_id, tenant, int(self._clock())),
+        )
+        return deleted > 0
+
+    async def aclose(self) -> None:
+        """Close the database this store opened itself (not one it was given)."""
+        if self._database is not None and self._given is None:
+            await self._database.aclose()
