@@ -32,16 +32,16 @@ from overheadkit import chat, procs, report, servers, wrk
 from overheadkit.chat import Mode
 from overheadkit.cli import add_run_options, exit_on_signals
 from overheadkit.procs import ManagedProcess, StartupError
-from overheadkit.report import DIRECT, HIGH_CONCURRENCY, LITELLM, LOW_CONCURRENCY, TIERGATE, Row
+from overheadkit.report import DIRECT, HIGH_CONCURRENCY, LITELLM, LOW_CONCURRENCY, RESPONSES, TIERGATE, Row
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 LITELLM_VENV = BENCH_DIR / ".venv-litellm"
-ALL_TARGETS = (DIRECT, TIERGATE, LITELLM)
+ALL_TARGETS = (DIRECT, TIERGATE, RESPONSES, LITELLM)  # responses: tiergate's process, /v1/responses
 CONCURRENCIES = (LOW_CONCURRENCY, HIGH_CONCURRENCY)
-READY_PATHS = {DIRECT: "/health", TIERGATE: "/readyz", LITELLM: "/health/readiness"}
+READY_PATHS = {DIRECT: "/health", TIERGATE: "/readyz", RESPONSES: "/readyz", LITELLM: "/health/readiness"}
 # LiteLLM imports a great deal at start-up; on 2 cores that alone takes several seconds.
-READY_TIMEOUT_S = {DIRECT: 60.0, TIERGATE: 60.0, LITELLM: 180.0}
+READY_TIMEOUT_S = {DIRECT: 60.0, TIERGATE: 60.0, RESPONSES: 60.0, LITELLM: 180.0}
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,10 @@ class Target:
     proc: ManagedProcess
     headers: dict[str, str]
     sim: ManagedProcess | None
+
+    @property
+    def responses(self) -> bool:
+        return self.name == RESPONSES
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -157,7 +161,7 @@ def measure(target: Target, mode: Mode, concurrency: int, script: Path, settings
     busy_before = procs.system_busy_seconds()
     try:
         row.result = wrk.run(
-            target.proc.base_url + chat.CHAT_PATH,
+            target.proc.base_url + chat.path(target.responses),
             script,
             connections=concurrency,
             threads=1,
@@ -182,15 +186,20 @@ def measure(target: Target, mode: Mode, concurrency: int, script: Path, settings
 
 def bench_mode(target: Target, mode: Mode, settings: Settings) -> list[Row]:
     """Verify one real request, warm up, then measure each concurrency."""
-    problem = chat.verify(target.proc.base_url, target.headers, mode)
+    problem = chat.verify(target.proc.base_url, target.headers, mode, responses=target.responses)
     if problem is not None and (died := target.proc.exit_status()) is not None:
         problem = f"{target.name} is no longer running ({died})"
     if problem is not None:
         print(f"  {target.name} {mode.value}: verification FAILED: {problem}", flush=True)
         return failed_rows(target.name, [mode], f"verification failed: {problem}")
     script = settings.work_dir / f"{target.name}-{mode.value}.lua"
-    wrk.write_script(script, chat.request_body(mode), _wrk_headers(target), chat.body_markers(mode))
-    url = target.proc.base_url + chat.CHAT_PATH
+    wrk.write_script(
+        script,
+        chat.request_body(mode, responses=target.responses),
+        _wrk_headers(target),
+        chat.body_markers(mode, responses=target.responses),
+    )
+    url = target.proc.base_url + chat.path(target.responses)
     # Warm-up lets connection pools fill and lazy imports/caches settle before anything is recorded.
     with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
         wrk.run(url, script, connections=HIGH_CONCURRENCY, threads=1, duration_s=settings.warmup_s)
@@ -235,6 +244,8 @@ def _print_progress(row: Row) -> None:
 
 
 def bench_target(name: str, sim: ManagedProcess, settings: Settings) -> list[Row]:
+    if name == RESPONSES:
+        return []  # measured with tiergate, on the same process
     print(f"{name}:", flush=True)
     if name == DIRECT:
         return [row for mode in Mode for row in bench_mode(Target(name, sim, {}, None), mode, settings)]
@@ -242,7 +253,12 @@ def bench_target(name: str, sim: ManagedProcess, settings: Settings) -> list[Row
     try:
         with start_proxy(name, sim, settings) as proc:
             target = Target(name, proc, headers, sim)
-            return [row for mode in Mode for row in bench_mode(target, mode, settings)]
+            rows = [row for mode in Mode for row in bench_mode(target, mode, settings)]
+            if name == TIERGATE and RESPONSES in settings.targets:
+                print(f"{RESPONSES} (tiergate, /v1/responses):", flush=True)
+                same = Target(RESPONSES, proc, headers, sim)
+                rows += [row for mode in Mode for row in bench_mode(same, mode, settings)]
+            return rows
     except StartupError as exc:
         print(f"  {name} did not start: {exc}", flush=True)
         return failed_rows(name, list(Mode), f"startup failed (log: {settings.logs_dir / (name + '.log')})")

@@ -180,10 +180,10 @@ class GatewayState:
         """Close everything, each part even when another failed to close."""
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(self.http.aclose)
-            if self.response_store is not None:
-                stack.push_async_callback(self.response_store.aclose)
             if self.database is not None:
                 stack.push_async_callback(self.database.aclose)
+            if self.response_store is not None:  # before the database: its last saves go into it
+                stack.push_async_callback(self.response_store.aclose)
             if self.bookkeeper is not None:
                 stack.push_async_callback(self.bookkeeper.aclose)  # before the database: it drains into it
             stack.push_async_callback(self.limiter.aclose)

@@ -11,6 +11,7 @@ import httpx
 
 MODEL = "qwen3-8b"
 CHAT_PATH = "/v1/chat/completions"
+RESPONSES_PATH = "/v1/responses"  # tiergate's Responses API: the same request, in its shape
 # Roughly ten words: small enough that the gateway's own work, not payload size, dominates.
 PROMPT = "Explain in one short sentence why the sky looks blue today."
 MAX_TOKENS = 16
@@ -21,7 +22,16 @@ class Mode(StrEnum):
     STREAM = "stream"
 
 
-def request_body(mode: Mode) -> str:
+def path(responses: bool) -> str:
+    return RESPONSES_PATH if responses else CHAT_PATH
+
+
+def request_body(mode: Mode, *, responses: bool = False) -> str:
+    if responses:  # stored, as OpenAI's default (`store: true`): the row written is part of its cost
+        shape: dict[str, Any] = {"model": MODEL, "input": PROMPT, "max_output_tokens": MAX_TOKENS}
+        if mode is Mode.STREAM:
+            shape["stream"] = True
+        return json.dumps(shape, separators=(",", ":"))
     body: dict[str, Any] = {
         "model": MODEL,
         "messages": [{"role": "user", "content": PROMPT}],
@@ -33,8 +43,11 @@ def request_body(mode: Mode) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
-def body_markers(mode: Mode) -> list[str]:
+def body_markers(mode: Mode, *, responses: bool = False) -> list[str]:
     """Substrings every 2xx body must contain during the load run (cheap check done inside wrk)."""
+    if responses:
+        # the bench's 16 tokens stop the answer: the stream ends in response.incomplete, with usage
+        return ['"usage":{"input_tokens"'] if mode is Mode.STREAM else ['"output"']
     if mode is Mode.STREAM:
         return ['"choices"', "data: [DONE]"]
     return ['"choices"']
@@ -47,6 +60,7 @@ def verify(
     timeout_s: float = 30.0,
     *,
     required_headers: Sequence[str] = (),
+    responses: bool = False,
 ) -> str | None:
     """Send one request; None if it fully succeeded, otherwise why not.
 
@@ -56,8 +70,8 @@ def verify(
     """
     try:
         resp = httpx.post(
-            base_url + CHAT_PATH,
-            content=request_body(mode),
+            base_url + path(responses),
+            content=request_body(mode, responses=responses),
             headers={"Content-Type": "application/json", **headers},
             timeout=timeout_s,
         )
@@ -69,6 +83,8 @@ def verify(
     if missing:
         return f"response lacks header(s) {', '.join(missing)}"
     try:
+        if responses:
+            return _check_responses(resp.text, mode)
         return _check_stream(resp.text) if mode is Mode.STREAM else _check_json(resp.text)
     except (ValueError, TypeError, KeyError) as exc:
         return f"malformed body ({exc}): {resp.text[:300]}"
@@ -93,4 +109,22 @@ def _check_stream(text: str) -> str | None:
         return "no chunk carries choices"
     if not any(chunk.get("usage") for chunk in chunks):
         return "no usage chunk although stream_options.include_usage was set"
+    return None
+
+
+def _check_responses(text: str, mode: Mode) -> str | None:
+    """A response object with its answer and usage; streamed, ending in response.completed (or .incomplete:
+    max_output_tokens stopped it)."""
+    if mode is Mode.STREAM:
+        payloads = [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
+        if not payloads or payloads[-1].get("type") not in ("response.completed", "response.incomplete"):
+            return f"stream does not end with response.completed: {text[-300:]}"
+        data = payloads[-1]["response"]
+    else:
+        data = json.loads(text)
+    messages = [item for item in data.get("output", ()) if item.get("type") == "message"]
+    if not messages or not messages[0]["content"][0].get("text"):
+        return f"no answer in the response: {text[:300]}"
+    if not data.get("usage"):
+        return "the response has no usage"
     return None

@@ -12,10 +12,12 @@ from overheadkit.chat import Mode
 from overheadkit.wrk import WrkResult
 
 DIRECT, TIERGATE, LITELLM = "direct", "tiergate", "litellm"
+RESPONSES = "responses"  # tiergate's /v1/responses, measured on the same process as its chat completions
 HIGH_CONCURRENCY, LOW_CONCURRENCY = 50, 1
 MIN_RATIO_VS_LITELLM = 15.0
 MAX_ADDED_P50_MS = 1.0
 MAX_PEAK_RSS_MB = 150.0
+MIN_RESPONSES_VS_CHAT = 0.8
 # Foreign CPU above this (in % of one core) during a row means a 2-core machine was shared, so the
 # row's numbers are suspect; such rows are re-measured and, if still noisy, flagged.
 NOISY_OTHER_CPU_PCT = 25.0
@@ -109,7 +111,20 @@ def evaluate(rows: Sequence[Row], selected: Sequence[str]) -> list[Check]:
     for mode in Mode:
         checks.append(_latency_check(rows, mode, selected))
     checks.append(_rss_check(rows, selected))
+    for mode in Mode:
+        checks.append(_responses_check(rows, mode, selected))
     return checks
+
+
+def _responses_check(rows: Sequence[Row], mode: Mode, selected: Sequence[str]) -> Check:
+    name = f"responses >= {MIN_RESPONSES_VS_CHAT:.0%} of chat req/s, {mode.value}, c={HIGH_CONCURRENCY}"
+    if RESPONSES not in selected or TIERGATE not in selected:
+        return Check(name, None, "tiergate or responses not selected")
+    ours, chat = find(rows, RESPONSES, mode, HIGH_CONCURRENCY), find(rows, TIERGATE, mode, HIGH_CONCURRENCY)
+    if not (ours and chat and ours.valid and chat.valid and ours.result and chat.result and chat.result.rps):
+        return Check(name, False, "no valid measurement")
+    value = ours.result.rps / chat.result.rps
+    return Check(name, value >= MIN_RESPONSES_VS_CHAT, f"{value:.0%}")
 
 
 def _ratio_check(rows: Sequence[Row], mode: Mode, selected: Sequence[str]) -> Check:

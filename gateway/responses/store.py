@@ -5,6 +5,7 @@ after DELETE or once its retention ends, and is never logged."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -58,9 +59,20 @@ class StoredResponse:
     conversation: list[dict[str, Any]]  # the chat messages so far, this response's answer included
 
 
+_INSERT = (
+    "INSERT INTO stored_responses (id, tenant_id, created_at, expires_at, response, input_items,"
+    " conversation) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 class ResponseStore:
     """Stored responses in the gateway's database, opened (and migrated) on first use: a gateway whose
-    clients never use the Responses API opens nothing for it."""
+    clients never use the Responses API opens nothing for it.
+
+    Saves are group-committed: the rows of every save waiting while one transaction runs go in the next,
+    together, and each save returns once its row is committed. One commit (one fsync for SQLite) per
+    batch, not per response: under load, storing costs little more than not storing (docs/benchmarks.md).
+    """
 
     def __init__(
         self,
@@ -76,6 +88,8 @@ class ResponseStore:
         self._retention_s = retention_s
         self._clock = clock
         self._purged_at = 0.0
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def _db(self) -> Database:
         if self._database is not None:
@@ -98,24 +112,44 @@ class ResponseStore:
         input_items: list[dict[str, Any]],
         conversation: list[dict[str, Any]],
     ) -> None:
+        """Store a response; returns once it is committed (a client may read it as soon as it has it)."""
         db = await self._db()
         now = self._clock()
-        await db.execute(
-            "INSERT INTO stored_responses (id, tenant_id, created_at, expires_at, response, input_items,"
-            " conversation) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                response["id"],
-                tenant,
-                int(now),
-                int(now + self._retention_s),
-                orjson.dumps(response).decode(),
-                orjson.dumps(input_items).decode(),
-                orjson.dumps(conversation).decode(),
-            ),
+        row = (
+            response["id"],
+            tenant,
+            int(now),
+            int(now + self._retention_s),
+            orjson.dumps(response).decode(),
+            orjson.dumps(input_items).decode(),
+            orjson.dumps(conversation).decode(),
         )
-        if now - self._purged_at >= _PURGE_EVERY_S:
-            self._purged_at = now
-            await db.execute("DELETE FROM stored_responses WHERE expires_at <= ?", (int(now),))
+        committed = asyncio.get_running_loop().create_future()
+        self._pending.append((row, committed))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write(db))
+        await asyncio.shield(committed)  # a client that leaves does not take its row with it
+
+    async def _write(self, db: Database) -> None:
+        """Commit what is pending, batch after batch, until nothing is (then end, with no await between the
+        last look and the end: a save that comes later starts a new writer)."""
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await db.execute_many(_INSERT, [row for row, _ in batch])
+            except Exception as exc:  # each waiting save fails with it: its client gets an error
+                for _, committed in batch:
+                    if not committed.done():
+                        committed.set_exception(exc)
+                continue
+            for _, committed in batch:
+                if not committed.done():
+                    committed.set_result(None)
+            now = self._clock()
+            if now - self._purged_at >= _PURGE_EVERY_S:
+                self._purged_at = now
+                with contextlib.suppress(Exception):  # a purge that failed runs again in a minute
+                    await db.execute("DELETE FROM stored_responses WHERE expires_at <= ?", (int(now),))
 
     async def get(self, tenant: str, response_id: str) -> StoredResponse | None:
         """The tenant's stored response (None: unknown, another tenant's, deleted or past retention)."""
@@ -140,6 +174,9 @@ class ResponseStore:
         return deleted > 0
 
     async def aclose(self) -> None:
-        """Close the database this store opened itself (not one it was given)."""
+        """Close the database this store opened itself (not one it was given), once every save is in."""
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await self._writer
         if self._database is not None and self._given is None:
             await self._database.aclose()

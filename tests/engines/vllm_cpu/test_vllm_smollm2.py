@@ -161,3 +161,52 @@ def test_spec_decode_acceptance_with_real_weights(served: Served) -> None:
     # both pools scrape the one engine: each reports its acceptance
     assert seen.get("fast") == pytest.approx(accepted / drafted), text
     assert seen.get("deliberate") == pytest.approx(accepted / drafted), text
+
+
+def test_the_responses_api_on_a_real_engine(served: Served) -> None:
+    """`/v1/responses` on both tiers of the real engine: the fast answer is chat's, the deliberate one carries
+    its reasoning and depth, and each is billed once, as endpoint `responses`, for what the engine counted."""
+    chat = served.sdk.chat.completions.create(model=MODEL, messages=CAPITAL, max_tokens=32, temperature=0)
+    raw = served.sdk.responses.with_raw_response.create(
+        model=MODEL, input="What is the capital of France?", max_output_tokens=32, temperature=0
+    )
+    fast = raw.parse()
+    assert fast.output_text == chat.choices[0].message.content and "Paris" in fast.output_text
+    assert fast.usage is not None and chat.usage is not None
+    assert (fast.usage.input_tokens, fast.usage.output_tokens) == (
+        chat.usage.prompt_tokens,
+        chat.usage.completion_tokens,
+    )
+    row = ledger_row(served.database_url, raw.headers["x-tiergate-request-id"])
+    assert row.record.endpoint == "responses"
+    assert (row.record.prompt_tokens, row.record.completion_tokens) == (
+        fast.usage.input_tokens,
+        fast.usage.output_tokens,
+    )
+    assert row.charge.total == (fast.usage.model_extra or {})["cost_micros"] > 0
+
+    with served.sdk.responses.stream(
+        model=MODEL + ":deliberate",
+        input="Is 17 a prime number? Explain.",
+        max_output_tokens=160,
+        reasoning={"effort": "medium", "summary": "auto"},
+        temperature=0,
+    ) as stream:
+        kinds = [event.type for event in stream]
+        deliberate = stream.get_final_response()
+    assert kinds[0] == "response.created" and kinds[-1] in ("response.completed", "response.incomplete")
+    assert "response.reasoning_text.delta" in kinds
+    reasoning = deliberate.output[0]
+    assert reasoning.type == "reasoning" and reasoning.content and "<think>" not in reasoning.content[0].text
+    usage = deliberate.usage
+    assert usage is not None
+    depth = (usage.model_extra or {})["reasoning_depth"]
+    print(f"SmolLM2 through /v1/responses: {deliberate.output_text!r}, depth: {depth}")
+    assert usage.output_tokens_details.reasoning_tokens == depth["reasoning_tokens"] <= usage.output_tokens
+    row = ledger_row(served.database_url, deliberate.id.removeprefix("resp_"))
+    assert row.record.endpoint == "responses" and row.record.tier == "deliberate"
+    assert (row.record.prompt_tokens, row.record.completion_tokens) == (
+        usage.input_tokens,
+        usage.output_tokens,
+    )
+    assert row.charge.total == (usage.model_extra or {})["cost_micros"]
