@@ -32,6 +32,7 @@ __all__ = [
     "INFERENCE_SCHEMAS",
     "MODEL",
     "TIER_PARAMETERS",
+    "chunk_stream",
     "inference_ok",
     "inference_operation",
 ]
@@ -278,8 +279,18 @@ INFERENCE_ERRORS: Mapping[int, str] = {
 }
 
 
-def inference_ok(json_schema: str, chunk_schema: str, description: str) -> Json:
-    """A 200 that is JSON, or server-sent events when the request streams."""
+def chunk_stream(chunk_schema: str) -> str:
+    """What a chat or completions stream sends."""
+    return (
+        f"With `stream: true`: events `data: <{chunk_schema}>`, the last one with `usage` when"
+        " `stream_options.include_usage` asked for it, then `data: [DONE]`. An engine failure after the first"
+        " event is one `data: <ErrorResponse>` event and the end of the stream (no `[DONE]`); SSE comments"
+        " keep a long deliberation's connection up."
+    )
+
+
+def inference_ok(json_schema: str, stream: str, description: str) -> Json:
+    """A 200 that is JSON, or server-sent events (`stream` says which) when the request streams."""
     return {
         "description": description,
         "headers": {
@@ -304,14 +315,7 @@ def inference_ok(json_schema: str, chunk_schema: str, description: str) -> Json:
         },
         "content": {
             "application/json": {"schema": ref(json_schema)},
-            "text/event-stream": {
-                "schema": string(
-                    f"With `stream: true`: events `data: <{chunk_schema}>`, the last one with `usage` when"
-                    " `stream_options.include_usage` asked for it, then `data: [DONE]`. An engine failure"
-                    " after the first event is one `data: <ErrorResponse>` event and the end of the stream"
-                    " (no `[DONE]`); SSE comments keep a long deliberation's connection up."
-                )
-            },
+            "text/event-stream": {"schema": string(stream)},
         },
     }
 
@@ -341,7 +345,11 @@ INFERENCE_PATHS: Mapping[str, Json] = {
             "createChatCompletion",
             "Chat completion, on the fast or the deliberate tier",
             "ChatCompletionRequest",
-            inference_ok("ChatCompletion", "ChatCompletionChunk", "The completion, with its cost and depth."),
+            inference_ok(
+                "ChatCompletion",
+                chunk_stream("ChatCompletionChunk"),
+                "The completion, with its cost and depth.",
+            ),
         )
     },
     "/v1/completions": {
@@ -349,7 +357,7 @@ INFERENCE_PATHS: Mapping[str, Json] = {
             "createCompletion",
             "Text completion (the tier's engine answers it directly: no deliberation)",
             "CompletionRequest",
-            inference_ok("Completion", "Completion", "The completion, with its cost."),
+            inference_ok("Completion", chunk_stream("Completion"), "The completion, with its cost."),
         )
     },
 }

@@ -176,6 +176,7 @@ _RESPONSE = obj(
         "output",
         "parallel_tool_calls",
         "tool_choice",
+        "tools",
     ),
     extra=True,
 )
@@ -285,11 +286,19 @@ _LIST["parameters"] = [
         "schema": {**enum(("asc", "desc")), "default": "desc"},
     },
 ]
+_EVENTS = (
+    "With `stream: true`: typed events, `event: <type>` and `data: <ResponseStreamEvent>`, numbered by"
+    " `sequence_number`: `response.created`, `response.in_progress`, then per output item"
+    " `response.output_item.added`, its parts and deltas (reasoning, `response.output_text.delta`,"
+    " `response.function_call_arguments.delta`) and their `.done` events, and last `response.completed` (its"
+    " `response.usage` with cost and depth) or `response.incomplete`. An engine failure after the first event"
+    " is `response.failed` or an `error` event, and the end of the stream. No `[DONE]`, as OpenAI."
+)
 _CREATE = inference_operation(
     "createResponse",
     "Create a response (OpenAI's Responses API), on the fast or the deliberate tier",
     "ResponseCreateRequest",
-    inference_ok("Response", "ResponseStreamEvent", "The response, with its cost and depth in `usage`."),
+    inference_ok("Response", _EVENTS, "The response, with its cost and depth in `usage`."),
     _CREATE_ERRORS,
 )
 _CREATE["tags"] = ["responses"]

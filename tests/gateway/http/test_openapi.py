@@ -167,6 +167,11 @@ def test_inference_entries(document: dict[str, Any], path: str) -> None:
     assert operation["requestBody"]["required"] is True
     ok = operation["responses"]["200"]
     assert set(ok["content"]) == {"application/json", "text/event-stream"}
+    stream = ok["content"]["text/event-stream"]["schema"]["description"]
+    if path == "/v1/responses":  # typed events, numbered, no [DONE] (as OpenAI)
+        assert "sequence_number" in stream and "response.completed" in stream and "No `[DONE]`" in stream
+    else:
+        assert "then `data: [DONE]`" in stream
     assert "x-tiergate-tier" in ok["headers"]
     assert "retry-after" in operation["responses"]["429"]["headers"]
     body = document["components"]["schemas"][
