@@ -17,6 +17,7 @@ from gateway.admin.routes import admin_router
 from gateway.admin.usage_routes import usage_router
 from gateway.http.door import DoorMiddleware
 from gateway.http.errors import install_error_handlers
+from gateway.http.openapi import DocumentedApp
 from gateway.http.request_id import RequestIdMiddleware
 from gateway.probes.prober import ProbeMetrics, Prober, probe_key
 from gateway.probes.tasks import ProbeRetries, builtin_tasks, load_tasks
@@ -56,12 +57,10 @@ def create_app(
                     await prober.aclose()
                 await state.aclose()
 
-    app = FastAPI(
+    app = DocumentedApp(  # /openapi.json and /docs: gateway/http/openapi
         title="tiergate",
         summary="OpenAI-compatible gateway with a fast and a deliberate tier",
         lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
     )
     install_error_handlers(app)
     app.router.routes.extend(inference_routes)
