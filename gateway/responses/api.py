@@ -98,7 +98,7 @@ class ResponsesAPI:
         response_id = request.path_params["response_id"]
         if self._store is None or not await self._store.delete(_tenant(key), response_id):
             raise _not_found(response_id, None)
-        return _json({"id": response_id, "object": "response", "deleted": True})
+        return _json({"id": response_id, "object": "response.deleted", "deleted": True})
 
     async def input_items(self, request: Request) -> Response:
         key = await self._proxy.admitter.authenticate(request.headers)

@@ -231,11 +231,12 @@ _CREATE_ERRORS: Mapping[int, str] = {
     **INFERENCE_ERRORS,
     400: INFERENCE_ERRORS[400] + " Also an unknown input item type, and what the gateway does not support"
     " (`background`, built-in tools, encrypted reasoning): `param` names it.",
-    404: INFERENCE_ERRORS[404] + " An unknown, deleted, expired or another tenant's `previous_response_id`.",
+    404: INFERENCE_ERRORS[404] + " An unknown, deleted, expired or another tenant's `previous_response_id`"
+    " (`response_not_found`).",
 }
 _STORED_404 = (
-    "No such stored response for this tenant: unknown, another tenant's, deleted, past the retention, or"
-    " created with `store: false`."
+    "No such stored response for this tenant (`response_not_found`): unknown, another tenant's, deleted, past"
+    " the retention, or created with `store: false`."
 )
 _STORED_ERRORS: Mapping[int, str] = {
     401: KEY_401,
