@@ -21,7 +21,7 @@ from gateway.refusals import Refusal
 from gateway.responses.events import ResponseEvents
 from gateway.responses.output import Shell
 from gateway.responses.request import chat_body, check_responses_request, input_items, messages_of
-from gateway.responses.store import ResponseStore
+from gateway.responses.store import ResponseStore, StoredResponse
 
 __all__ = ["ResponsesAPI"]
 
@@ -53,8 +53,7 @@ class ResponsesAPI:
         tenant = _tenant(key)
         history: list[dict[str, Any]] = []
         if checked.previous_response_id is not None:
-            previous = await self._stored(tenant, checked.previous_response_id, "previous_response_id")
-            history = previous.conversation
+            history = await self._conversation(tenant, checked.previous_response_id)
         items = input_items(checked)
         data = chat_body(checked, history, items)
         size = len(body) + (len(orjson.dumps(history)) if history else 0)
@@ -64,12 +63,11 @@ class ResponsesAPI:
             raise _renamed(exc) from None
         shell = Shell(RESPONSES.reply_id(request_id_of(request.scope)), checked, stored=stored)
         numbered = _numbered(shell.id, items)
-        conversation = [*history, *messages_of(items)]
 
         async def keep(response: dict[str, Any]) -> None:
             if stored and self._store is not None:
-                answered = messages_of([_as_input(item) for item in response["output"]])
-                await self._store.save(tenant, response, numbered, [*conversation, *answered])
+                turn = messages_of([*items, *(_as_input(item) for item in response["output"])])
+                await self._store.save(tenant, response, numbered, turn)
 
         if checked.streaming:
             return ResponseStream(answer, ResponseEvents(shell, checked.model), keep)
@@ -132,13 +130,21 @@ class ResponsesAPI:
             }
         )
 
-    async def _stored(self, tenant: str, response_id: str, param: str | None) -> Any:
+    async def _stored(self, tenant: str, response_id: str, param: str | None) -> StoredResponse:
         if self._store is None:
             raise _storage_off(param or "response_id")
         stored = await self._store.get(tenant, response_id)
         if stored is None:
             raise _not_found(response_id, param)
         return stored
+
+    async def _conversation(self, tenant: str, response_id: str) -> list[dict[str, Any]]:
+        if self._store is None:
+            raise _storage_off("previous_response_id")
+        conversation = await self._store.conversation(tenant, response_id)
+        if conversation is None:
+            raise _not_found(response_id, "previous_response_id")
+        return conversation
 
 
 class ResponseStream(Response):

@@ -20,6 +20,11 @@ from gateway.responses.output import (
 
 __all__ = ["ResponseEvents"]
 
+_TEXT_DELTA = (
+    b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":'
+)
+_TEXT_TAIL = b',"logprobs":[]}\n\n'
+
 
 class ResponseEvents:
     """Feeds on the chat chunks of one stream, gives the SSE bytes of the Responses events they make."""
@@ -36,18 +41,47 @@ class ResponseEvents:
             None  # the reasoning of the sample the vote chose, when not the one streamed
         )
         self._logprobs: list[Any] = []
+        self._text: list[str] | None = None  # the open message's text so far (None: no message is open)
+        self._text_at = b""  # its text deltas' fields after sequence_number, up to the delta's value
         self._finish: object = None
         self._usage: dict[str, Any] | None = None
         self.final: dict[str, Any] | None = None  # the response object the stream ended with
 
     def opening(self) -> bytes:
-        response = self._shell.body(self._model, "in_progress", [], None)
+        response = orjson.Fragment(orjson.dumps(self._shell.body(self._model, "in_progress", [], None)))
         return self._event("response.created", response=response) + self._event(
             "response.in_progress", response=response
         )
 
     def feed(self, chunk: dict[str, Any]) -> bytes:
         """The events of one chat chunk (a `data:` payload)."""
+        choices = chunk.get("choices")
+        if self._text is not None and choices and len(choices) == 1 and not chunk.get("usage"):
+            # the common case, a piece of the answer while its message is open: one event, no dicts
+            choice = choices[0]
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if (
+                content
+                and type(content) is str
+                and choice.get("finish_reason") is None
+                and choice.get("logprobs") is None
+                and not choice.get("index")
+                and not delta.get("reasoning")
+                and not delta.get("reasoning_content")
+                and not delta.get("tool_calls")
+                and "tiergate" not in chunk
+            ):
+                self._text.append(content)
+                sequence = self._sequence
+                self._sequence += 1
+                return b"%b%d%b%b%b" % (
+                    _TEXT_DELTA,
+                    sequence,
+                    self._text_at,
+                    orjson.dumps(content),
+                    _TEXT_TAIL,
+                )
         error = chunk.get("error")
         if error is not None:
             return self.failed(error if isinstance(error, dict) else {"message": str(error)})
@@ -121,14 +155,20 @@ class ResponseEvents:
     def _content(self, text: str) -> bytes:
         out = b""
         item = self._open
-        if item is None or item["type"] != "message":
+        if item is None or item["type"] != "message" or self._text is None:
             out += self._close()
             out += self._add(message_item(self._shell.id, "", None))
             item = self._open
             assert item is not None
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            out += self._event("response.content_part.added", **self._at(item), content_index=0, part=part)
-        item["content"][0]["text"] += text
+            at = self._at(item)
+            out += self._event("response.content_part.added", **at, content_index=0, part=part)
+            self._text = []
+            self._text_at = b',"item_id":%b,"output_index":%d,"content_index":0,"delta":' % (
+                orjson.dumps(item["id"]),
+                at["output_index"],
+            )
+        self._text.append(text)
         return out + self._event(
             "response.output_text.delta", **self._at(item), content_index=0, delta=text, logprobs=[]
         )
@@ -197,6 +237,8 @@ class ResponseEvents:
                 )
         elif kind == "message":
             part = item["content"][0]
+            part["text"] = "".join(self._text or ())
+            self._text = None
             if self._shell.request.logprobs:
                 part["logprobs"] = self._logprobs
             out += self._event(

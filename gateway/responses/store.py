@@ -20,48 +20,49 @@ __all__ = ["COMPONENT", "MIGRATIONS", "ResponseStore", "StoredResponse"]
 COMPONENT = "responses"
 _PURGE_EVERY_S = 60.0
 
-MIGRATIONS = (
-    Migration(
-        1,
-        "stored responses",
-        sqlite=(
-            """CREATE TABLE stored_responses (
-                id TEXT PRIMARY KEY,
-                tenant_id TEXT NOT NULL,
-                created_at INTEGER NOT NULL,
-                expires_at INTEGER NOT NULL,
-                response TEXT NOT NULL,
-                input_items TEXT NOT NULL,
-                conversation TEXT NOT NULL
-            )""",
-            "CREATE INDEX stored_responses_expiry ON stored_responses (expires_at)",
-        ),
-        postgresql=(
-            """CREATE TABLE stored_responses (
-                id TEXT PRIMARY KEY,
-                tenant_id TEXT NOT NULL,
-                created_at BIGINT NOT NULL,
-                expires_at BIGINT NOT NULL,
-                response TEXT NOT NULL,
-                input_items TEXT NOT NULL,
-                conversation TEXT NOT NULL
-            )""",
-            "CREATE INDEX stored_responses_expiry ON stored_responses (expires_at)",
-        ),
-    ),
-)
+
+def _table(integer: str) -> tuple[str, ...]:
+    return (
+        f"""CREATE TABLE stored_responses (
+            id TEXT PRIMARY KEY,
+            tenant_id TEXT NOT NULL,
+            previous_id TEXT,
+            created_at {integer} NOT NULL,
+            expires_at {integer} NOT NULL,
+            response TEXT NOT NULL,
+            input_items TEXT NOT NULL,
+            turn TEXT NOT NULL
+        )""",
+        "CREATE INDEX stored_responses_expiry ON stored_responses (expires_at)",
+    )
+
+
+# A response keeps its own turn only (its input and its answer, as chat messages); a conversation is the
+# chain of turns back through previous_id, read in one recursive query. No row holds a copy of another's
+# text: a DELETE takes a turn out of every conversation it was in, and a long chain costs linear space.
+MIGRATIONS = (Migration(1, "stored responses", sqlite=_table("INTEGER"), postgresql=_table("BIGINT")),)
+
+_CHAIN = """
+    WITH RECURSIVE chain (previous_id, turn, depth) AS (
+        SELECT previous_id, turn, 0 FROM stored_responses WHERE id = ? AND tenant_id = ? AND expires_at > ?
+        UNION ALL
+        SELECT s.previous_id, s.turn, chain.depth + 1
+        FROM stored_responses s JOIN chain ON s.id = chain.previous_id
+        WHERE s.tenant_id = ? AND s.expires_at > ? AND chain.depth < ?
+    )
+    SELECT turn FROM chain ORDER BY depth DESC"""
+_MAX_CHAIN = 10_000  # a bound on the recursion, far beyond any real conversation
 
 
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
     response: dict[str, Any]  # the response object, as it was answered
     input_items: list[dict[str, Any]]  # this request's input items, each with its id
-    conversation: list[dict[str, Any]]  # the chat messages so far, this response's answer included
 
 
 _INSERT = (
-    "INSERT INTO stored_responses (id, tenant_id, created_at, expires_at, response, input_items,"
-    " conversation) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO stored_responses (id, tenant_id, previous_id, created_at, expires_at, response, input_items,"
+    " turn) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -110,7 +111,7 @@ class ResponseStore:
         tenant: str,
         response: dict[str, Any],
         input_items: list[dict[str, Any]],
-        conversation: list[dict[str, Any]],
+        turn: list[dict[str, Any]],
     ) -> None:
         """Store a response; returns once it is committed (a client may read it as soon as it has it)."""
         db = await self._db()
@@ -118,11 +119,12 @@ class ResponseStore:
         row = (
             response["id"],
             tenant,
+            response.get("previous_response_id"),
             int(now),
             int(now + self._retention_s),
             orjson.dumps(response).decode(),
             orjson.dumps(input_items).decode(),
-            orjson.dumps(conversation).decode(),
+            orjson.dumps(turn).decode(),
         )
         committed = asyncio.get_running_loop().create_future()
         self._pending.append((row, committed))
@@ -132,11 +134,13 @@ class ResponseStore:
 
     async def _write(self, db: Database) -> None:
         """Commit what is pending, batch after batch, until nothing is (then end, with no await between the
-        last look and the end: a save that comes later starts a new writer)."""
+        last look and the end: a save that comes later starts a new writer). Started by a save, it first
+        lets the loop run once: the other responses that end in the same turn join the first batch."""
+        await asyncio.sleep(0)  # the saves of this turn of the loop, together
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                await db.execute_many(_INSERT, [row for row, _ in batch])
+                await db.execute_many(_INSERT, [row for row, _ in batch])  # one transaction, one commit
             except Exception as exc:  # each waiting save fails with it: its client gets an error
                 for _, committed in batch:
                     if not committed.done():
@@ -155,15 +159,23 @@ class ResponseStore:
         """The tenant's stored response (None: unknown, another tenant's, deleted or past retention)."""
         db = await self._db()
         row = await db.fetch_one(
-            "SELECT response, input_items, conversation FROM stored_responses"
+            "SELECT response, input_items FROM stored_responses"
             " WHERE id = ? AND tenant_id = ? AND expires_at > ?",
             (response_id, tenant, int(self._clock())),
         )
         if row is None:
             return None
-        return StoredResponse(
-            orjson.loads(row["response"]), orjson.loads(row["input_items"]), orjson.loads(row["conversation"])
-        )
+        return StoredResponse(orjson.loads(row["response"]), orjson.loads(row["input_items"]))
+
+    async def conversation(self, tenant: str, response_id: str) -> list[dict[str, Any]] | None:
+        """The chat messages of the conversation up to and including the response (None: no such response
+        for the tenant): its turn and those before it, back to the first, or to one deleted or expired."""
+        db = await self._db()
+        now = int(self._clock())
+        rows = await db.fetch_all(_CHAIN, (response_id, tenant, now, tenant, now, _MAX_CHAIN))
+        if not rows:
+            return None
+        return [message for row in rows for message in orjson.loads(row["turn"])]
 
     async def delete(self, tenant: str, response_id: str) -> bool:
         db = await self._db()
