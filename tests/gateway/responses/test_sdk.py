@@ -105,6 +105,15 @@ def test_fast_create_retrieve_and_input_items(customer: Customer) -> None:
     assert (row.prompt_tokens, row.completion_tokens) == (usage.input_tokens, usage.output_tokens)
     assert row.charge_micros == cost["cost_micros"]
 
+    # by the response's id, as by any reply's: the ledger's view of it, and the metrics' endpoint label
+    key = {"authorization": f"Bearer {sdk.api_key}"}
+    generation = httpx.get(customer.gateway.v1 + "/generation", params={"id": response.id}, headers=key)
+    assert generation.status_code == 200, generation.text
+    assert generation.json()["data"]["endpoint"] == "responses"
+    assert generation.json()["data"]["cost_micros"] == cost["cost_micros"]
+    metrics = httpx.get(customer.gateway.url + "/metrics").text
+    assert 'endpoint="responses"' in metrics
+
     again = sdk.responses.retrieve(response.id)
     assert again.model_dump() == response.model_dump()
     items = sdk.responses.input_items.list(response.id)
