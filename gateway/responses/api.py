@@ -4,6 +4,7 @@ and a stored response's input items."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -12,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.database import DatabaseError
 from gateway.http.endpoints import RESPONSES
 from gateway.http.errors import GatewayError
 from gateway.http.request_id import request_id_of
@@ -24,6 +26,8 @@ from gateway.responses.request import chat_body, check_responses_request, input_
 from gateway.responses.store import ResponseStore, StoredResponse
 
 __all__ = ["ResponsesAPI"]
+
+log = logging.getLogger("tiergate.responses")
 
 # chat parameters the translation sets, by the Responses parameter a client set: errors name the latter
 _PARAMS = {
@@ -65,9 +69,16 @@ class ResponsesAPI:
         numbered = _numbered(shell.id, items)
 
         async def keep(response: dict[str, Any]) -> None:
-            if stored and self._store is not None:
-                turn = messages_of([*items, *(_as_input(item) for item in response["output"])])
+            """Store the response before its client has it; a store that fails loses no answer: the
+            response goes out, saying `store: false` (and the failure is logged, without its text)."""
+            if not stored or self._store is None:
+                return
+            turn = messages_of([*items, *(_as_input(item) for item in response["output"])])
+            try:
                 await self._store.save(tenant, response, numbered, turn)
+            except DatabaseError as exc:
+                log.warning("response %s answered but not stored: %s", response["id"], exc)
+                response["store"] = False
 
         if checked.streaming:
             return ResponseStream(answer, ResponseEvents(shell, checked.model), keep)
@@ -186,8 +197,9 @@ class ResponseStream(Response):
                 ended = True
                 if events.final is None:  # the stream ended without [DONE] or an error: closed as it stands
                     out += events.completed()
-                if events.final is not None:
-                    await self._keep(events.final)  # retrievable before the stream ends
+                assert events.final is not None
+                await self._keep(events.final)  # retrievable before the stream ends
+                out += events.final_event()
             if out or not more:
                 await send({"type": "http.response.body", "body": out, "more_body": more})
 

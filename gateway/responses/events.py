@@ -46,6 +46,7 @@ class ResponseEvents:
         self._finish: object = None
         self._usage: dict[str, Any] | None = None
         self.final: dict[str, Any] | None = None  # the response object the stream ended with
+        self._final_kind = "response.completed"
 
     def opening(self) -> bytes:
         response = orjson.Fragment(orjson.dumps(self._shell.body(self._model, "in_progress", [], None)))
@@ -114,28 +115,31 @@ class ResponseEvents:
         return out
 
     def completed(self) -> bytes:
-        """The stream's end: every item done, then `response.completed` (or `response.incomplete`)."""
+        """The stream's end: every item done; `final` is the response (`final_event()` sends it)."""
         out = self._close()
         if self._winner and not any(item["type"] == "reasoning" for item in self.output):
             out += self._reasoning(self._winner) + self._close()
         status, incomplete = status_of(self._finish)
         self.final = self._shell.body(self._model, status, self.output, self._usage, incomplete=incomplete)
-        kind = "response.completed" if status == "completed" else "response.incomplete"
-        return out + self._event(kind, response=self.final)
+        self._final_kind = "response.completed" if status == "completed" else "response.incomplete"
+        return out
 
     def failed(self, error: dict[str, Any]) -> bytes:
-        """An engine failure mid-stream: `error`, then `response.failed` with what was generated."""
+        """An engine failure mid-stream: the `error` event (`final_event()` then sends `response.failed`
+        with what was generated)."""
         code = error.get("code")
         message = str(error.get("message") or "The engine failed.")
         out = self._close()
         self.final = self._shell.body(
             self._model, "failed", self.output, self._usage, error={"code": code, "message": message}
         )
-        return (
-            out
-            + self._event("error", code=code, message=message, param=error.get("param"))
-            + self._event("response.failed", response=self.final)
-        )
+        self._final_kind = "response.failed"
+        return out + self._event("error", code=code, message=message, param=error.get("param"))
+
+    def final_event(self) -> bytes:
+        """The last event: the response as it ended (`response.completed`, `.incomplete` or `.failed`)."""
+        assert self.final is not None
+        return self._event(self._final_kind, response=self.final)
 
     def _reasoning(self, text: str) -> bytes:
         out = b""

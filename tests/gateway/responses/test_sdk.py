@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -296,3 +297,18 @@ def test_bad_input_is_an_openai_error_naming_the_parameter(
     assert reply.status_code == status, reply.text
     error = reply.json()["error"]
     assert (error["code"], error["param"]) == (code, param) and error["message"]
+
+
+def test_a_store_that_fails_loses_no_answer(customer: Customer) -> None:
+    sdk = customer.sdk
+    sdk.responses.create(model="qwen3-8b:fast", input="First.")  # the table exists: now it goes away
+    path = customer.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as connection:
+        connection.execute("DROP TABLE stored_responses")
+    whole = sdk.responses.create(model="qwen3-8b:fast", input="Second.")
+    assert whole.output_text and whole.model_dump()["store"] is False
+    with sdk.responses.stream(model="qwen3-8b:fast", input="Third.") as stream:
+        final = stream.get_final_response()
+    assert final.output_text and final.model_dump()["store"] is False
+    for response in (whole, final):  # answered and billed all the same
+        assert customer.ledger(request_id(response)).outcome == "ok"
