@@ -175,33 +175,36 @@ class ResponseStream(Response):
         buffer = b""
         passing = False  # the inner response is an error envelope, not a stream
         ended = False
+        opening = b""  # response.created and .in_progress: sent with the first events, in one write
 
         async def translated(message: Message) -> None:
-            nonlocal buffer, passing, ended
+            nonlocal buffer, passing, ended, opening
             if message["type"] == "http.response.start":
                 passing = message["status"] != 200
-                await send(message)
                 if not passing:
-                    await send({"type": "http.response.body", "body": events.opening(), "more_body": True})
+                    opening = events.opening()
+                await send(message)
                 return
             if passing or message["type"] != "http.response.body":
                 await send(message)
                 return
-            buffer += message.get("body", b"")
-            out = b""
+            body = message.get("body", b"")
+            buffer = buffer + body if buffer else body
+            out = [opening] if opening else []
+            opening = b""
             while (cut := buffer.find(b"\n\n")) >= 0:
-                event, buffer = buffer[:cut], buffer[cut + 2 :]
-                out += self._event(event)
+                out.append(self._event(buffer[:cut]))
+                buffer = buffer[cut + 2 :]
             more = message.get("more_body", False)
             if not more and not ended:
                 ended = True
                 if events.final is None:  # the stream ended without [DONE] or an error: closed as it stands
-                    out += events.completed()
+                    out.append(events.completed())
                 assert events.final is not None
                 await self._keep(events.final)  # retrievable before the stream ends
-                out += events.final_event()
+                out.append(events.final_event())
             if out or not more:
-                await send({"type": "http.response.body", "body": out, "more_body": more})
+                await send({"type": "http.response.body", "body": b"".join(out), "more_body": more})
 
         await self._inner(scope, receive, translated)
 
