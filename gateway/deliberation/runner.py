@@ -71,7 +71,7 @@ class Deliberator:
                 samples.append(Sample(len(run.samples) + len(samples), choice=choice))
         if not samples:
             return
-        body = {**run.body, "n": len(samples), "seed": self._seed(run)}
+        body = {**run.body, "n": len(samples), "seed": self._seed(run, samples[0].index)}
         await self._wave(run, body, samples)
         for strategy in self._before:
             await strategy.refine(run, self)
@@ -84,20 +84,29 @@ class Deliberator:
         first = _continued(body, run.opening) if run.opening else body
         state: State = "inside" if run.opening else "before"
         if self._gateway_caps(run) and len(samples) > 1:
-            # the gateway stops each sample at the cap by closing its stream: one stream per sample
-            single = {**first, "n": 1}
-            await asyncio.gather(*(self._call(run, single, [sample], state) for sample in samples))
+            # the gateway stops each sample at the cap by closing its stream: one stream per sample, each
+            # with a seed of its own but the run's first (a seeded engine would give them all one answer)
+            singles = [
+                {**first, "n": 1, **({"seed": self._seed(run, sample.index)} if sample.index else {})}
+                for sample in samples
+            ]
+            await asyncio.gather(
+                *(
+                    self._call(run, single, [sample], state)
+                    for single, sample in zip(singles, samples, strict=True)
+                )
+            )
         else:
             await self._call(run, first, samples, state)
         self._progress(run)
 
-    def _seed(self, run: Run) -> int:
-        """A later wave's seed: the client's offset by the samples drawn (reproducible), else one of its
-        own drawn from the request id."""
+    def _seed(self, run: Run, at: int) -> int:
+        """The seed of a call that starts at sample `at` (a later wave, or one sample's own stream): the
+        client's offset by `at` (reproducible), else one drawn from the request id."""
         seed = run.body.get("seed")
         if isinstance(seed, int) and not isinstance(seed, bool):
-            return (seed + len(run.samples)) % (1 << 63)
-        digest = hashlib.blake2b(f"{self._request_id}/{len(run.samples)}".encode(), digest_size=8).digest()
+            return (seed + at) % (1 << 63)
+        digest = hashlib.blake2b(f"{self._request_id}/{at}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "little") >> 1
 
     def _progress(self, run: Run) -> None:

@@ -90,7 +90,12 @@ MESSAGES = user(TASK.question + "\nSolve it, and end your reply with 'The answer
 
 @contextmanager
 def served(
-    start_gateway: StartGateway, tmp_path: Path, database_url: str, skill: float, **level: Any
+    start_gateway: StartGateway,
+    tmp_path: Path,
+    database_url: str,
+    skill: float,
+    settings: dict[str, Any] | None = None,
+    **level: Any,
 ) -> Iterator[tuple[openai.OpenAI, str]]:
     """The README's key on a gateway whose high effort votes over up to 5 samples (floor 100), over a
     simulated reasoning model answering the task right with probability `skill` (wrong answers scattered)."""
@@ -106,7 +111,7 @@ def served(
     )
     with serving(create_simulator_app(config)) as engine_url:
         high = {"floor": 100, "cap": 1000, "samples": 5, "max_extensions": 4, **level}
-        deliberation = {"efforts": {"high": high}, "default_effort": "high"}
+        deliberation = {"efforts": {"high": high}, "default_effort": "high", **(settings or {})}
         gateway = keyed_gateway(start_gateway, engine_url, tmp_path, database_url, deliberation=deliberation)
         key = new_key(gateway, limits={"fast": README_LIMITS, "deliberate": README_LIMITS})
         with openai.OpenAI(base_url=gateway.v1, api_key=key["secret"], max_retries=0) as sdk:
@@ -201,3 +206,39 @@ def test_the_levels_adaptive_settings_are_checked() -> None:
         DeliberationSettings.model_validate({"efforts": {"high": {"adaptive": True, "stop_confidence": 1.5}}})
     with pytest.raises(ValueError, match="wave"):
         DeliberationSettings.model_validate({"efforts": {"high": {"adaptive": True, "wave": 0}}})
+
+
+def test_each_choice_votes_and_stops_on_its_own(
+    start_gateway: StartGateway, tmp_path: Path, database_url: str
+) -> None:
+    with served(start_gateway, tmp_path, database_url, 1.0, adaptive=True) as (sdk, engine_url):
+        answer = sdk.chat.completions.create(
+            model="qwen3-8b:deliberate", messages=MESSAGES, reasoning_effort="high", seed=7, n=2
+        )
+        engine = scrape(engine_url)
+    depth = depth_of(answer.usage)
+    assert (depth["samples"], depth["max_samples"], depth["samples_saved"]) == (4, 10, 6)
+    assert [choice.index for choice in answer.choices] == [0, 1]
+    assert all((c.message.content or "").endswith(f"The answer is {TASK.answer}.") for c in answer.choices)
+    assert answer.usage is not None
+    assert answer.usage.completion_tokens == metric(engine, "vllm:generation_tokens_total")
+
+
+def test_waves_work_where_the_gateway_enforces_the_cap(
+    start_gateway: StartGateway, tmp_path: Path, database_url: str
+) -> None:
+    """An engine without thinking_token_budget: each sample of each wave is its own stream, stopped at the
+    cap by the gateway and closed for an answer."""
+    caps = {"engine_caps_thinking": False}
+    with served(start_gateway, tmp_path, database_url, 0.0, caps, adaptive=True, cap=160) as (
+        sdk,
+        engine_url,
+    ):
+        answer = ask(sdk, seed=9).parse()
+        engine = scrape(engine_url)
+    depth = depth_of(answer.usage)
+    assert depth["samples"] > 2 and depth["samples_saved"] == 5 - depth["samples"]
+    assert depth["floor_met"] is True and depth["reasoning_tokens"] <= 160 + 2  # a delta's worth past it
+    assert "The answer is" in (answer.choices[0].message.content or "")
+    # every sample's first call and extensions, and a call that closes each capped one for its answer
+    assert metric(engine, "vllm:request_success_total") > depth["samples"] + depth["extensions"]
