@@ -22,6 +22,7 @@ from tests.chat import user
 from tests.conftest import StartGateway
 from tests.gateway.deliberation.test_admission import README_LIMITS
 from tests.gateway.deliberation.test_http import depth_of, extra, ledger_row
+from tests.gateway.http.test_relay import wait_until
 from tests.gateway.keys.test_http import keyed_gateway, new_key
 from tests.prometheus import metric, scrape
 from tests.servers import serving
@@ -95,20 +96,21 @@ def served(
     database_url: str,
     skill: float,
     settings: dict[str, Any] | None = None,
+    engine: dict[str, Any] | None = None,
     **level: Any,
 ) -> Iterator[tuple[openai.OpenAI, str]]:
     """The README's key on a gateway whose high effort votes over up to 5 samples (floor 100), over a
     simulated reasoning model answering the task right with probability `skill` (wrong answers scattered)."""
-    config = profile(
-        "deliberate",
-        zero_latency=True,
-        reasoning_tokens_range=(150, 220),
-        short_reasoning_rate=0.3,  # some samples stop below the floor: extended, in any wave
-        short_reasoning_range=(20, 60),
-        skill_base=skill,
-        skill_max=skill,
-        skill_tempting_rate=0.0,
-    )
+    simulated: dict[str, Any] = {
+        "zero_latency": True,
+        "reasoning_tokens_range": (150, 220),
+        "short_reasoning_rate": 0.3,  # some samples stop below the floor: extended, in any wave
+        "short_reasoning_range": (20, 60),
+        "skill_base": skill,
+        "skill_max": skill,
+        "skill_tempting_rate": 0.0,
+    }
+    config = profile("deliberate", **{**simulated, **(engine or {})})
     with serving(create_simulator_app(config)) as engine_url:
         high = {"floor": 100, "cap": 1000, "samples": 5, "max_extensions": 4, **level}
         deliberation = {"efforts": {"high": high}, "default_effort": "high", **(settings or {})}
@@ -242,3 +244,29 @@ def test_waves_work_where_the_gateway_enforces_the_cap(
     assert "The answer is" in (answer.choices[0].message.content or "")
     # every sample's first call and extensions, and a call that closes each capped one for its answer
     assert metric(engine, "vllm:request_success_total") > depth["samples"] + depth["extensions"]
+
+
+def test_a_client_that_leaves_during_a_later_wave_is_billed_once_for_what_was_drawn(
+    start_gateway: StartGateway, tmp_path: Path, database_url: str
+) -> None:
+    slow = {"zero_latency": False, "ttft_base_s": 0.05, "itl_s": 0.005, "reasoning_tokens_range": (300, 350)}
+    with served(start_gateway, tmp_path, database_url, 0.0, None, slow, adaptive=True, wave=1) as (
+        sdk,
+        engine_url,
+    ):
+        raw = sdk.chat.completions.with_streaming_response.create(
+            model="qwen3-8b:deliberate", messages=MESSAGES, stream=True, seed=9
+        )
+        with raw as response:
+            request_id = response.headers["x-tiergate-request-id"]
+            for chunk in response.parse():
+                progress = ((chunk.model_extra or {}).get("tiergate") or {}).get("progress") or {}
+                if progress.get("wave") == 2:
+                    break  # the second wave is running: leave
+        wait_until(
+            lambda: metric(scrape(engine_url), "vllm:request_success_total", finished_reason="abort") >= 1
+        )
+        row = ledger_row(database_url, request_id)
+    assert row.record.outcome == "client_disconnected"
+    assert row.record.depth.samples == 2  # the first wave's sample and the second's, cut short
+    assert row.record.completion_tokens > 0 and row.charge.total > 0
