@@ -54,7 +54,7 @@ class Deliberator:
             strategy.prepare(run)
         per = run.plan.first_wave
         samples = [Sample(k * per + i, choice=k) for k in range(run.plan.choices) for i in range(per)]
-        if run.plan.total_samples > 1:  # every sample of the wave from one call: the prompt is read once
+        if run.plan.total_samples > 1:  # every sample of the wave from one call (`n`)
             run.body["n"] = len(samples)
         await self._wave(run, run.body, samples)
         for at, strategy in enumerate(strategies):
