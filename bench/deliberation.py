@@ -2,14 +2,16 @@
 answer of the fast tier and of the deliberate tier at each effort level, over the built-in probe set. A
 command, not a test:
 
-    python bench/deliberation.py [--tasks 200] [--difficulty 3] [--json]
+    python bench/deliberation.py [--tasks 200] [--difficulty 3] [--wave 2] [--stop-confidence 0.95] [--json]
 
 The simulator answers an arithmetic task right with a probability that grows with the reasoning tokens
 spent on it (docs/simulator.md, "Skill model"); the fast pool does not reason. The gateway runs as
 `tiergate serve` with the depth levels below, the engines as `tiergate simulate`; requests go through the
 gateway like any client's (`gateway.probes.tasks.run_probe`). Expected (issue 5): a clear accuracy gain
 for the deliberate tier at high effort over fast, produced by the mechanism (depth floor,
-self-consistency), not a constant.
+self-consistency), not a constant. And (issue 15) adaptive self-consistency - the `xhigh` level here: high's
+5 samples at most, drawn 2 a wave until the vote is settled (docs/deliberation.md) - draws at least 40%
+fewer samples than high's fixed 5-sample vote at no more than 1 point less accuracy.
 """
 
 from __future__ import annotations
@@ -31,14 +33,29 @@ from gateway.probes.cli import table
 from gateway.probes.tasks import ProbeResult, builtin_tasks, run_probe
 
 ROOT = Path(__file__).parents[1]
-EFFORTS = {
+EFFORTS: dict[str, dict[str, object]] = {
     "low": {"floor": 256, "cap": 1024, "samples": 1, "max_extensions": 3},
     "medium": {"floor": 512, "cap": 2048, "samples": 1, "max_extensions": 3},
     "high": {"floor": 1024, "cap": 4096, "samples": 5, "max_extensions": 3},
+    # high, adaptive: the same 5 samples at most, 2 a wave, stopped when the vote is settled
+    "xhigh": {
+        "floor": 1024,
+        "cap": 4096,
+        "samples": 5,
+        "max_extensions": 3,
+        "adaptive": True,
+        "wave": 2,
+        "stop_confidence": 0.95,
+    },
 }
+SAVING_TARGET = 0.4  # adaptive draws at least this share fewer samples than the fixed vote
+ACCURACY_SLACK = 0.01  # at no more than this much less accuracy
 
 
-def config(fast_url: str, deliberate_url: str, port: int, state: Path) -> dict[str, object]:
+def config(
+    fast_url: str, deliberate_url: str, port: int, state: Path, adaptive: dict[str, object]
+) -> dict[str, object]:
+    efforts = {**EFFORTS, "xhigh": {**EFFORTS["xhigh"], **adaptive}}
     return {
         "server": {"host": "127.0.0.1", "port": port, "log_level": "warning"},
         "auth": {"mode": "disabled"},
@@ -50,7 +67,7 @@ def config(fast_url: str, deliberate_url: str, port: int, state: Path) -> dict[s
             "qwen3-8b": {
                 "tiers": {
                     "fast": {"pool": "fast"},
-                    "deliberate": {"pool": "deliberate", "deliberation": {"efforts": EFFORTS}},
+                    "deliberate": {"pool": "deliberate", "deliberation": {"efforts": efforts}},
                 }
             },
             "llama-3.1-8b": {"tiers": {"fast": {"pool": "fast"}}},
@@ -78,6 +95,8 @@ def main() -> None:
     parser.add_argument("--difficulty", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--wave", type=int, default=2, help="the adaptive level's samples per wave")
+    parser.add_argument("--stop-confidence", type=float, default=0.95, help="the adaptive level's")
     args = parser.parse_args()
     tiergate = [sys.executable, "-m", "gateway"]
     with tempfile.TemporaryDirectory(prefix="tiergate-bench-") as temp:
@@ -109,7 +128,9 @@ def main() -> None:
             fast.wait_ready("/health", 30)
             deliberate.wait_ready("/health", 30)
             config_path = state / "tiergate.yaml"
-            config_path.write_text(yaml.safe_dump(config(fast.base_url, deliberate.base_url, port, state)))
+            level = {"wave": args.wave, "stop_confidence": args.stop_confidence}
+            settings = config(fast.base_url, deliberate.base_url, port, state, level)
+            config_path.write_text(yaml.safe_dump(settings))
             with managed(
                 "gateway",
                 [*tiergate, "serve", "--config", str(config_path)],
@@ -124,10 +145,42 @@ def main() -> None:
         print(orjson.dumps([r.to_dict() for r in results], option=orjson.OPT_INDENT_2).decode())
         return
     print(table(results))
-    fast_accuracy, high_accuracy = results[0].accuracy or 0.0, results[-1].accuracy or 0.0
+    print()
+    print(samples_table(results))
+    by_effort = {r.effort: r for r in results}
+    high, adaptive = by_effort["high"], by_effort["xhigh"]
+    fast_accuracy, high_accuracy = results[0].accuracy or 0.0, high.accuracy or 0.0
+    adaptive_accuracy = adaptive.accuracy or 0.0
     answered = all(r.answered == r.tasks for r in results)  # accuracy over a few answers proves nothing
     verdict = "PASS" if answered and high_accuracy >= fast_accuracy + 0.2 else "FAIL"
     print(f"{verdict}  deliberate/high {high_accuracy:.1%} vs fast {fast_accuracy:.1%} ({args.tasks} tasks)")
+    saving = 1 - adaptive.mean_samples / high.mean_samples if high.mean_samples else 0.0
+    kept = adaptive_accuracy >= high_accuracy - ACCURACY_SLACK - 1e-9
+    verdict = "PASS" if answered and saving >= SAVING_TARGET and kept else "FAIL"
+    print(
+        f"{verdict}  adaptive {adaptive.mean_samples:.2f} samples vs fixed {high.mean_samples:.2f}"
+        f" ({saving:.0%} fewer, target {SAVING_TARGET:.0%}), accuracy {adaptive_accuracy:.1%} vs"
+        f" {high_accuracy:.1%} (at most {ACCURACY_SLACK:.0%} less)"
+    )
+
+
+def samples_table(results: list[ProbeResult]) -> str:
+    """Samples drawn, accuracy, the share of answers whose depth floor was met (those pay deliberate prices
+    and the depth premium; a missed floor is rated at fast prices) and cost, side by side (the adaptive
+    level is `xhigh`)."""
+    rows = [
+        f"{'tier':<12}{'effort':<18}{'samples':>9}{'accuracy':>10}{'floor met':>11}"
+        f"{'cost':>12}{'per right':>12}"
+    ]
+    for r in results:
+        effort = {"high": "high (fixed 5)", "xhigh": "high (adaptive)"}.get(r.effort or "", r.effort or "-")
+        per_right = r.cost_per_correct_micros
+        met = r.floors_met / r.answered if r.answered else 0.0
+        rows.append(
+            f"{r.tier:<12}{effort:<18}{r.mean_samples:>9.2f}{r.accuracy or 0.0:>10.1%}{met:>11.1%}"
+            f"{r.cost_micros / 1e6:>12.6f}{per_right / 1e6 if per_right is not None else float('nan'):>12.6f}"
+        )
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ class AnswerMissing:
         pass
 
     async def refine(self, run: Run, engine: Engine) -> None:
-        unanswered = [sample for sample in run.samples if _unanswered(sample)]
+        unanswered = [sample for sample in run.drawing if _unanswered(sample)]
         await asyncio.gather(*(engine.extend(run, sample, close=True) for sample in unanswered))
 
 

@@ -22,6 +22,6 @@ class DepthCap:
 
 
 async def answer_capped(run: Run, engine: Engine) -> None:
-    """Have every sample stopped at the cap answer."""
-    capped = [sample for sample in run.samples if sample.capped]
+    """Have every sample of the wave stopped at the cap answer."""
+    capped = [sample for sample in run.drawing if sample.capped]
     await asyncio.gather(*(engine.extend(run, sample, close=True) for sample in capped))

@@ -20,7 +20,7 @@ class DepthFloor:
 
     async def refine(self, run: Run, engine: Engine) -> None:
         for _ in range(run.plan.max_extensions):
-            short = [sample for sample in run.samples if _short(run, sample)]
+            short = [sample for sample in run.drawing if _short(run, sample)]
             if not short:
                 return
             await asyncio.gather(*(engine.extend(run, sample, close=False) for sample in short))

@@ -53,6 +53,16 @@ class DepthPlan:
     # a sample stopped at the cap by the gateway (an engine without thinking_token_budget) is closed for an
     # answer by one more call; an engine that caps thinking itself answers in the same call
     gateway_caps: bool = False
+    # adaptive self-consistency: `samples` is the most drawn per choice, `wave` at a time, until the vote is
+    # settled with `stop_confidence` (gateway/deliberation/adaptive.py)
+    adaptive: bool = False
+    wave: int = 2
+    stop_confidence: float = 0.95
+
+    @property
+    def first_wave(self) -> int:
+        """The samples per choice the first engine call draws: all of them, unless the vote is adaptive."""
+        return min(self.wave, self.samples) if self.adaptive else self.samples
 
     @property
     def total_samples(self) -> int:
@@ -145,6 +155,9 @@ def plan_for(
             room,
             pinned=False,
             choices=choices,
+            adaptive=level.adaptive,
+            wave=level.wave,
+            stop_confidence=level.stop_confidence,
         )
     if context is not None:
         output = min(output, context)
@@ -163,6 +176,9 @@ def plan_for(
         room,
         choices=choices,
         gateway_caps=cap is not None and not settings.engine_caps_thinking,
+        adaptive=level.adaptive,
+        wave=level.wave,
+        stop_confidence=level.stop_confidence,
     )
 
 

@@ -29,8 +29,9 @@ def usage_body(run: Run) -> dict[str, Any]:
 
 
 def progress_fields(run: Run) -> dict[str, Any]:
-    """Where a run of several samples stands (`tiergate.progress` of a stream): samples answered so far,
-    extensions made, and the answers they give, normalised as the vote counts them."""
+    """Where a run of several samples stands (`tiergate.progress` of a stream): samples drawn so far (of
+    the most the level draws) in how many waves, those answered, extensions made, and the answers they give,
+    normalised as the vote counts them."""
     votes: dict[str, int] = {}
     answered = 0
     structured = wants_json(run.body)
@@ -42,6 +43,8 @@ def progress_fields(run: Run) -> dict[str, Any]:
                 votes[answer] = votes.get(answer, 0) + 1
     return {
         "samples": len(run.samples),
+        "max_samples": run.plan.total_samples,  # adaptive self-consistency may stop before
+        "wave": run.waves,
         "answered": answered,
         "extensions": sum(sample.extensions for sample in run.samples),
         "votes": votes,

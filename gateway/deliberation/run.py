@@ -16,7 +16,8 @@ __all__ = ["Run", "Sample"]
 
 @dataclass(slots=True)
 class Sample:
-    index: int
+    index: int  # its place in the run's samples
+    choice: int = 0  # the request's choice (of `n`) it is a sample of
     reasoning: str = ""
     content: str = ""
     reasoning_tokens: int = 0
@@ -38,7 +39,9 @@ class Run:
     samples: list[Sample] = field(default_factory=list)
     calls: list[Usage] = field(default_factory=list)  # every engine call's usage, counted if it had none
     replica: str = ""  # the last replica that answered
-    # with `n` choices, samples k*S..(k+1)*S-1 are choice k's (S: the plan's samples per choice)
+    # with `n` choices, each sample says whose it is (`Sample.choice`); adaptive votes draw them in waves
+    drawing: list[Sample] = field(default_factory=list)  # the last wave: what the depth strategies work on
+    waves: int = 0  # engine calls that drew new samples (one without adaptive self-consistency)
     votes: list[Vote] = field(default_factory=list)  # a vote per choice, with self-consistency
     winners: list[int] = field(default_factory=list)  # the sample each choice delivers (default: its first)
     estimated: bool = False  # some call's usage was counted by the gateway (it was cut short)
@@ -49,7 +52,7 @@ class Run:
         """The answer of each choice."""
         if self.winners:
             return [self.samples[winner] for winner in self.winners]
-        return self.samples[:: self.plan.samples][: self.plan.choices]
+        return [group[0] for group in self.groups() if group]
 
     @property
     def answer(self) -> Sample:
@@ -62,8 +65,9 @@ class Run:
 
     def groups(self) -> list[list[Sample]]:
         """The samples of each choice."""
-        per = self.plan.samples
-        return [self.samples[k * per : (k + 1) * per] for k in range(len(self.samples) // per)]
+        if not self.samples:
+            return []
+        return [[s for s in self.samples if s.choice == k] for k in range(self.plan.choices)]
 
     def usage(self) -> Usage | None:
         """Every call's tokens together: what the engines did for this request."""
@@ -101,4 +105,7 @@ class Run:
             "floor_met": depth.floor_met,
             "cap": self.plan.cap,
             "agreement": depth.agreement,
+            # adaptive self-consistency: the most the level draws, and those it did not need (never billed)
+            "max_samples": self.plan.total_samples,
+            "samples_saved": max(0, self.plan.total_samples - len(self.samples)) if self.samples else 0,
         }

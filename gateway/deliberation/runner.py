@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from typing import Any, Protocol
 
 import orjson
@@ -15,7 +16,7 @@ from gateway.accounting.usage_record import COUNT_TIMEOUT_S, generated_estimate,
 from gateway.deliberation.floor import may_extend
 from gateway.deliberation.run import Run, Sample
 from gateway.deliberation.splitter import State, ThinkSplitter
-from gateway.deliberation.strategy import strategies_for
+from gateway.deliberation.strategy import Strategy, strategies_for
 from gateway.deliberation.toolcalls import ToolCallParts
 from gateway.http.endpoints import CHAT
 
@@ -45,29 +46,71 @@ class Deliberator:
         self._request_id = request_id
         self._listener = listener
         self._replica = ""  # the replica that answered last: its tokenizer counts what it generated
+        self._before: list[Strategy] = []  # the strategies before the one refining: they refine new samples
 
     async def run(self, run: Run) -> None:
         strategies = strategies_for(run)
         for strategy in strategies:
             strategy.prepare(run)
-        run.samples = [Sample(index) for index in range(run.plan.total_samples)]
-        if len(run.samples) > 1:  # every sample of every choice from one call: the prompt is read once
-            run.body["n"] = len(run.samples)
-        first = _continued(run.body, run.opening) if run.opening else run.body
-        state: State = "inside" if run.opening else "before"
-        if self._gateway_caps(run) and len(run.samples) > 1:
-            # the gateway stops each sample at the cap by closing its stream: one stream per sample
-            single = {**first, "n": 1}
-            await asyncio.gather(*(self._call(run, single, [sample], state) for sample in run.samples))
-        else:
-            await self._call(run, first, run.samples, state)
-        self._progress(run)
-        for strategy in strategies:
+        per = run.plan.first_wave
+        samples = [Sample(k * per + i, choice=k) for k in range(run.plan.choices) for i in range(per)]
+        if run.plan.total_samples > 1:  # every sample of the wave from one call (`n`)
+            run.body["n"] = len(samples)
+        await self._wave(run, run.body, samples)
+        for at, strategy in enumerate(strategies):
+            self._before = strategies[:at]
             await strategy.refine(run, self)
             self._progress(run)
 
+    async def draw(self, run: Run, wanted: dict[int, int]) -> None:
+        """Another wave: `wanted[k]` new samples for choice k, from one call (its own seed: a seeded engine
+        would repeat the first wave), refined by the strategies before the one asking."""
+        samples: list[Sample] = []
+        for choice, count in wanted.items():
+            for _ in range(count):
+                samples.append(Sample(len(run.samples) + len(samples), choice=choice))
+        if not samples:
+            return
+        body = {**run.body, "n": len(samples), "seed": self._seed(run, samples[0].index)}
+        await self._wave(run, body, samples)
+        for strategy in self._before:
+            await strategy.refine(run, self)
+            self._progress(run)
+
+    async def _wave(self, run: Run, body: dict[str, Any], samples: list[Sample]) -> None:
+        run.samples.extend(samples)
+        run.drawing = samples
+        run.waves += 1
+        first = _continued(body, run.opening) if run.opening else body
+        state: State = "inside" if run.opening else "before"
+        if self._gateway_caps(run) and len(samples) > 1:
+            # the gateway stops each sample at the cap by closing its stream: one stream per sample, each
+            # with a seed of its own but the run's first (a seeded engine would give them all one answer)
+            singles = [
+                {**first, "n": 1, **({"seed": self._seed(run, sample.index)} if sample.index else {})}
+                for sample in samples
+            ]
+            await asyncio.gather(
+                *(
+                    self._call(run, single, [sample], state)
+                    for single, sample in zip(singles, samples, strict=True)
+                )
+            )
+        else:
+            await self._call(run, first, samples, state)
+        self._progress(run)
+
+    def _seed(self, run: Run, at: int) -> int:
+        """The seed of a call that starts at sample `at` (a later wave, or one sample's own stream): the
+        client's offset by `at` (reproducible), else one drawn from the request id."""
+        seed = run.body.get("seed")
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            return (seed + at) % (1 << 63)
+        digest = hashlib.blake2b(f"{self._request_id}/{at}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little") >> 1
+
     def _progress(self, run: Run) -> None:
-        if self._listener is not None and len(run.samples) > 1:
+        if self._listener is not None and run.plan.total_samples > 1:
             self._listener.progress(run)
 
     async def extend(self, run: Run, sample: Sample, *, close: bool) -> None:
@@ -201,7 +244,7 @@ class _Live:
 
     def content(self, i: int, text: str, got: _Got) -> None:
         run = self._run
-        if i != self._at or not text or len(run.samples) > 1:
+        if i != self._at or not text or run.plan.total_samples > 1:
             return
         sample = run.samples[0]
         # reasoning deltas are at most as many as its tokens: a lower bound, so "cannot extend" is sure

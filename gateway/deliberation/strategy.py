@@ -21,6 +21,11 @@ class Engine(Protocol):
         (`close=False`: it thinks on), or closed by the end-of-thinking delimiter (`close=True`: answer)."""
         ...
 
+    async def draw(self, run: Run, wanted: dict[int, int]) -> None:
+        """Another wave of samples: `wanted[k]` new ones for choice k, appended to `run.samples` and refined
+        by the strategies before the one asking (floor, cap, an answer for each)."""
+        ...
+
 
 class Strategy(Protocol):
     def prepare(self, run: Run) -> None: ...

@@ -80,6 +80,8 @@ class ProbeResult:
     cost_micros: int
     reasoning_tokens: int
     seconds: float
+    samples: int = 0  # samples drawn for the answered tasks (`usage.reasoning_depth.samples`; 1 without)
+    floors_met: int = 0  # answered tasks whose depth floor was met (billed deliberate, with the premium)
 
     @property
     def done(self) -> int:
@@ -98,6 +100,10 @@ class ProbeResult:
     def mean_reasoning_tokens(self) -> float:
         return self.reasoning_tokens / self.answered if self.answered else 0.0
 
+    @property
+    def mean_samples(self) -> float:
+        return self.samples / self.answered if self.answered else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         accuracy = self.accuracy
         return {
@@ -114,6 +120,8 @@ class ProbeResult:
             "cost_micros": self.cost_micros,
             "cost_per_correct_micros": self.cost_per_correct_micros,
             "mean_reasoning_tokens": round(self.mean_reasoning_tokens, 1),
+            "mean_samples": round(self.mean_samples, 3),
+            "floors_met": self.floors_met,
             "seconds": round(self.seconds, 3),
         }
 
@@ -141,11 +149,21 @@ def load_tasks(path: Path) -> list[ProbeTask]:
 class _Tally:
     """The counts of one run as its tasks end."""
 
-    __slots__ = ("answered", "correct", "cost", "errored", "reasoning", "refused", "retries")
+    __slots__ = (
+        "answered",
+        "correct",
+        "cost",
+        "errored",
+        "floors",
+        "reasoning",
+        "refused",
+        "retries",
+        "samples",
+    )
 
     def __init__(self) -> None:
         self.answered = self.refused = self.errored = self.correct = 0
-        self.retries = self.cost = self.reasoning = 0
+        self.retries = self.cost = self.reasoning = self.samples = self.floors = 0
 
 
 async def run_probe(
@@ -182,6 +200,8 @@ async def run_probe(
             cost_micros=tally.cost,
             reasoning_tokens=tally.reasoning,
             seconds=time.monotonic() - started,
+            samples=tally.samples,
+            floors_met=tally.floors,
         )
 
     def progressed() -> None:
@@ -239,11 +259,13 @@ async def run_probe(
             log.warning("probe request to %s:%s failed: %s", model, tier, _failure(response))
             tally.errored += 1
         else:
-            content, cost, reasoning = reply
+            content, cost, reasoning, samples, floor_met = reply
             tally.answered += 1
             tally.correct += extract_answer(content) == extract_answer(task.answer)
             tally.cost += cost
             tally.reasoning += reasoning
+            tally.samples += samples
+            tally.floors += floor_met
         progressed()
 
     await asyncio.gather(*(one(task) for task in tasks))
@@ -283,8 +305,9 @@ def _failure(response: httpx.Response | httpx.HTTPError) -> str:
     return f"HTTP {response.status_code} {response.text[:200]}"
 
 
-def _answer(response: httpx.Response) -> tuple[str, int, int] | None:
-    """(content, cost in micros, reasoning tokens) of a chat completion; None for anything else."""
+def _answer(response: httpx.Response) -> tuple[str, int, int, int, bool] | None:
+    """(content, cost in micros, reasoning tokens, samples drawn, depth floor met) of a chat completion;
+    None for anything else."""
     if response.status_code != 200:
         return None
     try:
@@ -292,6 +315,8 @@ def _answer(response: httpx.Response) -> tuple[str, int, int] | None:
         content = reply["choices"][0]["message"].get("content") or ""
         usage = reply.get("usage") or {}
         reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
-        return str(content), int(usage.get("cost_micros") or 0), int(reasoning)
+        depth = usage.get("reasoning_depth") or {}
+        samples, floor_met = int(depth.get("samples") or 1), depth.get("floor_met") is True
+        return str(content), int(usage.get("cost_micros") or 0), int(reasoning), samples, floor_met
     except (ValueError, LookupError, TypeError, AttributeError):
         return None

@@ -27,6 +27,14 @@ class EffortLevel(_Section):
     cap: int | None = Field(None, gt=0, description="reasoning tokens no sample goes beyond")
     samples: int = Field(1, ge=1, le=16, description="self-consistency: samples voted on")
     max_extensions: int = Field(3, ge=0, le=16, description="continuations per sample to reach the floor")
+    # adaptive self-consistency: `samples` is the most drawn; they come in waves of `wave` per choice, and the
+    # vote stops once the chance that the samples left could change its winner is below 1 - stop_confidence
+    # (gateway/deliberation/adaptive.py); false: every sample is drawn at once (fixed voting)
+    adaptive: bool = Field(False, description="draw samples in waves and stop once the vote is settled")
+    wave: int = Field(2, ge=1, le=16, description="adaptive: samples drawn per wave, per choice")
+    stop_confidence: float = Field(
+        0.95, gt=0, le=1, description="adaptive: stop when the winner stays the winner with this probability"
+    )
 
     @model_validator(mode="after")
     def _floor_under_cap(self) -> EffortLevel:

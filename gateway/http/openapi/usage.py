@@ -16,7 +16,7 @@ _REASONING_DEPTH = obj(
     {
         "effort": enum(EFFORTS, "The depth level served."),
         "reasoning_tokens": integer("The returned answer's reasoning tokens."),
-        "samples": integer("Independent samples drawn (self-consistency votes among them)."),
+        "samples": integer("Independent samples drawn (self-consistency votes among them), all choices'."),
         "extensions": integer("Times a sample's reasoning was extended (`Wait`) to reach the floor."),
         "floor": nullable(integer("The level's floor of reasoning tokens.")),
         "floor_met": nullable(
@@ -24,6 +24,12 @@ _REASONING_DEPTH = obj(
         ),
         "cap": nullable(integer("The level's cap of reasoning tokens.")),
         "agreement": nullable(number("The share of samples that agreed with the answer.")),
+        "max_samples": integer(
+            "The most samples the level draws (adaptive self-consistency may stop before)."
+        ),
+        "samples_saved": integer(
+            "Samples an adaptive vote did not need: `max_samples - samples`, never billed."
+        ),
     },
     description="What the deliberate tier delivered (docs/deliberation.md); deliberate requests only.",
 )

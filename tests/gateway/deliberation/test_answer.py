@@ -19,10 +19,13 @@ class Answering:
         self.asked.append((sample.index, close))
         sample.content, sample.finish_reason = "42", "stop"
 
+    async def draw(self, run: Run, wanted: dict[int, int]) -> None:
+        raise AssertionError("no strategy but the vote draws samples")
+
 
 def run_of(*samples: Sample) -> Run:
     plan = DepthPlan("medium", floor=0, cap=None, samples=len(samples), max_extensions=0)
-    return Run(plan, DeliberationSettings(), {"messages": []}, samples=list(samples))
+    return Run(plan, DeliberationSettings(), {"messages": []}, samples=list(samples), drawing=list(samples))
 
 
 async def test_a_sample_that_stopped_inside_its_reasoning_is_asked_to_answer() -> None:
