@@ -242,10 +242,12 @@ def test_a_client_that_leaves_cancels_every_sample(tmp_path: Path) -> None:
             for line in response.iter_lines():
                 if line.startswith(":") or '"reasoning"' in line:
                     break  # the samples are running: leave
-        # one engine request carries the 4 samples (n=4): the engine aborts all of them
+        # one engine request carries the 4 samples (n=4): the gateway aborts it, the engine drops all four
         wait_until(
-            lambda: metric(scrape(engine_url), "vllm:request_success_total", finished_reason="abort") >= 4
+            lambda: metric(scrape(gateway.url), "tiergate_engine_aborts_total", pool="deliberate") == 1
         )
+        wait_until(lambda: metric(scrape(engine_url), "vllm:num_requests_running") == 0)
+        assert metric(scrape(engine_url), "vllm:request_success_total") == 0
         row = ledger_row(database_url, request_id)
         assert row.record.outcome == "client_disconnected"
         assert row.record.depth.samples == 4
