@@ -1,4 +1,4 @@
-"""Self-consistency: k samples from one engine call (`n=k`: the prompt is processed once), their final
+"""Self-consistency: k samples from one engine call (`n=k`; vLLM reads the prompt once a sample), their final
 answers extracted and normalised, a majority vote; the winning sample is returned and the agreement ratio
 is the confidence. What is compared (`answer_key`): a sample's tool calls (function names and canonical JSON
 arguments) when it made any; its content as canonical JSON when the request asked for JSON

@@ -131,8 +131,8 @@ def depth_refusal(exc: DepthUnreachable, checked: ChatRequest) -> Refusal:
 
 def deliberation_estimate(prompt: int, plan: DepthPlan) -> TokenEstimate:
     """The most a deliberation may use, for its reservations: every sample generates at most the plan's
-    output over all its calls; the engines read the prompt once for the first call, then again, with the
-    reasoning so far, for each extension and close the plan allows (`DepthPlan.prompt_bound`)."""
+    output over all its calls; the engines read the prompt once a sample for the first call, then again,
+    with the reasoning so far, for each extension and close the plan allows (`DepthPlan.prompt_bound`)."""
     return TokenEstimate(prompt=plan.prompt_bound(prompt), output=plan.output_bound(), n=1)
 
 

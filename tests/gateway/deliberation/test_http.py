@@ -377,8 +377,11 @@ def test_an_engine_that_dies_mid_deliberation_still_bills_what_it_generated(
         request_id = failed.value.response.headers["x-tiergate-request-id"]
         row = ledger_row(database_url, request_id)
         assert row.record.outcome == "engine_failed"
-        assert row.record.estimated is True
-        assert 0 < row.record.reasoning_tokens <= row.record.completion_tokens  # the 30 chunks it sent
+        # billed by the engine's own counts up to the cut (its usage on every chunk): the role chunk and 29
+        # tokens, all of them reasoning
+        assert row.record.estimated is False
+        assert row.record.reasoning_tokens == row.record.completion_tokens == 29
+        assert row.record.prompt_tokens > 0
         assert row.record.depth.floor_met is False and row.charge.rated_tier == "fast"
         assert row.charge.total > 0
 
