@@ -30,7 +30,7 @@ from gateway.deliberation import (
     progress_fields,
     usage_body,
 )
-from gateway.http.disconnect import DisconnectWatch
+from gateway.http.disconnect import DisconnectWatch, ended_status
 from gateway.http.errors import GatewayError, error_event, from_engine_error
 from gateway.http.relay import DONE, SSE_HEADERS
 from gateway.http.schemas import ChatRequest
@@ -317,7 +317,8 @@ class DeliberationStream(Response):
             disconnected = watch.absorb()
             if not metered:
                 outcome = Outcome.of_failure(exc, disconnected=disconnected)
-                await asyncio.shield(_done(meter, run, outcome, 200, feed.first))
+                status = ended_status(disconnected=disconnected, opened=opened)
+                await asyncio.shield(_done(meter, run, outcome, status, feed.first))
             if not disconnected:
                 raise
         finally:

@@ -251,6 +251,7 @@ def test_a_client_that_leaves_cancels_every_sample(tmp_path: Path) -> None:
         row = ledger_row(database_url, request_id)
         assert row.record.outcome == "client_disconnected"
         assert row.record.depth.samples == 4
+        assert gateway.recorder.wait_for(request_id).status == 499  # its stream had begun: a 200 was sent
 
 
 HARD = (

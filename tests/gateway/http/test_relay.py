@@ -72,6 +72,11 @@ def test_client_disconnect_cancels_the_upstream_stream(
     exchange = gateway.recorder.wait_for(request_id, timeout=30)
     assert exchange.outcome is Outcome.CLIENT_DISCONNECTED and exchange.usage is None
     assert exchange.tally is not None and exchange.tally.text()  # what was generated is known
+    # the stream began with a 200, but a client that left is a 499 in the logs and metrics (as documented)
+    assert exchange.status == 499
+    requests = scrape(gateway.url)
+    assert metric(requests, "tiergate_requests_total", status="499", outcome="client_disconnected") == 1
+    assert metric(requests, "tiergate_requests_total", status="200") == 0
 
 
 def test_client_disconnect_cancels_a_non_streaming_request(
