@@ -300,15 +300,28 @@ def test_a_greedy_floor_extension_reconciles(served: Served) -> None:
 
 
 def test_a_capped_sampled_deliberation_reconciles(served: Served) -> None:
+    """Unstreamed and streamed (its usage, depth included, from the final chunk)."""
     question: Any = [{"role": "user", "content": "Why is the sky blue?"}]
+    fields: Any = {"reasoning_effort": "low", "temperature": 0.7, "max_tokens": 80}
     with reconcile(served, "deliberate, sampled, stopped at the cap", served.plain) as done:
-        gateway_id, answer = deliberate(
-            served, question, reasoning_effort="low", temperature=0.7, seed=3, max_tokens=80
-        )
+        gateway_id, answer = deliberate(served, question, seed=3, **fields)
         done.request_ids.append(gateway_id)
+        streamed = served.sdk.chat.completions.with_raw_response.create(
+            model=MODEL + ":deliberate",
+            messages=question,
+            seed=4,
+            stream=True,
+            stream_options={"include_usage": True},
+            **fields,
+        )
+        done.request_ids.append(request_id(streamed))
+        usage = None
+        for chunk in streamed.parse():
+            usage = chunk.usage or usage
     # the gateway closed the first call's stream at the cap (vLLM aborted it) and had the model answer
     assert depth_of(answer.usage)["reasoning_tokens"] == CAP and answer.choices[0].message.content
-    check(done, answer.usage)
+    assert usage is not None and depth_of(usage)["reasoning_tokens"] == CAP
+    check(done, answer.usage, usage)
 
 
 @pytest.mark.parametrize("effort", ["high", "minimal"], ids=["a call per sample", "n=3 in one call"])
