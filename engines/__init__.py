@@ -11,7 +11,7 @@ from engines._exceptions import (
     LocalOverload,
     NoReplicaAvailable,
 )
-from engines.client import EngineClient, EngineReply, EngineStream, StreamEvent, Timeouts
+from engines.client import TEMPLATE_FIELDS, EngineClient, EngineReply, EngineStream, StreamEvent, Timeouts
 from engines.engine_stats import EngineStats, parse_vllm_metrics
 from engines.http import EngineHTTP
 from engines.openai_compat import OpenAICompatEngine
@@ -24,6 +24,7 @@ from engines.trtllm import TrtllmEngine
 from engines.usage import StreamTally, Usage
 
 __all__ = [
+    "TEMPLATE_FIELDS",
     "EngineClient",
     "EngineError",
     "EngineFailed",

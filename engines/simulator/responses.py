@@ -99,7 +99,7 @@ def text_completion(
 class ChunkEncoder:
     """SSE events of one stream. The envelope (id, object, created, model) is encoded once."""
 
-    __slots__ = ("_head", "_kind", "_reasoning_field", "_tail")
+    __slots__ = ("_head", "_kind", "_prompt", "_reasoning_field", "_tail")
 
     def __init__(
         self,
@@ -109,9 +109,13 @@ class ChunkEncoder:
         model: str,
         include_usage: bool,
         reasoning_field: str | None,
+        continuous_prompt: int | None = None,
     ) -> None:
+        """`continuous_prompt`: the prompt's tokens, for vLLM's `continuous_usage_stats` (every chunk then
+        carries the usage of its choice so far); None without it."""
         self._kind = kind
         self._reasoning_field = reasoning_field
+        self._prompt = continuous_prompt
         envelope = orjson.dumps(
             {
                 "id": f"chatcmpl-{request_id}" if kind == "chat" else f"cmpl-{request_id}",
@@ -124,7 +128,15 @@ class ChunkEncoder:
         # With include_usage every chunk carries "usage": null and only the last one the usage.
         self._tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
 
-    def _event(self, choice: dict[str, Any]) -> bytes:
+    def _event(self, choice: dict[str, Any], generated: int = 0) -> bytes:
+        if self._prompt is not None:  # as vLLM: the prompt, and the tokens of the chunk's choice so far
+            usage = {
+                "prompt_tokens": self._prompt,
+                "total_tokens": self._prompt + generated,
+                "completion_tokens": generated,
+            }
+            tail = b',"usage":' + orjson.dumps(usage) + b"}\n\n"
+            return self._head + b"[" + orjson.dumps(choice) + b"]" + tail
         return self._head + b"[" + orjson.dumps(choice) + b"]" + self._tail
 
     def role(self, index: int) -> bytes:
@@ -162,7 +174,7 @@ class ChunkEncoder:
         choice["finish_reason"] = finish_reason if last else None
         if last:
             choice["stop_reason"] = plan.stop_reason
-        return self._event(choice)
+        return self._event(choice, min(end, plan.tokens))
 
     def usage(self, usage: dict[str, Any]) -> bytes:
         """The final chunk: no choices, the request's usage."""

@@ -61,7 +61,7 @@ async def serve_stream(
     die_after: int | None,
 ) -> None:
     """Stream the job. `usage` (include_usage) adds the final usage chunk; `roles` sends each chat
-    choice's opening role chunk. A client that disconnects cancels the job, counted as an abort."""
+    choice's opening role chunk. A client that disconnects cancels the job (vLLM counts no abort)."""
     stream = EventStream(exchange, die_after)
     if job.instant and job.try_admit_now():
         # Nothing sleeps, so nothing can be interrupted: no need to listen for a disconnect.

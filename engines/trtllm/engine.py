@@ -15,6 +15,7 @@ vLLM's, so requests go through `OpenAICompatEngine`; what differs is handled her
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from engines.openai_compat import OpenAICompatEngine
@@ -32,6 +33,11 @@ class TrtllmEngine(OpenAICompatEngine):
     metrics_path = PROMETHEUS_PATH
 
     async def count_tokens(
-        self, model: str, *, prompt: str | None = None, messages: Any = None
+        self,
+        model: str,
+        *,
+        prompt: str | None = None,
+        messages: Any = None,
+        template: Mapping[str, Any] | None = None,
     ) -> int | None:
         return None  # no tokenizer route for chat messages: the gateway estimates

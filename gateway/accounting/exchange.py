@@ -52,7 +52,9 @@ class Exchange:
     replica: str
     streamed: bool
     outcome: Outcome
-    status: int  # the HTTP status the client got (a stream that failed late still got 200)
+    # the HTTP status the client got (a stream the engine failed late still got 200), except 499 whenever the
+    # client left before the response ended, streamed or not, and 503 when a shutdown cut it before any answer
+    status: int
     usage: Usage | None  # as the engine reported it; None when the stream was cut before its usage
     tally: StreamTally | None  # what a stream generated, for metering when usage is missing
     reply: dict[str, Any] | None  # a non-streamed response's body (read only when its usage lacks detail)

@@ -8,7 +8,7 @@ read then, by a collector: nothing on the request path.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -138,6 +138,12 @@ class RequestMetrics:
             ("model", "met"),
             registry=registry,
         )
+        self.engine_aborts = Counter(
+            "tiergate_engine_aborts",
+            "Engine requests the gateway stopped before the engine finished them (the engine aborts them)",
+            ("pool", "replica"),
+            registry=registry,
+        )
         self._series: dict[tuple[str, str], _Series] = {}
         # label children by their label values: a dict lookup per request, not a label resolution
         self._counted: dict[tuple[Any, ...], Any] = {}
@@ -145,6 +151,16 @@ class RequestMetrics:
 
     def refused(self, reason: str, tier: str) -> None:
         self.refusals.labels(reason, tier).inc()
+
+    def watch_replicas(self, pool: str, replicas: Iterable[str]) -> None:
+        """Each replica's abort count at 0 from the start (a counter that has not counted still exists)."""
+        for replica in replicas:
+            self.engine_aborts.labels(pool, replica)
+
+    def engine_aborted(self, pool: str, replica: str) -> None:
+        """An engine request stopped before its end: its client left, the gateway's depth cap stopped it,
+        or a shutdown. vLLM 0.32 counts no abort (`finished_reason="abort"` stays 0): this does."""
+        self.engine_aborts.labels(pool, replica).inc()
 
     def observe(
         self, exchange: Exchange, record: UsageRecord, charge: Charge | None, overhead_s: float | None

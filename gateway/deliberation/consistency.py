@@ -1,4 +1,4 @@
-"""Self-consistency: k samples from one engine call (`n=k`: the prompt is processed once), their final
+"""Self-consistency: k samples from one engine call (`n=k`; vLLM reads the prompt once a sample), their final
 answers extracted and normalised, a majority vote; the winning sample is returned and the agreement ratio
 is the confidence. Adaptive (the level's `adaptive`): the samples come in waves, until the stopping rule
 (`adaptive.settled`) says the samples left could hardly change the vote. What is compared (`answer_key`):

@@ -99,13 +99,13 @@ class DepthPlan:
         return 1 + self.max_extensions + self.closes
 
     def prompt_bound(self, prompt: int) -> int:
-        """The most prompt tokens the engines read for the whole run: the first call once (its samples share
-        it), then per sample each extension (the prompt and reasoning below the floor) and each close (the
-        prompt and reasoning up to the cap)."""
+        """The most prompt tokens the engines read for the whole run, per sample: the first call (vLLM reads
+        the prompt once for each of a call's `n` choices, as it does for separate calls), each extension
+        (the prompt and reasoning below the floor) and each close (the prompt and reasoning up to the cap)."""
         reasoning = self.cap if self.cap is not None else (self.output or 0)
         extension = prompt + min(self.floor, reasoning) + CALL_OVERHEAD_TOKENS
         close = prompt + reasoning + CALL_OVERHEAD_TOKENS
-        return prompt + self.total_samples * (self.max_extensions * extension + self.closes * close)
+        return self.total_samples * (prompt + self.max_extensions * extension + self.closes * close)
 
 
 def plan_for(

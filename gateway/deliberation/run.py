@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,8 @@ from gateway.settings import DeliberationSettings
 from pricing import Depth
 
 __all__ = ["Run", "Sample"]
+
+log = logging.getLogger("tiergate.deliberation")
 
 
 @dataclass(slots=True)
@@ -69,12 +72,31 @@ class Run:
             return []
         return [[s for s in self.samples if s.choice == k] for k in range(self.plan.choices)]
 
+    def answer_reasoning(self) -> int:
+        """The delivered sample's reasoning tokens: some of the completion tokens, never more (checked: a
+        count above them is a fault of the runner's, logged, and held to them)."""
+        if not self.samples:
+            return 0
+        reasoning = self.answer.reasoning_tokens
+        completion = sum(u.completion_tokens for u in self.calls)
+        if reasoning > completion:
+            log.error(
+                "reasoning tokens %d above the completion tokens %d: held to them", reasoning, completion
+            )
+            return completion
+        return reasoning
+
     def usage(self) -> Usage | None:
         """Every call's tokens together: what the engines did for this request."""
         if not self.calls:
             return None
         completion = sum(u.completion_tokens for u in self.calls)
-        reasoning = min(completion, sum(s.reasoning_tokens for s in self.samples))
+        reasoning = sum(s.reasoning_tokens for s in self.samples)
+        if reasoning > completion:
+            log.error(
+                "reasoning tokens %d above the completion tokens %d: held to them", reasoning, completion
+            )
+            reasoning = completion
         return Usage(
             prompt_tokens=sum(u.prompt_tokens for u in self.calls),
             completion_tokens=completion,
@@ -98,7 +120,7 @@ class Run:
         depth = self.depth()
         return {
             "effort": self.plan.effort,
-            "reasoning_tokens": self.answer.reasoning_tokens if self.samples else 0,
+            "reasoning_tokens": self.answer_reasoning(),
             "samples": depth.samples,
             "extensions": depth.extensions,
             "floor": depth.floor,

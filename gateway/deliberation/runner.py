@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from dataclasses import replace
 from typing import Any, Protocol
 
 import orjson
 
-from engines import EnginePool, PooledStream, Usage
+from engines import TEMPLATE_FIELDS, EnginePool, PooledStream, Usage
 from engines.affinity import affinity_key
 from gateway.accounting.usage_record import COUNT_TIMEOUT_S, generated_estimate, prompt_estimate
 from gateway.deliberation.floor import may_extend
@@ -19,6 +20,10 @@ from gateway.deliberation.splitter import State, ThinkSplitter
 from gateway.deliberation.strategy import Strategy, strategies_for
 from gateway.deliberation.toolcalls import ToolCallParts
 from gateway.http.endpoints import CHAT
+
+# every call streamed with its usage, and with vLLM's count so far on each chunk (`continuous_usage_stats`):
+# a call cut short is billed for what the engine counted up to the cut
+_STREAM_OPTIONS = {"include_usage": True, "continuous_usage_stats": True}
 
 __all__ = ["Deliberator", "Listener"]
 
@@ -142,7 +147,7 @@ class Deliberator:
     async def _call(self, run: Run, body: dict[str, Any], samples: list[Sample], state: State) -> None:
         """One engine call, streamed; its choices grow `samples` (choice i -> samples[i])."""
         s = run.settings
-        payload = orjson.dumps({**body, "stream": True, "stream_options": {"include_usage": True}})
+        payload = orjson.dumps({**body, "stream": True, "stream_options": _STREAM_OPTIONS})
         splitters = (
             [ThinkSplitter(s.think_open, s.think_close, state) for _ in samples]
             if s.reasoning == "prompted"
@@ -161,13 +166,10 @@ class Deliberator:
         try:
             stopped = await _read(stream, samples, got, splitters, live, cap)
         except BaseException:
-            # the engine failed or the request was cancelled mid-call: what it generated is still billed
-            reasoning = [_estimate(text) for text in got.reasoning]
-            _keep(samples, got, reasoning, False)
-            generated = sum(reasoning) + sum(_estimate(text) for text in got.content)
-            cut = Usage(prompt_estimate(len(payload)), generated, reasoning_tokens=sum(reasoning))
-            run.calls.append(cut)
-            run.estimated = True
+            # the engine failed or the request was cancelled mid-call: what it read and generated is still
+            # billed, once the engine has stopped (closing the stream aborts its generation)
+            await stream.aclose()
+            await self._cut(run, body, payload, samples, got)
             raise
         finally:
             await stream.aclose()
@@ -179,15 +181,60 @@ class Deliberator:
                 if live is not None:
                     live.reasoning(i, more)
                     live.content(i, rest, got)
-        usage = None if stopped else stream.usage
+        # stopped at the cap, the call has no final usage: the engine's counts up to the cut (vLLM's
+        # continuous usage), else the engine's tokenizer counts what it read and wrote
+        usage = got.reported() if stopped else stream.usage
         counts = await self._reasoning_counts(got.reasoning, usage if s.reasoning == "native" else None)
-        _keep(samples, got, counts, stopped, prompted=splitters is not None)
         if usage is None:
             usage = await self._counted_usage(body, counts)
             run.estimated = True
-        for sample, generated in zip(samples, _per_choice(usage.completion_tokens, counts, got), strict=True):
-            sample.generated += generated
-        run.calls.append(usage)
+        generated = _per_choice(usage.completion_tokens, counts, got)
+        # a choice's reasoning is some of what it generated, never more (its text, tokenized again, may
+        # count a token more than the engine wrote)
+        counts = [min(count, most) for count, most in zip(counts, generated, strict=True)]
+        _keep(samples, got, counts, stopped, prompted=splitters is not None)
+        for sample, tokens in zip(samples, generated, strict=True):
+            sample.generated += tokens
+        run.calls.append(_read_per_choice(usage, len(samples)))
+
+    async def _cut(
+        self, run: Run, body: dict[str, Any], payload: bytes, samples: list[Sample], got: _Got
+    ) -> None:
+        """The usage of a call cut short by a client that left or an engine that failed: the engine's own
+        counts up to the cut when it reported them as it went; else its tokenizer's count of the prompt it
+        read and the text it wrote (about four characters a token when it does not answer); nothing when
+        nothing came (vLLM counts a prompt with the first token it generates, which it sends at once)."""
+        reported = got.reported()
+        if reported is not None:
+            estimated = [_estimate(text) for text in got.reasoning]
+            generated = _per_choice(reported.completion_tokens, estimated, got)
+            # all that a choice without an answer generated is reasoning; an answer's reasoning is estimated
+            counts = [
+                0 if not got.reasoning[i] else min(estimate, most) if got.answered(i) else most
+                for i, (estimate, most) in enumerate(zip(estimated, generated, strict=True))
+            ]
+            _keep(samples, got, counts, False)
+            run.calls.append(_read_per_choice(replace(reported, reasoning_tokens=sum(counts)), len(samples)))
+            return
+        if not any(got.reasoning) and not any(got.answered(i) for i in range(len(samples))):
+            _keep(samples, got, [0] * len(samples), False)
+            return
+        reasoning = [_estimate(text) for text in got.reasoning]
+        _keep(samples, got, reasoning, False)
+        written = sum(reasoning) + sum(_estimate(text) for text in got.content) + got.tool_estimate()
+        estimate = Usage(prompt_estimate(len(payload)), written, reasoning_tokens=sum(reasoning))
+        at = len(run.calls)
+        run.calls.append(_read_per_choice(estimate, len(samples)))
+        run.estimated = True
+        # then the engine's own tokenizer, if it answers soon (a second cancellation keeps the estimate)
+        counted = await asyncio.gather(*(self._count(text) for text in (*got.reasoning, *got.content)))
+        prompt = await self._count_prompt(body)
+        exact = Usage(
+            prompt if prompt is not None else estimate.prompt_tokens,
+            sum(counted) + got.tool_estimate(),
+            reasoning_tokens=sum(counted[: len(samples)]),
+        )
+        run.calls[at] = _read_per_choice(exact, len(samples))
 
     async def _reasoning_counts(self, texts: list[str], usage: Usage | None) -> list[int]:
         """Each choice's new reasoning tokens: the engine's usage when it says (one choice), else the
@@ -210,16 +257,27 @@ class Deliberator:
         return counted if counted is not None else _estimate(text)
 
     async def _counted_usage(self, body: dict[str, Any], generated: list[int]) -> Usage:
-        """The usage of a call the gateway cut short (no usage came): its prompt and what it generated."""
-        engine = self._engine()
-        prompt = None
-        if engine is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(COUNT_TIMEOUT_S):
-                    prompt = await engine.count_tokens(self._model, messages=body.get("messages"))
+        """The usage of a call the gateway cut short with no counts from the engine: its prompt (rendered as
+        the call rendered it: a continued turn has no generation prompt) and what it generated."""
+        prompt = await self._count_prompt(body)
         if prompt is None:
             prompt = prompt_estimate(len(orjson.dumps(body.get("messages"))))
         return Usage(prompt_tokens=prompt, completion_tokens=sum(generated), reasoning_tokens=sum(generated))
+
+    async def _count_prompt(self, body: dict[str, Any]) -> int | None:
+        """A call's prompt tokens by the engine's tokenizer, its messages rendered as the call had them
+        rendered; None when it does not answer soon."""
+        engine = self._engine()
+        if engine is None:
+            return None
+        template = {key: body[key] for key in TEMPLATE_FIELDS if key in body}
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(COUNT_TIMEOUT_S):
+                count: int | None = await engine.count_tokens(
+                    self._model, messages=body.get("messages"), template=template
+                )
+                return count
+        return None
 
     def _engine(self) -> Any:
         replica = self._pool.replica(self._replica)
@@ -260,9 +318,9 @@ class _Live:
 
 
 class _Got:
-    """What one call generated so far, per choice."""
+    """What one call generated so far, per choice, and what the engine said it counted."""
 
-    __slots__ = ("content", "deltas", "live", "logprobs", "reasoning", "tools")
+    __slots__ = ("completion", "content", "deltas", "live", "logprobs", "prompt", "reasoning", "tools")
 
     def __init__(self, choices: int) -> None:
         self.reasoning = [""] * choices
@@ -271,6 +329,9 @@ class _Got:
         self.live = [0] * choices  # characters of content told to the listener
         self.tools = [ToolCallParts() for _ in range(choices)]
         self.logprobs: list[list[dict[str, Any]]] = [[] for _ in range(choices)]  # of the answer's tokens
+        # the engine's counts so far (vLLM's continuous usage: every chunk carries its choice's tokens)
+        self.prompt: int | None = None
+        self.completion: list[int | None] = [None] * choices
 
     def answered(self, i: int) -> bool:
         """Whether choice `i` is past its reasoning: it began an answer, in text or as a tool call."""
@@ -278,6 +339,24 @@ class _Got:
 
     def answer_chars(self, i: int) -> int:
         return len(self.content[i]) + self.tools[i].chars
+
+    def tool_estimate(self) -> int:
+        return sum(_estimate_chars(tools.chars) for tools in self.tools)
+
+    def observe_usage(self, usage: Any, i: int) -> None:
+        """A chunk's usage, when the engine reports it on every chunk: its choice's tokens so far."""
+        if not isinstance(usage, dict):
+            return
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(prompt, int) and isinstance(completion, int):
+            self.prompt = prompt
+            self.completion[i] = completion
+
+    def reported(self) -> Usage | None:
+        """What the engine counted up to the last chunk read; None when it reported nothing as it went."""
+        if self.prompt is None:
+            return None
+        return Usage(self.prompt, sum(count or 0 for count in self.completion))
 
 
 async def _read(
@@ -290,10 +369,13 @@ async def _read(
 ) -> bool:
     """Read a call's stream into `got`; True when it was stopped at the cap."""
     async for event in stream:
-        for choice in event.payload.get("choices") or ():
+        choices = event.payload.get("choices") or ()
+        for choice in choices:
             i = choice.get("index", 0)
             if not isinstance(i, int) or not 0 <= i < len(samples):
                 continue
+            if len(choices) == 1:  # the chunk's usage is its choice's (vLLM sends one choice a chunk)
+                got.observe_usage(event.payload.get("usage"), i)
             delta = choice.get("delta") or {}
             thought = delta.get("reasoning") or delta.get("reasoning_content") or ""
             said = delta.get("content") or ""
@@ -321,19 +403,39 @@ async def _read(
 
 
 def _per_choice(completion: int, reasoning: list[int], got: _Got) -> list[int]:
-    """A call's completion tokens by choice: each choice's reasoning, and what is left split by the share of
-    answer text (exact for one choice, which is every call but a self-consistency run's first)."""
-    if len(reasoning) == 1:
-        return [max(completion, reasoning[0])]
+    """A call's completion tokens by choice: the engine's own count of each when it reported them as it
+    went; else what is left after each choice's reasoning split by the share of answer text (exact for one
+    choice, which is every call but a self-consistency run's first)."""
+    choices = len(got.completion)
+    if choices == 1:
+        return [completion]
+    if all(count is not None for count in got.completion):
+        return [count or 0 for count in got.completion]
+    if sum(reasoning) > completion:  # texts tokenized again may count more than the engine wrote
+        reasoning = [count * completion // sum(reasoning) for count in reasoning]
     answers = max(0, completion - sum(reasoning))
-    chars = [got.answer_chars(i) for i in range(len(reasoning))]
+    chars = [got.answer_chars(i) for i in range(choices)]
     total = sum(chars)
     # rounded up: a sample's bound must not be passed by a rounding
     return [r + (-(-answers * c // total) if total else 0) for r, c in zip(reasoning, chars, strict=True)]
 
 
+def _read_per_choice(usage: Usage, choices: int) -> Usage:
+    """A call's usage as the engine worked it: vLLM reads the prompt once for each of a call's `n` choices
+    (its `vllm:prompt_tokens_total` grows by n x the prompt; its usage reports the prompt once)."""
+    if choices == 1:
+        return usage
+    return replace(
+        usage, prompt_tokens=usage.prompt_tokens * choices, cached_tokens=usage.cached_tokens * choices
+    )
+
+
 def _estimate(text: str) -> int:
     return generated_estimate(len(text))
+
+
+def _estimate_chars(chars: int) -> int:
+    return generated_estimate(chars)
 
 
 def _keep(

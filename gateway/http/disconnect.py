@@ -6,9 +6,22 @@ import asyncio
 
 from starlette.types import Receive
 
-__all__ = ["CLIENT_CLOSED", "DisconnectWatch"]
+__all__ = ["CLIENT_CLOSED", "SHUT_DOWN", "DisconnectWatch", "ended_status"]
 
-CLIENT_CLOSED = 499  # nginx's "client closed request": logged and metered, never seen by the client
+# nginx's "client closed request", logged and metered for every request whose client left before its
+# response ended - also a stream that had begun with a 200 (nginx keeps the 200 once its headers are out; one
+# status for every request a client abandoned is what a dashboard and a log search want); never seen by the
+# client
+CLIENT_CLOSED = 499
+SHUT_DOWN = 503  # a shutdown cut the request before any answer was sent: logged and metered so
+
+
+def ended_status(*, disconnected: bool, opened: bool) -> int:
+    """The status recorded for a request cancelled mid-way: 499 when its client left; else (a shutdown) the
+    200 a stream had already sent, or 503 when nothing had been sent."""
+    if disconnected:
+        return CLIENT_CLOSED
+    return 200 if opened else SHUT_DOWN
 
 
 class DisconnectWatch:

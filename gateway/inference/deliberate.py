@@ -30,7 +30,7 @@ from gateway.deliberation import (
     progress_fields,
     usage_body,
 )
-from gateway.http.disconnect import DisconnectWatch
+from gateway.http.disconnect import DisconnectWatch, ended_status
 from gateway.http.errors import GatewayError, error_event, from_engine_error
 from gateway.http.relay import DONE, SSE_HEADERS
 from gateway.http.schemas import ChatRequest
@@ -131,8 +131,8 @@ def depth_refusal(exc: DepthUnreachable, checked: ChatRequest) -> Refusal:
 
 def deliberation_estimate(prompt: int, plan: DepthPlan) -> TokenEstimate:
     """The most a deliberation may use, for its reservations: every sample generates at most the plan's
-    output over all its calls; the engines read the prompt once for the first call, then again, with the
-    reasoning so far, for each extension and close the plan allows (`DepthPlan.prompt_bound`)."""
+    output over all its calls; the engines read the prompt once a sample for the first call, then again,
+    with the reasoning so far, for each extension and close the plan allows (`DepthPlan.prompt_bound`)."""
     return TokenEstimate(prompt=plan.prompt_bound(prompt), output=plan.output_bound(), n=1)
 
 
@@ -317,7 +317,8 @@ class DeliberationStream(Response):
             disconnected = watch.absorb()
             if not metered:
                 outcome = Outcome.of_failure(exc, disconnected=disconnected)
-                await asyncio.shield(_done(meter, run, outcome, 200, feed.first))
+                status = ended_status(disconnected=disconnected, opened=opened)
+                await asyncio.shield(_done(meter, run, outcome, status, feed.first))
             if not disconnected:
                 raise
         finally:

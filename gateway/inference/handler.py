@@ -18,7 +18,7 @@ from gateway.accounting.exchange import MeterSink, Outcome
 from gateway.accounting.metrics import RequestMetrics
 from gateway.accounting.usage_record import prompt_estimate
 from gateway.deliberation import DepthUnreachable
-from gateway.http.disconnect import DisconnectWatch
+from gateway.http.disconnect import CLIENT_CLOSED, DisconnectWatch
 from gateway.http.endpoints import Endpoint
 from gateway.http.errors import GatewayError
 from gateway.http.relay import RelayEnd, StreamRelay
@@ -192,8 +192,10 @@ def _relay(
     headers: list[tuple[bytes, bytes]],
 ) -> StreamRelay:
     async def on_end(end: RelayEnd) -> None:
+        # a client that left mid-stream is a 499 in the logs and metrics, though its stream began with a 200
+        status = CLIENT_CLOSED if end.outcome is Outcome.CLIENT_DISCONNECTED else 200
         await meter.done(
-            meter.exchange(end.outcome, 200, stream.replica.url, stream.usage, stream, end.first_event_at)
+            meter.exchange(end.outcome, status, stream.replica.url, stream.usage, stream, end.first_event_at)
         )
 
     rewrite = None

@@ -19,7 +19,7 @@ from gateway.accounting.metrics import RequestMetrics
 from gateway.accounting.request_log import log_request
 from gateway.accounting.usage_record import COUNT_TIMEOUT_S, Counted, generated_chars, usage_record
 from gateway.budgets import BudgetHold
-from gateway.http.disconnect import CLIENT_CLOSED, DisconnectWatch
+from gateway.http.disconnect import CLIENT_CLOSED, SHUT_DOWN, DisconnectWatch
 from gateway.http.endpoints import Endpoint
 from gateway.http.errors import from_engine_error
 from gateway.inference.admission import Admitter
@@ -87,9 +87,9 @@ class Meter:
         estimated: bool = False,
     ) -> Response:
         """The one ending of a request whose engine work did not complete (the answer not yet begun): its
-        record, then what the client gets. A client that left gets nothing (a 499 in the logs); a shutdown
-        re-raises once the record is durable; an engine's failure is its translated error; a fault of ours
-        is re-raised for the 500 handler, after its record."""
+        record, then what the client gets. A client that left gets nothing (a 499 in the logs and metrics); a
+        shutdown re-raises once the record is durable (a 503 there: no answer was sent); an engine's failure
+        is its translated error; a fault of ours is re-raised for the 500 handler, after its record."""
         if isinstance(exc, asyncio.CancelledError):
             disconnected = watch.absorb()  # undone, when the client's leaving caused it
         else:
@@ -97,8 +97,8 @@ class Meter:
             disconnected = False
         outcome = Outcome.of_failure(exc, disconnected=disconnected)
         error = from_engine_error(exc) if isinstance(exc, EngineError) else None
-        if isinstance(exc, asyncio.CancelledError):
-            status = CLIENT_CLOSED
+        if isinstance(exc, asyncio.CancelledError):  # nothing was sent: the client left, or a shutdown
+            status = CLIENT_CLOSED if disconnected else SHUT_DOWN
         else:
             status = error.status if error is not None else 500
         if isinstance(exc, EngineError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -158,7 +159,12 @@ class MetricsEngine:
         return self.text
 
     async def count_tokens(
-        self, model: str, *, prompt: str | None = None, messages: Any = None
+        self,
+        model: str,
+        *,
+        prompt: str | None = None,
+        messages: Any = None,
+        template: Mapping[str, Any] | None = None,
     ) -> int | None:
         return None
 

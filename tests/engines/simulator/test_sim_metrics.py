@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from tests.prometheus import metric
+from tests.prometheus import metric, sample_values
 
-from .sim_support import Sim, SimFactory, deliberate, fast
+from .sim_support import Sim, SimFactory, deliberate, fast, sse_events
 
 REQUIRED = [
     "vllm:num_requests_running",
@@ -36,8 +36,9 @@ async def test_metric_names_and_labels(sim: Sim) -> None:
     for name in REQUIRED:
         for model in ("qwen3-8b", "llama-3.1-8b"):
             assert metric(response.text, name, model_name=model, engine="0") == 0, name
-    for reason in ("stop", "length", "abort"):
-        metric(response.text, "vllm:request_success_total", finished_reason=reason)
+    for reason in ("stop", "length", "abort", "error", "repetition"):  # vLLM 0.32's FinishReason, all at 0
+        values = sample_values(response.text, "vllm:request_success_total", finished_reason=reason)
+        assert values == [0.0, 0.0], reason
 
 
 async def test_counters_agree_with_usage(sim: Sim) -> None:
@@ -59,6 +60,37 @@ async def test_counters_agree_with_usage(sim: Sim) -> None:
     assert metric(text, "vllm:e2e_request_latency_seconds_count", **qwen) == 4
     assert metric(text, "vllm:request_success_total", model_name="llama-3.1-8b") == 1
     assert metric(text, "vllm:num_requests_running") == 0
+
+
+async def test_each_of_n_sequences_reads_the_prompt(sim: Sim) -> None:
+    """As vLLM 0.32 counts (measured on the CPU: n=4 of a 46-token prompt, 184 prompt tokens, all computed):
+    usage reports the prompt once, the counter once per sequence."""
+    usage = (await sim.chat(n=3, max_tokens=5)).json()["usage"]
+    text = await sim.metrics()
+    assert metric(text, "vllm:prompt_tokens_total") == 3 * usage["prompt_tokens"] > 0
+    assert metric(text, "vllm:generation_tokens_total") == usage["completion_tokens"]
+    assert metric(text, "vllm:request_success_total") == 3
+
+
+async def test_continuous_usage_counts_every_chunk(sim: Sim) -> None:
+    """vLLM's `continuous_usage_stats`: each chunk carries the prompt and its choice's tokens so far."""
+    options = {"include_usage": True, "continuous_usage_stats": True}
+    body = (await sim.chat(n=2, max_tokens=30, stream=True, stream_options=options)).content
+    events = [event for event in sse_events(body) if event != "[DONE]"]
+    *chunks, final = events
+    assert final["choices"] == []
+    prompt = final["usage"]["prompt_tokens"]
+    last: dict[int, int] = {}
+    for chunk in chunks:
+        (choice,) = chunk["choices"]
+        usage = chunk["usage"]
+        assert usage["prompt_tokens"] == prompt
+        assert usage["completion_tokens"] >= last.get(choice["index"], 0)
+        last[choice["index"]] = usage["completion_tokens"]
+    assert sorted(last) == [0, 1]
+    assert sum(last.values()) == final["usage"]["completion_tokens"] > 0
+    plain = (await sim.chat(max_tokens=5, stream=True, stream_options={"include_usage": True})).content
+    assert all(event["usage"] is None for event in sse_events(plain)[:-2])
 
 
 async def test_spec_decode_counters_are_consistent(sim: Sim) -> None:
@@ -129,8 +161,10 @@ async def test_a_request_cancelled_in_the_queue_leaves_it(sim_factory: SimFactor
     assert sim.app.engine.scheduler.waiting["qwen3-8b"] == 0
     assert (await running).status_code == 200
     text = await sim.metrics()
-    assert metric(text, "vllm:request_success_total", finished_reason="abort") == 1
+    # as in vLLM, a request that never got its first token counts nothing: no prompt, no finish reason
+    assert metric(text, "vllm:request_success_total", finished_reason="abort") == 0
     assert metric(text, "vllm:request_success_total", finished_reason="length") == 1
+    assert metric(text, "vllm:generation_tokens_total") == 10
     assert metric(text, "vllm:num_requests_running") == 0
     # The slot it never got is free for the next one.
     assert (await sim.chat(max_tokens=2)).status_code == 200

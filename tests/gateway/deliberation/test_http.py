@@ -242,13 +242,16 @@ def test_a_client_that_leaves_cancels_every_sample(tmp_path: Path) -> None:
             for line in response.iter_lines():
                 if line.startswith(":") or '"reasoning"' in line:
                     break  # the samples are running: leave
-        # one engine request carries the 4 samples (n=4): the engine aborts all of them
+        # one engine request carries the 4 samples (n=4): the gateway aborts it, the engine drops all four
         wait_until(
-            lambda: metric(scrape(engine_url), "vllm:request_success_total", finished_reason="abort") >= 4
+            lambda: metric(scrape(gateway.url), "tiergate_engine_aborts_total", pool="deliberate") == 1
         )
+        wait_until(lambda: metric(scrape(engine_url), "vllm:num_requests_running") == 0)
+        assert metric(scrape(engine_url), "vllm:request_success_total") == 0
         row = ledger_row(database_url, request_id)
         assert row.record.outcome == "client_disconnected"
         assert row.record.depth.samples == 4
+        assert gateway.recorder.wait_for(request_id).status == 499  # its stream had begun: a 200 was sent
 
 
 HARD = (
@@ -375,8 +378,11 @@ def test_an_engine_that_dies_mid_deliberation_still_bills_what_it_generated(
         request_id = failed.value.response.headers["x-tiergate-request-id"]
         row = ledger_row(database_url, request_id)
         assert row.record.outcome == "engine_failed"
-        assert row.record.estimated is True
-        assert 0 < row.record.reasoning_tokens <= row.record.completion_tokens  # the 30 chunks it sent
+        # billed by the engine's own counts up to the cut (its usage on every chunk): the role chunk and 29
+        # tokens, all of them reasoning
+        assert row.record.estimated is False
+        assert row.record.reasoning_tokens == row.record.completion_tokens == 29
+        assert row.record.prompt_tokens > 0
         assert row.record.depth.floor_met is False and row.charge.rated_tier == "fast"
         assert row.charge.total > 0
 

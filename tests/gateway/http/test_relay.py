@@ -61,15 +61,22 @@ def test_client_disconnect_cancels_the_upstream_stream(
         lines = response.iter_lines()
         received = [line for line, _ in zip(lines, range(6), strict=False) if line.startswith("data: ")]
         assert received
-    # closing the response dropped the connection mid-stream
-    wait_until(lambda: metric(scrape(engine), "vllm:request_success_total", finished_reason="abort") == 1)
-    assert metric(scrape(engine), "vllm:num_requests_running") == 0
+    # closing the response dropped the connection mid-stream: the engine dropped the request (vLLM counts no
+    # abort of its own) and the gateway counted one
+    wait_until(lambda: metric(scrape(engine), "vllm:num_requests_running") == 0)
+    wait_until(lambda: metric(scrape(gateway.url), "tiergate_engine_aborts_total", pool="fast") == 1)
+    assert metric(scrape(engine), "vllm:request_success_total") == 0
     assert (
         metric(scrape(engine), "vllm:generation_tokens_total") < 400
     )  # stopped, not run to its end and dropped
     exchange = gateway.recorder.wait_for(request_id, timeout=30)
     assert exchange.outcome is Outcome.CLIENT_DISCONNECTED and exchange.usage is None
     assert exchange.tally is not None and exchange.tally.text()  # what was generated is known
+    # the stream began with a 200, but a client that left is a 499 in the logs and metrics (as documented)
+    assert exchange.status == 499
+    requests = scrape(gateway.url)
+    assert metric(requests, "tiergate_requests_total", status="499", outcome="client_disconnected") == 1
+    assert metric(requests, "tiergate_requests_total", status="200") == 0
 
 
 def test_client_disconnect_cancels_a_non_streaming_request(
@@ -81,7 +88,9 @@ def test_client_disconnect_cancels_a_non_streaming_request(
         httpx.post(
             gateway.v1 + "/chat/completions", json={"model": "qwen3-8b", "messages": MESSAGES}, timeout=0.5
         )
-    wait_until(lambda: metric(scrape(engine), "vllm:request_success_total", finished_reason="abort") == 1)
+    wait_until(lambda: metric(scrape(gateway.url), "tiergate_engine_aborts_total", pool="fast") == 1)
+    wait_until(lambda: metric(scrape(engine), "vllm:num_requests_running") == 0)
+    assert metric(scrape(engine), "vllm:request_success_total") == 0  # aborted: counted in no finish reason
     exchange = gateway.recorder.exchanges[-1]
     assert exchange.outcome is Outcome.CLIENT_DISCONNECTED and exchange.status == 499
 
