@@ -7,6 +7,7 @@ the fixture skips, loudly; with TIERGATE_REQUIRE_POSTGRES set (CI) it fails inst
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -70,12 +71,16 @@ class PostgresServer:
 
     def pause(self) -> None:
         """A hang: the server and its backends stopped; the kernel still accepts connections."""
-        for pid in self._pids():
-            os.kill(pid, signal.SIGSTOP)
+        self._signal(signal.SIGSTOP)
 
     def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, number: signal.Signals) -> None:
         for pid in self._pids():
-            os.kill(pid, signal.SIGCONT)
+            # a backend may end between the listing and the signal (its client closed): nothing to stop
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, number)
 
     def remove(self) -> None:
         if (self._data / "postmaster.pid").exists():
