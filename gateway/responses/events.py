@@ -115,11 +115,14 @@ class ResponseEvents:
         return out
 
     def completed(self) -> bytes:
-        """The stream's end: every item done; `final` is the response (`final_event()` sends it)."""
+        """The stream's end: every item done; `final` is the response (`final_event()` sends it). The item the
+        bound cut short, when it did, ends `incomplete`."""
+        status, incomplete = status_of(self._finish)
+        if incomplete is not None and self._open is not None:
+            self._open["status"] = "incomplete"
         out = self._close()
         if self._winner and not any(item["type"] == "reasoning" for item in self.output):
             out += self._reasoning(self._winner) + self._close()
-        status, incomplete = status_of(self._finish)
         self.final = self._shell.body(self._model, status, self.output, self._usage, incomplete=incomplete)
         self._final_kind = "response.completed" if status == "completed" else "response.incomplete"
         return out

@@ -118,6 +118,8 @@ class Shell:
         choice = choices[0]
         output = self.output(choice.get("message") or {}, choice.get("logprobs"))
         status, incomplete = status_of(choice.get("finish_reason"))
+        if incomplete is not None and output:
+            output[-1]["status"] = "incomplete"  # the item the bound (or the filter) cut short
         usage = answer.get("usage")
         return self.body(
             answer.get("model") or self.request.model,

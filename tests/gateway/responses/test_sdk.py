@@ -312,3 +312,13 @@ def test_a_store_that_fails_loses_no_answer(customer: Customer) -> None:
     assert final.output_text and final.model_dump()["store"] is False
     for response in (whole, final):  # answered and billed all the same
         assert customer.ledger(request_id(response)).outcome == "ok"
+
+
+def test_a_response_stopped_by_its_bound_is_incomplete_where_it_was_cut(customer: Customer) -> None:
+    response = customer.sdk.responses.create(
+        model="qwen3-8b:fast", input="Count to ten.", max_output_tokens=16
+    )
+    assert response.status == "incomplete" and response.incomplete_details is not None
+    assert response.incomplete_details.reason == "max_output_tokens"
+    assert response.output and response.output[-1].status == "incomplete"  # the item the bound cut short
+    assert response.usage is not None and response.usage.output_tokens == 16
