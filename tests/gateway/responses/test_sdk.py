@@ -320,5 +320,5 @@ def test_a_response_stopped_by_its_bound_is_incomplete_where_it_was_cut(customer
     )
     assert response.status == "incomplete" and response.incomplete_details is not None
     assert response.incomplete_details.reason == "max_output_tokens"
-    assert response.output and response.output[-1].status == "incomplete"  # the item the bound cut short
+    assert response.output and response.output[-1].model_dump()["status"] == "incomplete"  # cut short
     assert response.usage is not None and response.usage.output_tokens == 16
