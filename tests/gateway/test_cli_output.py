@@ -10,6 +10,7 @@ import json
 import os
 import pty
 import select
+import socket
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -19,11 +20,13 @@ import pytest
 
 from gateway.accounting.bookkeeper import ledger_migrations
 from gateway.database import open_database
+from gateway.keys import KeyStore
 from gateway.probes.cli import table
 from gateway.probes.tasks import ProbeResult
+from gateway.terminal import BROKEN_PIPE_EXIT
 from pricing import Ledger, format_micros, load_price_book
 from tests.pricing.factories import make_row
-from tests.processes import TIERGATE
+from tests.processes import TIERGATE, free_port
 from tests.tables import read_table
 
 BOOK = Path(__file__).parents[2] / "gateway" / "prices.yaml"
@@ -154,6 +157,40 @@ def test_on_a_terminal_a_ruled_table_and_a_progress_bar(tmp_path: Path) -> None:
     assert "invoice acme" in output and "3/3" in output  # the bar, at its end: every row read
     assert "\x1b[1m" in output and "─" in output  # a bold header over a rule
     assert "invoice for acme, 2026-11: 3 requests" in output
+
+
+def test_json_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    config, database_url = billing_config(tmp_path)
+
+    async def tenants() -> None:
+        database = await open_database(database_url)
+        store = KeyStore(database)
+        await store.migrate()
+        for number in range(600):  # ~250 kB of JSON: far more than a pipe holds, so the write must fail
+            await store.create_tenant(f"tenant-{number:04}", "n" * 300)
+        await database.aclose()
+
+    asyncio.run(tenants())
+    command = " ".join([*TIERGATE, "tenants", "list", "--json", "--config", str(config)])
+    piped = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {command} | head -1"], capture_output=True, text=True, timeout=60
+    )
+    assert piped.stdout == "[\n"
+    assert piped.stderr == ""  # no traceback, no "Exception ignored" at exit
+    assert piped.returncode == BROKEN_PIPE_EXIT  # 128 + SIGPIPE, as `cat` cut off by `head` reports
+    whole = tiergate("tenants", "list", "--json", "--config", str(config))
+    assert whole.returncode == 0 and len(json.loads(whole.stdout)) == 600
+
+
+def test_demo_on_a_busy_port_says_so_in_one_line_and_starts_nothing() -> None:
+    port = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        demo = tiergate("demo", "--port", str(port))
+    assert demo.returncode == 1
+    assert demo.stderr == f"tiergate demo: port {port} is busy: use --port N\n"
+    assert demo.stdout == ""  # no banner
 
 
 def test_probe_results_are_a_table_with_headers() -> None:
