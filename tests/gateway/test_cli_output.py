@@ -7,12 +7,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import os
-import pty
-import select
 import socket
 import subprocess
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +22,7 @@ from gateway.probes.tasks import ProbeResult
 from gateway.terminal import BROKEN_PIPE_EXIT
 from pricing import Ledger, format_micros, load_price_book
 from tests.pricing.factories import make_row
-from tests.processes import TIERGATE, free_port
+from tests.processes import TIERGATE, free_port, run_on_terminal
 from tests.tables import read_table
 
 BOOK = Path(__file__).parents[2] / "gateway" / "prices.yaml"
@@ -112,39 +108,6 @@ def test_an_invoice_is_a_table_and_json(tmp_path: Path) -> None:
     assert total == f"total {format_micros(sum(charges))} USD"
     assert shown.stderr == ""  # no progress bar off a terminal
     assert json.loads(tiergate(*args, "--json").stdout)["total_micros"] == sum(charges)
-
-
-def run_on_terminal(args: list[str], timeout: float = 60) -> tuple[int, str]:
-    """Runs a command with stdout and stderr on a pseudo-terminal; its exit code and all it wrote there."""
-    controller, terminal = pty.openpty()
-    env = {key: value for key, value in os.environ.items() if key not in ("NO_COLOR", "COLUMNS")}
-    process = subprocess.Popen(
-        args,
-        stdin=subprocess.DEVNULL,
-        stdout=terminal,
-        stderr=terminal,
-        env={**env, "TERM": "xterm-256color"},
-    )
-    os.close(terminal)
-    written = bytearray()
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([controller], [], [], 0.2)
-            if not ready:
-                continue
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:  # EIO: every end of the terminal closed, the process is gone
-                break
-            if not chunk:
-                break
-            written += chunk
-        return process.wait(timeout=10), written.decode(errors="replace")
-    finally:
-        os.close(controller)
-        if process.poll() is None:
-            process.kill()
 
 
 def test_on_a_terminal_a_ruled_table_and_a_progress_bar(tmp_path: Path) -> None:
