@@ -72,7 +72,7 @@ def render_table(columns: Sequence[Column | str], rows: Iterable[Sequence[Any]],
         file=buffer,
         width=_WIDTH,
         force_terminal=terminal,
-        no_color=not terminal,
+        no_color=None if terminal else True,  # on a terminal NO_COLOR (the environment) decides
         highlight=False,
         emoji=False,
     )

@@ -235,7 +235,7 @@ def _key_row(row: dict[str, Any]) -> list[Any]:
         row.get("name") or "-",
         "REVOKED" if row["revoked"] else "active",
         ",".join(row["tiers"]),
-        ",".join(row["models"]) if row.get("models") else "all",
+        "all" if row.get("models") is None else ",".join(row["models"]),  # None: every model
         limits or "unlimited",
         row.get("expires_at") or "never",
     ]
