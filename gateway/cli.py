@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from gateway.settings import (
     export_metrics_dir,
     load_settings,
 )
+from gateway.terminal import exit_on_broken_pipe
 
 __all__ = ["main"]
 
@@ -70,6 +72,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    try:
+        _run(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit where it is not
+    except BrokenPipeError:
+        exit_on_broken_pipe()
+
+
+def _run(args: argparse.Namespace) -> None:
     try:
         if args.command == "serve":
             _serve(args)
@@ -160,14 +170,19 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from gateway.demo import run_demo
+    from gateway.demo import listening_socket, run_demo
 
+    # the port first, before a banner or a log line: a busy one is one line, not a failure among the logs
+    try:
+        sock = listening_socket(args.host, args.port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            sys.exit(f"tiergate demo: port {args.port} is busy: use --port N")
+        sys.exit(f"tiergate demo: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     _logging("info")
     _open_files()
-    try:
-        asyncio.run(run_demo(args.host, args.port))
-    except OSError as exc:
-        sys.exit(f"tiergate demo: {exc} (is port {args.port} taken? try --port)")
+    with sock:
+        asyncio.run(run_demo(args.host, args.port, sock))
 
 
 def _simulate(args: argparse.Namespace) -> None:

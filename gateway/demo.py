@@ -19,7 +19,7 @@ from gateway.keys import KeyStore
 from gateway.limits import Quota
 from gateway.settings import load_settings
 
-__all__ = ["demo_settings", "run_demo"]
+__all__ = ["demo_settings", "listening_socket", "run_demo"]
 
 
 def demo_settings(host: str, port: int, fast_url: str, deliberate_url: str) -> dict[str, Any]:
@@ -60,6 +60,20 @@ def _free_port(host: str) -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The gateway's socket, bound before anything starts (OSError, EADDRINUSE when the port is busy) and
+    handed to its server, so no other process can take the port between the check and the start."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's own: TIME_WAIT is no owner
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _server(app: Any, host: str, port: int, **options: Any) -> uvicorn.Server:
@@ -112,12 +126,13 @@ Everything lives in a temporary database, deleted when the demo stops. Press Ctr
 """
 
 
-async def run_demo(host: str, port: int) -> None:
+async def run_demo(host: str, port: int, sock: socket.socket) -> None:
+    """The demo on `sock` (see `listening_socket`), bound to `host` and `port`, until Ctrl-C."""
     with tempfile.TemporaryDirectory(prefix="tiergate-demo-") as folder:
-        await _run(host, port, Path(folder))
+        await _run(host, port, sock, Path(folder))
 
 
-async def _run(host: str, port: int, folder: Path) -> None:
+async def _run(host: str, port: int, sock: socket.socket, folder: Path) -> None:
     sim_host = "127.0.0.1"
     fast_port, deliberate_port = _free_port(sim_host), _free_port(sim_host)
     fast_url, deliberate_url = f"http://{sim_host}:{fast_port}", f"http://{sim_host}:{deliberate_port}"
@@ -147,7 +162,7 @@ async def _run(host: str, port: int, folder: Path) -> None:
             banner(f"http://{shown_host}:{port}/v1", fast_url, deliberate_url, api_key, admin_token),
             flush=True,
         )
-        await gateway.serve()  # returns on Ctrl-C / SIGTERM
+        await gateway.serve(sockets=[sock])  # returns on Ctrl-C / SIGTERM
     finally:
         for server in simulators:
             server.should_exit = True

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from engines.profiles import PROFILES, LaunchPlan, ProfileError, get_profile
+from gateway.terminal import print_json, print_table
 
 __all__ = [
     "VLLM_CPU_HEADING",
@@ -31,7 +32,8 @@ def add_engines_command(commands: Any) -> None:
         "engines", help="launch profiles: how to start vLLM or TensorRT-LLM per tier"
     )
     actions = engines.add_subparsers(dest="engines_command", required=True)
-    actions.add_parser("profiles", help="list the launch profiles")
+    profiles = actions.add_parser("profiles", help="list the launch profiles")
+    profiles.add_argument("--json", action="store_true", help="print JSON")
     command = actions.add_parser("command", help="print the command that starts an engine with a profile")
     command.add_argument("--profile", required=True, help="see `tiergate engines profiles`")
     command.add_argument("--model", required=True, help="the model (hub id or directory)")
@@ -44,9 +46,11 @@ def add_engines_command(commands: Any) -> None:
 
 def run_engines_command(args: argparse.Namespace) -> None:
     if args.engines_command == "profiles":
-        width = max(len(profile.name) for profile in PROFILES)
-        for profile in PROFILES:
-            print(f"{profile.name:<{width}}  {profile.engine:<6}  {profile.tier:<10}  {profile.summary}")
+        rows = [[p.name, p.engine, p.tier, p.summary] for p in PROFILES]
+        if args.json:
+            print_json([dict(zip(("name", "engine", "tier", "summary"), row, strict=True)) for row in rows])
+        else:
+            print_table(("profile", "engine", "tier", "summary"), rows)
         return
     try:
         plan = get_profile(args.profile).render(

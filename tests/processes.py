@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import re
 import select
 import subprocess
@@ -54,3 +56,36 @@ def read_until(process: subprocess.Popen[str], pattern: str, timeout: float = 20
             if match := re.search(pattern, line):
                 return match
     raise AssertionError(f"{pattern!r} never appeared in:\n{''.join(seen)}")
+
+
+def run_on_terminal(args: list[str], timeout: float = 60) -> tuple[int, str]:
+    """Runs a command with stdout and stderr on a pseudo-terminal; its exit code and all it wrote there."""
+    controller, terminal = pty.openpty()
+    env = {key: value for key, value in os.environ.items() if key not in ("NO_COLOR", "COLUMNS")}
+    process = subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=terminal,
+        env={**env, "TERM": "xterm-256color"},
+    )
+    os.close(terminal)
+    written = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.2)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: every end of the terminal closed, the process is gone
+                break
+            if not chunk:
+                break
+            written += chunk
+        return process.wait(timeout=10), written.decode(errors="replace")
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()

@@ -6,11 +6,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 from gateway.accounting.bookkeeper import ledger_migrations
 from gateway.admin.backend import AdminBackend, AdminError, DirectAdmin, RemoteAdmin
@@ -19,7 +18,8 @@ from gateway.budgets import PERIODS, Scope
 from gateway.database import open_database
 from gateway.refusals import Refusal
 from gateway.settings import admin_token_from_environment, config_path_from_environment, load_settings
-from pricing import Ledger, load_price_book
+from gateway.terminal import Column, print_json, print_table, progress_bars
+from pricing import ExportTally, Ledger, format_micros, load_price_book
 
 __all__ = ["add_admin_commands", "run_admin_command"]
 
@@ -127,9 +127,9 @@ def run_admin_command(args: argparse.Namespace) -> None:
     except AdminError as exc:
         sys.exit(f"tiergate {args.command} {args.action}: {exc}")
     if args.json:
-        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        print_json(result)
     else:
-        print(_human(args, result))
+        _show(args, result)
 
 
 async def _backend(args: argparse.Namespace) -> AdminBackend:
@@ -188,44 +188,75 @@ def _limits(args: argparse.Namespace) -> dict[str, dict[str, int | None]]:
     return {tier: {"rpm": args.rpm, "tpm": args.tpm} for tier in args.tiers}
 
 
-def _human(args: argparse.Namespace, result: Any) -> str:
-    if args.command == "budgets":
-        return _budgets_text(result)
-    if args.command == "tenants":
-        rows = result if isinstance(result, list) else [result]
-        return "\n".join(f"{row['id']}\t{row['name']}\t{row['created_at']}" for row in rows) or "(no tenants)"
-    if args.action == "create":
-        return (
+def _show(args: argparse.Namespace, result: Any) -> None:
+    """A human's view of the result: a message for what was done, a table for what is listed."""
+    if args.command == "keys" and args.action == "create":
+        print(
             f"created key {result['id']} for tenant {result['tenant']}"
             f" (tiers: {', '.join(result['tiers'])})\n"
             f"secret, shown only now - store it: {result['secret']}"
         )
-    rows = result if isinstance(result, list) else [result]
-    lines = []
-    for row in rows:
-        limits = (
-            " ".join(f"{tier}:rpm={v['rpm']},tpm={v['tpm']}" for tier, v in row["limits"].items())
-            or "unlimited"
-        )
-        state = "REVOKED" if row["revoked"] else "active"
-        lines.append(
-            f"{row['id']}\t{row['key']}\t{row['tenant']}\t{state}\t{','.join(row['tiers'])}\t{limits}"
-        )
-    return "\n".join(lines) or "(no keys)"
-
-
-def _budgets_text(result: Any) -> str:
+        return
     if isinstance(result, dict) and result.get("deleted"):
-        return f"deleted the {result['period']} budget of {result['scope']} {result['subject']}"
+        print(f"deleted the {result['period']} budget of {result['scope']} {result['subject']}")
+        return
     rows = result if isinstance(result, list) else [result]
-    lines = []
-    for row in rows:
-        standing = f"spent {row['spent']}, reserved {row['reserved']}, left {row['remaining']}"
-        lines.append(
-            f"{row['scope']} {row['subject']}\t{row['period']} ({row['window']['label']})"
-            f"\tlimit {row['limit']} {row['currency']}\t{standing}"
-        )
-    return "\n".join(lines) or "(no budgets)"
+    if args.command == "tenants":
+        print_table(TENANT_COLUMNS, ([row["id"], row["name"], row["created_at"]] for row in rows))
+    elif args.command == "budgets":
+        print_table(BUDGET_COLUMNS, (_budget_row(row) for row in rows))
+    else:
+        print_table(KEY_COLUMNS, (_key_row(row) for row in rows))
+
+
+TENANT_COLUMNS = ("id", "name", "created")
+KEY_COLUMNS = ("id", "key", "tenant", "name", "state", "tiers", "models", "limits", "expires")
+BUDGET_COLUMNS = (
+    "scope",
+    "subject",
+    "period",
+    "window",
+    Column("limit", numeric=True),
+    Column("spent", numeric=True),
+    Column("reserved", numeric=True),
+    Column("left", numeric=True),
+    "currency",
+)
+
+
+def _key_row(row: dict[str, Any]) -> list[Any]:
+    limits = " ".join(
+        f"{tier}:rpm={_or_dash(v['rpm'])},tpm={_or_dash(v['tpm'])}" for tier, v in row["limits"].items()
+    )
+    return [
+        row["id"],
+        row["key"],
+        row["tenant"],
+        row.get("name") or "-",
+        "REVOKED" if row["revoked"] else "active",
+        ",".join(row["tiers"]),
+        "all" if row.get("models") is None else ",".join(row["models"]),  # None: every model
+        limits or "unlimited",
+        row.get("expires_at") or "never",
+    ]
+
+
+def _or_dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _budget_row(row: dict[str, Any]) -> list[Any]:
+    window = row.get("window") or {}  # a budget without its standing has no window
+    standing = [row.get(name) for name in ("spent", "reserved", "remaining")]
+    return [
+        row["scope"],
+        row["subject"],
+        row["period"],
+        window.get("label"),
+        row["limit"],
+        *standing,
+        row["currency"],
+    ]
 
 
 async def _bill(args: argparse.Namespace) -> None:
@@ -246,30 +277,94 @@ async def _bill(args: argparse.Namespace) -> None:
         await database.migrate("ledger", ledger_migrations())
         ledger = Ledger(database)
         if args.action == "invoice":
-            bill = invoice_json(await invoice(ledger, args.tenant, currency, start, end))
+            with progress_bars() as bars:
+                count = await _row_count(ledger, args.tenant, start, end) if bars.shown else None
+                on_row = bars.advancer(f"invoice {args.tenant}", count)
+                bill = invoice_json(await invoice(ledger, args.tenant, currency, start, end, on_row))
             if args.json:
-                print(orjson.dumps(bill, option=orjson.OPT_INDENT_2).decode())
+                print_json(bill)
             else:
-                print(_invoice_text(bill))
+                _show_invoice(bill)
             return
-        out = args.output.open("wb") if args.output else sys.stdout.buffer
-        try:
-            customers = settings.pricing.stripe_customers
-            async for chunk in export(ledger, args.format, args.tenant, start, end, customers):
-                out.write(chunk)
-        finally:
-            if args.output:
-                out.close()
-            else:
-                out.flush()
+        tally = ExportTally()
+        # no bar on the terminal the export itself is written to
+        show = sys.stderr.isatty() and (args.output is not None or not sys.stdout.isatty())
+        with progress_bars(show=show) as bars:
+            count = await _row_count(ledger, args.tenant, start, end) if bars.shown else None
+            on_row = bars.advancer(f"export {args.format}", count)
+            await _export(ledger, args, start, end, settings.pricing.stripe_customers, tally, on_row)
     finally:
         await database.aclose()
+    _export_summary(args, tally, currency, settings.pricing.stripe_customers)
 
 
-def _invoice_text(bill: dict[str, Any]) -> str:
-    lines = [f"invoice for {bill['tenant']}, {bill['period']['start'][:7]}: {bill['requests']} requests"]
-    for line in bill["lines"]:
-        where = f"{line['tier']:<11}{line['model']:<20}{line['kind']:<14}"
-        lines.append(f"  {where}{line['quantity']:>12}  {line['amount']}")
-    lines.append(f"  total {bill['total']} {bill['currency']}")
-    return "\n".join(lines)
+async def _row_count(ledger: Ledger, tenant: str | None, start: datetime, end: datetime) -> int:
+    return sum(total.requests for total in await ledger.totals(tenant, start, end))
+
+
+async def _export(
+    ledger: Ledger,
+    args: argparse.Namespace,
+    start: datetime,
+    end: datetime,
+    customers: Mapping[str, str],
+    tally: ExportTally,
+    on_row: Callable[[], None],
+) -> None:
+    out = args.output.open("wb") if args.output else sys.stdout.buffer
+    try:
+        chunks = export(ledger, args.format, args.tenant, start, end, customers, tally=tally, on_row=on_row)
+        async for chunk in chunks:
+            out.write(chunk)
+    finally:
+        if args.output:
+            out.close()
+        else:
+            out.flush()
+
+
+def _export_summary(
+    args: argparse.Namespace, tally: ExportTally, currency: str, customers: Mapping[str, str]
+) -> None:
+    """One line on stderr: what was written and what was skipped, and why; exit 1 when all was skipped."""
+    why = ""
+    if tally.skipped_rows:
+        if args.format == "stripe":
+            why = (
+                "pricing.stripe_customers is not set in the config"
+                if not customers
+                else "their tenant is not in pricing.stripe_customers, or they cost nothing"
+            )
+        else:
+            why = "they have no tenant"
+    if tally.rows == 0 and tally.skipped_rows:
+        if args.output:
+            args.output.unlink(missing_ok=True)
+        sys.exit(
+            f"tiergate bill export: nothing written, all {tally.skipped_rows} rows skipped"
+            f" ({format_micros(tally.skipped_micros)} {currency}): {why}"
+        )
+    skipped = f"{tally.skipped_rows} rows skipped"
+    if tally.skipped_rows:
+        skipped += f" ({format_micros(tally.skipped_micros)} {currency}: {why})"
+    where = f" to {args.output}" if args.output else ""
+    print(
+        f"tiergate bill export: {tally.rows} rows written{where}, total"
+        f" {format_micros(tally.exported_micros)} {currency}; {skipped}",
+        file=sys.stderr,
+    )
+
+
+INVOICE_COLUMNS = ("tier", "model", "kind", Column("quantity", numeric=True), Column("amount", numeric=True))
+
+
+def _show_invoice(bill: dict[str, Any]) -> None:
+    print(f"invoice for {bill['tenant']}, {bill['period']['start'][:7]}: {bill['requests']} requests")
+    print_table(
+        INVOICE_COLUMNS,
+        (
+            [line["tier"], line["model"], line["kind"], line["quantity"], line["amount"]]
+            for line in bill["lines"]
+        ),
+    )
+    print(f"total {bill['total']} {bill['currency']}")

@@ -12,6 +12,7 @@ from starlette.concurrency import iterate_in_threadpool
 
 from gateway.refusals import Refusal
 from pricing import (
+    ExportTally,
     Invoice,
     InvoiceBuilder,
     Ledger,
@@ -43,20 +44,36 @@ def period_bounds(period: str | None, now: datetime | None = None) -> tuple[date
     return start, end
 
 
-Exporter = Callable[[Iterable[LedgerRow], Mapping[str, str]], Iterator[bytes | str]]
+Exporter = Callable[[Iterable[LedgerRow], Mapping[str, str], ExportTally], Iterator[bytes | str]]
 
 FORMATS: Mapping[str, tuple[str, Exporter]] = {
-    "csv": ("text/csv; charset=utf-8", lambda rows, _: csv_export(rows)),
-    "jsonl": ("application/x-ndjson", lambda rows, _: jsonl_export(rows)),
-    "cloudevents": ("application/cloudevents-batch+json", lambda rows, _: openmeter_batch(rows)),
-    "stripe": ("application/x-ndjson", lambda rows, customers: stripe_meter_lines(rows, customers)),
+    "csv": ("text/csv; charset=utf-8", lambda rows, _, tally: csv_export(rows, tally)),
+    "jsonl": ("application/x-ndjson", lambda rows, _, tally: jsonl_export(rows, tally)),
+    "cloudevents": (
+        "application/cloudevents-batch+json",
+        lambda rows, _, tally: openmeter_batch(rows, tally),
+    ),
+    "stripe": (
+        "application/x-ndjson",
+        lambda rows, customers, tally: stripe_meter_lines(rows, customers, tally=tally),
+    ),
 }
 
 
-async def invoice(ledger: Ledger, tenant: str, currency: str, start: datetime, end: datetime) -> Invoice:
+async def invoice(
+    ledger: Ledger,
+    tenant: str,
+    currency: str,
+    start: datetime,
+    end: datetime,
+    on_row: Callable[[], None] | None = None,
+) -> Invoice:
+    """The tenant's invoice for [start, end); `on_row` is called after each ledger row is added."""
     builder = InvoiceBuilder(tenant, currency, start, end)
     async for row in ledger.rows(tenant, start, end):
         builder.add(row)
+        if on_row is not None:
+            on_row()
     return builder.build()
 
 
@@ -92,14 +109,21 @@ async def export(
     start: datetime,
     end: datetime,
     customers: Mapping[str, str] | None = None,
+    *,
+    tally: ExportTally | None = None,
+    on_row: Callable[[], None] | None = None,
 ) -> AsyncIterator[bytes]:
-    """The period's rows in `fmt` (see FORMATS), chunk by chunk."""
+    """The period's rows in `fmt` (see FORMATS), chunk by chunk. `tally`, when given, counts the rows
+    exported and skipped (read it after the last chunk); `on_row` is called as each row is read."""
     _, exporter = FORMATS[fmt]
     loop = asyncio.get_running_loop()
     pages = ledger.rows(tenant, start, end)
 
     async def next_row() -> LedgerRow:
-        return await anext(pages)
+        row = await anext(pages)
+        if on_row is not None:
+            on_row()
+        return row
 
     def rows() -> Iterator[LedgerRow]:  # runs in the worker thread: each row is fetched on the event loop
         while True:
@@ -108,5 +132,6 @@ async def export(
             except StopAsyncIteration:
                 return
 
-    async for chunk in iterate_in_threadpool(exporter(rows(), customers or {})):
+    counted = ExportTally() if tally is None else tally
+    async for chunk in iterate_in_threadpool(exporter(rows(), customers or {}, counted)):
         yield chunk.encode() if isinstance(chunk, str) else chunk

@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
-import orjson
+from rich.progress import TaskID
 
 from gateway.probes.tasks import ProbeResult, ProbeRetries, builtin_tasks, load_tasks, run_probe
 from gateway.settings import api_key_from_environment
+from gateway.terminal import Column, ProgressBars, print_json, print_table, progress_bars, render_table
+from pricing import format_micros
 
-__all__ = ["Progress", "add_probe_command", "run_probe_command"]
+__all__ = ["COLUMNS", "Progress", "add_probe_command", "run_probe_command", "table"]
 
 
 def add_probe_command(commands: Any) -> None:
@@ -58,13 +61,16 @@ def run_probe_command(args: argparse.Namespace) -> None:
         sys.exit("tiergate probe: --max-retries and --max-retry-wait must be >= 0, --concurrency >= 1")
     show = sys.stderr.isatty() if args.progress is None else args.progress
     try:
-        results = asyncio.run(_probe(args, Progress(sys.stderr) if show else None))
+        # a bar per model and tier on a terminal; `--progress` elsewhere writes lines a log can keep
+        with progress_bars(show=show and sys.stderr.isatty()) as bars:
+            lines = Progress(sys.stderr) if show and not bars.shown else None
+            results = asyncio.run(_probe(args, _BarProgress(bars) if bars.shown else lines))
     except (httpx.HTTPError, ValueError) as exc:
         sys.exit(f"tiergate probe: {exc}")
     if args.json:
-        print(orjson.dumps([r.to_dict() for r in results], option=orjson.OPT_INDENT_2).decode())
+        print_json([r.to_dict() for r in results])
     else:
-        print(table(results))
+        print_table(COLUMNS, (_row(r) for r in results))
 
 
 class Progress:
@@ -94,7 +100,24 @@ class Progress:
         self._stream.flush()
 
 
-async def _probe(args: argparse.Namespace, progress: Progress | None) -> list[ProbeResult]:
+class _BarProgress:
+    """A probe's progress as bars: one per model and tier, its counts in the description."""
+
+    def __init__(self, bars: ProgressBars) -> None:
+        self._bars = bars
+        self._tasks: dict[str, TaskID | None] = {}
+
+    def __call__(self, result: ProbeResult) -> None:
+        target = f"{result.model}:{result.tier}"
+        if target not in self._tasks:
+            self._tasks[target] = self._bars.add(target, result.tasks)
+        counts = f"answered {result.answered} refused {result.refused} errored {result.errored}"
+        self._bars.update(self._tasks[target], completed=result.done, description=f"{target} {counts}")
+
+
+async def _probe(
+    args: argparse.Namespace, progress: Callable[[ProbeResult], None] | None
+) -> list[ProbeResult]:
     tasks = load_tasks(args.tasks) if args.tasks else builtin_tasks(args.count, args.seed, args.difficulty)
     headers = {"authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     retries = ProbeRetries(args.max_retries, args.max_retry_wait)
@@ -123,17 +146,36 @@ async def _probe(args: argparse.Namespace, progress: Progress | None) -> list[Pr
         ]
 
 
-def table(results: list[ProbeResult]) -> str:
-    rows = [
-        f"{'model':<16}{'tier':<12}{'effort':<8}{'answered':>9}{'refused':>9}{'errored':>9}{'accuracy':>9}"
-        f"{'reasoning':>11}{'cost':>12}{'per right':>12}"
+COLUMNS = (
+    "model",
+    "tier",
+    "effort",
+    Column("answered", numeric=True),
+    Column("refused", numeric=True),
+    Column("errored", numeric=True),
+    Column("accuracy", numeric=True),
+    Column("reasoning", numeric=True),
+    Column("cost", numeric=True),
+    Column("per right", numeric=True),
+)
+
+
+def _row(r: ProbeResult) -> list[Any]:
+    per_right = r.cost_per_correct_micros
+    return [
+        r.model,
+        r.tier,
+        r.effort,
+        r.answered,
+        r.refused,
+        r.errored,
+        f"{r.accuracy:.1%}" if r.accuracy is not None else None,
+        f"{r.mean_reasoning_tokens:.0f}",
+        format_micros(r.cost_micros),  # money from its micros, never through a float
+        format_micros(per_right) if per_right is not None else None,
     ]
-    for r in results:
-        per_right = r.cost_per_correct_micros
-        accuracy = f"{r.accuracy:.1%}" if r.accuracy is not None else "-"
-        rows.append(
-            f"{r.model:<16}{r.tier:<12}{r.effort or '-':<8}{r.answered:>9}{r.refused:>9}{r.errored:>9}"
-            f"{accuracy:>9}{r.mean_reasoning_tokens:>11.0f}{r.cost_micros / 1e6:>12.6f}"
-            f"{per_right / 1e6 if per_right is not None else float('nan'):>12.6f}"
-        )
-    return "\n".join(rows)
+
+
+def table(results: list[ProbeResult]) -> str:
+    """The results as the plain table (for reports that keep it as text)."""
+    return render_table(COLUMNS, (_row(r) for r in results), terminal=False).rstrip("\n")

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import StartGateway, unused_url
 from tests.processes import TIERGATE, free_port, read_until, start, wait_http
+from tests.tables import read_table
 
 
 def test_demo_serves_both_tiers_and_stops_on_ctrl_c(processes: list[subprocess.Popen[str]]) -> None:
@@ -175,10 +176,16 @@ def test_keys_and_tenants_commands_on_the_database(tmp_path: Path) -> None:
     key_id = secret.group(1).split("-")[1]
     assert tiergate("keys", "limits", key_id, "--tiers", "fast", "--tpm", "5000").returncode == 0
     listed = tiergate("keys", "list")
-    assert key_id in listed.stdout and "fast:rpm=None,tpm=5000" in listed.stdout and "active" in listed.stdout
-    assert secret.group(1) not in listed.stdout
+    (key,) = read_table(listed.stdout)  # a table with its header, plain: stdout is a pipe here
+    assert (key["id"], key["tenant"], key["state"]) == (key_id, "acme", "active")
+    assert key["limits"] == "fast:rpm=-,tpm=5000"
+    assert secret.group(1) not in listed.stdout and "\x1b" not in listed.stdout
     assert tiergate("keys", "revoke", key_id).returncode == 0
-    assert "REVOKED" in tiergate("keys", "list", "--tenant", "acme").stdout
+    assert read_table(tiergate("keys", "list", "--tenant", "acme").stdout)[0]["state"] == "REVOKED"
+    (tenant,) = read_table(tiergate("tenants", "list").stdout)
+    assert (tenant["id"], tenant["name"]) == ("acme", "Acme")
+    (listed_json,) = json.loads(tiergate("keys", "list", "--json").stdout)
+    assert listed_json["id"] == key_id and listed_json["revoked"] is True
     refused = tiergate("keys", "create", "--tenant", "ghost")
     assert refused.returncode != 0 and "no tenant 'ghost'" in refused.stderr
     unknown_model = tiergate("keys", "create", "--tenant", "acme", "--models", "gpt-9")
@@ -347,8 +354,9 @@ def test_budgets_commands_on_the_database_and_through_the_admin_api(
     asyncio.run(spend())
     done = tiergate("budgets", "set", "--tenant", "acme", "--period", "monthly", "--limit", "25.50")
     assert done.returncode == 0, done.stderr
-    assert "limit 25.500000 USD" in done.stdout
-    assert f"spent {format_micros(row.charge.total)}" in done.stdout
+    (budget,) = read_table(done.stdout)
+    assert (budget["limit"], budget["currency"]) == ("25.500000", "USD")
+    assert budget["spent"] == format_micros(row.charge.total)
     assert tiergate("budgets", "set", "--key", key_id, "--period", "daily", "--limit", "2").returncode == 0
     listed = json.loads(tiergate("budgets", "list", "--tenant", "acme", "--json").stdout)
     assert [(b["scope"], b["period"], b["limit_micros"]) for b in listed] == [

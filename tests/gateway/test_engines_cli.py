@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 
 import pytest
@@ -10,6 +11,7 @@ import yaml
 from gateway.cli import main
 from gateway.engines_cli import VLLM_CPU_HEADING, VLLM_HEADING
 from gateway.settings import load_settings
+from tests.tables import read_table
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
@@ -32,9 +34,11 @@ def sections(out: str) -> dict[str, str]:
 
 def test_profiles_lists_every_profile(capsys: pytest.CaptureFixture[str]) -> None:
     out = run(capsys, "profiles")
-    names = [line.split()[0] for line in out.splitlines()]
+    rows = read_table(out)
+    names = [row["profile"] for row in rows]
     assert names[0] == "vllm-fast" and "trtllm-deliberate" in names and len(names) == 7
-    assert "trtllm  deliberate" in out
+    assert {"engine": "trtllm", "tier": "deliberate"}.items() <= rows[-1].items()
+    assert [p["name"] for p in json.loads(run(capsys, "profiles", "--json"))] == names
 
 
 def test_vllm_fast_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,7 +25,7 @@ from gateway.settings import MULTIPROCESS_ENV
 from pricing import Ledger
 from tests.conftest import Gateway, StartEngine, StartGateway, gateway_settings, wait_ready
 from tests.gateway.keys.test_http import ADMIN, new_key
-from tests.processes import TIERGATE
+from tests.processes import TIERGATE, run_on_terminal
 from tests.prometheus import sample_values, scrape
 from tests.servers import serving
 
@@ -74,6 +74,22 @@ def test_tiergate_probe_shows_what_depth_buys(tmp_path: Path) -> None:
     # the skill model pays reasoning with accuracy: fast ~0.35, deliberate at >= 400 tokens ~0.75
     assert rows["deliberate"]["accuracy"] >= rows["fast"]["accuracy"] + 0.2
     assert rows["deliberate"]["cost_micros"] > rows["fast"]["cost_micros"] > 0
+
+
+def test_on_a_terminal_probe_draws_a_bar_per_model_and_tier() -> None:
+    engine = profile("fast", zero_latency=True)
+    with (
+        serving(create_simulator_app(engine)) as engine_url,
+        serving(create_app(gateway_settings([engine_url], [engine_url]))) as url,
+    ):
+        wait_ready(url)
+        code, output = run_on_terminal(
+            [*TIERGATE, "probe", "--url", url, "--model", "qwen3-8b", "--tier", "fast", "--count", "6"]
+        )
+    assert code == 0, output
+    assert "qwen3-8b:fast answered 6 refused 0 errored 0" in output and "6/6" in output  # the bar, done
+    assert "━" in output  # drawn as a bar, not the lines written off a terminal
+    assert "\x1b[1m" in output and "per right" in output  # the table, its header bold
 
 
 def metric(url: str, name: str, **labels: str) -> float | None:
