@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from fractions import Fraction
 from math import comb, factorial
 
+from gateway.deliberation.vote import ranking
+
 __all__ = ["keep_probability", "settled"]
 
 
@@ -40,15 +42,9 @@ def settled(answers: Sequence[str | None], most: int, confidence: float) -> bool
 def keep_probability(answers: Sequence[str | None], left: int) -> Fraction:
     """The probability that the leader of `answers` is still the vote's winner after `left` more samples
     (see the module's doc); 0 when no sample has an answer yet."""
-    votes: dict[str, int] = {}
-    first: dict[str, int] = {}
-    for index, answer in enumerate(answers):
-        if answer is not None:
-            votes[answer] = votes.get(answer, 0) + 1
-            first.setdefault(answer, index)
-    if not votes:
+    votes, first, ranked = ranking(answers)
+    if not ranked:
         return Fraction(0) if left > 0 else Fraction(1)
-    ranked = sorted(votes, key=lambda answer: (-votes[answer], first[answer]))
     leader = ranked[0]
     # every other answer given challenges the leader, and so does one not given yet (0 votes, after it)
     challengers = [(votes[other], first[other] < first[leader]) for other in ranked[1:]] + [(0, False)]

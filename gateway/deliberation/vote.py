@@ -31,7 +31,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Vote", "extract_answer", "tally", "vote"]
+__all__ = ["Vote", "extract_answer", "ranking", "tally", "vote"]
 
 SHORT_WORDS = 8  # a text of at most this many words may be an answer as a whole
 BOX_TRIES = 3  # boxes looked into, from the last one, for one that closes
@@ -83,15 +83,9 @@ def tally(answers: Sequence[str | None]) -> Vote:
     """The majority over answers already normalised (None: a sample without one), in sample order."""
     if not answers:
         raise ValueError("no samples to vote on")
-    votes: dict[str, int] = {}
-    first: dict[str, int] = {}
-    for index, answer in enumerate(answers):
-        if answer is not None:
-            votes[answer] = votes.get(answer, 0) + 1
-            first.setdefault(answer, index)
-    if not votes:
+    votes, first, ranked = ranking(answers)
+    if not ranked:
         return Vote(winner=0, answer=None, agreement=0.0, counts=())
-    ranked = sorted(votes, key=lambda answer: (-votes[answer], first[answer]))
     best = ranked[0]
     return Vote(
         winner=first[best],
@@ -99,6 +93,18 @@ def tally(answers: Sequence[str | None]) -> Vote:
         agreement=votes[best] / len(answers),
         counts=tuple((answer, votes[answer]) for answer in ranked),
     )
+
+
+def ranking(answers: Sequence[str | None]) -> tuple[dict[str, int], dict[str, int], list[str]]:
+    """Each answer's votes, the sample that gave it first, and the answers most voted first (ties: the one
+    given first first); samples without an answer (None) are set aside."""
+    votes: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for index, answer in enumerate(answers):
+        if answer is not None:
+            votes[answer] = votes.get(answer, 0) + 1
+            first.setdefault(answer, index)
+    return votes, first, sorted(votes, key=lambda answer: (-votes[answer], first[answer]))
 
 
 def extract_answer(text: str) -> str | None:

@@ -9,15 +9,14 @@ token it generated, an aborted request's up to the abort (see docs/deliberation.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from gateway.database import open_database
-from pricing import Ledger, LedgerRow
+from pricing import LedgerRow
 from tests.engines.vllm_cpu.engines import VLLM
+from tests.gateway.deliberation.test_http import ledger_row
 from tests.prometheus import metric
 
 SETTLE_S = (
@@ -44,23 +43,6 @@ def settled(engine: VLLM) -> tuple[int, int]:
         assert time.monotonic() < deadline, f"the engine did not settle within {SETTLE_S} s"
         last = now
         time.sleep(0.3)
-
-
-def ledger_row(database_url: str, request_id: str) -> LedgerRow:
-    """The request's ledger row, waited for (a cut request's is written once the gateway counted it)."""
-
-    async def read() -> LedgerRow | None:
-        db = await open_database(database_url)
-        try:
-            return await Ledger(db).get(request_id)
-        finally:
-            await db.aclose()
-
-    deadline = time.monotonic() + SETTLE_S
-    while (row := asyncio.run(read())) is None:
-        assert time.monotonic() < deadline, f"no ledger row for {request_id} within {SETTLE_S} s"
-        time.sleep(0.1)
-    return row
 
 
 @dataclass
@@ -93,7 +75,7 @@ def reconciled(path: str, engine: VLLM, database_url: str) -> Iterator[Reconcili
     before = settled(engine)
     done = Reconciliation(path, engine, database_url)
     yield done
-    done.rows = [ledger_row(database_url, request_id) for request_id in done.request_ids]
+    done.rows = [ledger_row(database_url, request_id, SETTLE_S) for request_id in done.request_ids]
     after = settled(engine)
     done.counted = after[0] - before[0], after[1] - before[1]
     done.billed = (

@@ -62,7 +62,10 @@ def sdk_for(gateway: Gateway, clients: list[openai.OpenAI]) -> openai.OpenAI:
     return clients[-1]
 
 
-def ledger_row(database_url: str, request_id: str) -> LedgerRow:
+def ledger_row(database_url: str, request_id: str, timeout_s: float = 60.0) -> LedgerRow:
+    """The request's ledger row, waited for under a generous deadline (the journal drains into the ledger
+    on its own clock; a cut request's row is written once the gateway has counted it)."""
+
     async def read() -> LedgerRow | None:
         db = await open_database(database_url)
         try:
@@ -70,9 +73,9 @@ def ledger_row(database_url: str, request_id: str) -> LedgerRow:
         finally:
             await db.aclose()
 
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + timeout_s
     while (row := asyncio.run(read())) is None:
-        assert time.monotonic() < deadline, f"no ledger row for {request_id}"
+        assert time.monotonic() < deadline, f"no ledger row for {request_id} within {timeout_s} s"
         time.sleep(0.05)
     return row
 

@@ -4,10 +4,8 @@ request billed once, as endpoint `responses`, with its depth and cost in `usage`
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,8 +19,8 @@ from pydantic import BaseModel
 
 from gateway import Outcome
 from tests.conftest import Gateway, StartGateway
-from tests.gateway.accounting.test_ledger_http import ledger_rows
 from tests.gateway.deliberation.test_admission import README_LIMITS, engine
+from tests.gateway.deliberation.test_http import ledger_row
 from tests.gateway.keys.test_http import keyed_gateway, new_key
 
 WEATHER: Any = {
@@ -52,10 +50,7 @@ class Customer:
 
     def ledger(self, request_id: str) -> Any:
         """The request's ledger row, once the journal has drained into the database (its usage record)."""
-        deadline = time.monotonic() + 60
-        while (row := asyncio.run(ledger_rows(self.database_url, [request_id]))[request_id]) is None:
-            assert time.monotonic() < deadline, f"no ledger row for {request_id}"
-            time.sleep(0.1)
+        row = ledger_row(self.database_url, request_id)
         self.gateway.recorder.wait_for(request_id)  # and recorded exactly once
         return SimpleNamespace(**asdict(row.record), charge_micros=row.charge.total)
 
