@@ -3,6 +3,7 @@ OpenAI defines are checked; every other field passes through to the engine untou
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -80,7 +81,13 @@ class InferenceRequest(_Open):
     @property
     def output_param(self) -> str:
         """The parameter that carried `output_limit`, for an error that names it."""
-        return self.output_field if getattr(self, self.output_field, None) is not None else "max_tokens"
+        field = self.output_field if getattr(self, self.output_field, None) is not None else "max_tokens"
+        return self.param(field)
+
+    def param(self, field: str) -> str:
+        """The name the client gave `field`, for an error that names it (another API's request, translated
+        to this one, names some fields otherwise)."""
+        return field
 
     @property
     def default_output(self) -> int | None:
@@ -109,13 +116,22 @@ class ChatRequest(InferenceRequest):
         return self.max_completion_tokens or self.max_tokens
 
 
+# the chat fields a Responses request sets under names of its own (gateway.responses.request.chat_body)
+_RESPONSES_NAMES = MappingProxyType(
+    {
+        "max_completion_tokens": "max_output_tokens",
+        "reasoning_effort": "reasoning.effort",
+        "response_format": "text.format",
+    }
+)
+
+
 class ResponsesChatRequest(ChatRequest):
     """A Responses API request, translated to the chat completion the engines serve
-    (`gateway.responses.translate`): its errors name the Responses parameter that bounded the output."""
+    (`gateway.responses.request`): its errors name the Responses parameters the client set."""
 
-    @property
-    def output_param(self) -> str:
-        return "max_output_tokens"
+    def param(self, field: str) -> str:
+        return _RESPONSES_NAMES.get(field, field)
 
 
 class CompletionRequest(InferenceRequest):

@@ -85,6 +85,12 @@ def _refuse_the_unhonourable(checked: ChatRequest, settings: DeliberationSetting
             raise _unsupported(
                 field, "the deliberate tier sets it on each engine call itself (continuations, cap)"
             )
+    options = checked.stream_options
+    if options is not None and (options.model_extra or {}).get("continuous_usage_stats"):
+        raise _unsupported(
+            "stream_options.continuous_usage_stats",
+            "a deliberation's usage (every sample, extension and close) is counted once, in its last chunk",
+        )
     kwargs = extra.get("chat_template_kwargs")
     if isinstance(kwargs, dict) and kwargs.get("enable_thinking") is False:
         raise _unsupported(
@@ -97,12 +103,14 @@ def _refuse_the_unhonourable(checked: ChatRequest, settings: DeliberationSetting
             "json_schema",
         ):
             raise _unsupported(
-                "response_format", "this model reasons in its own text, which a JSON constraint would forbid"
+                checked.param("response_format"),
+                "this model reasons in its own text, which a JSON constraint would forbid",
             )
         choice = extra.get("tool_choice")
         if choice == "required" or isinstance(choice, dict):
             raise _unsupported(
-                "tool_choice", "this model reasons in its own text, which a forced tool call would forbid"
+                checked.param("tool_choice"),
+                "this model reasons in its own text, which a forced tool call would forbid",
             )
 
 
@@ -121,7 +129,8 @@ def depth_refusal(exc: DepthUnreachable, checked: ChatRequest) -> Refusal:
     return Refusal(
         "invalid",
         f"{field} is {exc.requested}, but the {exc.effort} effort promises at least {exc.floor} reasoning"
-        f" tokens and room for an answer: at least {exc.minimum}. Raise {field}, lower reasoning_effort,"
+        f" tokens and room for an answer: at least {exc.minimum}. Raise {field}, lower"
+        f" {checked.param('reasoning_effort')},"
         f" or send `{DEPTH_HEADER}: best-effort` to accept a shallower answer billed at the fast tier's"
         " prices.",
         code="max_tokens_below_depth_floor",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -19,7 +20,6 @@ from gateway.http.errors import GatewayError
 from gateway.http.request_id import request_id_of
 from gateway.inference.handler import InferenceProxy, json_object
 from gateway.keys import ApiKey
-from gateway.refusals import Refusal
 from gateway.responses.events import ResponseEvents
 from gateway.responses.output import Shell
 from gateway.responses.request import chat_body, check_responses_request, input_items, messages_of
@@ -28,17 +28,6 @@ from gateway.responses.store import ResponseStore, StoredResponse
 __all__ = ["ResponsesAPI"]
 
 log = logging.getLogger("tiergate.responses")
-
-# chat parameters the translation sets, by the Responses parameter a client set: errors name the latter
-_PARAMS = {
-    "max_completion_tokens": "max_output_tokens",
-    "max_tokens": "max_output_tokens",
-    "reasoning_effort": "reasoning.effort",
-    "response_format": "text.format",
-    "messages": "input",
-    "logprobs": "include",
-    "top_logprobs": "top_logprobs",
-}
 
 
 class ResponsesAPI:
@@ -61,10 +50,7 @@ class ResponsesAPI:
         items = input_items(checked)
         data = chat_body(checked, history, items)
         size = len(body) + (len(orjson.dumps(history)) if history else 0)
-        try:
-            answer = await self._proxy.serve(request, RESPONSES, key, data, size, arrived)
-        except (GatewayError, Refusal) as exc:
-            raise _renamed(exc) from None
+        answer = await self._proxy.serve(request, RESPONSES, key, data, size, arrived)
         shell = Shell(RESPONSES.reply_id(request_id_of(request.scope)), checked, stored=stored)
         numbered = _numbered(shell.id, items)
 
@@ -162,7 +148,9 @@ class ResponseStream(Response):
     """A chat completion's stream (the proxy's response: the engine relayed, or a deliberation) as the
     Responses API's events; an error answered before the stream opened passes as it is."""
 
-    def __init__(self, inner: Response, events: ResponseEvents, keep: Any) -> None:
+    def __init__(
+        self, inner: Response, events: ResponseEvents, keep: Callable[[dict[str, Any]], Awaitable[None]]
+    ) -> None:
         self.status_code = inner.status_code
         self.background = None
         self.raw_headers = inner.raw_headers
@@ -263,18 +251,3 @@ def _storage_off(param: str) -> GatewayError:
         code="unsupported_parameter",
         param=param,
     )
-
-
-def _renamed(exc: GatewayError | Refusal) -> GatewayError | Refusal:
-    """An error of the chat completion that serves the request, naming the Responses parameter."""
-    name = exc.param
-    if name is None:
-        return exc
-    head, _, rest = name.partition("[")
-    renamed = _PARAMS.get(head)
-    if renamed is None or renamed == head:
-        return exc
-    exc.param = renamed + (f"[{rest}" if rest else "")
-    exc.message = exc.message.replace(f"'{name}'", f"'{exc.param}'").replace(head, renamed)
-    exc.args = (exc.message,)
-    return exc

@@ -46,7 +46,6 @@ class ResponseEvents:
         self._finish: object = None
         self._usage: dict[str, Any] | None = None
         self.final: dict[str, Any] | None = None  # the response object the stream ended with
-        self._final_kind = "response.completed"
 
     def opening(self) -> bytes:
         response = orjson.Fragment(orjson.dumps(self._shell.body(self._model, "in_progress", [], None)))
@@ -124,7 +123,6 @@ class ResponseEvents:
         if self._winner and not any(item["type"] == "reasoning" for item in self.output):
             out += self._reasoning(self._winner) + self._close()
         self.final = self._shell.body(self._model, status, self.output, self._usage, incomplete=incomplete)
-        self._final_kind = "response.completed" if status == "completed" else "response.incomplete"
         return out
 
     def failed(self, error: dict[str, Any]) -> bytes:
@@ -136,13 +134,12 @@ class ResponseEvents:
         self.final = self._shell.body(
             self._model, "failed", self.output, self._usage, error={"code": code, "message": message}
         )
-        self._final_kind = "response.failed"
         return out + self._event("error", code=code, message=message, param=error.get("param"))
 
     def final_event(self) -> bytes:
         """The last event: the response as it ended (`response.completed`, `.incomplete` or `.failed`)."""
-        assert self.final is not None
-        return self._event(self._final_kind, response=self.final)
+        assert self.final is not None  # its status names the event: completed, incomplete or failed
+        return self._event(f"response.{self.final['status']}", response=self.final)
 
     def _reasoning(self, text: str) -> bytes:
         out = b""

@@ -234,3 +234,24 @@ def test_a_prompted_model_cannot_think_inside_a_constraint(
                     )
                 assert refused.value.code == "unsupported_parameter"
                 assert refused.value.param in ("response_format", "tool_choice")
+
+
+def test_usage_on_every_chunk_is_a_400_naming_it(sdk: openai.OpenAI) -> None:
+    """vLLM's continuous_usage_stats: a deliberation counts its usage once, at its end; never dropped."""
+    options: Any = {"include_usage": True, "continuous_usage_stats": True}
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.chat.completions.create(
+            model="qwen3-8b:deliberate",
+            messages=ASK,
+            reasoning_effort="low",
+            stream=True,
+            stream_options=options,
+        )
+    assert (refused.value.code, refused.value.param) == (
+        "unsupported_parameter",
+        "stream_options.continuous_usage_stats",
+    )
+    fast = sdk.chat.completions.create(
+        model="qwen3-8b:fast", messages=ASK, stream=True, stream_options=options
+    )
+    assert any(chunk.choices and chunk.usage is not None for chunk in fast)  # the engine honours it there

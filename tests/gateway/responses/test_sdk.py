@@ -317,3 +317,23 @@ def test_a_response_stopped_by_its_bound_is_incomplete_where_it_was_cut(customer
     assert response.incomplete_details.reason == "max_output_tokens"
     assert response.output and response.output[-1].model_dump()["status"] == "incomplete"  # cut short
     assert response.usage is not None and response.usage.output_tokens == 16
+
+
+def test_what_a_prompted_deliberation_cannot_honour_is_named_as_the_client_named_it(
+    start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    person = {"type": "json_schema", "name": "person", "schema": Person.model_json_schema()}
+    with engine() as url:
+        gateway = keyed_gateway(start_gateway, url, tmp_path, deliberation={"reasoning": "prompted"})
+        key = new_key(gateway, limits={"fast": README_LIMITS, "deliberate": README_LIMITS})
+        with openai.OpenAI(base_url=gateway.v1, api_key=key["secret"], max_retries=0) as sdk:
+            for fields, param in (
+                ({"text": {"format": person}}, "text.format"),
+                ({"tools": [WEATHER], "tool_choice": "required"}, "tool_choice"),
+            ):
+                with pytest.raises(openai.BadRequestError) as refused:
+                    sdk.responses.create(
+                        model="qwen3-8b:deliberate", input="Hi", reasoning={"effort": "low"}, **fields
+                    )
+                assert (refused.value.code, refused.value.param) == ("unsupported_parameter", param)
+                assert f"'{param}'" in refused.value.message
