@@ -7,18 +7,26 @@ import asyncio
 import contextlib
 import hashlib
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
-from engines import TEMPLATE_FIELDS, EnginePool, PooledStream, Usage
+from engines import TEMPLATE_FIELDS, EnginePool, Usage
 from engines.affinity import affinity_key
-from gateway.accounting.usage_record import COUNT_TIMEOUT_S, generated_estimate, prompt_estimate
-from gateway.deliberation.floor import may_extend
+from gateway.accounting.usage_record import COUNT_TIMEOUT_S, prompt_estimate
+from gateway.deliberation.reading import (
+    Got,
+    Listener,
+    Live,
+    completion_per_choice,
+    keep_output,
+    prompt_per_choice,
+    read_call,
+    text_estimate,
+)
 from gateway.deliberation.run import Run, Sample
 from gateway.deliberation.splitter import State, ThinkSplitter
 from gateway.deliberation.strategy import Strategy, strategies_for
-from gateway.deliberation.toolcalls import ToolCallParts
 from gateway.http.endpoints import CHAT
 
 # every call streamed with its usage, and with vLLM's count so far on each chunk (`continuous_usage_stats`):
@@ -26,18 +34,6 @@ from gateway.http.endpoints import CHAT
 _STREAM_OPTIONS = {"include_usage": True, "continuous_usage_stats": True}
 
 __all__ = ["Deliberator", "Listener"]
-
-
-class Listener(Protocol):
-    """A client streaming the run as it goes. The first sample is the one it watches: its reasoning as it
-    is generated; its answer as well once nothing can discard it (one sample only: with several, the vote
-    picks the answer at the end); and, with several samples, the run's progress after each step."""
-
-    def reasoning(self, text: str) -> None: ...
-
-    def content(self, text: str) -> None: ...
-
-    def progress(self, run: Run) -> None: ...
 
 
 class Deliberator:
@@ -153,8 +149,8 @@ class Deliberator:
             if s.reasoning == "prompted"
             else None
         )
-        got = _Got(len(samples))
-        live = _Live(self._listener, run, samples) if self._listener is not None else None
+        got = Got(len(samples))
+        live = Live(self._listener, run, samples) if self._listener is not None else None
         # the gateway's own cap: only while the sample may still think (not when it was told to answer)
         cap = None
         if self._gateway_caps(run) and len(samples) == 1 and state != "after":
@@ -164,7 +160,7 @@ class Deliberator:
         )
         run.replica = self._replica = stream.replica.url
         try:
-            stopped = await _read(stream, samples, got, splitters, live, cap)
+            stopped = await read_call(stream, samples, got, splitters, live, cap)
         except BaseException:
             # the engine failed or the request was cancelled mid-call: what it read and generated is still
             # billed, once the engine has stopped (closing the stream aborts its generation)
@@ -188,17 +184,17 @@ class Deliberator:
         if usage is None:
             usage = await self._counted_usage(body, counts)
             run.estimated = True
-        generated = _per_choice(usage.completion_tokens, counts, got)
+        generated = completion_per_choice(usage.completion_tokens, counts, got)
         # a choice's reasoning is some of what it generated, never more (its text, tokenized again, may
         # count a token more than the engine wrote)
         counts = [min(count, most) for count, most in zip(counts, generated, strict=True)]
-        _keep(samples, got, counts, stopped, prompted=splitters is not None)
+        keep_output(samples, got, counts, stopped, prompted=splitters is not None)
         for sample, tokens in zip(samples, generated, strict=True):
             sample.generated += tokens
-        run.calls.append(_read_per_choice(usage, len(samples)))
+        run.calls.append(prompt_per_choice(usage, len(samples)))
 
     async def _cut(
-        self, run: Run, body: dict[str, Any], payload: bytes, samples: list[Sample], got: _Got
+        self, run: Run, body: dict[str, Any], payload: bytes, samples: list[Sample], got: Got
     ) -> None:
         """The usage of a call cut short by a client that left or an engine that failed: the engine's own
         counts up to the cut when it reported them as it went; else its tokenizer's count of the prompt it
@@ -206,25 +202,25 @@ class Deliberator:
         nothing came (vLLM counts a prompt with the first token it generates, which it sends at once)."""
         reported = got.reported()
         if reported is not None:
-            estimated = [_estimate(text) for text in got.reasoning]
-            generated = _per_choice(reported.completion_tokens, estimated, got)
+            estimated = [text_estimate(text) for text in got.reasoning]
+            generated = completion_per_choice(reported.completion_tokens, estimated, got)
             # all that a choice without an answer generated is reasoning; an answer's reasoning is estimated
             counts = [
                 0 if not got.reasoning[i] else min(estimate, most) if got.answered(i) else most
                 for i, (estimate, most) in enumerate(zip(estimated, generated, strict=True))
             ]
-            _keep(samples, got, counts, False)
-            run.calls.append(_read_per_choice(replace(reported, reasoning_tokens=sum(counts)), len(samples)))
+            keep_output(samples, got, counts, False)
+            run.calls.append(prompt_per_choice(replace(reported, reasoning_tokens=sum(counts)), len(samples)))
             return
         if not any(got.reasoning) and not any(got.answered(i) for i in range(len(samples))):
-            _keep(samples, got, [0] * len(samples), False)
+            keep_output(samples, got, [0] * len(samples), False)
             return
-        reasoning = [_estimate(text) for text in got.reasoning]
-        _keep(samples, got, reasoning, False)
-        written = sum(reasoning) + sum(_estimate(text) for text in got.content) + got.tool_estimate()
+        reasoning = [text_estimate(text) for text in got.reasoning]
+        keep_output(samples, got, reasoning, False)
+        written = sum(reasoning) + sum(text_estimate(text) for text in got.content) + got.tool_estimate()
         estimate = Usage(prompt_estimate(len(payload)), written, reasoning_tokens=sum(reasoning))
         at = len(run.calls)
-        run.calls.append(_read_per_choice(estimate, len(samples)))
+        run.calls.append(prompt_per_choice(estimate, len(samples)))
         run.estimated = True
         # then the engine's own tokenizer, if it answers soon (a second cancellation keeps the estimate)
         counted = await asyncio.gather(*(self._count(text) for text in (*got.reasoning, *got.content)))
@@ -234,7 +230,7 @@ class Deliberator:
             sum(counted) + got.tool_estimate(),
             reasoning_tokens=sum(counted[: len(samples)]),
         )
-        run.calls[at] = _read_per_choice(exact, len(samples))
+        run.calls[at] = prompt_per_choice(exact, len(samples))
 
     async def _reasoning_counts(self, texts: list[str], usage: Usage | None) -> list[int]:
         """Each choice's new reasoning tokens: the engine's usage when it says (one choice), else the
@@ -254,7 +250,7 @@ class Deliberator:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(COUNT_TIMEOUT_S):
                     counted = await engine.count_tokens(self._model, prompt=text)
-        return counted if counted is not None else _estimate(text)
+        return counted if counted is not None else text_estimate(text)
 
     async def _counted_usage(self, body: dict[str, Any], generated: list[int]) -> Usage:
         """The usage of a call the gateway cut short with no counts from the engine: its prompt (rendered as
@@ -282,178 +278,6 @@ class Deliberator:
     def _engine(self) -> Any:
         replica = self._pool.replica(self._replica)
         return replica.engine if replica is not None else None
-
-
-class _Live:
-    """What of one call the listener is told: the watched sample's reasoning, and its answer once it is final
-    (a sample that may still be extended to the floor gets its answer discarded: that one is held back)."""
-
-    __slots__ = ("_at", "_listener", "_run")
-
-    def __init__(self, listener: Listener, run: Run, samples: list[Sample]) -> None:
-        self._listener = listener
-        self._run = run
-        watched = run.samples[0]
-        self._at = next((i for i, sample in enumerate(samples) if sample is watched), -1)
-
-    def reasoning(self, i: int, text: str) -> None:
-        if i == self._at and text:
-            self._listener.reasoning(text)
-
-    def content(self, i: int, text: str, got: _Got) -> None:
-        run = self._run
-        if i != self._at or not text or run.plan.total_samples > 1:
-            return
-        sample = run.samples[0]
-        # reasoning deltas are at most as many as its tokens: a lower bound, so "cannot extend" is sure
-        if may_extend(run.plan, sample.reasoning_tokens + got.deltas[i], sample.extensions, sample.generated):
-            return  # held back: it may yet be discarded
-        pending = got.content[i][got.live[i] :]  # what was held back before, and this
-        got.live[i] = len(got.content[i])
-        if not run.live_content and run.settings.reasoning == "prompted":
-            pending = pending.lstrip("\n")  # as the kept answer is: from its first word
-        if pending:
-            run.live_content += pending
-            self._listener.content(pending)
-
-
-class _Got:
-    """What one call generated so far, per choice, and what the engine said it counted."""
-
-    __slots__ = ("completion", "content", "deltas", "live", "logprobs", "prompt", "reasoning", "tools")
-
-    def __init__(self, choices: int) -> None:
-        self.reasoning = [""] * choices
-        self.content = [""] * choices
-        self.deltas = [0] * choices  # reasoning deltas: about a token each
-        self.live = [0] * choices  # characters of content told to the listener
-        self.tools = [ToolCallParts() for _ in range(choices)]
-        self.logprobs: list[list[dict[str, Any]]] = [[] for _ in range(choices)]  # of the answer's tokens
-        # the engine's counts so far (vLLM's continuous usage: every chunk carries its choice's tokens)
-        self.prompt: int | None = None
-        self.completion: list[int | None] = [None] * choices
-
-    def answered(self, i: int) -> bool:
-        """Whether choice `i` is past its reasoning: it began an answer, in text or as a tool call."""
-        return bool(self.content[i]) or self.tools[i].chars > 0
-
-    def answer_chars(self, i: int) -> int:
-        return len(self.content[i]) + self.tools[i].chars
-
-    def tool_estimate(self) -> int:
-        return sum(_estimate_chars(tools.chars) for tools in self.tools)
-
-    def observe_usage(self, usage: Any, i: int) -> None:
-        """A chunk's usage, when the engine reports it on every chunk: its choice's tokens so far."""
-        if not isinstance(usage, dict):
-            return
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        if isinstance(prompt, int) and isinstance(completion, int):
-            self.prompt = prompt
-            self.completion[i] = completion
-
-    def reported(self) -> Usage | None:
-        """What the engine counted up to the last chunk read; None when it reported nothing as it went."""
-        if self.prompt is None:
-            return None
-        return Usage(self.prompt, sum(count or 0 for count in self.completion))
-
-
-async def _read(
-    stream: PooledStream,
-    samples: list[Sample],
-    got: _Got,
-    splitters: list[ThinkSplitter] | None,
-    live: _Live | None,
-    cap: int | None,
-) -> bool:
-    """Read a call's stream into `got`; True when it was stopped at the cap."""
-    async for event in stream:
-        choices = event.payload.get("choices") or ()
-        for choice in choices:
-            i = choice.get("index", 0)
-            if not isinstance(i, int) or not 0 <= i < len(samples):
-                continue
-            if len(choices) == 1:  # the chunk's usage is its choice's (vLLM sends one choice a chunk)
-                got.observe_usage(event.payload.get("usage"), i)
-            delta = choice.get("delta") or {}
-            thought = delta.get("reasoning") or delta.get("reasoning_content") or ""
-            said = delta.get("content") or ""
-            if splitters is not None and said:
-                more, said = splitters[i].feed(said)
-                thought += more
-            if thought:
-                got.reasoning[i] += thought
-                got.deltas[i] += 1
-                if live is not None:
-                    live.reasoning(i, thought)
-            got.content[i] += said
-            if "tool_calls" in delta:
-                got.tools[i].feed(delta["tool_calls"])
-            logprobs = choice.get("logprobs")
-            if not thought and isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
-                got.logprobs[i].extend(logprobs["content"])  # the answer's tokens (or a tool call's)
-            if live is not None:
-                live.content(i, said, got)
-            if choice.get("finish_reason"):
-                samples[i].finish_reason = choice["finish_reason"]
-        if cap is not None and not got.answered(0) and samples[0].reasoning_tokens + got.deltas[0] >= cap:
-            return True  # closing the stream (the caller does) aborts the engine's generation
-    return False
-
-
-def _per_choice(completion: int, reasoning: list[int], got: _Got) -> list[int]:
-    """A call's completion tokens by choice: the engine's own count of each when it reported them as it
-    went; else what is left after each choice's reasoning split by the share of answer text (exact for one
-    choice, which is every call but a self-consistency run's first)."""
-    choices = len(got.completion)
-    if choices == 1:
-        return [completion]
-    if all(count is not None for count in got.completion):
-        return [count or 0 for count in got.completion]
-    if sum(reasoning) > completion:  # texts tokenized again may count more than the engine wrote
-        reasoning = [count * completion // sum(reasoning) for count in reasoning]
-    answers = max(0, completion - sum(reasoning))
-    chars = [got.answer_chars(i) for i in range(choices)]
-    total = sum(chars)
-    # rounded up: a sample's bound must not be passed by a rounding
-    return [r + (-(-answers * c // total) if total else 0) for r, c in zip(reasoning, chars, strict=True)]
-
-
-def _read_per_choice(usage: Usage, choices: int) -> Usage:
-    """A call's usage as the engine worked it: vLLM reads the prompt once for each of a call's `n` choices
-    (its `vllm:prompt_tokens_total` grows by n x the prompt; its usage reports the prompt once)."""
-    if choices == 1:
-        return usage
-    return replace(
-        usage, prompt_tokens=usage.prompt_tokens * choices, cached_tokens=usage.cached_tokens * choices
-    )
-
-
-def _estimate(text: str) -> int:
-    return generated_estimate(len(text))
-
-
-def _estimate_chars(chars: int) -> int:
-    return generated_estimate(chars)
-
-
-def _keep(
-    samples: list[Sample], got: _Got, counts: list[int], stopped: bool, *, prompted: bool = False
-) -> None:
-    """A call's output into its samples: reasoning appended, the answer (text, tool calls, their logprobs)
-    replaced."""
-    for i, (sample, count) in enumerate(zip(samples, counts, strict=True)):
-        sample.reasoning += got.reasoning[i]
-        said = got.content[i]
-        # a prompted model writes "</think>\n\n" before its answer: the answer starts at its first word
-        sample.content = said.lstrip("\n") if prompted else said
-        sample.tool_calls = got.tools[i].calls()
-        sample.logprobs = got.logprobs[i]
-        sample.reasoning_tokens += count
-        sample.capped = stopped
-        if stopped:
-            sample.finish_reason = None
 
 
 def _continued(body: dict[str, Any], assistant: str) -> dict[str, Any]:
