@@ -20,6 +20,7 @@ from gateway.accounting.bookkeeper import Bookkeeper
 from gateway.accounting.exchange import MeterSink
 from gateway.accounting.metrics import GatewayCollector, RequestMetrics
 from gateway.budgets import BudgetKeeper, LocalBudgets, RedisBudgets
+from gateway.console import Console
 from gateway.database import Database, open_database
 from gateway.http.door import Door
 from gateway.inference.admission import Admitter
@@ -55,6 +56,7 @@ class GatewayState:
     door: Door  # which inference requests this worker lets in (gateway.http.door.DoorMiddleware)
     responses: ResponsesAPI
     response_store: ResponseStore | None  # None: responses.store is off
+    console: Console | None = None  # the web console at /console; None: off (gateway/console)
 
     @property
     def price_book(self) -> PriceBook | None:
@@ -168,6 +170,7 @@ class GatewayState:
             door,
             ResponsesAPI(proxy, store),
             store,
+            await Console.open(settings, database),
         )
 
     def start(self) -> None:
