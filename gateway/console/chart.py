@@ -11,7 +11,7 @@ from pricing import format_micros
 
 __all__ = ["Bar", "SpendChart", "spend_chart"]
 
-WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 640, 240, 48, 24, 12
+WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 640, 240, 72, 24, 12
 TIER_COLOURS = {"fast": "#2f6fb5", "deliberate": "#c2571a"}
 
 

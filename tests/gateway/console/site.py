@@ -3,7 +3,6 @@ console tests (HTTP and browser) look at. Served for real, over simulated engine
 
 from __future__ import annotations
 
-import asyncio
 import re
 import tempfile
 import time
@@ -17,8 +16,6 @@ import httpx
 import openai
 
 from gateway import create_app
-from gateway.database import open_database
-from pricing import Ledger
 from tests.chat import MESSAGES
 from tests.conftest import gateway_settings, wait_ready
 from tests.servers import serving
@@ -47,21 +44,14 @@ class Site:
         return httpx.request(method, f"{self.url}/admin{path}", headers=headers, timeout=30, **kwargs)
 
 
-def _wait_for_rows(database_url: str, request_ids: list[str], timeout_s: float = 60.0) -> None:
-    """The journal drains into the ledger on its own clock: wait, generously, until every row is there."""
-
-    async def missing() -> list[str]:
-        db = await open_database(database_url)
-        try:
-            ledger = Ledger(db)
-            return [rid for rid in request_ids if await ledger.get(rid) is None]
-        finally:
-            await db.aclose()
-
+def _wait_for_rows(url: str, tenant: Tenant, timeout_s: float = 60.0) -> None:
+    """The journal drains into the ledger on its own clock: wait, generously, for the tenant's rows."""
     deadline = time.monotonic() + timeout_s
-    while left := asyncio.run(missing()):
-        assert time.monotonic() < deadline, f"no ledger rows for {left} within {timeout_s} s"
-        time.sleep(0.05)
+    headers = {"authorization": f"Bearer {tenant.key}"}
+    for rid in tenant.request_ids:
+        while httpx.get(f"{url}/v1/generation", params={"id": rid}, headers=headers).status_code != 200:
+            assert time.monotonic() < deadline, f"no ledger row for {rid} within {timeout_s} s"
+            time.sleep(0.05)
 
 
 @contextmanager
@@ -106,7 +96,8 @@ def console_site(fast_engine: str, deliberate_engine: str) -> Iterator[Site]:
                 )
                 for raw in (fast, deliberate):
                     tenant.request_ids.append(raw.headers["x-tiergate-request-id"])
-        _wait_for_rows(database_url, [rid for t in site.tenants.values() for rid in t.request_ids])
+        for tenant in site.tenants.values():
+            _wait_for_rows(url, tenant)
         yield site
 
 
