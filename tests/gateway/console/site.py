@@ -55,9 +55,9 @@ def _wait_for_rows(url: str, tenant: Tenant, timeout_s: float = 60.0) -> None:
 
 
 @contextmanager
-def console_site(fast_engine: str, deliberate_engine: str) -> Iterator[Site]:
-    folder = Path(tempfile.mkdtemp(prefix="tiergate-console-"))
-    database_url = f"sqlite:///{folder / 'console.sqlite3'}"
+def console_site(fast_engine: str, deliberate_engine: str, database_url: str | None = None) -> Iterator[Site]:
+    if database_url is None:
+        database_url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='tiergate-console-')) / 'console.sqlite3'}"
     settings = gateway_settings(
         [fast_engine],
         [deliberate_engine],

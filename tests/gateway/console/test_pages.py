@@ -1,0 +1,73 @@
+"""What the console's pages show, against the ledger and the pools, in SQLite and in PostgreSQL (the day of a
+request is computed in SQL, differently in each)."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+
+import httpx
+
+from pricing import format_micros
+from tests.gateway.console.site import ADMIN, Browser, Site, console_site
+
+
+def cost_micros(site: Site, tenant: str) -> int:
+    key = site.tenants[tenant].key
+    total = 0
+    for rid in site.tenants[tenant].request_ids:
+        got = httpx.get(
+            f"{site.url}/v1/generation", params={"id": rid}, headers={"authorization": f"Bearer {key}"}
+        )
+        total += got.json()["data"]["cost_micros"]
+    return total
+
+
+def fast_pool(browser: Browser) -> str:
+    return browser.get("/console/operator/pools").text
+
+
+def cells(html: str) -> list[str]:
+    return [
+        re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", html, re.S)
+    ]
+
+
+def test_the_pages_show_the_ledgers_figures(
+    fast_engine: str, deliberate_engine: str, database_url: str
+) -> None:
+    with console_site(fast_engine, deliberate_engine, database_url) as site:
+        acme_total, globex_total = cost_micros(site, "acme"), cost_micros(site, "globex")
+        assert acme_total > 0 and globex_total > 0
+        tenant = Browser(site)
+        operator = Browser(site)
+        try:
+            tenant.sign_in(site.tenants["acme"].key)
+            today = datetime.now(UTC).strftime("%Y-%m-%d")
+            spend = cells(tenant.get("/console/spend").text)
+            row = spend.index(today)  # the day's row: its tiers, then its total
+            assert spend[row + 3] == format_micros(acme_total)
+            # the monthly budget: limit 5.00, spent what the ledger says, the rest left
+            assert format_micros(5_000_000 - acme_total) in spend
+            invoice = tenant.get("/console/invoice").text
+            assert f'id="invoice-total">{format_micros(acme_total)}<' in invoice
+            requests = tenant.get("/console/requests").text
+            for rid in site.tenants["acme"].request_ids:
+                assert rid in requests
+            assert "yes (20)" in requests  # the deliberate request's floor, met
+
+            operator.sign_in(ADMIN)
+            top = cells(operator.get("/console/operator").text)
+            first = top.index("acme") if acme_total >= globex_total else top.index("globex")
+            assert top.index("acme") >= first
+            assert top[top.index("acme") + 2] == f"{format_micros(acme_total)} USD"
+            assert top[top.index("globex") + 2] == f"{format_micros(globex_total)} USD"
+            # the fast pool's speculative decoding, from the simulator's metrics once the pool scraped them
+            deadline = time.monotonic() + 60
+            while not re.search(r"Pool fast</h2>\s*<p>[^<]*acceptance:\s+\d+\.\d%", fast_pool(operator)):
+                assert time.monotonic() < deadline, "the fast pool's acceptance never showed"
+                time.sleep(0.2)
+        finally:
+            tenant.close()
+            operator.close()
