@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,6 +92,11 @@ def tab_to(page: Page, element_id: str, presses: int = 30) -> None:
     raise AssertionError(f"#{element_id} never got the focus by Tab on {page.url}")
 
 
+def request_rows(page: Page, site: Site) -> int:
+    page.goto(site.url + "/console/requests")
+    return page.locator("table.requests tbody tr").count()
+
+
 def sign_in_by_keyboard(page: Page, site: Site, credential: str) -> None:
     page.goto(site.url + "/console")
     assert page.url.endswith("/console/sign-in")
@@ -140,7 +146,8 @@ def test_a_tenant_uses_every_page_by_keyboard_at_every_width(page: Page, site: S
     assert rows[0].startswith("tenant,period,tier,model")
     assert {row.split(",")[0] for row in rows[1:]} == {"acme"}
 
-    # the playground: both tiers answer, each with its cost
+    # the playground: both tiers answer, each with its cost, billed to the tenant like any other request
+    before = request_rows(page, site)
     page.goto(site.url + "/console/playground")
     page.locator("#model").select_option("qwen3-8b")
     page.locator("#prompt").fill("What is 2 + 3?")
@@ -152,6 +159,10 @@ def test_a_tenant_uses_every_page_by_keyboard_at_every_width(page: Page, site: S
     assert page.locator(".answer .error").count() == 0
     assert page.locator("#answer-fast").count() == 1 and page.locator("#answer-deliberate").count() == 1
     shoot(page, "tenant-playground-answers")
+    deadline = time.monotonic() + 60  # the ledger fills from the journal on its own clock
+    while request_rows(page, site) < before + 2:
+        assert time.monotonic() < deadline, "the playground's requests never reached the ledger"
+        time.sleep(0.2)
 
     # sign out with the keyboard: the pages are closed again
     tab_to(page, "sign-out")
