@@ -6,10 +6,12 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 
 from pricing import format_micros
+from tests.conftest import StartGateway
 from tests.gateway.console.site import ADMIN, Browser, Site, console_site
 
 
@@ -71,3 +73,19 @@ def test_the_pages_show_the_ledgers_figures(
         finally:
             tenant.close()
             operator.close()
+
+
+def test_a_console_turned_off_is_not_there(
+    fast_engine: str, start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    gateway = start_gateway(
+        [fast_engine],
+        [fast_engine],
+        auth={"mode": "keys", "admin_tokens": [ADMIN]},
+        database={"url": f"sqlite:///{tmp_path / 'off.sqlite3'}"},
+        console={"enabled": False},
+    )
+    for path in ("/console", "/console/sign-in", "/console/keys"):
+        response = httpx.get(gateway.url + path)
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "console_disabled"

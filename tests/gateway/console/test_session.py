@@ -45,3 +45,11 @@ def test_csrf_tokens_belong_to_one_session() -> None:
 def test_a_short_secret_is_refused() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         SessionSigner(b"short")
+
+
+def test_a_short_configured_secret_stops_the_start() -> None:
+    from gateway.settings import ConfigError
+    from tests.conftest import gateway_settings
+
+    with pytest.raises(ConfigError, match="session_secret needs at least 32 characters"):
+        gateway_settings(["http://127.0.0.1:1"], ["http://127.0.0.1:1"], console={"session_secret": "short"})

@@ -1,5 +1,5 @@
 """`tiergate serve --workers 2`: a console session made by one worker is read by every other (the signing
-secret is kept in the database, made once), and so are its CSRF tokens."""
+secret is kept in the database, made once), and so are its CSRF tokens; behind TLS its cookie is Secure."""
 
 from __future__ import annotations
 
@@ -49,5 +49,8 @@ def test_every_worker_reads_every_session(
     assert token is not None
     for _ in range(6):  # a token one worker wrote into a form is good at the other too
         assert fresh("POST", "/console/sign-out", cookies, data={"csrf": token.group(1)}).status_code == 200
+    # behind a TLS proxy on this host (uvicorn trusts 127.0.0.1's X-Forwarded-Proto), the cookie is Secure
+    behind = fresh("GET", "/console/sign-in", {}, headers={"x-forwarded-proto": "https"})
+    assert "secure" in {part.strip().lower() for part in behind.headers["set-cookie"].split(";")}
     gateway.send_signal(signal.SIGTERM)
     gateway.wait(timeout=15)
