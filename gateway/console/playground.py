@@ -98,7 +98,10 @@ def _client(v: Visit, secret: str) -> httpx.AsyncClient:
 async def _ask(client: httpx.AsyncClient, model: str, tier: str, prompt: str) -> Answer:
     body = {"model": model, "messages": [{"role": "user", "content": prompt}]}
     response = await client.post("/v1/chat/completions", json=body)
-    reply = response.json()
+    try:
+        reply = response.json()
+    except ValueError:  # every answer of the gateway's is JSON; an answer that is not is shown as it came
+        return Answer(tier, response.status_code, response.text[:300], None, None, None)
     if response.is_error:
         message = (
             reply.get("error", {}).get("message", response.text[:300]) if isinstance(reply, dict) else ""

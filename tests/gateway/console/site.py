@@ -64,6 +64,8 @@ def console_site(fast_engine: str, deliberate_engine: str, database_url: str | N
         auth={"mode": "keys", "admin_tokens": [ADMIN], "cache_ttl_s": 0.3},
         database={"url": database_url},
         deliberation=DELIBERATION,
+        # the gateway probes itself once, at start: the operator's page shows each tier's quality
+        probes={"enabled": True, "tasks": 2, "models": ["qwen3-8b"], "interval_s": 3600},
     )
     with serving(create_app(settings)) as url:
         wait_ready(url)

@@ -183,6 +183,15 @@ def test_an_operator_sees_tenants_pools_and_probes_at_every_width(page: Page, si
     assert "acme" in text and "globex" in text
     page.goto(site.url + "/console/operator/pools")
     assert page.locator(".health.healthy").count() == 2
+    # the probes' results per tier, once their first run is over (they run as the gateway starts)
+    deadline = time.monotonic() + 60
+    while page.locator("#probes tbody tr").count() < 2:
+        assert time.monotonic() < deadline, "no probe results for both tiers"
+        time.sleep(0.5)
+        page.goto(site.url + "/console/operator/pools")
+    probes = page.locator("#probes").inner_text()
+    assert "fast" in probes and "deliberate" in probes and "%" in probes
+    shoot(page, "operator-pools-probed")
 
 
 def test_a_post_without_its_token_is_refused_in_the_browser_too(page: Page, site: Site) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -60,11 +61,13 @@ def test_the_pages_show_the_ledgers_figures(
             assert "yes (20)" in requests  # the deliberate request's floor, met
 
             operator.sign_in(ADMIN)
-            top = cells(operator.get("/console/operator").text)
-            first = top.index("acme") if acme_total >= globex_total else top.index("globex")
-            assert top.index("acme") >= first
-            assert top[top.index("acme") + 2] == f"{format_micros(acme_total)} USD"
-            assert top[top.index("globex") + 2] == f"{format_micros(globex_total)} USD"
+            overview = operator.get("/console/operator").text
+            top = cells(overview[: overview.index("</table>")])  # the top spenders' table, first on the page
+            rows = {top[i]: top[i + 2] for i in range(3, len(top), 3)}
+            assert rows["acme"] == f"{format_micros(acme_total)} USD"
+            assert rows["globex"] == f"{format_micros(globex_total)} USD"
+            spent = [rows[tenant] for tenant in rows]
+            assert spent == sorted(spent, key=lambda amount: Decimal(amount.split()[0]), reverse=True)
             # the fast pool's speculative decoding, from the simulator's metrics once the pool scraped them
             deadline = time.monotonic() + 60
             while not re.search(r"Pool fast</h2>\s*<p>[^<]*acceptance:\s+\d+\.\d%", fast_pool(operator)):
