@@ -4,6 +4,7 @@ the session cookie names who signed in, never the credential."""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -12,6 +13,7 @@ from starlette.responses import Response
 from gateway.console.page import Visit, visit
 from gateway.database import DatabaseError
 from gateway.keys import AuthError
+from gateway.limits import LimiterUnavailable
 
 __all__ = ["auth_router"]
 
@@ -44,6 +46,11 @@ async def sign_in(v: VisitDep) -> Response:
     fields = await v.form()
     if fields is None:
         return v.forbidden()
+    if (wait := await _too_many(v)) is not None:
+        message = f"Too many sign-in attempts from your address: try again in {wait} seconds."
+        response = v.render("sign_in.html", 429, title="Sign in", error=message)
+        response.headers["retry-after"] = str(wait)
+        return response
     credential = str(fields.get("credential", "")).strip()
     if credential.startswith("tg-"):
         authenticator = v.state.authenticator
@@ -66,6 +73,21 @@ async def sign_in(v: VisitDep) -> Response:
             v.become(v.session.signed_in("operator", v.console.ttl_s, admin=admin))
             return v.redirect(_HOME["operator"])
     return v.render("sign_in.html", 401, title="Sign in", error="That API key or admin token is not valid.")
+
+
+async def _too_many(v: Visit) -> int | None:
+    """Seconds to wait when this address has used up its sign-in attempts (a guessing bound; keys and admin
+    tokens are long random strings anyway); None when it may try. The limiter unreachable: it may."""
+    address = v.request.client.host if v.request.client is not None else "unknown"
+    try:
+        admitted = await v.state.limiter.admit(
+            f"console-sign-in:{address}", "console", v.console.sign_in_quota, 0
+        )
+    except LimiterUnavailable:
+        return None
+    if admitted.allowed:
+        return None
+    return max(1, math.ceil(admitted.retry_after_s or 1))
 
 
 @auth_router.post("/sign-out")

@@ -11,6 +11,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from gateway.console.secret import console_secret
 from gateway.console.session import SessionSigner
 from gateway.database import Database
+from gateway.limits import Quota
 from gateway.settings import Settings
 
 __all__ = ["Console"]
@@ -19,6 +20,7 @@ __all__ = ["Console"]
 class Console:
     def __init__(self, settings: Settings, signer: SessionSigner) -> None:
         self.ttl_s = settings.console.session_ttl_s
+        self.sign_in_quota = Quota(rpm=settings.console.sign_in_per_minute)
         self.signer = signer
         # autoescape everywhere: tenant names, key names and model answers are text from outside
         self.templates = Environment(

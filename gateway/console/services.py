@@ -15,6 +15,7 @@ from gateway.budgets import BudgetKeeper
 from gateway.database import Database
 from gateway.inference.catalog import Catalog
 from gateway.keys import Authenticator, KeyStore
+from gateway.limits import RateLimiter
 from gateway.settings import Settings
 from pricing import PriceBook
 
@@ -48,6 +49,9 @@ class ConsoleServices(Protocol):
 
     @property
     def price_book(self) -> PriceBook | None: ...
+
+    @property
+    def limiter(self) -> RateLimiter: ...
 
     @property
     def pools(self) -> Mapping[str, EnginePool]: ...

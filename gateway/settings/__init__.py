@@ -177,6 +177,8 @@ class ConsoleSettings(_Section):
     # signs session cookies and CSRF tokens; unset: a random secret kept in the database, shared by workers
     session_secret: SecretStr | None = None
     session_ttl_s: float = Field(43_200.0, gt=0, le=30 * 86_400, description="a sign-in lasts this long")
+    # sign-in attempts per minute from one client address (shared through Redis when redis.url is set)
+    sign_in_per_minute: int = Field(10, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _strong_secret(self) -> ConsoleSettings:

@@ -66,6 +66,7 @@ def console_site(fast_engine: str, deliberate_engine: str, database_url: str | N
         deliberation=DELIBERATION,
         # the gateway probes itself once, at start: the operator's page shows each tier's quality
         probes={"enabled": True, "tasks": 2, "models": ["qwen3-8b"], "interval_s": 3600},
+        console={"sign_in_per_minute": 10_000},  # every test signs in from 127.0.0.1
     )
     with serving(create_app(settings)) as url:
         wait_ready(url)

@@ -92,3 +92,28 @@ def test_a_console_turned_off_is_not_there(
         response = httpx.get(gateway.url + path)
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "console_disabled"
+
+
+def test_sign_in_attempts_from_one_address_are_limited(
+    fast_engine: str, start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    gateway = start_gateway(
+        [fast_engine],
+        [fast_engine],
+        auth={"mode": "keys", "admin_tokens": [ADMIN]},
+        database={"url": f"sqlite:///{tmp_path / 'limited.sqlite3'}"},
+        console={"sign_in_per_minute": 3},
+    )
+    site = Site(gateway.url, "", {})
+    guesser = Browser(site)
+    try:
+        for _ in range(3):
+            wrong = guesser.post("/console/sign-in", {"credential": "x" * 20}, token_from="/console/sign-in")
+            assert wrong.status_code == 401
+        refused = guesser.post("/console/sign-in", {"credential": ADMIN}, token_from="/console/sign-in")
+        assert refused.status_code == 429  # even the right token, until the minute has passed
+        assert int(refused.headers["retry-after"]) >= 1
+        assert "Too many sign-in attempts" in refused.text
+        assert guesser.get("/console/operator").status_code == 303
+    finally:
+        guesser.close()
