@@ -6,6 +6,8 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 import httpx
 from prometheus_client import CollectorRegistry
@@ -31,6 +33,9 @@ from gateway.responses import ResponsesAPI, ResponseStore
 from gateway.settings import ConfigError, PoolSettings, Settings
 from pricing import PriceBook, PricingError, load_price_book
 
+if TYPE_CHECKING:
+    from gateway.accounting.tracing import Tracing
+
 __all__ = ["GatewayState", "price_book"]
 
 log = logging.getLogger("tiergate")
@@ -55,6 +60,7 @@ class GatewayState:
     door: Door  # which inference requests this worker lets in (gateway.http.door.DoorMiddleware)
     responses: ResponsesAPI
     response_store: ResponseStore | None  # None: responses.store is off
+    tracing: Tracing | None = None  # None: tracing is off (no tracer provider, no spans)
 
     @property
     def price_book(self) -> PriceBook | None:
@@ -137,6 +143,7 @@ class GatewayState:
         pools = {name: _pool(name, pool, http, door, metrics) for name, pool in settings.pools.items()}
         for name, pool in pools.items():
             metrics.watch_replicas(name, (replica.url for replica in pool.replicas))
+        tracing = _tracing(settings)
         proxy = InferenceProxy(
             catalog,
             pools,
@@ -146,6 +153,7 @@ class GatewayState:
             bookkeeper,
             max_body_bytes=settings.server.max_body_bytes,
             metrics=metrics,
+            tracing=tracing,
         )
         collector = GatewayCollector(pools, bookkeeper)
         registry.register(collector)
@@ -168,6 +176,7 @@ class GatewayState:
             door,
             ResponsesAPI(proxy, store),
             store,
+            tracing,
         )
 
     def start(self) -> None:
@@ -182,6 +191,8 @@ class GatewayState:
         """Close everything, each part even when another failed to close."""
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(self.http.aclose)
+            if self.tracing is not None:  # last: the spans of requests ended while closing are exported
+                stack.push_async_callback(self.tracing.aclose)
             if self.database is not None:
                 stack.push_async_callback(self.database.aclose)
             if self.response_store is not None:  # before the database: its last saves go into it
@@ -215,6 +226,20 @@ def price_book(settings: Settings, catalog: Catalog) -> PriceBook | None:
     except (PricingError, OSError) as exc:
         raise ConfigError(f"pricing.book: {exc}") from None
     return book
+
+
+def _tracing(settings: Settings) -> Tracing | None:
+    if not settings.tracing.enabled:
+        return None
+    # imported only when on: a gateway without traces does not load the OpenTelemetry SDK at all
+    from gateway.accounting.tracing import Tracing
+
+    try:
+        release = version("tiergate")
+    except PackageNotFoundError:
+        release = "unknown"
+    engines = {name: pool.engine for name, pool in settings.pools.items()}
+    return Tracing.create(settings.tracing, engines, release)
 
 
 def _response_store(settings: Settings, database: Database | None) -> ResponseStore | None:
