@@ -143,7 +143,7 @@ class GatewayState:
         pools = {name: _pool(name, pool, http, door, metrics) for name, pool in settings.pools.items()}
         for name, pool in pools.items():
             metrics.watch_replicas(name, (replica.url for replica in pool.replicas))
-        tracing = _tracing(settings)
+        tracing = _tracing(settings, pools)
         proxy = InferenceProxy(
             catalog,
             pools,
@@ -228,7 +228,7 @@ def price_book(settings: Settings, catalog: Catalog) -> PriceBook | None:
     return book
 
 
-def _tracing(settings: Settings) -> Tracing | None:
+def _tracing(settings: Settings, pools: Mapping[str, EnginePool]) -> Tracing | None:
     if not settings.tracing.enabled:
         return None
     # imported only when on: a gateway without traces does not load the OpenTelemetry SDK at all
@@ -239,7 +239,8 @@ def _tracing(settings: Settings) -> Tracing | None:
     except PackageNotFoundError:
         release = "unknown"
     engines = {name: pool.engine for name, pool in settings.pools.items()}
-    return Tracing.create(settings.tracing, engines, release)
+    replicas = [replica.url for pool in pools.values() for replica in pool.replicas]
+    return Tracing.create(settings.tracing, engines, replicas, release)
 
 
 def _response_store(settings: Settings, database: Database | None) -> ResponseStore | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
 
 from engines import Usage
 from gateway.accounting.exchange import Exchange, Outcome
@@ -43,15 +44,19 @@ class Tracing:
     """The gateway's tracer: its own provider (never the process-wide global one), shut down, and so
     flushed, when the gateway closes."""
 
-    def __init__(self, provider: TracerProvider, engines: Mapping[str, str]) -> None:
-        """`engines`: each pool's engine family (vllm, trtllm, openai), the engine spans' provider name."""
+    def __init__(self, provider: TracerProvider, engines: Mapping[str, str], replicas: Iterable[str]) -> None:
+        """`engines`: each pool's engine family (vllm, trtllm, openai), the engine spans' provider name;
+        `replicas`: every replica's URL, whose attributes are worked out once, not once a call."""
         self._provider = provider
         self._tracer = provider.get_tracer("tiergate")
         self._engines = engines
+        self._replicas = {url: _replica_attributes(url) for url in replicas}
         self._propagator = TraceContextTextMapPropagator()
 
     @classmethod
-    def create(cls, settings: TracingSettings, engines: Mapping[str, str], version: str) -> Tracing:
+    def create(
+        cls, settings: TracingSettings, engines: Mapping[str, str], replicas: Iterable[str], version: str
+    ) -> Tracing:
         exporter = OTLPSpanExporter(  # every argument given: the settings, not OTEL_* variables, decide
             endpoint=settings.endpoint,
             headers={name: value.get_secret_value() for name, value in settings.headers.items()},
@@ -65,7 +70,7 @@ class Tracing:
             shutdown_on_exit=False,  # the lifespan shuts it down (GatewayState.aclose)
         )
         provider.add_span_processor(BatchSpanProcessor(exporter))  # exports off the event loop, in batches
-        return cls(provider, engines)
+        return cls(provider, engines, replicas)
 
     def request(self, headers: Mapping[str, str], operation: str, arrived: float) -> RequestTrace:
         """A request's span, a child of the client's `traceparent` when it sent one; it starts when the
@@ -99,7 +104,8 @@ class Tracing:
         )
         carrier: dict[str, str] = {}
         self._propagator.inject(carrier, trace.set_span_in_context(span))
-        return EngineCall(span, tuple((name.encode(), value.encode()) for name, value in carrier.items()))
+        headers = tuple((name.encode(), value.encode()) for name, value in carrier.items())
+        return EngineCall(span, headers, self._replicas)
 
     def force_flush(self, timeout_s: float = 30.0) -> bool:
         return self._provider.force_flush(int(timeout_s * 1000))
@@ -191,11 +197,17 @@ class RequestTrace:
 class EngineCall:
     """One engine call's client span. `headers`: the W3C trace context to send with the call."""
 
-    __slots__ = ("_ended", "headers", "span")
+    __slots__ = ("_ended", "_replicas", "headers", "span")
 
-    def __init__(self, span: Span, headers: tuple[tuple[bytes, bytes], ...]) -> None:
+    def __init__(
+        self,
+        span: Span,
+        headers: tuple[tuple[bytes, bytes], ...],
+        replicas: Mapping[str, Mapping[str, AttributeValue]],
+    ) -> None:
         self.span = span
         self.headers = headers
+        self._replicas = replicas
         self._ended = False
 
     def answered(self, replica: str, usage: Usage | None, *, reasoning: int | None = None) -> None:
@@ -205,7 +217,7 @@ class EngineCall:
             return
         self._ended = True
         span = self.span
-        _replica(span, replica)
+        self._replica(replica)
         if usage is not None:
             span.set_attributes(
                 {
@@ -225,7 +237,7 @@ class EngineCall:
             return
         self._ended = True
         span = self.span
-        _replica(span, replica or str(getattr(error, "replica", "") or ""))
+        self._replica(replica or str(getattr(error, "replica", "") or ""))
         code = error if isinstance(error, str) else type(error).__name__
         span.set_attribute("error.type", code)
         span.set_status(Status(StatusCode.ERROR, code))
@@ -245,13 +257,16 @@ class EngineCall:
         elif not self._ended:
             self.answered("", None)
 
+    def _replica(self, url: str) -> None:
+        if url:
+            self.span.set_attributes(self._replicas.get(url) or _replica_attributes(url))
 
-def _replica(span: Span, replica: str) -> None:
-    if not replica:
-        return
-    parts = urlsplit(replica)
-    span.set_attribute("tiergate.replica", replica)
+
+def _replica_attributes(url: str) -> dict[str, AttributeValue]:
+    parts = urlsplit(url)
+    attributes: dict[str, AttributeValue] = {"tiergate.replica": url}
     if parts.hostname:
-        span.set_attribute("server.address", parts.hostname)
+        attributes["server.address"] = parts.hostname
     if parts.port:
-        span.set_attribute("server.port", parts.port)
+        attributes["server.port"] = parts.port
+    return attributes
