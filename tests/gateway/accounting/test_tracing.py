@@ -58,7 +58,7 @@ class Served:
 
 
 @contextmanager
-def traced_gateway(receiver: Receiver, *, enabled: bool = True) -> Iterator[Served]:
+def traced_gateway(receiver: Receiver, *, enabled: bool = True, ratio: float = 1.0) -> Iterator[Served]:
     """A gateway over one recording simulator (both pools), tracing to `receiver`; stopped (and so flushed)
     when the block ends."""
     engine = EngineCalls(
@@ -73,7 +73,12 @@ def traced_gateway(receiver: Receiver, *, enabled: bool = True) -> Iterator[Serv
             [url],
             [url],
             deliberation=DELIBERATION,
-            tracing={"enabled": enabled, "endpoint": receiver.url, "service_name": "tiergate-test"},
+            tracing={
+                "enabled": enabled,
+                "endpoint": receiver.url,
+                "service_name": "tiergate-test",
+                "sample_ratio": ratio,
+            },
         )
         with serving(create_app(settings)) as gateway_url:
             wait_ready(gateway_url)
@@ -232,6 +237,26 @@ def test_tracing_off_exports_nothing_and_sends_no_traceparent() -> None:
             sent = list(served.engine.traceparents)
         assert len(sent) >= 3 and not any(sent)  # the fast call, the wave and its extensions
         assert receiver.posts == 0
+
+
+def test_unsampled_requests_export_nothing_but_send_their_context() -> None:
+    """sample_ratio 0: no span recorded, yet each engine call carries a `traceparent`, marked unsampled; a
+    client's sampled trace is recorded all the same (parent-based)."""
+    client_trace, client_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    with otlp_receiver() as receiver:
+        with traced_gateway(receiver, ratio=0.0) as served:
+            served.sdk.chat.completions.create(model="qwen3-8b:fast", messages=MESSAGES)
+            unsampled = list(served.engine.traceparents)
+            served.sdk.chat.completions.create(
+                model="qwen3-8b:fast",
+                messages=MESSAGES,
+                extra_headers={"traceparent": f"00-{client_trace}-{client_span}-01"},
+            )
+        spans = receiver.wait_for(2)
+    (traceparent,) = unsampled
+    assert traceparent is not None and traceparent.startswith("00-")
+    assert int(traceparent.rsplit("-", 1)[1], 16) & 1 == 0  # the sampled flag is off
+    assert len(spans) == 2 and {span.trace_id for span in spans} == {client_trace}
 
 
 def test_tracing_off_does_not_load_the_sdk() -> None:
