@@ -96,6 +96,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=3, help="--tracing: rounds of turns")
     args = parser.parse_args(argv)
+    if args.tracing:  # tiergate only, in its variants (overheadkit/tracing.py)
+        args.targets = TIERGATE
     unknown = set(args.targets.split(",")) - set(ALL_TARGETS)
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
@@ -380,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with tempfile.TemporaryDirectory(prefix="tiergate-bench-") as tmp:
         settings = make_settings(args, Path(tmp), stamp)
-        if LITELLM in settings.targets and not args.tracing:
+        if LITELLM in settings.targets:
             try:
                 servers.ensure_litellm(LITELLM_VENV, settings.logs_dir / "litellm-install.log")
             except (RuntimeError, OSError) as exc:
