@@ -58,13 +58,19 @@ class Served:
 
 
 @contextmanager
-def traced_gateway(receiver: Receiver, *, enabled: bool = True, ratio: float = 1.0) -> Iterator[Served]:
-    """A gateway over one recording simulator (both pools), tracing to `receiver`; stopped (and so flushed)
-    when the block ends."""
+def traced_gateway(
+    receiver: Receiver, *, enabled: bool = True, ratio: float = 1.0, engine_context: int = 32768
+) -> Iterator[Served]:
+    """A gateway over one recording simulator (both pools; `engine_context`: its max_model_len), tracing to
+    `receiver`; stopped (and so flushed) when the block ends."""
     engine = EngineCalls(
         create_simulator_app(
             profile(
-                "deliberate", zero_latency=True, reasoning_tokens_range=(30, 40), short_reasoning_rate=0.0
+                "deliberate",
+                zero_latency=True,
+                reasoning_tokens_range=(30, 40),
+                short_reasoning_rate=0.0,
+                max_model_len=engine_context,
             )
         )
     )
@@ -170,8 +176,27 @@ def test_a_deliberation_has_a_span_per_engine_call_and_its_depth() -> None:
             voted = served.sdk.chat.completions.with_raw_response.create(
                 model="qwen3-8b:deliberate", messages=MESSAGES, reasoning_effort="high"
             )
+            before = len(served.engine.traceparents)
+            streamed = served.sdk.chat.completions.with_raw_response.create(
+                model="qwen3-8b:deliberate",
+                messages=MESSAGES,
+                reasoning_effort="medium",
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            (last,) = [chunk for chunk in streamed.parse() if chunk.usage is not None]
             sent = list(served.engine.traceparents)
-        spans = receiver.wait_for(len(sent) + 2)
+        spans = receiver.wait_for(len(sent) + 3)
+    # a streamed deliberation: the same spans, ended when its stream is
+    assert last.usage is not None
+    span = request_span(spans, streamed.headers["x-request-id"])
+    assert span.attributes["gen_ai.usage.output_tokens"] == last.usage.completion_tokens
+    assert (
+        span.attributes["tiergate.depth.extensions"]
+        == usage_fields(last.usage)["reasoning_depth"]["extensions"]
+    )
+    calls = children(spans, span)
+    assert len(calls) == len(sent) - before and all(call.sent(sent) for call in calls)
     for reply in (forced, voted):
         usage = reply.parse().usage
         assert usage is not None and usage.completion_tokens_details is not None
@@ -209,7 +234,7 @@ def test_a_deliberation_has_a_span_per_engine_call_and_its_depth() -> None:
             )  # each its own stream
             assert attributes["tiergate.depth.agreement"] == depth["agreement"]
     # every engine call the simulator saw was a span's
-    assert len(sent) == sum(
+    assert before == sum(
         len(children(spans, request_span(spans, r.headers["x-request-id"]))) for r in (forced, voted)
     )
 
@@ -225,6 +250,26 @@ def test_a_refused_request_has_an_error_span_and_no_engine_call() -> None:
     assert span.kind == SERVER and span.status == STATUS_ERROR
     assert span.attributes["error.type"] == "model_not_found"
     assert span.attributes["http.response.status_code"] == 404
+
+
+def test_a_request_the_engine_refuses_has_its_code_on_both_spans() -> None:
+    with otlp_receiver() as receiver:
+        with traced_gateway(receiver, engine_context=1024) as served:
+            with pytest.raises(
+                openai.BadRequestError
+            ) as refused:  # within the gateway's bound, not the engine's
+                served.sdk.chat.completions.create(model="qwen3-8b:fast", messages=MESSAGES, max_tokens=2048)
+            sent = list(served.engine.traceparents)
+        spans = receiver.wait_for(2)
+    assert refused.value.code == "context_length_exceeded"
+    span = request_span(spans, refused.value.response.headers["x-request-id"])
+    assert span.status == STATUS_ERROR and span.name == "chat qwen3-8b:fast"
+    assert span.attributes["error.type"] == "context_length_exceeded"
+    assert span.attributes["http.response.status_code"] == 400
+    assert span.attributes["tiergate.outcome"] == "rejected"
+    (call,) = children(spans, span)
+    assert call.status == STATUS_ERROR and call.attributes["error.type"] == "EngineRejected"
+    assert call.sent(sent)
 
 
 def test_tracing_off_exports_nothing_and_sends_no_traceparent() -> None:
