@@ -168,6 +168,7 @@ class RequestTrace:
             "gen_ai.usage.cache_read.input_tokens": record.cached_tokens,
             "gen_ai.response.id": exchange.request_id,
             "http.response.status_code": exchange.status,
+            "tiergate.endpoint": exchange.endpoint,
             "tiergate.outcome": exchange.outcome.value,
             "tiergate.estimated": record.estimated,
         }

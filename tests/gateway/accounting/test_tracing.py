@@ -130,10 +130,13 @@ def test_fast_requests_have_a_span_each_with_one_engine_call_under_it() -> None:
             completion = served.sdk.completions.with_raw_response.create(
                 model="qwen3-8b:fast", prompt="Once upon a time", max_tokens=16
             )
+            response = served.sdk.responses.with_raw_response.create(
+                model="qwen3-8b:fast", input="Say hello.", store=False
+            )
             sent = list(served.engine.traceparents)
-        spans = receiver.wait_for(6)
+        spans = receiver.wait_for(8)
     assert {span.service for span in spans} == {"tiergate-test"}
-    assert len(sent) == 3 and all(sent)
+    assert len(sent) == 4 and all(sent)
     usages = [chat.parse().usage, streamed[0].usage, completion.parse().usage]
     request_ids = [reply.headers["x-request-id"] for reply in (chat, stream, completion)]
     for request_id, usage, operation in zip(
@@ -161,6 +164,15 @@ def test_fast_requests_have_a_span_each_with_one_engine_call_under_it() -> None:
         assert call.attributes["gen_ai.usage.output_tokens"] == usage.completion_tokens
         assert call.attributes["server.address"] == "127.0.0.1"
         assert call.sent(sent)  # the W3C context the engine got is the call's span
+    # the Responses API is served as chat: its span says so, with the Responses usage's figures
+    answer = response.parse()
+    span = request_span(spans, response.headers["x-request-id"])
+    assert (span.name, span.attributes["tiergate.endpoint"]) == ("chat qwen3-8b:fast", "responses")
+    assert answer.usage is not None
+    assert span.attributes["gen_ai.usage.input_tokens"] == answer.usage.input_tokens
+    assert span.attributes["gen_ai.usage.output_tokens"] == answer.usage.output_tokens
+    (call,) = children(spans, span)
+    assert call.sent(sent)
     # the client's own trace is the first request's parent
     first = request_span(spans, chat.headers["x-request-id"])
     assert (first.trace_id, first.parent_id) == (client_trace, client_span)
