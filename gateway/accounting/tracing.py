@@ -57,7 +57,9 @@ class Tracing:
     def create(
         cls, settings: TracingSettings, engines: Mapping[str, str], replicas: Iterable[str], version: str
     ) -> Tracing:
-        exporter = OTLPSpanExporter(  # every argument given: the settings, not OTEL_* variables, decide
+        # every argument given: the settings decide these (the SDK still reads OTEL_EXPORTER_OTLP_* for TLS
+        # files, and merges OTEL_EXPORTER_OTLP_HEADERS under `tracing.headers`)
+        exporter = OTLPSpanExporter(
             endpoint=settings.endpoint,
             headers={name: value.get_secret_value() for name, value in settings.headers.items()},
             timeout=settings.timeout_s,
