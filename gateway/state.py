@@ -6,6 +6,8 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 import httpx
 from prometheus_client import CollectorRegistry
@@ -32,6 +34,9 @@ from gateway.responses import ResponsesAPI, ResponseStore
 from gateway.settings import ConfigError, PoolSettings, Settings
 from pricing import PriceBook, PricingError, load_price_book
 
+if TYPE_CHECKING:
+    from gateway.accounting.tracing import Tracing
+
 __all__ = ["GatewayState", "price_book"]
 
 log = logging.getLogger("tiergate")
@@ -57,6 +62,7 @@ class GatewayState:
     responses: ResponsesAPI
     response_store: ResponseStore | None  # None: responses.store is off
     console: Console | None = None  # the web console at /console; None: off (gateway/console)
+    tracing: Tracing | None = None  # None: tracing is off (no tracer provider, no spans)
 
     @property
     def price_book(self) -> PriceBook | None:
@@ -139,6 +145,7 @@ class GatewayState:
         pools = {name: _pool(name, pool, http, door, metrics) for name, pool in settings.pools.items()}
         for name, pool in pools.items():
             metrics.watch_replicas(name, (replica.url for replica in pool.replicas))
+        tracing = _tracing(settings, pools)
         proxy = InferenceProxy(
             catalog,
             pools,
@@ -148,6 +155,7 @@ class GatewayState:
             bookkeeper,
             max_body_bytes=settings.server.max_body_bytes,
             metrics=metrics,
+            tracing=tracing,
         )
         collector = GatewayCollector(pools, bookkeeper)
         registry.register(collector)
@@ -171,6 +179,7 @@ class GatewayState:
             ResponsesAPI(proxy, store),
             store,
             await Console.open(settings, database),
+            tracing,
         )
 
     def start(self) -> None:
@@ -185,6 +194,8 @@ class GatewayState:
         """Close everything, each part even when another failed to close."""
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(self.http.aclose)
+            if self.tracing is not None:  # last: the spans of requests ended while closing are exported
+                stack.push_async_callback(self.tracing.aclose)
             if self.database is not None:
                 stack.push_async_callback(self.database.aclose)
             if self.response_store is not None:  # before the database: its last saves go into it
@@ -218,6 +229,21 @@ def price_book(settings: Settings, catalog: Catalog) -> PriceBook | None:
     except (PricingError, OSError) as exc:
         raise ConfigError(f"pricing.book: {exc}") from None
     return book
+
+
+def _tracing(settings: Settings, pools: Mapping[str, EnginePool]) -> Tracing | None:
+    if not settings.tracing.enabled:
+        return None
+    # imported only when on: a gateway without traces does not load the OpenTelemetry SDK at all
+    from gateway.accounting.tracing import Tracing
+
+    try:
+        release = version("tiergate")
+    except PackageNotFoundError:
+        release = "unknown"
+    engines = {name: pool.engine for name, pool in settings.pools.items()}
+    replicas = [replica.url for pool in pools.values() for replica in pool.replicas]
+    return Tracing.create(settings.tracing, engines, replicas, release)
 
 
 def _response_store(settings: Settings, database: Database | None) -> ResponseStore | None:
