@@ -49,6 +49,9 @@ class SimulatorConfig:
     reasoning_field: ReasoningField = "reasoning"
     report_reasoning_tokens: bool = True  # many vLLM releases omit completion_tokens_details
     reasoning_tokens_range: tuple[int, int] = (96, 640)
+    # An engine that takes `thinking_token_budget` and does not enforce it (an old vLLM ignores unknown
+    # fields): its reasoning runs past the cap asked of it, what the gateway's depth audit calls cap_ignored.
+    honours_thinking_budget: bool = True
     # Early stopping: this fraction of choices reasons only short_reasoning_range tokens.
     short_reasoning_rate: float = 0.0
     short_reasoning_range: tuple[int, int] = (16, 64)

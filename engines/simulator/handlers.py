@@ -71,7 +71,7 @@ async def chat_completions(engine: Engine, x: Exchange) -> None:
         seed=request.seed,
         reasoning=thinks or inline != "no",
         # A plain model knows nothing of a thinking budget (nor of enable_thinking): it follows the prompt.
-        thinking_budget=budget if inline == "no" else None,
+        thinking_budget=budget if inline == "no" and config.honours_thinking_budget else None,
         stop=request.stop_strings(),
         ignore_eos=request.ignore_eos,
         fresh_start=prompt.continuation == "none",
