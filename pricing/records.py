@@ -30,9 +30,9 @@ TIERS = ("fast", "deliberate")  # also the order of tiers on an invoice
 ENDPOINTS = ("chat", "completions", "responses")
 OUTCOMES = ("ok", "client_disconnected", "engine_failed", "rejected", "aborted")
 RECORD_FORMAT = 1  # the "v" of a serialized record; bump it when the fields change
-# why a deliberation delivered less depth than it asked for (docs/deliberation.md#the-depth-audit), in the
-# order a record lists them
-SHORTFALLS = ("floor_missed", "cap_ignored", "effort_ignored", "samples_short")
+# why a request's engines delivered less depth than was asked of them (docs/deliberation.md#the-depth-audit),
+# in the order a record lists them
+SHORTFALLS = ("floor_missed", "cap_ignored", "budget_ignored", "effort_ignored", "samples_short")
 
 _DEPTH_KEYS = ("samples", "extensions", "floor", "floor_met", "agreement")
 _RECORD_KEYS = (
@@ -89,7 +89,8 @@ class Depth:
             raise ValueError(
                 f"depth.shortfall must be distinct reasons of {SHORTFALLS} in order, got {shortfall!r}"
             )
-        if self.floor is None:
+        # a relayed request promises no depth: only the thinking budget its client asked for is audited
+        if self.floor is None and shortfall != ("budget_ignored",):
             raise ValueError(f"depth.shortfall {shortfall!r} without a depth promise (no floor)")
         if "floor_missed" in shortfall and self.floor_met is not False:
             raise ValueError(f"depth.shortfall {shortfall!r} with floor_met {self.floor_met!r}")

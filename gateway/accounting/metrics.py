@@ -213,8 +213,8 @@ class RequestMetrics:
             series.samples.inc(depth.samples)
             if depth.extensions:
                 series.extensions.inc(depth.extensions)
-            for reason in depth.shortfall:  # rare: resolved when it happens
-                self.shortfall.labels(exchange.pool, model, reason).inc()
+        for reason in depth.shortfall:  # rare: resolved when it happens
+            self.shortfall.labels(exchange.pool, model, reason).inc()
 
 
 class GatewayCollector(Collector):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["DeliveredDepth", "RequestedDepth", "shortfalls"]
+__all__ = ["DeliveredDepth", "RequestedDepth", "budget_shortfall", "shortfalls"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +47,11 @@ def shortfalls(requested: RequestedDepth, delivered: DeliveredDepth) -> tuple[st
     if sum(finished) < requested.samples:
         found.append("samples_short")
     return tuple(found)
+
+
+def budget_shortfall(budget: int, reasoning: int, *, exact: bool) -> tuple[str, ...]:
+    """A relayed request (no deliberation) whose client asked the engine for `thinking_token_budget`:
+    budget_ignored when the engine's own count of reasoning tokens, over all the request's choices, is above
+    `budget` (the client's budget times its choices). A count the gateway estimated (`exact` false: vLLM
+    reported none, the reasoning was split from the text) is never held against the engine."""
+    return ("budget_ignored",) if exact and reasoning > budget else ()

@@ -183,6 +183,19 @@ def test_depth_rule_a_missed_floor_with_other_shortfalls_is_rated_at_fast_prices
     assert "depth_premium" not in lines(charge)
 
 
+@pytest.mark.parametrize("tier", ["fast", "deliberate"])
+def test_a_relayed_requests_ignored_budget_changes_nothing_billed(tier: str) -> None:
+    # relayed without deliberation: no promise, no premium to forfeit
+    plain = make_record(tier=tier, prompt_tokens=1000, completion_tokens=2000, reasoning_tokens=1500)
+    ignored = make_record(
+        tier=tier, prompt_tokens=1000, completion_tokens=2000, reasoning_tokens=1500,
+        depth=Depth(shortfall=("budget_ignored",)),
+    )  # fmt: skip
+    billed, unaudited = rate(ignored, make_book()), rate(plain, make_book())
+    assert (billed.rated_tier, billed.lines, billed.total) == (tier, unaudited.lines, unaudited.total)
+    assert "depth_premium" not in lines(billed)
+
+
 def test_fast_tier_never_bills_a_premium() -> None:
     charge = rate(make_record(depth=MET, prompt_tokens=10), make_book())
     assert charge.rated_tier == "fast"

@@ -101,6 +101,7 @@ def test_record_validation(change: dict[str, Any], message: str) -> None:
         ({"floor": 5, "floor_met": False, "shortfall": ("floor_missed", "floor_missed")}, "distinct"),
         ({"floor": 5, "floor_met": True, "shortfall": ["cap_ignored"]}, "shortfall"),
         ({"shortfall": ("cap_ignored",)}, "without a depth promise"),
+        ({"shortfall": ("budget_ignored", "effort_ignored")}, "without a depth promise"),
         ({"floor": 5, "floor_met": True, "shortfall": ("floor_missed",)}, "floor_met True"),
     ],
 )
@@ -118,6 +119,11 @@ def test_a_shortfall_round_trips_and_its_absence_keeps_the_old_bytes() -> None:
     plain = make_record(depth=Depth(floor=5, floor_met=True))
     assert "shortfall" not in orjson.loads(plain.to_json())["depth"]
     assert UsageRecord.from_json(plain.to_json()) == plain
+
+
+def test_a_relayed_request_without_a_promise_may_have_its_thinking_budget_ignored() -> None:
+    relayed = make_record(depth=Depth(shortfall=("budget_ignored",)))
+    assert UsageRecord.from_json(relayed.to_json()) == relayed
 
 
 @pytest.mark.parametrize(

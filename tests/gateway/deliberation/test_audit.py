@@ -7,9 +7,10 @@ import itertools
 
 import pytest
 
-from gateway.deliberation.audit import DeliveredDepth, RequestedDepth, shortfalls
+from gateway.deliberation.audit import DeliveredDepth, RequestedDepth, budget_shortfall, shortfalls
 from gateway.deliberation.plan import DepthPlan
 from gateway.deliberation.run import Run, Sample
+from gateway.inference.handler import _reasoning_budget
 from gateway.settings import DeliberationSettings
 from pricing import SHORTFALLS, Depth
 
@@ -93,3 +94,37 @@ def test_a_run_cut_short_is_not_audited() -> None:
     # its client left or its engine failed: billed by its floor as it stands, no engine blamed
     run = run_with([Sample(0, reasoning_tokens=20)], complete=False)
     assert run.depth() == Depth(samples=1, floor=100, floor_met=False)
+
+
+@pytest.mark.parametrize(
+    ("budget", "reasoning", "exact", "found"),
+    [
+        (100, 100, True, ()),
+        (100, 101, True, ("budget_ignored",)),
+        (0, 1, True, ("budget_ignored",)),
+        (0, 0, True, ()),
+        (100, 5000, False, ()),  # an estimated count is never held against the engine
+    ],
+)
+def test_a_relayed_thinking_budget_is_ignored_only_past_it_by_the_engines_own_count(
+    budget: int, reasoning: int, exact: bool, found: tuple[str, ...]
+) -> None:
+    assert budget_shortfall(budget, reasoning, exact=exact) == found
+
+
+@pytest.mark.parametrize(
+    ("data", "budget"),
+    [
+        ({}, None),
+        ({"thinking_token_budget": 64}, 64),
+        ({"thinking_token_budget": 64, "n": 3}, 192),
+        ({"thinking_token_budget": 64, "n": "3"}, 64),  # the engine refuses it: nothing more is assumed
+        ({"thinking_token_budget": True}, None),
+        ({"thinking_token_budget": -1}, None),
+        ({"thinking_token_budget": 6.5}, None),
+    ],
+)
+def test_the_budget_audited_is_the_clients_times_its_choices(
+    data: dict[str, object], budget: int | None
+) -> None:
+    assert _reasoning_budget(data) == budget

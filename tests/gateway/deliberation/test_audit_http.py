@@ -144,3 +144,30 @@ def test_a_model_that_does_not_reason_at_all_bills_no_premium_even_without_a_flo
         depth = depth_of(usage)
         assert (depth["floor_met"], depth["reasoning_tokens"]) == (True, 0)
         check_billed(gateway, database_url, request_id, usage, ["effort_ignored"], "deliberate")
+
+
+@pytest.mark.parametrize("honoured", [False, True])
+def test_a_fast_request_whose_engine_ignores_the_thinking_budget_its_client_asked_for(
+    honoured: bool, start_gateway: StartGateway, tmp_path: Path, database_url: str
+) -> None:
+    """The fast tier promises no depth, but a `thinking_token_budget` its client sends the engine is audited:
+    the row and the counter say when the engine reasoned past it (no premium to forfeit there)."""
+    with engine(honours_thinking_budget=honoured, reasoning_tokens_range=(300, 400)) as url:
+        gateway, sdk = customer(start_gateway, url, tmp_path, database_url, CAPPED)
+        with sdk:
+            raw = sdk.chat.completions.with_raw_response.create(
+                model="qwen3-8b:fast", messages=MESSAGES, n=2, extra_body={"thinking_token_budget": 50}
+            )
+        answer = raw.parse()
+        usage = answer.usage
+        assert usage is not None and usage.completion_tokens_details is not None
+        reasoning = usage.completion_tokens_details.reasoning_tokens
+        assert reasoning is not None and (reasoning <= 2 * 50) is honoured
+        row = ledger_row(database_url, raw.headers["x-tiergate-request-id"])
+        shortfall = [] if honoured else ["budget_ignored"]
+        assert (row.record.tier, list(row.record.depth.shortfall)) == ("fast", shortfall)
+        assert row.record.depth.floor is None and row.charge.rated_tier == "fast"
+        text = scrape(gateway.url)
+        assert metric(text, SHORTFALL, pool="fast", model="qwen3-8b", reason="budget_ignored") == len(
+            shortfall
+        )
