@@ -171,3 +171,16 @@ def test_a_fast_request_whose_engine_ignores_the_thinking_budget_its_client_aske
         assert metric(text, SHORTFALL, pool="fast", model="qwen3-8b", reason="budget_ignored") == len(
             shortfall
         )
+
+
+def test_an_engine_that_returns_fewer_samples_than_asked_bills_no_premium(
+    start_gateway: StartGateway, tmp_path: Path, database_url: str
+) -> None:
+    deliberation = {"efforts": {"medium": {"floor": 0, "cap": 2000, "samples": 3, "max_extensions": 0}}}
+    with engine(max_choices=2, reasoning_tokens_range=(40, 60)) as url:
+        gateway, sdk = customer(start_gateway, url, tmp_path, database_url, deliberation)
+        with sdk:
+            request_id, usage = ask(sdk, stream=False)
+        depth = depth_of(usage)
+        assert (depth["samples"], depth["floor_met"]) == (3, True)  # drawn; one never came back
+        check_billed(gateway, database_url, request_id, usage, ["samples_short"], "deliberate")
