@@ -80,6 +80,7 @@ class Deliberator:
             self._before = strategies[:at]
             await strategy.refine(run, self)
             self._progress(run)
+        run.complete = True
 
     async def draw(self, run: Run, wanted: dict[int, int]) -> None:
         """Another wave: `wanted[k]` new samples for choice k, from one call (its own seed: a seeded engine

@@ -158,6 +158,7 @@ class InferenceProxy:
             source,
             started_at=started_at,
             arrived=arrived,
+            reasoning_budget=_reasoning_budget(data) if plan is None else None,
         )
         meter = Meter(admitted, self._accounts, pool, trace)
         if trace is not None:
@@ -226,6 +227,15 @@ class InferenceProxy:
         response = Response(orjson.dumps(answer), media_type="application/json")
         response.raw_headers.extend(headers)
         return response
+
+
+def _reasoning_budget(data: dict[str, Any]) -> int | None:
+    """The reasoning a relayed request's client asked the engine for, over all its choices
+    (`thinking_token_budget` times `n`), for the depth audit; None when it asked for none."""
+    budget, n = data.get("thinking_token_budget"), data.get("n", 1)
+    if type(budget) is not int or budget < 0:  # none (the common case), or one the engine will refuse
+        return None
+    return budget * (n if type(n) is int and n > 0 else 1)
 
 
 def _relay(

@@ -19,6 +19,7 @@ from gateway.accounting.metrics import RequestMetrics
 from gateway.accounting.request_log import log_request
 from gateway.accounting.usage_record import COUNT_TIMEOUT_S, Counted, generated_chars, usage_record
 from gateway.budgets import BudgetHold
+from gateway.deliberation.audit import budget_shortfall
 from gateway.http.disconnect import CLIENT_CLOSED, SHUT_DOWN, DisconnectWatch
 from gateway.http.endpoints import Endpoint
 from gateway.http.errors import from_engine_error
@@ -52,6 +53,9 @@ class Admitted:
     source: Any  # the messages or prompt, kept to count a request cut short exactly
     started_at: float  # Unix time: places the request in its budgets' windows
     arrived: float  # monotonic: the request's latencies count from here
+    # a relayed request's `thinking_token_budget` times its choices: the most reasoning its client asked the
+    # engine for, audited at its end (docs/deliberation.md#the-depth-audit); None when it asked none
+    reasoning_budget: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,12 @@ class Meter:
             return
         counted = await self._counted(exchange) if exchange.usage is None and accounts.bookkeeper else None
         record = usage_record(exchange, depth=self.depth, counted=counted)
+        if request.reasoning_budget is not None and exchange.outcome is Outcome.OK:
+            found = budget_shortfall(
+                request.reasoning_budget, record.reasoning_tokens, exact=not record.estimated
+            )
+            if found:  # no premium hangs on it (nothing relayed carries one): the row and the counter say it
+                record = replace(record, depth=replace(record.depth, shortfall=found))
         landing: list[Awaitable[None]] = []  # this request's settlements, sent but not yet applied
         if reservation is not None:
             used = record.prompt_tokens + record.completion_tokens
