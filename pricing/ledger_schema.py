@@ -87,4 +87,10 @@ LEDGER_MIGRATIONS: tuple[LedgerMigration, ...] = (
         sqlite=(_KEY_INDEX,),
         postgresql=(_KEY_INDEX,),
     ),
+    LedgerMigration(
+        3,
+        "the cascade tier's stages on its rows (escalated, confidence, threshold, the fast stage's counts)",
+        sqlite=(f"ALTER TABLE {TABLE} ADD COLUMN cascade TEXT",),
+        postgresql=(f"ALTER TABLE {TABLE} ADD COLUMN cascade TEXT",),
+    ),
 )

@@ -35,7 +35,7 @@ def migrations() -> list[Migration]:
 
 @pytest.fixture
 async def ledger(database: Database) -> Ledger:
-    assert await database.migrate("ledger", migrations()) == [1, 2]
+    assert await database.migrate("ledger", migrations()) == [m.version for m in LEDGER_MIGRATIONS]
     return Ledger(database)
 
 
