@@ -138,6 +138,12 @@ class RequestMetrics:
             ("model", "met"),
             registry=registry,
         )
+        self.cascades = Counter(
+            "tiergate_cascade_requests",
+            "Cascade requests by whether the deliberate tier answered",
+            ("model", "escalated"),
+            registry=registry,
+        )
         self.engine_aborts = Counter(
             "tiergate_engine_aborts",
             "Engine requests the gateway stopped before the engine finished them (the engine aborts them)",
@@ -207,6 +213,8 @@ class RequestMetrics:
             series.samples.inc(depth.samples)
             if depth.extensions:
                 series.extensions.inc(depth.extensions)
+        if record.cascade is not None:  # decided (a fast stage cut before its answer is not counted)
+            self.cascades.labels(record.model, "true" if record.cascade.escalated else "false").inc()
 
 
 class GatewayCollector(Collector):
