@@ -364,6 +364,8 @@ class CascadeStream(Response):
         answer = decision.answer(f"chatcmpl-{request_id}", model, checked)
         exchange = meter.exchange(Outcome.OK, 200, reply.replica, self._stage.usage(reply), reply=answer)
         parts = [chunks.delta({"role": "assistant", "content": ""})]
+        if message.get("reasoning"):  # a fast engine that reasons (a parser on the fast pool)
+            parts.append(chunks.delta({"reasoning": message["reasoning"]}))
         if message.get("content"):
             parts.append(chunks.delta({"content": message["content"]}))
         parts.append(chunks.delta({}, choice.get("finish_reason") or "stop", choice.get("logprobs")))
