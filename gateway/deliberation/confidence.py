@@ -6,7 +6,7 @@ scored by signals it can show (docs/tiers.md, "The cascade tier"):
 - **agreement**: the share of the k samples that give the majority's answer (a sample without one agrees
   with nobody);
 - **mean_logprob** / **min_logprob**: of the content tokens of the samples that give it (mean: the mean of
-  each sample's mean).
+  each sample's mean; of every sample when none has an answer).
 
     confidence = agreement x exp(mean_logprob)        (0 when no sample answered)
 
@@ -52,9 +52,8 @@ def score_samples(choices: Sequence[dict[str, Any]], *, structured: bool) -> Con
     texts = [_content(choice) for choice in choices]
     answers = [_structured(text) if structured else extract_answer(text) for text in texts]
     vote = tally(answers)
-    if vote.answer is None:
-        return Confidence(0.0, 0, False, 0.0, None, None)
-    agreeing = [i for i, answer in enumerate(answers) if answer == vote.answer]
+    # the samples giving the majority's answer; without one, all of them (their logprobs still reported)
+    agreeing = [i for i, answer in enumerate(answers) if answer == vote.answer] or list(range(len(choices)))
     means: list[float] = []
     lowest: float | None = None
     for index in agreeing:
@@ -64,6 +63,8 @@ def score_samples(choices: Sequence[dict[str, Any]], *, structured: bool) -> Con
             low = min(logprobs)
             lowest = low if lowest is None else min(lowest, low)
     mean = sum(means) / len(means) if means else None
+    if vote.answer is None:
+        return Confidence(0.0, 0, False, 0.0, mean, lowest)
     certainty = math.exp(mean) if mean is not None else 1.0
     score = min(max(vote.agreement * certainty, 0.0), 1.0)
     return Confidence(score, vote.winner, True, vote.agreement, mean, lowest)

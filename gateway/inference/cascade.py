@@ -81,13 +81,15 @@ async def cascade(
     assert route is not None
     settings = route.settings
     body = {key: value for key, value in data.items() if key not in ("stream", "stream_options")}
-    body.update(n=settings.samples, logprobs=True)  # the client's top_logprobs, if any, stay as asked
+    # greedy (temperature 0): one sample; vLLM refuses n > 1 with greedy sampling (they would agree anyway)
+    samples = 1 if body.get("temperature") == 0 else settings.samples
+    body.update(n=samples, logprobs=True)  # the client's top_logprobs, if any, stay as asked
     pinned = pinned_output(checked, offer)
     if pinned is not None:  # what was reserved is what the engine is told (the deliberation pins its own)
         body[pinned[0]] = pinned[1]
     payload = orjson.dumps(body)
     affinity = affinity_key(body, chat=True)
-    stage = FastStage(endpoint.path, payload, affinity, request_id, pools[0], settings.samples)
+    stage = FastStage(endpoint.path, payload, affinity, request_id, pools[0], samples)
     escalation = Escalation(request, checked, data, offer, plan, pools[1], meter_for, request_id, headers)
     meter = meter_for(pools[0])
     if checked.streaming:

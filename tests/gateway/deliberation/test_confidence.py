@@ -40,6 +40,7 @@ def test_no_answer_scores_zero() -> None:
     long = "word " * 40
     scored = score_samples([choice(long, -0.01), choice(long, -0.01)], structured=False)
     assert (scored.score, scored.answered) == (0.0, False)
+    assert scored.mean_logprob == pytest.approx(-0.01)  # still reported
 
 
 def test_without_logprobs_agreement_alone_scores() -> None:

@@ -269,3 +269,10 @@ def test_a_client_that_leaves_while_the_fast_stage_decides_is_recorded_once(tmp_
             row = ledger_row(database_url, request_id)
             assert row.record.tier == "cascade" and row.record.cascade is None
             assert row.charge.total == 0  # the engine generated nothing before the client left
+
+
+def test_a_greedy_request_draws_one_fast_sample(client: openai.OpenAI) -> None:
+    """vLLM refuses n > 1 with temperature 0 (and greedy samples would agree anyway)."""
+    reply = client.chat.completions.create(model=f"{SURE}:cascade", messages=TASK, temperature=0)
+    cascade = extra(reply.usage)["cascade"]
+    assert cascade["stages"][0]["samples"] == 1 and cascade["signals"]["agreement"] == 1.0
