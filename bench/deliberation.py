@@ -2,7 +2,8 @@
 answer of the fast tier and of the deliberate tier at each effort level, over the built-in probe set. A
 command, not a test:
 
-    python bench/deliberation.py [--tasks 200] [--difficulty 3] [--wave 2] [--stop-confidence 0.95] [--json]
+    python bench/deliberation.py [--tasks 200] [--difficulty 3] [--wave 2] [--stop-confidence 0.95]
+                                 [--threshold 0.5] [--cascade-samples 3] [--logprob-noise 1.0] [--json]
 
 The simulator answers an arithmetic task right with a probability that grows with the reasoning tokens
 spent on it (docs/simulator.md, "Skill model"); the fast pool does not reason. The gateway runs as
@@ -12,6 +13,12 @@ for the deliberate tier at high effort over fast, produced by the mechanism (dep
 self-consistency), not a constant. And (issue 15) adaptive self-consistency - the `xhigh` level here: high's
 5 samples at most, drawn 2 a wave until the vote is settled (docs/deliberation.md) - draws at least 40%
 fewer samples than high's fixed 5-sample vote at no more than 1 point less accuracy.
+
+The cascade (issue 15): `qwen3-8b:cascade` at high effort - the fast tier's k samples scored by their
+agreement and logprobs, the deliberate tier at high effort below the threshold. Its target: at least 95% of
+deliberate-high's accuracy at no more than 40% of its cost. The bench also asks the fast tier for k samples
+with logprobs, scores them as the cascade does (`gateway.deliberation.confidence`) and prints the AUROC of
+that confidence against the delivered sample's correctness, at the simulator's `--logprob-noise`.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from overheadkit.procs import free_port, managed
 
+from gateway.deliberation.confidence import score_samples
+from gateway.deliberation.vote import extract_answer
 from gateway.probes.cli import table
-from gateway.probes.tasks import ProbeResult, builtin_tasks, run_probe
+from gateway.probes.tasks import ProbeResult, ProbeTask, builtin_tasks, run_probe
 
 ROOT = Path(__file__).parents[1]
 EFFORTS: dict[str, dict[str, object]] = {
@@ -50,10 +59,17 @@ EFFORTS: dict[str, dict[str, object]] = {
 }
 SAVING_TARGET = 0.4  # adaptive draws at least this share fewer samples than the fixed vote
 ACCURACY_SLACK = 0.01  # at no more than this much less accuracy
+CASCADE_ACCURACY = 0.95  # the cascade reaches at least this share of deliberate-high's accuracy
+CASCADE_COST = 0.40  # at no more than this share of its cost
 
 
 def config(
-    fast_url: str, deliberate_url: str, port: int, state: Path, adaptive: dict[str, object]
+    fast_url: str,
+    deliberate_url: str,
+    port: int,
+    state: Path,
+    adaptive: dict[str, object],
+    cascade: dict[str, object],
 ) -> dict[str, object]:
     efforts = {**EFFORTS, "xhigh": {**EFFORTS["xhigh"], **adaptive}}
     return {
@@ -68,7 +84,8 @@ def config(
                 "tiers": {
                     "fast": {"pool": "fast"},
                     "deliberate": {"pool": "deliberate", "deliberation": {"efforts": efforts}},
-                }
+                },
+                "cascade": cascade,
             },
             "llama-3.1-8b": {"tiers": {"fast": {"pool": "fast"}}},
             "qwen3-32b": {"tiers": {"deliberate": {"pool": "deliberate"}}},
@@ -76,7 +93,11 @@ def config(
     }
 
 
-async def measure(url: str, tasks: int, difficulty: int, concurrency: int) -> list[ProbeResult]:
+async def measure(
+    url: str, tasks: int, difficulty: int, concurrency: int, samples: int
+) -> tuple[list[ProbeResult], list[tuple[float, bool]]]:
+    """The probe results (fast, deliberate at each level, auto, cascade at high effort) and, per task, the
+    cascade's confidence in the fast tier's k samples with whether the sample it would deliver is right."""
     probe_set = builtin_tasks(tasks, seed=11, difficulty=difficulty)
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
         results = [await run_probe(client, "qwen3-8b", "fast", probe_set, concurrency=concurrency)]
@@ -86,7 +107,44 @@ async def measure(url: str, tasks: int, difficulty: int, concurrency: int) -> li
                     client, "qwen3-8b", "deliberate", probe_set, effort=effort, concurrency=concurrency
                 )
             )
-    return results
+        results.append(await run_probe(client, "qwen3-8b", "auto", probe_set, concurrency=concurrency))
+        for effort in ("high", "xhigh"):  # escalating to the fixed 5-sample vote, and to the adaptive one
+            results.append(
+                await run_probe(
+                    client, "qwen3-8b", "cascade", probe_set, effort=effort, concurrency=concurrency
+                )
+            )
+        gate = asyncio.Semaphore(concurrency)
+        scored = await asyncio.gather(*(fast_confidence(client, gate, task, samples) for task in probe_set))
+    return results, scored
+
+
+async def fast_confidence(
+    client: httpx.AsyncClient, gate: asyncio.Semaphore, task: ProbeTask, samples: int
+) -> tuple[float, bool]:
+    """The cascade's confidence in the fast tier's answer to `task`, and whether that answer is right."""
+    body = {
+        "model": "qwen3-8b:fast",
+        "messages": [{"role": "user", "content": task.question + "\nEnd your reply with 'The answer is N.'"}],
+        "n": samples,
+        "logprobs": True,
+    }
+    async with gate:
+        reply = (await client.post("/v1/chat/completions", json=body)).json()
+    choices = reply["choices"]
+    confidence = score_samples(choices, structured=False)
+    content = choices[confidence.chosen]["message"]["content"] or ""
+    return confidence.score, extract_answer(content) == extract_answer(task.answer)
+
+
+def auroc(scored: list[tuple[float, bool]]) -> float:
+    """The chance that a right answer's confidence is above a wrong one's (ties count half)."""
+    right = [score for score, correct in scored if correct]
+    wrong = [score for score, correct in scored if not correct]
+    if not right or not wrong:
+        return float("nan")
+    wins = sum((r > w) + 0.5 * (r == w) for r in right for w in wrong)
+    return wins / (len(right) * len(wrong))
 
 
 def main() -> None:
@@ -97,16 +155,25 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--wave", type=int, default=2, help="the adaptive level's samples per wave")
     parser.add_argument("--stop-confidence", type=float, default=0.95, help="the adaptive level's")
+    parser.add_argument("--threshold", type=float, default=0.5, help="the cascade's confidence threshold")
+    parser.add_argument("--cascade-samples", type=int, default=3, help="the cascade's fast samples (k)")
+    parser.add_argument("--logprob-noise", type=float, help="the simulator's (default: its own, 1.0)")
+    parser.add_argument(
+        "--fast-skill", type=float, help="the fast engine's skill_base (default: the simulator's, 0.35)"
+    )
     args = parser.parse_args()
     tiergate = [sys.executable, "-m", "gateway"]
     with tempfile.TemporaryDirectory(prefix="tiergate-bench-") as temp:
         state = Path(temp)
         fast_port, deliberate_port, port = free_port(), free_port(), free_port()
         simulate = [*tiergate, "simulate", "--zero-latency", "--model", "qwen3-8b", "--model", "llama-3.1-8b"]
+        if args.logprob_noise is not None:
+            simulate += ["--logprob-noise", str(args.logprob_noise)]
+        fast_only = ["--skill-base", str(args.fast_skill)] if args.fast_skill is not None else []
         with (
             managed(
                 "fast",
-                [*simulate, "--profile", "fast", "--port", str(fast_port)],
+                [*simulate, "--profile", "fast", "--port", str(fast_port), *fast_only],
                 base_url=f"http://127.0.0.1:{fast_port}",
                 log_path=state / "fast.log",
             ) as fast,
@@ -129,7 +196,8 @@ def main() -> None:
             deliberate.wait_ready("/health", 30)
             config_path = state / "tiergate.yaml"
             level = {"wave": args.wave, "stop_confidence": args.stop_confidence}
-            settings = config(fast.base_url, deliberate.base_url, port, state, level)
+            cascade = {"threshold": args.threshold, "samples": args.cascade_samples}
+            settings = config(fast.base_url, deliberate.base_url, port, state, level, cascade)
             config_path.write_text(yaml.safe_dump(settings))
             with managed(
                 "gateway",
@@ -138,8 +206,10 @@ def main() -> None:
                 log_path=state / "gateway.log",
             ) as gateway:
                 gateway.wait_ready("/readyz", 60)
-                results = asyncio.run(
-                    measure(gateway.base_url, args.tasks, args.difficulty, args.concurrency)
+                results, scored = asyncio.run(
+                    measure(
+                        gateway.base_url, args.tasks, args.difficulty, args.concurrency, args.cascade_samples
+                    )
                 )
     if args.json:
         print(orjson.dumps([r.to_dict() for r in results], option=orjson.OPT_INDENT_2).decode())
@@ -147,7 +217,7 @@ def main() -> None:
     print(table(results))
     print()
     print(samples_table(results))
-    by_effort = {r.effort: r for r in results}
+    by_effort = {r.effort: r for r in results if r.tier == "deliberate"}
     high, adaptive = by_effort["high"], by_effort["xhigh"]
     fast_accuracy, high_accuracy = results[0].accuracy or 0.0, high.accuracy or 0.0
     adaptive_accuracy = adaptive.accuracy or 0.0
@@ -162,6 +232,29 @@ def main() -> None:
         f" ({saving:.0%} fewer, target {SAVING_TARGET:.0%}), accuracy {adaptive_accuracy:.1%} vs"
         f" {high_accuracy:.1%} (at most {ACCURACY_SLACK:.0%} less)"
     )
+    cascaded = next(r for r in results if r.tier == "cascade")  # at high effort
+    escalating = sum(score < args.threshold for score, _ in scored) / len(scored) if scored else 0.0
+    delivered = [correct for score, correct in scored if score >= args.threshold]
+    precision = sum(delivered) / len(delivered) if delivered else float("nan")
+    print(
+        f"AUROC {auroc(scored):.3f}  of the cascade's confidence in the fast answer against its correctness"
+        f" (k={args.cascade_samples}, noise {args.logprob_noise if args.logprob_noise is not None else 1.0});"
+        f" at threshold {args.threshold}: {1 - escalating:.1%} of fast answers delivered,"
+        f" {precision:.1%} of them right"
+    )
+    for threshold in (0.3, 0.5, 0.7, 0.9):  # the fast stage's side of the frontier, threshold by threshold
+        passing = [correct for score, correct in scored if score >= threshold]
+        right = sum(passing) / len(passing) if passing else float("nan")
+        print(
+            f"  threshold {threshold}: {len(passing) / len(scored):.1%} delivered, {right:.1%} of them right"
+        )
+    share = (cascaded.accuracy or 0.0) / high_accuracy if high_accuracy else 0.0
+    cost_share = cascaded.cost_micros / high.cost_micros if high.cost_micros else float("inf")
+    verdict = "PASS" if answered and share >= CASCADE_ACCURACY and cost_share <= CASCADE_COST else "FAIL"
+    print(
+        f"{verdict}  cascade {cascaded.accuracy or 0.0:.1%} = {share:.1%} of deliberate/high's accuracy"
+        f" (target {CASCADE_ACCURACY:.0%}) at {cost_share:.1%} of its cost (target {CASCADE_COST:.0%})"
+    )
 
 
 def samples_table(results: list[ProbeResult]) -> str:
@@ -174,6 +267,10 @@ def samples_table(results: list[ProbeResult]) -> str:
     ]
     for r in results:
         effort = {"high": "high (fixed 5)", "xhigh": "high (adaptive)"}.get(r.effort or "", r.effort or "-")
+        if r.tier == "cascade":
+            effort = {"high": "-> high (fixed 5)", "xhigh": "-> high (adaptive)"}.get(r.effort or "", "-")
+        elif r.tier != "deliberate":
+            effort = r.effort or "-"
         per_right = r.cost_per_correct_micros
         met = r.floors_met / r.answered if r.answered else 0.0
         rows.append(

@@ -62,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int)
     simulate.add_argument("--error-rate", type=float, help="fraction of requests answered with an error")
     simulate.add_argument("--max-model-len", type=int)
+    simulate.add_argument(
+        "--logprob-noise", type=float, help="how little a task answer's logprobs tell of its correctness"
+    )
+    simulate.add_argument("--skill-base", type=float, help="the skill model's accuracy without reasoning")
     simulate.add_argument("--log-level", default="warning")
 
     add_admin_commands(commands)
@@ -193,7 +197,7 @@ def _simulate(args: argparse.Namespace) -> None:
         overrides["models"] = tuple(args.model)
     if args.zero_latency:
         overrides["zero_latency"] = True
-    for name in ("seed", "error_rate", "max_model_len"):
+    for name in ("seed", "error_rate", "max_model_len", "logprob_noise", "skill_base"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value

@@ -40,6 +40,7 @@ def demo_settings(host: str, port: int, fast_url: str, deliberate_url: str) -> d
                     "fast": {"pool": "fast"},
                     "deliberate": {"pool": "deliberate", "deliberation": {}},  # the default depth promise
                 },
+                "cascade": {"threshold": 0.5},  # qwen3-8b:cascade: fast when confident, else deliberate
             },
             "llama-3.1-8b": {
                 "max_model_len": 32768,
@@ -84,15 +85,16 @@ def _server(app: Any, host: str, port: int, **options: Any) -> uvicorn.Server:
 
 
 async def _demo_key(database_url: str) -> str:
-    """A tenant `demo` with one key for both tiers; the full key exists only in this return value."""
+    """A tenant `demo` with one key for every tier; the full key exists only in this return value."""
     database = await open_database(database_url)
     try:
         store = KeyStore(database)
         await store.migrate()
         await store.create_tenant("demo", "Demo tenant")
         quota = Quota(rpm=600, tpm=1_000_000)
+        tiers = ["fast", "deliberate", "cascade"]
         _, secret = await store.create_key(
-            "demo", name="demo", tiers=["fast", "deliberate"], quotas={"fast": quota, "deliberate": quota}
+            "demo", name="demo", tiers=tiers, quotas=dict.fromkeys(tiers, quota)
         )
         return str(secret)
     finally:

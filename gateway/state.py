@@ -222,7 +222,9 @@ def price_book(settings: Settings, catalog: Catalog) -> PriceBook | None:
         return None
     offers: dict[str, set[str]] = {}
     for offer in catalog.offers:
-        offers.setdefault(offer.model, set()).add(offer.tier.value)
+        # the cascade is priced by its stages, at the model's fast and deliberate prices
+        tiers = ("fast", "deliberate") if offer.cascade is not None else (offer.tier.value,)
+        offers.setdefault(offer.model, set()).update(tiers)
     try:
         book = load_price_book(path)
         book.check_coverage(offers)

@@ -24,14 +24,15 @@ from pricing.journal_drain import LedgerWriter
 from pricing.ledger import LEDGER_MIGRATIONS, Ledger, LedgerTotal
 from pricing.money import MAX_MICROS, Micros, format_micros, line_amount, micros_to_decimal, parse_money
 from pricing.prices import Price, PriceVersion
-from pricing.rating import rate, usage_cost_fields, worst_case
-from pricing.records import SHORTFALLS, Depth, LedgerRow, UsageRecord
+from pricing.rating import cascade_stages, rate, usage_cost_fields, worst_case
+from pricing.records import SHORTFALLS, Cascade, Depth, LedgerRow, UsageRecord
 
 __all__ = [
     "LEDGER_MIGRATIONS",
     "MAX_MICROS",
     "OPENMETER_CONTENT_TYPE",
     "SHORTFALLS",
+    "Cascade",
     "Charge",
     "ChargeKind",
     "ChargeLine",
@@ -56,6 +57,7 @@ __all__ = [
     "PricingError",
     "UsageRecord",
     "build_invoice",
+    "cascade_stages",
     "csv_export",
     "format_micros",
     "jsonl_export",

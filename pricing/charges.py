@@ -70,7 +70,8 @@ class Charge:
     currency: str
     price_version: str  # the effective_from of the price version used, as the book names it
     rated_tier: (
-        str  # the tier whose prices applied: "fast" for a deliberate request whose depth floor was missed
+        str  # the tier whose prices applied: "fast" for a deliberate request whose depth floor was missed,
+        # "cascade" for an escalated cascade (its fast stage's lines, then its deliberate stage's)
     )
     lines: tuple[ChargeLine, ...]
     total: Micros
@@ -81,8 +82,11 @@ class Charge:
         if self.total != sum(line.amount for line in self.lines):
             raise ValueError(f"{self.request_id}: total {self.total} is not the sum of its lines")
         kinds = [line.kind for line in self.lines]
-        if len(set(kinds)) != len(kinds):
-            raise ValueError(f"{self.request_id}: a charge kind appears twice in {kinds}")
+        # an escalated cascade's two stages (the fast one ends with its request line) each have their lines
+        cut = kinds.index("request") + 1 if self.rated_tier == "cascade" and "request" in kinds else 0
+        for stage in (kinds[:cut], kinds[cut:]):
+            if len(set(stage)) != len(stage):
+                raise ValueError(f"{self.request_id}: a charge kind appears twice in {kinds}")
 
     def amount_of(self, kind: ChargeKind) -> Micros:
         return sum(line.amount for line in self.lines if line.kind == kind)

@@ -39,6 +39,7 @@ __all__ = [
 CSV_COLUMNS = (
     "request_id", "tenant", "key_id", "tier", "rated_tier", "model", "endpoint", "outcome", "streamed",
     "estimated", "started_at", "price_version", "currency", "kind", "quantity", "unit_price", "amount",
+    "cascade_escalated",
 )  # fmt: skip
 OPENMETER_CONTENT_TYPE = "application/cloudevents-batch+json"
 STRIPE_DEFAULT_EVENT_NAME = "tiergate_cost_micros"
@@ -90,8 +91,17 @@ def csv_export(rows: Iterable[LedgerRow], tally: ExportTally | None = None) -> I
             "true" if record.estimated else "false", format_utc(record.started_at), charge.price_version,
             charge.currency,
         )  # fmt: skip
+        # empty for every tier but the cascade's
+        escalated = "" if record.cascade is None else "true" if record.cascade.escalated else "false"
         writer.writerows(
-            (*head, line.kind, line.quantity, format_micros(line.unit_price), format_micros(line.amount))
+            (
+                *head,
+                line.kind,
+                line.quantity,
+                format_micros(line.unit_price),
+                format_micros(line.amount),
+                escalated,
+            )
             for line in charge.lines
         )
         tally._export(charge)
@@ -143,7 +153,11 @@ def openmeter_events(
             tally._skip(charge)
             continue
         time = format_utc(record.started_at)
+        seen: set[str] = set()
         for line in charge.lines:
+            # an escalated cascade's deliberate stage repeats kinds: its ids say so, or they would dedupe
+            name = f"deliberate:{line.kind}" if line.kind in seen else line.kind
+            seen.add(line.kind)
             is_tokens = line.kind in TOKEN_KINDS
             data: dict[str, object] = {"tokens": line.quantity} if is_tokens else {}
             data.update(
@@ -155,10 +169,12 @@ def openmeter_events(
                 rated_tier=charge.rated_tier,
                 type=line.kind,
             )
+            if record.cascade is not None:
+                data["cascade_escalated"] = record.cascade.escalated
             yield {
                 "specversion": "1.0",
                 "type": "tokens" if is_tokens else "request",
-                "id": f"{record.request_id}:{line.kind}",
+                "id": f"{record.request_id}:{name}",
                 "time": time,
                 "source": "tiergate",
                 "subject": record.tenant,

@@ -72,6 +72,7 @@ _COLUMN_TYPES = (
     ("first_token_at", "timestamptz"), ("ended_at", "timestamptz"), ("currency", "text"),
     ("price_version", "text"), ("rated_tier", "text"), ("total_micros", "bigint"), ("lines", "text"),
     ("depth_shortfall", "text"),
+    ("cascade", "text"),
 )  # fmt: skip
 _COLUMNS = tuple(column for column, _ in _COLUMN_TYPES)
 _ROW_PLACEHOLDER = "(" + ", ".join("?" * len(_COLUMNS)) + ")"

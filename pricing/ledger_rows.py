@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from pricing.charges import Charge, ChargeLine
-from pricing.records import Depth, LedgerRow, UsageRecord
+from pricing.records import Cascade, Depth, LedgerRow, UsageRecord
 
 __all__ = ["check_storable", "ledger_row", "row_values", "same_row"]
 
@@ -62,6 +62,7 @@ def row_values(row: LedgerRow) -> dict[str, Any]:
         "total_micros": charge.total,
         "lines": orjson.dumps([line.to_dict() for line in charge.lines]).decode(),
         "depth_shortfall": ",".join(depth.shortfall) or None,
+        "cascade": None if record.cascade is None else orjson.dumps(record.cascade.to_dict()).decode(),
     }
 
 
@@ -115,6 +116,7 @@ def ledger_row(row: dict[str, Any]) -> LedgerRow:
         started_at=_timestamp(row["started_at"]),
         first_token_at=None if row["first_token_at"] is None else _timestamp(row["first_token_at"]),
         ended_at=_timestamp(row["ended_at"]),
+        cascade=None if row["cascade"] is None else Cascade.from_dict(orjson.loads(row["cascade"])),
     )
     charge = Charge(
         request_id=row["request_id"],

@@ -77,6 +77,7 @@ _KEY_INDEX = f"CREATE INDEX {TABLE}_key_period ON {TABLE} (key_id, started_at)"
 # the depth audit's findings (docs/deliberation.md#the-depth-audit): the reasons, comma-separated; NULL for
 # none (and for every row written before the audit)
 _SHORTFALL_COLUMN = f"ALTER TABLE {TABLE} ADD COLUMN depth_shortfall TEXT"
+_CASCADE_COLUMN = f"ALTER TABLE {TABLE} ADD COLUMN cascade TEXT"
 
 LEDGER_MIGRATIONS: tuple[LedgerMigration, ...] = (
     LedgerMigration(
@@ -96,5 +97,11 @@ LEDGER_MIGRATIONS: tuple[LedgerMigration, ...] = (
         "the depth audit's shortfall reasons",
         sqlite=(_SHORTFALL_COLUMN,),
         postgresql=(_SHORTFALL_COLUMN,),
+    ),
+    LedgerMigration(
+        4,
+        "the cascade tier's stages on its rows (escalated, confidence, threshold, the fast stage's counts)",
+        sqlite=(_CASCADE_COLUMN,),
+        postgresql=(_CASCADE_COLUMN,),
     ),
 )

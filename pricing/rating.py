@@ -13,6 +13,12 @@ The depth rule (the deliberate tier's promise is depth; the premium is billed on
 - floor_met is None:  no promise was made: deliberate prices, no premium;
 - floor_met is False: the promise was broken: the whole request at the fast tier's prices for the model
   (`rated_tier` "fast"), no premium; if the model has no fast price, deliberate prices without premium.
+
+The cascade rule (the tier that answers fast when it is confident, deliberately when not): its fast stage at
+the fast tier's prices, always (its tokens and its request fee); when it escalated, the rest of the record
+(the deliberate stage) at the deliberate tier's, under the depth rule above. Not escalated: `rated_tier`
+"fast"; escalated: "cascade", the fast stage's lines first, ending in its request line, then the deliberate
+stage's (`cascade_stages` splits them). No cascade fee: the fast stage is what a cascade adds.
 """
 
 from __future__ import annotations
@@ -27,21 +33,57 @@ from pricing.money import TOKENS_PER_PRICE_UNIT, Micros, format_micros, line_amo
 from pricing.prices import Price, PriceVersion
 from pricing.records import UsageRecord
 
-__all__ = ["rate", "usage_cost_fields", "worst_case"]
+__all__ = ["cascade_stages", "rate", "usage_cost_fields", "worst_case"]
 
 
 def rate(record: UsageRecord, book: PriceBook) -> Charge:
     """The charge for one request, at the price version in force at its start. NotPriced if there is none."""
     version = book.version_at(record.started_at)
+    counts = (record.prompt_tokens, record.cached_tokens, record.completion_tokens, record.reasoning_tokens)
+    if record.tier == "cascade":
+        return _rate_cascade(record, book.currency, version, counts)
     depth = record.depth
     rated_tier, price, premium = _applicable(
         version, record.tier, record.model, depth.floor_met, bool(depth.shortfall)
     )
+    lines = _stage_lines(price, premium, *counts)
+    return _charge(record, book.currency, version, rated_tier, lines)
+
+
+def _rate_cascade(
+    record: UsageRecord, currency: str, version: PriceVersion, counts: tuple[int, int, int, int]
+) -> Charge:
+    fast = version.require("fast", record.model)
+    cascade = record.cascade
+    if cascade is None or not cascade.escalated:  # the fast stage was the whole request
+        return _charge(record, currency, version, "fast", _stage_lines(fast, False, *counts))
+    prompt, cached, completion = (
+        cascade.fast_prompt_tokens,
+        cascade.fast_cached_tokens,
+        cascade.fast_completion_tokens,
+    )
+    lines = _stage_lines(fast, False, prompt, cached, completion, 0)
+    depth = record.depth
+    _, price, premium = _applicable(version, "deliberate", record.model, depth.floor_met, bool(depth.shortfall))
+    lines += _stage_lines(
+        price,
+        premium,
+        counts[0] - prompt,
+        counts[1] - cached,
+        counts[2] - completion,
+        min(counts[3], counts[2] - completion),
+    )
+    return _charge(record, currency, version, "cascade", lines)
+
+
+def _stage_lines(
+    price: Price, premium: bool, prompt: int, cached: int, completion: int, reasoning: int
+) -> list[ChargeLine]:
     token_counts: tuple[tuple[ChargeKind, int], ...] = (
-        ("input", record.prompt_tokens - record.cached_tokens),
-        ("cached_input", record.cached_tokens),
-        ("output", record.completion_tokens - record.reasoning_tokens),
-        ("reasoning", record.reasoning_tokens),
+        ("input", prompt - cached),
+        ("cached_input", cached),
+        ("output", completion - reasoning),
+        ("reasoning", reasoning),
     )
     lines = [
         ChargeLine(kind, quantity, price.unit(kind), line_amount(quantity, price.unit(kind)))
@@ -52,14 +94,33 @@ def rate(record: UsageRecord, book: PriceBook) -> Charge:
     lines.append(ChargeLine("request", 1, price.request, price.request))
     if premium:
         lines.append(ChargeLine("depth_premium", 1, price.depth_premium, price.depth_premium))
+    return lines
+
+
+def _charge(
+    record: UsageRecord, currency: str, version: PriceVersion, rated_tier: str, lines: list[ChargeLine]
+) -> Charge:
     return Charge(
         request_id=record.request_id,
-        currency=book.currency,
+        currency=currency,
         price_version=version.label,
         rated_tier=rated_tier,
         lines=tuple(lines),
         total=sum(line.amount for line in lines),
     )
+
+
+def cascade_stages(charge: Charge) -> tuple[Micros, Micros]:
+    """(the fast stage's amount, the deliberate stage's) of a cascade's charge: an escalated one's fast
+    stage ends with its first request line; any other charge is all fast stage."""
+    if charge.rated_tier != "cascade":
+        return charge.total, 0
+    fast = 0
+    for line in charge.lines:
+        fast += line.amount
+        if line.kind == "request":
+            break
+    return fast, charge.total - fast
 
 
 def _applicable(
@@ -110,6 +171,18 @@ def worst_case(
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     version = book.version_at(at)
+    if tier == "cascade":  # both stages' tokens together, each at the dearer of the two tiers' prices
+        fast, deliberate = version.require("fast", model), version.require("deliberate", model)
+        prompt_unit = max(fast.input, fast.cached_input, deliberate.input, deliberate.cached_input)
+        output_unit = max(fast.output, fast.reasoning, deliberate.output, deliberate.reasoning)
+        return (
+            _ceil_amount(n * prompt_tokens_estimate, prompt_unit)
+            + _ceil_amount(n * max_output_tokens, output_unit)
+            + 4  # each stage splits each group into two lines that round half up
+            + fast.request
+            + deliberate.request
+            + deliberate.depth_premium
+        )
     candidates = [_applicable(version, tier, model, True)]
     if tier == "deliberate":
         candidates.append(_applicable(version, tier, model, False))
@@ -142,6 +215,14 @@ def usage_cost_fields(charge: Charge) -> dict[str, object]:
             "currency": charge.currency,
             "price_version": charge.price_version,
             "rated_tier": charge.rated_tier,
-            "amounts_micros": {line.kind: line.amount for line in charge.lines},
+            "amounts_micros": _amounts(charge),
         },
     }
+
+
+def _amounts(charge: Charge) -> dict[str, Micros]:
+    """Each kind's amount; a cascade's two stages may both have a line of a kind: summed."""
+    amounts: dict[str, Micros] = {}
+    for line in charge.lines:
+        amounts[line.kind] = amounts.get(line.kind, 0) + line.amount
+    return amounts

@@ -19,14 +19,18 @@ __all__ = [
     "ENDPOINTS",
     "OUTCOMES",
     "RECORD_FORMAT",
+    "RECORD_TIERS",
     "SHORTFALLS",
     "TIERS",
+    "Cascade",
     "Depth",
     "LedgerRow",
     "UsageRecord",
 ]
 
-TIERS = ("fast", "deliberate")  # also the order of tiers on an invoice
+TIERS = ("fast", "deliberate")  # the tiers priced in a book; also the order of tiers on an invoice
+# a record's tier: `cascade` is priced by its stages, at the fast and deliberate prices (see rating)
+RECORD_TIERS = (*TIERS, "cascade")
 ENDPOINTS = ("chat", "completions", "responses")
 OUTCOMES = ("ok", "client_disconnected", "engine_failed", "rejected", "aborted")
 RECORD_FORMAT = 1  # the "v" of a serialized record; bump it when the fields change
@@ -35,6 +39,10 @@ RECORD_FORMAT = 1  # the "v" of a serialized record; bump it when the fields cha
 SHORTFALLS = ("floor_missed", "cap_ignored", "budget_ignored", "effort_ignored", "samples_short")
 
 _DEPTH_KEYS = ("samples", "extensions", "floor", "floor_met", "agreement")
+_CASCADE_KEYS = (
+    "escalated", "confidence", "threshold",
+    "fast_prompt_tokens", "fast_cached_tokens", "fast_completion_tokens",
+)  # fmt: skip
 _RECORD_KEYS = (
     "v", "request_id", "tenant", "key_id", "tier", "model", "served_model", "replica", "endpoint",
     "prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens", "estimated", "depth",
@@ -124,11 +132,63 @@ class Depth:
 
 
 @dataclass(frozen=True, slots=True)
+class Cascade:
+    """What the cascade tier did: its fast stage's counts (a subset of the record's), its confidence in the
+    fast answer against the model's threshold, and whether the request went on to the deliberate tier (whose
+    counts are then the record's less the fast stage's)."""
+
+    escalated: bool
+    confidence: float | None  # None: the fast stage ended before it could be scored
+    threshold: float
+    fast_prompt_tokens: int
+    fast_cached_tokens: int
+    fast_completion_tokens: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.escalated, bool):
+            raise ValueError(f"cascade.escalated must be a boolean, got {self.escalated!r}")
+        for name in ("confidence", "threshold"):
+            value = getattr(self, name)
+            if value is None and name == "confidence":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"cascade.{name} must be a ratio in [0, 1], got {value!r}")
+            object.__setattr__(self, name, float(value))  # one spelling, for byte-stable records
+        for name in ("fast_prompt_tokens", "fast_cached_tokens", "fast_completion_tokens"):
+            _count("cascade", name, getattr(self, name))
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "escalated": self.escalated,
+            "confidence": self.confidence,
+            "threshold": self.threshold,
+            "fast_prompt_tokens": self.fast_prompt_tokens,
+            "fast_cached_tokens": self.fast_cached_tokens,
+            "fast_completion_tokens": self.fast_completion_tokens,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Cascade:
+        d.require_keys(data, _CASCADE_KEYS, "cascade")
+        threshold = d.get_opt_float(data, "threshold")
+        if threshold is None:
+            raise ValueError("cascade.threshold: expected a number")
+        return cls(
+            escalated=d.get_bool(data, "escalated"),
+            confidence=d.get_opt_float(data, "confidence"),
+            threshold=threshold,
+            fast_prompt_tokens=d.get_int(data, "fast_prompt_tokens"),
+            fast_cached_tokens=d.get_int(data, "fast_cached_tokens"),
+            fast_completion_tokens=d.get_int(data, "fast_completion_tokens"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class UsageRecord:
     request_id: str
     tenant: str | None
     key_id: str | None
-    tier: str  # "fast" | "deliberate"
+    tier: str  # "fast" | "deliberate" | "cascade"
     model: str  # the public model id, e.g. "qwen3-8b"
     served_model: str  # the engine's name for it
     replica: str
@@ -144,12 +204,13 @@ class UsageRecord:
     started_at: datetime  # timezone-aware (UTC); selects the price version
     first_token_at: datetime | None
     ended_at: datetime
+    cascade: Cascade | None = None  # the cascade tier's stages; None for every other tier
 
     def __post_init__(self) -> None:
         if not isinstance(self.request_id, str) or not self.request_id:
             raise ValueError(f"request_id must be a non-empty string, got {self.request_id!r}")
         where = f"record {self.request_id}"
-        for name, allowed in (("tier", TIERS), ("endpoint", ENDPOINTS), ("outcome", OUTCOMES)):
+        for name, allowed in (("tier", RECORD_TIERS), ("endpoint", ENDPOINTS), ("outcome", OUTCOMES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{where}: {name} {getattr(self, name)!r} is not one of {allowed}")
         prompt, cached, completion, reasoning = (
@@ -186,11 +247,18 @@ class UsageRecord:
                 continue
             if not isinstance(moment, datetime) or moment.utcoffset() is None:
                 raise ValueError(f"{where}: {name} must be a timezone-aware datetime, got {moment!r}")
+        if self.cascade is not None and (
+            self.tier != "cascade"
+            or self.cascade.fast_prompt_tokens > self.prompt_tokens
+            or self.cascade.fast_cached_tokens > min(self.cached_tokens, self.cascade.fast_prompt_tokens)
+            or self.cascade.fast_completion_tokens > self.completion_tokens
+        ):
+            raise ValueError(f"{where}: cascade {self.cascade!r} is not a stage of this {self.tier} record")
         # No ordering check between the times: a wall clock may step back mid-request, and refusing the
         # record would lose a bill over a clock.
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        data: dict[str, object] = {
             "v": RECORD_FORMAT,
             "request_id": self.request_id,
             "tenant": self.tenant,
@@ -212,10 +280,17 @@ class UsageRecord:
             "first_token_at": None if self.first_token_at is None else d.format_utc(self.first_token_at),
             "ended_at": d.format_utc(self.ended_at),
         }
+        if self.cascade is not None:  # absent otherwise: every other record keeps its bytes
+            data["cascade"] = self.cascade.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> UsageRecord:
-        d.require_keys(data, _RECORD_KEYS, "usage record")
+        cascade = data.get("cascade")
+        if cascade is not None and not isinstance(cascade, dict):
+            raise ValueError(f"cascade: expected an object, got {cascade!r}")
+        keys = (*_RECORD_KEYS, "cascade") if "cascade" in data else _RECORD_KEYS
+        d.require_keys(data, keys, "usage record")
         if data["v"] != RECORD_FORMAT:
             raise ValueError(
                 f"v: unknown usage record format {data['v']!r} (this version reads {RECORD_FORMAT})"
@@ -243,6 +318,7 @@ class UsageRecord:
             started_at=d.get_time(data, "started_at"),
             first_token_at=d.get_opt_time(data, "first_token_at"),
             ended_at=d.get_time(data, "ended_at"),
+            cascade=Cascade.from_dict(cascade) if cascade is not None else None,
         )
 
     def to_json(self) -> bytes:

@@ -78,6 +78,10 @@ class SimulatorConfig:
     # Logprobs: a chosen token's logprob is logprob_mean times an Exp(1) draw (mean logprob_mean); near 0
     # is a confident engine, -2 or below an unsure one (x-sim-fault's logprob-mean sets it per request).
     logprob_mean: float = -0.3
+    # How little a task answer's logprobs tell of its correctness: the answer's tokens have logprob mean
+    # logprob_mean x exp(-z), z = +1 (right) or -1 (wrong) plus logprob_noise x N(0, 1) drawn per choice.
+    # 0: confidence separates right from wrong almost perfectly; large: it tells nothing (docs/simulator.md).
+    logprob_noise: float = 1.0
 
     # Failure injection by config (the x-sim-fault header does the same per request).
     error_rate: float = 0.0
@@ -124,6 +128,8 @@ def _problems(c: SimulatorConfig) -> list[str]:
     ):
         if not 0.0 <= getattr(c, name) <= 1.0:
             out.append(f"{name} must be within [0, 1]")
+    if not 0.0 <= c.logprob_noise <= 100.0:
+        out.append("logprob_noise must be within [0, 100]")
     if not -50.0 <= c.logprob_mean < 0.0:
         out.append("logprob_mean must be within [-50, 0)")
     if c.skill_base > c.skill_max:

@@ -81,6 +81,7 @@ async def chat_completions(engine: Engine, x: Exchange) -> None:
         writer=writer,
         logprobs=(request.top_logprobs or 0) if request.logprobs else None,
         logprob_mean=fault.logprob_mean or config.logprob_mean,
+        logprob_noise=config.logprob_noise,
     )
     plans = engine.planner.plan(prompt, model, sampling)
     cached = engine.prefix_cache.admit(model, prompt.tokens)
@@ -139,6 +140,7 @@ async def completions(engine: Engine, x: Exchange) -> None:
             fresh_start=False,  # a completion continues the prompt's text
             logprobs=request.logprobs,
             logprob_mean=fault.logprob_mean or engine.config.logprob_mean,
+            logprob_noise=engine.config.logprob_noise,
         )
         # Choices of a batch are numbered prompt by prompt, n each, as in vLLM.
         plans += engine.planner.plan(prompt, model, sampling, first_index=i * request.n)

@@ -6,6 +6,7 @@ Exp(1) draw: most tokens near 0, a few far below, averaging `mean` (config.logpr
 `logprob-mean` item of the x-sim-fault header), so a request's confidence can be set high or low. The
 alternatives share what probability is left, geometrically, each below the chosen one. All of it is drawn
 from the choice's seed: the same request gets the same values, and a lower max_tokens a prefix of them.
+A task's answer tokens take their own mean (`content`), which the planner makes tell of its correctness.
 """
 
 from __future__ import annotations
@@ -30,7 +31,16 @@ class TokenLogprobs:
 
     __slots__ = ("_offsets", "alternatives", "logprobs", "tokens", "top")
 
-    def __init__(self, tokens: Sequence[str], top: int, mean: float, seed: int) -> None:
+    def __init__(
+        self,
+        tokens: Sequence[str],
+        top: int,
+        mean: float,
+        seed: int,
+        content: tuple[int, float | None] = (0, None),
+    ) -> None:
+        """`content`: (the index of the first content token, the mean of the content tokens' logprobs, when
+        it is not `mean`)."""
         self.tokens = list(tokens)
         self.top = top
         self.logprobs: list[float] = []
@@ -38,8 +48,10 @@ class TokenLogprobs:
         self._offsets: list[int] | None = None
         rng = random.Random(seed)
         wanted = max(top - 1, 0)
-        for token in self.tokens:
-            logprob = max(mean * -math.log(1.0 - rng.random()), _FLOOR)
+        start, content_mean = content
+        for i, token in enumerate(self.tokens):
+            scale = content_mean if content_mean is not None and i >= start else mean
+            logprob = max(scale * -math.log(1.0 - rng.random()), _FLOOR)
             self.logprobs.append(logprob)
             if not wanted:
                 self.alternatives.append([])

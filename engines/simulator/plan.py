@@ -9,6 +9,7 @@ constrains the output (tools, structured output) has its content written by a Wr
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ class Sampling:
     writer: Writer | None = None  # what writes the content instead of free text (a tool call, JSON)
     logprobs: int | None = None  # top logprobs per token (chat top_logprobs, completions logprobs)
     logprob_mean: float = -0.3  # the mean logprob of a chosen token
+    logprob_noise: float = 1.0  # how little a task answer's logprobs tell of its correctness
 
 
 @dataclass(slots=True)
@@ -123,6 +125,7 @@ class Planner:
         # Inline, all of the reasoning is planned and the cap cuts the whole text below.
         reasoning_tokens = reasoning_wanted if inline else min(reasoning_wanted, s.cap)
         answer: list[str] | None = None
+        right: bool | None = None  # a task's answer: whether it is right (its logprobs tell, with noise)
         written = None
         if s.writer is not None:
             varies = unit(content_length) < config.structured_variation_rate
@@ -132,7 +135,9 @@ class Planner:
         elif task is not None:
             # Reasoning carried in a continued message counts as much as the reasoning done now.
             reasoned = reasoning_tokens + prompt.carried_reasoning
-            answer = answer_pieces(chosen_answer(config, task, reasoned, skill_at, wrong_at), lead_at)
+            chosen = chosen_answer(config, task, reasoned, skill_at, wrong_at)
+            right = chosen == task.answer
+            answer = answer_pieces(chosen, lead_at)
             content_wanted = len(answer)
         else:
             content_wanted = _within(config.output_tokens_range, content_length)
@@ -158,7 +163,7 @@ class Planner:
         if written is not None and written.format is not None:
             plan.tool = ToolOutput.of(written, plan.content)
         if s.logprobs is not None:
-            self._add_logprobs(plan, s, digest)
+            self._add_logprobs(plan, s, digest, right)
         return plan
 
     def _inline(
@@ -195,10 +200,20 @@ class Planner:
         plan.steps = self._steps(acceptance_at, plan.tokens)
         return plan
 
-    def _add_logprobs(self, plan: ChoicePlan, s: Sampling, digest: bytes) -> None:
+    def _add_logprobs(self, plan: ChoicePlan, s: Sampling, digest: bytes, right: bool | None = None) -> None:
         assert s.logprobs is not None
         seed = int.from_bytes(hashlib.blake2b(digest, digest_size=8, person=b"sim-logp").digest(), "little")
-        plan.logprobs = TokenLogprobs(plan.reasoning + plan.content, s.logprobs, s.logprob_mean, seed)
+        content_mean = None
+        if right is not None:  # a task's answer: surer when right, less when wrong, blurred by the noise
+            z = (1.0 if right else -1.0) + s.logprob_noise * random.Random(seed ^ 0xC0F1DE).gauss(0.0, 1.0)
+            content_mean = max(s.logprob_mean * math.exp(-z), -50.0)
+        plan.logprobs = TokenLogprobs(
+            plan.reasoning + plan.content,
+            s.logprobs,
+            s.logprob_mean,
+            seed,
+            content=(len(plan.reasoning), content_mean),
+        )
 
     def _pieces(self, seed: int, count: int, fresh_start: bool) -> list[str]:
         if count <= 0:

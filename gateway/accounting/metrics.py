@@ -144,6 +144,12 @@ class RequestMetrics:
             ("pool", "model", "reason"),
             registry=registry,
         )
+        self.cascades = Counter(
+            "tiergate_cascade_requests",
+            "Cascade requests by whether the deliberate tier answered",
+            ("model", "escalated"),
+            registry=registry,
+        )
         self.engine_aborts = Counter(
             "tiergate_engine_aborts",
             "Engine requests the gateway stopped before the engine finished them (the engine aborts them)",
@@ -215,6 +221,8 @@ class RequestMetrics:
                 series.extensions.inc(depth.extensions)
         for reason in depth.shortfall:  # rare: resolved when it happens
             self.shortfall.labels(exchange.pool, model, reason).inc()
+        if record.cascade is not None:  # decided (a fast stage cut before its answer is not counted)
+            self.cascades.labels(record.model, "true" if record.cascade.escalated else "false").inc()
 
 
 class GatewayCollector(Collector):

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from engines import StreamTally
 from gateway.accounting.exchange import Exchange
-from pricing import Depth, UsageRecord
+from pricing import Cascade, Depth, UsageRecord
 
 __all__ = [
     "COUNT_TIMEOUT_S",
@@ -53,8 +53,13 @@ class Counted:
 
 
 def usage_record(
-    exchange: Exchange, depth: Depth | None = None, counted: Counted | None = None
+    exchange: Exchange,
+    depth: Depth | None = None,
+    counted: Counted | None = None,
+    cascade: Cascade | None = None,
 ) -> UsageRecord:
+    """The request's record. A cascade's exchange is its last stage's: an escalated one's fast stage (in
+    `cascade`) is added to it."""
     content_chars, reasoning_chars = generated_chars(exchange)
     usage = exchange.usage
     if usage is not None:
@@ -79,6 +84,10 @@ def usage_record(
     else:  # nothing was generated: nothing is counted
         prompt = cached = completion = reasoning = 0
         estimated = False
+    if cascade is not None and cascade.escalated:
+        prompt += cascade.fast_prompt_tokens
+        cached = min(cached, prompt - cascade.fast_prompt_tokens) + cascade.fast_cached_tokens
+        completion += cascade.fast_completion_tokens
     started = datetime.fromtimestamp(exchange.started_at, UTC)
     first = exchange.first_token_s
     return UsageRecord(
@@ -101,6 +110,7 @@ def usage_record(
         started_at=started,
         first_token_at=started + timedelta(seconds=first) if first is not None else None,
         ended_at=started + timedelta(seconds=exchange.duration_s),
+        cascade=cascade,
     )
 
 

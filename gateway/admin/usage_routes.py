@@ -68,6 +68,7 @@ def generation_json(row: LedgerRow) -> dict[str, Any]:
         "cost_micros": charge.total,
         "lines": [line.to_dict() for line in charge.lines],
         "price_version": charge.price_version,
+        "cascade": record.cascade.to_dict() if record.cascade is not None else None,
     }
 
 

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from gateway.deliberation.difficulty import Difficulty, score
 from gateway.refusals import Refusal
-from gateway.settings import AutoTierSettings, DeliberationSettings, ModelSettings
+from gateway.settings import AutoTierSettings, CascadeSettings, DeliberationSettings, ModelSettings
 from gateway.tiers import ReasoningEffort, Tier
 
-__all__ = ["AUTO", "Catalog", "Offer"]
+__all__ = ["AUTO", "CascadeRoute", "Catalog", "Offer"]
 
 _TIERS = {tier.value: tier for tier in Tier}
 AUTO = "auto"  # `model:auto`, `x-tiergate-tier: auto`: the tier chosen by the request's difficulty
+
+
+@dataclass(frozen=True, slots=True)
+class CascadeRoute:
+    """Where a cascade goes when its fast answer is not confident enough, and its settings."""
+
+    deliberate: Offer
+    settings: CascadeSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +40,8 @@ class Offer:
     owned_by: str
     deliberation: DeliberationSettings | None = None  # the deliberate tier's depth promise, if configured
     max_output_tokens: int | None = None  # the most one choice may generate (None: up to the context)
+    # the cascade tier: this offer is the model's fast tier (its pool, its engine name), and this the rest
+    cascade: CascadeRoute | None = None
 
     @property
     def public_id(self) -> str:
@@ -64,6 +74,11 @@ class Catalog:
                 )
                 for tier, offer in model.tiers.items()
             }
+            if model.cascade is not None:  # over the fast tier's pool, escalating to the deliberate tier
+                offers = self._offers[model_id]
+                fast, deliberate = offers[Tier.FAST], offers[Tier.DELIBERATE]
+                route = CascadeRoute(deliberate, model.cascade)
+                offers[Tier.CASCADE] = replace(fast, tier=Tier.CASCADE, cascade=route)
         self._effort_tiers = {effort.value: tier for effort, tier in effort_tiers.items()}
         # a card for every id a request may name: `model:tier`, `model:auto` and the bare `model`
         tiered = [self._card(offer) for offers in self._offers.values() for offer in offers.values()]
@@ -143,7 +158,9 @@ class Catalog:
         allowed: frozenset[str] | None,
     ) -> tuple[Offer, Difficulty]:
         difficulty = score(prompt if isinstance(prompt, str | list) else "", reasoning_effort, self._weights)
-        usable = [tier for tier in offers if allowed is None or tier.value in allowed] or list(offers)
+        # auto chooses between fast and deliberate; the cascade is a choice of its own
+        tiers = [tier for tier in offers if tier is not Tier.CASCADE]
+        usable = [tier for tier in tiers if allowed is None or tier.value in allowed] or tiers
         wanted = Tier(difficulty.tier)
         tier = wanted if wanted in usable else usable[0]
         return offers[tier], difficulty
@@ -187,9 +204,10 @@ class Catalog:
         default = self._defaults[model_id]
         card = self._card(offers[default])
         card["id"] = card_id
+        card["tiers"] = [tier.value for tier in offers]
         if card_id != model_id:
             card["tier"], card["default_tier"] = AUTO, False
-        card["tiers"] = [tier.value for tier in offers]
+            card["tiers"] = [tier.value for tier in offers if tier is not Tier.CASCADE]
         return card
 
 

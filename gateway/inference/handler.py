@@ -26,6 +26,7 @@ from gateway.http.relay import RelayEnd, StreamRelay
 from gateway.http.request_id import request_id_of
 from gateway.http.schemas import ChatRequest, check_request
 from gateway.inference.admission import Admitter, check_output_limit, estimate_tokens, pinned_output
+from gateway.inference.cascade import cascade, cascade_estimate, refuse_for_cascade
 from gateway.inference.catalog import Catalog, Offer
 from gateway.inference.deliberate import deliberate, deliberation_estimate, deliberation_plan, depth_refusal
 from gateway.inference.meter import Accounts, Admitted, Meter
@@ -123,7 +124,27 @@ class InferenceProxy:
         if key is not None:
             self._accounts.admitter.permit(key, offer)
             estimate = estimate_tokens(size, checked, offer)
-        if offer.deliberation is not None and isinstance(checked, ChatRequest):
+        route = offer.cascade
+        if route is not None:  # the fast stage, then (perhaps) the whole deliberation: both reserved
+            chat = checked if isinstance(checked, ChatRequest) else None
+            refuse_for_cascade(chat)
+            assert chat is not None and route.deliberate.deliberation is not None
+            try:
+                plan = deliberation_plan(
+                    route.deliberate.deliberation,
+                    chat,
+                    prompt_estimate(size),
+                    route.deliberate,
+                    request.headers,
+                )
+            except DepthUnreachable as exc:
+                raise depth_refusal(exc, chat) from None
+            estimate = cascade_estimate(
+                estimate_tokens(size, checked, offer),
+                route.settings.samples,
+                deliberation_estimate(prompt_estimate(size), plan),
+            )
+        elif offer.deliberation is not None and isinstance(checked, ChatRequest):
             prompt = prompt_estimate(size)
             try:
                 plan = deliberation_plan(offer.deliberation, checked, prompt, offer, request.headers)
@@ -140,7 +161,7 @@ class InferenceProxy:
                 key, offer, estimate, started_at
             )
         data["model"] = offer.engine_model
-        pinned = pinned_output(checked, offer)
+        pinned = pinned_output(checked, offer) if route is None else None  # a cascade pins its fast stage
         if pinned is not None:  # what was reserved is what the engine is told
             data[pinned[0]] = pinned[1]
         streaming = checked.streaming
@@ -169,6 +190,20 @@ class InferenceProxy:
             headers.append((b"x-tiergate-auto", f"score={difficulty.score:.2f}; reasons={reasons}".encode()))
         if admission is not None:
             headers.extend(admission.headers())
+        if route is not None and plan is not None and isinstance(checked, ChatRequest):
+            pools = (pool, self._pools[route.deliberate.pool])
+            return await cascade(
+                request,
+                endpoint,
+                checked,
+                data,
+                offer,
+                plan,
+                pools,
+                lambda used: Meter(admitted, self._accounts, used),
+                request_id,
+                headers,
+            )
         if plan is not None:
             return await deliberate(
                 request,

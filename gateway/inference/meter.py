@@ -27,12 +27,23 @@ from gateway.inference.admission import Admitter
 from gateway.inference.catalog import Offer
 from gateway.keys import ApiKey
 from gateway.limits import Admission
-from pricing import Charge, Depth, LedgerRow, NotPriced, PriceBook, UsageRecord, rate, usage_cost_fields
+from pricing import (
+    Cascade,
+    Charge,
+    Depth,
+    LedgerRow,
+    NotPriced,
+    PriceBook,
+    UsageRecord,
+    cascade_stages,
+    rate,
+    usage_cost_fields,
+)
 
 if TYPE_CHECKING:
     from gateway.accounting.tracing import RequestTrace
 
-__all__ = ["Accounts", "Admitted", "Meter"]
+__all__ = ["Accounts", "Admitted", "CascadeMark", "Meter"]
 
 log = logging.getLogger("tiergate.metering")
 
@@ -59,6 +70,15 @@ class Admitted:
 
 
 @dataclass(frozen=True, slots=True)
+class CascadeMark:
+    """What a cascade's fast stage decided, for its record (`record`) and its `usage.cascade`."""
+
+    record: Cascade
+    samples: int  # the fast samples drawn (one n=k call)
+    signals: dict[str, object]  # what the confidence was scored from
+
+
+@dataclass(frozen=True, slots=True)
 class Accounts:
     """Where every request's end goes, the same for all of them: the sinks, the admitter (settlements),
     the price book, the bookkeeper (journal and ledger) and the metrics."""
@@ -74,7 +94,7 @@ class Meter:
     """Builds the one `Exchange` of a request, hands it to the sinks, and settles the request's token
     reservation to what it really used and its budget reservation to what it really cost."""
 
-    __slots__ = ("_accounts", "_charge", "_pool", "_sent", "depth", "request", "trace")
+    __slots__ = ("_accounts", "_charge", "_pool", "_sent", "cascade", "depth", "request", "trace")
 
     def __init__(
         self, request: Admitted, accounts: Accounts, pool: EnginePool, trace: RequestTrace | None = None
@@ -84,6 +104,7 @@ class Meter:
         self._pool = pool
         self._charge: Charge | None = None
         self.depth: Depth | None = None  # what a deliberation delivered, set before its exchange
+        self.cascade: CascadeMark | None = None  # what a cascade's fast stage decided, likewise
         self._sent: float | None = None
         self.trace = trace  # the request's span (None: tracing is off), ended with its record
 
@@ -177,10 +198,10 @@ class Meter:
         reservation = request.limits.reservation if request.limits is not None else None
         if reservation is None and accounts.bookkeeper is None and accounts.metrics is None:
             if self.trace is not None:
-                self.trace.end(exchange, usage_record(exchange, depth=self.depth), None)
+                self.trace.end(exchange, self._record(exchange), None)
             return
         counted = await self._counted(exchange) if exchange.usage is None and accounts.bookkeeper else None
-        record = usage_record(exchange, depth=self.depth, counted=counted)
+        record = self._record(exchange, counted)
         if request.reasoning_budget is not None and exchange.outcome is Outcome.OK:
             found = budget_shortfall(
                 request.reasoning_budget, record.reasoning_tokens, exact=not record.estimated
@@ -240,8 +261,16 @@ class Meter:
 
     def cost_fields(self, exchange: Exchange) -> dict[str, object]:
         """`usage.cost` and friends for the client (OpenRouter's shape), rated once per request."""
-        charge = self._rated(usage_record(exchange, depth=self.depth))
-        return usage_cost_fields(charge) if charge is not None else {}
+        record = self._record(exchange)
+        charge = self._rated(record)
+        fields = usage_cost_fields(charge) if charge is not None else {}
+        if self.cascade is not None:
+            fields.update(_cascade_usage(self.cascade, record, charge))
+        return fields
+
+    def _record(self, exchange: Exchange, counted: Counted | None = None) -> UsageRecord:
+        cascade = self.cascade.record if self.cascade is not None else None
+        return usage_record(exchange, depth=self.depth, counted=counted, cascade=cascade)
 
     def _rated(self, record: UsageRecord) -> Charge | None:
         if self._accounts.book is None:
@@ -257,6 +286,44 @@ class Meter:
                 charge = replace(charge, lines=(), total=0)
             self._charge = charge
         return self._charge
+
+
+def _cascade_usage(mark: CascadeMark, record: UsageRecord, charge: Charge | None) -> dict[str, object]:
+    """A cascade's usage: both stages' tokens in the totals, and `cascade` says what each stage did."""
+    cascade = mark.record
+    fast_cost, deliberate_cost = cascade_stages(charge) if charge is not None else (None, None)
+    fast: dict[str, object] = {
+        "tier": "fast",
+        "samples": mark.samples,
+        "prompt_tokens": cascade.fast_prompt_tokens,
+        "completion_tokens": cascade.fast_completion_tokens,
+    }
+    stages = [fast]
+    if cascade.escalated:
+        stages.append(
+            {
+                "tier": "deliberate",
+                "prompt_tokens": record.prompt_tokens - cascade.fast_prompt_tokens,
+                "completion_tokens": record.completion_tokens - cascade.fast_completion_tokens,
+                "reasoning_tokens": record.reasoning_tokens,
+            }
+        )
+    if charge is not None:
+        fast["cost_micros"] = fast_cost
+        if cascade.escalated:
+            stages[1]["cost_micros"] = deliberate_cost
+    return {
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "total_tokens": record.prompt_tokens + record.completion_tokens,
+        "cascade": {
+            "escalated": cascade.escalated,
+            "confidence": cascade.confidence,
+            "threshold": cascade.threshold,
+            "signals": mark.signals,
+            "stages": stages,
+        },
+    }
 
 
 async def _count_prompt(engine: EngineClient, model: str, source: Any, *, chat: bool) -> int | None:

@@ -26,6 +26,7 @@ from gateway.settings.environment import (
 )
 from gateway.settings.models import (
     AutoTierSettings,
+    CascadeSettings,
     DeliberationSettings,
     EffortLevel,
     ModelSettings,
@@ -48,6 +49,7 @@ __all__ = [
     "AuthSettings",
     "AutoTierSettings",
     "BreakerSettings",
+    "CascadeSettings",
     "ConfigError",
     "ConsoleSettings",
     "DatabaseSettings",

@@ -12,6 +12,7 @@ from gateway.tiers import ReasoningEffort, Tier
 
 __all__ = [
     "AutoTierSettings",
+    "CascadeSettings",
     "DeliberationSettings",
     "EffortLevel",
     "ModelSettings",
@@ -79,6 +80,21 @@ class TierOffer(_Section):
     deliberation: DeliberationSettings | None = None  # deliberate tier only: the depth promise
 
 
+class CascadeSettings(_Section):
+    """The cascade tier of a model (docs/tiers.md, "The cascade tier"): its fast tier answers first, with
+    logprobs; at or above `threshold` confidence that answer is delivered, below it the deliberate tier
+    answers. A plain per-model setting, so that a calibrated thresholds file can set it."""
+
+    # 0.5: where the simulator's skill model delivers fast answers 93% right (docs/deliberation.md)
+    threshold: float = Field(
+        0.5, ge=0, le=1, description="deliver the fast answer at this confidence or above"
+    )
+    samples: int = Field(
+        3, ge=1, le=16, description="fast samples drawn in one n=k call, for their agreement"
+    )
+    keepalive_s: float = Field(5.0, gt=0, description="SSE comments while the fast stage decides")
+
+
 class ModelSettings(_Section):
     default_tier: Tier | None = None  # default: the only tier, or fast
     tiers: dict[Tier, TierOffer] = Field(min_length=1)
@@ -87,9 +103,18 @@ class ModelSettings(_Section):
     # asking nothing is sent this bound (as OpenAI's models have a maximum output below their context)
     max_output_tokens: int | None = Field(None, gt=0)
     owned_by: str = "tiergate"
+    # the cascade tier over this model's fast and deliberate tiers; None: not offered
+    cascade: CascadeSettings | None = None
 
     @model_validator(mode="after")
     def _default_is_offered(self) -> ModelSettings:
+        if Tier.CASCADE in self.tiers or self.default_tier is Tier.CASCADE:
+            raise ValueError("the cascade tier has no pool of its own: configure it as `cascade: {...}`")
+        if self.cascade is not None and not {Tier.FAST, Tier.DELIBERATE} <= set(self.tiers):
+            raise ValueError("cascade: the model needs both a fast and a deliberate tier")
+        if self.cascade is not None and self.tiers[Tier.DELIBERATE].deliberation is None:
+            # an escalation is a deliberation: its depth promise, its billing (`deliberation: {}`: defaults)
+            raise ValueError("cascade: the deliberate tier needs a `deliberation` block to escalate to")
         if self.default_tier is not None and self.default_tier not in self.tiers:
             raise ValueError(f"default_tier {self.default_tier.value!r} is not one of this model's tiers")
         for tier, offer in self.tiers.items():

@@ -32,11 +32,12 @@ def test_demo_serves_both_tiers_and_stops_on_ctrl_c(processes: list[subprocess.P
         "llama-3.1-8b:fast",
         "qwen3-32b:deliberate",
         "qwen3-8b:auto",
+        "qwen3-8b:cascade",
         "qwen3-8b:deliberate",
         "qwen3-8b:fast",
     ]
-    # the deliberate tier's bound holds the low effort's floor (256) and an answer
-    for model, bound in (("qwen3-8b:fast", 5), ("qwen3-8b:deliberate", 400)):
+    # the deliberate tier's bound holds the low effort's floor (256) and an answer (so does the cascade's)
+    for model, bound in (("qwen3-8b:fast", 5), ("qwen3-8b:deliberate", 400), ("qwen3-8b:cascade", 400)):
         reply = client.chat.completions.create(
             model=model,
             messages=[{"role": "user", "content": "hi"}],

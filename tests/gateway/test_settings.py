@@ -21,6 +21,7 @@ def test_example_config_is_valid() -> None:
     assert {offer.public_id for offer in catalog.offers} == {
         "qwen3-8b:fast",
         "qwen3-8b:deliberate",
+        "qwen3-8b:cascade",
         "qwen3-32b:deliberate",
     }
 
@@ -75,3 +76,30 @@ def test_unreadable_and_non_mapping_files(tmp_path: Path) -> None:
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_settings(bad)
+
+
+@pytest.mark.parametrize(
+    ("model", "why"),
+    [
+        ({"tiers": {"fast": {"pool": "fast"}}, "cascade": {}}, "both a fast and a deliberate tier"),
+        (
+            {"tiers": {"fast": {"pool": "fast"}, "deliberate": {"pool": "deliberate"}}, "cascade": {}},
+            "needs a `deliberation` block",
+        ),
+        ({"tiers": {"cascade": {"pool": "fast"}}}, "no pool of its own"),
+        (
+            {
+                "tiers": {"fast": {"pool": "fast"}, "deliberate": {"pool": "deliberate", "deliberation": {}}},
+                "cascade": {"threshold": 1.5},
+            },
+            "threshold",
+        ),
+    ],
+)
+def test_a_cascade_needs_its_two_stages(model: dict[str, object], why: str) -> None:
+    pools = {
+        "fast": {"replicas": ["http://127.0.0.1:8101"]},
+        "deliberate": {"replicas": ["http://127.0.0.1:8102"]},
+    }
+    with pytest.raises(ConfigError, match=why):
+        load_settings(None, pools=pools, models={"m": model})

@@ -202,11 +202,17 @@ versions:
 
 
 def tiered_settings(
-    root: Path, model: str, served: str, pools: Mapping[str, str], deliberation: Mapping[str, Any]
+    root: Path,
+    model: str,
+    served: str,
+    pools: Mapping[str, str],
+    deliberation: Mapping[str, Any],
+    cascade: Mapping[str, Any] | None = None,
 ) -> tuple[Settings, str]:
     """Gateway settings over real engines, and its ledger's database URL: a pool per tier (`pools`: tier ->
     engine URL) scraped every 0.5 s, `model` offered in each of those tiers as the engine's `served`, with
-    `deliberation` in the deliberate one; its price book, ledger and journal under `root`."""
+    `deliberation` in the deliberate one (and `cascade` settings, when given); its price book, ledger and
+    journal under `root`."""
     book = root / "prices.yaml"
     book.write_text(PRICE_BOOK.format(model=model), encoding="utf-8")
     database_url = f"sqlite:///{root / 'ledger.sqlite3'}"
@@ -223,7 +229,10 @@ def tiered_settings(
     settings = load_settings(
         None,
         pools={tier: {"replicas": [url], **common} for tier, url in pools.items()},
-        models={model: {"max_model_len": MAX_MODEL_LEN, "tiers": tiers}},
+        models={
+            model: {"max_model_len": MAX_MODEL_LEN, "tiers": tiers}
+            | ({"cascade": dict(cascade)} if cascade is not None else {})
+        },
         auth={"mode": "disabled"},
         database={"url": database_url},
         ledger={"journal_dir": str(root / "journal")},
