@@ -64,7 +64,9 @@ def _rate_cascade(
     )
     lines = _stage_lines(fast, False, prompt, cached, completion, 0)
     depth = record.depth
-    _, price, premium = _applicable(version, "deliberate", record.model, depth.floor_met, bool(depth.shortfall))
+    _, price, premium = _applicable(
+        version, "deliberate", record.model, depth.floor_met, bool(depth.shortfall)
+    )
     lines += _stage_lines(
         price,
         premium,
