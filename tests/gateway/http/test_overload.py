@@ -68,8 +68,11 @@ def test_out_of_descriptors_is_503_gateway_overloaded_and_no_replica_is_ejected(
         # the health checks (every 0.2 s) meet the same shortage
         wait_for(lambda: transport.refused.count("/health") >= 6, "health checks refused")
         ready = httpx.get(url + "/readyz")
-        assert ready.status_code == 200, ready.text
-        for pool in ready.json()["pools"].values():
+        body = ready.json()
+        # unready for its own shortage, if at all (the door shut: a balancer steers away), never its replicas'
+        assert ready.status_code == (503 if body["door"]["saturated"] else 200), ready.text
+        for pool in body["pools"].values():
+            assert pool["ready"]
             assert [(r["healthy"], r["failures"]) for r in pool["replicas"]] == [(True, 0), (True, 0)]
         transport.exhausted = False
 
@@ -99,7 +102,10 @@ def test_over_the_concurrency_limit_the_excess_gets_503_while_the_admitted_strea
         chunks = iter(stream)
         next(chunks)  # admitted, and streaming
         assert_overloaded(client)
-        assert httpx.get(url + "/readyz").status_code == 200  # only inference is limited
+        assert httpx.get(url + "/healthz").status_code == 200  # only inference is limited
+        ready = httpx.get(url + "/readyz")  # full: unready, so that a balancer steers away
+        assert ready.status_code == 503 and ready.json()["door"]["saturated"], ready.text
         finish = [choice.finish_reason for chunk in chunks for choice in chunk.choices]
         assert finish[-1] in ("stop", "length")  # the admitted stream ran to its end
+        wait_for(lambda: httpx.get(url + "/readyz").status_code == 200, "ready again once it ended")
         assert client.chat.completions.create(model="qwen3-8b", messages=MESSAGES).choices
