@@ -24,6 +24,7 @@ from gateway.budgets import BudgetKeeper, LocalBudgets, RedisBudgets
 from gateway.database import Database, open_database
 from gateway.http.door import AdaptiveLimit, Door
 from gateway.http.door_metrics import DoorCollector
+from gateway.http.tier_queues import TierQueues
 from gateway.inference.admission import Admitter
 from gateway.inference.catalog import Catalog
 from gateway.inference.handler import InferenceProxy
@@ -59,6 +60,7 @@ class GatewayState:
     response_store: ResponseStore | None  # None: responses.store is off
     lag: LoopLag  # this worker's event-loop lag: the door sheds on it, deadlines allow for it
     door_collector: DoorCollector  # the door's and the lag's metrics (in `registry` too)
+    queues: TierQueues  # priority per tier: each tier's share of the door's limit, its queue
 
     @property
     def price_book(self) -> PriceBook | None:
@@ -141,6 +143,8 @@ class GatewayState:
         admitter = Admitter(authenticator, limiter, budgets, book, metrics)
         http = EngineHTTP.create(transport)
         door = _door(settings, lag)
+        server = settings.server
+        queues = TierQueues(door, server.tier_shares, server.max_queue_wait_s, max_queued=server.max_queued)
         pools = {name: _pool(name, pool, http, door, metrics, lag) for name, pool in settings.pools.items()}
         for name, pool in pools.items():
             metrics.watch_replicas(name, (replica.url for replica in pool.replicas))
@@ -153,10 +157,11 @@ class GatewayState:
             bookkeeper,
             max_body_bytes=settings.server.max_body_bytes,
             metrics=metrics,
+            queues=queues,
         )
         collector = GatewayCollector(pools, bookkeeper)
         registry.register(collector)
-        door_collector = DoorCollector(door, lag)
+        door_collector = DoorCollector(door, lag, queues)
         registry.register(door_collector)
         store = _response_store(settings, database)
         return cls(
@@ -179,6 +184,7 @@ class GatewayState:
             store,
             lag,
             door_collector,
+            queues,
         )
 
     def start(self) -> None:

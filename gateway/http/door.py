@@ -26,8 +26,9 @@ from engines.loop_lag import LoopLag
 from gateway.http.endpoints import CHAT, COMPLETIONS, RESPONSES_PATH
 from gateway.http.errors import gateway_overloaded
 
-__all__ = ["REASONS", "SHUT_S", "AdaptiveLimit", "Door", "DoorMiddleware"]
+__all__ = ["REASONS", "SHUT_S", "SLOT", "AdaptiveLimit", "Door", "DoorMiddleware"]
 
+SLOT = "tiergate.slot"  # where in the request's scope the handler keeps its tier's slot
 SHUT_S = 1.0  # how long a shortage shuts the door: as long as asyncio pauses accepting after EMFILE
 _GUARDED = frozenset({CHAT.path, COMPLETIONS.path, RESPONSES_PATH})
 
@@ -141,7 +142,8 @@ class DoorMiddleware:
         if scope["type"] != "http" or scope["path"] not in _GUARDED:
             await self.app(scope, receive, send)
             return
-        door: Door = scope["state"]["gateway"].door  # the lifespan's GatewayState
+        gateway = scope["state"]["gateway"]  # the lifespan's GatewayState
+        door: Door = gateway.door
         if not door.admit():
             await gateway_overloaded().response()(scope, receive, send)
             return
@@ -149,3 +151,6 @@ class DoorMiddleware:
             await self.app(scope, receive, send)
         finally:
             door.leave()
+            slot = scope.get(SLOT)  # its tier's place (gateway.http.tier_queues), taken by the handler
+            if slot is not None:
+                gateway.queues.release(slot)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
 from engines.loop_lag import LoopLag
 from gateway.http.door import Door
+from gateway.http.tier_queues import TierQueues
 
 __all__ = ["DoorCollector"]
 
@@ -17,9 +18,10 @@ __all__ = ["DoorCollector"]
 class DoorCollector(Collector):
     """This worker's door (in flight, its limit, refusals by reason) and its loop's lag."""
 
-    def __init__(self, door: Door, lag: LoopLag) -> None:
+    def __init__(self, door: Door, lag: LoopLag, queues: TierQueues | None = None) -> None:
         self._door = door
         self._lag = lag
+        self._queues = queues
 
     def collect(self) -> Iterator[Any]:
         door, lag = self._door, self._lag
@@ -54,3 +56,30 @@ class DoorCollector(Collector):
         for reason, count in door.refused.items():
             refusals.add_metric([reason], count)
         yield refusals
+        if self._queues is not None:
+            yield from _queue_metrics(self._queues)
+
+
+def _queue_metrics(queues: TierQueues) -> Iterator[Any]:
+    length = GaugeMetricFamily(
+        "tiergate_tier_queue_length", "Requests waiting for a slot of their tier", labels=["tier"]
+    )
+    in_flight = GaugeMetricFamily(
+        "tiergate_tier_requests_in_flight", "Requests holding a slot of their tier", labels=["tier"]
+    )
+    wait = SummaryMetricFamily(
+        "tiergate_tier_queue_wait_seconds",
+        "How long requests that waited for a slot of their tier waited (those shed are not counted)",
+        labels=["tier"],
+    )
+    shed = CounterMetricFamily(
+        "tiergate_tier_queue_shed",
+        "Requests shed with 503 gateway_overloaded: their tier's queue full, or their wait past its deadline",
+        labels=["tier"],
+    )
+    for tier, queued in queues.queued().items():
+        length.add_metric([tier], queued.length)
+        in_flight.add_metric([tier], queued.in_flight)
+        wait.add_metric([tier], queued.waited, queued.waited_s)
+        shed.add_metric([tier], queued.shed)
+    yield from (length, in_flight, wait, shed)

@@ -19,11 +19,13 @@ from gateway.accounting.metrics import RequestMetrics
 from gateway.accounting.usage_record import prompt_estimate
 from gateway.deliberation import DepthUnreachable
 from gateway.http.disconnect import CLIENT_CLOSED, DisconnectWatch
+from gateway.http.door import SLOT
 from gateway.http.endpoints import Endpoint
-from gateway.http.errors import GatewayError
+from gateway.http.errors import GatewayError, gateway_overloaded
 from gateway.http.relay import RelayEnd, StreamRelay
 from gateway.http.request_id import request_id_of
 from gateway.http.schemas import ChatRequest, check_request
+from gateway.http.tier_queues import Shed, TierQueues
 from gateway.inference.admission import Admitter, check_output_limit, estimate_tokens, pinned_output
 from gateway.inference.catalog import Catalog, Offer
 from gateway.inference.deliberate import deliberate, deliberation_estimate, deliberation_plan, depth_refusal
@@ -48,7 +50,9 @@ class InferenceProxy:
         *,
         max_body_bytes: int,
         metrics: RequestMetrics | None = None,
+        queues: TierQueues | None = None,
     ) -> None:
+        self._queues = queues  # priority per tier
         self._accounts = Accounts(tuple(sinks), admitter, book, bookkeeper, metrics)
         self._catalog = catalog
         self._pools = pools
@@ -108,6 +112,13 @@ class InferenceProxy:
                 # the auto tier chose depth the request's bound cannot hold: the fast tier answers it
                 offer = self._catalog.resolve(offer.model, "fast", None)[0]
                 difficulty = replace(difficulty, tier="fast", reasons=(*difficulty.reasons, "max_tokens"))
+        if self._queues is not None:  # before any reservation: a request shed here has cost nothing
+            try:
+                slot = await self._queues.enter(offer.tier.value)
+            except Shed as exc:
+                raise gateway_overloaded(exc.retry_after_s) from None
+            if slot is not None:
+                request.scope[SLOT] = slot  # released by the door's middleware at the request's end
         admission = hold = None
         if key is not None and estimate is not None:
             admission, hold = await self._accounts.admitter.admit_and_reserve(
