@@ -36,24 +36,30 @@ _GUARDED = frozenset({CHAT.path, COMPLETIONS.path, RESPONSES_PATH})
 class AdaptiveLimit:
     """AIMD on the loop's lag: each tick of the lag (`update`) moves the limit within [floor, ceiling]."""
 
-    __slots__ = ("ceiling", "floor", "limit", "target_s")
+    __slots__ = ("_calm", "ceiling", "floor", "limit", "target_s")
 
     def __init__(self, ceiling: int, *, target_s: float, floor: int = 8) -> None:
         self.ceiling = ceiling
         self.floor = min(floor, ceiling)
         self.target_s = target_s
         self.limit = ceiling  # a door that was never saturated lets in what the fixed one would
+        self._calm = 0  # ticks to let pass before backing off again: a cut needs time to show in the lag
 
     def update(self, lag_s: float, in_flight: int) -> int:
-        """The limit after a tick of lateness `lag_s` with `in_flight` requests admitted."""
+        """The limit after a tick of lateness `lag_s` (moving average) with `in_flight` requests admitted."""
         if lag_s > self.target_s:
-            self.limit = max(self.floor, min(self.limit, int(in_flight * _BACKOFF)))
+            if self._calm > 0:
+                self._calm -= 1
+            else:
+                self.limit = max(self.floor, min(self.limit, int(in_flight * _BACKOFF)))
+                self._calm = _CALM_TICKS
         elif in_flight >= self.limit - 1 and self.limit < self.ceiling:  # it binds: probe upwards
             self.limit += 1
         return self.limit
 
 
 _BACKOFF = 0.9
+_CALM_TICKS = 10  # at most one cut per 10 ticks of the lag (half a second, or more while the loop lags)
 REASONS = ("limit", "loop_lag", "shortage")  # why the door refused (metrics)
 
 

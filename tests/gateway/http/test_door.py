@@ -160,11 +160,13 @@ def test_the_adaptive_limit_backs_off_on_lag_and_probes_upwards_while_it_binds()
     limit = AdaptiveLimit(100, target_s=0.02, floor=8)
     assert limit.update(0.001, 10) == 100  # never saturated: the fixed limit's
     assert limit.update(0.5, 50) == 45  # the loop lags with 50 in flight: 90% of them
+    for _ in range(10):  # then it waits for the cut to show in the lag
+        assert limit.update(0.5, 45) == 45
     assert limit.update(0.5, 45) == 40
     assert limit.update(0.001, 10) == 40  # keeping up, but it does not bind: it stays
     assert limit.update(0.001, 39) == 41  # it binds: one more per tick
     assert limit.update(0.001, 40) == 42
-    for _ in range(5):
+    for _ in range(60):
         limit.update(1.0, 0)
     assert limit.limit == 8  # never below the floor
     for _ in range(200):
