@@ -109,3 +109,39 @@ def test_over_the_concurrency_limit_the_excess_gets_503_while_the_admitted_strea
         assert finish[-1] in ("stop", "length")  # the admitted stream ran to its end
         wait_for(lambda: httpx.get(url + "/readyz").status_code == 200, "ready again once it ended")
         assert client.chat.completions.create(model="qwen3-8b", messages=MESSAGES).choices
+
+
+def test_deliberations_past_their_share_wait_then_are_shed_while_the_fast_tier_is_served(
+    start_engine: StartEngine,
+) -> None:
+    # a deliberation streams for about 5 s; the deliberate tier's share of a limit of 4 is 1 slot
+    slow = start_engine(profile("fast", ttft_base_s=0.002, itl_s=0.05, output_tokens_range=(100, 100)))
+    server = {
+        "max_concurrent_requests": 4,
+        "tier_shares": {"deliberate": 0.25},
+        "max_queue_wait_s": {"deliberate": 0.2},
+    }
+    app = create_app(gateway_settings([start_engine(FAST)], [slow], server=server))
+    with serving(app) as url:
+        wait_ready(url)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+        stream = client.chat.completions.create(model="qwen3-8b:deliberate", messages=MESSAGES, stream=True)
+        chunks = iter(stream)
+        next(chunks)  # the deliberate tier's one slot is taken until this stream ends
+        with pytest.raises(openai.InternalServerError) as shed:  # waited its deadline, then shed
+            client.chat.completions.create(model="qwen3-8b:deliberate", messages=MESSAGES)
+        assert shed.value.status_code == 503 and shed.value.code == "gateway_overloaded"
+        assert int(shed.value.response.headers["retry-after"]) >= 1
+        assert client.chat.completions.create(model="qwen3-8b:fast", messages=MESSAGES).choices
+        metrics = httpx.get(url + "/metrics").text
+        assert 'tiergate_tier_queue_shed_total{tier="deliberate"} 1.0' in metrics
+        assert 'tiergate_tier_requests_in_flight{tier="deliberate"} 1.0' in metrics
+        finish = [choice.finish_reason for chunk in chunks for choice in chunk.choices]
+        assert finish[-1] in ("stop", "length")
+        wait_for(
+            lambda: (
+                'tiergate_tier_requests_in_flight{tier="deliberate"} 0.0' in httpx.get(url + "/metrics").text
+            ),
+            "the slot given back at the stream's end",
+        )
+        assert client.chat.completions.create(model="qwen3-8b:deliberate", messages=MESSAGES).choices
