@@ -158,6 +158,7 @@ class GatewayState:
             max_body_bytes=settings.server.max_body_bytes,
             metrics=metrics,
             queues=queues,
+            priority_pools=frozenset(name for name, pool in settings.pools.items() if pool.priority),
         )
         collector = GatewayCollector(pools, bookkeeper)
         registry.register(collector)

@@ -31,11 +31,13 @@ from gateway.inference.catalog import Catalog, Offer
 from gateway.inference.deliberate import deliberate, deliberation_estimate, deliberation_plan, depth_refusal
 from gateway.inference.meter import Accounts, Admitted, Meter
 from gateway.keys import ApiKey
+from gateway.tiers import Tier
 from pricing import PriceBook
 
-__all__ = ["InferenceProxy", "json_object"]
+__all__ = ["ENGINE_PRIORITY", "InferenceProxy", "json_object"]
 
 _TIER_HEADER = "x-tiergate-tier"
+ENGINE_PRIORITY = {Tier.FAST: 0, Tier.DELIBERATE: 10}  # vLLM: lower is scheduled first
 
 
 class InferenceProxy:
@@ -51,8 +53,10 @@ class InferenceProxy:
         max_body_bytes: int,
         metrics: RequestMetrics | None = None,
         queues: TierQueues | None = None,
+        priority_pools: frozenset[str] = frozenset(),
     ) -> None:
         self._queues = queues  # priority per tier
+        self._priority_pools = priority_pools  # pools told each request's priority
         self._accounts = Accounts(tuple(sinks), admitter, book, bookkeeper, metrics)
         self._catalog = catalog
         self._pools = pools
@@ -125,6 +129,8 @@ class InferenceProxy:
                 key, offer, estimate, started_at
             )
         data["model"] = offer.engine_model
+        if offer.pool in self._priority_pools:  # the engine schedules the fast tier first (vLLM `priority`)
+            data["priority"] = ENGINE_PRIORITY[offer.tier]
         pinned = pinned_output(checked, offer)
         if pinned is not None:  # what was reserved is what the engine is told
             data[pinned[0]] = pinned[1]
