@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.accounting.exchange import MeterSink
 from gateway.admin.routes import admin_router
 from gateway.admin.usage_routes import usage_router
+from gateway.console import console_router
 from gateway.http.door import DoorMiddleware
 from gateway.http.errors import install_error_handlers
 from gateway.http.openapi import DocumentedApp
@@ -67,6 +68,7 @@ def create_app(
     app.include_router(router)
     app.include_router(admin_router)
     app.include_router(usage_router)
+    app.include_router(console_router)
     app.add_middleware(DoorMiddleware)
     app.add_middleware(RequestIdMiddleware)  # the last added runs first: refusals at the door carry ids too
     return app

@@ -122,6 +122,7 @@ OpenAI SDK (pip install openai):
 
 Tenant `demo`, key above: 600 requests and 1,000,000 tokens per minute in each tier.
 Admin API: curl {base_url.removesuffix("/v1")}/admin/keys -H 'authorization: Bearer {admin_token}'
+Web console: {base_url.removesuffix("/v1")}/console (sign in with the key above, or the admin token)
 Everything lives in a temporary database, deleted when the demo stops. Press Ctrl-C to stop.
 """
 

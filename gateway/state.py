@@ -21,6 +21,7 @@ from gateway.accounting.bookkeeper import Bookkeeper
 from gateway.accounting.exchange import MeterSink
 from gateway.accounting.metrics import GatewayCollector, RequestMetrics
 from gateway.budgets import BudgetKeeper, LocalBudgets, RedisBudgets
+from gateway.console import Console
 from gateway.database import Database, open_database
 from gateway.http.door import AdaptiveLimit, Door
 from gateway.http.door_metrics import DoorCollector
@@ -61,6 +62,7 @@ class GatewayState:
     lag: LoopLag  # this worker's event-loop lag: the door sheds on it, deadlines allow for it
     door_collector: DoorCollector  # the door's and the lag's metrics (in `registry` too)
     queues: TierQueues  # priority per tier: each tier's share of the door's limit, its queue
+    console: Console | None = None  # the web console at /console; None: off (gateway/console)
 
     @property
     def price_book(self) -> PriceBook | None:
@@ -186,6 +188,7 @@ class GatewayState:
             lag,
             door_collector,
             queues,
+            await Console.open(settings, database),
         )
 
     def start(self) -> None:

@@ -48,6 +48,7 @@ __all__ = [
     "AutoTierSettings",
     "BreakerSettings",
     "ConfigError",
+    "ConsoleSettings",
     "DatabaseSettings",
     "DeliberationSettings",
     "EffortLevel",
@@ -180,6 +181,23 @@ class ResponsesSettings(_Section):
     retention_days: float = Field(30.0, gt=0, le=3650, description="a stored response is gone after this")
 
 
+class ConsoleSettings(_Section):
+    """The web console at /console (docs/console.md)."""
+
+    enabled: bool = True
+    # signs session cookies and CSRF tokens; unset: a random secret kept in the database, shared by workers
+    session_secret: SecretStr | None = None
+    session_ttl_s: float = Field(43_200.0, gt=0, le=30 * 86_400, description="a sign-in lasts this long")
+    # sign-in attempts per minute from one client address (shared through Redis when redis.url is set)
+    sign_in_per_minute: int = Field(10, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _strong_secret(self) -> ConsoleSettings:
+        if self.session_secret is not None and len(self.session_secret.get_secret_value()) < 32:
+            raise ValueError("session_secret needs at least 32 characters")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TIERGATE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -197,6 +215,7 @@ class Settings(BaseSettings):
     probes: ProbeSettings = ProbeSettings()
     metrics: MetricsSettings = MetricsSettings()
     responses: ResponsesSettings = ResponsesSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -32,6 +32,7 @@ UNDOCUMENTED: Mapping[str, str] = {
     "/metrics": "Prometheus text for the operators' scraper (docs/metrics.md), not a client API",
     "/openapi.json": "this document",
     DOCS_PATH: "the page of this document",
+    "/console": "the web console's pages, and those under it (docs/console.md): for people, not an API",
 }
 _VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
