@@ -146,7 +146,14 @@ class GatewayState:
         http = EngineHTTP.create(transport)
         door = _door(settings, lag)
         server = settings.server
-        queues = TierQueues(door, server.tier_shares, server.max_queue_wait_s, max_queued=server.max_queued)
+        queues = TierQueues(
+            door,
+            server.tier_shares,
+            server.max_queue_wait_s,
+            max_queued=server.max_queued,
+            lag=lag if server.concurrency == "adaptive" else None,
+            target_lag_s=server.target_loop_lag_s / 2,  # deliberations squeezed before the door's limit falls
+        )
         pools = {name: _pool(name, pool, http, door, metrics, lag) for name, pool in settings.pools.items()}
         for name, pool in pools.items():
             metrics.watch_replicas(name, (replica.url for replica in pool.replicas))

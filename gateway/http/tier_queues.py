@@ -23,7 +23,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from gateway.http.door import Door
+from engines.loop_lag import LoopLag
+from gateway.http.door import AdaptiveLimit, Door
 
 __all__ = ["CLASSES", "Queued", "Shed", "Slot", "TierQueues"]
 
@@ -60,10 +61,25 @@ class Queued:
 
 
 class _Tier:
-    __slots__ = ("in_flight", "max_queued", "max_wait_s", "queue", "share", "shed", "waited", "waited_s")
+    __slots__ = (
+        "adaptive",
+        "in_flight",
+        "max_queued",
+        "max_wait_s",
+        "queue",
+        "seen",
+        "share",
+        "shed",
+        "waited",
+        "waited_s",
+    )
 
-    def __init__(self, share: float, max_wait_s: float, max_queued: int) -> None:
+    def __init__(
+        self, share: float, max_wait_s: float, max_queued: int, adaptive: AdaptiveLimit | None
+    ) -> None:
         self.share = share
+        self.adaptive = adaptive  # squeezed by the loop's lag before the door's limit is
+        self.seen = -1  # the lag's tick `adaptive` last saw
         self.max_wait_s = max_wait_s
         self.max_queued = max_queued
         self.in_flight = 0
@@ -82,17 +98,40 @@ class TierQueues:
         *,
         max_queued: int = 256,
         clock: Callable[[], float] = time.monotonic,
+        lag: LoopLag | None = None,
+        target_lag_s: float = 0.0,
     ) -> None:
+        """`lag` and `target_lag_s` > 0: each queued tier's cap is also an AIMD limit on the loop's lag with
+        this target (below the door's): the lag squeezes the tiers that queue before the door's limit, which
+        every tier meets, has to fall."""
         self._door = door
+        self._lag = lag if target_lag_s > 0 else None
+        ceiling = door.limit
+
+        def adaptive(share: float) -> AdaptiveLimit | None:
+            if self._lag is None:
+                return None
+            return AdaptiveLimit(max(1, math.floor(share * ceiling)), target_s=target_lag_s, floor=1)
+
         self._tiers = {
-            tier: _Tier(share, max_wait_s.get(tier, 0.0), max_queued) for tier, share in shares.items()
+            tier: _Tier(share, max_wait_s.get(tier, 0.0), max_queued, adaptive(share))
+            for tier, share in shares.items()
         }
         self._clock = clock
         self._arrivals = itertools.count()
 
     def cap(self, tier: str) -> int:
-        """How many of the tier's requests may be in flight now: its share of the door's limit, at least 1."""
-        return max(1, math.floor(self._tiers[tier].share * self._door.limit))
+        """How many of the tier's requests may be in flight now: its share of the door's limit, at least 1,
+        and no more than its own adaptive limit."""
+        state = self._tiers[tier]
+        cap = max(1, math.floor(state.share * self._door.limit))
+        adaptive, lag = state.adaptive, self._lag
+        if adaptive is None or lag is None:
+            return cap
+        if lag.ticks != state.seen:
+            state.seen = lag.ticks
+            adaptive.update(lag.smoothed_s, state.in_flight)
+        return min(cap, adaptive.limit)
 
     async def enter(self, tier: str, klass: str = "standard") -> Slot | None:
         """A slot of `tier` for a request the door let in: at once while the tier is under its share and

@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 
+from engines import LoopLag
 from gateway.http.door import Door
 from gateway.http.tier_queues import Shed, Slot, TierQueues
 
@@ -114,3 +115,36 @@ async def test_the_share_follows_the_doors_limit() -> None:
     assert queues.cap("deliberate") == 4
     door.limit = 1
     assert queues.cap("deliberate") == 1  # never none
+
+
+async def test_the_loops_lag_squeezes_the_queued_tier_before_the_doors_limit() -> None:
+    class Clock:
+        now = 100.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    lag = LoopLag(0.05, clock=Clock())
+    door = Door(10)
+    queues = TierQueues(door, {"deliberate": 0.8}, {"deliberate": 60.0}, lag=lag, target_lag_s=0.02)
+    held = [await admitted(door, queues, "deliberate") for _ in range(8)]
+    assert all(held) and queues.cap("deliberate") == 8
+    lag.tick(0.0, 0.5)  # the loop half a second late: its moving average well past the target
+    assert queues.cap("deliberate") == 7  # 90% of the 8 in flight; the door's limit stays
+    assert door.limit == 10
+    waiter = asyncio.create_task(admitted(door, queues, "deliberate"))
+    await asyncio.sleep(0)
+    assert queues.queued()["deliberate"].length == 1
+    first = held[0]
+    assert first is not None
+    door.leave()
+    queues.release(first)  # 7 in flight: at the squeezed cap, so the waiter still waits
+    await asyncio.sleep(0)
+    assert queues.queued()["deliberate"].length == 1 and not waiter.done()
+    assert [await admitted(door, queues, "fast") for _ in range(3)] == [None] * 3  # the fast tier: the door's
+    second = held[1]
+    assert second is not None
+    door.leave()
+    queues.release(second)  # 6 in flight: under the cap, the waiter goes in
+    assert await waiter is not None
+    assert queues.queued()["deliberate"].in_flight == 7 and door.in_flight == 10
