@@ -13,6 +13,10 @@ multiplicative decrease when the loop lags past `server.target_loop_lag_s`. The 
 not requests' latency (Netflix's gradient, Envoy's adaptive concurrency): a gateway's latency is its
 engines', and an engine that is slow must not shrink the door, while the lag is the gateway's own
 saturation and nothing else. A refusal costs a set lookup, a few integer operations and a clock read.
+
+A request of a queued tier that takes its tier's slot (gateway.http.tier_queues) is handed over: it counts
+against its tier's cap from then on, not the limit, so deliberations in flight never fill the door the fast
+tier meets; every request still counts against the ceiling, `server.max_concurrent_requests`.
 """
 
 from __future__ import annotations
@@ -73,6 +77,8 @@ class Door:
         "_seen",
         "_shed_lag_s",
         "_shut_until",
+        "ceiling",
+        "held_elsewhere",
         "in_flight",
         "limit",
         "refused",
@@ -90,7 +96,11 @@ class Door:
         """`lag`: the worker's loop lag; with it, `shed_lag_s` > 0 refuses every request while the lag is
         above it, and `adaptive` (if given) moves the limit with each tick of the lag."""
         self.limit = limit
-        self.in_flight = 0
+        self.ceiling = limit  # every request counts against it: it is sized against the open-file limit
+        self.in_flight = 0  # requests the limit governs: not yet classified, or of a tier that does not queue
+        self.held_elsewhere = (
+            0  # requests of a queued tier holding their tier's slot (gateway.http.tier_queues)
+        )
         self._shut_until = 0.0
         self._clock = clock
         self._lag = lag
@@ -110,7 +120,7 @@ class Door:
             if self._shed_lag_s and lag.sustained() >= self._shed_lag_s:
                 self.refused["loop_lag"] += 1
                 return False
-        if self.in_flight >= self.limit:
+        if self.in_flight >= self.limit or self.in_flight + self.held_elsewhere >= self.ceiling:
             self.refused["limit"] += 1
             return False
         if self._shut_until:  # the clock is read only while shut
@@ -128,10 +138,15 @@ class Door:
             return True
         if self._shed_lag_s and self._lag is not None and self._lag.sustained() >= self._shed_lag_s:
             return True
-        return self.in_flight >= self.limit
+        return self.in_flight >= self.limit or self.in_flight + self.held_elsewhere >= self.ceiling
 
     def leave(self) -> None:
         self.in_flight -= 1
+
+    def hand_over(self) -> None:
+        """An admitted request now counts against its tier's cap instead of the limit (and the ceiling)."""
+        self.in_flight -= 1
+        self.held_elsewhere += 1
 
     def shut(self) -> None:
         """The gateway ran short: refuse every new request for `SHUT_S`."""
@@ -156,7 +171,8 @@ class DoorMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
-            door.leave()
             slot = scope.get(SLOT)  # its tier's place (gateway.http.tier_queues), taken by the handler
-            if slot is not None:
-                gateway.queues.release(slot)
+            if slot is None:
+                door.leave()
+            else:
+                gateway.queues.release(slot)  # counted by its tier since it took the slot

@@ -141,6 +141,7 @@ class TierQueues:
             return None
         if state.in_flight < self.cap(tier) and not state.queue:
             state.in_flight += 1
+            self._door.hand_over()  # counted by its tier from now on
             return Slot(tier, 0.0)
         if len(state.queue) >= state.max_queued or state.max_wait_s <= 0:
             return self._shed(state, tier, "queue_full")
@@ -154,7 +155,7 @@ class TierQueues:
                 await granted
         except BaseException as exc:
             if granted.done() and not granted.cancelled():  # granted as it gave up: it gives the slot back
-                self._door.in_flight -= 1
+                self._door.held_elsewhere -= 1
                 state.in_flight -= 1
                 self._pump(tier, state)
             else:
@@ -174,6 +175,7 @@ class TierQueues:
         state = self._tiers.get(slot.tier)
         if state is not None:
             state.in_flight -= 1
+            self._door.held_elsewhere -= 1
             self._pump(slot.tier, state)
 
     def _pump(self, tier: str, state: _Tier) -> None:
@@ -182,7 +184,7 @@ class TierQueues:
             if granted.done():  # gave up a moment ago
                 continue
             state.in_flight += 1
-            self._door.in_flight += 1  # counted by the door again, until its end
+            self._door.held_elsewhere += 1  # counted by its tier, and against the door's ceiling
             granted.set_result(None)
 
     def queued(self) -> dict[str, Queued]:

@@ -37,21 +37,22 @@ async def test_deliberations_hold_at_most_their_share_and_the_fast_tier_always_h
     door, queues = queues_for()
     held = [await admitted(door, queues, "deliberate") for _ in range(8)]
     assert all(slot is not None for slot in held) and queues.queued()["deliberate"].in_flight == 8
+    # counted by their tier now, not by the door's (adaptive) limit; still against its ceiling
+    assert (door.in_flight, door.held_elsewhere) == (0, 8)
     ninth = asyncio.create_task(admitted(door, queues, "deliberate"))
     await waiting(queues, "deliberate", 1)
-    assert door.in_flight == 8  # a waiting request is out of the door's count
+    assert (door.in_flight, door.held_elsewhere) == (0, 8)  # a waiting request is counted by nobody
     fast = [await admitted(door, queues, "fast") for _ in range(2)]
-    assert fast == [None, None] and door.in_flight == 10  # the fast tier is not queued: the door's limit
+    assert fast == [None, None] and door.in_flight == 2  # the fast tier is not queued: the door's limit
+    assert not door.admit()  # the ceiling: 2 + 8 of 10
     assert not ninth.done()
-    door.leave()
     first = held[0]
     assert first is not None
-    queues.release(first)  # a deliberation ended: the waiter goes in, counted by the door again
+    queues.release(first)  # a deliberation ended (the door's middleware): the waiter goes in
     slot = await ninth
     assert slot is not None and slot.tier == "deliberate"
-    assert door.in_flight == 10 and queues.queued()["deliberate"] == queues.queued()["deliberate"].__class__(
-        0, 8, 1, slot.waited_s, 0
-    )
+    assert (door.in_flight, door.held_elsewhere) == (2, 8)
+    assert queues.queued()["deliberate"] == queues.queued()["deliberate"].__class__(0, 8, 1, slot.waited_s, 0)
 
 
 async def test_premium_waiters_go_first_then_by_arrival() -> None:
@@ -64,7 +65,6 @@ async def test_premium_waiters_go_first_then_by_arrival() -> None:
         slot = await admitted(door, queues, "deliberate", klass)
         order.append(name)
         assert slot is not None
-        door.leave()
         queues.release(slot)
 
     names = [("s1", "standard"), ("p1", "premium"), ("s2", "standard"), ("p2", "premium")]
@@ -72,11 +72,10 @@ async def test_premium_waiters_go_first_then_by_arrival() -> None:
     for count, (name, klass) in enumerate(names, start=1):
         tasks.append(asyncio.create_task(wait(name, klass)))
         await waiting(queues, "deliberate", count)
-    door.leave()
     queues.release(first)
     await asyncio.gather(*tasks)
     assert order == ["p1", "p2", "s1", "s2"]
-    assert door.in_flight == 0 and queues.queued()["deliberate"].in_flight == 0
+    assert (door.in_flight, door.held_elsewhere) == (0, 0) and queues.queued()["deliberate"].in_flight == 0
 
 
 async def test_a_request_that_would_wait_past_its_deadline_is_shed() -> None:
@@ -85,12 +84,13 @@ async def test_a_request_that_would_wait_past_its_deadline_is_shed() -> None:
     with pytest.raises(Shed) as shed:
         await admitted(door, queues, "deliberate")
     assert shed.value.reason == "deadline" and shed.value.retry_after_s >= 1
-    assert door.in_flight == 2  # counted again: the door's middleware counts it out at its end
+    # the shed one counted by the door again: its middleware counts it out at its end
+    assert (door.in_flight, door.held_elsewhere) == (1, 1)
     door.leave()
     assert queues.queued()["deliberate"].shed == 1 and queues.queued()["deliberate"].length == 0
     assert held is not None
     queues.release(held)
-    assert queues.queued()["deliberate"].in_flight == 0
+    assert queues.queued()["deliberate"].in_flight == 0 and (door.in_flight, door.held_elsewhere) == (0, 0)
 
 
 async def test_a_full_queue_sheds_at_once() -> None:
@@ -105,7 +105,8 @@ async def test_a_full_queue_sheds_at_once() -> None:
     with pytest.raises(asyncio.CancelledError):
         await queued
     assert queues.queued()["deliberate"].length == 0
-    assert door.in_flight == 3  # each still counted once, as the middleware will count them out
+    # each counted once: the one holding its slot by its tier, the two others by the door
+    assert (door.in_flight, door.held_elsewhere) == (2, 1)
 
 
 async def test_the_share_follows_the_doors_limit() -> None:
@@ -137,14 +138,12 @@ async def test_the_loops_lag_squeezes_the_queued_tier_before_the_doors_limit() -
     assert queues.queued()["deliberate"].length == 1
     first = held[0]
     assert first is not None
-    door.leave()
     queues.release(first)  # 7 in flight: at the squeezed cap, so the waiter still waits
     await asyncio.sleep(0)
     assert queues.queued()["deliberate"].length == 1 and not waiter.done()
     assert [await admitted(door, queues, "fast") for _ in range(3)] == [None] * 3  # the fast tier: the door's
     second = held[1]
     assert second is not None
-    door.leave()
     queues.release(second)  # 6 in flight: under the cap, the waiter goes in
     assert await waiter is not None
-    assert queues.queued()["deliberate"].in_flight == 7 and door.in_flight == 10
+    assert queues.queued()["deliberate"].in_flight == 7 and (door.in_flight, door.held_elsewhere) == (3, 7)
