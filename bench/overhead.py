@@ -2,11 +2,17 @@
 """Gateway overhead benchmark: the simulator directly vs tiergate vs LiteLLM in front of it.
 
     python bench/overhead.py [--duration 10] [--quick] [--strict]
+    python bench/overhead.py --tracing [--rounds 3]
 
 Starts a zero-latency simulator, then measures the same small chat request against it directly,
 through tiergate and through LiteLLM's proxy, non-streaming and streaming, at concurrency 1 and 50,
 with wrk. Prints one table plus PASS/FAIL against the targets, and writes JSON and markdown copies
 to bench/results/. See docs/benchmarks.md for what is measured and why.
+
+--tracing measures tiergate alone, three times over: tracing off, on (every request traced and
+exported over OTLP/HTTP to a local sink, bench/overheadkit/otlp_sink.py) and on with one trace in ten
+sampled; all three run at once and are measured in turns whose order flips every round (--rounds), so
+that a shared machine's noise falls on each alike; it prints the medians side by side.
 
 Exit status: 0 when everything ran (targets missed or not), 1 when --strict and a target was
 missed, 2 when something failed to run or a measurement was invalid (any non-2xx, bad body or
@@ -28,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from overheadkit import chat, procs, report, servers, wrk
+from overheadkit import chat, procs, report, servers, tracing, wrk
 from overheadkit.chat import Mode
 from overheadkit.cli import add_run_options, exit_on_signals
 from overheadkit.procs import ManagedProcess, StartupError
@@ -85,7 +91,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="comma-separated subset of: " + ", ".join(ALL_TARGETS),
     )
     parser.add_argument("--tiergate-cmd", default=None, help="tiergate CLI to use (default: the repo venv's)")
+    parser.add_argument(
+        "--tracing", action="store_true", help="tiergate with tracing off vs on, measured in turns"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="--tracing: rounds of turns")
     args = parser.parse_args(argv)
+    if args.tracing:  # tiergate only, in its variants (overheadkit/tracing.py)
+        args.targets = TIERGATE
     unknown = set(args.targets.split(",")) - set(ALL_TARGETS)
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
@@ -126,13 +138,17 @@ def start_simulator(stack: contextlib.ExitStack, settings: Settings) -> ManagedP
 
 
 @contextlib.contextmanager
-def start_proxy(name: str, sim: ManagedProcess, settings: Settings) -> Iterator[ManagedProcess]:
-    """Write the proxy's config into the work dir, start it, and wait for its readiness probe."""
+def start_proxy(
+    name: str, sim: ManagedProcess, settings: Settings, tracing: dict[str, Any] | None = None
+) -> Iterator[ManagedProcess]:
+    """Write the proxy's config into the work dir, start it, and wait for its readiness probe.
+    `tracing`: tiergate's `tracing` settings (default: off)."""
     port, sim_port = procs.free_port(), int(sim.base_url.rsplit(":", 1)[1])
-    if name == TIERGATE:
-        config = servers.write_json(
-            settings.work_dir / "tiergate.yaml", servers.tiergate_config(port, sim_port)
-        )
+    if name != LITELLM:  # tiergate, with tracing off or on
+        config_data = servers.tiergate_config(port, sim_port)
+        if tracing is not None:
+            config_data["tracing"] = tracing
+        config = servers.write_json(settings.work_dir / f"{name}.yaml", config_data)
         argv, env = servers.tiergate_argv(settings.tiergate_cmd, config), None
     else:
         config = servers.write_json(settings.work_dir / "litellm.yaml", servers.litellm_config(sim_port))
@@ -145,7 +161,7 @@ def start_proxy(name: str, sim: ManagedProcess, settings: Settings) -> Iterator[
         env=env,
         cwd=settings.work_dir,
     ) as proc:
-        proc.wait_ready(READY_PATHS[name], READY_TIMEOUT_S[name])
+        proc.wait_ready(READY_PATHS.get(name, "/readyz"), READY_TIMEOUT_S.get(name, 60.0))
         yield proc
 
 
@@ -186,12 +202,20 @@ def measure(target: Target, mode: Mode, concurrency: int, script: Path, settings
 
 def bench_mode(target: Target, mode: Mode, settings: Settings) -> list[Row]:
     """Verify one real request, warm up, then measure each concurrency."""
+    script = prepare(target, mode, settings)
+    if isinstance(script, str):
+        return failed_rows(target.name, [mode], f"verification failed: {script}")
+    return [measure_quietly(target, mode, c, script, settings) for c in CONCURRENCIES]
+
+
+def prepare(target: Target, mode: Mode, settings: Settings) -> Path | str:
+    """Verify one real request and warm up: the wrk script to measure with, or what went wrong."""
     problem = chat.verify(target.proc.base_url, target.headers, mode, responses=target.responses)
     if problem is not None and (died := target.proc.exit_status()) is not None:
         problem = f"{target.name} is no longer running ({died})"
     if problem is not None:
         print(f"  {target.name} {mode.value}: verification FAILED: {problem}", flush=True)
-        return failed_rows(target.name, [mode], f"verification failed: {problem}")
+        return problem
     script = settings.work_dir / f"{target.name}-{mode.value}.lua"
     wrk.write_script(
         script,
@@ -203,7 +227,7 @@ def bench_mode(target: Target, mode: Mode, settings: Settings) -> list[Row]:
     # Warm-up lets connection pools fill and lazy imports/caches settle before anything is recorded.
     with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
         wrk.run(url, script, connections=HIGH_CONCURRENCY, threads=1, duration_s=settings.warmup_s)
-    return [measure_quietly(target, mode, c, script, settings) for c in CONCURRENCIES]
+    return script
 
 
 def measure_quietly(target: Target, mode: Mode, concurrency: int, script: Path, settings: Settings) -> Row:
@@ -274,6 +298,36 @@ def run_all(settings: Settings) -> list[Row]:
         return [row for name in settings.targets for row in bench_target(name, sim, settings)]
 
 
+def run_tracing(settings: Settings, rounds: int) -> list[Row]:
+    """tiergate with tracing off and on (overheadkit/tracing.py), all running at once, measured in turns
+    whose order flips every round."""
+    with contextlib.ExitStack() as stack:
+        sim = start_simulator(stack, settings)
+        sink = tracing.start_sink(stack, settings.logs_dir, settings.work_dir)
+        targets = [
+            Target(name, stack.enter_context(start_proxy(name, sim, settings, config)), {}, sim)
+            for name, config in tracing.variants(sink.base_url + "/v1/traces")
+        ]
+        scripts: dict[tuple[str, Mode], Path] = {}
+        for target in targets:
+            for mode in Mode:
+                script = prepare(target, mode, settings)
+                if isinstance(script, str):
+                    raise StartupError(f"{target.name} {mode.value}: {script}")
+                scripts[target.name, mode] = script
+        rows: list[Row] = []
+        for turn in range(rounds):
+            print(f"round {turn + 1} of {rounds}:", flush=True)
+            for mode in Mode:
+                for concurrency in CONCURRENCIES:
+                    for target in targets if turn % 2 == 0 else targets[::-1]:
+                        row = measure(target, mode, concurrency, scripts[target.name, mode], settings)
+                        _print_progress(row)
+                        rows.append(row)
+        print(tracing.received(sink), flush=True)
+        return rows
+
+
 def collect_meta(settings: Settings) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
@@ -335,10 +389,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"LiteLLM unavailable: {exc}", file=sys.stderr)
                 return 2
         try:
-            rows = run_all(settings)
+            rows = run_tracing(settings, args.rounds) if args.tracing else run_all(settings)
         except KeyboardInterrupt:
             print("\ninterrupted; servers stopped", file=sys.stderr)
             return 130
+        except StartupError as exc:
+            print(f"a server did not start or answer: {exc}", file=sys.stderr)
+            return 2
+    if args.tracing:
+        print()
+        print(tracing.table(rows, [name for name, _ in tracing.variants("")]))
+        print(f"\n(medians over {args.rounds} rounds; the variants measured in turns on the same machine)")
+        for path in report.write_results(RESULTS_DIR, f"tracing-{stamp}", rows, [], collect_meta(settings)):
+            print(f"wrote {path.relative_to(BENCH_DIR.parent)}")
+        return 0 if all(row.valid for row in rows) else 2
     return finish(rows, settings, stamp)
 
 

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engines.usage import StreamTally, Usage
 
-__all__ = ["TEMPLATE_FIELDS", "EngineClient", "EngineReply", "EngineStream", "StreamEvent", "Timeouts"]
+__all__ = [
+    "TEMPLATE_FIELDS",
+    "EngineClient",
+    "EngineReply",
+    "EngineStream",
+    "Headers",
+    "StreamEvent",
+    "Timeouts",
+]
+
+# more headers for one engine call, sent as given (the gateway's W3C trace context: `traceparent`...)
+Headers = Sequence[tuple[bytes, bytes]]
 
 # the fields of a chat request that shape how its messages are rendered into a prompt: a token count of
 # those messages (`EngineClient.count_tokens`) takes them from the request it counts
@@ -60,9 +71,13 @@ class EngineClient(Protocol):
 
     url: str
 
-    async def complete(self, path: str, payload: bytes, *, request_id: str) -> EngineReply: ...
+    async def complete(
+        self, path: str, payload: bytes, *, request_id: str, headers: Headers = ()
+    ) -> EngineReply: ...
 
-    async def stream(self, path: str, payload: bytes, *, request_id: str) -> EngineStream: ...
+    async def stream(
+        self, path: str, payload: bytes, *, request_id: str, headers: Headers = ()
+    ) -> EngineStream: ...
 
     async def health(self) -> bool:
         """Whether the replica says it is healthy. Raises `LocalOverload` when this process could not ask."""

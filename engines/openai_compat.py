@@ -21,7 +21,7 @@ from engines._exceptions import (
     EngineUnavailable,
     LocalOverload,
 )
-from engines.client import TEMPLATE_FIELDS, EngineReply, StreamEvent, Timeouts
+from engines.client import TEMPLATE_FIELDS, EngineReply, Headers, StreamEvent, Timeouts
 from engines.http import EngineHTTP
 from engines.sse import SSEDecoder
 from engines.usage import StreamTally, Usage
@@ -60,8 +60,10 @@ class OpenAICompatEngine:
         self._complete_ext = {"timeout": {**connect, "read": timeouts.total_s}}
         self._stream_ext = {"timeout": {**connect, "read": None}}
 
-    async def complete(self, path: str, payload: bytes, *, request_id: str) -> EngineReply:
-        request = self._request(path, payload, request_id, self._complete_ext, b"application/json")
+    async def complete(
+        self, path: str, payload: bytes, *, request_id: str, headers: Headers = ()
+    ) -> EngineReply:
+        request = self._request(path, payload, request_id, self._complete_ext, b"application/json", headers)
         try:
             async with asyncio.timeout(self._timeouts.total_s):
                 response = await self._http.transport.handle_async_request(request)
@@ -82,9 +84,11 @@ class OpenAICompatEngine:
             raise EngineFailed("the engine answered with a non-object JSON body", replica=self.url)
         return EngineReply(data, Usage.from_payload(data.get("usage")), self.url)
 
-    async def stream(self, path: str, payload: bytes, *, request_id: str) -> OpenAICompatStream:
+    async def stream(
+        self, path: str, payload: bytes, *, request_id: str, headers: Headers = ()
+    ) -> OpenAICompatStream:
         """Open a stream and wait for its first event, so that a failure before it can fail over."""
-        request = self._request(path, payload, request_id, self._stream_ext, b"text/event-stream")
+        request = self._request(path, payload, request_id, self._stream_ext, b"text/event-stream", headers)
         stream: OpenAICompatStream | None = None
         try:
             async with asyncio.timeout(self._timeouts.first_token_s):
@@ -152,12 +156,18 @@ class OpenAICompatEngine:
         return count if isinstance(count, int) and count >= 0 else None
 
     def _request(
-        self, path: str, payload: bytes, request_id: str, extensions: dict[str, Any], accept: bytes
+        self,
+        path: str,
+        payload: bytes,
+        request_id: str,
+        extensions: dict[str, Any],
+        accept: bytes,
+        more: Headers,
     ) -> httpx.Request:
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = httpx.URL(self.url + path)
-        headers = [*self._base_headers, (b"accept", accept), (b"x-request-id", request_id.encode())]
+        headers = [*self._base_headers, (b"accept", accept), (b"x-request-id", request_id.encode()), *more]
         return httpx.Request("POST", url, headers=headers, content=payload, extensions=extensions)
 
     def _transport_error(self, exc: httpx.TransportError, phase: str) -> EngineError:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from engines._exceptions import EngineError, EngineTimeout, LocalOverload, NoReplicaAvailable
-from engines.client import EngineClient, EngineReply, EngineStream, StreamEvent
+from engines.client import EngineClient, EngineReply, EngineStream, Headers, StreamEvent
 from engines.engine_stats import EngineStats
 from engines.loop_lag import LoopLag
 from engines.routing import (
@@ -125,24 +125,37 @@ class EnginePool:
 
     # -- requests ---------------------------------------------------------------------------------
     async def complete(
-        self, path: str, payload: bytes, *, request_id: str, affinity: str | None = None
+        self,
+        path: str,
+        payload: bytes,
+        *,
+        request_id: str,
+        affinity: str | None = None,
+        headers: Headers = (),
     ) -> EngineReply:
         """`affinity`: a key (engines/affinity.py) that sends requests sharing it to the same replica, so
-        that its prefix cache serves them; None routes on load alone."""
+        that its prefix cache serves them; None routes on load alone. `headers`: more to send (every
+        attempt, failover included)."""
         replica, reply = await self._with_failover(
-            lambda engine: engine.complete(path, payload, request_id=request_id), affinity
+            lambda engine: engine.complete(path, payload, request_id=request_id, headers=headers), affinity
         )
         replica.outstanding -= 1
         self._succeeded(replica)
         return reply
 
     async def stream(
-        self, path: str, payload: bytes, *, request_id: str, affinity: str | None = None
+        self,
+        path: str,
+        payload: bytes,
+        *,
+        request_id: str,
+        affinity: str | None = None,
+        headers: Headers = (),
     ) -> PooledStream:
         """Open a stream, failing over while its first event has not arrived (so nothing has
         reached the client). The replica counts it as outstanding until the stream is closed."""
         replica, stream = await self._with_failover(
-            lambda engine: engine.stream(path, payload, request_id=request_id), affinity
+            lambda engine: engine.stream(path, payload, request_id=request_id, headers=headers), affinity
         )
         return PooledStream(self, replica, stream)
 

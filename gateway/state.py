@@ -6,6 +6,8 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 import httpx
 from prometheus_client import CollectorRegistry
@@ -35,6 +37,9 @@ from gateway.responses import ResponsesAPI, ResponseStore
 from gateway.settings import ConfigError, PoolSettings, Settings
 from pricing import PriceBook, PricingError, load_price_book
 
+if TYPE_CHECKING:
+    from gateway.accounting.tracing import Tracing
+
 __all__ = ["GatewayState", "price_book"]
 
 log = logging.getLogger("tiergate")
@@ -63,6 +68,7 @@ class GatewayState:
     door_collector: DoorCollector  # the door's and the lag's metrics (in `registry` too)
     queues: TierQueues  # priority per tier: each tier's share of the door's limit, its queue
     console: Console | None = None  # the web console at /console; None: off (gateway/console)
+    tracing: Tracing | None = None  # None: tracing is off (no tracer provider, no spans)
 
     @property
     def price_book(self) -> PriceBook | None:
@@ -157,6 +163,7 @@ class GatewayState:
         pools = {name: _pool(name, pool, http, door, metrics, lag) for name, pool in settings.pools.items()}
         for name, pool in pools.items():
             metrics.watch_replicas(name, (replica.url for replica in pool.replicas))
+        tracing = _tracing(settings, pools)
         proxy = InferenceProxy(
             catalog,
             pools,
@@ -168,6 +175,7 @@ class GatewayState:
             metrics=metrics,
             queues=queues,
             priority_pools=frozenset(name for name, pool in settings.pools.items() if pool.priority),
+            tracing=tracing,
         )
         collector = GatewayCollector(pools, bookkeeper)
         registry.register(collector)
@@ -196,6 +204,7 @@ class GatewayState:
             door_collector,
             queues,
             await Console.open(settings, database),
+            tracing,
         )
 
     def start(self) -> None:
@@ -211,6 +220,8 @@ class GatewayState:
         """Close everything, each part even when another failed to close."""
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(self.http.aclose)
+            if self.tracing is not None:  # last: the spans of requests ended while closing are exported
+                stack.push_async_callback(self.tracing.aclose)
             if self.database is not None:
                 stack.push_async_callback(self.database.aclose)
             if self.response_store is not None:  # before the database: its last saves go into it
@@ -246,6 +257,21 @@ def price_book(settings: Settings, catalog: Catalog) -> PriceBook | None:
     except (PricingError, OSError) as exc:
         raise ConfigError(f"pricing.book: {exc}") from None
     return book
+
+
+def _tracing(settings: Settings, pools: Mapping[str, EnginePool]) -> Tracing | None:
+    if not settings.tracing.enabled:
+        return None
+    # imported only when on: a gateway without traces does not load the OpenTelemetry SDK at all
+    from gateway.accounting.tracing import Tracing
+
+    try:
+        release = version("tiergate")
+    except PackageNotFoundError:
+        release = "unknown"
+    engines = {name: pool.engine for name, pool in settings.pools.items()}
+    replicas = [replica.url for pool in pools.values() for replica in pool.replicas]
+    return Tracing.create(settings.tracing, engines, replicas, release)
 
 
 def _response_store(settings: Settings, database: Database | None) -> ResponseStore | None:

@@ -71,10 +71,11 @@ _COLUMN_TYPES = (
     ("outcome", "text"), ("streamed", "boolean"), ("started_at", "timestamptz"),
     ("first_token_at", "timestamptz"), ("ended_at", "timestamptz"), ("currency", "text"),
     ("price_version", "text"), ("rated_tier", "text"), ("total_micros", "bigint"), ("lines", "text"),
+    ("depth_shortfall", "text"),
 )  # fmt: skip
 _COLUMNS = tuple(column for column, _ in _COLUMN_TYPES)
 _ROW_PLACEHOLDER = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
-# SQLite: VALUES lists of up to 500 rows x 28 columns = 14,000 parameters, under its limit of 32,766 (3.32+)
+# SQLite: VALUES lists of up to 500 rows x 29 columns = 14,500 parameters, under its limit of 32,766 (3.32+)
 ROWS_PER_STATEMENT = 500
 # PostgreSQL: the whole batch as one JSON parameter, unpacked by the server in the order given
 _BATCH_COLUMNS = ", ".join(f"{column} {kind}" for column, kind in _COLUMN_TYPES)

@@ -61,6 +61,7 @@ def row_values(row: LedgerRow) -> dict[str, Any]:
         "rated_tier": charge.rated_tier,
         "total_micros": charge.total,
         "lines": orjson.dumps([line.to_dict() for line in charge.lines]).decode(),
+        "depth_shortfall": ",".join(depth.shortfall) or None,
     }
 
 
@@ -107,6 +108,7 @@ def ledger_row(row: dict[str, Any]) -> LedgerRow:
             floor=row["depth_floor"],
             floor_met=None if row["depth_floor_met"] is None else bool(row["depth_floor_met"]),
             agreement=row["depth_agreement"],
+            shortfall=tuple(row["depth_shortfall"].split(",")) if row["depth_shortfall"] else (),
         ),
         outcome=row["outcome"],
         streamed=bool(row["streamed"]),

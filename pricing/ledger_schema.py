@@ -74,6 +74,10 @@ _INDEXES = (
 # a key's budgets read its spending by period
 _KEY_INDEX = f"CREATE INDEX {TABLE}_key_period ON {TABLE} (key_id, started_at)"
 
+# the depth audit's findings (docs/deliberation.md#the-depth-audit): the reasons, comma-separated; NULL for
+# none (and for every row written before the audit)
+_SHORTFALL_COLUMN = f"ALTER TABLE {TABLE} ADD COLUMN depth_shortfall TEXT"
+
 LEDGER_MIGRATIONS: tuple[LedgerMigration, ...] = (
     LedgerMigration(
         1,
@@ -86,5 +90,11 @@ LEDGER_MIGRATIONS: tuple[LedgerMigration, ...] = (
         "a key's rows by period, for its budgets",
         sqlite=(_KEY_INDEX,),
         postgresql=(_KEY_INDEX,),
+    ),
+    LedgerMigration(
+        3,
+        "the depth audit's shortfall reasons",
+        sqlite=(_SHORTFALL_COLUMN,),
+        postgresql=(_SHORTFALL_COLUMN,),
     ),
 )

@@ -7,7 +7,9 @@ twice or not at all):
     output       = completion_tokens - reasoning_tokens reasoning    = reasoning_tokens
 
 The depth rule (the deliberate tier's promise is depth; the premium is billed only when delivered):
-- floor_met is True:  deliberate prices plus the depth premium;
+- floor_met is True and no shortfall:  deliberate prices plus the depth premium;
+- floor_met is True with a shortfall (a cap or an effort the engine ignored, samples it did not return):
+  deliberate prices, no premium;
 - floor_met is None:  no promise was made: deliberate prices, no premium;
 - floor_met is False: the promise was broken: the whole request at the fast tier's prices for the model
   (`rated_tier` "fast"), no premium; if the model has no fast price, deliberate prices without premium.
@@ -31,7 +33,10 @@ __all__ = ["rate", "usage_cost_fields", "worst_case"]
 def rate(record: UsageRecord, book: PriceBook) -> Charge:
     """The charge for one request, at the price version in force at its start. NotPriced if there is none."""
     version = book.version_at(record.started_at)
-    rated_tier, price, premium = _applicable(version, record.tier, record.model, record.depth.floor_met)
+    depth = record.depth
+    rated_tier, price, premium = _applicable(
+        version, record.tier, record.model, depth.floor_met, bool(depth.shortfall)
+    )
     token_counts: tuple[tuple[ChargeKind, int], ...] = (
         ("input", record.prompt_tokens - record.cached_tokens),
         ("cached_input", record.cached_tokens),
@@ -58,14 +63,15 @@ def rate(record: UsageRecord, book: PriceBook) -> Charge:
 
 
 def _applicable(
-    version: PriceVersion, tier: str, model: str, floor_met: bool | None
+    version: PriceVersion, tier: str, model: str, floor_met: bool | None, shortfall: bool = False
 ) -> tuple[str, Price, bool]:
-    """(the tier whose prices apply, those prices, whether the depth premium is charged): the depth rule."""
+    """(the tier whose prices apply, those prices, whether the depth premium is charged): the depth rule.
+    `shortfall`: the depth audit found depth asked for and not delivered (a missed floor: floor_met too)."""
     if tier != "deliberate":
         return tier, version.require(tier, model), False
     deliberate = version.require("deliberate", model)
     if floor_met is True:
-        return "deliberate", deliberate, True
+        return "deliberate", deliberate, not shortfall
     if floor_met is False:
         fast = version.price("fast", model)
         if fast is not None:

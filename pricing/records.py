@@ -15,12 +15,24 @@ import orjson
 from pricing import _decode as d
 from pricing.charges import Charge
 
-__all__ = ["ENDPOINTS", "OUTCOMES", "RECORD_FORMAT", "TIERS", "Depth", "LedgerRow", "UsageRecord"]
+__all__ = [
+    "ENDPOINTS",
+    "OUTCOMES",
+    "RECORD_FORMAT",
+    "SHORTFALLS",
+    "TIERS",
+    "Depth",
+    "LedgerRow",
+    "UsageRecord",
+]
 
 TIERS = ("fast", "deliberate")  # also the order of tiers on an invoice
 ENDPOINTS = ("chat", "completions", "responses")
 OUTCOMES = ("ok", "client_disconnected", "engine_failed", "rejected", "aborted")
 RECORD_FORMAT = 1  # the "v" of a serialized record; bump it when the fields change
+# why a request's engines delivered less depth than was asked of them (docs/deliberation.md#the-depth-audit),
+# in the order a record lists them
+SHORTFALLS = ("floor_missed", "cap_ignored", "budget_ignored", "effort_ignored", "samples_short")
 
 _DEPTH_KEYS = ("samples", "extensions", "floor", "floor_met", "agreement")
 _RECORD_KEYS = (
@@ -44,6 +56,8 @@ class Depth:
     floor: int | None = None  # the promised minimum reasoning tokens, if any
     floor_met: bool | None = None  # None: no promise was made
     agreement: float | None = None  # self-consistency agreement ratio, if sampled
+    # the depth audit's findings (SHORTFALLS, in their order); any of them forfeits the depth premium
+    shortfall: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _count("depth", "samples", self.samples, 1)
@@ -66,25 +80,46 @@ class Depth:
         if self.agreement is not None:
             # 1 and 1.0 serialize differently: keep one spelling so a record's bytes survive a round trip
             object.__setattr__(self, "agreement", float(self.agreement))
+        if self.shortfall:
+            self._check_shortfall()
+
+    def _check_shortfall(self) -> None:
+        shortfall = self.shortfall
+        if not isinstance(shortfall, tuple) or list(shortfall) != [r for r in SHORTFALLS if r in shortfall]:
+            raise ValueError(
+                f"depth.shortfall must be distinct reasons of {SHORTFALLS} in order, got {shortfall!r}"
+            )
+        # a relayed request promises no depth: only the thinking budget its client asked for is audited
+        if self.floor is None and shortfall != ("budget_ignored",):
+            raise ValueError(f"depth.shortfall {shortfall!r} without a depth promise (no floor)")
+        if "floor_missed" in shortfall and self.floor_met is not False:
+            raise ValueError(f"depth.shortfall {shortfall!r} with floor_met {self.floor_met!r}")
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        fields: dict[str, object] = {
             "samples": self.samples,
             "extensions": self.extensions,
             "floor": self.floor,
             "floor_met": self.floor_met,
             "agreement": self.agreement,
         }
+        if self.shortfall:  # only then: a record without one serializes to the bytes it always did
+            fields["shortfall"] = list(self.shortfall)
+        return fields
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Depth:
-        d.require_keys(data, _DEPTH_KEYS, "depth")
+        shortfall = data.get("shortfall", [])
+        d.require_keys(data, (*_DEPTH_KEYS, "shortfall") if "shortfall" in data else _DEPTH_KEYS, "depth")
+        if not isinstance(shortfall, list) or (not shortfall and "shortfall" in data):
+            raise ValueError(f"shortfall: expected a non-empty list, got {shortfall!r}")
         return cls(
             samples=d.get_int(data, "samples"),
             extensions=d.get_int(data, "extensions"),
             floor=d.get_opt_int(data, "floor"),
             floor_met=d.get_opt_bool(data, "floor_met"),
             agreement=d.get_opt_float(data, "agreement"),
+            shortfall=tuple(str(reason) for reason in shortfall),
         )
 
 

@@ -49,6 +49,12 @@ class SimulatorConfig:
     reasoning_field: ReasoningField = "reasoning"
     report_reasoning_tokens: bool = True  # many vLLM releases omit completion_tokens_details
     reasoning_tokens_range: tuple[int, int] = (96, 640)
+    # An engine that takes `thinking_token_budget` and does not enforce it (an old vLLM ignores unknown
+    # fields): its reasoning runs past the cap asked of it, what the gateway's depth audit calls cap_ignored.
+    honours_thinking_budget: bool = True
+    # An engine that returns fewer choices than a chat request's `n` asks for: at most this many (0: all of
+    # them), what the gateway's depth audit calls samples_short.
+    max_choices: int = 0
     # Early stopping: this fraction of choices reasons only short_reasoning_range tokens.
     short_reasoning_rate: float = 0.0
     short_reasoning_range: tuple[int, int] = (16, 64)
@@ -126,6 +132,8 @@ def _problems(c: SimulatorConfig) -> list[str]:
         out.append("skill_scale_tokens must be > 0")
     if c.max_num_seqs < 1 or c.kv_cache_tokens < 1:
         out.append("max_num_seqs and kv_cache_tokens must be >= 1")
+    if c.max_choices < 0:
+        out.append("max_choices must be >= 0 (0: every choice asked for)")
     if c.num_speculative_tokens < 0 or c.prefix_cache_blocks < 0 or c.die_after_chunks < 0:
         out.append("num_speculative_tokens, prefix_cache_blocks and die_after_chunks must be >= 0")
     if not 400 <= c.error_status <= 599:

@@ -62,16 +62,18 @@ async def chat_completions(engine: Engine, x: Exchange) -> None:
     writer = _writer(request)
     # Guided decoding constrains a model without a reasoning parser from its first token: no inline thinking.
     inline = _inline_thinking(config, request, prompt) if writer is None else "no"
+    # choices answered: all of `n`, unless the engine is configured to drop some (max_choices)
+    answered = min(request.n, config.max_choices) if config.max_choices else request.n
     budget = request.thinking_token_budget
     if budget is not None:  # as vLLM: a total, the reasoning already in a continued message included
         budget = max(0, budget - prompt.carried_reasoning)
     sampling = Sampling(
         cap=_token_cap(engine, len(prompt.tokens), request.token_cap, "messages"),
-        n=request.n,
+        n=answered,
         seed=request.seed,
         reasoning=thinks or inline != "no",
         # A plain model knows nothing of a thinking budget (nor of enable_thinking): it follows the prompt.
-        thinking_budget=budget if inline == "no" else None,
+        thinking_budget=budget if inline == "no" and config.honours_thinking_budget else None,
         stop=request.stop_strings(),
         ignore_eos=request.ignore_eos,
         fresh_start=prompt.continuation == "none",
@@ -82,7 +84,7 @@ async def chat_completions(engine: Engine, x: Exchange) -> None:
     )
     plans = engine.planner.plan(prompt, model, sampling)
     cached = engine.prefix_cache.admit(model, prompt.tokens)
-    job = engine.job(model, plans, len(prompt.tokens), cached, fault, n=request.n, priority=request.priority)
+    job = engine.job(model, plans, len(prompt.tokens), cached, fault, n=answered, priority=request.priority)
     await _serve(engine, x, job, "chat", request, fault)
 
 

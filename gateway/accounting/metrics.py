@@ -138,6 +138,12 @@ class RequestMetrics:
             ("model", "met"),
             registry=registry,
         )
+        self.shortfall = Counter(
+            "tiergate_depth_shortfall",
+            "Deliberations that delivered less depth than they asked of the engines, by the audit's reason",
+            ("pool", "model", "reason"),
+            registry=registry,
+        )
         self.engine_aborts = Counter(
             "tiergate_engine_aborts",
             "Engine requests the gateway stopped before the engine finished them (the engine aborts them)",
@@ -207,6 +213,8 @@ class RequestMetrics:
             series.samples.inc(depth.samples)
             if depth.extensions:
                 series.extensions.inc(depth.extensions)
+        for reason in depth.shortfall:  # rare: resolved when it happens
+            self.shortfall.labels(exchange.pool, model, reason).inc()
 
 
 class GatewayCollector(Collector):

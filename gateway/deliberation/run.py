@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engines import Usage
+from gateway.deliberation.audit import DeliveredDepth, RequestedDepth, shortfalls
 from gateway.deliberation.plan import DepthPlan
 from gateway.deliberation.vote import Vote
 from gateway.settings import DeliberationSettings
@@ -49,6 +50,9 @@ class Run:
     winners: list[int] = field(default_factory=list)  # the sample each choice delivers (default: its first)
     estimated: bool = False  # some call's usage was counted by the gateway (it was cut short)
     live_content: str = ""  # of the first sample's answer, what a streaming client was sent as it came
+    # every strategy ran to its end: only then is the depth audited (a run cut by its client or a failing
+    # engine is billed by its floor, as it stands, and blames no engine)
+    complete: bool = False
 
     @property
     def answers(self) -> list[Sample]:
@@ -113,7 +117,22 @@ class Run:
             floor=floor,
             floor_met=met,
             agreement=sum(v.agreement for v in self.votes) / len(self.votes) if self.votes else None,
+            shortfall=self.shortfall() if self.complete else (),
         )
+
+    def shortfall(self) -> tuple[str, ...]:
+        """The depth audit of the samples drawn: what was asked of the engines against what they delivered."""
+        plan = self.plan
+        asked = RequestedDepth(
+            plan.floor,
+            plan.cap,
+            self.settings.engine_caps_thinking and plan.cap is not None,
+            len(self.samples),
+        )
+        delivered = DeliveredDepth(
+            [s.reasoning_tokens for s in self.samples], [s.finish_reason is not None for s in self.samples]
+        )
+        return shortfalls(asked, delivered)
 
     def depth_fields(self) -> dict[str, object]:
         """`usage.reasoning_depth` for the client."""
@@ -130,4 +149,5 @@ class Run:
             # adaptive self-consistency: the most the level draws, and those it did not need (never billed)
             "max_samples": self.plan.total_samples,
             "samples_saved": max(0, self.plan.total_samples - len(self.samples)) if self.samples else 0,
+            "shortfall": list(depth.shortfall),  # the depth audit's reasons: any forfeits the premium
         }

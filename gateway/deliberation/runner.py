@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -29,6 +29,10 @@ from gateway.deliberation.splitter import State, ThinkSplitter
 from gateway.deliberation.strategy import Strategy, strategies_for
 from gateway.http.endpoints import CHAT
 
+if TYPE_CHECKING:
+    from engines.client import Headers
+    from gateway.accounting.tracing import RequestTrace
+
 # every call streamed with its usage, and with vLLM's count so far on each chunk (`continuous_usage_stats`):
 # a call cut short is billed for what the engine counted up to the cut
 _STREAM_OPTIONS = {"include_usage": True, "continuous_usage_stats": True}
@@ -37,19 +41,33 @@ __all__ = ["Deliberator", "Listener"]
 
 
 class Deliberator:
-    """One request's engine work, told as it goes to `listener` (a streaming client)."""
+    """One request's engine work, told as it goes to `listener` (a streaming client); each engine call a
+    child span of `trace` (the request's, when tracing is on)."""
 
     def __init__(
-        self, pool: EnginePool, engine_model: str, request_id: str, listener: Listener | None = None
+        self,
+        pool: EnginePool,
+        engine_model: str,
+        request_id: str,
+        listener: Listener | None = None,
+        trace: RequestTrace | None = None,
     ) -> None:
         self._pool = pool
         self._model = engine_model
         self._request_id = request_id
         self._listener = listener
+        self._trace = trace
         self._replica = ""  # the replica that answered last: its tokenizer counts what it generated
         self._before: list[Strategy] = []  # the strategies before the one refining: they refine new samples
 
     async def run(self, run: Run) -> None:
+        try:
+            await self._run(run)
+        finally:
+            if self._trace is not None:  # what it delivered, also when it was cut
+                self._trace.depth(run.depth_fields())
+
+    async def _run(self, run: Run) -> None:
         strategies = strategies_for(run)
         for strategy in strategies:
             strategy.prepare(run)
@@ -62,6 +80,7 @@ class Deliberator:
             self._before = strategies[:at]
             await strategy.refine(run, self)
             self._progress(run)
+        run.complete = True
 
     async def draw(self, run: Run, wanted: dict[int, int]) -> None:
         """Another wave: `wanted[k]` new samples for choice k, from one call (its own seed: a seeded engine
@@ -93,12 +112,12 @@ class Deliberator:
             ]
             await asyncio.gather(
                 *(
-                    self._call(run, single, [sample], state)
+                    self._call(run, single, [sample], state, "sample")
                     for single, sample in zip(singles, samples, strict=True)
                 )
             )
         else:
-            await self._call(run, first, samples, state)
+            await self._call(run, first, samples, state, "wave")
         self._progress(run)
 
     def _seed(self, run: Run, at: int) -> int:
@@ -135,13 +154,30 @@ class Deliberator:
         if s.engine_caps_thinking and limit is not None and not close:
             # vLLM counts the reasoning already in the continued message against the budget: the whole cap
             body["thinking_token_budget"] = limit
-        await self._call(run, body, [sample], "after" if close else "inside")
+        await self._call(
+            run, body, [sample], "after" if close else "inside", "close" if close else "extension"
+        )
 
     def _gateway_caps(self, run: Run) -> bool:
         return run.plan.gateway_caps
 
-    async def _call(self, run: Run, body: dict[str, Any], samples: list[Sample], state: State) -> None:
-        """One engine call, streamed; its choices grow `samples` (choice i -> samples[i])."""
+    async def _call(
+        self, run: Run, body: dict[str, Any], samples: list[Sample], state: State, kind: str
+    ) -> None:
+        """One engine call (`kind`: a `wave`, one `sample`'s stream, an `extension` or the `close`), in a
+        span of its own when the request is traced."""
+        if self._trace is None:
+            await self._engine_call(run, body, samples, state, ())
+            return
+        with self._trace.call(self._pool.name, self._model, kind=kind, choices=len(samples)) as call:
+            reasoning = await self._engine_call(run, body, samples, state, call.headers)
+            call.answered(run.replica, run.calls[-1], reasoning=reasoning)  # as billed: n reads of a prompt
+
+    async def _engine_call(
+        self, run: Run, body: dict[str, Any], samples: list[Sample], state: State, headers: Headers
+    ) -> int:
+        """One engine call, streamed; its choices grow `samples` (choice i -> samples[i]). Returns the
+        reasoning tokens it generated."""
         s = run.settings
         payload = orjson.dumps({**body, "stream": True, "stream_options": _STREAM_OPTIONS})
         splitters = (
@@ -156,7 +192,11 @@ class Deliberator:
         if self._gateway_caps(run) and len(samples) == 1 and state != "after":
             cap = run.plan.reasoning_limit(samples[0].reasoning_tokens, samples[0].generated)
         stream = await self._pool.stream(
-            CHAT.path, payload, request_id=self._request_id, affinity=affinity_key(body, chat=True)
+            CHAT.path,
+            payload,
+            request_id=self._request_id,
+            affinity=affinity_key(body, chat=True),
+            headers=headers,
         )
         run.replica = self._replica = stream.replica.url
         try:
@@ -192,6 +232,7 @@ class Deliberator:
         for sample, tokens in zip(samples, generated, strict=True):
             sample.generated += tokens
         run.calls.append(prompt_per_choice(usage, len(samples)))
+        return sum(counts)
 
     async def _cut(
         self, run: Run, body: dict[str, Any], payload: bytes, samples: list[Sample], got: Got

@@ -163,7 +163,7 @@ async def deliberate(
     run = _new_run(data, plan, settings)
     if streaming:
         return DeliberationStream(run, pool, offer, meter, request_id, include_usage, headers)
-    deliberator = Deliberator(pool, offer.engine_model, request_id)
+    deliberator = Deliberator(pool, offer.engine_model, request_id, trace=meter.trace)
     watch = DisconnectWatch(request.receive)
     meter.sent()
     try:
@@ -233,7 +233,7 @@ class DeliberationStream(Response):
         run, meter = self._run, self._meter
         chunks = Chunks(self._request_id, self._offer.public_id)
         feed = _Feed(chunks)
-        deliberator = Deliberator(self._pool, self._offer.engine_model, self._request_id, feed)
+        deliberator = Deliberator(self._pool, self._offer.engine_model, self._request_id, feed, meter.trace)
         watch = DisconnectWatch(receive)
         meter.sent()
         work = asyncio.get_running_loop().create_task(deliberator.run(run))

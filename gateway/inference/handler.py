@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
@@ -21,7 +22,7 @@ from gateway.deliberation import DepthUnreachable
 from gateway.http.disconnect import CLIENT_CLOSED, DisconnectWatch
 from gateway.http.door import SLOT
 from gateway.http.endpoints import Endpoint
-from gateway.http.errors import GatewayError, gateway_overloaded
+from gateway.http.errors import GatewayError, from_refusal, gateway_overloaded
 from gateway.http.relay import RelayEnd, StreamRelay
 from gateway.http.request_id import request_id_of
 from gateway.http.schemas import ChatRequest, check_request
@@ -31,8 +32,12 @@ from gateway.inference.catalog import Catalog, Offer
 from gateway.inference.deliberate import deliberate, deliberation_estimate, deliberation_plan, depth_refusal
 from gateway.inference.meter import Accounts, Admitted, Meter
 from gateway.keys import ApiKey
+from gateway.refusals import Refusal
 from gateway.tiers import Tier
 from pricing import PriceBook
+
+if TYPE_CHECKING:
+    from gateway.accounting.tracing import EngineCall, RequestTrace, Tracing
 
 __all__ = ["ENGINE_PRIORITY", "InferenceProxy", "json_object"]
 
@@ -54,6 +59,7 @@ class InferenceProxy:
         metrics: RequestMetrics | None = None,
         queues: TierQueues | None = None,
         priority_pools: frozenset[str] = frozenset(),
+        tracing: Tracing | None = None,
     ) -> None:
         self._queues = queues  # priority per tier
         self._priority_pools = priority_pools  # pools told each request's priority
@@ -61,6 +67,7 @@ class InferenceProxy:
         self._catalog = catalog
         self._pools = pools
         self._max_body = max_body_bytes
+        self._tracing = tracing  # None: tracing is off
 
     @property
     def price_book(self) -> PriceBook | None:
@@ -90,6 +97,25 @@ class InferenceProxy:
     ) -> Response:
         """Serve `data` (the request's JSON object; `size` bytes of prompt and parameters, for estimates)
         for `key`, authenticated when `arrived`."""
+        if self._tracing is None:  # tracing off: this check is all it costs
+            return await self._serve(request, endpoint, key, data, size, arrived, None)
+        trace = self._tracing.request(request.headers, _operation(endpoint), arrived)
+        try:
+            return await self._serve(request, endpoint, key, data, size, arrived, trace)
+        except BaseException as exc:
+            trace.refused(*_failure(exc))  # refused before its meter began; else the meter ended it
+            raise
+
+    async def _serve(
+        self,
+        request: Request,
+        endpoint: Endpoint,
+        key: ApiKey | None,
+        data: dict[str, Any],
+        size: int,
+        arrived: float,
+        trace: RequestTrace | None,
+    ) -> Response:
         checked = check_request(endpoint.shape, data)
         source = data.get("messages") if endpoint.chat else data.get("prompt")
         offer, difficulty = self._catalog.resolve(
@@ -149,8 +175,11 @@ class InferenceProxy:
             source,
             started_at=started_at,
             arrived=arrived,
+            reasoning_budget=_reasoning_budget(data) if plan is None else None,
         )
-        meter = Meter(admitted, self._accounts, pool)
+        meter = Meter(admitted, self._accounts, pool, trace)
+        if trace is not None:
+            trace.resolved(checked.model, offer.public_id, offer.tier.value, offer.pool, request_id)
         headers = [(b"x-tiergate-tier", offer.tier.value.encode())]
         if difficulty is not None:  # the auto tier says why it chose
             reasons = ",".join(difficulty.reasons) or "none"
@@ -175,18 +204,35 @@ class InferenceProxy:
         payload = orjson.dumps(data)
         affinity = affinity_key(data, chat=endpoint.chat)
         watch = DisconnectWatch(request.receive)
+        call = trace.call(pool.name, offer.engine_model, kind="relay") if trace is not None else None
         meter.sent()
         try:
             if streaming:
-                stream = await pool.stream(endpoint.path, payload, request_id=request_id, affinity=affinity)
+                stream = await pool.stream(
+                    endpoint.path,
+                    payload,
+                    request_id=request_id,
+                    affinity=affinity,
+                    headers=call.headers if call is not None else (),
+                )
             else:
-                reply = await pool.complete(endpoint.path, payload, request_id=request_id, affinity=affinity)
+                reply = await pool.complete(
+                    endpoint.path,
+                    payload,
+                    request_id=request_id,
+                    affinity=affinity,
+                    headers=call.headers if call is not None else (),
+                )
         except BaseException as exc:
+            if call is not None:
+                call.failed(exc)
             return await meter.fail(exc, watch)  # the one ending of a request cut before its answer
         watch.stop()
         reply_id = endpoint.reply_id(request_id)
         if streaming:
-            return _relay(stream, meter, offer, reply_id, checked.wants_usage, headers)
+            return _relay(stream, meter, offer, reply_id, checked.wants_usage, headers, call)
+        if call is not None:
+            call.answered(reply.replica, reply.usage)
         answer = reply.payload
         answer["id"] = reply_id  # an engine's own id when it did not make it of our x-request-id
         answer["model"] = offer.public_id
@@ -200,6 +246,15 @@ class InferenceProxy:
         return response
 
 
+def _reasoning_budget(data: dict[str, Any]) -> int | None:
+    """The reasoning a relayed request's client asked the engine for, over all its choices
+    (`thinking_token_budget` times `n`), for the depth audit; None when it asked for none."""
+    budget, n = data.get("thinking_token_budget"), data.get("n", 1)
+    if type(budget) is not int or budget < 0:  # none (the common case), or one the engine will refuse
+        return None
+    return budget * (n if type(n) is int and n > 0 else 1)
+
+
 def _relay(
     stream: PooledStream,
     meter: Meter,
@@ -207,10 +262,16 @@ def _relay(
     reply_id: str,
     include_usage: bool,
     headers: list[tuple[bytes, bytes]],
+    call: EngineCall | None,
 ) -> StreamRelay:
     async def on_end(end: RelayEnd) -> None:
         # a client that left mid-stream is a 499 in the logs and metrics, though its stream began with a 200
         status = CLIENT_CLOSED if end.outcome is Outcome.CLIENT_DISCONNECTED else 200
+        if call is not None:
+            if end.outcome is Outcome.OK:
+                call.answered(stream.replica.url, stream.usage)
+            else:
+                call.failed(end.error or end.outcome.value, stream.replica.url)
         await meter.done(
             meter.exchange(end.outcome, status, stream.replica.url, stream.usage, stream, end.first_event_at)
         )
@@ -238,6 +299,22 @@ def _relay(
         on_end=on_end,
         on_usage=on_usage if meter.prices else None,
     )
+
+
+def _operation(endpoint: Endpoint) -> str:
+    """The GenAI operation a request is (`gen_ai.operation.name`): the Responses API is served as chat."""
+    return "chat" if endpoint.chat else "text_completion"
+
+
+def _failure(exc: BaseException) -> tuple[int, str]:
+    """The status and error code a request that raised `exc` is answered with (gateway.http.errors)."""
+    if isinstance(exc, Refusal):
+        exc = from_refusal(exc)
+    if isinstance(exc, GatewayError):
+        return exc.status, exc.code or exc.error_type
+    if isinstance(exc, asyncio.CancelledError):
+        return CLIENT_CLOSED, "cancelled"
+    return 500, "internal_error"
 
 
 def _model_field(name: str) -> bytes:

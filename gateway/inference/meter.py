@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 
@@ -19,6 +19,7 @@ from gateway.accounting.metrics import RequestMetrics
 from gateway.accounting.request_log import log_request
 from gateway.accounting.usage_record import COUNT_TIMEOUT_S, Counted, generated_chars, usage_record
 from gateway.budgets import BudgetHold
+from gateway.deliberation.audit import budget_shortfall
 from gateway.http.disconnect import CLIENT_CLOSED, SHUT_DOWN, DisconnectWatch
 from gateway.http.endpoints import Endpoint
 from gateway.http.errors import from_engine_error
@@ -27,6 +28,9 @@ from gateway.inference.catalog import Offer
 from gateway.keys import ApiKey
 from gateway.limits import Admission
 from pricing import Charge, Depth, LedgerRow, NotPriced, PriceBook, UsageRecord, rate, usage_cost_fields
+
+if TYPE_CHECKING:
+    from gateway.accounting.tracing import RequestTrace
 
 __all__ = ["Accounts", "Admitted", "Meter"]
 
@@ -49,6 +53,9 @@ class Admitted:
     source: Any  # the messages or prompt, kept to count a request cut short exactly
     started_at: float  # Unix time: places the request in its budgets' windows
     arrived: float  # monotonic: the request's latencies count from here
+    # a relayed request's `thinking_token_budget` times its choices: the most reasoning its client asked the
+    # engine for, audited at its end (docs/deliberation.md#the-depth-audit); None when it asked none
+    reasoning_budget: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,15 +74,18 @@ class Meter:
     """Builds the one `Exchange` of a request, hands it to the sinks, and settles the request's token
     reservation to what it really used and its budget reservation to what it really cost."""
 
-    __slots__ = ("_accounts", "_charge", "_pool", "_sent", "depth", "request")
+    __slots__ = ("_accounts", "_charge", "_pool", "_sent", "depth", "request", "trace")
 
-    def __init__(self, request: Admitted, accounts: Accounts, pool: EnginePool) -> None:
+    def __init__(
+        self, request: Admitted, accounts: Accounts, pool: EnginePool, trace: RequestTrace | None = None
+    ) -> None:
         self.request = request
         self._accounts = accounts
         self._pool = pool
         self._charge: Charge | None = None
         self.depth: Depth | None = None  # what a deliberation delivered, set before its exchange
         self._sent: float | None = None
+        self.trace = trace  # the request's span (None: tracing is off), ended with its record
 
     async def fail(
         self,
@@ -103,6 +113,8 @@ class Meter:
             status = error.status if error is not None else 500
         if isinstance(exc, EngineError):
             replica = replica or exc.replica
+        if self.trace is not None:  # the code the client is told (a fault of ours: a 500 internal_error)
+            self.trace.code = error.code if error is not None else "internal_error" if status == 500 else None
         ending = self.done(self.exchange(outcome, status, replica, usage, estimated=estimated))
         await asyncio.shield(ending)  # a shutdown must not cut the record in half
         if outcome is Outcome.CLIENT_DISCONNECTED:
@@ -164,9 +176,17 @@ class Meter:
             sink.record(exchange)
         reservation = request.limits.reservation if request.limits is not None else None
         if reservation is None and accounts.bookkeeper is None and accounts.metrics is None:
+            if self.trace is not None:
+                self.trace.end(exchange, usage_record(exchange, depth=self.depth), None)
             return
         counted = await self._counted(exchange) if exchange.usage is None and accounts.bookkeeper else None
         record = usage_record(exchange, depth=self.depth, counted=counted)
+        if request.reasoning_budget is not None and exchange.outcome is Outcome.OK:
+            found = budget_shortfall(
+                request.reasoning_budget, record.reasoning_tokens, exact=not record.estimated
+            )
+            if found:  # no premium hangs on it (nothing relayed carries one): the row and the counter say it
+                record = replace(record, depth=replace(record.depth, shortfall=found))
         landing: list[Awaitable[None]] = []  # this request's settlements, sent but not yet applied
         if reservation is not None:
             used = record.prompt_tokens + record.completion_tokens
@@ -185,6 +205,8 @@ class Meter:
             overhead = self._sent - request.arrived if self._sent is not None else None
             accounts.metrics.observe(exchange, record, charge, overhead)
         log_request(exchange, record, charge)
+        if self.trace is not None:
+            self.trace.end(exchange, record, charge)
         if charge is not None and accounts.bookkeeper is not None:
             await accounts.bookkeeper.record(LedgerRow(record, charge))
         # before the response ends: the client's next request finds this one's refund (never a 429 for

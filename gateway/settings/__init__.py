@@ -39,6 +39,7 @@ from gateway.settings.pools import (
     RoutingSettings,
     TimeoutSettings,
 )
+from gateway.settings.tracing import TracingSettings
 from gateway.tiers import ReasoningEffort, Tier
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "TierOffer",
     "TierSettings",
     "TimeoutSettings",
+    "TracingSettings",
     "admin_token_from_environment",
     "api_key_from_environment",
     "config_path_from_environment",
@@ -216,6 +218,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     responses: ResponsesSettings = ResponsesSettings()
     console: ConsoleSettings = ConsoleSettings()
+    tracing: TracingSettings = TracingSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -143,10 +143,14 @@ class MetricsEngine:
         self.hang = False
         self.scrapes = 0
 
-    async def complete(self, path: str, payload: bytes, *, request_id: str) -> EngineReply:
+    async def complete(
+        self, path: str, payload: bytes, *, request_id: str, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> EngineReply:
         return EngineReply({}, Usage(1, 1), self.url)
 
-    async def stream(self, path: str, payload: bytes, *, request_id: str) -> Any:
+    async def stream(
+        self, path: str, payload: bytes, *, request_id: str, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> Any:
         raise NotImplementedError
 
     async def health(self) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -63,11 +63,15 @@ class FakeEngine:
         if self.errors:
             raise self.errors.pop(0)
 
-    async def complete(self, path: str, payload: bytes, *, request_id: str) -> EngineReply:
+    async def complete(
+        self, path: str, payload: bytes, *, request_id: str, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> EngineReply:
         self._maybe_fail()
         return EngineReply({"replica": self.url}, Usage(1, 1), self.url)
 
-    async def stream(self, path: str, payload: bytes, *, request_id: str) -> FakeStream:
+    async def stream(
+        self, path: str, payload: bytes, *, request_id: str, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> FakeStream:
         self._maybe_fail()
         return FakeStream(self.url, 2)
 
@@ -177,7 +181,9 @@ async def test_a_request_stopped_before_its_end_is_an_abort() -> None:
     aborts: list[tuple[str, str]] = []
 
     class Slow(FakeEngine):
-        async def complete(self, path: str, payload: bytes, *, request_id: str) -> EngineReply:
+        async def complete(
+            self, path: str, payload: bytes, *, request_id: str, headers: Sequence[tuple[bytes, bytes]] = ()
+        ) -> EngineReply:
             await asyncio.sleep(3600)
             raise AssertionError("cancelled before")
 

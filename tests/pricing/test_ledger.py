@@ -35,7 +35,7 @@ def migrations() -> list[Migration]:
 
 @pytest.fixture
 async def ledger(database: Database) -> Ledger:
-    assert await database.migrate("ledger", migrations()) == [1, 2]
+    assert await database.migrate("ledger", migrations()) == [m.version for m in LEDGER_MIGRATIONS]
     return Ledger(database)
 
 
@@ -98,6 +98,7 @@ async def test_a_reused_id_is_caught_whatever_column_differs(ledger: Ledger) -> 
         {"estimated": True},
         {"depth": Depth(floor=5, floor_met=False)},
         {"depth": Depth(floor=5, floor_met=True, agreement=0.5)},
+        {"depth": Depth(floor=5, floor_met=True, shortfall=("cap_ignored",))},
         {"tenant": None},
         {"replica": "http://elsewhere:8000"},
     ]
@@ -136,7 +137,14 @@ async def test_round_trip_keeps_every_field(ledger: Ledger) -> None:
         completion_tokens=900,
         reasoning_tokens=700,
         estimated=True,
-        depth=Depth(samples=5, extensions=2, floor=512, floor_met=True, agreement=0.6),
+        depth=Depth(
+            samples=5,
+            extensions=2,
+            floor=512,
+            floor_met=False,
+            agreement=0.6,
+            shortfall=("floor_missed", "cap_ignored", "effort_ignored", "samples_short"),
+        ),
         outcome="client_disconnected",
         streamed=True,
         started_at=datetime(2026, 1, 15, 12, 0, 0, 1, tzinfo=UTC),
@@ -148,6 +156,20 @@ async def test_round_trip_keeps_every_field(ledger: Ledger) -> None:
     assert await ledger.get("plain") == plain
     assert await ledger.get("missing") is None
     assert rich.charge.total > 0 and len(rich.charge.lines) > 2
+
+
+async def test_rows_from_before_the_depth_audit_read_back_without_a_shortfall(database: Database) -> None:
+    # a ledger migrated before the audit's column, holding a row, then migrated on: the row has none
+    older = [m for m in migrations() if m.version < 3]
+    assert await database.migrate("ledger", older) == [m.version for m in older]
+    before = row("before", tier="deliberate", depth=Depth(floor=5, floor_met=True))
+    values = row_values(before)
+    del values["depth_shortfall"]
+    columns = ", ".join(values)
+    placeholders = ", ".join("?" * len(values))
+    await database.execute(f"INSERT INTO ledger ({columns}) VALUES ({placeholders})", tuple(values.values()))
+    assert await database.migrate("ledger", migrations()) == [3]
+    assert await Ledger(database).get("before") == before
 
 
 async def test_large_batches_span_statements_atomically(ledger: Ledger, database: Database) -> None:

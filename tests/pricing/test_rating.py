@@ -163,6 +163,39 @@ def test_depth_rule_floor_missed_without_a_fast_price() -> None:
     assert charge.total == 300 + 600 + 2250 + 200
 
 
+@pytest.mark.parametrize("reason", ["cap_ignored", "effort_ignored", "samples_short"])
+def test_depth_rule_a_shortfall_with_the_floor_met_bills_no_premium(reason: str) -> None:
+    # the floor reached, but depth asked for was not delivered: deliberate prices, no premium
+    charge = _deliberate(Depth(samples=1, floor=1024, floor_met=True, shortfall=(reason,)))
+    assert charge.rated_tier == "deliberate"
+    assert "depth_premium" not in lines(charge)
+    assert charge.total == 100 + 300 + 900 + 100
+
+
+@pytest.mark.parametrize(
+    "shortfall", [("floor_missed",), ("floor_missed", "cap_ignored"), ("floor_missed", "effort_ignored")]
+)
+def test_depth_rule_a_missed_floor_with_other_shortfalls_is_rated_at_fast_prices(
+    shortfall: tuple[str, ...],
+) -> None:
+    charge = _deliberate(Depth(samples=1, floor=1024, floor_met=False, shortfall=shortfall))
+    assert (charge.rated_tier, charge.total) == ("fast", 450)
+    assert "depth_premium" not in lines(charge)
+
+
+@pytest.mark.parametrize("tier", ["fast", "deliberate"])
+def test_a_relayed_requests_ignored_budget_changes_nothing_billed(tier: str) -> None:
+    # relayed without deliberation: no promise, no premium to forfeit
+    plain = make_record(tier=tier, prompt_tokens=1000, completion_tokens=2000, reasoning_tokens=1500)
+    ignored = make_record(
+        tier=tier, prompt_tokens=1000, completion_tokens=2000, reasoning_tokens=1500,
+        depth=Depth(shortfall=("budget_ignored",)),
+    )  # fmt: skip
+    billed, unaudited = rate(ignored, make_book()), rate(plain, make_book())
+    assert (billed.rated_tier, billed.lines, billed.total) == (tier, unaudited.lines, unaudited.total)
+    assert "depth_premium" not in lines(billed)
+
+
 def test_fast_tier_never_bills_a_premium() -> None:
     charge = rate(make_record(depth=MET, prompt_tokens=10), make_book())
     assert charge.rated_tier == "fast"

@@ -96,11 +96,44 @@ def test_record_validation(change: dict[str, Any], message: str) -> None:
         ({"floor_met": True}, "set together"),
         ({"agreement": 1.5}, "agreement"),
         ({"agreement": -0.1}, "agreement"),
+        ({"floor": 5, "floor_met": True, "shortfall": ("too_shallow",)}, "shortfall"),
+        ({"floor": 5, "floor_met": False, "shortfall": ("cap_ignored", "floor_missed")}, "in order"),
+        ({"floor": 5, "floor_met": False, "shortfall": ("floor_missed", "floor_missed")}, "distinct"),
+        ({"floor": 5, "floor_met": True, "shortfall": ["cap_ignored"]}, "shortfall"),
+        ({"shortfall": ("cap_ignored",)}, "without a depth promise"),
+        ({"shortfall": ("budget_ignored", "effort_ignored")}, "without a depth promise"),
+        ({"floor": 5, "floor_met": True, "shortfall": ("floor_missed",)}, "floor_met True"),
     ],
 )
 def test_depth_validation(depth: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Depth(**depth)
+
+
+def test_a_shortfall_round_trips_and_its_absence_keeps_the_old_bytes() -> None:
+    found = make_record(depth=Depth(floor=5, floor_met=False, shortfall=("floor_missed", "samples_short")))
+    data = orjson.loads(found.to_json())
+    assert data["depth"]["shortfall"] == ["floor_missed", "samples_short"]
+    assert UsageRecord.from_json(found.to_json()) == found
+    # without one, no key: records written before the audit read back, and serialize as they did
+    plain = make_record(depth=Depth(floor=5, floor_met=True))
+    assert "shortfall" not in orjson.loads(plain.to_json())["depth"]
+    assert UsageRecord.from_json(plain.to_json()) == plain
+
+
+def test_a_relayed_request_without_a_promise_may_have_its_thinking_budget_ignored() -> None:
+    relayed = make_record(depth=Depth(shortfall=("budget_ignored",)))
+    assert UsageRecord.from_json(relayed.to_json()) == relayed
+
+
+@pytest.mark.parametrize(
+    ("shortfall", "message"), [([], "non-empty list"), ("cap_ignored", "non-empty list")]
+)
+def test_from_json_refuses_a_malformed_shortfall(shortfall: object, message: str) -> None:
+    data = orjson.loads(make_record(depth=Depth(floor=5, floor_met=True)).to_json())
+    data["depth"]["shortfall"] = shortfall
+    with pytest.raises(ValueError, match=message):
+        UsageRecord.from_json(orjson.dumps(data))
 
 
 def test_times_may_be_out_of_order() -> None:

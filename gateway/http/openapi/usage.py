@@ -6,7 +6,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway.http.openapi.schema import Json, boolean, enum, integer, nullable, number, obj, ref, string
+from gateway.http.openapi.schema import (
+    Json,
+    array,
+    boolean,
+    enum,
+    integer,
+    nullable,
+    number,
+    obj,
+    ref,
+    string,
+)
+from pricing import SHORTFALLS
 
 __all__ = ["COST_FIELDS", "EFFORTS", "USAGE_SCHEMAS"]
 
@@ -29,6 +41,10 @@ _REASONING_DEPTH = obj(
         ),
         "samples_saved": integer(
             "Samples an adaptive vote did not need: `max_samples - samples`, never billed."
+        ),
+        "shortfall": array(
+            enum(SHORTFALLS),
+            "The depth audit: why less depth was delivered than asked (any forfeits the depth premium).",
         ),
     },
     description="What the deliberate tier delivered (docs/deliberation.md); deliberate requests only.",

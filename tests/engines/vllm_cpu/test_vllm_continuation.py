@@ -258,6 +258,12 @@ def test_budget_forcing_through_the_gateway(vllm: VLLM, deliberating: Deliberati
     assert (record.depth.extensions, record.depth.floor_met) == (depth["extensions"], depth["floor_met"])
     assert row.charge.rated_tier == ("deliberate" if depth["floor_met"] else "fast")
     assert row.charge.total > 0 and extra(usage)["cost_micros"] == row.charge.total
+    # the depth audit on a real engine: vLLM keeps to the thinking_token_budget it is sent (the cap, on every
+    # call), and the row says what the response said
+    assert "cap_ignored" not in depth["shortfall"] and depth["reasoning_tokens"] <= CAP, depth
+    assert list(record.depth.shortfall) == depth["shortfall"]
+    premium = "depth_premium" in {line.kind for line in row.charge.lines}
+    assert premium is (depth["floor_met"] and not depth["shortfall"])
     exchange = deliberating.gateway.recorder.wait_for(request_id)
     assert exchange.status == 200 and exchange.replica == vllm.url
 

@@ -5,7 +5,7 @@ the call's own rendering flags; reasoning never above the tokens generated."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,7 +93,15 @@ class Pool:
     opened: list[FakeStream] = field(default_factory=list)
     called: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def stream(self, path: str, payload: bytes, *, request_id: str, affinity: str | None) -> FakeStream:
+    async def stream(
+        self,
+        path: str,
+        payload: bytes,
+        *,
+        request_id: str,
+        affinity: str | None,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> FakeStream:
         self.bodies.append(orjson.loads(payload))
         self.opened.append(FakeStream(self.scripts.pop(0), Replica("http://engine", self.tokenizer)))
         self.called.set()
