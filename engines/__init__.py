@@ -14,6 +14,7 @@ from engines._exceptions import (
 from engines.client import TEMPLATE_FIELDS, EngineClient, EngineReply, EngineStream, StreamEvent, Timeouts
 from engines.engine_stats import EngineStats, parse_vllm_metrics
 from engines.http import EngineHTTP
+from engines.loop_lag import LoopLag
 from engines.openai_compat import OpenAICompatEngine
 from engines.pool import EnginePool, PooledStream, PoolPolicy, Replica
 from engines.routing import HashRing, ReplicaState, RoutingMode, RoutingPolicy, choose, choose_replica
@@ -40,6 +41,7 @@ __all__ = [
     "EngineUnavailable",
     "HashRing",
     "LocalOverload",
+    "LoopLag",
     "NoReplicaAvailable",
     "OpenAICompatEngine",
     "PoolPolicy",

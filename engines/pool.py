@@ -11,9 +11,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from engines._exceptions import EngineError, LocalOverload, NoReplicaAvailable
+from engines._exceptions import EngineError, EngineTimeout, LocalOverload, NoReplicaAvailable
 from engines.client import EngineClient, EngineReply, EngineStream, Headers, StreamEvent
 from engines.engine_stats import EngineStats
+from engines.loop_lag import LoopLag
 from engines.routing import (
     HashRing,
     ReplicaState,
@@ -49,7 +50,7 @@ class PoolPolicy:
 class Replica:
     """One engine replica and what the pool knows of it."""
 
-    __slots__ = ("ejected_until", "engine", "failures", "healthy", "outstanding", "stats")
+    __slots__ = ("answered_at", "ejected_until", "engine", "failures", "healthy", "outstanding", "stats")
 
     def __init__(self, engine: EngineClient) -> None:
         self.engine = engine
@@ -58,6 +59,7 @@ class Replica:
         self.healthy: bool | None = None
         self.ejected_until = 0.0
         self.stats: EngineStats | None = None  # the last successful scrape of its /metrics
+        self.answered_at = -float("inf")  # when a real request last succeeded there (passive health)
 
     @property
     def url(self) -> str:
@@ -88,12 +90,14 @@ class EnginePool:
         clock: Callable[[], float] = time.monotonic,
         on_local_overload: Callable[[], None] | None = None,
         on_abort: Callable[[str, str], None] | None = None,
+        lag: LoopLag | None = None,
     ) -> None:
         """`on_local_overload` is called each time a call or a health check could not be made for a shortage
         of this process's own (`LocalOverload`): the caller may shed load. `on_abort(pool, replica)` is called
         each time a request is stopped before the engine finished it - a stream closed before its end, a call
         cancelled while the engine works on it - which the engine aborts (vLLM counts no abort itself); not
-        for a request the engine failed."""
+        for a request the engine failed. `lag`: this process's event-loop lag; with it, a health check or an
+        engine timeout that our own busy loop made late is not held against the replica."""
         if not engines:
             raise ValueError(f"pool {name!r} needs at least one replica")
         self.name = name
@@ -102,6 +106,7 @@ class EnginePool:
         self._clock = clock
         self._on_local_overload = on_local_overload
         self._on_abort = on_abort
+        self._lag = lag
         self._turn = itertools.count()
         self._routing = policy.routing
         parser = PARSERS.get(policy.metrics_family)
@@ -214,12 +219,15 @@ class EnginePool:
             return  # the gateway's own shortage, not the replica's
         if not exc.retryable:
             return  # the request's fault, not the replica's
+        if isinstance(exc, EngineTimeout) and self._lag is not None and self._lag.saturated:
+            return  # our loop ran late: the timeout is evidence about us, not the replica
         replica.failures += 1
         if replica.failures >= self._policy.eject_after_failures:
             replica.ejected_until = self._clock() + self._policy.cooldown_s
             log.warning("pool %s: ejecting %s for %.1fs", self.name, replica.url, self._policy.cooldown_s)
 
     def _succeeded(self, replica: Replica) -> None:
+        replica.answered_at = self._clock()
         if replica.failures:
             replica.failures = 0
             replica.ejected_until = 0.0
@@ -250,11 +258,24 @@ class EnginePool:
         return any(replica.healthy is True and routable(replica.state(), now) for replica in self.replicas)
 
     async def check_health(self) -> None:
+        """Ask every replica's /health. A check that timed out is a failed check only on evidence about the
+        replica: not when our loop's lag made it late (`LoopLag.deadline`, inconclusive), nor when the
+        replica answered a real request since the previous check (passive health counts)."""
+        timeout_s = self._policy.health_timeout_s
+        interval_s = self._policy.health_interval_s
+        fresh_s = interval_s + timeout_s
+
         async def check(replica: Replica) -> None:
+            started = self._clock()
+            late = None if self._lag is None else self._lag.deadline(timeout_s, at_most=interval_s)
             try:
-                async with asyncio.timeout(self._policy.health_timeout_s):
+                async with asyncio.timeout(timeout_s) if late is None else late:
                     healthy = await replica.engine.health()
             except TimeoutError:
+                if late is not None and late.inconclusive:
+                    return  # the check could not run on time: it says nothing of the replica
+                if started - replica.answered_at < fresh_s and replica.healthy is not False:
+                    return  # it served real requests a moment ago: one slow /health is no evidence
                 healthy = False
             except LocalOverload:
                 self._local_overload()

@@ -46,7 +46,7 @@ router = APIRouter()
 @router.get("/metrics", include_in_schema=False)
 async def metrics(gateway: Gateway) -> Response:
     """Prometheus text: the gateway's own metrics (no key needed, like the probes)."""
-    registry = scrape_registry(gateway.registry, gateway.collector)
+    registry = scrape_registry(gateway.registry, gateway.collector, gateway.door_collector)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -129,7 +129,8 @@ async def healthz() -> Response:
 
 @router.get("/readyz")
 async def readyz(gateway: Gateway) -> Response:
-    """Every configured pool has at least one replica that passed its health check."""
+    """Every configured pool has at least one replica that passed its health check, and the door is not
+    shedding load (under saturation the gateway turns unready, so that a load balancer steers away)."""
     pools = {
         name: {
             "ready": pool.ready,
@@ -141,5 +142,15 @@ async def readyz(gateway: Gateway) -> Response:
         for name, pool in gateway.pools.items()
     }
     ready = gateway.ready
-    body = {"status": "ready" if ready else "not_ready", "pools": pools}
+    door = gateway.door
+    body = {
+        "status": "ready" if ready else "not_ready",
+        "pools": pools,
+        "door": {
+            "saturated": door.saturated,
+            "in_flight": door.in_flight,
+            "limit": door.limit,
+            "loop_lag_s": round(gateway.lag.current(), 4),
+        },
+    }
     return _json(orjson.dumps(body), 200 if ready else 503)

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from engines import (
     EngineHTTP,
     EnginePool,
+    LoopLag,
     OpenAICompatEngine,
     TrtllmEngine,
 )
@@ -24,7 +25,9 @@ from gateway.accounting.metrics import GatewayCollector, RequestMetrics
 from gateway.budgets import BudgetKeeper, LocalBudgets, RedisBudgets
 from gateway.console import Console
 from gateway.database import Database, open_database
-from gateway.http.door import Door
+from gateway.http.door import AdaptiveLimit, Door
+from gateway.http.door_metrics import DoorCollector
+from gateway.http.tier_queues import TierQueues
 from gateway.inference.admission import Admitter
 from gateway.inference.catalog import Catalog
 from gateway.inference.handler import InferenceProxy
@@ -61,6 +64,9 @@ class GatewayState:
     door: Door  # which inference requests this worker lets in (gateway.http.door.DoorMiddleware)
     responses: ResponsesAPI
     response_store: ResponseStore | None  # None: responses.store is off
+    lag: LoopLag  # this worker's event-loop lag: the door sheds on it, deadlines allow for it
+    door_collector: DoorCollector  # the door's and the lag's metrics (in `registry` too)
+    queues: TierQueues  # priority per tier: each tier's share of the door's limit, its queue
     console: Console | None = None  # the web console at /console; None: off (gateway/console)
     tracing: Tracing | None = None  # None: tracing is off (no tracer provider, no spans)
 
@@ -111,12 +117,14 @@ class GatewayState:
                 "it, with no rate limits. Use this for local development only."
             )
         redis = settings.redis
+        lag = LoopLag()
         limiter: RateLimiter = (
             RedisLimiter(
                 redis.url,
                 prefix=redis.prefix,
                 fail_open=redis.failure_mode == "open",
                 timeout_s=redis.timeout_s,
+                lag=lag,
             )
             if redis.url
             else LocalLimiter()
@@ -133,6 +141,7 @@ class GatewayState:
                     fail_open=redis.failure_mode == "open",
                     timeout_s=redis.timeout_s,
                     hold_ttl_s=hold_ttl_s,
+                    lag=lag,
                 )
                 if redis.url
                 else LocalBudgets(bookkeeper.spent)
@@ -141,8 +150,17 @@ class GatewayState:
         metrics = RequestMetrics(registry, tenant_labels=settings.metrics.tenant_labels)
         admitter = Admitter(authenticator, limiter, budgets, book, metrics)
         http = EngineHTTP.create(transport)
-        door = Door(settings.server.max_concurrent_requests)
-        pools = {name: _pool(name, pool, http, door, metrics) for name, pool in settings.pools.items()}
+        door = _door(settings, lag)
+        server = settings.server
+        queues = TierQueues(
+            door,
+            server.tier_shares,
+            server.max_queue_wait_s,
+            max_queued=server.max_queued,
+            lag=lag if server.concurrency == "adaptive" else None,
+            target_lag_s=server.target_loop_lag_s / 2,  # deliberations squeezed before the door's limit falls
+        )
+        pools = {name: _pool(name, pool, http, door, metrics, lag) for name, pool in settings.pools.items()}
         for name, pool in pools.items():
             metrics.watch_replicas(name, (replica.url for replica in pool.replicas))
         tracing = _tracing(settings, pools)
@@ -155,10 +173,14 @@ class GatewayState:
             bookkeeper,
             max_body_bytes=settings.server.max_body_bytes,
             metrics=metrics,
+            queues=queues,
+            priority_pools=frozenset(name for name, pool in settings.pools.items() if pool.priority),
             tracing=tracing,
         )
         collector = GatewayCollector(pools, bookkeeper)
         registry.register(collector)
+        door_collector = DoorCollector(door, lag, queues)
+        registry.register(door_collector)
         store = _response_store(settings, database)
         return cls(
             settings,
@@ -178,11 +200,15 @@ class GatewayState:
             door,
             ResponsesAPI(proxy, store),
             store,
+            lag,
+            door_collector,
+            queues,
             await Console.open(settings, database),
             tracing,
         )
 
     def start(self) -> None:
+        self.lag.start()
         for pool in self.pools.values():
             pool.start()
         if self.authenticator is not None:
@@ -209,10 +235,12 @@ class GatewayState:
                 stack.push_async_callback(self.authenticator.aclose)  # flushes last-used times
             for pool in self.pools.values():
                 stack.push_async_callback(pool.aclose)
+            stack.push_async_callback(self.lag.aclose)
 
     @property
     def ready(self) -> bool:
-        return all(pool.ready for pool in self.pools.values())
+        """Every pool has a replica to serve, and the door is not shedding (a balancer steers away)."""
+        return all(pool.ready for pool in self.pools.values()) and not self.door.saturated
 
 
 def price_book(settings: Settings, catalog: Catalog) -> PriceBook | None:
@@ -264,8 +292,16 @@ def _response_store(settings: Settings, database: Database | None) -> ResponseSt
     return ResponseStore(database if database is not None else opened, retention_s=retention_s)
 
 
+def _door(settings: Settings, lag: LoopLag) -> Door:
+    server = settings.server
+    adaptive = None
+    if server.concurrency == "adaptive":
+        adaptive = AdaptiveLimit(server.max_concurrent_requests, target_s=server.target_loop_lag_s)
+    return Door(server.max_concurrent_requests, lag=lag, shed_lag_s=server.shed_loop_lag_s, adaptive=adaptive)
+
+
 def _pool(
-    name: str, settings: PoolSettings, http: EngineHTTP, door: Door, metrics: RequestMetrics
+    name: str, settings: PoolSettings, http: EngineHTTP, door: Door, metrics: RequestMetrics, lag: LoopLag
 ) -> EnginePool:
     timeouts = settings.timeouts.timeouts()
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
@@ -273,4 +309,6 @@ def _pool(
     engines = [adapter(str(url), http, timeouts, api_key=api_key) for url in settings.replicas]
     policy = settings.policy()
     # a shortage of ours sheds load; an engine request stopped before its end is counted (vLLM counts none)
-    return EnginePool(name, engines, policy, on_local_overload=door.shut, on_abort=metrics.engine_aborted)
+    return EnginePool(
+        name, engines, policy, on_local_overload=door.shut, on_abort=metrics.engine_aborted, lag=lag
+    )

@@ -111,6 +111,9 @@ def gateway_settings(fast: list[str], deliberate: list[str], **extra: Any) -> Se
     atexit.register(shutil.rmtree, state, ignore_errors=True)
     extra.setdefault("database", {"url": f"sqlite:///{state / 'tiergate.sqlite3'}"})
     extra.setdefault("ledger", {"journal_dir": str(state / "journal")})
+    # A test's client mostly shares the gateway's process (in process, or a server thread), so the loop's lag
+    # is the client's too: the door sheds on it only in the tests about it (tests/gateway/http/test_door.py).
+    extra["server"] = {"concurrency": "fixed", "shed_loop_lag_s": 0, **extra.get("server", {})}
     return load_settings(None, pools=pools, models=models, **extra)
 
 

@@ -51,8 +51,9 @@ class Engine:
         fault: Fault,
         *,
         n: int = 1,
+        priority: int = 0,
     ) -> Job:
-        return Job(self, model, plans, prompt_tokens, cached_tokens, fault, n)
+        return Job(self, model, plans, prompt_tokens, cached_tokens, fault, n, priority)
 
 
 class Job:
@@ -78,6 +79,7 @@ class Job:
         "instant",
         "model",
         "plans",
+        "priority",
         "prompt_tokens",
         "sequences",
         "steps_done",
@@ -93,7 +95,9 @@ class Job:
         cached_tokens: int,
         fault: Fault,
         sequences: int = 1,
+        priority: int = 0,
     ) -> None:
+        self.priority = priority  # vLLM's: a lower one leaves the waiting queue first
         self._arrival = perf_counter()
         self._closed = False
         self._engine = engine
@@ -118,7 +122,7 @@ class Job:
 
     async def admit(self) -> None:
         """Wait for a running slot, then for prefill (and an injected stall)."""
-        await self._engine.scheduler.acquire(self.model)
+        await self._engine.scheduler.acquire(self.model, self.priority)
         self._on_scheduled()
         delay = self._engine.latency.prefill(self.prompt_tokens, self.cached_tokens) + self._fault.stall_s
         if delay > 0:

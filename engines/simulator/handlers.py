@@ -85,7 +85,7 @@ async def chat_completions(engine: Engine, x: Exchange) -> None:
     )
     plans = engine.planner.plan(prompt, model, sampling)
     cached = engine.prefix_cache.admit(model, prompt.tokens)
-    job = engine.job(model, plans, len(prompt.tokens), cached, fault, n=answered)
+    job = engine.job(model, plans, len(prompt.tokens), cached, fault, n=answered, priority=request.priority)
     await _serve(engine, x, job, "chat", request, fault)
 
 
@@ -146,7 +146,7 @@ async def completions(engine: Engine, x: Exchange) -> None:
         plans += engine.planner.plan(prompt, model, sampling, first_index=i * request.n)
         prompt_tokens += len(prompt.tokens)
         cached += engine.prefix_cache.admit(model, prompt.tokens)
-    job = engine.job(model, plans, prompt_tokens, cached, fault, n=request.n)
+    job = engine.job(model, plans, prompt_tokens, cached, fault, n=request.n, priority=request.priority)
     await _serve(engine, x, job, "completion", request, fault)
 
 

@@ -4,7 +4,8 @@ rest in arrival order, KV-cache occupancy, and how long prefill and each decode 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import heapq
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -35,15 +36,27 @@ class LatencyModel:
 
 
 class Scheduler:
-    """Running and waiting requests per model; `limit=None` (zero latency) never queues."""
+    """Running and waiting requests per model; `limit=None` (zero latency) never queues. The waiting leave in
+    order of priority (vLLM's `priority`: lower first), then of arrival, as under vLLM's
+    `--scheduling-policy priority` (with every priority 0, that is first come, first served)."""
 
-    __slots__ = ("_kv_capacity", "_limit", "_running_total", "_waiters", "kv_tokens", "running", "waiting")
+    __slots__ = (
+        "_arrivals",
+        "_kv_capacity",
+        "_limit",
+        "_running_total",
+        "_waiters",
+        "kv_tokens",
+        "running",
+        "waiting",
+    )
 
     def __init__(self, models: Iterable[str], limit: int | None, kv_capacity_tokens: int) -> None:
         self._limit = limit
         self._kv_capacity = kv_capacity_tokens
         self._running_total = 0
-        self._waiters: deque[tuple[str, asyncio.Future[None]]] = deque()
+        self._waiters: list[tuple[int, int, str, asyncio.Future[None]]] = []  # a heap
+        self._arrivals = itertools.count()
         self.running = dict.fromkeys(models, 0)
         self.waiting = dict.fromkeys(models, 0)
         self.kv_tokens = 0  # prompt + generated tokens of running requests
@@ -60,27 +73,28 @@ class Scheduler:
             return True
         return False
 
-    async def acquire(self, model: str) -> None:
+    async def acquire(self, model: str, priority: int = 0) -> None:
         if self.try_acquire(model):
             return
-        entry = (model, asyncio.get_running_loop().create_future())
-        self._waiters.append(entry)
+        entry = (priority, next(self._arrivals), model, asyncio.get_running_loop().create_future())
+        heapq.heappush(self._waiters, entry)
         self.waiting[model] += 1
         try:
-            await entry[1]
+            await entry[3]
         except asyncio.CancelledError:
-            if entry[1].done() and not entry[1].cancelled():
+            if entry[3].done() and not entry[3].cancelled():
                 self.release(model)  # the slot was handed over just as the waiter gave up
             else:
                 if entry in self._waiters:  # release() may already have skipped it
                     self._waiters.remove(entry)
+                    heapq.heapify(self._waiters)
                 self.waiting[model] -= 1
             raise
 
     def release(self, model: str) -> None:
         self.running[model] -= 1
         while self._waiters:
-            next_model, future = self._waiters.popleft()
+            _, _, next_model, future = heapq.heappop(self._waiters)
             if future.done():  # cancelled while waiting; its acquire() cleans up
                 continue
             # Hand the slot straight to the next in line, so later arrivals cannot overtake it.

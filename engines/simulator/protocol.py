@@ -74,6 +74,7 @@ class _Generation(_Lenient):
     seed: int | None = None
     stop: str | list[str] | None = None
     ignore_eos: bool = False
+    priority: int = 0  # vLLM's, under --scheduling-policy priority: lower is scheduled first
 
     @property
     def include_usage(self) -> bool:

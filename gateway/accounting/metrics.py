@@ -307,9 +307,12 @@ class GatewayCollector(Collector):
         yield failures
 
 
-def scrape_registry(own: CollectorRegistry, collector: GatewayCollector) -> CollectorRegistry:
+def scrape_registry(
+    own: CollectorRegistry, collector: GatewayCollector, *more: Collector
+) -> CollectorRegistry:
     """What GET /metrics serves: this process's registry, or with several workers (multiprocess mode) every
-    worker's request metrics aggregated, plus this worker's pools and ledger."""
+    worker's request metrics aggregated, plus this worker's pools and ledger (and `more` of this worker's:
+    collectors registered in `own` too)."""
     if metrics_multiprocess_dir() is None:
         return own
     from prometheus_client import multiprocess
@@ -317,4 +320,6 @@ def scrape_registry(own: CollectorRegistry, collector: GatewayCollector) -> Coll
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     registry.register(collector)
+    for extra in more:
+        registry.register(extra)
     return registry

@@ -32,6 +32,7 @@ from typing import Any
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from engines.loop_lag import LoopLag
 from gateway.budgets.budget import Budget, Calendar, Window, counter_name
 from gateway.budgets.keeper import (
     BudgetHold,
@@ -93,6 +94,7 @@ class RedisBudgets:
         hold_ttl_s: float = 900.0,
         settle_delay_s: float = 0.0,
         max_connections: int = 512,
+        lag: LoopLag | None = None,
     ) -> None:
         if hold_ttl_s <= 0:
             raise ValueError(f"hold_ttl_s must be positive, not {hold_ttl_s!r}")
@@ -127,6 +129,7 @@ class RedisBudgets:
             user="budgets",
             fail_open=fail_open,
             open_means="admitting requests unbudgeted",
+            lag=lag,
         )
         self._redis = self._link.redis
         self._reserve = self._redis.register_script(RESERVE)

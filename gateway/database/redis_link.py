@@ -23,6 +23,8 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 
+from engines.loop_lag import PATIENCE, Deadline, LoopLag
+
 __all__ = ["UNAVAILABLE", "RedisLink", "SoonFlush"]
 
 UNAVAILABLE = (RedisError, OSError, TimeoutError)  # what a call to an unreachable or failing Redis raises
@@ -42,6 +44,7 @@ class RedisLink:
         user: str,  # who uses it, for the log: "rate limiter", "budgets"
         fail_open: bool,
         open_means: str,  # what failing open does, for the log: "letting requests through"
+        lag: LoopLag | None = None,
     ) -> None:
         self.failures = 0
         self.timeout_s = timeout_s
@@ -50,6 +53,10 @@ class RedisLink:
         self._consequence = open_means if fail_open else "refusing requests"
         self._down = False
         self._warned_at = -math.inf
+        # With the loop's lag, `timeout_s` counts only the time our loop was free to read the reply: a Redis
+        # at 2% CPU waiting on our saturated loop is not an outage (up to PATIENCE x timeout_s of wall time).
+        self._lag = lag
+        socket_timeout_s = timeout_s if lag is None else timeout_s * PATIENCE
         # Not redis-py's BlockingConnectionPool: its waiting is costly on the hot path (docs/benchmarks.md,
         # "Figures behind design choices"). A call
         # holds a connection for one round trip, so even thousands of requests in flight need far fewer
@@ -57,8 +64,8 @@ class RedisLink:
         pool = ConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=socket_timeout_s,
             # One immediate retry, on a fresh connection, for a pooled one that died with a restarted
             # Redis; the default (exponential backoff, 3 retries) would hold a request far past timeout_s.
             retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
@@ -68,7 +75,7 @@ class RedisLink:
     async def call(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         # The socket timeouts bound each connect and read; this bounds the whole call, pool wait and the
         # one retry included.
-        async with asyncio.timeout(self.timeout_s):
+        async with self._deadline():
             reply = await script(keys=keys, args=args)
         self._answered()
         return reply
@@ -81,11 +88,10 @@ class RedisLink:
         run as requests end, where raising would hide the real outcome; an error Redis answered is logged
         (`what`: the batch, for the log) and counts as done: sent again, it would fail the same way."""
         try:
-            async with asyncio.timeout(self.timeout_s):
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for keys, args in calls:
-                        await script(keys=keys, args=args, client=pipe)
-                    await pipe.execute()
+            async with self._deadline(), self.redis.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    await script(keys=keys, args=args, client=pipe)
+                await pipe.execute()
         except ResponseError as exc:  # Redis answered, with an error (a bug): sent again, it would fail again
             if isinstance(exc, ReadOnlyError):  # a replica, during a failover: not for long
                 self.failed("settle", exc)
@@ -103,13 +109,16 @@ class RedisLink:
     async def ping(self) -> bool:
         """Whether Redis answers a PING within `timeout_s`."""
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with self._deadline():
                 await self.redis.ping()
         except UNAVAILABLE as exc:
             self.failed("ping", exc)
             return False
         self._answered()
         return True
+
+    def _deadline(self) -> asyncio.Timeout | Deadline:
+        return asyncio.timeout(self.timeout_s) if self._lag is None else self._lag.deadline(self.timeout_s)
 
     def _answered(self) -> None:
         if self._down:

@@ -1,10 +1,22 @@
 """The door: which inference requests one worker lets in.
 
 Refused, before any work is done for them (no key lookup, no Redis, no reservation), with 503
-`gateway_overloaded` and `retry-after`: requests beyond `server.max_concurrent_requests` in flight (a stream
-counts until its last byte), and every request for a moment after the gateway ran short of file descriptors or
-memory (`engines.LocalOverload`, reported by the pools). A fixed limit per worker, from settings: simple to
-reason about and to size against the open-file limit (each request holds a client and an engine connection).
+`gateway_overloaded` and `retry-after`: requests beyond the worker's concurrency limit in flight (a stream
+counts until its last byte), every request while the worker's own event loop lags past
+`server.shed_loop_lag_s` (the loop is the bottleneck: whatever it takes on now waits behind the rest), and
+every request for a moment after the gateway ran short of file descriptors or memory (`engines.LocalOverload`,
+reported by the pools).
+
+The limit is `server.max_concurrent_requests`, fixed (`server.concurrency: fixed`), or adaptive below it
+(`AdaptiveLimit`, the default): additive increase while the loop keeps up and the limit binds,
+multiplicative decrease when the loop lags past `server.target_loop_lag_s`. The signal is the loop's lag,
+not requests' latency (Netflix's gradient, Envoy's adaptive concurrency): a gateway's latency is its
+engines', and an engine that is slow must not shrink the door, while the lag is the gateway's own
+saturation and nothing else. A refusal costs a set lookup, a few integer operations and a clock read.
+
+A request of a queued tier that takes its tier's slot (gateway.http.tier_queues) is handed over: it counts
+against its tier's cap from then on, not the limit, so deliberations in flight never fill the door the fast
+tier meets; every request still counts against the ceiling, `server.max_concurrent_requests`.
 """
 
 from __future__ import annotations
@@ -14,39 +26,127 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from engines.loop_lag import LoopLag
 from gateway.http.endpoints import CHAT, COMPLETIONS, RESPONSES_PATH
 from gateway.http.errors import gateway_overloaded
 
-__all__ = ["SHUT_S", "Door", "DoorMiddleware"]
+__all__ = ["REASONS", "SHUT_S", "SLOT", "AdaptiveLimit", "Door", "DoorMiddleware"]
 
+SLOT = "tiergate.slot"  # where in the request's scope the handler keeps its tier's slot
 SHUT_S = 1.0  # how long a shortage shuts the door: as long as asyncio pauses accepting after EMFILE
 _GUARDED = frozenset({CHAT.path, COMPLETIONS.path, RESPONSES_PATH})
 
 
+class AdaptiveLimit:
+    """AIMD on the loop's lag: each tick of the lag (`update`) moves the limit within [floor, ceiling]."""
+
+    __slots__ = ("_calm", "ceiling", "floor", "limit", "target_s")
+
+    def __init__(self, ceiling: int, *, target_s: float, floor: int = 8) -> None:
+        self.ceiling = ceiling
+        self.floor = min(floor, ceiling)
+        self.target_s = target_s
+        self.limit = ceiling  # a door that was never saturated lets in what the fixed one would
+        self._calm = 0  # ticks to let pass before backing off again: a cut needs time to show in the lag
+
+    def update(self, lag_s: float, in_flight: int) -> int:
+        """The limit after a tick of lateness `lag_s` (moving average) with `in_flight` requests admitted."""
+        if lag_s > self.target_s:
+            if self._calm > 0:
+                self._calm -= 1
+            else:
+                self.limit = max(self.floor, min(self.limit, int(in_flight * _BACKOFF)))
+                self._calm = _CALM_TICKS
+        elif in_flight >= self.limit - 1 and self.limit < self.ceiling:  # it binds: probe upwards
+            self.limit += 1
+        return self.limit
+
+
+_BACKOFF = 0.9
+_CALM_TICKS = 10  # at most one cut per 10 ticks of the lag (half a second, or more while the loop lags)
+REASONS = ("limit", "loop_lag", "shortage")  # why the door refused (metrics)
+
+
 class Door:
-    """The count of inference requests in flight in this worker, against its limit."""
+    """The count of inference requests in flight in this worker, against its limit and its loop's lag."""
 
-    __slots__ = ("_clock", "_shut_until", "in_flight", "limit")
+    __slots__ = (
+        "_adaptive",
+        "_clock",
+        "_lag",
+        "_seen",
+        "_shed_lag_s",
+        "_shut_until",
+        "ceiling",
+        "held_elsewhere",
+        "in_flight",
+        "limit",
+        "refused",
+    )
 
-    def __init__(self, limit: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        limit: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        lag: LoopLag | None = None,
+        shed_lag_s: float = 0.0,
+        adaptive: AdaptiveLimit | None = None,
+    ) -> None:
+        """`lag`: the worker's loop lag; with it, `shed_lag_s` > 0 refuses every request while the lag is
+        above it, and `adaptive` (if given) moves the limit with each tick of the lag."""
         self.limit = limit
-        self.in_flight = 0
+        self.ceiling = limit  # every request counts against it: it is sized against the open-file limit
+        self.in_flight = 0  # requests the limit governs: not yet classified, or of a tier that does not queue
+        self.held_elsewhere = (
+            0  # requests of a queued tier holding their tier's slot (gateway.http.tier_queues)
+        )
         self._shut_until = 0.0
         self._clock = clock
+        self._lag = lag
+        self._shed_lag_s = shed_lag_s if lag is not None else 0.0
+        self._adaptive = adaptive if lag is not None else None
+        self._seen = -1  # the lag's tick the adaptive limit last saw
+        self.refused = dict.fromkeys(REASONS, 0)
 
     def admit(self) -> bool:
         """Let one more in (then `leave()` when it is done), or refuse it."""
-        if self.in_flight >= self.limit:
+        lag = self._lag
+        if lag is not None:
+            adaptive = self._adaptive
+            if adaptive is not None and lag.ticks != self._seen:
+                self._seen = lag.ticks
+                self.limit = adaptive.update(lag.smoothed_s, self.in_flight)
+            if self._shed_lag_s and lag.sustained() >= self._shed_lag_s:
+                self.refused["loop_lag"] += 1
+                return False
+        if self.in_flight >= self.limit or self.in_flight + self.held_elsewhere >= self.ceiling:
+            self.refused["limit"] += 1
             return False
         if self._shut_until:  # the clock is read only while shut
             if self._clock() < self._shut_until:
+                self.refused["shortage"] += 1
                 return False
             self._shut_until = 0.0
         self.in_flight += 1
         return True
 
+    @property
+    def saturated(self) -> bool:
+        """Whether the door refuses new requests now (for /readyz: a balancer steers away)."""
+        if self._shut_until and self._clock() < self._shut_until:
+            return True
+        if self._shed_lag_s and self._lag is not None and self._lag.sustained() >= self._shed_lag_s:
+            return True
+        return self.in_flight >= self.limit or self.in_flight + self.held_elsewhere >= self.ceiling
+
     def leave(self) -> None:
         self.in_flight -= 1
+
+    def hand_over(self) -> None:
+        """An admitted request now counts against its tier's cap instead of the limit (and the ceiling)."""
+        self.in_flight -= 1
+        self.held_elsewhere += 1
 
     def shut(self) -> None:
         """The gateway ran short: refuse every new request for `SHUT_S`."""
@@ -63,11 +163,16 @@ class DoorMiddleware:
         if scope["type"] != "http" or scope["path"] not in _GUARDED:
             await self.app(scope, receive, send)
             return
-        door: Door = scope["state"]["gateway"].door  # the lifespan's GatewayState
+        gateway = scope["state"]["gateway"]  # the lifespan's GatewayState
+        door: Door = gateway.door
         if not door.admit():
             await gateway_overloaded().response()(scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)
         finally:
-            door.leave()
+            slot = scope.get(SLOT)  # its tier's place (gateway.http.tier_queues), taken by the handler
+            if slot is None:
+                door.leave()
+            else:
+                gateway.queues.release(slot)  # counted by its tier since it took the slot

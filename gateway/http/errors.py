@@ -125,10 +125,11 @@ def _retry_headers(seconds: float | None) -> dict[str, str]:
     return {"retry-after": str(max(1, math.ceil(seconds))), "retry-after-ms": str(int(seconds * 1000))}
 
 
-def gateway_overloaded() -> GatewayError:
-    """The gateway itself is short (of file descriptors, memory, or room under its concurrency limit)."""
+def gateway_overloaded(retry_after_s: float = 1.0) -> GatewayError:
+    """The gateway itself is short (of file descriptors, memory, or room under its concurrency limit or its
+    tier's share of it)."""
     message = "The gateway is overloaded; retry shortly."
-    return GatewayError(503, message, code="gateway_overloaded", headers=_retry_headers(1.0))
+    return GatewayError(503, message, code="gateway_overloaded", headers=_retry_headers(retry_after_s))
 
 
 def from_engine_error(exc: EngineError) -> GatewayError:

@@ -20,11 +20,13 @@ from gateway.accounting.metrics import RequestMetrics
 from gateway.accounting.usage_record import prompt_estimate
 from gateway.deliberation import DepthUnreachable
 from gateway.http.disconnect import CLIENT_CLOSED, DisconnectWatch
+from gateway.http.door import SLOT
 from gateway.http.endpoints import Endpoint
-from gateway.http.errors import GatewayError, from_refusal
+from gateway.http.errors import GatewayError, from_refusal, gateway_overloaded
 from gateway.http.relay import RelayEnd, StreamRelay
 from gateway.http.request_id import request_id_of
 from gateway.http.schemas import ChatRequest, check_request
+from gateway.http.tier_queues import Shed, TierQueues
 from gateway.inference.admission import Admitter, check_output_limit, estimate_tokens, pinned_output
 from gateway.inference.cascade import cascade, cascade_estimate, refuse_for_cascade
 from gateway.inference.catalog import Catalog, Offer
@@ -32,14 +34,17 @@ from gateway.inference.deliberate import deliberate, deliberation_estimate, deli
 from gateway.inference.meter import Accounts, Admitted, Meter
 from gateway.keys import ApiKey
 from gateway.refusals import Refusal
+from gateway.tiers import Tier
 from pricing import PriceBook
 
 if TYPE_CHECKING:
     from gateway.accounting.tracing import EngineCall, RequestTrace, Tracing
 
-__all__ = ["InferenceProxy", "json_object"]
+__all__ = ["ENGINE_PRIORITY", "InferenceProxy", "json_object"]
 
 _TIER_HEADER = "x-tiergate-tier"
+# vLLM: lower is scheduled first; a cascade's stages keep the fast tier's place (its promise is latency first)
+ENGINE_PRIORITY = {Tier.FAST: 0, Tier.CASCADE: 0, Tier.DELIBERATE: 10}
 
 
 class InferenceProxy:
@@ -54,8 +59,12 @@ class InferenceProxy:
         *,
         max_body_bytes: int,
         metrics: RequestMetrics | None = None,
+        queues: TierQueues | None = None,
+        priority_pools: frozenset[str] = frozenset(),
         tracing: Tracing | None = None,
     ) -> None:
+        self._queues = queues  # priority per tier
+        self._priority_pools = priority_pools  # pools told each request's priority
         self._accounts = Accounts(tuple(sinks), admitter, book, bookkeeper, metrics)
         self._catalog = catalog
         self._pools = pools
@@ -155,12 +164,21 @@ class InferenceProxy:
                 # the auto tier chose depth the request's bound cannot hold: the fast tier answers it
                 offer = self._catalog.resolve(offer.model, "fast", None)[0]
                 difficulty = replace(difficulty, tier="fast", reasons=(*difficulty.reasons, "max_tokens"))
+        if self._queues is not None:  # before any reservation: a request shed here has cost nothing
+            try:
+                slot = await self._queues.enter(offer.tier.value)
+            except Shed as exc:
+                raise gateway_overloaded(exc.retry_after_s) from None
+            if slot is not None:
+                request.scope[SLOT] = slot  # released by the door's middleware at the request's end
         admission = hold = None
         if key is not None and estimate is not None:
             admission, hold = await self._accounts.admitter.admit_and_reserve(
                 key, offer, estimate, started_at
             )
         data["model"] = offer.engine_model
+        if offer.pool in self._priority_pools:  # the engine schedules the fast tier first (vLLM `priority`)
+            data["priority"] = ENGINE_PRIORITY[offer.tier]
         pinned = pinned_output(checked, offer) if route is None else None  # a cascade pins its fast stage
         if pinned is not None:  # what was reserved is what the engine is told
             data[pinned[0]] = pinned[1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from engines.loop_lag import LoopLag
 from gateway.database.redis_link import UNAVAILABLE, RedisLink, SoonFlush
 from gateway.limits.admission import ALLOWED, Admission, Reservation, decided, reserved_tokens
 from gateway.limits.limiter import LimiterUnavailable
@@ -36,6 +37,7 @@ class RedisLimiter:
         timeout_s: float = 0.25,
         max_connections: int = 512,
         settle_delay_s: float = 0.0,
+        lag: LoopLag | None = None,
     ) -> None:
         # Settlements go out together, one pipeline per batch, the deltas of one bucket summed: a round trip
         # per request for them cost as much gateway CPU as the admit. A batch leaves as soon as the loop is
@@ -52,6 +54,7 @@ class RedisLimiter:
             user="rate limiter",
             fail_open=fail_open,
             open_means="letting requests through",
+            lag=lag,
         )
         self._redis = self._link.redis
         # EVALSHA, falling back to loading the script once (and again after Redis restarts empty)

@@ -90,6 +90,17 @@ class ServerSettings(_Section):
     # inference requests one worker serves at once (streams until their end); more get 503 gateway_overloaded.
     # The default is EngineTransport's connections per engine replica: past it, requests would queue there
     max_concurrent_requests: int = Field(512, ge=1)
+    # the limit: "adaptive" below max_concurrent_requests, moved by the event loop's lag (http/door.py)
+    concurrency: Literal["adaptive", "fixed"] = "adaptive"
+    target_loop_lag_s: float = Field(0.05, gt=0, description="the adaptive limit shrinks above this lag")
+    shed_loop_lag_s: float = Field(
+        0.5, ge=0, description="every request is refused above this lag (0: never)"
+    )
+    # priority per tier (http/tier_queues.py): a tier's share of the limit; past it, its requests wait in its
+    # queue (at most max_queued, at most max_queue_wait_s), then get 503. A tier not named is not queued
+    tier_shares: dict[str, float] = Field(default_factory=lambda: {"deliberate": 0.8})
+    max_queue_wait_s: dict[str, float] = Field(default_factory=lambda: {"fast": 0.5, "deliberate": 10.0})
+    max_queued: int = Field(256, ge=0)
     # client connections one worker holds (idle keep-alive ones included); more are closed as they come
     max_connections: int = Field(2048, ge=1)
     # from a connection's opening (or a request's first byte) to its headers' end; then to its body's end

@@ -64,6 +64,9 @@ class PoolSettings(_Section):
     health: HealthSettings = HealthSettings()
     breaker: BreakerSettings = BreakerSettings()
     routing: RoutingSettings = RoutingSettings()
+    # send each request's tier as vLLM's `priority` (fast 0 before deliberate 10); the engine must run with
+    # `--scheduling-policy priority` (vLLM refuses a priority otherwise). For a pool both tiers share
+    priority: bool = False
 
     def policy(self) -> PoolPolicy:
         """The pool's policy for `engines.EnginePool`."""

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import httpx
 from starlette.types import Receive, Scope, Send
 
-from gateway.http.door import SHUT_S, Door, DoorMiddleware
+from engines import LoopLag
+from gateway.http.door import SHUT_S, AdaptiveLimit, Door, DoorMiddleware
 from gateway.state import GatewayState
 from tests.conftest import gateway_settings
 
@@ -129,5 +130,75 @@ async def test_the_limit_is_the_setting() -> None:
     state = await GatewayState.create(settings)
     try:
         assert state.door.admit() and not state.door.admit()
+    finally:
+        await state.aclose()
+
+
+def lagging(clock: Clock, late_s: float) -> LoopLag:
+    """A loop lag whose next tick, due now, is `late_s` late."""
+    lag = LoopLag(0.05, clock=clock)
+    lag.expect(clock.now - late_s)
+    return lag
+
+
+async def test_while_the_loop_lags_past_the_threshold_every_request_is_refused() -> None:
+    clock = Clock()
+    lag = lagging(clock, 0.5)
+    door, app = Door(10, clock=clock, lag=lag, shed_lag_s=0.1), Gated()
+    app.gate.set()
+    async with client_for(door, app) as client:
+        assert_overloaded(await client.post(CHAT, json={}))
+        assert door.saturated and door.refused["loop_lag"] == 1
+        lag.tick(clock.now - 0.5, clock.now)
+        for _ in range(12):  # the loop keeps up again
+            lag.tick(clock.now, clock.now)
+        assert not door.saturated
+        assert (await client.post(CHAT, json={})).status_code == 200
+
+
+def test_the_adaptive_limit_backs_off_on_lag_and_probes_upwards_while_it_binds() -> None:
+    limit = AdaptiveLimit(100, target_s=0.02, floor=8)
+    assert limit.update(0.001, 10) == 100  # never saturated: the fixed limit's
+    assert limit.update(0.5, 50) == 45  # the loop lags with 50 in flight: 90% of them
+    for _ in range(10):  # then it waits for the cut to show in the lag
+        assert limit.update(0.5, 45) == 45
+    assert limit.update(0.5, 45) == 40
+    assert limit.update(0.001, 10) == 40  # keeping up, but it does not bind: it stays
+    assert limit.update(0.001, 39) == 41  # it binds: one more per tick
+    assert limit.update(0.001, 40) == 42
+    for _ in range(60):
+        limit.update(1.0, 0)
+    assert limit.limit == 8  # never below the floor
+    for _ in range(200):
+        limit.update(0.0, limit.limit)
+    assert limit.limit == 100  # nor above the ceiling
+
+
+async def test_the_door_moves_its_limit_once_per_tick_of_the_lag() -> None:
+    clock = Clock()
+    lag = LoopLag(0.05, clock=clock)
+    door = Door(10, clock=clock, lag=lag, adaptive=AdaptiveLimit(10, target_s=0.02, floor=2))
+    assert all(door.admit() for _ in range(10)) and not door.admit()
+    lag.tick(clock.now - 0.3, clock.now)  # a tick 0.3 s late with 10 in flight
+    assert not door.admit() and door.limit == 9
+    assert not door.admit() and door.limit == 9  # the same tick is not counted twice
+    for _ in range(2):
+        door.leave()
+    assert door.admit() and not door.admit()  # 9 in flight: full again
+    assert door.refused["limit"] == 4
+
+
+async def test_readiness_follows_the_door() -> None:
+    replicas = ["http://127.0.0.1:9"]
+    settings = gateway_settings(replicas, replicas, server={"max_concurrent_requests": 1})
+    state = await GatewayState.create(settings)
+    try:
+        for replica in (*state.pools["fast"].replicas, *state.pools["deliberate"].replicas):
+            replica.healthy = True
+        assert state.ready
+        assert state.door.admit()
+        assert not state.ready  # full: a balancer steers new requests to another replica
+        state.door.leave()
+        assert state.ready
     finally:
         await state.aclose()

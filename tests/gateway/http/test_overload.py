@@ -68,8 +68,11 @@ def test_out_of_descriptors_is_503_gateway_overloaded_and_no_replica_is_ejected(
         # the health checks (every 0.2 s) meet the same shortage
         wait_for(lambda: transport.refused.count("/health") >= 6, "health checks refused")
         ready = httpx.get(url + "/readyz")
-        assert ready.status_code == 200, ready.text
-        for pool in ready.json()["pools"].values():
+        body = ready.json()
+        # unready for its own shortage, if at all (the door shut: a balancer steers away), never its replicas'
+        assert ready.status_code == (503 if body["door"]["saturated"] else 200), ready.text
+        for pool in body["pools"].values():
+            assert pool["ready"]
             assert [(r["healthy"], r["failures"]) for r in pool["replicas"]] == [(True, 0), (True, 0)]
         transport.exhausted = False
 
@@ -99,7 +102,46 @@ def test_over_the_concurrency_limit_the_excess_gets_503_while_the_admitted_strea
         chunks = iter(stream)
         next(chunks)  # admitted, and streaming
         assert_overloaded(client)
-        assert httpx.get(url + "/readyz").status_code == 200  # only inference is limited
+        assert httpx.get(url + "/healthz").status_code == 200  # only inference is limited
+        ready = httpx.get(url + "/readyz")  # full: unready, so that a balancer steers away
+        assert ready.status_code == 503 and ready.json()["door"]["saturated"], ready.text
         finish = [choice.finish_reason for chunk in chunks for choice in chunk.choices]
         assert finish[-1] in ("stop", "length")  # the admitted stream ran to its end
+        wait_for(lambda: httpx.get(url + "/readyz").status_code == 200, "ready again once it ended")
         assert client.chat.completions.create(model="qwen3-8b", messages=MESSAGES).choices
+
+
+def test_deliberations_past_their_share_wait_then_are_shed_while_the_fast_tier_is_served(
+    start_engine: StartEngine,
+) -> None:
+    # a deliberation streams for about 5 s; the deliberate tier's share of a limit of 4 is 1 slot
+    slow = start_engine(profile("fast", ttft_base_s=0.002, itl_s=0.05, output_tokens_range=(100, 100)))
+    server = {
+        "max_concurrent_requests": 4,
+        "tier_shares": {"deliberate": 0.25},
+        "max_queue_wait_s": {"deliberate": 0.2},
+    }
+    app = create_app(gateway_settings([start_engine(FAST)], [slow], server=server))
+    with serving(app) as url:
+        wait_ready(url)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+        stream = client.chat.completions.create(model="qwen3-8b:deliberate", messages=MESSAGES, stream=True)
+        chunks = iter(stream)
+        next(chunks)  # the deliberate tier's one slot is taken until this stream ends
+        with pytest.raises(openai.InternalServerError) as shed:  # waited its deadline, then shed
+            client.chat.completions.create(model="qwen3-8b:deliberate", messages=MESSAGES)
+        assert shed.value.status_code == 503 and shed.value.code == "gateway_overloaded"
+        assert int(shed.value.response.headers["retry-after"]) >= 1
+        assert client.chat.completions.create(model="qwen3-8b:fast", messages=MESSAGES).choices
+        metrics = httpx.get(url + "/metrics").text
+        assert 'tiergate_tier_queue_shed_total{tier="deliberate"} 1.0' in metrics
+        assert 'tiergate_tier_requests_in_flight{tier="deliberate"} 1.0' in metrics
+        finish = [choice.finish_reason for chunk in chunks for choice in chunk.choices]
+        assert finish[-1] in ("stop", "length")
+        wait_for(
+            lambda: (
+                'tiergate_tier_requests_in_flight{tier="deliberate"} 0.0' in httpx.get(url + "/metrics").text
+            ),
+            "the slot given back at the stream's end",
+        )
+        assert client.chat.completions.create(model="qwen3-8b:deliberate", messages=MESSAGES).choices

@@ -1,0 +1,376 @@
+#!/usr/bin/env python3
+"""Graceful overload (issue 19), measured from outside: one gateway worker with keys, limits and budgets in
+Redis (`failure_mode: closed`), a price book and a ledger, in front of simulated engines. A command, not a
+test:
+
+    python bench/overload.py [--seconds 20] [--capacity 250] [--chunks 1000] [--clients 2]
+
+Phases, each `--seconds` long, of closed-loop clients (each sends a request, reads it to its end, sends the
+next; after a refusal it waits 0.2 s) spread over `--clients` processes:
+
+1. `70%`: 0.7 x capacity concurrent fast streams of `--chunks` chunks;
+2. `2x`: 2 x capacity concurrent fast streams;
+3. `fast alone`: 20 concurrent short fast streams (32 chunks);
+4. `flood`: the same 20 plus 0.8 x capacity concurrent deliberations (deliberate tier, streamed).
+
+Reported per phase: statuses and codes, time to first byte of accepted requests (p50, p99), the time refusals
+took to answer (p99) and whether each carried retry-after; after all phases, the replicas ejected or marked
+unhealthy (the gateway's log), and the tenant's budget counter in Redis against the ledger. Writes
+bench/results/overload-<stamp>.json. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import secrets
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+from overheadkit import procs, rediskeys
+from overheadkit.cli import exit_on_signals
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+MODEL = "qwen3-8b"
+TENANT = "bench"
+FAST_ALONE = 20
+SHORT_CHUNKS = 32
+BACKOFF_S = 0.2
+
+
+def serve_simulator(profile_name: str, port: int, chunks: int) -> None:
+    import uvicorn
+
+    from engines.simulator import create_simulator_app, profile
+
+    if profile_name == "fast":
+        config = profile("fast", ttft_base_s=0.005, itl_s=0.001, output_tokens_range=(chunks, chunks))
+    else:
+        config = profile(
+            "deliberate",
+            ttft_base_s=0.02,
+            itl_s=0.001,
+            output_tokens_range=(16, 32),
+            reasoning_tokens_range=(200, 400),
+        )
+    uvicorn.run(
+        create_simulator_app(config), host="127.0.0.1", port=port, log_level="warning", access_log=False
+    )
+
+
+def _env(tree: Path = REPO) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERGATE_")}
+    env["PYTHONPATH"] = str(tree)
+    return env
+
+
+_WATCHED = ("tiergate_door_", "tiergate_event_loop_", "tiergate_tier_")
+
+
+def door_metrics(url: str) -> dict[str, float]:
+    """The door's, the loop's and the tier queues' metrics now (none on a tree without them)."""
+    text = httpx.get(url + "/metrics", timeout=30).text
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(_WATCHED):
+            name, _, value = line.rpartition(" ")
+            found[name] = float(value)
+    return found
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- the clients (in their own processes) -------------------------------------------------------------------
+
+
+async def _client_loop(url: str, secret: str, body: bytes, until: float, out: list[dict[str, Any]]) -> None:
+    headers = {"authorization": f"Bearer {secret}", "content-type": "application/json"}
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        while time.monotonic() < until:
+            start = time.monotonic()
+            try:
+                async with client.stream("POST", "/v1/chat/completions", content=body, headers=headers) as r:
+                    if r.status_code != 200:
+                        text = await r.aread()
+                        took = time.monotonic() - start
+                        code = None
+                        with contextlib.suppress(ValueError, KeyError, TypeError):
+                            code = json.loads(text)["error"]["code"]
+                        out.append(
+                            {
+                                "status": r.status_code,
+                                "code": code,
+                                "took": took,
+                                "retry_after": "retry-after" in r.headers,
+                            }
+                        )
+                        await asyncio.sleep(BACKOFF_S)
+                        continue
+                    first = None
+                    async for _ in r.aiter_raw():
+                        if first is None:
+                            first = time.monotonic() - start
+                    out.append({"status": 200, "code": None, "ttfb": first, "took": time.monotonic() - start})
+            except httpx.HTTPError as exc:
+                out.append({"status": 0, "code": type(exc).__name__, "took": time.monotonic() - start})
+                await asyncio.sleep(BACKOFF_S)
+
+
+def _client_process(url: str, secret: str, groups: list[tuple[str, bytes, int]], seconds: float) -> str:
+    async def main() -> dict[str, list[dict[str, Any]]]:
+        until = time.monotonic() + seconds
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in groups}
+        loops = [
+            _client_loop(url, secret, body, until, results[name])
+            for name, body, count in groups
+            for _ in range(count)
+        ]
+        await asyncio.gather(*loops)
+        return results
+
+    return json.dumps(asyncio.run(main()))
+
+
+def run_phase(
+    url: str, secret: str, groups: list[tuple[str, bytes, int]], seconds: float, clients: int
+) -> dict[str, list[dict[str, Any]]]:
+    shares = [
+        [(name, body, count // clients + (i < count % clients)) for name, body, count in groups]
+        for i in range(clients)
+    ]
+    with multiprocessing.get_context("spawn").Pool(clients) as pool:
+        outs = pool.starmap(_client_process, [(url, secret, share, seconds) for share in shares])
+    merged: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in groups}
+    for out in outs:
+        for name, records in json.loads(out).items():
+            merged[name].extend(records)
+    return merged
+
+
+def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in records if r["status"] == 200]
+    refused = [r for r in records if r["status"] != 200]
+    ttfb = [r["ttfb"] for r in ok if r.get("ttfb") is not None]
+    refusal_times = [r["took"] for r in refused if r["status"] in (429, 503)]
+    return {
+        "requests": len(records),
+        "ok": len(ok),
+        "codes": dict(Counter(f"{r['status']} {r['code']}" for r in refused)),
+        "ttfb_p50_ms": _ms(_pct(ttfb, 0.5)),
+        "ttfb_p99_ms": _ms(_pct(ttfb, 0.99)),
+        "refusal_p99_ms": _ms(_pct(refusal_times, 0.99)),
+        "refusals_with_retry_after": sum(1 for r in refused if r.get("retry_after")),
+    }
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 1)
+
+
+# -- the gateway --------------------------------------------------------------------------------------------
+
+
+def gateway_config(
+    port: int, sims: dict[str, str], state: Path, token: str, redis_url: str, prefix: str
+) -> dict[str, Any]:
+    return {
+        "server": {"host": "127.0.0.1", "port": port, "log_level": "info", "max_concurrent_requests": 1024},
+        "auth": {"mode": "keys", "admin_tokens": [token]},
+        "database": {"url": f"sqlite:///{state / 'keys.sqlite3'}"},
+        "ledger": {"journal_dir": str(state / "journal"), "fsync": False},
+        "pricing": {"book": str(REPO / "gateway" / "prices.yaml")},
+        "redis": {"url": redis_url, "prefix": prefix, "failure_mode": "closed"},
+        "pools": {
+            "fast": {"replicas": [sims["fast"]]},
+            "deliberate": {"replicas": [sims["deliberate"]], "timeouts": {"first_token_s": 120.0}},
+        },
+        "models": {
+            MODEL: {
+                "max_model_len": 32768,
+                "tiers": {"fast": {"pool": "fast"}, "deliberate": {"pool": "deliberate", "deliberation": {}}},
+            },
+            "llama-3.1-8b": {"tiers": {"fast": {"pool": "fast"}}},
+            "qwen3-32b": {"tiers": {"deliberate": {"pool": "deliberate"}}},
+        },
+    }
+
+
+async def setup_key(url: str, token: str) -> str:
+    headers = {"authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
+        (await client.post("/admin/tenants", json={"id": TENANT})).raise_for_status()
+        budget = await client.put(f"/admin/tenants/{TENANT}/budgets/daily", json={"limit": "100000.00"})
+        budget.raise_for_status()
+        body = {"tenant": TENANT, "name": "bench", "tiers": ["fast", "deliberate"], "limits": {}}
+        key = await client.post("/admin/keys", json=body)
+        key.raise_for_status()
+        return str(key.json()["secret"])
+
+
+async def counter_and_ledger(url: str, token: str, database_url: str) -> dict[str, Any]:
+    """The tenant's daily budget counter (Redis, through the admin API) against the ledger, once the
+    journal has drained (asked again for up to 60 s)."""
+    sys.path.insert(0, str(REPO))
+    from gateway.database import open_database
+    from pricing.ledger import Ledger
+
+    headers = {"authorization": f"Bearer {token}"}
+    found: dict[str, Any] = {}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
+        deadline = time.monotonic() + 60
+        while True:
+            budgets = (await client.get(f"/admin/tenants/{TENANT}/budgets")).json()["data"]
+            daily = next(b for b in budgets if b["scope"] == "tenant" and b["period"] == "daily")
+            db = await open_database(database_url)
+            try:
+                from datetime import UTC, datetime
+
+                ledger = await Ledger(db).spent(datetime(2000, 1, 1, tzinfo=UTC), None, tenant=TENANT)
+            finally:
+                await db.aclose()
+            found = {
+                "counter_micros": daily["spent_micros"],
+                "reserved_micros": daily.get("reserved_micros"),
+                "ledger_micros": ledger,
+            }
+            if (
+                found["counter_micros"] == ledger and not found["reserved_micros"]
+            ) or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--capacity", type=int, default=250, help="concurrent streams one worker serves well")
+    parser.add_argument("--chunks", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--phases", default="70%,2x,fast alone,flood")
+    parser.add_argument("--tree", type=Path, default=REPO, help="the gateway's source tree (e.g. a baseline)")
+    parser.add_argument("--server", default="{}", help="JSON merged into the config's server section")
+    parser.add_argument(
+        "--serve-simulator", nargs=3, metavar=("PROFILE", "PORT", "CHUNKS"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.serve_simulator:
+        profile_name, port, chunks = args.serve_simulator
+        serve_simulator(profile_name, int(port), int(chunks))
+        return 0
+    exit_on_signals()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    work = Path(f"/tmp/tiergate-overload-{stamp}")
+    work.mkdir()
+    prefix = f"bench-overload-{secrets.token_hex(4)}:"
+    token = secrets.token_hex(16)
+    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "phases": {}}
+    with contextlib.ExitStack() as stack:
+        sims = {}
+        for profile_name in ("fast", "deliberate"):
+            port = procs.free_port()
+            argv = [sys.executable, __file__, "--serve-simulator", profile_name, str(port), str(args.chunks)]
+            sim = stack.enter_context(
+                procs.managed(
+                    f"sim-{profile_name}",
+                    argv,
+                    base_url=f"http://127.0.0.1:{port}",
+                    log_path=work / f"sim-{profile_name}.log",
+                    env=_env(),
+                )
+            )
+            sim.wait_ready("/health", 60)
+            sims[profile_name] = sim.base_url
+        port = procs.free_port()
+        config = work / "tiergate.yaml"
+        settings = gateway_config(port, sims, work, token, args.redis, prefix)
+        settings["server"].update(json.loads(args.server))
+        config.write_text(json.dumps(settings))
+        argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--workers", "1"]
+        log = work / "gateway.log"
+        gateway = stack.enter_context(
+            procs.managed(
+                "gateway",
+                argv,
+                base_url=f"http://127.0.0.1:{port}",
+                log_path=log,
+                env=_env(args.tree),
+                cwd=work,
+            )
+        )
+        stack.callback(rediskeys.delete, args.redis, prefix)
+        gateway.wait_ready("/readyz", 90)
+        url = gateway.base_url
+        secret = asyncio.run(setup_key(url, token))
+        long_fast = json.dumps(
+            {
+                "model": f"{MODEL}:fast",
+                "messages": [{"role": "user", "content": "Tell me a long story."}],
+                "stream": True,
+            }
+        ).encode()
+        short_fast = json.dumps(
+            {
+                "model": f"{MODEL}:fast",
+                "messages": [{"role": "user", "content": "Hi"}],
+                "stream": True,
+                "max_tokens": SHORT_CHUNKS,
+            }
+        ).encode()
+        deliberation = json.dumps(
+            {
+                "model": f"{MODEL}:deliberate",
+                "messages": [{"role": "user", "content": "What is 15% of 240?"}],
+                "stream": True,
+                "reasoning_effort": "low",
+            }
+        ).encode()
+        plans = {
+            "70%": [("fast", long_fast, int(0.7 * args.capacity))],
+            "2x": [("fast", long_fast, 2 * args.capacity)],
+            "fast alone": [("fast", short_fast, FAST_ALONE)],
+            "flood": [
+                ("fast", short_fast, FAST_ALONE),
+                ("deliberate", deliberation, int(0.8 * args.capacity)),
+            ],
+        }
+        for phase in args.phases.split(","):
+            print(f"phase {phase} ...", flush=True)
+            started = time.monotonic()
+            records = run_phase(url, secret, plans[phase], args.seconds, args.clients)
+            results["phases"][phase] = {name: summary(recs) for name, recs in records.items()}
+            results["phases"][phase]["metrics"] = door_metrics(url)
+            print(f"  {time.monotonic() - started:.0f} s: {json.dumps(results['phases'][phase])}", flush=True)
+            time.sleep(3)
+        text = log.read_text(errors="replace")
+        results["ejected"] = text.count("ejecting")
+        results["marked_unhealthy"] = text.count("is unhealthy")
+        results["readyz"] = httpx.get(url + "/readyz", timeout=30).json()
+        results["budget"] = asyncio.run(counter_and_ledger(url, token, f"sqlite:///{work / 'keys.sqlite3'}"))
+        print(json.dumps({k: results[k] for k in ("ejected", "marked_unhealthy", "budget")}), flush=True)
+    out = BENCH_DIR / "results" / f"overload-{stamp}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
