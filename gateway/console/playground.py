@@ -32,6 +32,7 @@ class Answer:
     status: int
     text: str
     depth: dict[str, Any] | None
+    cascade: dict[str, Any] | None  # a cascade's decision: escalated, confidence, threshold
     cost: str | None
     tokens: int | None
 
@@ -101,12 +102,12 @@ async def _ask(client: httpx.AsyncClient, model: str, tier: str, prompt: str) ->
     try:
         reply = response.json()
     except ValueError:  # every answer of the gateway's is JSON; an answer that is not is shown as it came
-        return Answer(tier, response.status_code, response.text[:300], None, None, None)
+        return Answer(tier, response.status_code, response.text[:300], None, None, None, None)
     if response.is_error:
         message = (
             reply.get("error", {}).get("message", response.text[:300]) if isinstance(reply, dict) else ""
         )
-        return Answer(tier, response.status_code, message, None, None, None)
+        return Answer(tier, response.status_code, message, None, None, None, None)
     usage = reply.get("usage") or {}
     cost = usage.get("cost_micros")
     return Answer(
@@ -114,6 +115,7 @@ async def _ask(client: httpx.AsyncClient, model: str, tier: str, prompt: str) ->
         response.status_code,
         str(reply["choices"][0]["message"].get("content") or ""),
         usage.get("reasoning_depth"),
+        usage.get("cascade"),
         None if cost is None else format_micros(int(cost)),
         usage.get("total_tokens"),
     )

@@ -89,9 +89,18 @@ async def cascade(
         body[pinned[0]] = pinned[1]
     payload = orjson.dumps(body)
     affinity = affinity_key(body, chat=True)
-    stage = FastStage(endpoint.path, payload, affinity, request_id, pools[0], samples)
-    escalation = Escalation(request, checked, data, offer, plan, pools[1], meter_for, request_id, headers)
     meter = meter_for(pools[0])
+    stage = FastStage(
+        endpoint.path,
+        payload,
+        affinity,
+        request_id,
+        pools[0],
+        samples,
+        model=offer.engine_model,
+        trace=meter.trace,
+    )
+    escalation = Escalation(request, checked, data, offer, plan, pools[1], meter_for, request_id, headers)
     if checked.streaming:
         return CascadeStream(stage, escalation, meter, checked, settings.threshold, settings.keepalive_s)
     watch = DisconnectWatch(request.receive)

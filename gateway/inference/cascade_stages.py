@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,6 +19,9 @@ from gateway.inference.deliberate import deliberate
 from gateway.inference.meter import CascadeMark, Meter
 from gateway.tiers import Tier
 from pricing import Cascade
+
+if TYPE_CHECKING:
+    from gateway.accounting.tracing import RequestTrace
 
 __all__ = ["CASCADE_HEADER", "Decision", "Escalation", "FastStage", "MeterFor"]
 
@@ -57,18 +60,40 @@ class Decision:
 
 
 class FastStage:
-    __slots__ = ("_affinity", "_path", "_payload", "_pool", "_request_id", "samples")
+    __slots__ = ("_affinity", "_model", "_path", "_payload", "_pool", "_request_id", "_trace", "samples")
 
     def __init__(
-        self, path: str, payload: bytes, affinity: str | None, request_id: str, pool: EnginePool, samples: int
+        self,
+        path: str,
+        payload: bytes,
+        affinity: str | None,
+        request_id: str,
+        pool: EnginePool,
+        samples: int,
+        *,
+        model: str,
+        trace: RequestTrace | None,
     ) -> None:
         self._path, self._payload, self._affinity = path, payload, affinity
         self._request_id, self._pool, self.samples = request_id, pool, samples
+        self._model, self._trace = model, trace  # the engine's name for the model; the request's span
 
     async def call(self) -> EngineReply:
-        return await self._pool.complete(
-            self._path, self._payload, request_id=self._request_id, affinity=self._affinity
-        )
+        trace = self._trace
+        if trace is None:
+            return await self._pool.complete(
+                self._path, self._payload, request_id=self._request_id, affinity=self._affinity
+            )
+        with trace.call(self._pool.name, self._model, kind="cascade_fast", choices=self.samples) as call:
+            reply = await self._pool.complete(
+                self._path,
+                self._payload,
+                request_id=self._request_id,
+                affinity=self._affinity,
+                headers=call.headers,
+            )
+            call.answered(reply.replica, self.usage(reply))
+            return reply
 
     def usage(self, reply: EngineReply) -> Usage | None:
         """The call's usage, its prompt billed once a sample: vLLM prefills each of the n sequences (as the

@@ -218,7 +218,7 @@ class InferenceProxy:
                 offer,
                 plan,
                 pools,
-                lambda used: Meter(admitted, self._accounts, used),
+                lambda used: Meter(admitted, self._accounts, used, trace),
                 request_id,
                 headers,
             )

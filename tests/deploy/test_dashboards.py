@@ -341,7 +341,7 @@ def admin(gateway: str, method: str, path: str, body: dict[str, Any]) -> dict[st
 def make_keys(gateway: str) -> tuple[str, str, str]:
     """A key with no limits, one of 1 request a minute, one with a spent budget."""
     admin(gateway, "POST", "/tenants", {"id": "load", "name": "load"})
-    tiers = ["fast", "deliberate"]
+    tiers = ["fast", "deliberate", "cascade"]
     free = admin(gateway, "POST", "/keys", {"tenant": "load", "name": "free", "tiers": tiers})
     limited = admin(
         gateway,
@@ -386,6 +386,7 @@ def drive(gateway: str, keys: tuple[str, str, str], seconds: float) -> dict[str,
             200,
         ),
         ("deliberate relay", "/v1/chat/completions", lambda: chat("qwen3-32b", True, max_tokens=64), 200),
+        ("cascade chat", "/v1/chat/completions", lambda: chat("qwen3-8b:cascade", False), 200),
     ]
 
     def worker(name: str, path: str, body: Callable[[], dict[str, Any]], expected: int, key: str) -> None:
@@ -443,6 +444,8 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(prometheus_binary
             [fast],
             [deliberate],
             deliberation=DELIBERATION,
+            # threshold 1: every cascade escalates (the escalation ratio's panel has its numerator)
+            model_settings={"qwen3-8b": {"cascade": {"threshold": 1.0, "samples": 2}}},
             auth={"mode": "keys", "admin_tokens": [ADMIN]},
             probes={"enabled": True, "tasks": 3, "interval_s": 3600},
         )

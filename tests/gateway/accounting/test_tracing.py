@@ -59,10 +59,15 @@ class Served:
 
 @contextmanager
 def traced_gateway(
-    receiver: Receiver, *, enabled: bool = True, ratio: float = 1.0, engine_context: int = 32768
+    receiver: Receiver,
+    *,
+    enabled: bool = True,
+    ratio: float = 1.0,
+    engine_context: int = 32768,
+    cascade: dict[str, Any] | None = None,
 ) -> Iterator[Served]:
     """A gateway over one recording simulator (both pools; `engine_context`: its max_model_len), tracing to
-    `receiver`; stopped (and so flushed) when the block ends."""
+    `receiver`; stopped (and so flushed) when the block ends. `cascade`: qwen3-8b's cascade settings."""
     engine = EngineCalls(
         create_simulator_app(
             profile(
@@ -79,6 +84,7 @@ def traced_gateway(
             [url],
             [url],
             deliberation=DELIBERATION,
+            model_settings={"qwen3-8b": {"cascade": cascade}} if cascade is not None else {},
             tracing={
                 "enabled": enabled,
                 "endpoint": receiver.url,
@@ -248,6 +254,50 @@ def test_a_deliberation_has_a_span_per_engine_call_and_its_depth() -> None:
     # every engine call the simulator saw was a span's
     assert before == sum(
         len(children(spans, request_span(spans, r.headers["x-request-id"]))) for r in (forced, voted)
+    )
+
+
+def test_a_cascade_has_its_fast_stage_and_its_escalation_under_one_request_span() -> None:
+    with otlp_receiver() as receiver:
+        # threshold 1: every fast answer is unsure, so the deliberate tier answers too
+        with traced_gateway(receiver, cascade={"threshold": 1.0, "samples": 2}) as served:
+            replies = [
+                served.sdk.chat.completions.with_raw_response.create(
+                    model="qwen3-8b:cascade", messages=MESSAGES, reasoning_effort="medium"
+                )
+            ]
+            streamed = served.sdk.chat.completions.with_raw_response.create(
+                model="qwen3-8b:cascade",
+                messages=MESSAGES,
+                reasoning_effort="medium",
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            (last,) = [chunk for chunk in streamed.parse() if chunk.usage is not None]
+            sent = list(served.engine.traceparents)
+        spans = receiver.wait_for(len(sent) + 2)
+    usages = [replies[0].parse().usage, last.usage]
+    for reply, usage in zip([replies[0], streamed], usages, strict=True):
+        assert usage is not None
+        assert usage_fields(usage)["cascade"]["escalated"] is True
+        span = request_span(spans, reply.headers["x-request-id"])
+        assert span.attributes["tiergate.tier"] == "cascade"
+        assert span.attributes["gen_ai.usage.output_tokens"] == usage.completion_tokens
+        assert span.attributes["tiergate.cost_micros"] == usage_fields(usage)["cost_micros"]
+        assert span.attributes["tiergate.depth.floor_met"] is True
+        calls = children(spans, span)
+        kinds = [call.attributes["tiergate.engine_call"] for call in calls]
+        assert kinds.count("cascade_fast") == 1 and kinds.count("wave") == 1, kinds
+        (fast,) = [call for call in calls if call.attributes["tiergate.engine_call"] == "cascade_fast"]
+        assert (
+            fast.attributes["gen_ai.request.choice.count"] == 2 and fast.attributes["tiergate.pool"] == "fast"
+        )
+        # both stages' engine calls together are the request billed
+        assert sum(call.attributes["gen_ai.usage.input_tokens"] for call in calls) == usage.prompt_tokens
+        assert sum(call.attributes["gen_ai.usage.output_tokens"] for call in calls) == usage.completion_tokens
+        assert all(call.sent(sent) for call in calls)
+    assert len(sent) == sum(
+        len(children(spans, request_span(spans, r.headers["x-request-id"]))) for r in (replies[0], streamed)
     )
 
 

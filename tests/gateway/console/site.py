@@ -64,6 +64,8 @@ def console_site(fast_engine: str, deliberate_engine: str, database_url: str | N
         auth={"mode": "keys", "admin_tokens": [ADMIN], "cache_ttl_s": 0.3},
         database={"url": database_url},
         deliberation=DELIBERATION,
+        # threshold 1: every cascade escalates, so its row shows the fast stage's confidence and the escalation
+        model_settings={"qwen3-8b": {"cascade": {"threshold": 1.0, "samples": 2}}},
         # the gateway probes itself once, at start: the operator's page shows each tier's quality
         probes={"enabled": True, "tasks": 2, "models": ["qwen3-8b"], "interval_s": 3600},
         console={"sign_in_per_minute": 10_000},  # every test signs in from 127.0.0.1
@@ -81,7 +83,7 @@ def console_site(fast_engine: str, deliberate_engine: str, database_url: str | N
                 json={
                     "tenant": tenant_id,
                     "name": "main",
-                    "tiers": ["fast", "deliberate"],
+                    "tiers": ["fast", "deliberate", "cascade"],
                     "limits": {"fast": {"rpm": 600}},
                 },
             )
@@ -97,7 +99,10 @@ def console_site(fast_engine: str, deliberate_engine: str, database_url: str | N
                 deliberate = client.chat.completions.with_raw_response.create(
                     model="qwen3-8b:deliberate", messages=MESSAGES, reasoning_effort="medium"
                 )
-                for raw in (fast, deliberate):
+                cascade = client.chat.completions.with_raw_response.create(
+                    model="qwen3-8b:cascade", messages=MESSAGES, reasoning_effort="medium"
+                )
+                for raw in (fast, deliberate, cascade):
                     tenant.request_ids.append(raw.headers["x-tiergate-request-id"])
         for tenant in site.tenants.values():
             _wait_for_rows(url, tenant)

@@ -146,7 +146,8 @@ def test_a_tenant_uses_every_page_by_keyboard_at_every_width(page: Page, site: S
     assert rows[0].startswith("tenant,period,tier,model")
     assert {row.split(",")[0] for row in rows[1:]} == {"acme"}
 
-    # the playground: both tiers answer, each with its cost, billed to the tenant like any other request
+    # the playground: each tier answers (the cascade escalating, threshold 1), each with its cost, billed to the
+    # tenant like any other request
     before = request_rows(page, site)
     page.goto(site.url + "/console/playground")
     page.locator("#model").select_option("qwen3-8b")
@@ -155,12 +156,14 @@ def test_a_tenant_uses_every_page_by_keyboard_at_every_width(page: Page, site: S
     with page.expect_navigation():
         page.get_by_role("button", name="Send to each tier").click()
     answers = page.locator(".answer")
-    assert answers.count() == 2
+    assert answers.count() == 3
     assert page.locator(".answer .error").count() == 0
     assert page.locator("#answer-fast").count() == 1 and page.locator("#answer-deliberate").count() == 1
+    cascade = page.locator("section.answer", has=page.locator("#answer-cascade")).inner_text()
+    assert "Escalated" in cascade and "yes (confidence" in cascade
     shoot(page, "tenant-playground-answers")
     deadline = time.monotonic() + 60  # the ledger fills from the journal on its own clock
-    while request_rows(page, site) < before + 2:
+    while request_rows(page, site) < before + 3:
         assert time.monotonic() < deadline, "the playground's requests never reached the ledger"
         time.sleep(0.2)
 

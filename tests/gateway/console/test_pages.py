@@ -49,8 +49,9 @@ def test_the_pages_show_the_ledgers_figures(
             tenant.sign_in(site.tenants["acme"].key)
             today = datetime.now(UTC).strftime("%Y-%m-%d")
             spend = cells(tenant.get("/console/spend").text)
-            row = spend.index(today)  # the day's row: its tiers, then its total
-            assert spend[row + 3] == format_micros(acme_total)
+            row = spend.index(today)  # the day's row: its tiers (fast, deliberate, cascade), then its total
+            width = spend.index("Total") - spend.index("Day") + 1
+            assert spend[row + width - 1] == format_micros(acme_total)
             # the monthly budget: limit 5.00, spent what the ledger says, the rest left
             assert format_micros(5_000_000 - acme_total) in spend
             invoice = tenant.get("/console/invoice").text
@@ -58,7 +59,9 @@ def test_the_pages_show_the_ledgers_figures(
             requests = tenant.get("/console/requests").text
             for rid in site.tenants["acme"].request_ids:
                 assert rid in requests
-            assert "yes (20)" in requests  # the deliberate request's floor, met
+            assert "floor 20: met" in requests  # the deliberate request's floor, met
+            # the cascade request: escalated (threshold 1), its fast answer's confidence shown against it
+            assert re.search(r"yes \(confidence (\d\.\d\d|none) / 1\.00\)", requests)
 
             operator.sign_in(ADMIN)
             overview = operator.get("/console/operator").text
