@@ -64,7 +64,7 @@ def console_site(fast_engine: str, deliberate_engine: str, database_url: str | N
         auth={"mode": "keys", "admin_tokens": [ADMIN], "cache_ttl_s": 0.3},
         database={"url": database_url},
         deliberation=DELIBERATION,
-        # threshold 1: every cascade escalates, so its row shows the fast stage's confidence and the escalation
+        # threshold 1: every cascade escalates; its row shows the fast stage's confidence and the escalation
         model_settings={"qwen3-8b": {"cascade": {"threshold": 1.0, "samples": 2}}},
         # the gateway probes itself once, at start: the operator's page shows each tier's quality
         probes={"enabled": True, "tasks": 2, "models": ["qwen3-8b"], "interval_s": 3600},

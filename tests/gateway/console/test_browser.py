@@ -146,8 +146,8 @@ def test_a_tenant_uses_every_page_by_keyboard_at_every_width(page: Page, site: S
     assert rows[0].startswith("tenant,period,tier,model")
     assert {row.split(",")[0] for row in rows[1:]} == {"acme"}
 
-    # the playground: each tier answers (the cascade escalating, threshold 1), each with its cost, billed to the
-    # tenant like any other request
+    # the playground: each tier answers (the cascade escalates, threshold 1), each with its cost, billed to
+    # the tenant like any other request
     before = request_rows(page, site)
     page.goto(site.url + "/console/playground")
     page.locator("#model").select_option("qwen3-8b")
