@@ -12,6 +12,7 @@ from typing import Any, TextIO
 import httpx
 from rich.progress import TaskID
 
+from gateway.probes.calibrate_cli import add_calibrate_options, run_calibrate_command
 from gateway.probes.tasks import ProbeResult, ProbeRetries, builtin_tasks, load_tasks, run_probe
 from gateway.settings import api_key_from_environment
 from gateway.terminal import Column, ProgressBars, print_json, print_table, progress_bars, render_table
@@ -54,11 +55,15 @@ def add_probe_command(commands: Any) -> None:
         help="progress on stderr (default: when stderr is a terminal)",
     )
     probe.add_argument("--json", action="store_true", help="print JSON")
+    add_calibrate_options(probe)
 
 
 def run_probe_command(args: argparse.Namespace) -> None:
     if args.max_retries < 0 or not args.max_retry_wait >= 0 or args.concurrency < 1:
         sys.exit("tiergate probe: --max-retries and --max-retry-wait must be >= 0, --concurrency >= 1")
+    if args.calibrate:
+        run_calibrate_command(args)
+        return
     show = sys.stderr.isatty() if args.progress is None else args.progress
     try:
         # a bar per model and tier on a terminal; `--progress` elsewhere writes lines a log can keep

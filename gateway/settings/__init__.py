@@ -254,23 +254,49 @@ class Settings(BaseSettings):
 
 
 def load_settings(path: Path | None, **overrides: Any) -> Settings:
-    """Read and validate settings; raise ConfigError with every bad key named."""
+    """Read and validate settings; raise ConfigError with every bad key named. The file's `include:` (a path
+    or a list of them, relative to the file) names files merged over it in order, mapping into mapping (a
+    calibration's thresholds, `tiergate probe --calibrate`); an included file includes nothing itself."""
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        data = loaded or {}
+        data = _read_yaml(path)
+        included = data.pop("include", None)
+        names = [included] if isinstance(included, str) else included
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise ConfigError(f"config file {path}: `include` must be a path or a list of paths")
+        for name in names or ():
+            extra = _read_yaml(path.parent / name)
+            if "include" in extra:
+                raise ConfigError(f"config file {path.parent / name}: an included file cannot include")
+            data = _merged(data, extra)
     data.update(overrides)
     try:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return loaded or {}
+
+
+def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` over `base`: a mapping in both is merged key by key, anything else in `extra` replaces."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:

@@ -66,6 +66,39 @@ def test_bad_configs_name_the_bad_key(tmp_path: Path, text: str, named: str) -> 
     assert f"  - {named}:" in str(caught.value)
 
 
+def test_included_files_merge_over_the_config_in_order(tmp_path: Path) -> None:
+    (tmp_path / "tiergate.yaml").write_text(
+        f"include: [extra/one.yaml, two.yaml]\n{POOL}\nserver: {{port: 9000, host: 0.0.0.0}}\n"
+        "models: {m: {tiers: {fast: {pool: fast}}, max_model_len: 4096}}\n"
+    )
+    (tmp_path / "extra").mkdir()
+    # paths are the including file's; mappings merge key by key, the later file winning
+    (tmp_path / "extra" / "one.yaml").write_text("server: {port: 9001}\nmodels: {m: {owned_by: one}}\n")
+    (tmp_path / "two.yaml").write_text("models: {m: {owned_by: two, max_output_tokens: 100}}\n")
+    settings = load_settings(tmp_path / "tiergate.yaml")
+    assert (settings.server.port, settings.server.host) == (9001, "0.0.0.0")
+    model = settings.models["m"]
+    assert (model.owned_by, model.max_output_tokens, model.max_model_len) == ("two", 100, 4096)
+    assert Tier.FAST in model.tiers
+
+
+@pytest.mark.parametrize(
+    ("include", "message"),
+    [
+        ("include: 3", "a path or a list of paths"),
+        ("include: missing.yaml", "cannot read"),
+        ("include: nested.yaml", "an included file cannot include"),
+        ("include: bad.yaml", "unknown key"),
+    ],
+)
+def test_a_bad_include_is_named(tmp_path: Path, include: str, message: str) -> None:
+    (tmp_path / "nested.yaml").write_text("include: other.yaml\n")
+    (tmp_path / "bad.yaml").write_text("models: {m: {colour: blue}}\n")
+    (tmp_path / "tiergate.yaml").write_text(f"{include}\n{POOL}\n{MODEL}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_settings(tmp_path / "tiergate.yaml")
+
+
 def test_unreadable_and_non_mapping_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(tmp_path / "missing.yaml")
