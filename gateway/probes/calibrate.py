@@ -105,7 +105,14 @@ def _record(task: ProbeTask, fast: dict[str, Any], deliberate: _Deliberation, k:
     truth = extract_answer(task.answer)
     choices = fast["choices"]
     confidence = score_samples(choices, structured=False)
-    cost = Fraction(int(fast["usage"].get("cost_micros") or 0))
+    usage = fast["usage"]
+    amounts = (usage.get("cost_details") or {}).get("amounts_micros") or {}
+    # the fast tier bills an n=k call's prompt once, the cascade once a sample (vLLM prefills each); one
+    # sample alone: its prompt, the request fee and a k-th of what the k generated
+    prompt = int(amounts.get("input") or 0) + int(amounts.get("cached_input") or 0)
+    fee = int(amounts.get("request") or 0)
+    generated = int(usage.get("cost_micros") or 0) - prompt - fee
+    n = max(len(choices), 1)
 
     def right(choice: dict[str, Any]) -> bool:
         content = (choice.get("message") or {}).get("content") or ""
@@ -114,9 +121,9 @@ def _record(task: ProbeTask, fast: dict[str, Any], deliberate: _Deliberation, k:
     return TaskRecord(
         confidence=confidence.score,
         fast_correct=right(choices[confidence.chosen]),
-        fast_cost=cost,
+        fast_cost=Fraction(n * prompt + fee + generated),
         single_correct=right(choices[0]),
-        single_cost=cost / max(len(choices), 1),
+        single_cost=prompt + fee + Fraction(generated, n),
         votes=deliberate.votes,
         truth=truth,
         deliberate_correct=truth is not None and extract_answer(deliberate.content) == truth,

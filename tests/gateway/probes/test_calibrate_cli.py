@@ -13,7 +13,7 @@ import yaml
 
 from engines.simulator import create_simulator_app, profile
 from gateway import create_app, load_settings
-from gateway.tiers import ReasoningEffort
+from gateway.tiers import ReasoningEffort, Tier
 from tests.conftest import gateway_settings, wait_ready
 from tests.processes import TIERGATE
 from tests.servers import serving
@@ -113,7 +113,7 @@ def test_calibrate_prints_the_frontier_draws_it_and_writes_settings_the_config_i
     settings = load_settings(config)
     model = settings.models["qwen3-8b"]
     assert model.cascade is not None and model.cascade.threshold == threshold and model.cascade.samples == 3
-    deliberation = model.tiers["deliberate"].deliberation  # type: ignore[index]
+    deliberation = model.tiers[Tier.DELIBERATE].deliberation
     assert deliberation is not None
     level = deliberation.efforts[ReasoningEffort.HIGH]
     assert (level.floor, level.samples) == (HIGH["floor"], HIGH["samples"])
