@@ -99,6 +99,7 @@ class _Deliberation:
     samples: int
     max_samples: int
     cost_micros: int
+    fees_micros: int  # of it, per request: the request fee and the depth premium
 
 
 def _record(task: ProbeTask, fast: dict[str, Any], deliberate: _Deliberation, k: int) -> TaskRecord:
@@ -128,6 +129,7 @@ def _record(task: ProbeTask, fast: dict[str, Any], deliberate: _Deliberation, k:
         truth=truth,
         deliberate_correct=truth is not None and extract_answer(deliberate.content) == truth,
         deliberate_cost=Fraction(deliberate.cost_micros),
+        deliberate_fees=Fraction(deliberate.fees_micros),
     )
 
 
@@ -178,7 +180,9 @@ def _deliberation(content: str, progress: dict[str, Any], usage: dict[str, Any])
         votes += [None] * (samples - len(votes))
     else:  # one sample: no vote, its answer is the one
         votes = [extract_answer(content)]
-    return _Deliberation(content, tuple(votes), samples, most, int(usage.get("cost_micros") or 0))
+    amounts = (usage.get("cost_details") or {}).get("amounts_micros") or {}
+    fees = int(amounts.get("request") or 0) + int(amounts.get("depth_premium") or 0)
+    return _Deliberation(content, tuple(votes), samples, most, int(usage.get("cost_micros") or 0), fees)
 
 
 async def _retry(response: httpx.Response, attempt: int, waited: float, retries: ProbeRetries) -> float:

@@ -8,7 +8,8 @@ vote-stopping parameter (`stop_confidence` of adaptive self-consistency, deliber
 replayed: a fixed vote's samples are independent draws, so every order of them is as likely as any other, and
 an adaptive vote over them - `wave` at a time, stopped by the gateway's own rule (`adaptive.settled`), the
 winner by its own tally - is averaged over their distinct orders. Its cost is the deliberation's cost per
-sample times the samples drawn. Amounts are exact (fractions of micros) until they are shown.
+sample times the samples drawn, plus its per-request fees whole. Amounts are exact (fractions of micros) until
+they are shown.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ class TaskRecord:
     truth: str | None  # the task's answer, normalised as the vote normalises
     deliberate_correct: bool  # the vote the deliberation delivered
     deliberate_cost: Fraction  # micros
+    deliberate_fees: Fraction = Fraction(
+        0
+    )  # of it, per request whatever the samples (request, depth premium)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +109,12 @@ def replay(
     wave: int,
     stop: float,
     known: Settled | None = None,
+    fees: Fraction = Fraction(0),
 ) -> tuple[Fraction, Fraction]:
     """(the chance the adaptive vote is right, its expected cost) over the distinct orders of `votes`, the
-    samples of a full vote (their number is the level's most). `known` keeps the keep-probabilities of the
-    votes so far (`adaptive.keep_probability`) between calls over the same samples."""
+    samples of a full vote (their number is the level's most) that cost `cost`, of which `fees` per request.
+    `known` keeps the keep-probabilities of the votes so far (`adaptive.keep_probability`) between calls over
+    the same samples."""
     most = len(votes)
     if most == 0:
         return Fraction(0), cost
@@ -130,7 +136,7 @@ def replay(
             drawn = min(drawn + wave, most)
         right += truth is not None and tally(order[:drawn]).answer == truth
         drawn_total += drawn
-    return Fraction(right, len(orders)), cost * Fraction(drawn_total, len(orders) * most)
+    return Fraction(right, len(orders)), fees + (cost - fees) * Fraction(drawn_total, len(orders) * most)
 
 
 def _orders(votes: tuple[str | None, ...]) -> list[tuple[str | None, ...]]:
@@ -166,7 +172,7 @@ def calibrate(
             per_stop[stop] = [(Fraction(int(r.deliberate_correct)), r.deliberate_cost) for r in records]
         else:
             per_stop[stop] = [
-                replay(r.votes, r.truth, r.deliberate_cost, wave, stop, kept)
+                replay(r.votes, r.truth, r.deliberate_cost, wave, stop, kept, r.deliberate_fees)
                 for r, kept in zip(records, known, strict=True)
             ]
     fast = Point(

@@ -38,6 +38,8 @@ def test_a_unanimous_vote_stops_after_its_first_wave_at_the_default() -> None:
     assert replay(("7",) * 5, "7", Fraction(100), 2, 0.95) == (Fraction(1), Fraction(40))
     # stricter: [A, A, A, A] leaves one sample, out of reach: four of five
     assert replay(("7",) * 5, "7", Fraction(100), 2, 0.99) == (Fraction(1), Fraction(80))
+    # a per-request fee is paid whole, whatever the samples drawn: 50 + 50 x 2/5
+    assert replay(("7",) * 5, "7", Fraction(100), 2, 0.95, fees=Fraction(50)) == (Fraction(1), Fraction(70))
 
 
 def test_a_replay_averages_over_every_order_of_the_samples() -> None:
