@@ -262,9 +262,14 @@ def _plot(results: dict[str, Calibration], target: float, path: Path) -> bool:
                 point = choice.point
                 ax.scatter([point.cost_micros / 1e6], [float(point.accuracy)], marker="*", s=160, color="red")
                 label = f"{point.tier}: {point.setting}"
-                ax.annotate(label, (point.cost_micros / 1e6, float(point.accuracy)), fontsize=7)
+                where = (point.cost_micros / 1e6, float(point.accuracy))
+                ax.annotate(label, where, xytext=(8, -10), textcoords="offset points", fontsize=7)
         ax.axhline(target, color="grey", ls="--", lw=1)
-        ax.set(title=f"{model}: accuracy against cost", xlabel="cost of the probe set", ylabel="accuracy")
+        ax.set(
+            title=f"{model}: accuracy against cost",
+            xlabel="cost of the probe set (the price book's currency)",
+            ylabel="accuracy",
+        )
         ax.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, format="png", dpi=100)
