@@ -42,16 +42,18 @@ from gateway.probes.cli import table
 from gateway.probes.tasks import ProbeResult, ProbeTask, builtin_tasks, run_probe
 
 ROOT = Path(__file__).parents[1]
+# the gateway's default depth promise per effort (gateway/settings/models.py), so that floors are met as in
+# production: a floor missed is billed at fast prices, and would make the deliberate tier look cheap
 EFFORTS: dict[str, dict[str, object]] = {
     "low": {"floor": 256, "cap": 1024, "samples": 1, "max_extensions": 3},
-    "medium": {"floor": 512, "cap": 2048, "samples": 1, "max_extensions": 3},
-    "high": {"floor": 1024, "cap": 4096, "samples": 5, "max_extensions": 3},
+    "medium": {"floor": 512, "cap": 2048, "samples": 1, "max_extensions": 4},
+    "high": {"floor": 1024, "cap": 4096, "samples": 5, "max_extensions": 6},
     # high, adaptive: the same 5 samples at most, 2 a wave, stopped when the vote is settled
     "xhigh": {
         "floor": 1024,
         "cap": 4096,
         "samples": 5,
-        "max_extensions": 3,
+        "max_extensions": 6,
         "adaptive": True,
         "wave": 2,
         "stop_confidence": 0.95,

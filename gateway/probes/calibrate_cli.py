@@ -223,7 +223,8 @@ def calibration_yaml(results: dict[str, Calibration], effort: str, target: float
     header = (
         f"# written by `tiergate probe --calibrate --target-accuracy {target}`: the cheapest settings that\n"
         f"# reached the target on the probe set. Include it from the config (`include: [this file]`); the\n"
-        f"# config must define the `{effort}` effort level itself: this file sets its vote only.\n"
+        f"# config must define the `{effort}` effort level itself (its floor, cap, samples): this file sets\n"
+        f"# its vote only, and the gateway refuses to start on an include that tunes a level not defined.\n"
     )
     return header + yaml.safe_dump({"models": models}, sort_keys=True)
 

@@ -268,6 +268,14 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
             extra = _read_yaml(path.parent / name)
             if "include" in extra:
                 raise ConfigError(f"config file {path.parent / name}: an included file cannot include")
+            if undefined := _levels_undefined(data, extra):
+                # merged over nothing, the level would stand alone, at EffortLevel's defaults (floor 0), and
+                # the levels the config left to their defaults would be gone: a promise weakened in silence
+                raise ConfigError(
+                    f"config file {path.parent / name} tunes effort levels {path} does not define: "
+                    + ", ".join(undefined)
+                    + " (define each level in the config, its floor, cap and samples; the include tunes it)"
+                )
             data = _merged(data, extra)
     data.update(overrides)
     try:
@@ -286,6 +294,24 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return loaded or {}
+
+
+def _levels_undefined(base: dict[str, Any], extra: dict[str, Any]) -> list[str]:
+    """The `models.M.tiers.T.deliberation.efforts.LEVEL` entries of `extra` that `base` does not hold."""
+    undefined = []
+    for model, entry in _mapping(extra.get("models")).items():
+        for tier, offer in _mapping(_mapping(entry).get("tiers")).items():
+            levels = _mapping(_mapping(_mapping(offer).get("deliberation")).get("efforts"))
+            at = ("models", model, "tiers", tier, "deliberation", "efforts")
+            known = base
+            for step in at:
+                known = _mapping(known.get(step))
+            undefined += [".".join((*at, str(level))) for level in levels if level not in known]
+    return undefined
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

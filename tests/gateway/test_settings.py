@@ -6,6 +6,7 @@ import pytest
 
 from gateway import ConfigError, Tier, load_settings
 from gateway.inference.catalog import Catalog
+from gateway.tiers import ReasoningEffort
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "example.yaml"
 
@@ -136,3 +137,22 @@ def test_a_cascade_needs_its_two_stages(model: dict[str, object], why: str) -> N
     }
     with pytest.raises(ConfigError, match=why):
         load_settings(None, pools=pools, models={"m": model})
+
+
+def test_an_include_tunes_only_effort_levels_the_config_defines(tmp_path: Path) -> None:
+    tuned = "models: {m: {tiers: {deliberate: {deliberation: {efforts: {high: {stop_confidence: 0.6}}}}}}}\n"
+    (tmp_path / "tuned.yaml").write_text(tuned)
+    deliberate = "deliberate: {pool: fast, deliberation: {efforts: {%s}}}"
+    config = tmp_path / "tiergate.yaml"
+    # the config leaves its levels to the defaults: merged, the high level would stand alone at floor 0
+    config.write_text(f"include: tuned.yaml\n{POOL}\nmodels: {{m: {{tiers: {{{deliberate % ''}}}}}}}\n")
+    with pytest.raises(ConfigError, match=r"models\.m\.tiers\.deliberate\.deliberation\.efforts\.high"):
+        load_settings(config)
+    # defined in the config: the include tunes its vote, the level's promise and the other levels stay
+    levels = "high: {floor: 1024, cap: 4096, samples: 5}, low: {floor: 64}"
+    config.write_text(f"include: tuned.yaml\n{POOL}\nmodels: {{m: {{tiers: {{{deliberate % levels}}}}}}}\n")
+    offer = load_settings(config).models["m"].tiers[Tier.DELIBERATE]
+    assert offer.deliberation is not None
+    high = offer.deliberation.efforts[ReasoningEffort.HIGH]
+    assert (high.floor, high.samples, high.stop_confidence) == (1024, 5, 0.6)
+    assert offer.deliberation.efforts[ReasoningEffort.LOW].floor == 64

@@ -261,11 +261,9 @@ def test_a_cascade_has_its_fast_stage_and_its_escalation_under_one_request_span(
     with otlp_receiver() as receiver:
         # threshold 1: every fast answer is unsure, so the deliberate tier answers too
         with traced_gateway(receiver, cascade={"threshold": 1.0, "samples": 2}) as served:
-            replies = [
-                served.sdk.chat.completions.with_raw_response.create(
-                    model="qwen3-8b:cascade", messages=MESSAGES, reasoning_effort="medium"
-                )
-            ]
+            plain = served.sdk.chat.completions.with_raw_response.create(
+                model="qwen3-8b:cascade", messages=MESSAGES, reasoning_effort="medium"
+            )
             streamed = served.sdk.chat.completions.with_raw_response.create(
                 model="qwen3-8b:cascade",
                 messages=MESSAGES,
@@ -276,11 +274,11 @@ def test_a_cascade_has_its_fast_stage_and_its_escalation_under_one_request_span(
             (last,) = [chunk for chunk in streamed.parse() if chunk.usage is not None]
             sent = list(served.engine.traceparents)
         spans = receiver.wait_for(len(sent) + 2)
-    usages = [replies[0].parse().usage, last.usage]
-    for reply, usage in zip([replies[0], streamed], usages, strict=True):
+    ids = [plain.headers["x-request-id"], streamed.headers["x-request-id"]]
+    for request_id, usage in zip(ids, [plain.parse().usage, last.usage], strict=True):
         assert usage is not None
         assert usage_fields(usage)["cascade"]["escalated"] is True
-        span = request_span(spans, reply.headers["x-request-id"])
+        span = request_span(spans, request_id)
         assert span.attributes["tiergate.tier"] == "cascade"
         assert span.attributes["gen_ai.usage.output_tokens"] == usage.completion_tokens
         assert span.attributes["tiergate.cost_micros"] == usage_fields(usage)["cost_micros"]
@@ -296,9 +294,7 @@ def test_a_cascade_has_its_fast_stage_and_its_escalation_under_one_request_span(
         assert sum(call.attributes["gen_ai.usage.input_tokens"] for call in calls) == usage.prompt_tokens
         assert sum(call.attributes["gen_ai.usage.output_tokens"] for call in calls) == usage.completion_tokens
         assert all(call.sent(sent) for call in calls)
-    assert len(sent) == sum(
-        len(children(spans, request_span(spans, r.headers["x-request-id"]))) for r in (replies[0], streamed)
-    )
+    assert len(sent) == sum(len(children(spans, request_span(spans, request_id))) for request_id in ids)
 
 
 def test_a_refused_request_has_an_error_span_and_no_engine_call() -> None:
