@@ -234,7 +234,6 @@ def main() -> None:
         f" ({saving:.0%} fewer, target {SAVING_TARGET:.0%}), accuracy {adaptive_accuracy:.1%} vs"
         f" {high_accuracy:.1%} (at most {ACCURACY_SLACK:.0%} less)"
     )
-    cascaded = next(r for r in results if r.tier == "cascade")  # at high effort
     escalating = sum(score < args.threshold for score, _ in scored) / len(scored) if scored else 0.0
     delivered = [correct for score, correct in scored if score >= args.threshold]
     precision = sum(delivered) / len(delivered) if delivered else float("nan")
@@ -250,13 +249,18 @@ def main() -> None:
         print(
             f"  threshold {threshold}: {len(passing) / len(scored):.1%} delivered, {right:.1%} of them right"
         )
-    share = (cascaded.accuracy or 0.0) / high_accuracy if high_accuracy else 0.0
-    cost_share = cascaded.cost_micros / high.cost_micros if high.cost_micros else float("inf")
-    verdict = "PASS" if answered and share >= CASCADE_ACCURACY and cost_share <= CASCADE_COST else "FAIL"
-    print(
-        f"{verdict}  cascade {cascaded.accuracy or 0.0:.1%} = {share:.1%} of deliberate/high's accuracy"
-        f" (target {CASCADE_ACCURACY:.0%}) at {cost_share:.1%} of its cost (target {CASCADE_COST:.0%})"
-    )
+    # the cascade escalating to the fixed vote (effort high) and to the adaptive one (xhigh), each against the
+    # fixed vote of deliberate/high
+    for cascaded in (r for r in results if r.tier == "cascade"):
+        share = (cascaded.accuracy or 0.0) / high_accuracy if high_accuracy else 0.0
+        cost_share = cascaded.cost_micros / high.cost_micros if high.cost_micros else float("inf")
+        verdict = "PASS" if answered and share >= CASCADE_ACCURACY and cost_share <= CASCADE_COST else "FAIL"
+        escalation = "the adaptive vote" if cascaded.effort == "xhigh" else "the fixed vote"
+        print(
+            f"{verdict}  cascade (threshold {args.threshold}, escalating to {escalation})"
+            f" {cascaded.accuracy or 0.0:.1%} = {share:.1%} of deliberate/high's accuracy"
+            f" (target {CASCADE_ACCURACY:.0%}) at {cost_share:.1%} of its cost (target {CASCADE_COST:.0%})"
+        )
 
 
 def samples_table(results: list[ProbeResult]) -> str:
