@@ -245,9 +245,18 @@ def request_id(raw: Any) -> str:
     return str(raw.headers["x-tiergate-request-id"])
 
 
-def check(done: Reconciliation, *usages: Any) -> None:
-    """0 tokens apart; every usage the SDK saw is its ledger row's, its reasoning within its completion."""
-    assert done.apart == (0, 0), done
+# the tokens vLLM may still make for a stream the gateway closed (at its cap, or for a client that left)
+# before its abort lands: none on a quiet machine (0 apart), a few when it is busy; never billed (the gateway
+# bills the engine's counts up to its cut), never over-billed
+ABORT_SLACK = 16
+
+
+def check(done: Reconciliation, *usages: Any, cuts: int = 0) -> None:
+    """The prompt to the token; the completion to the token, or, for a path whose `cuts` streams the gateway
+    closed, billed no more than vLLM made and short of it by at most ABORT_SLACK a cut (docs/deliberation.md);
+    every usage the SDK saw is its ledger row's, its reasoning within its completion."""
+    prompt, completion = done.apart
+    assert prompt == 0 and -ABORT_SLACK * cuts <= completion <= 0, done
     for usage, row in zip(usages, done.rows, strict=True):
         assert (usage.prompt_tokens, usage.completion_tokens) == (
             row.record.prompt_tokens,
@@ -321,7 +330,7 @@ def test_a_capped_sampled_deliberation_reconciles(served: Served) -> None:
     # the gateway closed the first call's stream at the cap (vLLM aborted it) and had the model answer
     assert depth_of(answer.usage)["reasoning_tokens"] == CAP and answer.choices[0].message.content
     assert usage is not None and depth_of(usage)["reasoning_tokens"] == CAP
-    check(done, answer.usage, usage)
+    check(done, answer.usage, usage, cuts=2)
 
 
 @pytest.mark.parametrize("effort", ["high", "minimal"], ids=["a call per sample", "n=3 in one call"])
@@ -334,7 +343,7 @@ def test_self_consistency_reconciles(served: Served, effort: str) -> None:
         )
         done.request_ids.append(gateway_id)
     assert depth_of(answer.usage)["samples"] == 3
-    check(done, answer.usage)
+    check(done, answer.usage, cuts=3 if effort == "high" else 0)  # high: each sample its own call, capped
 
 
 def test_a_disconnect_mid_deliberation_reconciles(served: Served) -> None:
@@ -358,7 +367,8 @@ def test_a_disconnect_mid_deliberation_reconciles(served: Served) -> None:
                 break  # and leave, mid-reasoning
     (row,) = done.rows
     assert row.record.outcome == "client_disconnected" and row.record.completion_tokens > 0
-    assert done.apart == (0, 0), done
+    prompt, completion = done.apart
+    assert prompt == 0 and -ABORT_SLACK <= completion <= 0, done  # its one stream closed when the client left
 
 
 def first_prompt(engine: VLLM, text: str) -> int:
