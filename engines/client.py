@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from engines.usage import StreamTally, Usage
 
@@ -41,8 +41,7 @@ class EngineReply:
     replica: str
 
 
-@dataclass(frozen=True, slots=True)
-class StreamEvent:
+class StreamEvent(NamedTuple):  # a tuple: made for every token of every stream, it must be cheap to make
     data: bytes  # the event's JSON exactly as the engine sent it
     payload: dict[str, Any]
 
@@ -54,14 +53,13 @@ class EngineStream(Protocol):
     usage: Usage | None
     tally: StreamTally
 
-    @property
-    def buffered(self) -> bool:
-        """Whether the next event has already arrived (getting it will not wait)."""
-        ...
-
     def __aiter__(self) -> EngineStream: ...
 
     async def __anext__(self) -> StreamEvent: ...
+
+    async def batch(self) -> list[StreamEvent]:
+        """Every event already in hand at once (waiting for one if none is); [] once the stream has ended."""
+        ...
 
     async def aclose(self) -> None: ...
 

@@ -6,7 +6,7 @@ import asyncio
 import errno
 import re
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -24,6 +24,7 @@ from engines._exceptions import (
 from engines.client import TEMPLATE_FIELDS, EngineReply, Headers, StreamEvent, Timeouts
 from engines.http import EngineHTTP
 from engines.sse import SSEDecoder
+from engines.transport import ChunkReader
 from engines.usage import StreamTally, Usage
 
 __all__ = ["OpenAICompatEngine", "OpenAICompatStream", "translate_error"]
@@ -186,14 +187,20 @@ class OpenAICompatEngine:
 
 class OpenAICompatStream:
     """The events of one streamed response, its usage (the latest reported wins) and a tally of
-    what it generated. Iterating ends at `[DONE]`; a body that ends before it raises EngineFailed."""
+    what it generated. Iterating ends at `[DONE]`; a body that ends before it raises EngineFailed.
+
+    `batch()` hands over every event already in hand at once (the relay's way: one write for all of them);
+    iterating hands them over one by one. Either way each event is decoded once, here."""
 
     def __init__(self, engine: OpenAICompatEngine, response: httpx.Response, idle_s: float) -> None:
         self.replica = engine.url
         self.usage: Usage | None = None
         self.tally = StreamTally()
         self._response = response
-        self._raw = response.aiter_raw()
+        body = response.stream
+        # this package's transport reads what has arrived, joined, under one deadline timer per connection;
+        # any other transport (tests swap it) is read through httpx, each read under a timeout of its own
+        self._reader = body.read if isinstance(body, ChunkReader) else _timed_reader(response)
         self._idle_s = idle_s
         self._decoder = SSEDecoder()
         self._pending: deque[bytes] = deque()
@@ -205,20 +212,12 @@ class OpenAICompatStream:
         while not self._pending and not self._finished:
             await self._read(None)  # the caller's first-token deadline bounds this wait, not idle_s
 
-    @property
-    def buffered(self) -> bool:
-        return bool(self._pending)
-
     def __aiter__(self) -> OpenAICompatStream:
         return self
 
     async def __anext__(self) -> StreamEvent:
-        while not self._pending:
-            if self._done:
-                raise StopAsyncIteration
-            if self._finished:
-                raise EngineFailed("the engine's stream ended without [DONE]", replica=self.replica)
-            await self._read(self._idle_s)
+        if not self._pending:
+            await self._fill()
         data = self._pending.popleft()
         if data == _DONE:
             self._done = True
@@ -226,14 +225,47 @@ class OpenAICompatStream:
             raise StopAsyncIteration
         return self._event(data)
 
+    async def batch(self) -> list[StreamEvent]:
+        """Every event in hand (waiting for one if none is), in order; [] once the stream has ended. An event
+        that fails (not JSON, an engine's error) is raised by the call after the events before it."""
+        if not self._pending:
+            try:
+                await self._fill()
+            except StopAsyncIteration:
+                return []
+        pending = self._pending
+        events: list[StreamEvent] = []
+        while pending:
+            data = pending.popleft()
+            if data == _DONE:
+                self._done = True
+                pending.clear()
+                break
+            try:
+                events.append(self._event(data))
+            except EngineFailed:
+                if not events:
+                    raise
+                pending.appendleft(data)  # raised by the next call, after these went out
+                break
+        return events
+
     async def aclose(self) -> None:
         await self._response.aclose()
 
+    async def _fill(self) -> None:
+        """Wait until an event is pending; StopAsyncIteration after [DONE]."""
+        while not self._pending:
+            if self._done:
+                raise StopAsyncIteration
+            if self._finished:
+                raise EngineFailed("the engine's stream ended without [DONE]", replica=self.replica)
+            await self._read(self._idle_s)
+
     async def _read(self, wait_s: float | None) -> None:
         try:
-            async with asyncio.timeout(wait_s):
-                chunk = await anext(self._raw, None)
-        except TimeoutError:
+            chunk = await self._reader(wait_s)
+        except (TimeoutError, httpx.TimeoutException):
             raise EngineTimeout("the engine stalled mid-stream", replica=self.replica, phase="idle") from None
         except httpx.TransportError as exc:
             if _local(exc):
@@ -263,6 +295,16 @@ class OpenAICompatStream:
             self.usage = Usage.from_payload(usage) or self.usage
         self.tally.observe(payload)
         return StreamEvent(data, payload)
+
+
+def _timed_reader(response: httpx.Response) -> Callable[[float | None], Awaitable[bytes | None]]:
+    raw = response.aiter_raw()
+
+    async def read(wait_s: float | None) -> bytes | None:
+        async with asyncio.timeout(wait_s):
+            return await anext(raw, None)
+
+    return read
 
 
 def _local(exc: httpx.TransportError) -> bool:

@@ -378,10 +378,6 @@ class PooledStream:
     def tally(self) -> StreamTally:
         return self._stream.tally
 
-    @property
-    def buffered(self) -> bool:
-        return self._stream.buffered
-
     def __aiter__(self) -> PooledStream:
         return self
 
@@ -394,6 +390,16 @@ class PooledStream:
         except StopAsyncIteration:
             self._ended = True
             raise
+
+    async def batch(self) -> list[StreamEvent]:
+        try:
+            events = await self._stream.batch()
+        except EngineError as exc:
+            self._error = exc
+            raise
+        if not events:
+            self._ended = True
+        return events
 
     async def aclose(self) -> None:
         if self._closed:

@@ -8,6 +8,11 @@ timeouts (the seam that tests swap), and does the wire work with httptools, the 
 Scope, on purpose: HTTP/1.1 to engines, keep-alive pooling per origin, plain TCP or TLS, request
 bodies sent whole (engine requests are small), response bodies streamed with flow control. Not for
 HEAD requests (the parser cannot know such a response has no body).
+
+A response body is read as whatever has arrived since the last read, joined (`ChunkReader.read`): an engine
+that streams faster than the gateway reads costs one read, not one per chunk of its chunked encoding. A read
+that must wait is bounded by one deadline timer per connection, re-armed only when it fires (not one timeout
+object per read: a token-paced stream waits once per token).
 """
 
 from __future__ import annotations
@@ -21,10 +26,9 @@ from typing import cast
 import httptools
 import httpx
 
-__all__ = ["EngineTransport"]
+__all__ = ["ChunkReader", "EngineTransport"]
 
 _HIGH_WATER = 256 * 1024  # buffered body bytes before the socket stops being read
-_LOW_WATER = 64 * 1024
 _Origin = tuple[str, str, int]
 
 
@@ -40,12 +44,14 @@ class _Connection(asyncio.Protocol):
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._paused = False
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[bool] | None = None  # its result: whether the read timed out
         self._got_bytes = False
         self.complete = False
         self._keep_alive = False
         self._error: httpx.TransportError | None = None
         self._request: httpx.Request | None = None
+        self._deadline = 0.0  # loop time the pending read gives up (0: no read waits with a deadline)
+        self._timer: asyncio.TimerHandle | None = None  # fires at (or before) `_deadline`
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -121,12 +127,15 @@ class _Connection(asyncio.Protocol):
         return not self.closed and self.complete and self._keep_alive
 
     async def next_chunk(self, wait_s: float | None) -> bytes | None:
-        """The next body chunk, or None at the end of the body."""
+        """What has arrived of the body since the last read, joined; None at the end of the body. Waits at
+        most `wait_s` for it (None: no limit) and then raises `httpx.ReadTimeout`."""
         while True:
-            if self._chunks:
-                chunk = self._chunks.popleft()
-                self._buffered -= len(chunk)
-                if self._paused and self._buffered < _LOW_WATER and self.transport is not None:
+            chunks = self._chunks
+            if chunks:
+                chunk = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                self._buffered = 0
+                if self._paused and self.transport is not None:
                     self._paused = False
                     self.transport.resume_reading()
                 return chunk
@@ -134,21 +143,39 @@ class _Connection(asyncio.Protocol):
                 raise self._error
             if self.complete:
                 return None
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            if wait_s is not None:
+                self._deadline = loop.time() + wait_s
+                if self._timer is None:  # else the armed timer fires earlier and re-arms for this deadline
+                    self._timer = loop.call_at(self._deadline, self._expire)
             try:
-                async with asyncio.timeout(wait_s):
-                    await self._waiter
-            except TimeoutError:
-                raise httpx.ReadTimeout(
-                    "timed out waiting for the response body", request=self._request
-                ) from None
+                await waiter
             finally:
                 self._waiter = None
+                self._deadline = 0.0
+            if waiter.result():
+                raise httpx.ReadTimeout("timed out waiting for the response body", request=self._request)
+
+    def _expire(self) -> None:
+        """The deadline timer: a waiting read past its deadline times out; a later deadline re-arms it."""
+        self._timer = None
+        deadline, waiter = self._deadline, self._waiter
+        if not deadline or waiter is None or waiter.done():
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() >= deadline:
+            waiter.set_result(True)  # timed out
+        else:
+            self._timer = loop.call_at(deadline, self._expire)
 
     def done(self) -> None:
         """The response is finished with; the connection goes idle."""
         self._parser = None
         self._request = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def close(self) -> None:
         self.closed = True
@@ -157,7 +184,7 @@ class _Connection(asyncio.Protocol):
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+            self._waiter.set_result(False)
 
     def _fail(self, error: httpx.TransportError) -> None:
         self._error = error
@@ -254,19 +281,27 @@ class _OriginPool:
         return conn
 
 
-class _Body(httpx.AsyncByteStream):
+class ChunkReader(httpx.AsyncByteStream):
+    """A response body of this transport. Iterate it as httpx does, or `read()` it: what has arrived since the
+    last read, joined, at most `wait_s` waited for (then `httpx.ReadTimeout`); None at its end."""
+
     def __init__(self, pool: _OriginPool, conn: _Connection, read_timeout: float | None) -> None:
         self._pool = pool
         self._conn: _Connection | None = conn
         self._timeout = read_timeout
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    async def read(self, wait_s: float | None) -> bytes | None:
         conn = self._conn
         if conn is None:
             raise httpx.StreamClosed()
-        while (chunk := await conn.next_chunk(self._timeout)) is not None:
+        chunk = await conn.next_chunk(wait_s)
+        if chunk is None:
+            await self.aclose()
+        return chunk
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while (chunk := await self.read(self._timeout)) is not None:
             yield chunk
-        await self.aclose()
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
@@ -313,7 +348,7 @@ class EngineTransport(httpx.AsyncBaseTransport):
             return httpx.Response(
                 status,
                 headers=conn.headers,
-                stream=_Body(pool, conn, timeouts.get("read")),
+                stream=ChunkReader(pool, conn, timeouts.get("read")),
                 extensions={"http_version": b"HTTP/1.1"},
             )
         raise AssertionError("unreachable")  # pragma: no cover

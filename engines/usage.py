@@ -71,10 +71,14 @@ class StreamTally:
                 if reasoning is None:
                     reasoning = delta.get("reasoning_content")
             if text:
-                self.content.setdefault(index, []).append(text)
+                if (parts := self.content.get(index)) is None:
+                    parts = self.content[index] = []
+                parts.append(text)
                 self.content_deltas += 1
             if reasoning:
-                self.reasoning.setdefault(index, []).append(reasoning)
+                if (parts := self.reasoning.get(index)) is None:
+                    parts = self.reasoning[index] = []
+                parts.append(reasoning)
                 self.reasoning_deltas += 1
             reason = choice.get("finish_reason")
             if reason:

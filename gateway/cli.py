@@ -154,7 +154,7 @@ def _serve(args: argparse.Namespace) -> None:
     if settings.server.workers == 1:
         from gateway.app import create_app
 
-        uvicorn.run(create_app(settings), **options)
+        uvicorn.run(create_app(settings, freeze_heap=True), **options)
         return
     if not settings.redis.url:
         logging.getLogger("tiergate").warning(

@@ -22,7 +22,7 @@ from gateway.http.errors import GatewayError
 from gateway.keys import ApiKey
 from gateway.state import GatewayState
 
-__all__ = ["gateway_state", "inference_routes", "router"]
+__all__ = ["direct_routes", "gateway_state", "inference_routes", "router"]
 
 
 def gateway_state(request: Request) -> GatewayState:
@@ -78,7 +78,13 @@ async def response_input_items(request: Request) -> Response:
     return await gateway_state(request).responses.input_items(request)
 
 
-inference_routes = [
+# the inference requests: served by the app beneath its middleware (gateway.http.dispatch)
+direct_routes = {
+    ("POST", CHAT.path): chat_completions,
+    ("POST", COMPLETIONS.path): completions,
+    ("POST", RESPONSES_PATH): create_response,
+}
+inference_routes = [  # the same (for the API's document, and a 405 to other methods), and the rest
     Route(CHAT.path, chat_completions, methods=["POST"]),
     Route(COMPLETIONS.path, completions, methods=["POST"]),
     Route(RESPONSES_PATH, create_response, methods=["POST"]),

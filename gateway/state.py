@@ -61,7 +61,7 @@ class GatewayState:
     bookkeeper: Bookkeeper | None  # None without a price book: nothing to bill
     registry: CollectorRegistry  # what GET /metrics serves (see gateway.accounting.metrics.scrape_registry)
     collector: GatewayCollector
-    door: Door  # which inference requests this worker lets in (gateway.http.door.DoorMiddleware)
+    door: Door  # which inference requests this worker lets in (gateway.http.door; gateway.http.dispatch)
     responses: ResponsesAPI
     response_store: ResponseStore | None  # None: responses.store is off
     lag: LoopLag  # this worker's event-loop lag: the door sheds on it, deadlines allow for it

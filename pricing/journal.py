@@ -5,8 +5,12 @@ while one batch is being written and synced go out together in the next, with on
 thread of the journal's own, so the event loop never waits on the disk and a thousand concurrent requests
 cost a handful of fsyncs, not a thousand. Each row costs its caller at most two fsyncs of latency.
 
-Rows are drained into the ledger by `pricing.journal_drain.LedgerWriter`, which reads them back from disk
-(`read`) and records how far it got (`advance`): memory never holds more than the rows being written.
+Rows are drained into the ledger by `pricing.journal_drain.LedgerWriter`, which reads them (`read`) and
+records how far it got (`advance`). The rows made durable since the last `advance` are kept in memory, up to
+`MEMORY_ROWS`, and read from there: a row is encoded once, on its way to disk, and decoded only when it must
+be read back from disk - after a restart (an orphan), or once the ledger has fallen so far behind that memory
+let go of them. The disk stays the record: memory holds only rows already durable, and positions in the
+journal's segments are the same either way.
 
 One journal directory per process, locked for the process's life (`pricing.journal_files`). `Journal.in_root`
 names a fresh one under a shared root, where a successor finds and drains the directories of dead processes.
@@ -19,9 +23,11 @@ billed although its caller heard that it failed.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import secrets
 import socket
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +49,20 @@ from pricing.journal_format import Position, encode_line
 from pricing.ledger import check_storable
 from pricing.records import LedgerRow
 
-__all__ = ["Batch", "Journal", "JournalClosed", "JournalError", "JournalLocked", "JournalStats", "Position"]
+__all__ = [
+    "MEMORY_ROWS",
+    "Batch",
+    "Journal",
+    "JournalClosed",
+    "JournalError",
+    "JournalLocked",
+    "JournalStats",
+    "Position",
+]
 
 DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
+MEMORY_ROWS = 4096  # durable rows kept in memory for the ledger writer (about 1 KB each), at most
+_Queued = tuple[bytes, LedgerRow | None, "asyncio.Future[None]"]  # a line to write, its row, its waiter
 
 
 class JournalError(Exception):
@@ -91,8 +108,11 @@ class Journal:
             raise
         self._segment = _SegmentWriter(directory, first, fsync=fsync, segment_bytes=segment_bytes)
         self._committed = Position(first, 0)
+        # the durable rows from `_kept_from` on, each with the position after it, while memory keeps them
+        self._kept: deque[tuple[Position, LedgerRow]] = deque()
+        self._kept_from: Position | None = self._committed if self._checkpoint == self._committed else None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiergate-journal")
-        self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._queue: list[_Queued] = []
         self._flusher: asyncio.Task[None] | None = None
         self._failed = False
         self._closed = False
@@ -132,16 +152,22 @@ class Journal:
         """Return once the row is durable; JournalError if it could not be made so, ValueError (at once)
         if the ledger could never store it."""
         check_storable(row)
-        await self._enqueue(encode_line(row))
+        await self._enqueue(encode_line(row), row)
         self.stats.appends += 1
 
     async def flush(self) -> None:
         """Wait until every row appended so far is durable (or has failed)."""
         if self._queue or self._flusher is not None:
-            await self._enqueue(b"")
+            await self._enqueue(b"", None)
 
     async def read(self, start: Position, limit: int) -> Batch:
-        """Up to `limit` durable rows from `start` on, read back from disk."""
+        """Up to `limit` durable rows from `start` on: from memory when it holds them, else from disk."""
+        if start == self._kept_from:
+            batch = Batch(start)
+            for end, row in itertools.islice(self._kept, limit):
+                batch.rows.append(row)
+                batch.next = end
+            return batch
         return await asyncio.to_thread(read_batch, self.directory, start, limit, self._committed)
 
     async def advance(self, position: Position) -> None:
@@ -153,6 +179,13 @@ class Journal:
             raise ValueError(f"cannot checkpoint {position}: the journal is durable up to {self._committed}")
         await asyncio.to_thread(_advance, self.directory, position, self.fsync)
         self._checkpoint = position
+        kept = self._kept
+        while kept and kept[0][0] <= position:
+            kept.popleft()
+        if self._kept_from is not None and position >= self._kept_from:
+            self._kept_from = position if kept or position == self._committed else None
+        elif position == self._committed and not self._failed:  # caught up: memory serves again from here
+            self._kept_from = position
 
     async def aclose(self) -> None:
         """Finish pending appends and release the directory. A fully drained journal is deleted; one with
@@ -170,11 +203,11 @@ class Journal:
             os.close(self._lock_fd)  # from here on, any successor may adopt what is left
 
     # -- group commit ---------------------------------------------------------------------------------
-    async def _enqueue(self, line: bytes) -> None:
+    async def _enqueue(self, line: bytes, row: LedgerRow | None) -> None:
         if self._closed and line:
             raise JournalClosed(f"{self!r} is closed")
         waiter = asyncio.get_running_loop().create_future()
-        self._queue.append((line, waiter))
+        self._queue.append((line, row, waiter))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush(), name=f"journal flush {self.directory.name}")
         await waiter
@@ -185,29 +218,51 @@ class Journal:
             # whatever queued up during one write goes out in the next: that is the group commit
             while self._queue:
                 batch, self._queue = self._queue, []
-                data = b"".join(line for line, _ in batch)
+                data = b"".join(line for line, _, _ in batch)
                 try:
                     if data:
+                        begin = self._committed
                         self._committed = await loop.run_in_executor(
                             self._executor, self._segment.write, data
                         )
                         self.stats.batches += 1
                         self.stats.bytes += len(data)
+                        self._keep(begin, batch)
                 except BaseException as exc:  # cancelled too: the waiters must not wait forever
                     self._failed = True
+                    self._forget()  # the segment's tail is unknown: from here on rows are read from disk
                     self.stats.failures += 1
                     error = JournalError(f"{self!r}: rows not durable: {exc!r}")
-                    for _, waiter in batch:
+                    for _, _, waiter in batch:
                         if not waiter.done():
                             waiter.set_exception(error)
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                for _, waiter in batch:
+                for _, _, waiter in batch:
                     if not waiter.done():  # a caller that was cancelled is no longer waiting
                         waiter.set_result(None)
         finally:
             self._flusher = None
+
+    def _keep(self, begin: Position, batch: list[_Queued]) -> None:
+        """Keep the rows of a batch just written at `begin` (ending at `_committed`), while memory serves."""
+        if self._kept_from is None:
+            return
+        if len(self._kept) + len(batch) > MEMORY_ROWS:
+            self._forget()  # the ledger is far behind: it reads from disk until it catches up
+            return
+        offset = begin.offset
+        for line, row, _ in batch:
+            if row is not None:
+                offset += len(line)
+                self._kept.append((Position(begin.segment, offset), row))
+        if self._kept:  # the last row ends where the write did (in the next segment, if it sealed this one)
+            self._kept[-1] = (self._committed, self._kept[-1][1])
+
+    def _forget(self) -> None:
+        self._kept.clear()
+        self._kept_from = None
 
 
 class _SegmentWriter:

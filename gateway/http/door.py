@@ -24,17 +24,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
-
 from engines.loop_lag import LoopLag
-from gateway.http.endpoints import CHAT, COMPLETIONS, RESPONSES_PATH
-from gateway.http.errors import gateway_overloaded
 
-__all__ = ["REASONS", "SHUT_S", "SLOT", "AdaptiveLimit", "Door", "DoorMiddleware"]
+__all__ = ["REASONS", "SHUT_S", "SLOT", "AdaptiveLimit", "Door"]
 
 SLOT = "tiergate.slot"  # where in the request's scope the handler keeps its tier's slot
 SHUT_S = 1.0  # how long a shortage shuts the door: as long as asyncio pauses accepting after EMFILE
-_GUARDED = frozenset({CHAT.path, COMPLETIONS.path, RESPONSES_PATH})
 
 
 class AdaptiveLimit:
@@ -151,28 +146,3 @@ class Door:
     def shut(self) -> None:
         """The gateway ran short: refuse every new request for `SHUT_S`."""
         self._shut_until = self._clock() + SHUT_S
-
-
-class DoorMiddleware:
-    """Pure ASGI (no BaseHTTPMiddleware): a set lookup and two integer operations per request."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in _GUARDED:
-            await self.app(scope, receive, send)
-            return
-        gateway = scope["state"]["gateway"]  # the lifespan's GatewayState
-        door: Door = gateway.door
-        if not door.admit():
-            await gateway_overloaded().response()(scope, receive, send)
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            slot = scope.get(SLOT)  # its tier's place (gateway.http.tier_queues), taken by the handler
-            if slot is None:
-                door.leave()
-            else:
-                gateway.queues.release(slot)  # counted by its tier since it took the slot

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -38,6 +37,7 @@ from gateway.refusals import Refusal, RefusalKind
 __all__ = [
     "GatewayError",
     "error_event",
+    "error_response",
     "from_engine_error",
     "from_refusal",
     "gateway_overloaded",
@@ -182,62 +182,61 @@ def error_event(error: GatewayError) -> bytes:
     return b"data: " + orjson.dumps(error.envelope()) + b"\n\n"
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    async def gateway_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, GatewayError)
+def error_response(request: Request, exc: Exception) -> Response:
+    """The answer to a request whose handling raised `exc`: what the app's exception handlers answer, and
+    what the inference routes (served beneath them: gateway.http.dispatch) answer."""
+    if isinstance(exc, GatewayError):
         return exc.response()
-
-    async def refusal(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, Refusal)
+    if isinstance(exc, Refusal):
         return from_refusal(exc).response()
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc, StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         message = str(exc.detail)
         if exc.status_code == 404:
             message = f"Unknown request URL: {request.method} {request.url.path}."
-        error = GatewayError(exc.status_code, message, code=code, headers=dict(exc.headers or {}))
-        return error.response()
-
-    async def validation_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
+        return GatewayError(exc.status_code, message, code=code, headers=dict(exc.headers or {})).response()
+    if isinstance(exc, RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         param = ".".join(str(part) for part in first["loc"][1:]) or None
         return GatewayError(400, str(first["msg"]), param=param, code="invalid_value").response()
-
-    # the admin and usage routes: an outage (logged once where it is seen) is a 503 the client retries
-    def outage(message: str, code: str) -> Callable[[Request, Exception], Awaitable[Response]]:
-        async def handler(request: Request, exc: Exception) -> Response:
-            return GatewayError(503, message, code=code, headers={"retry-after": "1"}).response()
-
-        return handler
-
-    database_unavailable = outage(
-        "The database cannot be reached right now; retry shortly.", "database_unavailable"
-    )
-    budgets_unavailable = outage("Budgets cannot be read right now; retry shortly.", "budget_unavailable")
-
-    async def client_gone(request: Request, exc: Exception) -> Response:
+    # an outage (logged once where it is seen) is a 503 the client retries
+    if isinstance(exc, DatabaseUnavailable):
+        return _outage("The database cannot be reached right now; retry shortly.", "database_unavailable")
+    if isinstance(exc, BudgetUnavailable):
+        return _outage("Budgets cannot be read right now; retry shortly.", "budget_unavailable")
+    if isinstance(exc, ClientDisconnect):
         return Response(status_code=CLIENT_CLOSED)  # the client left while sending its body: nobody to answer
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    # the connection is closed after this answer (the client is told): what state the error left is unknown
+    return GatewayError(
+        500, "The gateway had an internal error.", code="internal_error", headers={"connection": "close"}
+    ).response()
 
-    async def unexpected_error(request: Request, exc: Exception) -> Response:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        # this handler runs outside the request-id middleware, so it adds the header itself; and Starlette
-        # re-raises the error after this answer, upon which uvicorn closes the connection: the client is told
-        headers = {"connection": "close"}
-        request_id = request.scope.get("state", {}).get("request_id")
-        if request_id:
-            headers["x-request-id"] = request_id
-        return GatewayError(
-            500, "The gateway had an internal error.", code="internal_error", headers=headers
-        ).response()
 
-    app.add_exception_handler(GatewayError, gateway_error)
-    app.add_exception_handler(Refusal, refusal)
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(DatabaseUnavailable, database_unavailable)
-    app.add_exception_handler(BudgetUnavailable, budgets_unavailable)
-    app.add_exception_handler(ClientDisconnect, client_gone)
-    app.add_exception_handler(Exception, unexpected_error)
+def _outage(message: str, code: str) -> Response:
+    return GatewayError(503, message, code=code, headers={"retry-after": "1"}).response()
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def handler(request: Request, exc: Exception) -> Response:
+        return error_response(request, exc)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # Starlette answers this outside the request-id middleware (and re-raises the error after it): the
+        # header is added here
+        response = error_response(request, exc)
+        if request_id := request.scope.get("state", {}).get("request_id"):
+            response.headers["x-request-id"] = request_id
+        return response
+
+    app.add_exception_handler(Exception, unexpected)
+    for kind in (
+        GatewayError,
+        Refusal,
+        StarletteHTTPException,
+        RequestValidationError,
+        DatabaseUnavailable,
+        BudgetUnavailable,
+        ClientDisconnect,
+    ):
+        app.add_exception_handler(kind, handler)

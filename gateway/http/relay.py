@@ -81,25 +81,29 @@ class StreamRelay(Response):
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             try:
-                async for event in stream:
-                    data = event.data
-                    if unchecked_id is not None and isinstance(engine_id := event.payload.get("id"), str):
-                        id_rewrite = _id_rewrite(engine_id, unchecked_id)
-                        unchecked_id = None
-                    if id_rewrite is not None:
-                        data = data.replace(id_rewrite[0], id_rewrite[1], 1)
-                    if not event.payload.get("choices") and "usage" in event.payload:
-                        if not include_usage:
-                            continue  # the usage chunk the gateway asked for on its own behalf
-                        if self._on_usage is not None:
-                            data = self._on_usage(event.payload)
+                # every event in hand goes out in one write: an engine that outpaces the client (or a loop
+                # that fell behind) costs one write per read, not one per token
+                while events := await stream.batch():
+                    for event in events:
+                        data = event.data
+                        if unchecked_id is not None and isinstance(engine_id := event.payload.get("id"), str):
+                            id_rewrite = _id_rewrite(engine_id, unchecked_id)
+                            unchecked_id = None
+                        if id_rewrite is not None:
+                            data = data.replace(id_rewrite[0], id_rewrite[1], 1)
+                        payload = event.payload
+                        if not payload.get("choices") and "usage" in payload:
+                            if not include_usage:
+                                continue  # the usage chunk the gateway asked for on its own behalf
+                            if self._on_usage is not None:
+                                data = self._on_usage(payload)
+                            elif rewrite is not None:
+                                data = data.replace(rewrite[0], rewrite[1], 1)
                         elif rewrite is not None:
                             data = data.replace(rewrite[0], rewrite[1], 1)
-                    elif rewrite is not None:
-                        data = data.replace(rewrite[0], rewrite[1], 1)
-                    batch.append(b"data: " + data + b"\n\n")
-                    if stream.buffered:
-                        continue  # more events have already arrived: one write for all, and none waits
+                        batch.append(b"data: " + data + b"\n\n")
+                    if not batch:
+                        continue
                     if first_event_at is None:
                         first_event_at = time.monotonic()
                     body = batch[0] if len(batch) == 1 else b"".join(batch)

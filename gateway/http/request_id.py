@@ -11,7 +11,7 @@ import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["RequestIdMiddleware", "request_id_of"]
+__all__ = ["RequestIdMiddleware", "assign_request_id", "request_id_of"]
 
 _HEADER = b"x-request-id"
 _GATEWAY_HEADER = b"x-tiergate-request-id"
@@ -20,6 +20,18 @@ _MAX_LENGTH = 128
 
 def _acceptable(value: bytes) -> bool:
     return 0 < len(value) <= _MAX_LENGTH and all(0x21 <= byte <= 0x7E for byte in value)
+
+
+def assign_request_id(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """Give the request in `scope` its gateway id (`request_id_of`); the headers its response carries."""
+    client_id = b""
+    for name, value in scope["headers"]:
+        if name == _HEADER:
+            client_id = value
+            break
+    gateway_id = b"req_" + secrets.token_hex(16).encode()
+    scope.setdefault("state", {})["request_id"] = gateway_id.decode()
+    return [(_HEADER, client_id if _acceptable(client_id) else gateway_id), (_GATEWAY_HEADER, gateway_id)]
 
 
 class RequestIdMiddleware:
@@ -32,17 +44,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        client_id = b""
-        for name, value in scope["headers"]:
-            if name == _HEADER:
-                client_id = value
-                break
-        gateway_id = b"req_" + secrets.token_hex(16).encode()
-        scope.setdefault("state", {})["request_id"] = gateway_id.decode()
-        headers = [
-            (_HEADER, client_id if _acceptable(client_id) else gateway_id),
-            (_GATEWAY_HEADER, gateway_id),
-        ]
+        headers = assign_request_id(scope)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

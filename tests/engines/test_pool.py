@@ -31,10 +31,6 @@ class FakeStream:
         self._left = events
         self.closed = False
 
-    @property
-    def buffered(self) -> bool:
-        return self._left > 0
-
     def __aiter__(self) -> FakeStream:
         return self
 
@@ -43,6 +39,10 @@ class FakeStream:
             raise StopAsyncIteration
         self._left -= 1
         return StreamEvent(b"{}", {})
+
+    async def batch(self) -> list[StreamEvent]:
+        events, self._left = [StreamEvent(b"{}", {})] * self._left, 0
+        return events
 
     async def aclose(self) -> None:
         self.closed = True

@@ -14,7 +14,7 @@ import pricing.journal
 from pricing import LedgerRow
 from pricing.journal import Journal, JournalClosed, JournalError, JournalLocked, Position
 from pricing.journal_drain import LedgerWriter
-from pricing.journal_files import QUARANTINE, segment_path, segments
+from pricing.journal_files import QUARANTINE, Batch, read_batch, segment_path, segments
 from pricing.journal_format import CorruptLine, decode_line, encode_line
 from tests.pricing.factories import make_book, make_row
 
@@ -79,6 +79,50 @@ async def test_appended_rows_read_back_from_disk(tmp_path: Path) -> None:
     await journal.aclose()
     with pytest.raises(JournalClosed):
         await journal.append(row("late"))
+
+
+async def test_durable_rows_are_read_from_memory_exactly_as_they_lie_on_disk(tmp_path: Path) -> None:
+    line = len(encode_line(row("m00")))
+    journal = Journal(tmp_path / "j", segment_bytes=line * 3)
+    for i in range(7):  # one at a time, rotating segments
+        await journal.append(row(f"m{i:02d}"))
+    await append_all(journal, [f"g{i}" for i in range(5)])  # one group commit
+    start = journal.checkpoint
+    for limit in (1, 2, 3, 4, 8, 100):
+        memory = await journal.read(start, limit)
+        disk = read_batch(journal.directory, start, limit, journal.committed)
+        assert (memory.rows, memory.next) == (disk.rows, disk.next)
+    await journal.aclose()
+
+
+async def test_a_ledger_far_behind_reads_from_disk_then_from_memory_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pricing.journal, "MEMORY_ROWS", 4)
+    disk_reads: list[Position] = []
+
+    def counted(directory: Path, start: Position, limit: int, end: Position | None) -> Batch:
+        disk_reads.append(start)
+        return read_batch(directory, start, limit, end)
+
+    monkeypatch.setattr(pricing.journal, "read_batch", counted)
+    journal = Journal(tmp_path / "j")
+    ledger = MemoryLedger()
+    writer = LedgerWriter(journal, ledger, batch=3)
+    await append_all(journal, ["a0", "a1"])
+    await writer.drain()
+    assert sorted(ledger.rows) == ["a0", "a1"] and disk_reads == []  # from memory
+    for i in range(6):  # the ledger does not drain: past MEMORY_ROWS, memory lets go
+        await journal.append(row(f"b{i}"))
+    await writer.drain()
+    assert len(ledger.rows) == 8 and disk_reads  # from disk, every row once
+    reads = len(disk_reads)
+    await journal.append(row("c0"))
+    await writer.drain()
+    assert "c0" in ledger.rows and len(disk_reads) == reads  # caught up: from memory again
+    assert journal.checkpoint == journal.committed
+    await journal.aclose()
+    assert not journal.directory.exists()  # fully drained
 
 
 async def test_group_commit_syncs_far_less_than_once_per_row(

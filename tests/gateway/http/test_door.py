@@ -8,10 +8,13 @@ import errno
 from types import SimpleNamespace
 
 import httpx
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from engines import LoopLag
-from gateway.http.door import SHUT_S, AdaptiveLimit, Door, DoorMiddleware
+from gateway.http.dispatch import GatewayApp
+from gateway.http.door import SHUT_S, AdaptiveLimit, Door
 from gateway.state import GatewayState
 from tests.conftest import gateway_settings
 
@@ -50,8 +53,28 @@ class Gated:
             await self._arrived.wait_for(lambda: self._held >= count)
 
 
+class Relayed(Response):
+    """A response that is `Gated`'s answer."""
+
+    def __init__(self, app: Gated) -> None:
+        super().__init__()
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+
 def client_for(door: Door, app: Gated) -> httpx.AsyncClient:
-    guarded = DoorMiddleware(app)
+    """The gateway's app, its inference routes answered by `app` and behind `door`."""
+
+    async def inference(request: Request) -> Response:
+        return Relayed(app)
+
+    async def healthz(request: Request) -> Response:
+        return Response(b"ok")
+
+    guarded = GatewayApp(direct={("POST", CHAT): inference, ("POST", "/v1/completions"): inference})
+    guarded.add_route("/healthz", healthz)
     state = SimpleNamespace(door=door)  # what the lifespan puts in every request's state
 
     async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
