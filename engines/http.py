@@ -25,8 +25,12 @@ class EngineHTTP:
     transport: httpx.AsyncBaseTransport
 
     @classmethod
-    def create(cls, transport: httpx.AsyncBaseTransport | None = None) -> EngineHTTP:
-        transport = transport if transport is not None else EngineTransport()
+    def create(
+        cls, transport: httpx.AsyncBaseTransport | None = None, *, connections_per_origin: int = 512
+    ) -> EngineHTTP:
+        """`connections_per_origin`: connections open to one replica, at most (the default transport)."""
+        if transport is None:
+            transport = EngineTransport(max_connections_per_origin=connections_per_origin)
         # identity: engines answer small JSON/SSE; decompression would only cost CPU on the hot path
         client = httpx.AsyncClient(transport=transport, headers={"accept-encoding": "identity"})
         return cls(client=client, transport=transport)

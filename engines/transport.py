@@ -28,7 +28,7 @@ import httpx
 
 __all__ = ["ChunkReader", "EngineTransport"]
 
-_HIGH_WATER = 256 * 1024  # buffered body bytes before the socket stops being read
+_HIGH_WATER = 64 * 1024  # buffered body bytes before the socket stops being read (per stream: its memory)
 _Origin = tuple[str, str, int]
 
 

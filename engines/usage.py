@@ -54,6 +54,9 @@ class StreamTally:
     content_deltas: int = 0
     reasoning_deltas: int = 0
     finish_reasons: dict[int, str] = field(default_factory=dict)
+    # pieces of each choice's text not yet joined into a block (`_keep`)
+    _loose_content: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
+    _loose_reasoning: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
 
     def observe(self, payload: dict[str, Any]) -> None:
         choices = payload.get("choices")
@@ -71,14 +74,10 @@ class StreamTally:
                 if reasoning is None:
                     reasoning = delta.get("reasoning_content")
             if text:
-                if (parts := self.content.get(index)) is None:
-                    parts = self.content[index] = []
-                parts.append(text)
+                _keep(self.content, self._loose_content, index, text)
                 self.content_deltas += 1
             if reasoning:
-                if (parts := self.reasoning.get(index)) is None:
-                    parts = self.reasoning[index] = []
-                parts.append(reasoning)
+                _keep(self.reasoning, self._loose_reasoning, index, reasoning)
                 self.reasoning_deltas += 1
             reason = choice.get("finish_reason")
             if reason:
@@ -110,3 +109,18 @@ class StreamTally:
 
     def reasoning_text(self, index: int = 0) -> str:
         return "".join(self.reasoning.get(index, ()))
+
+
+_BLOCK = 64  # a choice's text is kept in blocks of 64 deltas: a token as a string of its own costs ~50 bytes
+
+
+def _keep(texts: dict[int, list[str]], loose: dict[int, int], index: int, piece: str) -> None:
+    """Append `piece` to choice `index`'s text; every `_BLOCK` pieces become one string."""
+    if (parts := texts.get(index)) is None:
+        parts = texts[index] = []
+    parts.append(piece)
+    count = loose.get(index, 0) + 1
+    if count == _BLOCK:
+        parts[-_BLOCK:] = ["".join(parts[-_BLOCK:])]
+        count = 0
+    loose[index] = count

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import errno
 import logging
+import logging.handlers
+import queue
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -103,8 +106,22 @@ def _run(args: argparse.Namespace) -> None:
         pass
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format=_LOG_FORMAT)
+def _logging(level: str, *, off_loop: bool = False) -> None:
+    """Log lines to stderr. `off_loop` (a server): records are queued, and formatted and written by a thread
+    of their own (`QueueListener`), so that a request's log line costs its event loop a queued record,
+    not a formatted, flushed write; whatever is queued is written at exit."""
+    if off_loop:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        listener = logging.handlers.QueueListener(records, handler)
+        enqueue = logging.handlers.QueueHandler(records)
+        enqueue.setFormatter(logging.Formatter("%(message)s"))  # the listener formats the line
+        logging.basicConfig(level=level.upper(), handlers=[enqueue])
+        listener.start()
+        atexit.register(listener.stop)
+    else:
+        logging.basicConfig(level=level.upper(), format=_LOG_FORMAT)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # it would log every health check
 
 
@@ -135,7 +152,7 @@ def _serve(args: argparse.Namespace) -> None:
     settings = load_settings(args.config)
     if server:
         settings = load_settings(args.config, server={**settings.server.model_dump(), **server})
-    _logging(settings.server.log_level)
+    _logging(settings.server.log_level, off_loop=True)
     _open_files()
     from gateway.http.connections import GatewayProtocol
     from gateway.inference.catalog import Catalog

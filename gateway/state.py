@@ -149,7 +149,11 @@ class GatewayState:
         registry = CollectorRegistry(auto_describe=True)
         metrics = RequestMetrics(registry, tenant_labels=settings.metrics.tenant_labels)
         admitter = Admitter(authenticator, limiter, budgets, book, metrics)
-        http = EngineHTTP.create(transport)
+        # a connection to a replica for every request the door may let in (fewer would fail the excess with
+        # a pool timeout, read as our own shortage); never fewer than the transport's default
+        http = EngineHTTP.create(
+            transport, connections_per_origin=max(512, settings.server.max_concurrent_requests)
+        )
         door = _door(settings, lag)
         server = settings.server
         queues = TierQueues(

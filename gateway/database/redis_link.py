@@ -24,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 
 from engines.loop_lag import PATIENCE, Deadline, LoopLag
+from gateway.database.resp import RespClient, supported
 
 __all__ = ["UNAVAILABLE", "RedisLink", "SoonFlush"]
 
@@ -70,13 +71,22 @@ class RedisLink:
             # Redis; the default (exponential backoff, 3 retries) would hold a request far past timeout_s.
             retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
         )
-        self.redis = Redis.from_pool(pool)
+        self.redis = Redis.from_pool(pool)  # the scripts' registry (`register_script`); other URLs: the calls
+        # the calls themselves, on one pipelined connection of our own (gateway.database.resp), where it can
+        self._resp = (
+            RespClient(url, connect_timeout_s=socket_timeout_s, stall_s=socket_timeout_s)
+            if supported(url)
+            else None
+        )
 
     async def call(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         # The socket timeouts bound each connect and read; this bounds the whole call, pool wait and the
         # one retry included.
         async with self._deadline():
-            reply = await script(keys=keys, args=args)
+            if self._resp is not None and isinstance(script, AsyncScript):  # else a stand-in (tests)
+                reply = await self._resp.evalsha(script, keys, args)
+            else:
+                reply = await script(keys=keys, args=args)
         self._answered()
         return reply
 
@@ -88,10 +98,17 @@ class RedisLink:
         run as requests end, where raising would hide the real outcome; an error Redis answered is logged
         (`what`: the batch, for the log) and counts as done: sent again, it would fail the same way."""
         try:
-            async with self._deadline(), self.redis.pipeline(transaction=False) as pipe:
-                for keys, args in calls:
-                    await script(keys=keys, args=args, client=pipe)
-                await pipe.execute()
+            if self._resp is not None and isinstance(script, AsyncScript):
+                async with self._deadline():
+                    replies = await self._resp.evalsha_many(script, list(calls))
+                errors = [reply for reply in replies if isinstance(reply, ResponseError)]
+                if errors:  # as a pipeline raises: the first error
+                    raise errors[0]
+            else:
+                async with self._deadline(), self.redis.pipeline(transaction=False) as pipe:
+                    for keys, args in calls:
+                        await script(keys=keys, args=args, client=pipe)
+                    await pipe.execute()
         except ResponseError as exc:  # Redis answered, with an error (a bug): sent again, it would fail again
             if isinstance(exc, ReadOnlyError):  # a replica, during a failover: not for long
                 self.failed("settle", exc)
@@ -110,7 +127,10 @@ class RedisLink:
         """Whether Redis answers a PING within `timeout_s`."""
         try:
             async with self._deadline():
-                await self.redis.ping()
+                if self._resp is not None:
+                    await self._resp.execute("PING")
+                else:
+                    await self.redis.ping()
         except UNAVAILABLE as exc:
             self.failed("ping", exc)
             return False
@@ -143,6 +163,8 @@ class RedisLink:
             )
 
     async def aclose(self) -> None:
+        if self._resp is not None:
+            await self._resp.aclose()
         await self.redis.aclose()
 
 

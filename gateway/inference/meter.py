@@ -94,7 +94,17 @@ class Meter:
     """Builds the one `Exchange` of a request, hands it to the sinks, and settles the request's token
     reservation to what it really used and its budget reservation to what it really cost."""
 
-    __slots__ = ("_accounts", "_charge", "_pool", "_sent", "cascade", "depth", "request", "trace")
+    __slots__ = (
+        "_accounts",
+        "_charge",
+        "_pool",
+        "_recorded",
+        "_sent",
+        "cascade",
+        "depth",
+        "request",
+        "trace",
+    )
 
     def __init__(
         self, request: Admitted, accounts: Accounts, pool: EnginePool, trace: RequestTrace | None = None
@@ -103,6 +113,7 @@ class Meter:
         self._accounts = accounts
         self._pool = pool
         self._charge: Charge | None = None
+        self._recorded: tuple[tuple[object, ...], UsageRecord] | None = None  # (what it was made of, record)
         self.depth: Depth | None = None  # what a deliberation delivered, set before its exchange
         self.cascade: CascadeMark | None = None  # what a cascade's fast stage decided, likewise
         self._sent: float | None = None
@@ -269,8 +280,19 @@ class Meter:
         return fields
 
     def _record(self, exchange: Exchange, counted: Counted | None = None) -> UsageRecord:
+        """The exchange's usage record, made once (the answer's cost and the request's end both need it)."""
+        made = (exchange, self.depth, self.cascade)
+        if (
+            counted is None
+            and self._recorded is not None
+            and all(a is b for a, b in zip(self._recorded[0], made, strict=True))
+        ):
+            return self._recorded[1]
         cascade = self.cascade.record if self.cascade is not None else None
-        return usage_record(exchange, depth=self.depth, counted=counted, cascade=cascade)
+        record = usage_record(exchange, depth=self.depth, counted=counted, cascade=cascade)
+        if counted is None:
+            self._recorded = (made, record)
+        return record
 
     def _rated(self, record: UsageRecord) -> Charge | None:
         if self._accounts.book is None:
