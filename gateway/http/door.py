@@ -30,9 +30,10 @@ from engines.loop_lag import LoopLag
 from gateway.http.endpoints import CHAT, COMPLETIONS, RESPONSES_PATH
 from gateway.http.errors import gateway_overloaded
 
-__all__ = ["REASONS", "SHUT_S", "SLOT", "AdaptiveLimit", "Door", "DoorMiddleware"]
+__all__ = ["LEASE", "REASONS", "SHUT_S", "SLOT", "AdaptiveLimit", "Door", "DoorMiddleware"]
 
 SLOT = "tiergate.slot"  # where in the request's scope the handler keeps its tier's slot
+LEASE = "tiergate.lease"  # and its place among its key's requests in flight (gateway.limits.Concurrency)
 SHUT_S = 1.0  # how long a shortage shuts the door: as long as asyncio pauses accepting after EMFILE
 _GUARDED = frozenset({CHAT.path, COMPLETIONS.path, RESPONSES_PATH})
 
@@ -171,6 +172,9 @@ class DoorMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
+            lease = scope.get(LEASE)
+            if lease is not None:
+                lease.release()
             slot = scope.get(SLOT)  # its tier's place (gateway.http.tier_queues), taken by the handler
             if slot is None:
                 door.leave()

@@ -27,7 +27,7 @@ async def test_migrate_is_idempotent(database: Database) -> None:
     await store.migrate()
     await store.migrate()
     rows = await database.fetch_all("SELECT component, version FROM schema_migrations ORDER BY version")
-    assert rows == [{"component": "keys", "version": version} for version in (1, 2)]
+    assert rows == [{"component": "keys", "version": version} for version in (1, 2, 3)]
 
 
 # -- tenants ----------------------------------------------------------------------------------------
