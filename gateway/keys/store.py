@@ -151,7 +151,7 @@ class KeyStore:
                     await tx.execute(
                         f"INSERT INTO api_keys ({_KEY_COLUMNS}, secret_sha256)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (*_key_values(key)[:9], None, key.max_concurrent, digest),
+                        (*_key_values(key), None, key.max_concurrent, digest),
                     )
             except IntegrityError:
                 if attempt == _ID_ATTEMPTS:
