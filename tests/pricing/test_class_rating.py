@@ -4,8 +4,10 @@ are; the worst case bounds it; the record and the ledger keep the class."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+import orjson
 import pytest
 
 from pricing import (
@@ -14,7 +16,11 @@ from pricing import (
     PriceBook,
     PriceBookError,
     UsageRecord,
+    build_invoice,
     cascade_stages,
+    csv_export,
+    jsonl_export,
+    openmeter_events,
     rate,
     usage_cost_fields,
     worst_case,
@@ -157,3 +163,23 @@ def test_a_bad_class_rule_is_refused_when_the_book_loads(classes: object, messag
 def test_a_whole_multiplier_is_fine() -> None:
     record = make_record(prompt_tokens=1000, completion_tokens=2000, priority_class="premium")
     assert rate(record, premium_book(2)).total == 900
+
+
+def test_statements_show_the_surcharge() -> None:
+    premium = make_record(prompt_tokens=1000, completion_tokens=2000, priority_class="premium")
+    standard = make_record(prompt_tokens=1000, completion_tokens=2000)
+    rows = [LedgerRow(record, rate(record, BOOK)) for record in (premium, standard)]
+    invoice = build_invoice(rows, "acme", "USD", JAN - timedelta(days=1), JAN + timedelta(days=1))
+    (line,) = [line for line in invoice.lines if line.kind == "class_surcharge"]
+    assert (line.tier, line.quantity, line.amount) == ("fast", 1, 113)  # one premium request
+    assert invoice.total == 563 + 450 == sum(row.charge.total for row in rows)
+    assert invoice.lines[-1] is line  # after the request line: the charge's order
+    csv_text = "".join(csv_export(rows))
+    assert csv_text.count("class_surcharge") == 1 and "0.000113" in csv_text
+    first = orjson.loads(next(iter(jsonl_export(rows[:1]))))
+    assert first["record"]["priority_class"] == "premium"
+    assert first["charge"]["lines"][-1]["amount_micros"] == 113
+    events = [e for e in openmeter_events(rows[:1]) if str(e["id"]).endswith(":class_surcharge")]
+    assert [(e["type"], orjson.loads(orjson.dumps(e["data"]))["amount_micros"]) for e in events] == [
+        ("request", 113)
+    ]
