@@ -14,16 +14,15 @@ from typing import Any
 
 import httpx
 import openai
-import orjson
 import pytest
 
-from engines import EngineTransport
 from engines.simulator import create_simulator_app, profile
 from gateway import create_app
 from gateway.inference.handler import ENGINE_PRIORITY, engine_priority
 from gateway.tiers import Tier
 from tests.chat import MESSAGES
 from tests.conftest import Gateway, StartEngine, StartGateway, gateway_settings, wait_ready
+from tests.gateway.inference.test_engine_priority import Recording
 from tests.gateway.keys.test_http import ADMIN, keyed_gateway
 from tests.prometheus import metric, scrape
 from tests.servers import serving
@@ -55,22 +54,6 @@ def tenant_key(gateway_url: str, tenant: str, priority_class: str = "standard", 
     assert response.status_code == 201, response.text
     secret: str = response.json()["secret"]
     return secret
-
-
-class Recording(httpx.AsyncBaseTransport):
-    """The engine transport, keeping the JSON body of every completion it sends."""
-
-    def __init__(self) -> None:
-        self._inner = EngineTransport()
-        self.bodies: list[dict[str, Any]] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/completions"):
-            self.bodies.append(orjson.loads(await request.aread()))
-        return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 @pytest.fixture
