@@ -33,26 +33,17 @@ from gateway.inference.catalog import Catalog, Offer
 from gateway.inference.deliberate import deliberate, deliberation_estimate, deliberation_plan, depth_refusal
 from gateway.inference.meter import Accounts, Admitted, Meter
 from gateway.keys import ApiKey
-from gateway.limits import Concurrency
+from gateway.limits import Concurrency, concurrency_refusal
 from gateway.refusals import Refusal
-from gateway.tiers import Tier
+from gateway.tiers import engine_priority
 from pricing import PriceBook
 
 if TYPE_CHECKING:
     from gateway.accounting.tracing import EngineCall, RequestTrace, Tracing
 
-__all__ = ["ENGINE_PRIORITY", "PREMIUM_AHEAD", "InferenceProxy", "engine_priority", "json_object"]
+__all__ = ["InferenceProxy", "json_object"]
 
 _TIER_HEADER = "x-tiergate-tier"
-# vLLM: lower is scheduled first; a cascade's stages keep the fast tier's place (its promise is latency first)
-ENGINE_PRIORITY = {Tier.FAST: 0, Tier.CASCADE: 0, Tier.DELIBERATE: 10}
-# a premium tenant's request goes ahead of its tier's standard ones, never ahead of a faster tier's
-PREMIUM_AHEAD = 1
-
-
-def engine_priority(tier: Tier, priority_class: str) -> int:
-    """vLLM's `priority` for a request of `tier` from a tenant of `priority_class` (lower is sooner)."""
-    return ENGINE_PRIORITY[tier] - (PREMIUM_AHEAD if priority_class == "premium" else 0)
 
 
 class InferenceProxy:
@@ -180,7 +171,7 @@ class InferenceProxy:
             if lease is None:
                 if self._accounts.metrics is not None:
                     self._accounts.metrics.refused("concurrency", offer.tier.value)
-                raise _too_many(key.max_concurrent)
+                raise concurrency_refusal(key.max_concurrent)
             request.scope[LEASE] = lease  # released by the door's middleware at the request's end
         if self._queues is not None:  # before any reservation: a request shed here has cost nothing
             try:
@@ -390,15 +381,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _too_many(limit: int) -> Refusal:
-    return Refusal(
-        "rate_limited",
-        f"This API key has {limit} requests in flight, its limit (max_concurrent); retry when one ends.",
-        code="concurrency_limit_exceeded",
-        headers={"retry-after": "1", "retry-after-ms": "1000"},
-    )
 
 
 def _too_large(limit: int) -> GatewayError:

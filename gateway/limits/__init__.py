@@ -14,7 +14,7 @@ A key's `max_concurrent` caps its requests in flight at once (`Concurrency`, per
 """
 
 from gateway.limits.admission import Admission, Reservation
-from gateway.limits.concurrency import Concurrency, Lease
+from gateway.limits.concurrency import Concurrency, Lease, concurrency_refusal
 from gateway.limits.limiter import LimiterUnavailable, RateLimiter
 from gateway.limits.local import LocalLimiter
 from gateway.limits.quota import MAX_PER_MINUTE, Quota
@@ -33,4 +33,5 @@ __all__ = [
     "RedisLimiter",
     "Reservation",
     "Window",
+    "concurrency_refusal",
 ]

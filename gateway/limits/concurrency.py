@@ -8,7 +8,19 @@ N workers a key may have up to N x `max_concurrent` requests in flight (docs/key
 
 from __future__ import annotations
 
-__all__ = ["Concurrency", "Lease"]
+from gateway.refusals import Refusal
+
+__all__ = ["Concurrency", "Lease", "concurrency_refusal"]
+
+
+def concurrency_refusal(limit: int) -> Refusal:
+    """The one more request's answer: 429 `concurrency_limit_exceeded`; a place frees when one ends."""
+    return Refusal(
+        "rate_limited",
+        f"This API key has {limit} requests in flight, its limit (max_concurrent); retry when one ends.",
+        code="concurrency_limit_exceeded",
+        headers={"retry-after": "1", "retry-after-ms": "1000"},
+    )
 
 
 class Lease:

@@ -18,8 +18,7 @@ import pytest
 
 from engines.simulator import create_simulator_app, profile
 from gateway import create_app
-from gateway.inference.handler import ENGINE_PRIORITY, engine_priority
-from gateway.tiers import Tier
+from gateway.tiers import ENGINE_PRIORITY, Tier, engine_priority
 from tests.chat import MESSAGES
 from tests.conftest import Gateway, StartEngine, StartGateway, gateway_settings, wait_ready
 from tests.gateway.inference.test_engine_priority import Recording
