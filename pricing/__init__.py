@@ -25,12 +25,13 @@ from pricing.ledger import LEDGER_MIGRATIONS, Ledger, LedgerTotal
 from pricing.money import MAX_MICROS, Micros, format_micros, line_amount, micros_to_decimal, parse_money
 from pricing.prices import Price, PriceVersion
 from pricing.rating import cascade_stages, rate, usage_cost_fields, worst_case
-from pricing.records import SHORTFALLS, Cascade, Depth, LedgerRow, UsageRecord
+from pricing.records import PRIORITY_CLASSES, SHORTFALLS, Cascade, Depth, LedgerRow, UsageRecord
 
 __all__ = [
     "LEDGER_MIGRATIONS",
     "MAX_MICROS",
     "OPENMETER_CONTENT_TYPE",
+    "PRIORITY_CLASSES",
     "SHORTFALLS",
     "Cascade",
     "Charge",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
 
@@ -16,13 +17,15 @@ import yaml
 
 from pricing._exceptions import PriceBookError
 from pricing.money import parse_money
-from pricing.prices import Price, PriceVersion
-from pricing.records import TIERS
+from pricing.prices import ClassRule, Price, PriceVersion
+from pricing.records import PRIORITY_CLASSES, TIERS
 
 __all__ = ["load_yaml", "parse_versions"]
 
 _BOOK_KEYS = ("currency", "versions")
-_VERSION_KEYS = ("effective_from", "prices")
+_VERSION_KEYS = ("effective_from", "prices", "classes")
+_CLASS_KEYS = ("multiplier",)
+_MAX_MULTIPLIER = 100
 _PRICE_KEYS = {
     "fast": ("input", "cached_input", "output", "reasoning", "request"),
     "deliberate": ("input", "cached_input", "output", "reasoning", "request", "depth_premium"),
@@ -126,7 +129,43 @@ def _parse_version(raw: object, where: str) -> PriceVersion:
                 raise _fail(key, "a model id carries no tier suffix: price it under its tier")
             by_model[model] = _parse_price(tier, raw_price, key)
         prices[str(tier)] = MappingProxyType(by_model)
-    return PriceVersion(label, effective_from, MappingProxyType(prices))
+    classes = _parse_classes(version.get("classes", {}), f"{where}.classes")
+    return PriceVersion(label, effective_from, MappingProxyType(prices), MappingProxyType(classes))
+
+
+def _parse_classes(raw: object, where: str) -> dict[str, ClassRule]:
+    """`{premium: {multiplier: "1.2"}}`: standard is the book's prices, so only the others have a rule."""
+    classes = _mapping(raw, where, "a mapping of priority class -> its rule")
+    rules: dict[str, ClassRule] = {}
+    for name, raw_rule in classes.items():
+        key = f"{where}.{name}"
+        if name not in PRIORITY_CLASSES:
+            raise _fail(key, f"unknown priority class (classes: {', '.join(PRIORITY_CLASSES)})")
+        if name == "standard":
+            raise _fail(key, "the standard class pays the prices as they are: it takes no rule")
+        rule = _mapping(raw_rule, key, "a mapping with multiplier")
+        _known_keys(rule, _CLASS_KEYS, f"{key}.")
+        if "multiplier" not in rule:
+            raise _fail(f"{key}.multiplier", "missing")
+        rules[str(name)] = ClassRule(_parse_multiplier(rule["multiplier"], f"{key}.multiplier"))
+    return rules
+
+
+def _parse_multiplier(value: object, key: str) -> int:
+    """A decimal string ("1.2") or a whole number, at least 1, at most 6 places: in millionths."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        note = f' (write it as a string: "{value!r}")' if isinstance(value, float) else ""
+        raise _fail(key, f'expected a decimal string such as "1.2", got {value!r}{note}')
+    try:
+        multiplier = Decimal(value.strip() if isinstance(value, str) else value)
+    except InvalidOperation:
+        raise _fail(key, f"not a decimal number: {value!r}") from None
+    if not multiplier.is_finite() or not 1 <= multiplier <= _MAX_MULTIPLIER:
+        raise _fail(key, f"a multiplier is at least 1 and at most {_MAX_MULTIPLIER}, got {value!r}")
+    ppm = multiplier * 1_000_000
+    if ppm != ppm.to_integral_value():
+        raise _fail(key, f"more precise than 0.000001: {value!r}")
+    return int(ppm)
 
 
 def _parse_effective_from(value: object, key: str) -> tuple[str, datetime]:

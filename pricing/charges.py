@@ -13,10 +13,13 @@ from pricing.money import Micros
 
 __all__ = ["FEE_KINDS", "KINDS", "TOKEN_KINDS", "Charge", "ChargeKind", "ChargeLine"]
 
-ChargeKind = Literal["input", "cached_input", "output", "reasoning", "request", "depth_premium"]
+ChargeKind = Literal[
+    "input", "cached_input", "output", "reasoning", "request", "depth_premium", "class_surcharge"
+]
 KINDS: tuple[ChargeKind, ...] = get_args(ChargeKind)  # also the order of lines in a charge and an invoice
 TOKEN_KINDS: tuple[ChargeKind, ...] = ("input", "cached_input", "output", "reasoning")  # price per 1M tokens
-FEE_KINDS: tuple[ChargeKind, ...] = ("request", "depth_premium")  # price per request
+# price per request; a class surcharge is its request's whole charge times the class's multiplier less 1
+FEE_KINDS: tuple[ChargeKind, ...] = ("request", "depth_premium", "class_surcharge")
 
 _LINE_KEYS = ("kind", "quantity", "unit_price", "amount")
 _CHARGE_KEYS = ("request_id", "currency", "price_version", "rated_tier", "lines", "total")

@@ -73,10 +73,11 @@ _COLUMN_TYPES = (
     ("price_version", "text"), ("rated_tier", "text"), ("total_micros", "bigint"), ("lines", "text"),
     ("depth_shortfall", "text"),
     ("cascade", "text"),
+    ("priority_class", "text"),
 )  # fmt: skip
 _COLUMNS = tuple(column for column, _ in _COLUMN_TYPES)
 _ROW_PLACEHOLDER = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
-# SQLite: VALUES lists of up to 500 rows x 29 columns = 14,500 parameters, under its limit of 32,766 (3.32+)
+# SQLite: VALUES lists of up to 500 rows x 31 columns = 15,500 parameters, under its limit of 32,766 (3.32+)
 ROWS_PER_STATEMENT = 500
 # PostgreSQL: the whole batch as one JSON parameter, unpacked by the server in the order given
 _BATCH_COLUMNS = ", ".join(f"{column} {kind}" for column, kind in _COLUMN_TYPES)

@@ -63,6 +63,7 @@ def row_values(row: LedgerRow) -> dict[str, Any]:
         "lines": orjson.dumps([line.to_dict() for line in charge.lines]).decode(),
         "depth_shortfall": ",".join(depth.shortfall) or None,
         "cascade": None if record.cascade is None else orjson.dumps(record.cascade.to_dict()).decode(),
+        "priority_class": None if record.priority_class == "standard" else record.priority_class,
     }
 
 
@@ -117,6 +118,7 @@ def ledger_row(row: dict[str, Any]) -> LedgerRow:
         first_token_at=None if row["first_token_at"] is None else _timestamp(row["first_token_at"]),
         ended_at=_timestamp(row["ended_at"]),
         cascade=None if row["cascade"] is None else Cascade.from_dict(orjson.loads(row["cascade"])),
+        priority_class=row["priority_class"] or "standard",
     )
     charge = Charge(
         request_id=row["request_id"],

@@ -78,6 +78,9 @@ _KEY_INDEX = f"CREATE INDEX {TABLE}_key_period ON {TABLE} (key_id, started_at)"
 # none (and for every row written before the audit)
 _SHORTFALL_COLUMN = f"ALTER TABLE {TABLE} ADD COLUMN depth_shortfall TEXT"
 _CASCADE_COLUMN = f"ALTER TABLE {TABLE} ADD COLUMN cascade TEXT"
+# the tenant's priority class, when not standard (NULL for standard, and for every row written before it):
+# the row's record carries it, and its charge's class surcharge hangs on it
+_CLASS_COLUMN = f"ALTER TABLE {TABLE} ADD COLUMN priority_class TEXT"
 
 LEDGER_MIGRATIONS: tuple[LedgerMigration, ...] = (
     LedgerMigration(
@@ -103,5 +106,11 @@ LEDGER_MIGRATIONS: tuple[LedgerMigration, ...] = (
         "the cascade tier's stages on its rows (escalated, confidence, threshold, the fast stage's counts)",
         sqlite=(_CASCADE_COLUMN,),
         postgresql=(_CASCADE_COLUMN,),
+    ),
+    LedgerMigration(
+        5,
+        "the tenant's priority class on its rows (premium; NULL: standard)",
+        sqlite=(_CLASS_COLUMN,),
+        postgresql=(_CLASS_COLUMN,),
     ),
 )

@@ -19,6 +19,11 @@ the fast tier's prices, always (its tokens and its request fee); when it escalat
 (the deliberate stage) at the deliberate tier's, under the depth rule above. Not escalated: `rated_tier`
 "fast"; escalated: "cascade", the fast stage's lines first, ending in its request line, then the deliberate
 stage's (`cascade_stages` splits them). No cascade fee: the fast stage is what a cascade adds.
+
+The class rule (a premium tenant's requests are served first, docs/overload.md): when the version has a rule
+for the record's `priority_class`, the charge gets one more line, `class_surcharge`, last: the total of the
+lines above times the multiplier less one, rounded once, half up (`ClassRule.surcharge`). A standard request,
+or a class the version has no rule for, pays the prices as they are.
 """
 
 from __future__ import annotations
@@ -102,6 +107,10 @@ def _stage_lines(
 def _charge(
     record: UsageRecord, currency: str, version: PriceVersion, rated_tier: str, lines: list[ChargeLine]
 ) -> Charge:
+    rule = version.classes.get(record.priority_class) if record.priority_class != "standard" else None
+    if rule is not None:
+        surcharge = rule.surcharge(sum(line.amount for line in lines))
+        lines.append(ChargeLine("class_surcharge", 1, surcharge, surcharge))
     return Charge(
         request_id=record.request_id,
         currency=currency,
@@ -114,7 +123,8 @@ def _charge(
 
 def cascade_stages(charge: Charge) -> tuple[Micros, Micros]:
     """(the fast stage's amount, the deliberate stage's) of a cascade's charge: an escalated one's fast
-    stage ends with its first request line; any other charge is all fast stage."""
+    stage ends with its first request line; any other charge is all fast stage. A class surcharge is shared
+    in proportion (the fast stage's share rounded down): the two always sum to the total."""
     if charge.rated_tier != "cascade":
         return charge.total, 0
     fast = 0
@@ -122,6 +132,9 @@ def cascade_stages(charge: Charge) -> tuple[Micros, Micros]:
         fast += line.amount
         if line.kind == "request":
             break
+    surcharge = charge.amount_of("class_surcharge")
+    if surcharge:
+        fast += surcharge * fast // (charge.total - surcharge)
     return fast, charge.total - fast
 
 
@@ -154,6 +167,7 @@ def worst_case(
     prompt_tokens_estimate: int,
     max_output_tokens: int,
     n: int = 1,
+    priority_class: str = "standard",
 ) -> Micros:
     """The most a request could be charged, for a budget reservation taken before it runs.
 
@@ -163,7 +177,9 @@ def worst_case(
     output and reasoning prices, plus the request fee and, for the deliberate tier, the depth premium. For a
     deliberate request the fast-price fallback of a missed floor is considered too (a book may price fast
     higher). Each group is rounded up and given one more micro, because `rate` splits it into two lines
-    that each round half up. So `rate(record).total <= worst_case(...)` for any record within these bounds.
+    that each round half up. The class rule of `priority_class`, if the version has one, raises the bound
+    by its multiplier, rounded up. So `rate(record).total <= worst_case(...)` for any record within these
+    bounds.
     """
     for name, value, minimum in (
         ("prompt_tokens_estimate", prompt_tokens_estimate, 0),
@@ -173,6 +189,14 @@ def worst_case(
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     version = book.version_at(at)
+    most = _most_before_class(version, tier, model, prompt_tokens_estimate, max_output_tokens, n)
+    rule = version.classes.get(priority_class) if priority_class != "standard" else None
+    return rule.most(most) if rule is not None else most
+
+
+def _most_before_class(
+    version: PriceVersion, tier: str, model: str, prompt_tokens_estimate: int, max_output_tokens: int, n: int
+) -> Micros:
     if tier == "cascade":  # both stages' tokens together, each at the dearer of the two tiers' prices
         fast, deliberate = version.require("fast", model), version.require("deliberate", model)
         prompt_unit = max(fast.input, fast.cached_input, deliberate.input, deliberate.cached_input)

@@ -18,6 +18,7 @@ from pricing.charges import Charge
 __all__ = [
     "ENDPOINTS",
     "OUTCOMES",
+    "PRIORITY_CLASSES",
     "RECORD_FORMAT",
     "RECORD_TIERS",
     "SHORTFALLS",
@@ -31,6 +32,8 @@ __all__ = [
 TIERS = ("fast", "deliberate")  # the tiers priced in a book; also the order of tiers on an invoice
 # a record's tier: `cascade` is priced by its stages, at the fast and deliberate prices (see rating)
 RECORD_TIERS = (*TIERS, "cascade")
+# a tenant's priority class: `premium` is served ahead and priced by the book's class rule (see rating)
+PRIORITY_CLASSES = ("standard", "premium")
 ENDPOINTS = ("chat", "completions", "responses")
 OUTCOMES = ("ok", "client_disconnected", "engine_failed", "rejected", "aborted")
 RECORD_FORMAT = 1  # the "v" of a serialized record; bump it when the fields change
@@ -205,12 +208,18 @@ class UsageRecord:
     first_token_at: datetime | None
     ended_at: datetime
     cascade: Cascade | None = None  # the cascade tier's stages; None for every other tier
+    priority_class: str = "standard"  # its tenant's (PRIORITY_CLASSES)
 
     def __post_init__(self) -> None:
         if not isinstance(self.request_id, str) or not self.request_id:
             raise ValueError(f"request_id must be a non-empty string, got {self.request_id!r}")
         where = f"record {self.request_id}"
-        for name, allowed in (("tier", RECORD_TIERS), ("endpoint", ENDPOINTS), ("outcome", OUTCOMES)):
+        for name, allowed in (
+            ("tier", RECORD_TIERS),
+            ("endpoint", ENDPOINTS),
+            ("outcome", OUTCOMES),
+            ("priority_class", PRIORITY_CLASSES),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{where}: {name} {getattr(self, name)!r} is not one of {allowed}")
         prompt, cached, completion, reasoning = (
@@ -282,6 +291,8 @@ class UsageRecord:
         }
         if self.cascade is not None:  # absent otherwise: every other record keeps its bytes
             data["cascade"] = self.cascade.to_dict()
+        if self.priority_class != "standard":  # likewise: a standard record keeps its bytes
+            data["priority_class"] = self.priority_class
         return data
 
     @classmethod
@@ -289,7 +300,7 @@ class UsageRecord:
         cascade = data.get("cascade")
         if cascade is not None and not isinstance(cascade, dict):
             raise ValueError(f"cascade: expected an object, got {cascade!r}")
-        keys = (*_RECORD_KEYS, "cascade") if "cascade" in data else _RECORD_KEYS
+        keys = _RECORD_KEYS + tuple(name for name in ("cascade", "priority_class") if name in data)
         d.require_keys(data, keys, "usage record")
         if data["v"] != RECORD_FORMAT:
             raise ValueError(
@@ -319,6 +330,7 @@ class UsageRecord:
             first_token_at=d.get_opt_time(data, "first_token_at"),
             ended_at=d.get_time(data, "ended_at"),
             cascade=Cascade.from_dict(cascade) if cascade is not None else None,
+            priority_class=d.get_str(data, "priority_class") if "priority_class" in data else "standard",
         )
 
     def to_json(self) -> bytes:

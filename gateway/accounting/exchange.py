@@ -66,6 +66,7 @@ class Exchange:
     # tokens of the one answer a stream carried (a deliberation's delivered sample), for the inter-token
     # latency; None: all of the completion
     delivered_tokens: int | None = None
+    priority_class: str = "standard"  # its tenant's (pricing.PRIORITY_CLASSES)
 
 
 class MeterSink(Protocol):

@@ -111,6 +111,7 @@ def usage_record(
         first_token_at=started + timedelta(seconds=first) if first is not None else None,
         ended_at=started + timedelta(seconds=exchange.duration_s),
         cascade=cascade,
+        priority_class=exchange.priority_class,
     )
 
 

@@ -14,7 +14,7 @@ from gateway.accounting.bookkeeper import ledger_migrations, ledger_spent
 from gateway.admin.views import budget_json, key_json, tenant_json
 from gateway.budgets import Budget, LocalBudgets, Period, Scope, Window
 from gateway.database import Database, open_database
-from gateway.keys import KeyStore, KeyStoreConflict, KeyStoreNotFound
+from gateway.keys import UNCHANGED, KeyStore, KeyStoreConflict, KeyStoreNotFound, Unchanged
 from gateway.limits import Quota
 from gateway.settings import Settings
 from gateway.tiers import Tier
@@ -30,7 +30,12 @@ class AdminError(Exception):
 
 
 class AdminBackend(Protocol):
-    async def create_tenant(self, tenant_id: str, name: str | None) -> dict[str, Any]: ...
+    async def create_tenant(
+        self, tenant_id: str, name: str | None, priority_class: str = "standard"
+    ) -> dict[str, Any]: ...
+    async def update_tenant(
+        self, tenant_id: str, *, name: str | None, priority_class: str | None
+    ) -> dict[str, Any]: ...
     async def list_tenants(self) -> list[dict[str, Any]]: ...
     async def create_key(
         self,
@@ -41,9 +46,15 @@ class AdminBackend(Protocol):
         models: Sequence[str] | None,
         limits: Limits,
         expires_at: datetime | None,
+        max_concurrent: int | None = None,
     ) -> dict[str, Any]: ...
     async def list_keys(self, tenant: str | None) -> list[dict[str, Any]]: ...
-    async def update_limits(self, key_id: str, limits: Limits) -> dict[str, Any]: ...
+    async def update_limits(
+        self, key_id: str, limits: Limits | None, max_concurrent: int | Unchanged | None = UNCHANGED
+    ) -> dict[str, Any]:
+        """`limits` None: the rate limits as they are; `max_concurrent` None: no cap."""
+        ...
+
     async def revoke_key(self, key_id: str) -> dict[str, Any]: ...
     async def list_budgets(self, tenant: str) -> list[dict[str, Any]]: ...
     async def set_budget(self, scope: Scope, subject: str, period: Period, limit: str) -> dict[str, Any]: ...
@@ -66,13 +77,29 @@ class DirectAdmin:
         await store.migrate()
         return cls(settings, database, store)
 
-    async def create_tenant(self, tenant_id: str, name: str | None) -> dict[str, Any]:
+    async def create_tenant(
+        self, tenant_id: str, name: str | None, priority_class: str = "standard"
+    ) -> dict[str, Any]:
         try:
-            return tenant_json(await self._store.create_tenant(tenant_id, name))
+            return tenant_json(
+                await self._store.create_tenant(tenant_id, name, priority_class=priority_class)
+            )
         except ValueError as exc:
             raise AdminError(str(exc)) from None
         except KeyStoreConflict:
             raise AdminError(f"the tenant {tenant_id!r} exists already") from None
+
+    async def update_tenant(
+        self, tenant_id: str, *, name: str | None, priority_class: str | None
+    ) -> dict[str, Any]:
+        try:
+            return tenant_json(
+                await self._store.update_tenant(tenant_id, name=name, priority_class=priority_class)
+            )
+        except KeyStoreNotFound:
+            raise AdminError(f"no tenant {tenant_id!r}") from None
+        except ValueError as exc:
+            raise AdminError(str(exc)) from None
 
     async def list_tenants(self) -> list[dict[str, Any]]:
         return [tenant_json(tenant) for tenant in await self._store.list_tenants()]
@@ -86,11 +113,18 @@ class DirectAdmin:
         models: Sequence[str] | None,
         limits: Limits,
         expires_at: datetime | None,
+        max_concurrent: int | None = None,
     ) -> dict[str, Any]:
         self._check(tiers, models)
         try:
             key, secret = await self._store.create_key(
-                tenant, name=name, tiers=tiers, models=models, quotas=_quotas(limits), expires_at=expires_at
+                tenant,
+                name=name,
+                tiers=tiers,
+                models=models,
+                quotas=_quotas(limits),
+                expires_at=expires_at,
+                max_concurrent=max_concurrent,
             )
         except KeyStoreNotFound:
             raise AdminError(f"no tenant {tenant!r}") from None
@@ -101,9 +135,14 @@ class DirectAdmin:
     async def list_keys(self, tenant: str | None) -> list[dict[str, Any]]:
         return [key_json(key) for key in await self._store.list_keys(tenant)]
 
-    async def update_limits(self, key_id: str, limits: Limits) -> dict[str, Any]:
+    async def update_limits(
+        self, key_id: str, limits: Limits | None, max_concurrent: int | Unchanged | None = UNCHANGED
+    ) -> dict[str, Any]:
+        quotas = _quotas(limits) if limits is not None else None
         try:
-            return key_json(await self._store.update_key(key_id, quotas=_quotas(limits)))
+            return key_json(
+                await self._store.update_key(key_id, quotas=quotas, max_concurrent=max_concurrent)
+            )
         except KeyStoreNotFound:
             raise AdminError(f"no key {key_id!r}") from None
         except ValueError as exc:
@@ -191,8 +230,18 @@ class RemoteAdmin:
             raise AdminError(f"HTTP {response.status_code}: {message}")
         return response.json()
 
-    async def create_tenant(self, tenant_id: str, name: str | None) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("POST", "/tenants", {"id": tenant_id, "name": name})
+    async def create_tenant(
+        self, tenant_id: str, name: str | None, priority_class: str = "standard"
+    ) -> dict[str, Any]:
+        body = {"id": tenant_id, "name": name, "priority_class": priority_class}
+        result: dict[str, Any] = await self._call("POST", "/tenants", body)
+        return result
+
+    async def update_tenant(
+        self, tenant_id: str, *, name: str | None, priority_class: str | None
+    ) -> dict[str, Any]:
+        body = {"name": name, "priority_class": priority_class}
+        result: dict[str, Any] = await self._call("PATCH", f"/tenants/{tenant_id}", body)
         return result
 
     async def list_tenants(self) -> list[dict[str, Any]]:
@@ -208,6 +257,7 @@ class RemoteAdmin:
         models: Sequence[str] | None,
         limits: Limits,
         expires_at: datetime | None,
+        max_concurrent: int | None = None,
     ) -> dict[str, Any]:
         body = {
             "tenant": tenant,
@@ -216,6 +266,7 @@ class RemoteAdmin:
             "models": list(models) if models is not None else None,
             "limits": limits,
             "expires_at": expires_at.isoformat() if expires_at else None,
+            "max_concurrent": max_concurrent,
         }
         result: dict[str, Any] = await self._call("POST", "/keys", body)
         return result
@@ -225,8 +276,13 @@ class RemoteAdmin:
         result: list[dict[str, Any]] = (await self._call("GET", "/keys", params=params))["data"]
         return result
 
-    async def update_limits(self, key_id: str, limits: Limits) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("PATCH", f"/keys/{key_id}", {"limits": limits})
+    async def update_limits(
+        self, key_id: str, limits: Limits | None, max_concurrent: int | Unchanged | None = UNCHANGED
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {} if limits is None else {"limits": limits}
+        if max_concurrent is not UNCHANGED:
+            body["max_concurrent"] = max_concurrent  # null: no cap
+        result: dict[str, Any] = await self._call("PATCH", f"/keys/{key_id}", body)
         return result
 
     async def revoke_key(self, key_id: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from gateway.database import open_database
 from gateway.refusals import Refusal
 from gateway.settings import admin_token_from_environment, config_path_from_environment, load_settings
 from gateway.terminal import Column, print_json, print_table, progress_bars
-from pricing import ExportTally, Ledger, format_micros, load_price_book
+from pricing import PRIORITY_CLASSES, ExportTally, Ledger, format_micros, load_price_book
 
 __all__ = ["add_admin_commands", "run_admin_command"]
 
@@ -40,13 +40,24 @@ def _csv(text: str) -> list[str]:
 
 
 def add_admin_commands(commands: Any) -> None:
-    tenants = commands.add_parser("tenants", help="create and list tenants").add_subparsers(
+    tenants = commands.add_parser("tenants", help="create, change and list tenants").add_subparsers(
         dest="action", required=True
     )
     create = tenants.add_parser("create", help="create a tenant")
     create.add_argument("tenant_id")
     create.add_argument("--name")
+    create.add_argument("--class", dest="priority_class", choices=PRIORITY_CLASSES, default="standard")
     _target(create)
+    change = tenants.add_parser("set", help="change a tenant's name or priority class")
+    change.add_argument("tenant_id")
+    change.add_argument("--name")
+    change.add_argument(
+        "--class",
+        dest="priority_class",
+        choices=PRIORITY_CLASSES,
+        help="premium: served ahead of standard, priced by the price book's class rule",
+    )
+    _target(change)
     _target(tenants.add_parser("list", help="list tenants"))
 
     keys = commands.add_parser("keys", help="create, list, limit and revoke API keys").add_subparsers(
@@ -60,6 +71,7 @@ def add_admin_commands(commands: Any) -> None:
     create.add_argument("--rpm", type=int, help="requests per minute, in each of the key's tiers")
     create.add_argument("--tpm", type=int, help="tokens per minute, in each of the key's tiers")
     create.add_argument("--expires-in-days", type=float)
+    create.add_argument("--max-concurrent", type=int, help="requests in flight at once (per worker)")
     _target(create)
     listing = keys.add_parser("list", help="list keys (secrets masked)")
     listing.add_argument("--tenant")
@@ -69,6 +81,9 @@ def add_admin_commands(commands: Any) -> None:
     limits.add_argument("--tiers", type=_csv, default=["fast", "deliberate"])
     limits.add_argument("--rpm", type=int)
     limits.add_argument("--tpm", type=int)
+    limits.add_argument(
+        "--max-concurrent", type=int, help="requests in flight at once (per worker); 0: no cap"
+    )
     _target(limits)
     revoke = keys.add_parser("revoke", help="revoke a key (every replica stops accepting it within seconds)")
     revoke.add_argument("key_id")
@@ -149,7 +164,11 @@ async def _run(args: argparse.Namespace) -> Any:
             return await _budgets(backend, args)
         if args.command == "tenants":
             if args.action == "create":
-                return await backend.create_tenant(args.tenant_id, args.name)
+                return await backend.create_tenant(args.tenant_id, args.name, args.priority_class)
+            if args.action == "set":
+                return await backend.update_tenant(
+                    args.tenant_id, name=args.name, priority_class=args.priority_class
+                )
             return await backend.list_tenants()
         if args.action == "create":
             expires = None
@@ -162,11 +181,16 @@ async def _run(args: argparse.Namespace) -> Any:
                 models=args.models,
                 limits=_limits(args),
                 expires_at=expires,
+                max_concurrent=args.max_concurrent,
             )
         if args.action == "list":
             return await backend.list_keys(args.tenant)
         if args.action == "limits":
-            return await backend.update_limits(args.key_id, _limits(args))
+            if args.max_concurrent is None:
+                return await backend.update_limits(args.key_id, _limits(args))
+            # a cap alone leaves the rate limits as they are
+            limits = _limits(args) if args.rpm is not None or args.tpm is not None else None
+            return await backend.update_limits(args.key_id, limits, args.max_concurrent or None)
         return await backend.revoke_key(args.key_id)
     finally:
         await backend.aclose()
@@ -202,14 +226,17 @@ def _show(args: argparse.Namespace, result: Any) -> None:
         return
     rows = result if isinstance(result, list) else [result]
     if args.command == "tenants":
-        print_table(TENANT_COLUMNS, ([row["id"], row["name"], row["created_at"]] for row in rows))
+        print_table(
+            TENANT_COLUMNS,
+            ([row["id"], row["name"], row["priority_class"], row["created_at"]] for row in rows),
+        )
     elif args.command == "budgets":
         print_table(BUDGET_COLUMNS, (_budget_row(row) for row in rows))
     else:
         print_table(KEY_COLUMNS, (_key_row(row) for row in rows))
 
 
-TENANT_COLUMNS = ("id", "name", "created")
+TENANT_COLUMNS = ("id", "name", "class", "created")
 KEY_COLUMNS = ("id", "key", "tenant", "name", "state", "tiers", "models", "limits", "expires")
 BUDGET_COLUMNS = (
     "scope",
@@ -236,9 +263,13 @@ def _key_row(row: dict[str, Any]) -> list[Any]:
         "REVOKED" if row["revoked"] else "active",
         ",".join(row["tiers"]),
         "all" if row.get("models") is None else ",".join(row["models"]),  # None: every model
-        limits or "unlimited",
+        " ".join(filter(None, (limits, _concurrent(row.get("max_concurrent"))))) or "unlimited",
         row.get("expires_at") or "never",
     ]
+
+
+def _concurrent(cap: int | None) -> str:
+    return f"concurrent={cap}" if cap is not None else ""
 
 
 def _or_dash(value: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -28,9 +28,18 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+PriorityClass = Literal["standard", "premium"]  # pricing.PRIORITY_CLASSES
+
+
 class TenantIn(_Body):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     name: str | None = None
+    priority_class: PriorityClass = "standard"
+
+
+class TenantPatch(_Body):
+    name: str | None = None
+    priority_class: PriorityClass | None = None
 
 
 class LimitsIn(_Body):
@@ -45,6 +54,7 @@ class KeyIn(_Body):
     models: list[str] | None = None  # None: every model
     limits: dict[Tier, LimitsIn] = Field(default_factory=dict)
     expires_at: AwareDatetime | None = None
+    max_concurrent: int | None = Field(None, ge=1)  # None: no cap
 
 
 class KeyPatch(_Body):
@@ -53,6 +63,7 @@ class KeyPatch(_Body):
     models: list[str] | None = None  # explicitly null: every model
     limits: dict[Tier, LimitsIn] | None = None
     expires_at: AwareDatetime | None = None  # explicitly null: never expires
+    max_concurrent: int | None = Field(None, ge=1)  # explicitly null: no cap
 
 
 class BudgetIn(_Body):
@@ -109,7 +120,7 @@ def _check_models(request: Request, models: list[str] | None) -> None:
 @admin_router.post("/tenants")
 async def create_tenant(body: TenantIn, store: Store) -> Response:
     try:
-        tenant = await store.create_tenant(body.id, body.name)
+        tenant = await store.create_tenant(body.id, body.name, priority_class=body.priority_class)
     except ValueError as exc:
         raise GatewayError(400, str(exc), code="invalid_value") from None
     except KeyStoreConflict:
@@ -120,6 +131,30 @@ async def create_tenant(body: TenantIn, store: Store) -> Response:
 @admin_router.get("/tenants")
 async def list_tenants(store: Store) -> Response:
     return _json({"object": "list", "data": [tenant_json(tenant) for tenant in await store.list_tenants()]})
+
+
+@admin_router.get("/tenants/{tenant_id}")
+async def get_tenant(tenant_id: str, store: Store) -> Response:
+    tenant = await store.get_tenant(tenant_id)
+    if tenant is None:
+        raise _no_subject("tenant", tenant_id)
+    return _json(tenant_json(tenant))
+
+
+@admin_router.patch("/tenants/{tenant_id}")
+async def update_tenant(tenant_id: str, body: TenantPatch, request: Request, store: Store) -> Response:
+    """A new priority class reaches this replica's next request at once, the others' within their cache
+    TTL (`auth.cache_ttl_s`)."""
+    try:
+        tenant = await store.update_tenant(tenant_id, name=body.name, priority_class=body.priority_class)
+    except KeyStoreNotFound:
+        raise _no_subject("tenant", tenant_id) from None
+    except ValueError as exc:
+        raise GatewayError(400, str(exc), code="invalid_value") from None
+    authenticator = services(request).authenticator
+    if authenticator is not None:  # its keys carry its class: read them again
+        authenticator.invalidate()
+    return _json(tenant_json(tenant))
 
 
 @admin_router.post("/keys")
@@ -133,6 +168,7 @@ async def create_key(body: KeyIn, request: Request, store: Store) -> Response:
             models=body.models,
             quotas=_quotas(body.limits),
             expires_at=body.expires_at,
+            max_concurrent=body.max_concurrent,
         )
     except KeyStoreNotFound:
         raise GatewayError(
@@ -166,8 +202,8 @@ async def update_key(key_id: str, body: KeyPatch, request: Request, store: Store
         changes["tiers"] = [tier.value for tier in body.tiers]
     if body.limits is not None:
         changes["quotas"] = _quotas(body.limits)
-    for field in ("models", "expires_at"):
-        if field in body.model_fields_set:  # an explicit null means "every model" / "never expires"
+    for field in ("models", "expires_at", "max_concurrent"):
+        if field in body.model_fields_set:  # an explicit null: "every model", "never expires", "no cap"
             changes[field] = getattr(body, field)
     try:
         key = await store.update_key(key_id, **changes)

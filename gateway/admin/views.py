@@ -14,7 +14,12 @@ __all__ = ["budget_json", "key_json", "parse_limit", "tenant_json"]
 
 
 def tenant_json(tenant: Tenant) -> dict[str, Any]:
-    return {"id": tenant.id, "name": tenant.name, "created_at": tenant.created_at.isoformat()}
+    return {
+        "id": tenant.id,
+        "name": tenant.name,
+        "priority_class": tenant.priority_class,
+        "created_at": tenant.created_at.isoformat(),
+    }
 
 
 def key_json(key: ApiKey) -> dict[str, Any]:
@@ -26,6 +31,8 @@ def key_json(key: ApiKey) -> dict[str, Any]:
         "tiers": sorted(key.tiers),
         "models": sorted(key.models) if key.models is not None else None,
         "limits": {tier: {"rpm": quota.rpm, "tpm": quota.tpm} for tier, quota in sorted(key.quotas.items())},
+        "max_concurrent": key.max_concurrent,
+        "priority_class": key.priority_class,  # its tenant's
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
         "created_at": key.created_at.isoformat(),
         "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,

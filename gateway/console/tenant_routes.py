@@ -99,6 +99,7 @@ async def create_key(v: VisitDep) -> Response:
             models=v.key.models,  # no wider than the key signed in with
             quotas=quotas,
             expires_at=v.key.expires_at,  # nor outliving it
+            max_concurrent=v.key.max_concurrent,  # nor with more in flight
         )
     except Refusal as refusal:
         return await _keys_page(v, 400, error=refusal.message)

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.http.door import SLOT
+from gateway.http.door import LEASE, SLOT
 from gateway.http.errors import error_response, gateway_overloaded
 from gateway.http.openapi import DocumentedApp
 from gateway.http.request_id import assign_request_id
@@ -62,6 +62,9 @@ class GatewayApp(DocumentedApp):
             response.raw_headers.extend(id_headers)
             await response(scope, receive, send)
         finally:
+            lease = scope.get(LEASE)  # its place among its key's requests (gateway.limits.concurrency)
+            if lease is not None:
+                lease.release()
             slot = scope.get(SLOT)  # its tier's place (gateway.http.tier_queues), taken by the handler
             if slot is None:
                 door.leave()

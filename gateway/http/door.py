@@ -26,9 +26,10 @@ from collections.abc import Callable
 
 from engines.loop_lag import LoopLag
 
-__all__ = ["REASONS", "SHUT_S", "SLOT", "AdaptiveLimit", "Door"]
+__all__ = ["LEASE", "REASONS", "SHUT_S", "SLOT", "AdaptiveLimit", "Door"]
 
 SLOT = "tiergate.slot"  # where in the request's scope the handler keeps its tier's slot
+LEASE = "tiergate.lease"  # and its place among its key's requests in flight (gateway.limits.Concurrency)
 SHUT_S = 1.0  # how long a shortage shuts the door: as long as asyncio pauses accepting after EMFILE
 
 

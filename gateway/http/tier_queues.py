@@ -43,7 +43,7 @@ class Shed(Exception):
 
 @dataclass(slots=True)
 class Slot:
-    """A tier's place in flight, held until `TierQueues.release` (the door's middleware, at the end)."""
+    """A tier's place in flight, held until `TierQueues.release` (gateway.http.dispatch, at the end)."""
 
     tier: str
     waited_s: float
@@ -161,7 +161,7 @@ class TierQueues:
             else:
                 granted.cancel()
                 _remove(state.queue, entry)
-            self._door.in_flight += 1  # the door's middleware counts it out at its end
+            self._door.in_flight += 1  # gateway.http.dispatch counts it out at its end
             if isinstance(exc, TimeoutError):
                 return self._shed(state, tier, "deadline")
             raise  # the client left, the server stops

@@ -226,6 +226,7 @@ class Admitter:
                 estimate.prompt,
                 estimate.output,
                 estimate.n,
+                key.priority_class,
             )
         except NotPriced:  # before the book's first version: rating will not charge it either
             return None

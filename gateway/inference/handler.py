@@ -20,7 +20,7 @@ from gateway.accounting.metrics import RequestMetrics
 from gateway.accounting.usage_record import prompt_estimate
 from gateway.deliberation import DepthUnreachable
 from gateway.http.disconnect import CLIENT_CLOSED, DisconnectWatch
-from gateway.http.door import SLOT
+from gateway.http.door import LEASE, SLOT
 from gateway.http.endpoints import Endpoint
 from gateway.http.errors import GatewayError, from_refusal, gateway_overloaded
 from gateway.http.relay import RelayEnd, StreamRelay
@@ -33,18 +33,17 @@ from gateway.inference.catalog import Catalog, Offer
 from gateway.inference.deliberate import deliberate, deliberation_estimate, deliberation_plan, depth_refusal
 from gateway.inference.meter import Accounts, Admitted, Meter
 from gateway.keys import ApiKey
+from gateway.limits import Concurrency, concurrency_refusal
 from gateway.refusals import Refusal
-from gateway.tiers import Tier
+from gateway.tiers import engine_priority
 from pricing import PriceBook
 
 if TYPE_CHECKING:
     from gateway.accounting.tracing import EngineCall, RequestTrace, Tracing
 
-__all__ = ["ENGINE_PRIORITY", "InferenceProxy", "json_object"]
+__all__ = ["InferenceProxy", "json_object"]
 
 _TIER_HEADER = "x-tiergate-tier"
-# vLLM: lower is scheduled first; a cascade's stages keep the fast tier's place (its promise is latency first)
-ENGINE_PRIORITY = {Tier.FAST: 0, Tier.CASCADE: 0, Tier.DELIBERATE: 10}
 
 
 class InferenceProxy:
@@ -62,8 +61,10 @@ class InferenceProxy:
         queues: TierQueues | None = None,
         priority_pools: frozenset[str] = frozenset(),
         tracing: Tracing | None = None,
+        concurrency: Concurrency | None = None,
     ) -> None:
         self._queues = queues  # priority per tier
+        self._concurrency = concurrency if concurrency is not None else Concurrency()  # keys' in flight
         self._priority_pools = priority_pools  # pools told each request's priority
         self._accounts = Accounts(tuple(sinks), admitter, book, bookkeeper, metrics)
         self._catalog = catalog
@@ -164,13 +165,21 @@ class InferenceProxy:
                 # the auto tier chose depth the request's bound cannot hold: the fast tier answers it
                 offer = self._catalog.resolve(offer.model, "fast", None)[0]
                 difficulty = replace(difficulty, tier="fast", reasons=(*difficulty.reasons, "max_tokens"))
+        priority_class = key.priority_class if key is not None else "standard"
+        if key is not None and key.max_concurrent is not None:  # before queues and reservations, as cheap
+            lease = self._concurrency.take(key.id, key.max_concurrent)
+            if lease is None:
+                if self._accounts.metrics is not None:
+                    self._accounts.metrics.refused("concurrency", offer.tier.value)
+                raise concurrency_refusal(key.max_concurrent)
+            request.scope[LEASE] = lease  # released by gateway.http.dispatch at the request's end
         if self._queues is not None:  # before any reservation: a request shed here has cost nothing
             try:
-                slot = await self._queues.enter(offer.tier.value)
+                slot = await self._queues.enter(offer.tier.value, priority_class)
             except Shed as exc:
                 raise gateway_overloaded(exc.retry_after_s) from None
             if slot is not None:
-                request.scope[SLOT] = slot  # released by the door's middleware at the request's end
+                request.scope[SLOT] = slot  # released by gateway.http.dispatch at the request's end
         admission = hold = None
         if key is not None and estimate is not None:
             admission, hold = await self._accounts.admitter.admit_and_reserve(
@@ -178,7 +187,7 @@ class InferenceProxy:
             )
         data["model"] = offer.engine_model
         if offer.pool in self._priority_pools:  # the engine schedules the fast tier first (vLLM `priority`)
-            data["priority"] = ENGINE_PRIORITY[offer.tier]
+            data["priority"] = engine_priority(offer.tier, priority_class)
         pinned = pinned_output(checked, offer) if route is None else None  # a cascade pins its fast stage
         if pinned is not None:  # what was reserved is what the engine is told
             data[pinned[0]] = pinned[1]

@@ -198,6 +198,7 @@ class Meter:
             duration_s=time.monotonic() - self.request.arrived,
             estimated=estimated,
             delivered_tokens=delivered_tokens,
+            priority_class=self.request.key.priority_class if self.request.key is not None else "standard",
         )
 
     async def done(self, exchange: Exchange) -> None:

@@ -17,6 +17,9 @@ class Tenant:
     id: str
     name: str
     created_at: datetime
+    # its requests' priority class (pricing.PRIORITY_CLASSES): premium waits ahead of standard in a tier's
+    # queue, is scheduled ahead by engines that take a priority, and is priced by the price book's class rule
+    priority_class: str = "standard"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,8 @@ class ApiKey:
     revoked: bool
     # the budgets that apply to its requests, its own and its tenant's (filled in when it authenticates)
     budgets: tuple[Budget, ...] = ()
+    max_concurrent: int | None = None  # its requests in flight at once, per worker; None: no cap
+    priority_class: str = "standard"  # its tenant's, read with it
 
     @property
     def masked(self) -> str:

@@ -55,6 +55,14 @@ def _budgets(timestamp: str, money: str) -> tuple[str, ...]:
     )
 
 
+# a tenant's priority class (docs/overload.md): its requests wait ahead of standard ones and are priced by
+# the price book's class rule; a key's cap on its requests in flight (NULL: none)
+_CLASS_AND_CONCURRENCY = (
+    "ALTER TABLE tenants ADD COLUMN priority_class TEXT NOT NULL DEFAULT 'standard'"
+    " CHECK (priority_class IN ('standard', 'premium'))",
+    "ALTER TABLE api_keys ADD COLUMN max_concurrent INTEGER CHECK (max_concurrent >= 1)",
+)
+
 MIGRATIONS = (
     Migration(
         1,
@@ -68,5 +76,11 @@ MIGRATIONS = (
         # SQLite would store 1.5 as REAL in an INTEGER column: the CHECK keeps money whole
         sqlite=_budgets("TEXT", "INTEGER CHECK (typeof(limit_micros) = 'integer')"),
         postgresql=_budgets("TIMESTAMPTZ", "BIGINT"),
+    ),
+    Migration(
+        3,
+        "tenants' priority classes, keys' concurrency limits",
+        sqlite=_CLASS_AND_CONCURRENCY,
+        postgresql=_CLASS_AND_CONCURRENCY,
     ),
 )

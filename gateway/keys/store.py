@@ -22,6 +22,7 @@ from gateway.keys.material import new_key, new_key_id
 from gateway.keys.records import ApiKey, Tenant
 from gateway.keys.schema import COMPONENT, MIGRATIONS
 from gateway.limits.quota import Quota
+from pricing import PRIORITY_CLASSES
 
 __all__ = ["UNCHANGED", "KeyStore", "Unchanged"]
 
@@ -35,7 +36,16 @@ UNCHANGED: Final = _Unchanged.UNCHANGED
 Unchanged = Literal[_Unchanged.UNCHANGED]
 
 _TENANT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_KEY_COLUMNS = "id, tenant_id, name, tiers, models, quotas, expires_at, created_at, last_used_at, revoked_at"
+_KEY_COLUMNS = (
+    "id, tenant_id, name, tiers, models, quotas, expires_at, created_at, last_used_at, revoked_at,"
+    " max_concurrent"
+)
+# a key as read: its columns and its tenant's priority class
+_KEY_READ = (
+    ", ".join(f"k.{column.strip()}" for column in _KEY_COLUMNS.split(","))
+    + ", t.priority_class FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
+)
+_TENANT_COLUMNS = "id, name, created_at, priority_class"
 _BUDGET_COLUMNS = "scope, subject, period, limit_micros"
 _ID_ATTEMPTS = 3  # ids are random (60 bits): a clash is all but impossible, and retried
 
@@ -51,25 +61,54 @@ class KeyStore:
         await self._db.migrate(COMPONENT, MIGRATIONS)
 
     # -- tenants ----------------------------------------------------------------------------------
-    async def create_tenant(self, tenant_id: str, name: str | None = None) -> Tenant:
+    async def create_tenant(
+        self, tenant_id: str, name: str | None = None, *, priority_class: str = "standard"
+    ) -> Tenant:
         if not isinstance(tenant_id, str) or _TENANT_ID.fullmatch(tenant_id) is None:
             raise ValueError(
                 f"invalid tenant id {tenant_id!r}: 1-64 characters of a-z, 0-9, '_' and '-',"
                 " starting with a letter or digit"
             )
-        tenant = Tenant(tenant_id, _text(name, "name") if name is not None else tenant_id, _now())
+        tenant = Tenant(
+            tenant_id,
+            _text(name, "name") if name is not None else tenant_id,
+            _now(),
+            _priority_class(priority_class),
+        )
         try:
             await self._db.execute(
-                "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)",
-                (tenant.id, tenant.name, tenant.created_at),
+                f"INSERT INTO tenants ({_TENANT_COLUMNS}) VALUES (?, ?, ?, ?)",
+                (tenant.id, tenant.name, tenant.created_at, tenant.priority_class),
             )
         except IntegrityError:
             raise KeyStoreConflict(f"tenant {tenant_id!r} exists already") from None
         return tenant
 
     async def list_tenants(self) -> list[Tenant]:
-        rows = await self._db.fetch_all("SELECT id, name, created_at FROM tenants ORDER BY id")
-        return [Tenant(row["id"], row["name"], read_timestamp(row["created_at"])) for row in rows]
+        rows = await self._db.fetch_all(f"SELECT {_TENANT_COLUMNS} FROM tenants ORDER BY id")
+        return [_tenant_from_row(row) for row in rows]
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        row = await self._db.fetch_one(f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE id = ?", (tenant_id,))
+        return _tenant_from_row(row) if row is not None else None
+
+    async def update_tenant(
+        self, tenant_id: str, *, name: str | None = None, priority_class: str | None = None
+    ) -> Tenant:
+        """Change the given fields. A new priority class reaches its keys' requests within the
+        authenticators' cache TTL."""
+        new_name = _text(name, "name") if name is not None else None
+        new_class = _priority_class(priority_class) if priority_class is not None else None
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE tenants SET name = COALESCE(?, name), priority_class = COALESCE(?, priority_class)"
+                " WHERE id = ?",
+                (new_name, new_class, tenant_id),
+            )
+            row = await tx.fetch_one(f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE id = ?", (tenant_id,))
+        if row is None:
+            raise KeyStoreNotFound(f"no tenant {tenant_id!r}")
+        return _tenant_from_row(row)
 
     # -- keys -------------------------------------------------------------------------------------
     async def create_key(
@@ -81,6 +120,7 @@ class KeyStore:
         models: Iterable[str] | None = None,
         quotas: Mapping[str, Quota] | None = None,
         expires_at: datetime | None = None,
+        max_concurrent: int | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key and, this once, its full text `tg-<id>-<secret>` (its repr is masked)."""
         granted = _tiers(tiers)
@@ -95,18 +135,23 @@ class KeyStore:
             created_at=_now(),
             last_used_at=None,
             revoked=False,
+            max_concurrent=_max_concurrent(max_concurrent),
         )
         for attempt in range(1, _ID_ATTEMPTS + 1):
             key = replace(key, id=new_key_id())
             issued, digest = new_key(key.id)
             try:
                 async with self._db.transaction() as tx:
-                    if await tx.fetch_one("SELECT id FROM tenants WHERE id = ?", (tenant_id,)) is None:
+                    tenant = await tx.fetch_one(
+                        "SELECT priority_class FROM tenants WHERE id = ?", (tenant_id,)
+                    )
+                    if tenant is None:
                         raise KeyStoreNotFound(f"no tenant {tenant_id!r}")
+                    key = replace(key, priority_class=tenant["priority_class"])
                     await tx.execute(
                         f"INSERT INTO api_keys ({_KEY_COLUMNS}, secret_sha256)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (*_key_values(key), None, digest),
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (*_key_values(key), None, key.max_concurrent, digest),
                     )
             except IntegrityError:
                 if attempt == _ID_ATTEMPTS:
@@ -117,14 +162,12 @@ class KeyStore:
 
     async def list_keys(self, tenant_id: str | None = None) -> list[ApiKey]:
         """Every key, or a tenant's (an unknown tenant has none), oldest first."""
-        where, params = ("WHERE tenant_id = ?", (tenant_id,)) if tenant_id is not None else ("", ())
-        rows = await self._db.fetch_all(
-            f"SELECT {_KEY_COLUMNS} FROM api_keys {where} ORDER BY created_at, id", params
-        )
+        where, params = ("WHERE k.tenant_id = ?", (tenant_id,)) if tenant_id is not None else ("", ())
+        rows = await self._db.fetch_all(f"SELECT {_KEY_READ} {where} ORDER BY k.created_at, k.id", params)
         return [_key_from_row(row) for row in rows]
 
     async def get_key(self, key_id: str) -> ApiKey | None:
-        row = await self._db.fetch_one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+        row = await self._db.fetch_one(f"SELECT {_KEY_READ} WHERE k.id = ?", (key_id,))
         return _key_from_row(row) if row is not None else None
 
     async def update_key(
@@ -136,6 +179,7 @@ class KeyStore:
         models: Iterable[str] | Unchanged | None = UNCHANGED,
         quotas: Mapping[str, Quota] | None = None,
         expires_at: datetime | Unchanged | None = UNCHANGED,
+        max_concurrent: int | Unchanged | None = UNCHANGED,
     ) -> ApiKey:
         """Change the given fields. Narrowing `tiers` without new `quotas` drops the quotas of the tiers
         taken away; new `quotas` replace all of them and may only name the key's tiers."""
@@ -144,11 +188,12 @@ class KeyStore:
         new_tiers = _tiers(tiers) if tiers is not None else None
         new_models = _models(models) if models is not UNCHANGED else UNCHANGED
         new_expiry = _aware(expires_at, "expires_at") if expires_at is not UNCHANGED else UNCHANGED
+        new_cap = _max_concurrent(max_concurrent) if max_concurrent is not UNCHANGED else UNCHANGED
         # PostgreSQL: lock the row so two concurrent updates of different fields do not lose one
         # (SQLite's BEGIN IMMEDIATE already serializes writers)
-        lock = " FOR UPDATE" if self._db.dialect == "postgresql" else ""
+        lock = " FOR UPDATE OF k" if self._db.dialect == "postgresql" else ""
         async with self._db.transaction() as tx:
-            row = await tx.fetch_one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?{lock}", (key_id,))
+            row = await tx.fetch_one(f"SELECT {_KEY_READ} WHERE k.id = ?{lock}", (key_id,))
             if row is None:
                 raise KeyStoreNotFound(f"no key {key_id!r}")
             key = _key_from_row(row)
@@ -164,11 +209,12 @@ class KeyStore:
                     else _quotas({tier: q for tier, q in key.quotas.items() if tier in granted}, granted)
                 ),
                 expires_at=new_expiry if new_expiry is not UNCHANGED else key.expires_at,
+                max_concurrent=new_cap if new_cap is not UNCHANGED else key.max_concurrent,
             )
             await tx.execute(
-                "UPDATE api_keys SET name = ?, tiers = ?, models = ?, quotas = ?, expires_at = ?"
-                " WHERE id = ?",
-                (*_key_values(key)[2:7], key.id),
+                "UPDATE api_keys SET name = ?, tiers = ?, models = ?, quotas = ?, expires_at = ?,"
+                " max_concurrent = ? WHERE id = ?",
+                (*_key_values(key)[2:7], key.max_concurrent, key.id),
             )
         return key
 
@@ -178,7 +224,7 @@ class KeyStore:
             await tx.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (_now(), key_id)
             )
-            row = await tx.fetch_one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+            row = await tx.fetch_one(f"SELECT {_KEY_READ} WHERE k.id = ?", (key_id,))
         if row is None:
             raise KeyStoreNotFound(f"no key {key_id!r}")
         return _key_from_row(row)
@@ -200,9 +246,7 @@ class KeyStore:
 
     async def lookup(self, key_id: str) -> tuple[ApiKey, bytes] | None:
         """The key, with the budgets that apply to it, and its secret's SHA-256, for the authenticator."""
-        row = await self._db.fetch_one(
-            f"SELECT {_KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE id = ?", (key_id,)
-        )
+        row = await self._db.fetch_one(f"SELECT k.secret_sha256, {_KEY_READ} WHERE k.id = ?", (key_id,))
         if row is None:
             return None
         key = _key_from_row(row)
@@ -287,6 +331,18 @@ def _quotas(quotas: Mapping[str, Quota], tiers: frozenset[str]) -> Mapping[str, 
     return MappingProxyType(dict(sorted(quotas.items())))
 
 
+def _priority_class(value: object) -> str:
+    if value not in PRIORITY_CLASSES:
+        raise ValueError(f"priority class must be one of {', '.join(PRIORITY_CLASSES)}, not {value!r}")
+    return str(value)
+
+
+def _max_concurrent(value: object) -> int | None:
+    if value is not None and (type(value) is not int or value < 1):
+        raise ValueError(f"max_concurrent must be a whole number >= 1 (or none), not {value!r}")
+    return value
+
+
 def _aware(value: datetime | None, what: str) -> datetime | None:
     if value is None:
         return None
@@ -310,7 +366,7 @@ async def _owner(tx: Queries, scope: Scope, subject: str) -> str:
 
 # -- rows -------------------------------------------------------------------------------------------
 def _key_values(key: ApiKey) -> tuple[Any, ...]:
-    """The columns of `_KEY_COLUMNS`, revoked_at excepted (the store sets it alone)."""
+    """The columns of `_KEY_COLUMNS` up to last_used_at (the store sets revoked_at alone)."""
     return (
         key.id,
         key.tenant_id,
@@ -338,7 +394,13 @@ def _key_from_row(row: Row) -> ApiKey:
         created_at=read_timestamp(row["created_at"]),
         last_used_at=_optional_timestamp(row["last_used_at"]),
         revoked=row["revoked_at"] is not None,
+        max_concurrent=row["max_concurrent"],
+        priority_class=row["priority_class"],
     )
+
+
+def _tenant_from_row(row: Row) -> Tenant:
+    return Tenant(row["id"], row["name"], read_timestamp(row["created_at"]), row["priority_class"])
 
 
 def _budget_from_row(row: Row) -> Budget:

@@ -8,9 +8,13 @@ A request is admitted only if both its RPM and its TPM checks pass, and then bot
 refusal consumes neither. Its token cost is an estimate reserved at admission (prompt + max output
 tokens, clamped to the whole TPM limit so it can pass on an idle bucket) and squared with the real
 count by settle(), or released by settle(reservation, 0) when the request failed.
+
+A key's `max_concurrent` caps its requests in flight at once (`Concurrency`, per worker): the one more is a
+429 `concurrency_limit_exceeded`.
 """
 
 from gateway.limits.admission import Admission, Reservation
+from gateway.limits.concurrency import Concurrency, Lease, concurrency_refusal
 from gateway.limits.limiter import LimiterUnavailable, RateLimiter
 from gateway.limits.local import LocalLimiter
 from gateway.limits.quota import MAX_PER_MINUTE, Quota
@@ -20,6 +24,8 @@ from gateway.limits.window import Window
 __all__ = [
     "MAX_PER_MINUTE",
     "Admission",
+    "Concurrency",
+    "Lease",
     "LimiterUnavailable",
     "LocalLimiter",
     "Quota",
@@ -27,4 +33,5 @@ __all__ = [
     "RedisLimiter",
     "Reservation",
     "Window",
+    "concurrency_refusal",
 ]

@@ -389,3 +389,60 @@ def test_budgets_commands_on_the_database_and_through_the_admin_api(
     assert remote.returncode == 0, remote.stderr
     (monthly,) = json.loads(remote.stdout)
     assert (monthly["limit"], monthly["spent_micros"]) == ("25.500000", row.charge.total)
+
+
+def test_tenants_classes_and_keys_caps_from_the_command_line(
+    tmp_path: Path, start_gateway: StartGateway, fast_engine: str
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'k.sqlite3'}"
+    config = tmp_path / "tiergate.yaml"
+    config.write_text(
+        "pools: {fast: {replicas: ['http://127.0.0.1:9']}}\n"
+        "models: {m: {tiers: {fast: {pool: fast}}}}\n"
+        f"database: {{url: '{database_url}'}}\n"
+    )
+
+    def tiergate(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*TIERGATE, *args, "--config", str(config)], capture_output=True, text=True, timeout=60
+        )
+
+    assert tiergate("tenants", "create", "gold", "--class", "premium").returncode == 0
+    assert tiergate("tenants", "create", "acme").returncode == 0
+    created = tiergate(
+        "keys", "create", "--tenant", "acme", "--tiers", "fast", "--rpm", "60", "--max-concurrent", "2"
+    )
+    assert created.returncode == 0, created.stderr
+    key_id = re.search(r"created key (\S+)", created.stdout).group(1)  # type: ignore[union-attr]
+    assert read_table(tiergate("keys", "list").stdout)[0]["limits"] == "fast:rpm=60,tpm=- concurrent=2"
+    changed = tiergate("tenants", "set", "acme", "--class", "premium", "--json")
+    assert changed.returncode == 0 and json.loads(changed.stdout)["priority_class"] == "premium"
+    assert {row["id"]: row["class"] for row in read_table(tiergate("tenants", "list").stdout)} == {
+        "acme": "premium",
+        "gold": "premium",
+    }
+    # a cap alone leaves the rate limits; 0 lifts it
+    (key,) = json.loads(tiergate("keys", "list", "--json").stdout)
+    assert (key["priority_class"], key["max_concurrent"]) == ("premium", 2)
+    lifted = json.loads(tiergate("keys", "limits", key_id, "--max-concurrent", "0", "--json").stdout)
+    assert lifted["max_concurrent"] is None and lifted["limits"] == {"fast": {"rpm": 60, "tpm": None}}
+    refused = tiergate("tenants", "set", "acme", "--class", "gold")
+    assert refused.returncode != 0 and "invalid choice" in refused.stderr
+
+    # the same through a running gateway's admin API
+    gateway = start_gateway(
+        [fast_engine],
+        [fast_engine],
+        auth={"mode": "keys", "admin_tokens": ["admin-token-0123456789abcdef"]},
+        database={"url": database_url},
+    )
+    remote = subprocess.run(
+        [*TIERGATE, "tenants", "set", "acme", "--class", "standard", "--url", gateway.url, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TIERGATE_ADMIN_TOKEN": "admin-token-0123456789abcdef"},
+    )
+    assert remote.returncode == 0, remote.stderr
+    assert json.loads(remote.stdout)["priority_class"] == "standard"
+    assert json.loads(tiergate("keys", "list", "--json").stdout)[0]["priority_class"] == "standard"

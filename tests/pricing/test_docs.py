@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -50,3 +51,8 @@ def test_the_documented_price_book_loads_and_the_example_holds(tmp_path: Path) -
     )
     assert rate(missed, book).total == 642
     assert "+ 500 = 642 micros" in text
+
+    # the class rule's example: the same request from a premium tenant
+    premium = rate(dataclasses.replace(record, priority_class="premium"), book)
+    assert (premium.amount_of("class_surcharge"), premium.total) == (497, 2981)
+    assert "2,484 + 497 (496.8, half up) = 2,981 micros" in text

@@ -164,11 +164,11 @@ async def test_rows_from_before_the_depth_audit_read_back_without_a_shortfall(da
     assert await database.migrate("ledger", older) == [m.version for m in older]
     before = row("before", tier="deliberate", depth=Depth(floor=5, floor_met=True))
     values = row_values(before)
-    del values["depth_shortfall"], values["cascade"]
+    del values["depth_shortfall"], values["cascade"], values["priority_class"]
     columns = ", ".join(values)
     placeholders = ", ".join("?" * len(values))
     await database.execute(f"INSERT INTO ledger ({columns}) VALUES ({placeholders})", tuple(values.values()))
-    assert await database.migrate("ledger", migrations()) == [3, 4]
+    assert await database.migrate("ledger", migrations()) == [3, 4, 5]
     assert await Ledger(database).get("before") == before
 
 

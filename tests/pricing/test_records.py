@@ -43,8 +43,9 @@ def test_record_round_trips_exactly() -> None:
 def test_record_json_keys_follow_the_field_order() -> None:
     keys = list(orjson.loads(make_record().to_json()))
     fields = [field.name for field in dataclasses.fields(UsageRecord)]
-    assert keys == ["v", *fields[:-1]]  # `cascade` is written only for the cascade tier's records
-    assert fields[-1] == "cascade"
+    # `cascade` is written only for the cascade tier's records, `priority_class` only for premium ones
+    assert keys == ["v", *fields[:-2]]
+    assert fields[-2:] == ["cascade", "priority_class"]
     assert orjson.loads(make_record().to_json())["v"] == RECORD_FORMAT
 
 

@@ -269,6 +269,7 @@ INFERENCE_ERRORS: Mapping[int, str] = {
     404: "Unknown model, or a tier it is not offered in (`model_not_found`).",
     413: "The body exceeds `server.max_body_bytes`, or the engine refused its size (`request_too_large`).",
     429: "The key's RPM or TPM limit in this tier (`rate_limit_exceeded`; `x-ratelimit-*`, `retry-after`),"
+    " the key's `max_concurrent` requests in flight already (`concurrency_limit_exceeded`; `retry-after`),"
     " or a budget with no room for the request's worst-case cost (`insufficient_quota`);"
     " `x-should-retry: false` when waiting cannot help.",
     502: "No replica could be reached (`engine_unreachable`) or the engine failed (`engine_error`).",

@@ -104,6 +104,10 @@ ROUTE_DOCS: Mapping[tuple[str, str], RouteDoc] = {
         {400: _BODY, 409: "The tenant exists already (`tenant_exists`)."}, "Tenant", ok=201
     ),
     ("GET", "/admin/tenants"): _admin({}, "TenantList"),
+    ("GET", "/admin/tenants/{tenant_id}"): _admin({404: "No such tenant (`tenant_not_found`)."}, "Tenant"),
+    ("PATCH", "/admin/tenants/{tenant_id}"): _admin(
+        {400: _BODY, 404: "No such tenant (`tenant_not_found`)."}, "Tenant"
+    ),
     ("POST", "/admin/keys"): _admin(
         {400: _BODY + " Unknown models (`model_not_found`).", 404: "No such tenant (`tenant_not_found`)."},
         "KeyCreated",
@@ -170,6 +174,8 @@ _KEY = obj(
         "created_at": string(format="date-time"),
         "last_used_at": nullable(string(format="date-time")),
         "revoked": boolean(),
+        "max_concurrent": nullable(integer("Its requests in flight at once, per worker; null: no cap.")),
+        "priority_class": enum(("standard", "premium"), "Its tenant's."),
     },
     extra=True,
 )
@@ -238,7 +244,16 @@ ROUTE_SCHEMAS: Mapping[str, Json] = {
         },
         required=("object", "data"),
     ),
-    "Tenant": obj({"id": string(), "name": nullable(string()), "created_at": string(format="date-time")}),
+    "Tenant": obj(
+        {
+            "id": string(),
+            "name": nullable(string()),
+            "priority_class": enum(
+                ("standard", "premium"), "Premium: served first, priced by the class rule."
+            ),
+            "created_at": string(format="date-time"),
+        }
+    ),
     "TenantList": _list("Tenant"),
     "Key": _KEY,
     "KeyCreated": {

@@ -4,6 +4,7 @@ real cost, the admin API, and spending read back from the ledger by a restarted 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -311,3 +312,24 @@ def test_a_restarted_gateway_reads_earlier_spending_from_the_ledger(
         with pytest.raises(openai.RateLimitError):
             client.chat.completions.create(model="qwen3-8b", messages=MESSAGES, max_tokens=20)
         client.close()
+
+
+def test_a_premium_tenants_reservation_is_raised_by_the_class_rule(
+    start_gateway: StartGateway, fast_engine: str, tmp_path: Path
+) -> None:
+    gateway = keyed_gateway(start_gateway, fast_engine, tmp_path)
+    admin(gateway, "POST", "/tenants", json={"id": "gold", "priority_class": "premium"})
+    bounds = {}
+    for tenant in ("acme", "gold"):
+        key = new_key(gateway, tenant)  # acme: created standard here
+        assert (
+            admin(gateway, "PUT", f"/tenants/{tenant}/budgets/daily", json={"limit": "0"}).status_code == 200
+        )
+        client = openai.OpenAI(base_url=gateway.v1, api_key=key["secret"], max_retries=0)
+        with client, pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(model="qwen3-8b", messages=MESSAGES, max_tokens=MAX_TOKENS)
+        found = re.search(r"could cost up to (\d+\.\d{6}) USD", refused.value.message)
+        assert found is not None, refused.value.message
+        bounds[tenant] = int(found.group(1).replace(".", ""))
+    # the same request's worst case, times the demo book's 1.2, rounded up
+    assert bounds["gold"] == bounds["acme"] + -(-bounds["acme"] * 200_000 // 1_000_000)

@@ -48,7 +48,7 @@ async def test_deliberations_hold_at_most_their_share_and_the_fast_tier_always_h
     assert not ninth.done()
     first = held[0]
     assert first is not None
-    queues.release(first)  # a deliberation ended (the door's middleware): the waiter goes in
+    queues.release(first)  # a deliberation ended (gateway.http.dispatch): the waiter goes in
     slot = await ninth
     assert slot is not None and slot.tier == "deliberate"
     assert (door.in_flight, door.held_elsewhere) == (2, 8)

@@ -8,8 +8,7 @@ import orjson
 
 from engines import EngineTransport
 from gateway import create_app
-from gateway.inference.handler import ENGINE_PRIORITY
-from gateway.tiers import Tier
+from gateway.tiers import ENGINE_PRIORITY, Tier
 from tests.chat import MESSAGES
 from tests.conftest import gateway_settings, wait_ready
 from tests.servers import serving

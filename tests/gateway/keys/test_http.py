@@ -173,6 +173,37 @@ def test_admin_api(gateway: Gateway) -> None:
     assert admin(gateway, "GET", "/keys/nope").status_code == 404
 
 
+def test_admin_api_sets_and_shows_priority_classes_and_concurrency_caps(gateway: Gateway, sdk: SDK) -> None:
+    created = admin(gateway, "POST", "/tenants", json={"id": "gold", "priority_class": "premium"})
+    assert created.status_code == 201 and created.json()["priority_class"] == "premium"
+    key = new_key(gateway, max_concurrent=2)  # tenant acme, standard by default
+    assert (key["priority_class"], key["max_concurrent"]) == ("standard", 2)
+    client = sdk(gateway, key["secret"])
+
+    def amounts() -> dict[str, int]:
+        reply = client.chat.completions.create(model="qwen3-8b", messages=MESSAGES, max_tokens=2)
+        assert reply.usage is not None
+        kinds: dict[str, int] = reply.usage.model_dump()["cost_details"]["amounts_micros"]
+        return kinds
+
+    assert "class_surcharge" not in amounts()  # standard: read (and cached) as such
+    tenant = admin(gateway, "PATCH", "/tenants/acme", json={"priority_class": "premium"})
+    assert tenant.status_code == 200 and tenant.json()["priority_class"] == "premium"
+    assert admin(gateway, "GET", "/tenants/acme").json()["priority_class"] == "premium"
+    assert admin(gateway, "GET", f"/keys/{key['id']}").json()["priority_class"] == "premium"  # its tenant's
+    listed = {t["id"]: t["priority_class"] for t in admin(gateway, "GET", "/tenants").json()["data"]}
+    assert listed == {"acme": "premium", "gold": "premium"}
+    uncapped = admin(gateway, "PATCH", f"/keys/{key['id']}", json={"max_concurrent": None})
+    assert uncapped.json()["max_concurrent"] is None
+    bad = admin(gateway, "PATCH", "/tenants/acme", json={"priority_class": "gold"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"]
+    assert admin(gateway, "PATCH", f"/keys/{key['id']}", json={"max_concurrent": 0}).status_code == 400
+    ghost = admin(gateway, "PATCH", "/tenants/ghost", json={"priority_class": "premium"})
+    assert ghost.status_code == 404 and ghost.json()["error"]["code"] == "tenant_not_found"
+    # the class reaches the key's next request at once on this replica: billed by the demo book's rule
+    assert "class_surcharge" in amounts()
+
+
 @pytest.mark.parametrize(
     ("authorization", "status", "code"),
     [

@@ -27,7 +27,7 @@ async def test_migrate_is_idempotent(database: Database) -> None:
     await store.migrate()
     await store.migrate()
     rows = await database.fetch_all("SELECT component, version FROM schema_migrations ORDER BY version")
-    assert rows == [{"component": "keys", "version": version} for version in (1, 2)]
+    assert rows == [{"component": "keys", "version": version} for version in (1, 2, 3)]
 
 
 # -- tenants ----------------------------------------------------------------------------------------
@@ -259,3 +259,59 @@ async def test_a_budget_limit_is_whole_micros_in_the_database(store: KeyStore, d
             INSERT_BUDGET,
             ("key", key.id, "weekly", "acme", 1, now, now),
         )
+
+
+# -- priority classes and concurrency caps ------------------------------------------------------------
+async def test_a_tenants_priority_class_is_stored_changed_and_read_with_its_keys(store: KeyStore) -> None:
+    assert (await store.get_tenant("acme")).priority_class == "standard"  # type: ignore[union-attr]
+    gold = await store.create_tenant("gold", priority_class="premium")
+    assert gold.priority_class == "premium" and await store.get_tenant("gold") == gold
+    key, _ = await store.create_key("acme", tiers=["fast"])
+    assert key.priority_class == "standard"
+    changed = await store.update_tenant("acme", priority_class="premium")
+    assert (changed.name, changed.priority_class) == ("Acme Corp", "premium")  # the name is left alone
+    # every read of a key carries its tenant's class: what the authenticator and the admin API see
+    found = await store.lookup(key.id)
+    assert found is not None and found[0].priority_class == "premium"
+    assert (await store.get_key(key.id)).priority_class == "premium"  # type: ignore[union-attr]
+    assert [k.priority_class for k in await store.list_keys("acme")] == ["premium"]
+    assert {t.id: t.priority_class for t in await store.list_tenants()} == {
+        "acme": "premium",
+        "gold": "premium",
+    }
+    renamed = await store.update_tenant("acme", name="Acme")
+    assert (renamed.name, renamed.priority_class) == ("Acme", "premium")
+    with pytest.raises(ValueError, match="priority class"):
+        await store.update_tenant("acme", priority_class="gold")
+    with pytest.raises(ValueError, match="priority class"):
+        await store.create_tenant("other", priority_class="platinum")
+    with pytest.raises(KeyStoreNotFound):
+        await store.update_tenant("ghost", priority_class="premium")
+    assert await store.get_tenant("ghost") is None
+
+
+async def test_a_keys_max_concurrent_is_stored_and_changed(store: KeyStore) -> None:
+    key, _ = await store.create_key("acme", tiers=["fast"], quotas={"fast": Quota(rpm=5)}, max_concurrent=3)
+    assert key.max_concurrent == 3
+    found = await store.lookup(key.id)
+    assert found is not None and found[0].max_concurrent == 3
+    changed = await store.update_key(key.id, max_concurrent=1)
+    assert changed.max_concurrent == 1 and changed.quotas == {"fast": Quota(rpm=5)}  # the rest unchanged
+    assert (await store.update_key(key.id, name="x")).max_concurrent == 1  # not given: unchanged
+    assert (await store.update_key(key.id, max_concurrent=None)).max_concurrent is None  # no cap
+    assert (await store.get_key(key.id)).max_concurrent is None  # type: ignore[union-attr]
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="max_concurrent"):
+            await store.update_key(key.id, max_concurrent=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_concurrent"):
+        await store.create_key("acme", tiers=["fast"], max_concurrent=0)
+
+
+async def test_the_database_refuses_a_class_or_cap_the_store_would_not_write(
+    store: KeyStore, database: Database
+) -> None:
+    key, _ = await store.create_key("acme", tiers=["fast"])
+    with pytest.raises(DatabaseError):
+        await database.execute("UPDATE tenants SET priority_class = 'gold' WHERE id = 'acme'")
+    with pytest.raises(DatabaseError):
+        await database.execute("UPDATE api_keys SET max_concurrent = 0 WHERE id = ?", (key.id,))
