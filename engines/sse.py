@@ -28,14 +28,14 @@ class SSEDecoder:
             self._after_cr = chunk[-1] == 0x0D
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buffer = self._buffer + chunk if self._buffer else chunk
+        blocks = buffer.split(b"\n\n")
+        self._buffer = blocks.pop()  # an event not yet terminated (often b"")
         events: list[bytes] = []
-        start = 0
-        while (end := buffer.find(b"\n\n", start)) != -1:
-            data = _event_data(buffer[start:end])
-            if data is not None:
+        for block in blocks:
+            if block.startswith(b"data: ") and b"\n" not in block:  # the common case, one line
+                events.append(block[6:])
+            elif (data := _event_data(block)) is not None:
                 events.append(data)
-            start = end + 2
-        self._buffer = buffer[start:]
         return events
 
     @property
@@ -45,8 +45,6 @@ class SSEDecoder:
 
 
 def _event_data(block: bytes) -> bytes | None:
-    if block.startswith(b"data: ") and b"\n" not in block:  # the common case, one line
-        return block[6:]
     parts: list[bytes] = []
     for line in block.split(b"\n"):
         if line.startswith(b"data:"):

@@ -10,10 +10,10 @@ wait on, and whatever was written in one turn of the loop reaches Redis in one s
 
 Failures speak redis-py's exceptions (`gateway.database.redis_link.UNAVAILABLE` catches them): a refused or
 lost connection is `ConnectionError` for every command waiting on it (the next command connects afresh, once),
-a connection that stops answering for `stall_s` while commands wait is closed the same way, an error reply is
-`ResponseError` (`NoScriptError`, `ReadOnlyError` by their prefixes) for that command only. `evalsha` loads a
-script Redis does not know (a restarted Redis) and runs it again. URLs: `redis://` and `rediss://` (TLS),
-with user, password and database number; anything else stays with redis-py (`supported`).
+a connection that answers nothing for two periods of `stall_s` while commands wait is closed the same way, an
+error reply is `ResponseError` (`NoScriptError`, `ReadOnlyError` by their prefixes) for that command only.
+`evalsha` loads a script Redis does not know (a restarted Redis) and runs it again. URLs: `redis://` and
+`rediss://` (TLS), with user, password and database number; anything else stays with redis-py (`supported`).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class _Connection(asyncio.Protocol):
         self._stall_s = stall_s
         self._timer: asyncio.TimerHandle | None = None
         self._heard = True  # a reply (or nothing awaited) since the watchdog last looked
+        self._silent = 0  # the watchdog's periods in a row without a reply while replies were awaited
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -95,12 +96,16 @@ class _Connection(asyncio.Protocol):
         self._close(RedisConnectionError("the connection to Redis was closed"))
 
     def _watch(self) -> None:
-        """Every `stall_s` while replies are awaited: a connection that answered nothing since is closed."""
+        """Every `stall_s` while replies are awaited: a connection that answered nothing for two periods in a
+        row is closed. Two, not one: a loop running late may fire this timer before it reads a reply that
+        arrived in time - our own lag must not be blamed on Redis."""
         self._timer = None
         if not self._waiting or self.lost:
+            self._silent = 0
             return
-        if not self._heard:
-            self._close(RedisConnectionError(f"Redis answered nothing for {self._stall_s:g} s"))
+        self._silent = 0 if self._heard else self._silent + 1
+        if self._silent >= 2:
+            self._close(RedisConnectionError(f"Redis answered nothing for {2 * self._stall_s:g} s"))
             return
         self._heard = False
         self._timer = asyncio.get_running_loop().call_later(self._stall_s, self._watch)

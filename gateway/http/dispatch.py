@@ -3,8 +3,8 @@
 Every event of every stream would otherwise pass through each middleware's `send` wrapper (FastAPI's error,
 exception, body-limit and telemetry layers, the request-id and door middlewares): a few microseconds a
 token, multiplied by every token the gateway relays. `GatewayApp` answers `POST` to the inference paths
-itself, doing once what those layers do: the request id (its headers go on the response object, so `send`
-is the server's own), the door (gateway.http.door), and an OpenAI error for any exception
+itself, doing once what those layers do: the request id (its headers added to the response's start, one
+check a write), the door (gateway.http.door), and an OpenAI error for any exception
 (`error_response`, the same answers the app's exception handlers give). Every other request - other paths,
 other methods on these paths (a 405), the lifespan - goes through FastAPI as before.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway.http.door import LEASE, SLOT
 from gateway.http.errors import error_response, gateway_overloaded
@@ -46,12 +46,16 @@ class GatewayApp(DocumentedApp):
     async def _serve(self, handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self
         id_headers = assign_request_id(scope)
+
+        async def send_with_id(message: Message) -> None:  # one check a write (a write carries many events)
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *id_headers]
+            await send(message)
+
         gateway = scope["state"]["gateway"]  # the lifespan's GatewayState
         door = gateway.door
         if not door.admit():
-            refused = gateway_overloaded().response()
-            refused.raw_headers.extend(id_headers)
-            await refused(scope, receive, send)
+            await gateway_overloaded().response()(scope, receive, send_with_id)
             return
         try:
             request = Request(scope, receive)
@@ -59,8 +63,7 @@ class GatewayApp(DocumentedApp):
                 response = await handler(request)
             except Exception as exc:  # as the app's exception handlers would answer it
                 response = error_response(request, exc)
-            response.raw_headers.extend(id_headers)
-            await response(scope, receive, send)
+            await response(scope, receive, send_with_id)
         finally:
             lease = scope.get(LEASE)  # its place among its key's requests (gateway.limits.concurrency)
             if lease is not None:

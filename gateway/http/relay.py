@@ -84,14 +84,15 @@ class StreamRelay(Response):
                 # every event in hand goes out in one write: an engine that outpaces the client (or a loop
                 # that fell behind) costs one write per read, not one per token
                 while events := await stream.batch():
+                    out: list[bytes] = []  # the events' data, framed all at once below
                     for event in events:
                         data = event.data
-                        if unchecked_id is not None and isinstance(engine_id := event.payload.get("id"), str):
+                        payload = event.payload
+                        if unchecked_id is not None and isinstance(engine_id := payload.get("id"), str):
                             id_rewrite = _id_rewrite(engine_id, unchecked_id)
                             unchecked_id = None
                         if id_rewrite is not None:
                             data = data.replace(id_rewrite[0], id_rewrite[1], 1)
-                        payload = event.payload
                         if not payload.get("choices") and "usage" in payload:
                             if not include_usage:
                                 continue  # the usage chunk the gateway asked for on its own behalf
@@ -101,13 +102,12 @@ class StreamRelay(Response):
                                 data = data.replace(rewrite[0], rewrite[1], 1)
                         elif rewrite is not None:
                             data = data.replace(rewrite[0], rewrite[1], 1)
-                        batch.append(b"data: " + data + b"\n\n")
-                    if not batch:
+                        out.append(data)
+                    if not out:
                         continue
                     if first_event_at is None:
                         first_event_at = time.monotonic()
-                    body = batch[0] if len(batch) == 1 else b"".join(batch)
-                    batch.clear()
+                    body = b"data: " + b"\n\ndata: ".join(out) + b"\n\n"
                     await send({"type": "http.response.body", "body": body, "more_body": True})
                 batch.append(DONE)
             except EngineError as exc:

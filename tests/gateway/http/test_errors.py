@@ -248,4 +248,5 @@ def test_a_500_says_connection_close(fast_engine: str) -> None:
             error = assert_envelope(failed, 500, "internal_error")
             assert "a bug" not in error["message"]
             assert failed.headers["connection"] == "close"
+            assert failed.headers["x-request-id"] == failed.headers["x-tiergate-request-id"]  # ours, as ever
             assert client.get(url + "/healthz").status_code == 200  # on a new connection
