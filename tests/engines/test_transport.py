@@ -11,6 +11,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from engines import EngineTransport
+from engines.transport import ChunkReader
 from tests.servers import serving
 
 
@@ -43,6 +44,17 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await asyncio.sleep(2)
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"late"})
+    elif path == "/trickle":  # a piece every 20 ms for 200 ms, then silence
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for index in range(10):
+            await send({"type": "http.response.body", "body": b"%d;" % index, "more_body": True})
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(60)
+    elif path == "/burst":  # 1,000 chunks of the chunked encoding, back to back
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for index in range(1000):
+            await send({"type": "http.response.body", "body": b"%d;" % index, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
     elif path == "/big":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for _ in range(64):
@@ -114,3 +126,38 @@ async def test_closing_a_stream_early_frees_the_pool_slot(base_url: str) -> None
         # with a single connection allowed, this only works if the abandoned one was released
         reply = await client.post(f"{base_url}/echo", content=b"next", timeout=2.0)
     assert reply.content == b"next"
+
+
+async def open_body(base_url: str, path: str) -> tuple[EngineTransport, ChunkReader]:
+    transport = EngineTransport()
+    response = await transport.handle_async_request(httpx.Request("GET", base_url + path))
+    assert isinstance(response.stream, ChunkReader)
+    return transport, response.stream
+
+
+async def test_a_read_waits_at_most_its_own_deadline_each_time(base_url: str) -> None:
+    transport, body = await open_body(base_url, "/trickle")
+    received = b""
+    try:
+        while not received.endswith(b"9;"):  # 200 ms of pieces 20 ms apart: no read waits 150 ms
+            chunk = await body.read(0.15)
+            assert chunk is not None
+            received += chunk
+        assert received == b"".join(b"%d;" % index for index in range(10))
+        with pytest.raises(httpx.ReadTimeout):  # then silence: this read's deadline passes
+            await body.read(0.15)
+    finally:
+        await body.aclose()
+        await transport.aclose()
+
+
+async def test_a_read_takes_everything_that_has_arrived(base_url: str) -> None:
+    transport, body = await open_body(base_url, "/burst")
+    pieces = []
+    try:
+        while (chunk := await body.read(5.0)) is not None:
+            pieces.append(chunk)
+    finally:
+        await transport.aclose()
+    assert b"".join(pieces) == b"".join(b"%d;" % index for index in range(1000))
+    assert len(pieces) < 500  # joined: not a read per chunk of the chunked encoding
