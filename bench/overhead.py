@@ -30,13 +30,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from overheadkit import chat, procs, report, servers, tracing, wrk
 from overheadkit.chat import Mode
 from overheadkit.cli import add_run_options, exit_on_signals
+from overheadkit.measure import Settings, Target, measure
 from overheadkit.procs import ManagedProcess, StartupError
 from overheadkit.report import DIRECT, HIGH_CONCURRENCY, LITELLM, LOW_CONCURRENCY, RESPONSES, TIERGATE, Row
 
@@ -48,32 +48,6 @@ CONCURRENCIES = (LOW_CONCURRENCY, HIGH_CONCURRENCY)
 READY_PATHS = {DIRECT: "/health", TIERGATE: "/readyz", RESPONSES: "/readyz", LITELLM: "/health/readiness"}
 # LiteLLM imports a great deal at start-up; on 2 cores that alone takes several seconds.
 READY_TIMEOUT_S = {DIRECT: 60.0, TIERGATE: 60.0, RESPONSES: 60.0, LITELLM: 180.0}
-
-
-@dataclass(frozen=True)
-class Settings:
-    duration_s: float
-    warmup_s: float
-    targets: tuple[str, ...]
-    tiergate_cmd: list[str]
-    strict: bool
-    noisy_retries: int
-    logs_dir: Path
-    work_dir: Path
-
-
-@dataclass(frozen=True)
-class Target:
-    """A running server to measure, and the simulator whose CPU it consumes when it is a proxy."""
-
-    name: str
-    proc: ManagedProcess
-    headers: dict[str, str]
-    sim: ManagedProcess | None
-
-    @property
-    def responses(self) -> bool:
-        return self.name == RESPONSES
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -167,37 +141,6 @@ def start_proxy(
 
 def failed_rows(name: str, modes: Sequence[Mode], error: str) -> list[Row]:
     return [Row(name, mode, c, error=error) for mode in modes for c in CONCURRENCIES]
-
-
-def measure(target: Target, mode: Mode, concurrency: int, script: Path, settings: Settings) -> Row:
-    """One wrk run, with CPU deltas of the server (and simulator) and the peak RSS right after."""
-    row = Row(target.name, mode, concurrency)
-    cpu_before = procs.cpu_seconds(target.proc.pid)
-    sim_before = procs.cpu_seconds(target.sim.pid) if target.sim else 0.0
-    busy_before = procs.system_busy_seconds()
-    try:
-        row.result = wrk.run(
-            target.proc.base_url + chat.path(target.responses),
-            script,
-            connections=concurrency,
-            threads=1,
-            duration_s=settings.duration_s,
-        )
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        row.error = f"wrk failed: {exc}"
-        return row
-    if (died := target.proc.exit_status()) is not None:
-        row.error = f"{target.name} died during the run ({died})"
-        return row
-    busy = procs.system_busy_seconds() - busy_before
-    server = procs.cpu_seconds(target.proc.pid) - cpu_before
-    sim = procs.cpu_seconds(target.sim.pid) - sim_before if target.sim else 0.0
-    seconds = row.result.duration_s
-    row.server_cpu_pct = 100 * server / seconds
-    row.sim_cpu_pct = 100 * sim / seconds if target.sim else None
-    row.other_cpu_pct = max(0.0, 100 * (busy - server - sim - row.result.wrk_cpu_s) / seconds)
-    row.peak_rss_mb = procs.peak_rss_mb(target.proc.pid)
-    return row
 
 
 def bench_mode(target: Target, mode: Mode, settings: Settings) -> list[Row]:

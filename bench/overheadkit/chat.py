@@ -90,6 +90,22 @@ def verify(
         return f"malformed body ({exc}): {resp.text[:300]}"
 
 
+def refuses_anonymous(base_url: str) -> str | None:
+    """None when a request without a key gets 401, else what it got: auth is really on."""
+    try:
+        resp = httpx.post(
+            base_url + CHAT_PATH,
+            content=request_body(Mode.NON_STREAM),
+            headers={"Content-Type": "application/json"},
+            timeout=30.0,
+        )
+    except httpx.HTTPError as exc:
+        return f"request without a key failed: {exc!r}"
+    if resp.status_code != 401:
+        return f"a request without a key got HTTP {resp.status_code}, not 401: auth is not enforced"
+    return None
+
+
 def _check_json(text: str) -> str | None:
     data = json.loads(text)
     if not data.get("choices"):
