@@ -3,6 +3,7 @@
 
     python bench/overhead.py [--duration 10] [--quick] [--strict]
     python bench/overhead.py --tracing [--rounds 3]
+    python bench/overhead.py --hot-path [--quick] [--baseline-cmd OTHER_CLI] [--configs ...] [--parts ...]
 
 Starts a zero-latency simulator, then measures the same small chat request against it directly,
 through tiergate and through LiteLLM's proxy, non-streaming and streaming, at concurrency 1 and 50,
@@ -13,6 +14,12 @@ to bench/results/. See docs/benchmarks.md for what is measured and why.
 exported over OTLP/HTTP to a local sink, bench/overheadkit/otlp_sink.py) and on with one trace in ten
 sampled; all three run at once and are measured in turns whose order flips every round (--rounds), so
 that a shared machine's noise falls on each alike; it prints the medians side by side.
+
+--hot-path measures the price of the hot path (issue 18): tiergate in three configurations (minimal,
+production, shared), for this tree and optionally another build (--baseline-cmd), beside the direct path
+and LiteLLM, in front of an instant upstream, in interleaved rounds: JSON, short and long streams, waves of
+500 and 1,000 concurrent streams; one table and PASS/FAIL against the issue's targets
+(bench/overheadkit/hotpath.py says what and how).
 
 Exit status: 0 when everything ran (targets missed or not), 1 when --strict and a target was
 missed, 2 when something failed to run or a measurement was invalid (any non-2xx, bad body or
@@ -33,7 +40,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from overheadkit import chat, procs, report, servers, tracing, wrk
+from overheadkit import chat, hotpath_cli, procs, report, servers, tracing, wrk
 from overheadkit.chat import Mode
 from overheadkit.cli import add_run_options, exit_on_signals
 from overheadkit.measure import Settings, Target, measure
@@ -68,7 +75,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tracing", action="store_true", help="tiergate with tracing off vs on, measured in turns"
     )
-    parser.add_argument("--rounds", type=int, default=3, help="--tracing: rounds of turns")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="--tracing: rounds of turns (3); --hot-path: rounds (5, quick 3)",
+    )
+    hotpath_cli.add_options(parser)
     args = parser.parse_args(argv)
     if args.tracing:  # tiergate only, in its variants (overheadkit/tracing.py)
         args.targets = TIERGATE
@@ -323,6 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     exit_on_signals()
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    if args.hot_path:
+        return hotpath_cli.main(args, stamp)
+    args.rounds = args.rounds or 3
     with tempfile.TemporaryDirectory(prefix="tiergate-bench-") as tmp:
         settings = make_settings(args, Path(tmp), stamp)
         if LITELLM in settings.targets:

@@ -26,16 +26,18 @@ def path(responses: bool) -> str:
     return RESPONSES_PATH if responses else CHAT_PATH
 
 
-def request_body(mode: Mode, *, responses: bool = False) -> str:
+def request_body(
+    mode: Mode, *, responses: bool = False, max_tokens: int = MAX_TOKENS, model: str = MODEL
+) -> str:
     if responses:  # stored, as OpenAI's default (`store: true`): the row written is part of its cost
         shape: dict[str, Any] = {"model": MODEL, "input": PROMPT, "max_output_tokens": MAX_TOKENS}
         if mode is Mode.STREAM:
             shape["stream"] = True
         return json.dumps(shape, separators=(",", ":"))
     body: dict[str, Any] = {
-        "model": MODEL,
+        "model": model,
         "messages": [{"role": "user", "content": PROMPT}],
-        "max_tokens": MAX_TOKENS,
+        "max_tokens": max_tokens,
     }
     if mode is Mode.STREAM:
         body["stream"] = True
@@ -61,6 +63,7 @@ def verify(
     *,
     required_headers: Sequence[str] = (),
     responses: bool = False,
+    max_tokens: int = MAX_TOKENS,
 ) -> str | None:
     """Send one request; None if it fully succeeded, otherwise why not.
 
@@ -71,7 +74,7 @@ def verify(
     try:
         resp = httpx.post(
             base_url + path(responses),
-            content=request_body(mode, responses=responses),
+            content=request_body(mode, responses=responses, max_tokens=max_tokens),
             headers={"Content-Type": "application/json", **headers},
             timeout=timeout_s,
         )
