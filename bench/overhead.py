@@ -42,7 +42,7 @@ from typing import Any
 
 from overheadkit import chat, hotpath_cli, procs, report, servers, tracing, wrk
 from overheadkit.chat import Mode
-from overheadkit.cli import add_run_options, exit_on_signals
+from overheadkit.cli import add_run_options, exit_on_signals, run_servers
 from overheadkit.measure import Settings, Target, measure
 from overheadkit.procs import ManagedProcess, StartupError
 from overheadkit.report import DIRECT, HIGH_CONCURRENCY, LITELLM, LOW_CONCURRENCY, RESPONSES, TIERGATE, Row
@@ -341,20 +341,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.rounds = args.rounds or 3
     with tempfile.TemporaryDirectory(prefix="tiergate-bench-") as tmp:
         settings = make_settings(args, Path(tmp), stamp)
-        if LITELLM in settings.targets:
-            try:
-                servers.ensure_litellm(LITELLM_VENV, settings.logs_dir / "litellm-install.log")
-            except (RuntimeError, OSError) as exc:
-                print(f"LiteLLM unavailable: {exc}", file=sys.stderr)
-                return 2
-        try:
-            rows = run_tracing(settings, args.rounds) if args.tracing else run_all(settings)
-        except KeyboardInterrupt:
-            print("\ninterrupted; servers stopped", file=sys.stderr)
-            return 130
-        except StartupError as exc:
-            print(f"a server did not start or answer: {exc}", file=sys.stderr)
+        install_log = settings.logs_dir / "litellm-install.log"
+        if LITELLM in settings.targets and not servers.litellm_installed(LITELLM_VENV, install_log):
             return 2
+        rows = run_servers(lambda: run_tracing(settings, args.rounds) if args.tracing else run_all(settings))
+        if isinstance(rows, int):
+            return rows
     if args.tracing:
         print()
         print(tracing.table(rows, [name for name, _ in tracing.variants("")]))

@@ -8,15 +8,14 @@ import os
 import platform
 import shlex
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from overheadkit import hotpath, hotpath_report, servers
+from overheadkit.cli import run_servers
 from overheadkit.gateways import CONFIGS, Setup, builds
-from overheadkit.procs import StartupError
 from overheadkit.upstream import raise_open_file_limit
 
 __all__ = ["add_options", "main"]
@@ -160,20 +159,12 @@ def main(args: argparse.Namespace, stamp: str) -> int:
     raise_open_file_limit()  # wrk and every server inherit it
     with tempfile.TemporaryDirectory(prefix="tiergate-bench-hotpath-") as tmp:
         plan = make_plan(args, Path(tmp), stamp)
-        if plan.litellm_venv is not None:
-            try:
-                servers.ensure_litellm(plan.litellm_venv, plan.logs_dir / "litellm-install.log")
-            except (RuntimeError, OSError) as exc:
-                print(f"LiteLLM unavailable: {exc}", file=sys.stderr)
-                return 2
-        try:
-            results = hotpath.run(plan)
-        except KeyboardInterrupt:
-            print("\ninterrupted; servers stopped", file=sys.stderr)
-            return 130
-        except StartupError as exc:
-            print(f"a server did not start or answer: {exc}", file=sys.stderr)
+        venv, install_log = plan.litellm_venv, plan.logs_dir / "litellm-install.log"
+        if venv is not None and not servers.litellm_installed(venv, install_log):
             return 2
+        results = run_servers(lambda: hotpath.run(plan))
+        if isinstance(results, int):
+            return results
     meta = collect_meta(plan)
     text, found = hotpath_report.markdown(plan, results, meta)
     print()

@@ -170,6 +170,16 @@ def ensure_litellm(venv: Path, log_path: Path) -> None:
         raise RuntimeError(f"LiteLLM installed but its proxy imports are missing; see {log_path}")
 
 
+def litellm_installed(venv: Path, log_path: Path) -> bool:
+    """ensure_litellm, saying on standard error why LiteLLM is unavailable when it is."""
+    try:
+        ensure_litellm(venv, log_path)
+    except (RuntimeError, OSError) as exc:
+        print(f"LiteLLM unavailable: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
 def litellm_version(venv: Path) -> str:
     probe = "import importlib.metadata as m; print(m.version('litellm'))"
     result = subprocess.run(
