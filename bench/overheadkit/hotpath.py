@@ -19,11 +19,11 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from overheadkit import chat, procs, servers, wrk
+from overheadkit import chat, door, procs, servers, wrk
 from overheadkit.chat import Mode
 from overheadkit.gateways import PACED_MODEL, Build, Setup, start_gateway
 from overheadkit.measure import Settings, Target, measure
@@ -36,6 +36,8 @@ PARTS = (JSON, STREAM, LONG, WAVES)
 # (part, concurrency) measured with wrk in every round, in this order
 MEASURES = ((JSON, 1), (JSON, 50), (STREAM, 50), (LONG, 10))
 MODES = {JSON: Mode.NON_STREAM, STREAM: Mode.STREAM, LONG: Mode.STREAM}
+# LiteLLM relays a 1,000-chunk stream in seconds: its long-stream rows last this long, so that some complete
+LITELLM_LONG_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class Wave:
     gateway_cpu_s: float | None = None
     upstream_cpu_s: float | None = None
     peak_rss_mb: float | None = None
+    door_refusals: dict[str, float] = field(default_factory=dict)  # the gateway's door, by reason
 
     @property
     def errors(self) -> int:
@@ -167,6 +170,7 @@ def run_wave(target: Target, streams: int, plan: Plan) -> Wave:
     upstream = target.sim or target.proc
     gateway_before = procs.cpu_seconds(target.proc.pid) if target.sim else None
     upstream_before = procs.cpu_seconds(upstream.pid)
+    refused_before = door.refusals(target.proc.base_url) if target.sim else {}
     timeout = 120 + 20 * plan.wave_tokens * plan.wave_itl_ms / 1000
     try:
         done = subprocess.run(
@@ -183,6 +187,10 @@ def run_wave(target: Target, streams: int, plan: Plan) -> Wave:
     if gateway_before is not None:
         wave.gateway_cpu_s = procs.cpu_seconds(target.proc.pid) - gateway_before
         wave.peak_rss_mb = procs.peak_rss_mb(target.proc.pid)
+        refused = door.refusals(target.proc.base_url)
+        wave.door_refusals = {
+            k: v - refused_before.get(k, 0.0) for k, v in refused.items() if v > refused_before.get(k, 0.0)
+        }
     wave.upstream_cpu_s = procs.cpu_seconds(upstream.pid) - upstream_before
     return wave
 
@@ -249,7 +257,13 @@ def run(plan: Plan) -> Results:
             order = ready[turn % len(ready) :] + ready[: turn % len(ready)]
             for part, concurrency in wrk_parts:
                 for target, script in order:
-                    row = measure(target, MODES[part], concurrency, script[part], settings)
+                    slow = target.name == LITELLM and part == LONG
+                    chosen = (
+                        replace(settings, duration_s=max(LITELLM_LONG_S, plan.duration_s))
+                        if slow
+                        else settings
+                    )
+                    row = measure(target, MODES[part], concurrency, script[part], chosen)
                     _progress(target.name, part, concurrency, row)
                     out.rows.setdefault((target.name, part, concurrency), []).append(row)
         if WAVES in plan.parts:

@@ -197,10 +197,9 @@ def _wave_errors(wave: Wave | None) -> str:
         return "-"
     if wave.error is not None:
         return f"{INVALID}: {wave.error[:60]}"
-    found = wave.result.get("errors") or {}
-    return str(wave.errors) + (
-        "" if not found else " (" + ", ".join(f"{k} x{v}" for k, v in found.items()) + ")"
-    )
+    found = [f"{k} x{v}" for k, v in (wave.result.get("errors") or {}).items()]
+    found += [f"door refused, {reason}: {count:.0f}" for reason, count in wave.door_refusals.items()]
+    return str(wave.errors) + (f" ({'; '.join(found)})" if found else "")
 
 
 def _wave_ttfb(wave: Wave | None) -> str:
