@@ -9,6 +9,10 @@ its own with one worker, for each tiergate build measured:
 
 Tenants, keys and budgets are made with the build's own CLI, as an operator would. The limits are real but
 far above anything one worker can reach, so that no request is refused: a refusal invalidates a row.
+Every gateway's door is `server.concurrency: fixed` with `max_concurrent_requests: 1024` unless --door and
+--max-concurrent-requests say otherwise: wrk's closed loop at c=50 saturates one worker, which the adaptive
+door (the default) answers by shrinking its limit below 50 and refusing most requests with 503, and a
+refused row measures nothing; 1,024 leaves room for a wave of 1,000 streams.
 Besides the bench's model, each serves `PACED_MODEL` (the same upstream, which streams that model's tokens on
 a clock) for the waves of concurrent streams.
 """
