@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -38,12 +37,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import overhead
 import redis
-from overheadkit import chat, procs, rediskeys, servers, wrk
+from overheadkit import admin_cli, chat, procs, rediskeys, servers, wrk
 from overheadkit.chat import Mode
 from overheadkit.cli import add_run_options, exit_on_signals
+from overheadkit.measure import Settings
 from overheadkit.procs import ManagedProcess, StartupError
 from overheadkit.report import HIGH_CONCURRENCY, LOW_CONCURRENCY, TIERGATE, Check, Row, fmt
 
@@ -75,7 +74,7 @@ PROBE_TPM = 1_000_000
 
 @dataclass(frozen=True)
 class Run:
-    settings: overhead.Settings
+    settings: Settings
     configs: tuple[str, ...]
     redis_url: str
     # Random per run, so concurrent runs and other users of the same Redis never share or lose keys.
@@ -137,7 +136,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def make_run(args: argparse.Namespace, work_dir: Path, stamp: str) -> Run:
     chosen = set(args.configs.split(","))
-    settings = overhead.Settings(
+    settings = Settings(
         duration_s=args.duration if args.duration is not None else (3.0 if args.quick else 10.0),
         warmup_s=args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0),
         targets=(TIERGATE,),
@@ -156,12 +155,6 @@ def make_run(args: argparse.Namespace, work_dir: Path, stamp: str) -> Run:
     )
 
 
-def _clean_env() -> dict[str, str]:
-    # tiergate reads TIERGATE_* variables as config overrides; one left in the shell (a redis URL, say)
-    # would silently change what a configuration measures.
-    return {k: v for k, v in os.environ.items() if not k.startswith("TIERGATE_")}
-
-
 def gateway_config(config: str, port: int, sim_port: int, config_dir: Path, run: Run) -> dict[str, Any]:
     """overhead.py's tiergate config, with keys, a SQLite key store and, for keys-redis, Redis limits."""
     data = servers.tiergate_config(port, sim_port)
@@ -176,32 +169,11 @@ def gateway_config(config: str, port: int, sim_port: int, config_dir: Path, run:
     return data
 
 
-def _tiergate_cli(run: Run, args: Sequence[str], cwd: Path) -> str:
-    argv = [*run.settings.tiergate_cmd, *args]
-    try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=120, env=_clean_env(), cwd=cwd, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise StartupError(f"`{' '.join(argv)}` failed: {exc}") from exc
-    if done.returncode != 0:
-        raise StartupError(
-            f"`{' '.join(argv)}` exited {done.returncode}: {(done.stderr or done.stdout)[-500:]}"
-        )
-    return done.stdout
-
-
 def create_key(run: Run, config_path: Path, cwd: Path, name: str, rpm: int, tpm: int) -> str:
     """Create a key of TENANT straight in the gateway's database; returns the full key."""
-    key = ["--tenant", TENANT, "--name", name, "--tiers", TIER, "--rpm", str(rpm), "--tpm", str(tpm)]
-    out = _tiergate_cli(run, ["keys", "create", *key, "--config", str(config_path), "--json"], cwd)
-    try:
-        secret = json.loads(out)["secret"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StartupError(f"`tiergate keys create --json` printed no secret: {out[:300]}") from exc
-    if not isinstance(secret, str) or not secret:
-        raise StartupError("`tiergate keys create --json` printed an empty secret")
-    return secret
+    return admin_cli.create_key(
+        run.settings.tiergate_cmd, config_path, cwd, tenant=TENANT, name=name, tiers=TIER, limits=(rpm, tpm)
+    )
 
 
 def start_gateway(
@@ -218,7 +190,8 @@ def start_gateway(
     headers: dict[str, str] = {}
     probe_headers: dict[str, str] | None = None
     if config != NO_AUTH:
-        _tiergate_cli(run, ["tenants", "create", TENANT, "--config", str(config_path)], config_dir)
+        cmd = run.settings.tiergate_cmd
+        admin_cli.tiergate_cli(cmd, ["tenants", "create", TENANT, "--config", str(config_path)], config_dir)
         secret = create_key(run, config_path, config_dir, "bench", KEY_RPM, KEY_TPM)
         headers = {"Authorization": f"Bearer {secret}"}
     if config == KEYS_REDIS:
@@ -230,7 +203,7 @@ def start_gateway(
             servers.tiergate_argv(settings.tiergate_cmd, config_path),
             base_url=f"http://127.0.0.1:{port}",
             log_path=settings.logs_dir / f"tiergate-{config}.log",
-            env=_clean_env(),
+            env=admin_cli.clean_env(),
             cwd=config_dir,
         )
     )
@@ -252,7 +225,7 @@ def verify(gw: Gateway, run: Run) -> str | None:
         gw.proc.base_url, gw.headers, MODE, required_headers=(RATE_LIMIT_HEADER,) if keyed else ()
     )
     if problem is None and keyed:
-        problem = _check_refuses_anonymous(gw)
+        problem = chat.refuses_anonymous(gw.proc.base_url)
     if problem is None and gw.probe_headers is not None:
         problem = _check_buckets_in_redis(gw, gw.probe_headers, run)
     if problem is not None and (died := gw.proc.exit_status()) is not None:
@@ -271,21 +244,6 @@ def _check_buckets_in_redis(gw: Gateway, probe_headers: dict[str, str], run: Run
         return f"Redis unreachable: {exc}"
     if found == 0:
         return f"no bucket under {run.redis_prefix!r} in Redis after a probe request: limits are not in Redis"
-    return None
-
-
-def _check_refuses_anonymous(gw: Gateway) -> str | None:
-    try:
-        resp = httpx.post(
-            gw.proc.base_url + chat.CHAT_PATH,
-            content=chat.request_body(MODE),
-            headers={"Content-Type": "application/json"},
-            timeout=30.0,
-        )
-    except httpx.HTTPError as exc:
-        return f"request without a key failed: {exc!r}"
-    if resp.status_code != 401:
-        return f"a request without a key got HTTP {resp.status_code}, not 401: auth is not enforced"
     return None
 
 

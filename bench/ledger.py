@@ -30,7 +30,6 @@ import asyncio
 import json
 import os
 import platform
-import secrets
 import shutil
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from overheadkit.pgschema import PostgresSchema
 
 from gateway.database import Database, Migration, open_database, redact_url
 from pricing import Depth, LedgerRow, PriceBook, UsageRecord, rate
@@ -151,24 +150,6 @@ async def migrated(url: str, *, pool_size: int = 4) -> Database:
         "ledger", [Migration(m.version, m.name, m.sqlite, m.postgresql) for m in LEDGER_MIGRATIONS]
     )
     return db
-
-
-class PostgresSchema:
-    """A schema of our own, dropped on exit: the benchmark never touches anything it did not create."""
-
-    def __init__(self, server: str) -> None:
-        self.server = server
-        self.name = f"tg_bench_{secrets.token_hex(6)}"
-
-    def __enter__(self) -> str:
-        with psycopg.connect(self.server, autocommit=True, connect_timeout=5) as connection:
-            connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.name)))
-        separator = "&" if "?" in self.server else "?"
-        return f"{self.server}{separator}options=-csearch_path%3D{self.name}"
-
-    def __exit__(self, *exc: object) -> None:
-        with psycopg.connect(self.server, autocommit=True, connect_timeout=5) as connection:
-            connection.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(self.name)))
 
 
 async def ingest(backend: str, url: str, rows: list[LedgerRow], batch: int, writers: int) -> list[Result]:

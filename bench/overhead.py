@@ -3,6 +3,7 @@
 
     python bench/overhead.py [--duration 10] [--quick] [--strict]
     python bench/overhead.py --tracing [--rounds 3]
+    python bench/overhead.py --hot-path [--quick] [--baseline-cmd OTHER_CLI] [--configs ...] [--parts ...]
 
 Starts a zero-latency simulator, then measures the same small chat request against it directly,
 through tiergate and through LiteLLM's proxy, non-streaming and streaming, at concurrency 1 and 50,
@@ -13,6 +14,12 @@ to bench/results/. See docs/benchmarks.md for what is measured and why.
 exported over OTLP/HTTP to a local sink, bench/overheadkit/otlp_sink.py) and on with one trace in ten
 sampled; all three run at once and are measured in turns whose order flips every round (--rounds), so
 that a shared machine's noise falls on each alike; it prints the medians side by side.
+
+--hot-path measures the price of the hot path (issue 18): tiergate in three configurations (minimal,
+production, shared), for this tree and optionally another build (--baseline-cmd), beside the direct path
+and LiteLLM, in front of an instant upstream, in interleaved rounds: JSON, short and long streams, waves of
+500 and 1,000 concurrent streams; one table and PASS/FAIL against the issue's targets
+(bench/overheadkit/hotpath.py says what and how).
 
 Exit status: 0 when everything ran (targets missed or not), 1 when --strict and a target was
 missed, 2 when something failed to run or a measurement was invalid (any non-2xx, bad body or
@@ -30,13 +37,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from overheadkit import chat, procs, report, servers, tracing, wrk
+from overheadkit import chat, hotpath_cli, procs, report, servers, tracing, wrk
 from overheadkit.chat import Mode
-from overheadkit.cli import add_run_options, exit_on_signals
+from overheadkit.cli import add_run_options, exit_on_signals, run_servers
+from overheadkit.measure import Settings, Target, measure
 from overheadkit.procs import ManagedProcess, StartupError
 from overheadkit.report import DIRECT, HIGH_CONCURRENCY, LITELLM, LOW_CONCURRENCY, RESPONSES, TIERGATE, Row
 
@@ -48,32 +55,6 @@ CONCURRENCIES = (LOW_CONCURRENCY, HIGH_CONCURRENCY)
 READY_PATHS = {DIRECT: "/health", TIERGATE: "/readyz", RESPONSES: "/readyz", LITELLM: "/health/readiness"}
 # LiteLLM imports a great deal at start-up; on 2 cores that alone takes several seconds.
 READY_TIMEOUT_S = {DIRECT: 60.0, TIERGATE: 60.0, RESPONSES: 60.0, LITELLM: 180.0}
-
-
-@dataclass(frozen=True)
-class Settings:
-    duration_s: float
-    warmup_s: float
-    targets: tuple[str, ...]
-    tiergate_cmd: list[str]
-    strict: bool
-    noisy_retries: int
-    logs_dir: Path
-    work_dir: Path
-
-
-@dataclass(frozen=True)
-class Target:
-    """A running server to measure, and the simulator whose CPU it consumes when it is a proxy."""
-
-    name: str
-    proc: ManagedProcess
-    headers: dict[str, str]
-    sim: ManagedProcess | None
-
-    @property
-    def responses(self) -> bool:
-        return self.name == RESPONSES
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -94,7 +75,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tracing", action="store_true", help="tiergate with tracing off vs on, measured in turns"
     )
-    parser.add_argument("--rounds", type=int, default=3, help="--tracing: rounds of turns")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="--tracing: rounds of turns (3); --hot-path: rounds (5, quick 3)",
+    )
+    hotpath_cli.add_options(parser)
     args = parser.parse_args(argv)
     if args.tracing:  # tiergate only, in its variants (overheadkit/tracing.py)
         args.targets = TIERGATE
@@ -167,37 +154,6 @@ def start_proxy(
 
 def failed_rows(name: str, modes: Sequence[Mode], error: str) -> list[Row]:
     return [Row(name, mode, c, error=error) for mode in modes for c in CONCURRENCIES]
-
-
-def measure(target: Target, mode: Mode, concurrency: int, script: Path, settings: Settings) -> Row:
-    """One wrk run, with CPU deltas of the server (and simulator) and the peak RSS right after."""
-    row = Row(target.name, mode, concurrency)
-    cpu_before = procs.cpu_seconds(target.proc.pid)
-    sim_before = procs.cpu_seconds(target.sim.pid) if target.sim else 0.0
-    busy_before = procs.system_busy_seconds()
-    try:
-        row.result = wrk.run(
-            target.proc.base_url + chat.path(target.responses),
-            script,
-            connections=concurrency,
-            threads=1,
-            duration_s=settings.duration_s,
-        )
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        row.error = f"wrk failed: {exc}"
-        return row
-    if (died := target.proc.exit_status()) is not None:
-        row.error = f"{target.name} died during the run ({died})"
-        return row
-    busy = procs.system_busy_seconds() - busy_before
-    server = procs.cpu_seconds(target.proc.pid) - cpu_before
-    sim = procs.cpu_seconds(target.sim.pid) - sim_before if target.sim else 0.0
-    seconds = row.result.duration_s
-    row.server_cpu_pct = 100 * server / seconds
-    row.sim_cpu_pct = 100 * sim / seconds if target.sim else None
-    row.other_cpu_pct = max(0.0, 100 * (busy - server - sim - row.result.wrk_cpu_s) / seconds)
-    row.peak_rss_mb = procs.peak_rss_mb(target.proc.pid)
-    return row
 
 
 def bench_mode(target: Target, mode: Mode, settings: Settings) -> list[Row]:
@@ -380,22 +336,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     exit_on_signals()
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    if args.hot_path:
+        return hotpath_cli.main(args, stamp)
+    args.rounds = args.rounds or 3
     with tempfile.TemporaryDirectory(prefix="tiergate-bench-") as tmp:
         settings = make_settings(args, Path(tmp), stamp)
-        if LITELLM in settings.targets:
-            try:
-                servers.ensure_litellm(LITELLM_VENV, settings.logs_dir / "litellm-install.log")
-            except (RuntimeError, OSError) as exc:
-                print(f"LiteLLM unavailable: {exc}", file=sys.stderr)
-                return 2
-        try:
-            rows = run_tracing(settings, args.rounds) if args.tracing else run_all(settings)
-        except KeyboardInterrupt:
-            print("\ninterrupted; servers stopped", file=sys.stderr)
-            return 130
-        except StartupError as exc:
-            print(f"a server did not start or answer: {exc}", file=sys.stderr)
+        install_log = settings.logs_dir / "litellm-install.log"
+        if LITELLM in settings.targets and not servers.litellm_installed(LITELLM_VENV, install_log):
             return 2
+        rows = run_servers(lambda: run_tracing(settings, args.rounds) if args.tracing else run_all(settings))
+        if isinstance(rows, int):
+            return rows
     if args.tracing:
         print()
         print(tracing.table(rows, [name for name, _ in tracing.variants("")]))

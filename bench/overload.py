@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 from overheadkit import procs, rediskeys
 from overheadkit.cli import exit_on_signals
+from overheadkit.door import door_metrics
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -71,20 +72,6 @@ def _env(tree: Path = REPO) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIERGATE_")}
     env["PYTHONPATH"] = str(tree)
     return env
-
-
-_WATCHED = ("tiergate_door_", "tiergate_event_loop_", "tiergate_tier_")
-
-
-def door_metrics(url: str) -> dict[str, float]:
-    """The door's, the loop's and the tier queues' metrics now (none on a tree without them)."""
-    text = httpx.get(url + "/metrics", timeout=30).text
-    found = {}
-    for line in text.splitlines():
-        if line.startswith(_WATCHED):
-            name, _, value = line.rpartition(" ")
-            found[name] = float(value)
-    return found
 
 
 def _pct(values: list[float], q: float) -> float | None:

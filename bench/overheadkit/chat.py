@@ -26,16 +26,18 @@ def path(responses: bool) -> str:
     return RESPONSES_PATH if responses else CHAT_PATH
 
 
-def request_body(mode: Mode, *, responses: bool = False) -> str:
+def request_body(
+    mode: Mode, *, responses: bool = False, max_tokens: int = MAX_TOKENS, model: str = MODEL
+) -> str:
     if responses:  # stored, as OpenAI's default (`store: true`): the row written is part of its cost
         shape: dict[str, Any] = {"model": MODEL, "input": PROMPT, "max_output_tokens": MAX_TOKENS}
         if mode is Mode.STREAM:
             shape["stream"] = True
         return json.dumps(shape, separators=(",", ":"))
     body: dict[str, Any] = {
-        "model": MODEL,
+        "model": model,
         "messages": [{"role": "user", "content": PROMPT}],
-        "max_tokens": MAX_TOKENS,
+        "max_tokens": max_tokens,
     }
     if mode is Mode.STREAM:
         body["stream"] = True
@@ -61,6 +63,7 @@ def verify(
     *,
     required_headers: Sequence[str] = (),
     responses: bool = False,
+    max_tokens: int = MAX_TOKENS,
 ) -> str | None:
     """Send one request; None if it fully succeeded, otherwise why not.
 
@@ -71,7 +74,7 @@ def verify(
     try:
         resp = httpx.post(
             base_url + path(responses),
-            content=request_body(mode, responses=responses),
+            content=request_body(mode, responses=responses, max_tokens=max_tokens),
             headers={"Content-Type": "application/json", **headers},
             timeout=timeout_s,
         )
@@ -88,6 +91,22 @@ def verify(
         return _check_stream(resp.text) if mode is Mode.STREAM else _check_json(resp.text)
     except (ValueError, TypeError, KeyError) as exc:
         return f"malformed body ({exc}): {resp.text[:300]}"
+
+
+def refuses_anonymous(base_url: str) -> str | None:
+    """None when a request without a key gets 401, else what it got: auth is really on."""
+    try:
+        resp = httpx.post(
+            base_url + CHAT_PATH,
+            content=request_body(Mode.NON_STREAM),
+            headers={"Content-Type": "application/json"},
+            timeout=30.0,
+        )
+    except httpx.HTTPError as exc:
+        return f"request without a key failed: {exc!r}"
+    if resp.status_code != 401:
+        return f"a request without a key got HTTP {resp.status_code}, not 401: auth is not enforced"
+    return None
 
 
 def _check_json(text: str) -> str | None:

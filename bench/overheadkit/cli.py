@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
+from typing import TypeVar
 
-__all__ = ["add_run_options", "exit_on_signals"]
+from overheadkit.procs import StartupError
+
+__all__ = ["add_run_options", "exit_on_signals", "run_servers"]
+
+T = TypeVar("T")
 
 
 def _raise_system_exit(signum: int, _frame: FrameType | None) -> None:
@@ -31,3 +37,16 @@ def add_run_options(parser: argparse.ArgumentParser, *, warmup_help: str, strict
         default=2,
         help="re-measure a row up to N times while other processes load the CPUs (default 2)",
     )
+
+
+def run_servers(work: Callable[[], T]) -> T | int:
+    """What `work` returns, or the exit status when it could not finish: 130 interrupted, 2 when a server did
+    not start or answer (each said on standard error; the servers are stopped either way)."""
+    try:
+        return work()
+    except KeyboardInterrupt:
+        print("\ninterrupted; servers stopped", file=sys.stderr)
+        return 130
+    except StartupError as exc:
+        print(f"a server did not start or answer: {exc}", file=sys.stderr)
+        return 2

@@ -70,15 +70,16 @@ def tiergate_config(port: int, sim_port: int) -> dict[str, Any]:
     }
 
 
-def tiergate_argv(base: Sequence[str], config_path: Path) -> list[str]:
+def tiergate_argv(base: Sequence[str], config_path: Path, log_level: str | None = "warning") -> list[str]:
+    """`tiergate serve`, one worker; `log_level` None keeps the config's (default: a line per request)."""
     argv = [*base, "serve", "--config", str(config_path)]
     help_has = functools.partial(supports_flag, [*base, "serve"])
     # The comparison is one worker each, whatever the config's default worker count might become.
     if help_has("--workers"):
         argv += ["--workers", "1"]
     # Same treatment as LiteLLM's LITELLM_LOG=ERROR: no per-request log line in either proxy.
-    if help_has("--log-level"):
-        argv += ["--log-level", "warning"]
+    if log_level is not None and help_has("--log-level"):
+        argv += ["--log-level", log_level]
     return argv
 
 
@@ -167,6 +168,16 @@ def ensure_litellm(venv: Path, log_path: Path) -> None:
                 raise RuntimeError(f"`{shlex.join(step)}` failed; see {log_path}")
     if not litellm_ready(venv):
         raise RuntimeError(f"LiteLLM installed but its proxy imports are missing; see {log_path}")
+
+
+def litellm_installed(venv: Path, log_path: Path) -> bool:
+    """ensure_litellm, saying on standard error why LiteLLM is unavailable when it is."""
+    try:
+        ensure_litellm(venv, log_path)
+    except (RuntimeError, OSError) as exc:
+        print(f"LiteLLM unavailable: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def litellm_version(venv: Path) -> str:
