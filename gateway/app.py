@@ -20,6 +20,7 @@ from gateway.console import console_router
 from gateway.http.dispatch import GatewayApp
 from gateway.http.errors import install_error_handlers
 from gateway.http.request_id import RequestIdMiddleware
+from gateway.logs import configure_logging
 from gateway.probes.prober import ProbeMetrics, Prober, probe_key
 from gateway.probes.tasks import ProbeRetries, builtin_tasks, load_tasks
 from gateway.routes import direct_routes, inference_routes, router
@@ -135,5 +136,7 @@ async def _prober(app: FastAPI, state: GatewayState) -> Prober:
 
 
 def app_from_environment() -> FastAPI:
-    """Factory for uvicorn's worker processes (`tiergate serve --workers N`)."""
-    return create_app(settings_from_environment(), freeze_heap=True)
+    """Factory for uvicorn's worker processes (`tiergate serve --workers N`): each logs as the parent does."""
+    settings = settings_from_environment()
+    configure_logging(settings.server.log_level, off_loop=True)
+    return create_app(settings, freeze_heap=True)

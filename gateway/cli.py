@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import errno
 import logging
-import logging.handlers
-import queue
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -19,6 +17,7 @@ import uvicorn
 
 from gateway.admin.cli import add_admin_commands, run_admin_command
 from gateway.engines_cli import add_engines_command, run_engines_command
+from gateway.logs import configure_logging
 from gateway.probes.cli import add_probe_command, run_probe_command
 from gateway.settings import (
     CONFIG_ENV,
@@ -31,8 +30,6 @@ from gateway.settings import (
 from gateway.terminal import exit_on_broken_pipe
 
 __all__ = ["main"]
-
-_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,22 +104,7 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _logging(level: str, *, off_loop: bool = False) -> None:
-    """Log lines to stderr. `off_loop` (a server): records are queued, and formatted and written by a thread
-    of their own (`QueueListener`), so that a request's log line costs its event loop a queued record,
-    not a formatted, flushed write; whatever is queued is written at exit."""
-    if off_loop:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
-        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-        listener = logging.handlers.QueueListener(records, handler)
-        enqueue = logging.handlers.QueueHandler(records)
-        enqueue.setFormatter(logging.Formatter("%(message)s"))  # the listener formats the line
-        logging.basicConfig(level=level.upper(), handlers=[enqueue])
-        listener.start()
-        atexit.register(listener.stop)
-    else:
-        logging.basicConfig(level=level.upper(), format=_LOG_FORMAT)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # it would log every health check
+    configure_logging(level, off_loop=off_loop)
 
 
 def _open_files() -> None:
@@ -183,6 +165,7 @@ def _serve(args: argparse.Namespace) -> None:
     # worker processes rebuild the settings from the same file and environment; their metrics go to files
     # that /metrics aggregates, whichever worker answers it
     export_config_path(args.config)
+    os.environ["TIERGATE_SERVER__LOG_LEVEL"] = settings.server.log_level  # --log-level too, in every worker
     with tempfile.TemporaryDirectory(prefix="tiergate-metrics-") as metrics_dir:
         export_metrics_dir(Path(metrics_dir))
         uvicorn.run(

@@ -97,6 +97,12 @@ def test_serve_with_workers_in_front_of_simulate(
         assert sum(served) == 8
     gateway.send_signal(signal.SIGTERM)
     gateway.wait(timeout=15)
+    assert gateway.stdout is not None
+    output = gateway.stdout.read()
+    # each worker logs as the parent does: one line per request, written by its log thread before it exits
+    logged = [line for line in output.splitlines() if " INFO tiergate.requests: " in line]
+    ids = {json.loads(line.split(" tiergate.requests: ", 1)[1])["request_id"] for line in logged}
+    assert len(logged) == len(ids) == 8
 
 
 def test_serve_raises_its_open_file_limit_to_the_hard_one(
