@@ -103,6 +103,7 @@ class GatewayState:
             assert database is not None
             keys = KeyStore(database)
             await keys.migrate()
+        lag = LoopLag()
         if settings.auth.mode == "keys":
             assert keys is not None
             authenticator = Authenticator(
@@ -110,6 +111,7 @@ class GatewayState:
                 cache_ttl_s=settings.auth.cache_ttl_s,
                 stale_while_unavailable_s=settings.auth.stale_while_unavailable_s,
                 lookup_timeout_s=settings.auth.lookup_timeout_s,
+                lag=lag,
             )
         else:
             log.warning(
@@ -117,7 +119,6 @@ class GatewayState:
                 "it, with no rate limits. Use this for local development only."
             )
         redis = settings.redis
-        lag = LoopLag()
         limiter: RateLimiter = (
             RedisLimiter(
                 redis.url,

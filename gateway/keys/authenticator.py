@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from engines.loop_lag import LoopLag
 from gateway.database import DatabaseUnavailable
 from gateway.keys._exceptions import AuthError
 from gateway.keys.material import parse_key, secret_matches
@@ -79,7 +80,10 @@ class Authenticator:
         max_cached: int = 100_000,
         stale_while_unavailable_s: float = 900.0,
         lookup_timeout_s: float = 1.0,
+        lag: LoopLag | None = None,
     ) -> None:
+        """`lag`: the worker's loop lag; with it, `lookup_timeout_s` counts only the time the loop was free (a
+        key store that answered while our own loop was busy is not an outage)."""
         if cache_ttl_s < 0 or flush_interval_s <= 0 or max_cached < 1:
             raise ValueError("cache_ttl_s must be >= 0, flush_interval_s > 0 and max_cached >= 1")
         if stale_while_unavailable_s < 0 or lookup_timeout_s <= 0:
@@ -88,6 +92,7 @@ class Authenticator:
         self._ttl = cache_ttl_s
         self._stale_s = stale_while_unavailable_s
         self._lookup_timeout_s = lookup_timeout_s
+        self._lag = lag
         self._clock = clock
         self._wall_clock = wall_clock
         self._flush_interval_s = flush_interval_s
@@ -155,7 +160,8 @@ class Authenticator:
         task = self._lookup_task(key_id)
         try:
             # shielded: a caller that gives up must not cancel the lookup the others are waiting for
-            async with asyncio.timeout(self._lookup_timeout_s):
+            timeout_s = self._lookup_timeout_s
+            async with asyncio.timeout(timeout_s) if self._lag is None else self._lag.deadline(timeout_s):
                 return await asyncio.shield(task)
         except TimeoutError:
             raise DatabaseUnavailable(
