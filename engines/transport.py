@@ -146,9 +146,12 @@ class _Connection(asyncio.Protocol):
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
             if wait_s is not None:
-                self._deadline = loop.time() + wait_s
-                if self._timer is None:  # else the armed timer fires earlier and re-arms for this deadline
-                    self._timer = loop.call_at(self._deadline, self._expire)
+                deadline = self._deadline = loop.time() + wait_s
+                timer = self._timer
+                if timer is None or timer.when() > deadline:  # else it fires earlier and re-arms for this one
+                    if timer is not None:
+                        timer.cancel()
+                    self._timer = loop.call_at(deadline, self._expire)
             try:
                 await waiter
             finally:
