@@ -42,7 +42,7 @@ GATEWAY_LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"http"}),
     frozenset({"accounting", "keys"}),
     frozenset({"limits", "budgets"}),
-    frozenset({"database", "settings", "tiers", "refusals", "terminal"}),
+    frozenset({"database", "settings", "tiers", "refusals", "terminal", "logs"}),
 )
 
 
