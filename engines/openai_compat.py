@@ -200,7 +200,7 @@ class OpenAICompatStream:
         body = response.stream
         # this package's transport reads what has arrived, joined, under one deadline timer per connection;
         # any other transport (tests swap it) is read through httpx, each read under a timeout of its own
-        self._reader = body.read if isinstance(body, ChunkReader) else _timed_reader(response)
+        self._reader = body.reads() if isinstance(body, ChunkReader) else _timed_reader(response)
         self._idle_s = idle_s
         self._decoder = SSEDecoder()
         self._pending: deque[bytes] = deque()
@@ -228,12 +228,13 @@ class OpenAICompatStream:
     async def batch(self) -> list[StreamEvent]:
         """Every event in hand (waiting for one if none is), in order; [] once the stream has ended. An event
         that fails (not JSON, an engine's error) is raised by the call after the events before it."""
-        if not self._pending:
-            try:
-                await self._fill()
-            except StopAsyncIteration:
-                return []
         pending = self._pending
+        while not pending:  # as _fill, inlined: every level of coroutines costs each read of a paced stream
+            if self._done:
+                return []
+            if self._finished:
+                raise EngineFailed("the engine's stream ended without [DONE]", replica=self.replica)
+            await self._read(self._idle_s)
         events: list[StreamEvent] = []
         while pending:
             data = pending.popleft()
@@ -274,6 +275,7 @@ class OpenAICompatStream:
             raise EngineFailed(f"the engine's stream broke: {exc}", replica=self.replica) from exc
         if chunk is None:
             self._finished = True
+            await self._response.aclose()  # the whole body was read: its connection goes back to the pool
             return
         self._pending.extend(self._decoder.feed(chunk))
 
