@@ -173,14 +173,16 @@ def _ms(value: float | None) -> float | None:
 
 
 def gateway_config(
-    port: int, sims: dict[str, str], state: Path, token: str, redis_url: str, prefix: str
+    port: int, sims: dict[str, str], state: Path, token: str, redis_url: str, prefix: str, tree: Path = REPO
 ) -> dict[str, Any]:
+    """`tree`: the gateway's source tree, whose own demo price book it reads (a baseline may not know a newer
+    book's keys)."""
     return {
         "server": {"host": "127.0.0.1", "port": port, "log_level": "info", "max_concurrent_requests": 1024},
         "auth": {"mode": "keys", "admin_tokens": [token]},
         "database": {"url": f"sqlite:///{state / 'keys.sqlite3'}"},
         "ledger": {"journal_dir": str(state / "journal"), "fsync": False},
-        "pricing": {"book": str(REPO / "gateway" / "prices.yaml")},
+        "pricing": {"book": str(tree / "gateway" / "prices.yaml")},
         "redis": {"url": redis_url, "prefix": prefix, "failure_mode": "closed"},
         "pools": {
             "fast": {"replicas": [sims["fast"]]},
@@ -287,7 +289,7 @@ def main() -> int:
             sims[profile_name] = sim.base_url
         port = procs.free_port()
         config = work / "tiergate.yaml"
-        settings = gateway_config(port, sims, work, token, args.redis, prefix)
+        settings = gateway_config(port, sims, work, token, args.redis, prefix, args.tree)
         settings["server"].update(json.loads(args.server))
         config.write_text(json.dumps(settings))
         argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--workers", "1"]
