@@ -217,7 +217,8 @@ async def run_probe(
                 response = await client.post("/v1/chat/completions", content=body)
             except httpx.TransportError:
                 # retried as openai-python does: mostly a pooled connection the server closed while the
-                # task waited (uvicorn drops idle ones after 5 s), which the request never reached
+                # task waited (uvicorn drops idle ones after 5 s), which the request never reached; not a
+                # retry after a refusal, so not counted as one
                 delay = backoff(attempt)
                 if attempt >= retries.max_retries or waited + delay > retries.max_wait_s:
                     raise
@@ -232,9 +233,9 @@ async def run_probe(
                 ):
                     log.info("probe request to %s:%s refused: HTTP %d", model, tier, response.status_code)
                     return None
+                tally.retries += 1
             waited += delay
             attempt += 1
-            tally.retries += 1
             progressed()
             await asyncio.sleep(delay)
 
