@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import errno
 import logging
-import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from gateway.settings import (
     ConfigError,
     config_path_from_environment,
     export_config_path,
+    export_log_level,
     export_metrics_dir,
     load_settings,
 )
@@ -165,7 +165,7 @@ def _serve(args: argparse.Namespace) -> None:
     # worker processes rebuild the settings from the same file and environment; their metrics go to files
     # that /metrics aggregates, whichever worker answers it
     export_config_path(args.config)
-    os.environ["TIERGATE_SERVER__LOG_LEVEL"] = settings.server.log_level  # --log-level too, in every worker
+    export_log_level(settings.server.log_level)
     with tempfile.TemporaryDirectory(prefix="tiergate-metrics-") as metrics_dir:
         export_metrics_dir(Path(metrics_dir))
         uvicorn.run(

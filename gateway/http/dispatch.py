@@ -47,9 +47,11 @@ class GatewayApp(DocumentedApp):
         scope["app"] = self
         id_headers = assign_request_id(scope)
 
-        async def send_with_id(message: Message) -> None:  # one check a write (a write carries many events)
+        async def send_with_id(message: Message) -> None:  # a check or two a write (it carries many events)
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), *id_headers]
+            elif not message.get("more_body", False) and (lease := scope.get(LEASE)) is not None:
+                lease.release()  # before the last byte: the client's next request finds its key's place free
             await send(message)
 
         gateway = scope["state"]["gateway"]  # the lifespan's GatewayState

@@ -21,6 +21,7 @@ from gateway.settings.environment import (
     api_key_from_environment,
     config_path_from_environment,
     export_config_path,
+    export_log_level,
     export_metrics_dir,
     metrics_multiprocess_dir,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "api_key_from_environment",
     "config_path_from_environment",
     "export_config_path",
+    "export_log_level",
     "export_metrics_dir",
     "load_settings",
     "metrics_multiprocess_dir",

@@ -53,3 +53,8 @@ def export_metrics_dir(path: Path) -> None:
 def export_config_path(path: Path) -> None:
     """Hand the config file to uvicorn's worker processes, which rebuild their settings from it."""
     os.environ[CONFIG_ENV] = str(path.resolve())
+
+
+def export_log_level(level: str) -> None:
+    """Hand the log level (`--log-level` included) to uvicorn's worker processes."""
+    os.environ["TIERGATE_SERVER__LOG_LEVEL"] = level

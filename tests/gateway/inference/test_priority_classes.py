@@ -205,13 +205,8 @@ def test_a_stream_the_engine_cuts_gives_its_place_back(
     key = tenant_key(gateway.url, "acme", max_concurrent=1)
     body = {"model": "qwen3-8b", "messages": MESSAGES, "stream": True}
     headers = {"authorization": f"Bearer {key}"}
-    for _ in range(3):  # each one cut by the engine; each gives its place back for the next
-        deadline = time.monotonic() + 30
-        while True:
-            with httpx.stream("POST", gateway.v1 + "/chat/completions", json=body, headers=headers) as reply:
-                if reply.status_code != 429:
-                    assert reply.status_code == 200
-                    assert b"error" in reply.read()  # the engine died mid-stream: said in the stream
-                    break
-            assert time.monotonic() < deadline, "the cut stream's place never came back"
+    for _ in range(3):  # each one cut by the engine; each gives its place back before its last byte
+        with httpx.stream("POST", gateway.v1 + "/chat/completions", json=body, headers=headers) as reply:
+            assert reply.status_code == 200
+            assert b"error" in reply.read()  # the engine died mid-stream: said in the stream
             time.sleep(0.02)
