@@ -113,10 +113,18 @@ class LoopLag:
     def saturated(self) -> bool:
         return self.current() >= self.saturated_s
 
-    def deadline(self, seconds: float, *, at_most: float | None = None) -> Deadline:
+    def deadline(
+        self,
+        seconds: float,
+        *,
+        at_most: float | None = None,
+        on_expire: Callable[[], object] | None = None,
+    ) -> Deadline:
         """A deadline of `seconds` of time the loop was free, and at most `at_most` (default `PATIENCE` x
-        `seconds`) of the wall clock."""
-        return Deadline(self, seconds, seconds * PATIENCE if at_most is None else max(at_most, seconds))
+        `seconds`) of the wall clock; `on_expire` is called as it expires, before the awaited work is
+        cancelled."""
+        at_most = seconds * PATIENCE if at_most is None else max(at_most, seconds)
+        return Deadline(self, seconds, at_most, on_expire)
 
     def start(self) -> None:
         if self._task is None:
@@ -142,12 +150,25 @@ class Deadline:
     loop was free. When it raises TimeoutError, `inconclusive` says it expired on `at_most` with less than
     `s` of free time spent: the work could not run on time, which says nothing of who was waiting for it."""
 
-    __slots__ = ("_at_most", "_handle", "_lag", "_seconds", "_stalled", "_start", "_timeout", "inconclusive")
+    __slots__ = (
+        "_at_most",
+        "_handle",
+        "_lag",
+        "_on_expire",
+        "_seconds",
+        "_stalled",
+        "_start",
+        "_timeout",
+        "inconclusive",
+    )
 
-    def __init__(self, lag: LoopLag, seconds: float, at_most: float) -> None:
+    def __init__(
+        self, lag: LoopLag, seconds: float, at_most: float, on_expire: Callable[[], object] | None = None
+    ) -> None:
         self._lag = lag
         self._seconds = seconds
         self._at_most = at_most
+        self._on_expire = on_expire
         self._timeout = asyncio.timeout(None)
         self._handle: asyncio.TimerHandle | None = None
         self._start = self._stalled = 0.0
@@ -168,6 +189,10 @@ class Deadline:
             self._handle = None
         await self._timeout.__aexit__(kind, exc, tb)  # raises TimeoutError if it expired
 
+    def expired(self) -> bool:
+        """Whether it expired (as `asyncio.Timeout.expired()`)."""
+        return self._timeout.expired()
+
     def _check(self) -> None:
         lag = self._lag
         now = lag.now()
@@ -177,6 +202,8 @@ class Deadline:
         if free >= self._seconds or elapsed >= self._at_most:
             self._handle = None
             self.inconclusive = free < self._seconds
+            if self._on_expire is not None:
+                self._on_expire()
             self._timeout.reschedule(loop.time())  # expires now
             return
         wait = min(self._seconds - free, self._at_most - elapsed)

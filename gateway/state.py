@@ -87,11 +87,13 @@ class GatewayState:
         authenticator: Authenticator | None = None
         catalog = Catalog(settings.models, settings.tiers.reasoning_effort, settings.tiers.auto)
         book = price_book(settings, catalog)
+        lag = LoopLag()
         if settings.auth.mode == "keys" or settings.auth.admin_tokens or book is not None:
             database = await open_database(
                 settings.database.url,
                 connect_timeout_s=settings.database.connect_timeout_s,
                 statement_timeout_s=settings.database.statement_timeout_s,
+                lag=lag,
             )
         bookkeeper = None
         if book is not None:
@@ -103,7 +105,6 @@ class GatewayState:
             assert database is not None
             keys = KeyStore(database)
             await keys.migrate()
-        lag = LoopLag()
         if settings.auth.mode == "keys":
             assert keys is not None
             authenticator = Authenticator(
@@ -186,7 +187,7 @@ class GatewayState:
         registry.register(collector)
         door_collector = DoorCollector(door, lag, queues)
         registry.register(door_collector)
-        store = _response_store(settings, database)
+        store = _response_store(settings, database, lag)
         return cls(
             settings,
             catalog,
@@ -281,7 +282,7 @@ def _tracing(settings: Settings, pools: Mapping[str, EnginePool]) -> Tracing | N
     return Tracing.create(settings.tracing, engines, replicas, release)
 
 
-def _response_store(settings: Settings, database: Database | None) -> ResponseStore | None:
+def _response_store(settings: Settings, database: Database | None, lag: LoopLag) -> ResponseStore | None:
     """Stored responses, in the gateway's database; opened on first use where nothing else needs one."""
     if not settings.responses.store:
         return None
@@ -292,6 +293,7 @@ def _response_store(settings: Settings, database: Database | None) -> ResponseSt
             settings.database.url,
             connect_timeout_s=settings.database.connect_timeout_s,
             statement_timeout_s=settings.database.statement_timeout_s,
+            lag=lag,
         )
 
     return ResponseStore(database if database is not None else opened, retention_s=retention_s)

@@ -12,7 +12,11 @@ for ever; and psycopg spends up to 10 s asking a server to cancel a cancelled qu
 - one use of a connection (a statement, or a transaction) is bounded by `use_timeout_s`: past it the
   connection is closed under the statement, with no cancel request to a server that may be hung, and the
   caller gets DatabaseUnavailable;
-- the outage is logged when it begins and when it ends, never once per caller.
+- the outage is logged when it begins and when it ends, never once per caller;
+- with the worker's loop lag (`lag`), these bounds count only the time the loop was free to read the
+  server's answer (`engines.loop_lag`): a saturated gateway does not take its own lateness for an outage.
+  A connect that ran out of time only because the loop was late fails its caller without declaring the
+  server down.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 
+from engines.loop_lag import LoopLag
 from gateway.database._exceptions import DatabaseUnavailable
 
 __all__ = ["Connection", "ConnectionPool", "describe"]
@@ -53,6 +59,7 @@ class ConnectionPool:
         use_timeout_s: float = 30.0,
         retry_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        lag: LoopLag | None = None,
     ) -> None:
         if max_size < 1:
             raise ValueError(f"max_size must be at least 1, not {max_size}")
@@ -65,6 +72,7 @@ class ConnectionPool:
         self._use_timeout_s = use_timeout_s
         self._retry_s = retry_s
         self._clock = clock
+        self._lag = lag
         self._slots = asyncio.Semaphore(max_size)
         self._idle: list[tuple[Connection, float]] = []  # with when each was returned; the newest last
         self._down: DatabaseUnavailable | None = None  # the failure that began the outage
@@ -106,18 +114,22 @@ class ConnectionPool:
             raise DatabaseUnavailable(f"the pool of {self._display} is closed")
         held: list[Connection] = []
         try:
-            async with _deadline(self._use_timeout_s if bounded else None, held) as deadline, self._slots:
+            async with (
+                _deadline(self._use_timeout_s if bounded else None, held, self._lag) as deadline,
+                self._slots,
+            ):
                 connection = await self._checkout()
                 held.append(connection)
                 try:
                     yield connection
                 finally:
                     self._checkin(connection)
-        except TimeoutError:
-            if not deadline.expired():
+        except Exception:  # what a cut connection raises: TimeoutError, or psycopg's error if it came first
+            if not deadline.cut:
                 raise
+            late = " (this worker's loop ran late)" if deadline.inconclusive else ""
             raise DatabaseUnavailable(
-                f"postgresql: {self._display} did not answer within {self._use_timeout_s:g}s"
+                f"postgresql: {self._display} did not answer within {self._use_timeout_s:g}s{late}"
             ) from None
 
     async def aclose(self) -> None:
@@ -133,7 +145,7 @@ class ConnectionPool:
             if self._clock() - returned < _CHECK_AFTER_IDLE_S:
                 return connection
             try:
-                async with _deadline(self._connect_timeout_s, [connection]):
+                async with _deadline(self._connect_timeout_s, [connection], self._lag):
                     await connection.execute("")
             except (psycopg.Error, TimeoutError):
                 connection.pgconn.finish()  # broken (a server restart, say): the next one, or a new one
@@ -150,6 +162,9 @@ class ConnectionPool:
         self._retry_at = now + self._retry_s
         try:
             connection = await self._connect()
+        except _Late:  # our loop's lateness, not the server's: no outage, the next caller tries again
+            self._retry_at = now
+            raise
         except DatabaseUnavailable as exc:
             self._went_down(exc)
             raise
@@ -165,14 +180,21 @@ class ConnectionPool:
 
     async def _connect(self) -> Connection:
         try:
-            async with asyncio.timeout(self._connect_timeout_s):
+            async with _deadline(self._connect_timeout_s, [], self._lag) as deadline:
                 return await Connection.connect(self._conninfo, autocommit=True, row_factory=dict_row)
-        except TimeoutError:
+        except Exception as exc:
+            if not deadline.cut:
+                if isinstance(exc, psycopg.Error):
+                    raise DatabaseUnavailable(f"postgresql: {describe(exc)}") from exc
+                raise
+            if deadline.inconclusive:
+                raise _Late(
+                    f"postgresql: no connection to {self._display} within {self._connect_timeout_s:g}s"
+                    " of this worker's loop's free time (the loop ran late)"
+                ) from None
             raise DatabaseUnavailable(
                 f"postgresql: no connection to {self._display} within {self._connect_timeout_s:g}s"
             ) from None
-        except psycopg.Error as exc:
-            raise DatabaseUnavailable(f"postgresql: {describe(exc)}") from exc
 
     def _went_down(self, exc: DatabaseUnavailable) -> None:
         if self._down is None:
@@ -195,25 +217,55 @@ class ConnectionPool:
             self._down = None
 
 
+class _Late(DatabaseUnavailable):
+    """A connect that ran out of time while the loop ran late: it says nothing of the server."""
+
+
+@dataclass(slots=True)
+class _Bound:
+    """How a bounded use ended: `cut` once its deadline expired (its connections closed under it, whatever
+    it raises next is the deadline's doing); `inconclusive` when that was for the loop's lag."""
+
+    cut: bool = False
+    inconclusive: bool = False
+
+
 @asynccontextmanager
-async def _deadline(seconds: float | None, held: list[Connection]) -> AsyncIterator[asyncio.Timeout]:
+async def _deadline(
+    seconds: float | None, held: list[Connection], lag: LoopLag | None = None
+) -> AsyncIterator[_Bound]:
     """`asyncio.timeout(seconds)` that first closes the connections in `held`: psycopg answers a cancelled
     statement by asking the server to cancel it and waiting up to 10 s, which a hung server never grants;
-    on a closed connection it gives up at once. None: no deadline."""
+    on a closed connection it gives up at once. None: no deadline. With `lag`, `seconds` counts only the
+    loop's free time (`LoopLag.deadline`)."""
+    bound = _Bound()
+    if seconds is None:
+        yield bound
+        return
+
+    def cut() -> None:
+        bound.cut = True
+        for connection in held:
+            connection.pgconn.finish()
+
+    if lag is not None:
+        deadline = lag.deadline(seconds, on_expire=cut)
+        async with deadline:
+            try:
+                yield bound
+            finally:
+                bound.inconclusive = deadline.inconclusive
+        return
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(None) as timeout:
-        if seconds is None:
-            yield timeout
-            return
 
         def expire() -> None:
-            for connection in held:
-                connection.pgconn.finish()
+            cut()
             timeout.reschedule(loop.time())
 
         handle = loop.call_later(seconds, expire)
         try:
-            yield timeout
+            yield bound
         finally:
             handle.cancel()
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 
+from engines.loop_lag import LoopLag
 from gateway.database._exceptions import DatabaseError, DatabaseUnavailable, IntegrityError
 from gateway.database.base import Database, Dialect, Params, Queries, Row
 from gateway.database.pool import Connection, ConnectionPool, describe
@@ -43,15 +44,18 @@ class PostgresDatabase(Database):
         timeout_s: float = 10.0,
         connect_timeout_s: float = 1.0,
         statement_timeout_s: float = 30.0,
+        lag: LoopLag | None = None,
     ) -> PostgresDatabase:
         """Connect within `timeout_s` (trying again meanwhile); later connects are bounded by
-        `connect_timeout_s`, each statement or transaction by `statement_timeout_s`."""
+        `connect_timeout_s`, each statement or transaction by `statement_timeout_s` (of the loop's free time,
+        with `lag`)."""
         pool = ConnectionPool(
             conninfo,
             display=display,
             max_size=max_size,
             connect_timeout_s=min(connect_timeout_s, timeout_s),
             use_timeout_s=statement_timeout_s,
+            lag=lag,
         )
         await pool.open(timeout_s)
         return cls(pool, display)

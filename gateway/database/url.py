@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
+from engines.loop_lag import LoopLag
 from gateway.database.base import Database
 from gateway.database.sqlite import SQLiteDatabase
 
@@ -26,11 +27,13 @@ async def open_database(
     start_timeout_s: float = 10.0,
     connect_timeout_s: float = 1.0,
     statement_timeout_s: float = 30.0,
+    lag: LoopLag | None = None,
 ) -> Database:
     """Open the database the URL names. PostgreSQL gets a pool of at most `pool_size` connections and
     fails with DatabaseUnavailable when none connects within `start_timeout_s`; later, each connect is
     bounded by `connect_timeout_s` and each statement or transaction by `statement_timeout_s` (see
-    `gateway.database.pool`). SQLite waits up to `start_timeout_s` for another writer's lock."""
+    `gateway.database.pool`; with the worker's `lag`, of its loop's free time). SQLite waits up to
+    `start_timeout_s` for another writer's lock."""
     if url.startswith(_SQLITE):
         return await SQLiteDatabase.open(_sqlite_path(url), busy_timeout_s=start_timeout_s)
     if url.startswith(_POSTGRES):
@@ -46,6 +49,7 @@ async def open_database(
             timeout_s=start_timeout_s,
             connect_timeout_s=connect_timeout_s,
             statement_timeout_s=statement_timeout_s,
+            lag=lag,
         )
     scheme = url.split(":", 1)[0] if ":" in url else ""
     raise ValueError(

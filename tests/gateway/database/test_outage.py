@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
+from engines.loop_lag import LoopLag
 from gateway.database import DatabaseUnavailable, open_database
 from gateway.database.pool import ConnectionPool
 from tests.gateway.database.postgres_server import PostgresServer
@@ -43,6 +45,21 @@ async def select_one(pool: ConnectionPool) -> int:
     return int(row["one"])
 
 
+@pytest.fixture
+async def lag() -> AsyncIterator[LoopLag]:
+    """The worker's loop lag, ticking."""
+    lag = LoopLag(0.05)
+    lag.start()
+    await asyncio.sleep(0)  # its first tick is due
+    yield lag
+    await lag.aclose()
+
+
+def stall_the_loop(seconds: float) -> None:
+    """The worker's own loop stuck (a saturated gateway) from its next turn: whatever it awaits waits."""
+    asyncio.get_running_loop().call_soon(time.sleep, seconds)
+
+
 def outage_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name.startswith(("tiergate.database", "psycopg"))]
 
@@ -71,10 +88,18 @@ async def test_while_down_one_caller_tries_the_rest_fail_at_once_and_the_first_c
     assert "50 uses refused" in lines[1]  # 49 of the 50 and the one too early: none of them connected
 
 
+@pytest.mark.parametrize("lag_aware", [False, True], ids=["wall-clock", "lag-aware"])
 async def test_a_hung_server_fails_statements_within_their_bounds_and_is_survived(
-    throwaway_postgres: PostgresServer,
+    throwaway_postgres: PostgresServer, lag: LoopLag, lag_aware: bool
 ) -> None:
-    db = await open_database(throwaway_postgres.url, connect_timeout_s=0.3, statement_timeout_s=0.5)
+    """A hung server fails its callers whether or not the bounds allow for the loop's lag: the loop keeps up
+    here, so its free time is the wall clock's."""
+    db = await open_database(
+        throwaway_postgres.url,
+        connect_timeout_s=0.3,
+        statement_timeout_s=0.5,
+        lag=lag if lag_aware else None,
+    )
     try:
         await db.execute("CREATE TABLE things (n INTEGER)")
         throwaway_postgres.pause()
@@ -112,3 +137,37 @@ async def test_a_statement_overrunning_its_bound_closes_its_connection_not_the_p
         assert await db.fetch_all("SELECT 1 AS one") == [{"one": 1}]
     finally:
         await db.aclose()
+
+
+async def test_a_statement_the_loop_itself_kept_waiting_is_answered(
+    throwaway_postgres: PostgresServer, lag: LoopLag
+) -> None:
+    """The gateway's own loop stuck past the statement's bound as the statement runs: the server answered in
+    time, the loop could not read it; with the lag the bound counts the loop's free time, and it is served
+    (without it, the statement fails: `lag=None` here raises DatabaseUnavailable)."""
+    db = await open_database(throwaway_postgres.url, statement_timeout_s=0.3, lag=lag)
+    try:
+        stall_the_loop(1.0)
+        assert await db.fetch_all("SELECT 1 AS one") == [{"one": 1}]
+        with pytest.raises(
+            DatabaseUnavailable, match=r"did not answer within 0\.3s"
+        ):  # a slow server still fails
+            await db.execute("SELECT pg_sleep(5)")
+    finally:
+        await db.aclose()
+
+
+async def test_a_connect_the_loop_itself_kept_waiting_is_no_outage(
+    throwaway_postgres: PostgresServer, lag: LoopLag
+) -> None:
+    """A new connection made while the loop is stuck past `connect_timeout_s`: it is made, and the pool was
+    never down (without the lag the connect fails and the pool declares an outage)."""
+    connections = ConnectionPool(
+        throwaway_postgres.url, display="test", max_size=1, connect_timeout_s=0.3, lag=lag
+    )
+    try:
+        stall_the_loop(1.0)
+        assert await select_one(connections) == 1
+        assert not connections.down
+    finally:
+        await connections.aclose()
