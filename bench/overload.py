@@ -3,20 +3,27 @@
 Redis (`failure_mode: closed`), a price book and a ledger, in front of simulated engines. A command, not a
 test:
 
-    python bench/overload.py [--seconds 20] [--capacity 250] [--chunks 1000] [--clients 2]
+    python bench/overload.py [--seconds 20] [--capacity 250] [--chunks 1000] [--clients 2] [--pin]
+                             [--itl-ms 10] [--deliberate-itl-ms 20]
 
-Phases, each `--seconds` long, of closed-loop clients (each sends a request, reads it to its end, sends the
-next; after a refusal it waits 0.2 s) spread over `--clients` processes:
+Engines: the fast pool's is the instant upstream (overheadkit.upstream), its streams paced on one clock, a
+token every `--itl-ms`; the deliberate pool's is tiergate's simulator, reasoning 200-400 tokens, a token every
+`--deliberate-itl-ms`. `--pin`: the gateway alone on CPU 0, the engines and the clients on the others, so
+that what saturates is the gateway, not the machine.
+
+Phases, each `--seconds` long, of closed-loop clients (each sends a request on its kept-alive connection,
+reads it to its end, sends the next; after a refusal it waits 0.2 s), raw HTTP/1.1 on asyncio sockets spread
+over `--clients` processes:
 
 1. `70%`: 0.7 x capacity concurrent fast streams of `--chunks` chunks;
 2. `2x`: 2 x capacity concurrent fast streams;
 3. `fast alone`: 20 concurrent short fast streams (32 chunks);
 4. `flood`: the same 20 plus 0.8 x capacity concurrent deliberations (deliberate tier, streamed).
 
-Reported per phase: statuses and codes, time to first byte of accepted requests (p50, p99), the time refusals
-took to answer (p99) and whether each carried retry-after; after all phases, the replicas ejected or marked
-unhealthy (the gateway's log), and the tenant's budget counter in Redis against the ledger. Writes
-bench/results/overload-<stamp>.json. See docs/benchmarks.md.
+Reported per phase: the gateway's CPU and the machine's (cores' worth), statuses and codes, time to first byte
+of accepted requests (p50, p99), the time refusals took to answer (p99) and whether each carried retry-after;
+after all phases, the replicas ejected or marked unhealthy (the gateway's log), and the tenant's budget
+counter in Redis against the ledger. Writes bench/results/overload-<stamp>.json. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -27,17 +34,20 @@ import contextlib
 import json
 import multiprocessing
 import os
+import re
 import secrets
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from overheadkit import procs, rediskeys
 from overheadkit.cli import exit_on_signals
 from overheadkit.door import door_metrics
+from overheadkit.upstream import event_loop_runner, raise_open_file_limit
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -46,23 +56,23 @@ TENANT = "bench"
 FAST_ALONE = 20
 SHORT_CHUNKS = 32
 BACKOFF_S = 0.2
+STAGGER_S = 2.0
 
 
-def serve_simulator(profile_name: str, port: int, chunks: int) -> None:
+def serve_simulator(port: int, itl_s: float) -> None:
+    """The deliberate pool's engine: tiergate's simulator, reasoning 200-400 tokens then answering 16-32,
+    a token every `itl_s`."""
     import uvicorn
 
     from engines.simulator import create_simulator_app, profile
 
-    if profile_name == "fast":
-        config = profile("fast", ttft_base_s=0.005, itl_s=0.001, output_tokens_range=(chunks, chunks))
-    else:
-        config = profile(
-            "deliberate",
-            ttft_base_s=0.02,
-            itl_s=0.001,
-            output_tokens_range=(16, 32),
-            reasoning_tokens_range=(200, 400),
-        )
+    config = profile(
+        "deliberate",
+        ttft_base_s=0.02,
+        itl_s=itl_s,
+        output_tokens_range=(16, 32),
+        reasoning_tokens_range=(200, 400),
+    )
     uvicorn.run(
         create_simulator_app(config), host="127.0.0.1", port=port, log_level="warning", access_log=False
     )
@@ -84,53 +94,99 @@ def _pct(values: list[float], q: float) -> float | None:
 # -- the clients (in their own processes) -------------------------------------------------------------------
 
 
-async def _client_loop(url: str, secret: str, body: bytes, until: float, out: list[dict[str, Any]]) -> None:
-    headers = {"authorization": f"Bearer {secret}", "content-type": "application/json"}
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-        while time.monotonic() < until:
-            start = time.monotonic()
-            try:
-                async with client.stream("POST", "/v1/chat/completions", content=body, headers=headers) as r:
-                    if r.status_code != 200:
-                        text = await r.aread()
-                        took = time.monotonic() - start
-                        code = None
-                        with contextlib.suppress(ValueError, KeyError, TypeError):
-                            code = json.loads(text)["error"]["code"]
-                        out.append(
-                            {
-                                "status": r.status_code,
-                                "code": code,
-                                "took": took,
-                                "retry_after": "retry-after" in r.headers,
-                            }
-                        )
-                        await asyncio.sleep(BACKOFF_S)
-                        continue
-                    first = None
-                    async for _ in r.aiter_raw():
-                        if first is None:
-                            first = time.monotonic() - start
-                    out.append({"status": 200, "code": None, "ttfb": first, "took": time.monotonic() - start})
-            except httpx.HTTPError as exc:
-                out.append({"status": 0, "code": type(exc).__name__, "took": time.monotonic() - start})
-                await asyncio.sleep(BACKOFF_S)
+_CODE = re.compile(rb'"code"\s*:\s*"([^"]+)"')
+_LENGTH = re.compile(rb"(?im)^content-length:\s*(\d+)")
+_END = b"\r\n0\r\n\r\n"  # a chunked body's last chunk (an SSE chunk's data ends with a newline, never a 0)
+
+
+async def _exchange(reader: asyncio.StreamReader, start: float) -> dict[str, Any]:
+    """One response read to its end: a stream's time to first byte, a refusal's code and retry-after.
+    Nothing parsed past the head: at tens of thousands of chunks a second an HTTP client library would be
+    what saturates the machine, not the gateway."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    lowered = head.lower()
+    if b"transfer-encoding: chunked" not in lowered:
+        length = _LENGTH.search(head)
+        body = await reader.readexactly(int(length.group(1))) if length else b""
+        code = _CODE.search(body)
+        return {
+            "status": status,
+            "code": code.group(1).decode() if code else None,
+            "took": time.monotonic() - start,
+            "retry_after": b"\r\nretry-after:" in lowered,
+            "close": b"connection: close" in lowered,
+        }
+    first = None
+    tail = b""
+    while True:
+        data = await reader.read(1 << 16)
+        if not data:
+            raise ConnectionResetError("the stream ended before its last chunk")
+        if first is None:
+            first = time.monotonic() - start
+        tail = (tail + data)[-len(_END) :]
+        if tail == _END:
+            break
+    return {"status": status, "code": None, "ttfb": first, "took": time.monotonic() - start}
+
+
+async def _client_loop(
+    url: str, secret: str, body: bytes, until: float, out: list[dict[str, Any]], delay_s: float = 0.0
+) -> None:
+    """A closed-loop client on one kept-alive connection, from `delay_s` on: a request, read to its end, the
+    next."""
+    await asyncio.sleep(delay_s)
+    host, port = urlsplit(url).hostname or "127.0.0.1", urlsplit(url).port or 80
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: %b:%d\r\nauthorization: Bearer %b\r\n"
+        b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
+        % (host.encode(), port, secret.encode(), len(body), body)
+    )
+    writer: asyncio.StreamWriter | None = None
+    reader: asyncio.StreamReader | None = None
+    while time.monotonic() < until:
+        start = time.monotonic()
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection(host, port, limit=1 << 17)
+            assert reader is not None
+            writer.write(request)
+            async with asyncio.timeout(120):
+                record = await _exchange(reader, start)
+        except (OSError, EOFError, ValueError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            out.append({"status": 0, "code": type(exc).__name__, "took": time.monotonic() - start})
+            if writer is not None:
+                writer.close()
+            writer = reader = None
+            await asyncio.sleep(BACKOFF_S)
+            continue
+        if record.pop("close", False) and writer is not None:
+            writer.close()
+            writer = reader = None
+        out.append(record)
+        if record["status"] != 200:
+            await asyncio.sleep(BACKOFF_S)
+    if writer is not None:
+        writer.close()
 
 
 def _client_process(url: str, secret: str, groups: list[tuple[str, bytes, int]], seconds: float) -> str:
     async def main() -> dict[str, list[dict[str, Any]]]:
         until = time.monotonic() + seconds
         results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in groups}
+        # each group's clients start evenly spread over STAGGER_S: streams of one length started together
+        # would keep arriving in waves, each a burst the size of the whole load
         loops = [
-            _client_loop(url, secret, body, until, results[name])
+            _client_loop(url, secret, body, until, results[name], STAGGER_S * i / count)
             for name, body, count in groups
-            for _ in range(count)
+            for i in range(count)
         ]
         await asyncio.gather(*loops)
         return results
 
-    return json.dumps(asyncio.run(main()))
+    raise_open_file_limit()
+    return json.dumps(event_loop_runner()(main()))
 
 
 def run_phase(
@@ -251,20 +307,35 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--capacity", type=int, default=250, help="concurrent streams one worker serves well")
     parser.add_argument("--chunks", type=int, default=1000)
+    parser.add_argument("--itl-ms", type=float, default=10.0, help="the fast engine's time between tokens")
+    parser.add_argument(
+        "--deliberate-itl-ms", type=float, default=20.0, help="the deliberate engine's time between tokens"
+    )
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--phases", default="70%,2x,fast alone,flood")
     parser.add_argument("--tree", type=Path, default=REPO, help="the gateway's source tree (e.g. a baseline)")
     parser.add_argument("--server", default="{}", help="JSON merged into the config's server section")
     parser.add_argument(
-        "--serve-simulator", nargs=3, metavar=("PROFILE", "PORT", "CHUNKS"), help=argparse.SUPPRESS
+        "--pin",
+        action="store_true",
+        help="the gateway on CPU 0, everything else (simulators, clients) on the other CPUs: the gateway's"
+        " saturation is its own, not the machine's",
     )
+    parser.add_argument("--serve-simulator", nargs=2, metavar=("PORT", "ITL_MS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_simulator:
-        profile_name, port, chunks = args.serve_simulator
-        serve_simulator(profile_name, int(port), int(chunks))
+        port, itl_ms = args.serve_simulator
+        serve_simulator(int(port), float(itl_ms) / 1000)
         return 0
     exit_on_signals()
+    gateway_cpus: list[str] = []
+    if args.pin:
+        others = os.sched_getaffinity(0) - {0}
+        if not others:
+            parser.error("--pin needs two CPUs or more")
+        os.sched_setaffinity(0, others)  # the simulators and client processes inherit it
+        gateway_cpus = ["taskset", "-c", "0"]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     work = Path(f"/tmp/tiergate-overload-{stamp}")
     work.mkdir()
@@ -273,16 +344,29 @@ def main() -> int:
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "phases": {}}
     with contextlib.ExitStack() as stack:
         sims = {}
-        for profile_name in ("fast", "deliberate"):
+        engines = {  # the fast one: the instant upstream, its streams paced on one clock (cheap to run)
+            "fast": [
+                *(sys.executable, "-m", "overheadkit.upstream", "{port}"),
+                *("--paced-model", MODEL, "--itl-ms", str(args.itl_ms)),
+            ],
+            "deliberate": [
+                sys.executable,
+                __file__,
+                "--serve-simulator",
+                "{port}",
+                str(args.deliberate_itl_ms),
+            ],
+        }
+        for profile_name, template in engines.items():
             port = procs.free_port()
-            argv = [sys.executable, __file__, "--serve-simulator", profile_name, str(port), str(args.chunks)]
+            argv = [arg.replace("{port}", str(port)) for arg in template]
             sim = stack.enter_context(
                 procs.managed(
                     f"sim-{profile_name}",
                     argv,
                     base_url=f"http://127.0.0.1:{port}",
                     log_path=work / f"sim-{profile_name}.log",
-                    env=_env(),
+                    env={**_env(), "PYTHONPATH": f"{REPO}{os.pathsep}{BENCH_DIR}"},
                 )
             )
             sim.wait_ready("/health", 60)
@@ -292,7 +376,17 @@ def main() -> int:
         settings = gateway_config(port, sims, work, token, args.redis, prefix, args.tree)
         settings["server"].update(json.loads(args.server))
         config.write_text(json.dumps(settings))
-        argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--workers", "1"]
+        argv = [
+            *gateway_cpus,
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--config",
+            str(config),
+            "--workers",
+            "1",
+        ]
         log = work / "gateway.log"
         gateway = stack.enter_context(
             procs.managed(
@@ -313,6 +407,7 @@ def main() -> int:
                 "model": f"{MODEL}:fast",
                 "messages": [{"role": "user", "content": "Tell me a long story."}],
                 "stream": True,
+                "max_tokens": args.chunks,
             }
         ).encode()
         short_fast = json.dumps(
@@ -343,9 +438,15 @@ def main() -> int:
         for phase in args.phases.split(","):
             print(f"phase {phase} ...", flush=True)
             started = time.monotonic()
+            cpu, busy = procs.cpu_seconds(gateway.pid), procs.system_busy_seconds()
             records = run_phase(url, secret, plans[phase], args.seconds, args.clients)
+            wall = time.monotonic() - started
             results["phases"][phase] = {name: summary(recs) for name, recs in records.items()}
             results["phases"][phase]["metrics"] = door_metrics(url)
+            results["phases"][phase]["cpu"] = {  # cores' worth, over the phase (client start-up included)
+                "gateway": round((procs.cpu_seconds(gateway.pid) - cpu) / wall, 2),
+                "machine": round((procs.system_busy_seconds() - busy) / wall, 2),
+            }
             print(f"  {time.monotonic() - started:.0f} s: {json.dumps(results['phases'][phase])}", flush=True)
             time.sleep(3)
         text = log.read_text(errors="replace")

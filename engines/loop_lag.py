@@ -7,6 +7,11 @@ seconds the loop has spent late since it started (each tick's lateness, and the 
 overdue); `deadline()` is `asyncio.timeout` on the time the loop was free to run the awaited work: it
 expires once `seconds` of that have passed, or `at_most` of the wall clock (a dependency that is really
 down still fails), and says whether it expired for our lag rather than the dependency's (`inconclusive`).
+
+Lag alone sees saturation late: a loop busy 90% of the time still runs its timers nearly on time, yet a
+request that needs ten turns of it waits ten of its long turns. So each tick also reads the loop thread's
+CPU time: `utilization` (moving average) is the share of the wall clock the loop spent working, the signal
+that rises before the lag does.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ __all__ = ["PATIENCE", "Deadline", "LoopLag"]
 PATIENCE = 10.0  # a deadline waits for a lagging loop up to this many times its own length
 _DECAY = 0.5  # `recent` halves each tick: a burst of lag is seen for a few ticks, not for ever
 _SMOOTHING = 0.25  # `smoothed`: each tick's weight in the moving average (a one-off hiccup barely moves it)
+# `utilization`: each tick's weight, about half a second's worth of ticks (a tick's own share swings with what
+# happened to be ready in it: a burst of arrivals, a batch of tokens)
+_UTILIZATION_SMOOTHING = 0.1
 
 
 class LoopLag:
@@ -43,6 +51,7 @@ class LoopLag:
         "saturated_s",
         "smoothed_s",
         "ticks",
+        "utilization",
     )
 
     def __init__(
@@ -63,6 +72,7 @@ class LoopLag:
         self.recent_s = 0.0  # decaying peak of the ticks' lateness
         self.peak_s = 0.0  # the largest lateness seen (for metrics)
         self.smoothed_s = 0.0  # moving average of the ticks' lateness: sustained lag, what the door sheds on
+        self.utilization = 0.0  # moving average of the loop's busy share of the wall clock between ticks
         self.ticks = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -73,8 +83,11 @@ class LoopLag:
         """The next tick is due at `at` (its lateness counts as lag from then on, even before it runs)."""
         self._expected = at
 
-    def tick(self, expected: float, now: float) -> None:
-        """A tick due at `expected` ran at `now`."""
+    def tick(self, expected: float, now: float, busy: float | None = None) -> None:
+        """A tick due at `expected` ran at `now`; `busy`: the share of the wall clock since the previous tick
+        the loop's thread spent on the CPU (0 to 1), when measured."""
+        if busy is not None:
+            self.utilization += _UTILIZATION_SMOOTHING * (min(1.0, max(0.0, busy)) - self.utilization)
         late = max(0.0, now - expected)
         self._stalled += late
         self.last_s = late
@@ -138,11 +151,15 @@ class LoopLag:
                 await task
 
     async def _run(self) -> None:
+        wall, cpu = time.perf_counter(), time.thread_time()
         while True:
             expected = self._clock() + self.interval_s
             self.expect(expected)
             await asyncio.sleep(self.interval_s)
-            self.tick(expected, self._clock())
+            now_wall, now_cpu = time.perf_counter(), time.thread_time()
+            busy = (now_cpu - cpu) / (now_wall - wall) if now_wall > wall else None
+            wall, cpu = now_wall, now_cpu
+            self.tick(expected, self._clock(), busy)
 
 
 class Deadline:

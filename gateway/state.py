@@ -164,7 +164,9 @@ class GatewayState:
             server.max_queue_wait_s,
             max_queued=server.max_queued,
             lag=lag if server.concurrency == "adaptive" else None,
-            target_lag_s=server.target_loop_lag_s / 2,  # deliberations squeezed before the door's limit falls
+            # deliberations squeezed before the door's limit falls
+            target_lag_s=server.target_loop_lag_s / 2,
+            target_utilization=server.target_utilization * 0.9,
         )
         pools = {name: _pool(name, pool, http, door, metrics, lag) for name, pool in settings.pools.items()}
         for name, pool in pools.items():
@@ -303,7 +305,11 @@ def _door(settings: Settings, lag: LoopLag) -> Door:
     server = settings.server
     adaptive = None
     if server.concurrency == "adaptive":
-        adaptive = AdaptiveLimit(server.max_concurrent_requests, target_s=server.target_loop_lag_s)
+        adaptive = AdaptiveLimit(
+            server.max_concurrent_requests,
+            target_s=server.target_loop_lag_s,
+            target_utilization=server.target_utilization,
+        )
     return Door(server.max_concurrent_requests, lag=lag, shed_lag_s=server.shed_loop_lag_s, adaptive=adaptive)
 
 

@@ -34,24 +34,34 @@ SHUT_S = 1.0  # how long a shortage shuts the door: as long as asyncio pauses ac
 
 
 class AdaptiveLimit:
-    """AIMD on the loop's lag: each tick of the lag (`update`) moves the limit within [floor, ceiling]."""
+    """AIMD on the loop's lag and utilization: each tick of the lag (`update`) moves the limit within
+    [floor, ceiling]. Above `target_utilization` (the loop's busy share of the wall clock) the limit backs off
+    as above `target_s` of lag: a loop busy nearly all the time keeps its timers nearly on time, but every
+    request waits its many long turns (1: lag alone)."""
 
-    __slots__ = ("_calm", "ceiling", "floor", "limit", "target_s")
+    __slots__ = ("_calm", "ceiling", "floor", "limit", "target_s", "target_utilization")
 
-    def __init__(self, ceiling: int, *, target_s: float, floor: int = 8) -> None:
+    def __init__(
+        self, ceiling: int, *, target_s: float, floor: int = 8, target_utilization: float = 1.0
+    ) -> None:
         self.ceiling = ceiling
         self.floor = min(floor, ceiling)
         self.target_s = target_s
+        self.target_utilization = target_utilization
         self.limit = ceiling  # a door that was never saturated lets in what the fixed one would
         self._calm = 0  # ticks to let pass before backing off again: a cut needs time to show in the lag
 
-    def update(self, lag_s: float, in_flight: int) -> int:
-        """The limit after a tick of lateness `lag_s` (moving average) with `in_flight` requests admitted."""
-        if lag_s > self.target_s:
+    def update(self, lag_s: float, in_flight: int, utilization: float = 0.0) -> int:
+        """The limit after a tick of lateness `lag_s` and `utilization` (moving averages) with `in_flight`
+        requests admitted."""
+        if lag_s > self.target_s or utilization > self.target_utilization:
             if self._calm > 0:
                 self._calm -= 1
             else:
-                self.limit = max(self.floor, min(self.limit, int(in_flight * _BACKOFF)))
+                # to 90% of what is in flight, or in proportion where the loop is busier than that: a
+                # surge cut at once, not over several calm periods
+                factor = min(_BACKOFF, max(_DEEPEST, self.target_utilization / max(utilization, 1e-9)))
+                self.limit = max(self.floor, min(self.limit, int(in_flight * factor)))
                 self._calm = _CALM_TICKS
         elif in_flight >= self.limit - 1 and self.limit < self.ceiling:  # it binds: probe upwards
             self.limit += 1
@@ -59,6 +69,7 @@ class AdaptiveLimit:
 
 
 _BACKOFF = 0.9
+_DEEPEST = 0.5  # the most one cut takes off
 _CALM_TICKS = 10  # at most one cut per 10 ticks of the lag (half a second, or more while the loop lags)
 REASONS = ("limit", "loop_lag", "shortage")  # why the door refused (metrics)
 
@@ -112,7 +123,7 @@ class Door:
             adaptive = self._adaptive
             if adaptive is not None and lag.ticks != self._seen:
                 self._seen = lag.ticks
-                self.limit = adaptive.update(lag.smoothed_s, self.in_flight)
+                self.limit = adaptive.update(lag.smoothed_s, self.in_flight, lag.utilization)
             if self._shed_lag_s and lag.sustained() >= self._shed_lag_s:
                 self.refused["loop_lag"] += 1
                 return False

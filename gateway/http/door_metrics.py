@@ -36,6 +36,11 @@ class DoorCollector(Collector):
             value=lag.peak_s,
         )
         yield GaugeMetricFamily(
+            "tiergate_event_loop_utilization",
+            "The share of the wall clock this worker's event loop spends working (moving average, 0 to 1)",
+            value=lag.utilization,
+        )
+        yield GaugeMetricFamily(
             "tiergate_door_requests_in_flight",
             "Inference requests this worker admitted and serves now",
             value=door.in_flight,

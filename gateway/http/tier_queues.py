@@ -100,6 +100,7 @@ class TierQueues:
         clock: Callable[[], float] = time.monotonic,
         lag: LoopLag | None = None,
         target_lag_s: float = 0.0,
+        target_utilization: float = 1.0,
     ) -> None:
         """`lag` and `target_lag_s` > 0: each queued tier's cap is also an AIMD limit on the loop's lag with
         this target (below the door's): the lag squeezes the tiers that queue before the door's limit, which
@@ -111,7 +112,12 @@ class TierQueues:
         def adaptive(share: float) -> AdaptiveLimit | None:
             if self._lag is None:
                 return None
-            return AdaptiveLimit(max(1, math.floor(share * ceiling)), target_s=target_lag_s, floor=1)
+            return AdaptiveLimit(
+                max(1, math.floor(share * ceiling)),
+                target_s=target_lag_s,
+                floor=1,
+                target_utilization=target_utilization,
+            )
 
         self._tiers = {
             tier: _Tier(share, max_wait_s.get(tier, 0.0), max_queued, adaptive(share))
@@ -130,7 +136,7 @@ class TierQueues:
             return cap
         if lag.ticks != state.seen:
             state.seen = lag.ticks
-            adaptive.update(lag.smoothed_s, state.in_flight)
+            adaptive.update(lag.smoothed_s, state.in_flight, lag.utilization)
         return min(cap, adaptive.limit)
 
     async def enter(self, tier: str, klass: str = "standard") -> Slot | None:

@@ -31,6 +31,48 @@ def test_ticks_add_their_lateness_and_an_overdue_tick_counts_before_it_runs() ->
     assert lag.current() < 0.001 and not lag.saturated and lag.peak_s == pytest.approx(1.0)
 
 
+def test_utilization_is_the_moving_average_of_the_loops_busy_share() -> None:
+    clock = Clock()
+    lag = LoopLag(0.05, clock=clock)
+    assert lag.utilization == 0
+    for n in range(1, 60):  # the loop works all the time and keeps its timers on time: no lag, but busy
+        lag.tick(n * 0.05, n * 0.05, 1.0)
+    assert lag.smoothed_s == 0 and lag.utilization > 0.99
+    lag.tick(3.0, 3.0, 0.0)  # one idle tick barely moves it
+    assert lag.utilization > 0.85
+    for n in range(61, 120):
+        lag.tick(n * 0.05, n * 0.05, 0.2)
+    assert lag.utilization == pytest.approx(0.2, abs=0.01)
+    before = lag.utilization
+    lag.tick(6.0, 6.0, 7.0)  # a share past 1 (a clock's jitter) counts as 1, a tick without one not at all
+    lag.tick(6.05, 6.05)
+    assert lag.utilization == pytest.approx(before + 0.1 * (1 - before))
+
+
+async def test_the_running_lag_measures_how_busy_the_loop_is() -> None:
+    lag = await started(LoopLag(0.02))
+    try:
+        spent = time.thread_time() + 0.6  # 0.6 s of CPU on the loop's thread, in short turns
+        while time.thread_time() < spent:
+            work(0.005)
+            await asyncio.sleep(0)
+        busy = lag.utilization
+        idle = lag.ticks + 30
+        while lag.ticks < idle:  # idle for 30 ticks
+            await asyncio.sleep(0.02)
+        # a busy machine may give this thread less than the wall clock: the shares compare, not their size
+        assert busy > 0.1 and lag.utilization < busy / 2, (busy, lag.utilization)
+    finally:
+        await lag.aclose()
+
+
+def work(seconds: float) -> None:
+    """Keep the loop's thread on the CPU (a sleep blocks the loop but is no work)."""
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
 def stall(seconds: float) -> None:
     """Block the loop, as a saturated gateway's request handling does."""
     time.sleep(seconds)

@@ -197,6 +197,39 @@ def test_the_adaptive_limit_backs_off_on_lag_and_probes_upwards_while_it_binds()
     assert limit.limit == 100  # nor above the ceiling
 
 
+def test_the_adaptive_limit_backs_off_when_the_loop_is_busier_than_its_target() -> None:
+    limit = AdaptiveLimit(1000, target_s=0.05, target_utilization=0.8)
+    assert limit.update(0.0, 100, 0.79) == 1000  # busy, under the target: nothing to do
+    assert limit.update(0.0, 100, 0.85) == 90  # a little over: 90% of those in flight, as for lag
+    for _ in range(10):
+        limit.update(0.0, 90, 1.0)
+    assert limit.update(0.0, 90, 1.0) == 72  # far over: in proportion, 0.8 / 1.0 of those in flight
+    for _ in range(10):
+        limit.update(0.0, 72, 1.0)
+    deep = AdaptiveLimit(1000, target_s=0.05, target_utilization=0.2)
+    assert deep.update(0.0, 100, 1.0) == 50  # never more than half in one cut
+    lag_alone = AdaptiveLimit(1000, target_s=0.05)  # target 1: utilization never cuts
+    assert lag_alone.update(0.0, 100, 1.0) == 1000
+    assert lag_alone.update(0.5, 100, 1.0) == 90  # the lag still does
+
+
+async def test_the_door_backs_off_on_a_busy_loop_that_keeps_its_timers_on_time() -> None:
+    clock = Clock()
+    lag = LoopLag(0.05, clock=clock)
+    door = Door(100, clock=clock, lag=lag, adaptive=AdaptiveLimit(100, target_s=0.05, target_utilization=0.8))
+    assert all(door.admit() for _ in range(50))
+    ticks = 0
+    while True:  # every turn of the loop busy, none late
+        ticks += 1
+        lag.tick(clock.now, clock.now, 1.0)
+        if lag.utilization > 0.8:
+            break
+        assert door.admit()  # not yet: it moves on the average, not on one tick
+        door.leave()
+    assert ticks > 1
+    assert not door.admit() and door.limit < 50
+
+
 async def test_the_door_moves_its_limit_once_per_tick_of_the_lag() -> None:
     clock = Clock()
     lag = LoopLag(0.05, clock=clock)
