@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import shutil
 import socket
@@ -9,7 +10,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from engines.loop_lag import LoopLag
 from engines.simulator import SimulatorConfig, create_simulator_app, profile
 from gateway import Exchange, Settings, create_app, load_settings
 from tests.servers import serving
@@ -188,3 +190,13 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
         process.wait(timeout=10)
         if process.stdout is not None:
             process.stdout.close()
+
+
+@pytest.fixture
+async def lag() -> AsyncIterator[LoopLag]:
+    """A worker's loop lag, ticking every 50 ms from its first tick (due at once)."""
+    lag = LoopLag(0.05)
+    lag.start()
+    await asyncio.sleep(0)
+    yield lag
+    await lag.aclose()

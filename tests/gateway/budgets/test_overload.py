@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-
-import pytest
 
 from engines import LoopLag
 from gateway.budgets import BudgetHold, BudgetRefusal, BudgetUnavailable, RedisBudgets
@@ -22,15 +19,6 @@ REQUESTS = 40
 
 def stall() -> None:
     time.sleep(STALL_S)
-
-
-@pytest.fixture
-async def lag() -> AsyncIterator[LoopLag]:
-    lag = LoopLag(0.05)
-    lag.start()
-    await asyncio.sleep(0)  # its first tick is due
-    yield lag
-    await lag.aclose()
 
 
 async def keepers(

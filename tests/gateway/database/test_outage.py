@@ -45,16 +45,6 @@ async def select_one(pool: ConnectionPool) -> int:
     return int(row["one"])
 
 
-@pytest.fixture
-async def lag() -> AsyncIterator[LoopLag]:
-    """The worker's loop lag, ticking."""
-    lag = LoopLag(0.05)
-    lag.start()
-    await asyncio.sleep(0)  # its first tick is due
-    yield lag
-    await lag.aclose()
-
-
 def stall_the_loop(seconds: float) -> None:
     """The worker's own loop stuck (a saturated gateway) from its next turn: whatever it awaits waits."""
     asyncio.get_running_loop().call_soon(time.sleep, seconds)
