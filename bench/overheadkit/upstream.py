@@ -14,7 +14,8 @@ and reused; a stream is written one chunk a write (as vLLM writes a token a step
 
 Requests for `--paced-model` stream one chunk every `--itl-ms` instead, all such streams on one clock (as an
 engine's decode step emits a token for every sequence of its batch): many concurrent streams that stay open
-for a while, for a fixed number of chunks per second.
+for a while, for a fixed number of chunks per second; their response and first chunk come `--ttft-ms` after
+the request (the engine's prefill; default 0).
 
 Also: `GET /health` (200), `GET /v1/models`, `POST /tokenize` (`{"count": ...}`), `GET /metrics` (empty).
 """
@@ -109,8 +110,9 @@ _BAD = _response(b"400 Bad Request", b'{"error":{"message":"bad request","type":
 class Upstream:
     """The shared state of one upstream process: encoded bodies by shape, the id counter, paced streams."""
 
-    def __init__(self, paced_model: str | None, itl_s: float) -> None:
+    def __init__(self, paced_model: str | None, itl_s: float, ttft_s: float = 0.0) -> None:
         self.paced_model = paced_model
+        self.ttft_s = ttft_s
         self.itl_s = itl_s
         self._json: dict[tuple[str, int, int], bytes] = {}
         self._streams: dict[tuple[str, int, int, bool], list[bytes]] = {}
@@ -161,15 +163,25 @@ class Upstream:
             self._trim()
         fresh = self._fresh_id()
         frames = [frame.replace(_ID, fresh) for frame in frames]
-        transport.write(_STREAM_HEAD + frames[0])
         if model == self.paced_model:
-            self._paced.append((transport, frames, [1, tokens]))
-            if not self._ticking:
-                self._ticking = True
-                asyncio.get_running_loop().call_later(self.itl_s, self._tick)
+            if self.ttft_s > 0:
+                asyncio.get_running_loop().call_later(self.ttft_s, self._pace, transport, frames, tokens)
+            else:
+                self._pace(transport, frames, tokens)
             return
+        transport.write(_STREAM_HEAD + frames[0])
         for frame in frames[1:]:
             transport.write(frame)
+
+    def _pace(self, transport: asyncio.Transport, frames: list[bytes], tokens: int) -> None:
+        """A paced stream's head and first chunk (its first token), then a chunk a tick."""
+        if transport.is_closing():
+            return
+        transport.write(_STREAM_HEAD + frames[0])
+        self._paced.append((transport, frames, [1, tokens]))
+        if not self._ticking:
+            self._ticking = True
+            asyncio.get_running_loop().call_later(self.itl_s, self._tick)
 
     def _tick(self) -> None:
         alive = []
@@ -266,9 +278,12 @@ def main() -> None:
     parser.add_argument("port", type=int)
     parser.add_argument("--paced-model", default=None, help="stream this model's tokens on a clock")
     parser.add_argument("--itl-ms", type=float, default=25.0, help="the clock's period (default 25 ms)")
+    parser.add_argument(
+        "--ttft-ms", type=float, default=0.0, help="a paced stream's first token after this (default 0)"
+    )
     args = parser.parse_args()
     raise_open_file_limit()
-    upstream = Upstream(args.paced_model, args.itl_ms / 1000)
+    upstream = Upstream(args.paced_model, args.itl_ms / 1000, args.ttft_ms / 1000)
     with contextlib.suppress(KeyboardInterrupt):
         event_loop_runner()(serve(args.port, upstream))
 

@@ -96,7 +96,7 @@ class ServerSettings(_Section):
     concurrency: Literal["adaptive", "fixed"] = "adaptive"
     target_loop_lag_s: float = Field(0.05, gt=0, description="the adaptive limit shrinks above this lag")
     target_utilization: float = Field(
-        0.85, gt=0, le=1, description="and above this busy share of the loop's time (1: lag alone)"
+        0.9, gt=0, le=1, description="and above this busy share of the loop's time (1: lag alone)"
     )
     shed_loop_lag_s: float = Field(
         0.5, ge=0, description="every request is refused above this lag (0: never)"
