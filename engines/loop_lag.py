@@ -206,10 +206,6 @@ class Deadline:
             self._handle = None
         await self._timeout.__aexit__(kind, exc, tb)  # raises TimeoutError if it expired
 
-    def expired(self) -> bool:
-        """Whether it expired (as `asyncio.Timeout.expired()`)."""
-        return self._timeout.expired()
-
     def _check(self) -> None:
         lag = self._lag
         now = lag.now()

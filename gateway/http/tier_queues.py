@@ -102,9 +102,9 @@ class TierQueues:
         target_lag_s: float = 0.0,
         target_utilization: float = 1.0,
     ) -> None:
-        """`lag` and `target_lag_s` > 0: each queued tier's cap is also an AIMD limit on the loop's lag with
-        this target (below the door's): the lag squeezes the tiers that queue before the door's limit, which
-        every tier meets, has to fall."""
+        """`lag` and `target_lag_s` > 0: each queued tier's cap is also an AIMD limit on the loop's lag and
+        utilization with these targets (below the door's): they squeeze the tiers that queue before the
+        door's limit, which every tier meets, has to fall."""
         self._door = door
         self._lag = lag if target_lag_s > 0 else None
         ceiling = door.limit

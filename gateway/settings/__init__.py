@@ -92,7 +92,8 @@ class ServerSettings(_Section):
     # inference requests one worker serves at once (streams until their end); more get 503 gateway_overloaded.
     # The default is EngineTransport's connections per engine replica: past it, requests would queue there
     max_concurrent_requests: int = Field(512, ge=1)
-    # the limit: "adaptive" below max_concurrent_requests, moved by the event loop's lag (http/door.py)
+    # the limit: "adaptive" below max_concurrent_requests, moved by the event loop's lag and utilization
+    # (http/door.py)
     concurrency: Literal["adaptive", "fixed"] = "adaptive"
     target_loop_lag_s: float = Field(0.05, gt=0, description="the adaptive limit shrinks above this lag")
     target_utilization: float = Field(
