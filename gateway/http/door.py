@@ -60,7 +60,9 @@ class AdaptiveLimit:
             else:
                 # to 90% of what is in flight, or in proportion where the loop is busier than that: a
                 # surge cut at once, not over several calm periods
-                factor = min(_BACKOFF, max(_DEEPEST, self.target_utilization / max(utilization, 1e-9)))
+                factor = _BACKOFF
+                if utilization > self.target_utilization:
+                    factor = min(_BACKOFF, max(_DEEPEST, self.target_utilization / utilization))
                 self.limit = max(self.floor, min(self.limit, int(in_flight * factor)))
                 self._calm = _CALM_TICKS
         elif in_flight >= self.limit - 1 and self.limit < self.ceiling:  # it binds: probe upwards

@@ -9,11 +9,13 @@ __all__ = [
     "ADMIN_TOKEN_ENV",
     "API_KEY_ENV",
     "CONFIG_ENV",
+    "LOG_LEVEL_ENV",
     "MULTIPROCESS_ENV",
     "admin_token_from_environment",
     "api_key_from_environment",
     "config_path_from_environment",
     "export_config_path",
+    "export_log_level",
     "export_metrics_dir",
     "metrics_multiprocess_dir",
 ]
@@ -23,6 +25,7 @@ CONFIG_ENV = "TIERGATE_CONFIG"
 ADMIN_TOKEN_ENV = "TIERGATE_ADMIN_TOKEN"
 API_KEY_ENV = "TIERGATE_API_KEY"
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
+LOG_LEVEL_ENV = "TIERGATE_SERVER__LOG_LEVEL"  # server.log_level, as the settings read it from the environment
 
 
 def config_path_from_environment() -> Path | None:
@@ -57,4 +60,4 @@ def export_config_path(path: Path) -> None:
 
 def export_log_level(level: str) -> None:
     """Hand the log level (`--log-level` included) to uvicorn's worker processes."""
-    os.environ["TIERGATE_SERVER__LOG_LEVEL"] = level
+    os.environ[LOG_LEVEL_ENV] = level
