@@ -16,7 +16,8 @@ from engines.engine_stats import EngineStats, parse_vllm_metrics
 from engines.http import EngineHTTP
 from engines.loop_lag import LoopLag
 from engines.openai_compat import OpenAICompatEngine
-from engines.pool import EnginePool, PooledStream, PoolPolicy, Replica
+from engines.pool import EnginePool, PoolPolicy, Replica
+from engines.pooled_stream import PooledStream
 from engines.routing import HashRing, ReplicaState, RoutingMode, RoutingPolicy, choose, choose_replica
 from engines.sse import SSEDecoder
 from engines.stats_parsers import parse_metrics

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from engines._exceptions import EngineError, EngineTimeout, LocalOverload, NoReplicaAvailable
-from engines.client import EngineClient, EngineReply, EngineStream, Headers, StreamEvent
+from engines.client import EngineClient, EngineReply, Headers
 from engines.engine_stats import EngineStats
 from engines.loop_lag import LoopLag
+from engines.pooled_stream import PooledStream
 from engines.routing import (
     HashRing,
     ReplicaState,
@@ -25,9 +26,8 @@ from engines.routing import (
     score,
 )
 from engines.stats_parsers import PARSERS
-from engines.usage import StreamTally, Usage
 
-__all__ = ["EnginePool", "PoolPolicy", "PooledStream", "Replica"]
+__all__ = ["EnginePool", "PoolPolicy", "Replica"]
 
 log = logging.getLogger("tiergate.engines")
 _T = TypeVar("_T")
@@ -355,57 +355,3 @@ class EnginePool:
                 drafted += stats.spec_draft_tokens
                 accepted += stats.spec_accepted_tokens
         return accepted / drafted if drafted > 0 else None
-
-
-class PooledStream:
-    """An engine stream that tells its pool when it ends, and how."""
-
-    __slots__ = ("_closed", "_ended", "_error", "_pool", "_stream", "replica")
-
-    def __init__(self, pool: EnginePool, replica: Replica, stream: EngineStream) -> None:
-        self._pool = pool
-        self.replica = replica
-        self._stream = stream
-        self._error: EngineError | None = None
-        self._closed = False
-        self._ended = False  # read to its end: closed before that, the engine aborts it
-
-    @property
-    def usage(self) -> Usage | None:
-        return self._stream.usage
-
-    @property
-    def tally(self) -> StreamTally:
-        return self._stream.tally
-
-    def __aiter__(self) -> PooledStream:
-        return self
-
-    async def __anext__(self) -> StreamEvent:
-        try:
-            return await self._stream.__anext__()
-        except EngineError as exc:
-            self._error = exc
-            raise
-        except StopAsyncIteration:
-            self._ended = True
-            raise
-
-    async def batch(self) -> list[StreamEvent]:
-        try:
-            events = await self._stream.batch()
-        except EngineError as exc:
-            self._error = exc
-            raise
-        if not events:
-            self._ended = True
-        return events
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self._stream.aclose()
-        finally:
-            self._pool.stream_closed(self.replica, self._error, ended=self._ended)

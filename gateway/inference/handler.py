@@ -28,6 +28,7 @@ from gateway.http.request_id import request_id_of
 from gateway.http.schemas import ChatRequest, check_request
 from gateway.http.tier_queues import Shed, TierQueues
 from gateway.inference.admission import Admitter, check_output_limit, estimate_tokens, pinned_output
+from gateway.inference.body import json_object, read_body
 from gateway.inference.cascade import cascade, cascade_estimate, refuse_for_cascade
 from gateway.inference.catalog import Catalog, Offer
 from gateway.inference.deliberate import deliberate, deliberation_estimate, deliberation_plan, depth_refusal
@@ -41,7 +42,7 @@ from pricing import PriceBook
 if TYPE_CHECKING:
     from gateway.accounting.tracing import EngineCall, RequestTrace, Tracing
 
-__all__ = ["InferenceProxy", "json_object"]
+__all__ = ["InferenceProxy"]
 
 _TIER_HEADER = "x-tiergate-tier"
 
@@ -87,7 +88,7 @@ class InferenceProxy:
         return await self.serve(request, endpoint, key, json_object(body), len(body), arrived)
 
     async def read_body(self, request: Request) -> bytes:
-        return await _read_body(request, self._max_body)
+        return await read_body(request, self._max_body)
 
     async def serve(
         self,
@@ -364,42 +365,3 @@ def _failure(exc: BaseException) -> tuple[int, str]:
 
 def _model_field(name: str) -> bytes:
     return b'"model":' + orjson.dumps(name)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise GatewayError(400, "The Content-Length header is not a number.", code="invalid_request")
-        if int(declared) > limit:
-            raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> GatewayError:
-    return GatewayError(
-        413, f"The request body is larger than the limit of {limit} bytes.", code="request_too_large"
-    )
-
-
-def json_object(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or a 400 `invalid_json`."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise GatewayError(
-            400,
-            "We could not parse the JSON body of your request. The body must be a JSON object"
-            " sent with Content-Type: application/json.",
-            code="invalid_json",
-        ) from None
-    if not isinstance(data, dict):
-        raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
-    return data

@@ -17,12 +17,12 @@ from typing import Any, Final, Literal
 
 from gateway.budgets.budget import Budget, Period, Scope, check_names
 from gateway.database import Database, IntegrityError, Queries, Row, read_timestamp
+from gateway.keys import checks
 from gateway.keys._exceptions import KeyStoreConflict, KeyStoreNotFound
 from gateway.keys.material import new_key, new_key_id
 from gateway.keys.records import ApiKey, Tenant
 from gateway.keys.schema import COMPONENT, MIGRATIONS
 from gateway.limits.quota import Quota
-from pricing import PRIORITY_CLASSES
 
 __all__ = ["UNCHANGED", "KeyStore", "Unchanged"]
 
@@ -71,9 +71,9 @@ class KeyStore:
             )
         tenant = Tenant(
             tenant_id,
-            _text(name, "name") if name is not None else tenant_id,
+            checks.text(name, "name") if name is not None else tenant_id,
             _now(),
-            _priority_class(priority_class),
+            checks.priority_class(priority_class),
         )
         try:
             await self._db.execute(
@@ -97,8 +97,8 @@ class KeyStore:
     ) -> Tenant:
         """Change the given fields. A new priority class reaches its keys' requests within the
         authenticators' cache TTL."""
-        new_name = _text(name, "name") if name is not None else None
-        new_class = _priority_class(priority_class) if priority_class is not None else None
+        new_name = checks.text(name, "name") if name is not None else None
+        new_class = checks.priority_class(priority_class) if priority_class is not None else None
         async with self._db.transaction() as tx:
             await tx.execute(
                 "UPDATE tenants SET name = COALESCE(?, name), priority_class = COALESCE(?, priority_class)"
@@ -123,19 +123,19 @@ class KeyStore:
         max_concurrent: int | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key and, this once, its full text `tg-<id>-<secret>` (its repr is masked)."""
-        granted = _tiers(tiers)
+        granted = checks.tiers(tiers)
         key = ApiKey(
             id="",
             tenant_id=tenant_id,
-            name=_text(name, "name"),
+            name=checks.text(name, "name"),
             tiers=granted,
-            models=_models(models),
-            quotas=_quotas(quotas or {}, granted),
-            expires_at=_aware(expires_at, "expires_at"),
+            models=checks.models(models),
+            quotas=checks.quotas(quotas or {}, granted),
+            expires_at=checks.aware(expires_at, "expires_at"),
             created_at=_now(),
             last_used_at=None,
             revoked=False,
-            max_concurrent=_max_concurrent(max_concurrent),
+            max_concurrent=checks.max_concurrent(max_concurrent),
         )
         for attempt in range(1, _ID_ATTEMPTS + 1):
             key = replace(key, id=new_key_id())
@@ -184,11 +184,11 @@ class KeyStore:
         """Change the given fields. Narrowing `tiers` without new `quotas` drops the quotas of the tiers
         taken away; new `quotas` replace all of them and may only name the key's tiers."""
         # checked before the transaction: invalid input costs no round trip
-        new_name = _text(name, "name") if name is not None else None
-        new_tiers = _tiers(tiers) if tiers is not None else None
-        new_models = _models(models) if models is not UNCHANGED else UNCHANGED
-        new_expiry = _aware(expires_at, "expires_at") if expires_at is not UNCHANGED else UNCHANGED
-        new_cap = _max_concurrent(max_concurrent) if max_concurrent is not UNCHANGED else UNCHANGED
+        new_name = checks.text(name, "name") if name is not None else None
+        new_tiers = checks.tiers(tiers) if tiers is not None else None
+        new_models = checks.models(models) if models is not UNCHANGED else UNCHANGED
+        new_expiry = checks.aware(expires_at, "expires_at") if expires_at is not UNCHANGED else UNCHANGED
+        new_cap = checks.max_concurrent(max_concurrent) if max_concurrent is not UNCHANGED else UNCHANGED
         # PostgreSQL: lock the row so two concurrent updates of different fields do not lose one
         # (SQLite's BEGIN IMMEDIATE already serializes writers)
         lock = " FOR UPDATE OF k" if self._db.dialect == "postgresql" else ""
@@ -204,9 +204,11 @@ class KeyStore:
                 tiers=granted,
                 models=new_models if new_models is not UNCHANGED else key.models,
                 quotas=(
-                    _quotas(quotas, granted)
+                    checks.quotas(quotas, granted)
                     if quotas is not None
-                    else _quotas({tier: q for tier, q in key.quotas.items() if tier in granted}, granted)
+                    else checks.quotas(
+                        {tier: q for tier, q in key.quotas.items() if tier in granted}, granted
+                    )
                 ),
                 expires_at=new_expiry if new_expiry is not UNCHANGED else key.expires_at,
                 max_concurrent=new_cap if new_cap is not UNCHANGED else key.max_concurrent,
@@ -237,7 +239,7 @@ class KeyStore:
         # sorted ids: replicas flushing overlapping batches lock rows in the same order, so never deadlock
         batch = [(used, key_id, used) for key_id, used in sorted(last_used.items())]
         for used, _, _ in batch:
-            _aware(used, "last used time")
+            checks.aware(used, "last used time")
         await self._db.execute_many(
             "UPDATE api_keys SET last_used_at = ?"
             " WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
@@ -289,66 +291,9 @@ class KeyStore:
         return [_budget_from_row(row) for row in rows]
 
 
-# -- validation -------------------------------------------------------------------------------------
+# -- helpers ----------------------------------------------------------------------------------------
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _text(value: object, what: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be a string, not {type(value).__name__}")
-    return value
-
-
-def _names(values: Iterable[str], what: str) -> frozenset[str]:
-    if isinstance(values, str):  # a lone string would be taken for its characters
-        raise ValueError(f"{what} must be a collection of names, not the string {values!r}")
-    names = frozenset(values)
-    bad = sorted(repr(name) for name in names if not isinstance(name, str) or not name)
-    if bad:
-        raise ValueError(f"{what} must be non-empty strings, not {', '.join(bad)}")
-    if not names:
-        raise ValueError(f"{what} must name at least one")
-    return names
-
-
-def _tiers(tiers: Iterable[str]) -> frozenset[str]:
-    return _names(tiers, "tiers")
-
-
-def _models(models: Iterable[str] | None) -> frozenset[str] | None:
-    # an empty list would grant nothing: None is how a key gets every model
-    return _names(models, "models") if models is not None else None
-
-
-def _quotas(quotas: Mapping[str, Quota], tiers: frozenset[str]) -> Mapping[str, Quota]:
-    stray = sorted(set(quotas) - tiers)
-    if stray:
-        raise ValueError(f"quotas for tiers the key does not have: {', '.join(map(repr, stray))}")
-    for tier, quota in quotas.items():
-        if not isinstance(quota, Quota):
-            raise ValueError(f"the quota for tier {tier!r} must be a Quota, not {type(quota).__name__}")
-    return MappingProxyType(dict(sorted(quotas.items())))
-
-
-def _priority_class(value: object) -> str:
-    if value not in PRIORITY_CLASSES:
-        raise ValueError(f"priority class must be one of {', '.join(PRIORITY_CLASSES)}, not {value!r}")
-    return str(value)
-
-
-def _max_concurrent(value: object) -> int | None:
-    if value is not None and (type(value) is not int or value < 1):
-        raise ValueError(f"max_concurrent must be a whole number >= 1 (or none), not {value!r}")
-    return value
-
-
-def _aware(value: datetime | None, what: str) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{what} must be a timezone-aware datetime, not {value!r}")
-    return value.astimezone(UTC)
 
 
 async def _owner(tx: Queries, scope: Scope, subject: str) -> str:

@@ -18,7 +18,8 @@ from gateway.database import DatabaseError
 from gateway.http.endpoints import RESPONSES
 from gateway.http.errors import GatewayError
 from gateway.http.request_id import request_id_of
-from gateway.inference.handler import InferenceProxy, json_object
+from gateway.inference.body import json_object
+from gateway.inference.handler import InferenceProxy
 from gateway.keys import ApiKey
 from gateway.responses.events import ResponseEvents
 from gateway.responses.output import Shell

@@ -1,0 +1,68 @@
+"""A stream from a pool's replica that tells its pool when it ends, and how (passive health)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from engines._exceptions import EngineError
+from engines.client import EngineStream, StreamEvent
+from engines.usage import StreamTally, Usage
+
+if TYPE_CHECKING:
+    from engines.pool import EnginePool, Replica
+
+__all__ = ["PooledStream"]
+
+
+class PooledStream:
+    """An engine stream that tells its pool when it ends, and how."""
+
+    __slots__ = ("_closed", "_ended", "_error", "_pool", "_stream", "replica")
+
+    def __init__(self, pool: EnginePool, replica: Replica, stream: EngineStream) -> None:
+        self._pool = pool
+        self.replica = replica
+        self._stream = stream
+        self._error: EngineError | None = None
+        self._closed = False
+        self._ended = False  # read to its end: closed before that, the engine aborts it
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._stream.usage
+
+    @property
+    def tally(self) -> StreamTally:
+        return self._stream.tally
+
+    def __aiter__(self) -> PooledStream:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        try:
+            return await self._stream.__anext__()
+        except EngineError as exc:
+            self._error = exc
+            raise
+        except StopAsyncIteration:
+            self._ended = True
+            raise
+
+    async def batch(self) -> list[StreamEvent]:
+        try:
+            events = await self._stream.batch()
+        except EngineError as exc:
+            self._error = exc
+            raise
+        if not events:
+            self._ended = True
+        return events
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._stream.aclose()
+        finally:
+            self._pool.stream_closed(self.replica, self._error, ended=self._ended)
