@@ -5,6 +5,7 @@ test:
 
     python bench/overload.py [--seconds 20] [--capacity 250] [--chunks 1000] [--clients 2] [--pin]
                              [--itl-ms 10] [--ttft-ms 5] [--deliberate-itl-ms 20]
+                             [--phases 70%,2x,fast alone,flood] [--trace SECONDS]
 
 Engines: the fast pool's is the instant upstream (overheadkit.upstream), its streams paced on one clock, a
 token every `--itl-ms` after a first one at `--ttft-ms` (the prefill, 5 ms: as the simulator the bench used
@@ -24,7 +25,9 @@ over `--clients` processes:
 Reported per phase: the gateway's CPU and the machine's (cores' worth), statuses and codes, time to first byte
 of accepted requests (p50, p99, and p99 of those sent after the phase's first 5 s), the time refusals took to
 answer (p99) and whether each carried retry-after; after all phases, the replicas ejected or marked unhealthy
-(the gateway's log), and the tenant's budget counter in Redis against the ledger. Writes
+(the gateway's log), and the tenant's budget counter in Redis against the ledger. `--trace 0.25`: the
+door's requests in flight, limit, the loop's utilization and lag, and the refusals so far, four times a second
+through each phase (read from /metrics, so sparse: each read is a request the gateway answers). Writes
 bench/results/overload-<stamp>.json. See docs/benchmarks.md.
 """
 
@@ -39,8 +42,10 @@ import os
 import re
 import secrets
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -307,6 +312,48 @@ async def counter_and_ledger(url: str, token: str, database_url: str) -> dict[st
             await asyncio.sleep(1)
 
 
+_TRACED = {
+    "tiergate_door_requests_in_flight": 1,
+    "tiergate_door_limit": 2,
+    "tiergate_event_loop_utilization": 3,
+    "tiergate_event_loop_lag_seconds": 4,
+}
+
+
+@contextlib.contextmanager
+def _tracing(url: str, every_s: float, started: float) -> Iterator[list[list[float]]]:
+    """The door as the phase goes: every `every_s` (0: not traced), [seconds into the phase, requests in
+    flight, limit, utilization, lag (ms), refusals so far]. Read from /metrics: each read is a request the
+    gateway answers, so keep it sparse."""
+    rows: list[list[float]] = []
+    if not every_s:
+        yield rows
+        return
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(every_s):
+            try:
+                found = door_metrics(url)
+            except httpx.HTTPError:
+                continue
+            row = [round(time.monotonic() - started, 2), 0.0, 0.0, 0.0, 0.0, 0.0]
+            for name, value in found.items():
+                if name in _TRACED:
+                    row[_TRACED[name]] = round(value * (1000 if "lag" in name else 1), 3)
+                elif name.startswith("tiergate_door_refusals_total"):
+                    row[5] += value
+            rows.append(row)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield rows
+    finally:
+        stop.set()
+        sampler.join()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -323,6 +370,9 @@ def main() -> int:
     )
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--trace", type=float, default=0.0, help="read the door's metrics every this many seconds (0: never)"
+    )
     parser.add_argument("--phases", default="70%,2x,fast alone,flood")
     parser.add_argument("--tree", type=Path, default=REPO, help="the gateway's source tree (e.g. a baseline)")
     parser.add_argument("--server", default="{}", help="JSON merged into the config's server section")
@@ -449,7 +499,8 @@ def main() -> int:
             print(f"phase {phase} ...", flush=True)
             started = time.monotonic()
             cpu, busy = procs.cpu_seconds(gateway.pid), procs.system_busy_seconds()
-            records = run_phase(url, secret, plans[phase], args.seconds, args.clients)
+            with _tracing(url, args.trace, started) as trace:
+                records = run_phase(url, secret, plans[phase], args.seconds, args.clients)
             wall = time.monotonic() - started
             results["phases"][phase] = {name: summary(recs) for name, recs in records.items()}
             results["phases"][phase]["metrics"] = door_metrics(url)
@@ -458,6 +509,11 @@ def main() -> int:
                 "machine": round((procs.system_busy_seconds() - busy) / wall, 2),
             }
             print(f"  {time.monotonic() - started:.0f} s: {json.dumps(results['phases'][phase])}", flush=True)
+            if trace:
+                results["phases"][phase]["trace"] = trace
+                print("  trace (s, in flight, limit, utilization, lag ms, refused):")
+                for row in trace:
+                    print("   ", *row)
             time.sleep(3)
         text = log.read_text(errors="replace")
         results["ejected"] = text.count("ejecting")

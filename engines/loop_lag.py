@@ -30,6 +30,8 @@ _SMOOTHING = 0.25  # `smoothed`: each tick's weight in the moving average (a one
 # `utilization`: each tick's weight, about half a second's worth of ticks (a tick's own share swings with what
 # happened to be ready in it: a burst of arrivals, a batch of tokens)
 _UTILIZATION_SMOOTHING = 0.1
+# `busy_now`: a short average (about three ticks) that sees a surge fill the loop before the long one does
+_BUSY_NOW_SMOOTHING = 0.35
 
 
 class LoopLag:
@@ -44,6 +46,7 @@ class LoopLag:
         "_expected",
         "_stalled",
         "_task",
+        "busy_now",
         "interval_s",
         "last_s",
         "peak_s",
@@ -73,6 +76,7 @@ class LoopLag:
         self.peak_s = 0.0  # the largest lateness seen (for metrics)
         self.smoothed_s = 0.0  # moving average of the ticks' lateness: sustained lag, what the door sheds on
         self.utilization = 0.0  # moving average of the loop's busy share of the wall clock between ticks
+        self.busy_now = 0.0  # the same over the last few ticks
         self.ticks = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -87,7 +91,9 @@ class LoopLag:
         """A tick due at `expected` ran at `now`; `busy`: the share of the wall clock since the previous tick
         the loop's thread spent on the CPU (0 to 1), when measured."""
         if busy is not None:
-            self.utilization += _UTILIZATION_SMOOTHING * (min(1.0, max(0.0, busy)) - self.utilization)
+            busy = min(1.0, max(0.0, busy))
+            self.utilization += _UTILIZATION_SMOOTHING * (busy - self.utilization)
+            self.busy_now += _BUSY_NOW_SMOOTHING * (busy - self.busy_now)
         late = max(0.0, now - expected)
         self._stalled += late
         self.last_s = late

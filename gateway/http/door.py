@@ -9,7 +9,9 @@ reported by the pools).
 
 The limit is `server.max_concurrent_requests`, fixed (`server.concurrency: fixed`), or adaptive below it
 (`AdaptiveLimit`, the default): additive increase while the loop keeps up and the limit binds,
-multiplicative decrease when the loop lags past `server.target_loop_lag_s`. The signal is the loop's lag,
+multiplicative decrease when the loop lags past `server.target_loop_lag_s` or is busier than
+`server.target_utilization`, and a hold (nothing more let in) while the loop is full over its last few ticks
+before the long average sees it. The signal is the loop's lag,
 not requests' latency (Netflix's gradient, Envoy's adaptive concurrency): a gateway's latency is its
 engines', and an engine that is slow must not shrink the door, while the lag is the gateway's own
 saturation and nothing else. A refusal costs a set lookup, a few integer operations and a clock read.
@@ -39,7 +41,7 @@ class AdaptiveLimit:
     as above `target_s` of lag: a loop busy nearly all the time keeps its timers nearly on time, but every
     request waits its many long turns (1: lag alone)."""
 
-    __slots__ = ("_calm", "ceiling", "floor", "limit", "target_s", "target_utilization")
+    __slots__ = ("_calm", "_held", "ceiling", "floor", "limit", "target_s", "target_utilization")
 
     def __init__(
         self, ceiling: int, *, target_s: float, floor: int = 8, target_utilization: float = 1.0
@@ -50,11 +52,18 @@ class AdaptiveLimit:
         self.target_utilization = target_utilization
         self.limit = ceiling  # a door that was never saturated lets in what the fixed one would
         self._calm = 0  # ticks to let pass before backing off again: a cut needs time to show in the lag
+        self._held: int | None = None  # while the loop is full before the average crosses: what was in
 
-    def update(self, lag_s: float, in_flight: int, utilization: float = 0.0) -> int:
+    @property
+    def current(self) -> int:
+        """What the door admits up to now: the limit, or less while a full loop holds it."""
+        return self.limit if self._held is None else self._held
+
+    def update(self, lag_s: float, in_flight: int, utilization: float = 0.0, busy_now: float = 0.0) -> int:
         """The limit after a tick of lateness `lag_s` and `utilization` (moving averages) with `in_flight`
-        requests admitted."""
+        requests admitted; `busy_now`: the loop's busy share over the last few ticks."""
         if lag_s > self.target_s or utilization > self.target_utilization:
+            self._held = None
             if self._calm > 0:
                 self._calm -= 1
             else:
@@ -65,12 +74,27 @@ class AdaptiveLimit:
                     factor = min(_BACKOFF, max(_DEEPEST, self.target_utilization / utilization))
                 self.limit = max(self.floor, min(self.limit, int(in_flight * factor)))
                 self._calm = _CALM_TICKS
-        elif in_flight >= self.limit - 1 and self.limit < self.ceiling:  # it binds: probe upwards
-            self.limit += 1
+        elif (
+            busy_now >= _FULL
+            and self.target_utilization < 1
+            and utilization > self.target_utilization * _HOLD_FROM
+        ):
+            # full now, while the long average still climbs: held at what was in when it filled (a surge
+            # stopped there, not where the average sees it half a second later), until the average cuts
+            # or the loop has room again; a hold, not a cut: it does not follow those in flight down
+            if self._held is None:
+                self._held = max(self.floor, min(self.limit, in_flight))
+            return self._held
+        else:
+            self._held = None
+            if in_flight >= self.limit - 1 and self.limit < self.ceiling:  # it binds: probe upwards
+                self.limit += 1
         return self.limit
 
 
 _BACKOFF = 0.9
+_FULL = 0.97  # a loop this busy over its last few ticks has no room for more
+_HOLD_FROM = 0.5  # ... and holds the door only once the long average is past half the target (not on a spike)
 _DEEPEST = 0.5  # the most one cut takes off
 _CALM_TICKS = 10  # at most one cut per 10 ticks of the lag (half a second, or more while the loop lags)
 REASONS = ("limit", "loop_lag", "shortage")  # why the door refused (metrics)
@@ -125,7 +149,7 @@ class Door:
             adaptive = self._adaptive
             if adaptive is not None and lag.ticks != self._seen:
                 self._seen = lag.ticks
-                self.limit = adaptive.update(lag.smoothed_s, self.in_flight, lag.utilization)
+                self.limit = adaptive.update(lag.smoothed_s, self.in_flight, lag.utilization, lag.busy_now)
             if self._shed_lag_s and lag.sustained() >= self._shed_lag_s:
                 self.refused["loop_lag"] += 1
                 return False

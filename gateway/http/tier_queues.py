@@ -136,8 +136,8 @@ class TierQueues:
             return cap
         if lag.ticks != state.seen:
             state.seen = lag.ticks
-            adaptive.update(lag.smoothed_s, state.in_flight, lag.utilization)
-        return min(cap, adaptive.limit)
+            adaptive.update(lag.smoothed_s, state.in_flight, lag.utilization, lag.busy_now)
+        return min(cap, adaptive.current)
 
     async def enter(self, tier: str, klass: str = "standard") -> Slot | None:
         """A slot of `tier` for a request the door let in: at once while the tier is under its share and

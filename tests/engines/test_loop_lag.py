@@ -49,6 +49,17 @@ def test_utilization_is_the_moving_average_of_the_loops_busy_share() -> None:
     assert lag.utilization == pytest.approx(before + 0.1 * (1 - before))
 
 
+def test_busy_now_is_the_busy_share_of_the_last_few_ticks() -> None:
+    clock = Clock()
+    lag = LoopLag(0.05, clock=clock)
+    for n in range(1, 60):
+        lag.tick(n * 0.05, n * 0.05, 0.5)
+    assert lag.busy_now == pytest.approx(0.5) and lag.utilization == pytest.approx(0.5, abs=0.01)
+    for n in range(60, 68):  # the loop fills: the short average sees it first
+        lag.tick(n * 0.05, n * 0.05, 1.0)
+    assert lag.busy_now > 0.97 and lag.utilization < 0.8
+
+
 async def test_the_running_lag_measures_how_busy_the_loop_is() -> None:
     lag = await started(LoopLag(0.02))
     try:

@@ -222,12 +222,30 @@ async def test_the_door_backs_off_on_a_busy_loop_that_keeps_its_timers_on_time()
     while True:  # every turn of the loop busy, none late
         ticks += 1
         lag.tick(clock.now, clock.now, 1.0)
-        if lag.utilization > 0.8:
+        if lag.busy_now >= 0.97:
             break
-        assert door.admit()  # not yet: it moves on the average, not on one tick
+        assert door.admit()  # not yet: it moves on averages, not on one tick
         door.leave()
-    assert ticks > 1
-    assert not door.admit() and door.limit < 50
+    assert ticks > 3 and lag.utilization < 0.8
+    # full for a few ticks, while the long average still climbs: held where it is, nothing more let in
+    assert not door.admit() and door.limit == 50
+    while lag.utilization <= 0.8:
+        lag.tick(clock.now, clock.now, 1.0)
+    assert not door.admit() and door.limit < 50  # then cut, the average past its target
+
+
+def test_a_full_loop_holds_the_limit_where_it_is_before_the_average_crosses() -> None:
+    limit = AdaptiveLimit(1000, target_s=0.05, target_utilization=0.9)
+    assert limit.update(0.0, 300, 0.7, busy_now=0.9) == 1000  # busy, with room: open
+    assert limit.update(0.0, 300, 0.3, busy_now=1.0) == 1000  # a burst on a loop mostly idle: open
+    assert limit.update(0.0, 300, 0.7, busy_now=0.98) == 300  # full while the average climbs: held
+    assert limit.update(0.0, 250, 0.75, busy_now=0.99) == 300  # a hold: it does not follow them down
+    assert limit.update(0.0, 250, 0.8, busy_now=0.9) == 1000  # room again: open as before
+    assert limit.update(0.0, 400, 0.85, busy_now=0.98) == 400  # full again: held anew
+    assert limit.update(0.0, 400, 0.95, busy_now=0.99) == 360  # the average past its target: cut
+    assert limit.update(0.0, 300, 0.85, busy_now=0.98) == 300  # later fills hold below the limit cut to
+    lag_alone = AdaptiveLimit(1000, target_s=0.05)  # target 1: utilization neither cuts nor holds
+    assert lag_alone.update(0.0, 300, 1.0, busy_now=1.0) == 1000
 
 
 async def test_the_door_moves_its_limit_once_per_tick_of_the_lag() -> None:

@@ -147,3 +147,29 @@ async def test_the_loops_lag_squeezes_the_queued_tier_before_the_doors_limit() -
     queues.release(second)  # 6 in flight: under the cap, the waiter goes in
     assert await waiter is not None
     assert queues.queued()["deliberate"].in_flight == 7 and (door.in_flight, door.held_elsewhere) == (3, 7)
+
+
+async def test_a_full_loop_holds_the_queued_tier_where_it_is() -> None:
+    class Clock:
+        now = 100.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    lag = LoopLag(0.05, clock=Clock())
+    door = Door(10)
+    queues = TierQueues(
+        door, {"deliberate": 0.8}, {"deliberate": 60.0}, lag=lag, target_lag_s=0.02, target_utilization=0.8
+    )
+    held = [await admitted(door, queues, "deliberate") for _ in range(5)]
+    assert all(held) and queues.cap("deliberate") == 8
+    while lag.busy_now < 0.97:  # every turn of the loop busy, none late: full, the long average still under
+        lag.tick(0.0, 0.0, 1.0)
+    assert lag.utilization < 0.8 * 0.9
+    assert queues.cap("deliberate") == 5  # held at the 5 in flight: a sixth waits
+    waiter = asyncio.create_task(admitted(door, queues, "deliberate"))
+    await waiting(queues, "deliberate", 1)
+    first = held[0]
+    assert first is not None
+    queues.release(first)  # one ends: its place goes to the waiter
+    assert await waiter is not None
