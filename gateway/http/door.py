@@ -39,7 +39,8 @@ class AdaptiveLimit:
     """AIMD on the loop's lag and utilization: each tick of the lag (`update`) moves the limit within
     [floor, ceiling]. Above `target_utilization` (the loop's busy share of the wall clock) the limit backs off
     as above `target_s` of lag: a loop busy nearly all the time keeps its timers nearly on time, but every
-    request waits its many long turns (1: lag alone)."""
+    request waits its many long turns (1: lag alone). And while the loop is full over its last few ticks,
+    before the long average sees it, the limit is held at what is in flight (`current`)."""
 
     __slots__ = ("_calm", "_held", "ceiling", "floor", "limit", "target_s", "target_utilization")
 
