@@ -118,16 +118,24 @@ async def test_the_share_follows_the_doors_limit() -> None:
     assert queues.cap("deliberate") == 1  # never none
 
 
-async def test_the_loops_lag_squeezes_the_queued_tier_before_the_doors_limit() -> None:
-    class Clock:
-        now = 100.0
-
-        def __call__(self) -> float:
-            return self.now
-
-    lag = LoopLag(0.05, clock=Clock())
+def watching(target_utilization: float = 1.0) -> tuple[LoopLag, Door, TierQueues]:
+    """A door of 10 and a deliberate share of 0.8 whose cap is also an AIMD limit on a loop's lag (ticked by
+    hand) and, below 1, its utilization."""
+    lag = LoopLag(0.05, clock=lambda: 100.0)
     door = Door(10)
-    queues = TierQueues(door, {"deliberate": 0.8}, {"deliberate": 60.0}, lag=lag, target_lag_s=0.02)
+    queues = TierQueues(
+        door,
+        {"deliberate": 0.8},
+        {"deliberate": 60.0},
+        lag=lag,
+        target_lag_s=0.02,
+        target_utilization=target_utilization,
+    )
+    return lag, door, queues
+
+
+async def test_the_loops_lag_squeezes_the_queued_tier_before_the_doors_limit() -> None:
+    lag, door, queues = watching()
     held = [await admitted(door, queues, "deliberate") for _ in range(8)]
     assert all(held) and queues.cap("deliberate") == 8
     lag.tick(0.0, 0.5)  # the loop half a second late: its moving average well past the target
@@ -150,17 +158,7 @@ async def test_the_loops_lag_squeezes_the_queued_tier_before_the_doors_limit() -
 
 
 async def test_a_full_loop_holds_the_queued_tier_where_it_is() -> None:
-    class Clock:
-        now = 100.0
-
-        def __call__(self) -> float:
-            return self.now
-
-    lag = LoopLag(0.05, clock=Clock())
-    door = Door(10)
-    queues = TierQueues(
-        door, {"deliberate": 0.8}, {"deliberate": 60.0}, lag=lag, target_lag_s=0.02, target_utilization=0.8
-    )
+    lag, door, queues = watching(target_utilization=0.8)
     held = [await admitted(door, queues, "deliberate") for _ in range(5)]
     assert all(held) and queues.cap("deliberate") == 8
     while lag.busy_now < 0.97:  # every turn of the loop busy, none late: full, the long average still under
