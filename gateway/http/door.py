@@ -61,8 +61,9 @@ class AdaptiveLimit:
         return self.limit if self._held is None else self._held
 
     def update(self, lag_s: float, in_flight: int, utilization: float = 0.0, busy_now: float = 0.0) -> int:
-        """The limit after a tick of lateness `lag_s` and `utilization` (moving averages) with `in_flight`
-        requests admitted; `busy_now`: the loop's busy share over the last few ticks."""
+        """What the door admits up to (`current`) after a tick of lateness `lag_s` and `utilization` (moving
+        averages) with `in_flight` requests admitted; `busy_now`: the loop's busy share over the last few
+        ticks."""
         if lag_s > self.target_s or utilization > self.target_utilization:
             self._held = None
             if self._calm > 0:
@@ -85,12 +86,11 @@ class AdaptiveLimit:
             # or the loop has room again; a hold, not a cut: it does not follow those in flight down
             if self._held is None:
                 self._held = max(self.floor, min(self.limit, in_flight))
-            return self._held
         else:
             self._held = None
             if in_flight >= self.limit - 1 and self.limit < self.ceiling:  # it binds: probe upwards
                 self.limit += 1
-        return self.limit
+        return self.current
 
 
 _BACKOFF = 0.9
