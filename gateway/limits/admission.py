@@ -21,6 +21,13 @@ class Reservation:
     tpm: int | None
 
 
+# each dimension's header names: limit, remaining, reset
+_NAMES = tuple(
+    tuple(f"x-ratelimit-{what}-{dimension}".encode() for what in ("limit", "remaining", "reset"))
+    for dimension in ("requests", "tokens")
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Admission:
     allowed: bool
@@ -32,13 +39,11 @@ class Admission:
     def headers(self) -> list[tuple[bytes, bytes]]:
         """OpenAI's x-ratelimit-* headers for the dimensions that exist, and retry-after(-ms) when refused."""
         present = [
-            (name, w) for name, w in (("requests", self.requests), ("tokens", self.tokens)) if w is not None
+            (names, w) for names, w in zip(_NAMES, (self.requests, self.tokens), strict=True) if w is not None
         ]
-        headers = [(f"x-ratelimit-limit-{name}".encode(), b"%d" % w.limit) for name, w in present]
-        headers += [(f"x-ratelimit-remaining-{name}".encode(), b"%d" % w.remaining) for name, w in present]
-        headers += [
-            (f"x-ratelimit-reset-{name}".encode(), format_duration(w.reset_s).encode()) for name, w in present
-        ]
+        headers = [(names[0], b"%d" % w.limit) for names, w in present]
+        headers += [(names[1], b"%d" % w.remaining) for names, w in present]
+        headers += [(names[2], format_duration(w.reset_s).encode()) for names, w in present]
         if not self.allowed and self.retry_after_s is not None:
             # round() first: a wait of whole ms comes back from seconds as e.g. 8571.000000000001
             ms = max(1, math.ceil(round(self.retry_after_s * 1000, 3)))
