@@ -12,8 +12,8 @@ worker processes' LedgerWriters, here four tasks over a pool of four connections
 
 Journal: `Journal.append` with fsync on, from 1, 16, 64 and 256 concurrent tasks for `--duration` seconds
 each, in a temporary directory on the same disk as the system's temp dir (use `--dir` for another): appends
-per second, fsyncs, rows per fsync (the group commit) and append latency percentiles. One row with fsync off
-shows what the disk costs.
+per second, fsyncs, rows per fsync (the group commit), the process's CPU per append and append latency
+percentiles. Two rows with fsync off (1 and 64 tasks) show what the disk costs.
 
 Pipeline: 64 tasks append for `--duration` seconds while a LedgerWriter drains into each database; the
 time from the last append until the ledger holds every row is the drain lag.
@@ -211,14 +211,20 @@ async def appends(
             latencies.append(time.perf_counter() - began)
             i += tasks
 
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     await asyncio.gather(*(client(offset) for offset in range(tasks)))
-    elapsed = time.perf_counter() - began
+    elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu_began
     await journal.aclose()
     p50, p99, worst = percentiles(latencies)
     syncs = journal.stats.batches
     detail = f"{tasks} concurrent, fsync {'on' if fsync else 'off'}"
-    extra = {"fsyncs": syncs if fsync else 0, "rows_per_commit": round(len(latencies) / max(syncs, 1), 1)}
+    extra = {
+        "fsyncs": syncs if fsync else 0,
+        "rows_per_commit": round(len(latencies) / max(syncs, 1), 1),
+        # the process's CPU, both of the journal's threads (the loop's and the writer's) and the kernel's
+        # work for them: a commit's hand-over from the loop to the writer and back is most of it at 1 task
+        "cpu_us_per_append": round(cpu / max(len(latencies), 1) * 1e6),
+    }
     return Result("journal append", "disk", detail, len(latencies), elapsed, p50, p99, worst, extra)
 
 
@@ -312,8 +318,9 @@ async def run(args: argparse.Namespace, scratch: Path) -> list[Result]:
         for tasks in CONCURRENCIES:
             timed = appends(journals / f"c{tasks}", rows, tasks, args.duration, fsync=True)
             results += await step(f"journal appends, {tasks} tasks", _listed(timed))
-        timed = appends(journals / "nosync", rows, 64, args.duration, fsync=False)
-        results += await step("journal appends, fsync off", _listed(timed))
+        for tasks in (1, 64):
+            timed = appends(journals / f"nosync{tasks}", rows, tasks, args.duration, fsync=False)
+            results += await step(f"journal appends, {tasks} tasks, fsync off", _listed(timed))
     finally:
         shutil.rmtree(journals, ignore_errors=True)
     return results
