@@ -4,9 +4,9 @@ A server (`off_loop`) hands its records to a thread of their own: the event loop
 (its message made, nothing formatted or written), and the thread formats every record queued so far and
 writes them in one write - a request's log line is neither formatted nor flushed on the hot path. The thread
 wakes at most every `BATCH_S` (50 ms): a busy server writes its lines in batches, one wake-up and one system
-call each, instead of handing the interpreter's lock to the thread and back for every line (which cost the
-production configuration about an eighth of its CPU per request; docs/benchmarks.md). A line reaches stderr
-at most `BATCH_S` after it was logged; what is queued when the process exits is written before it ends.
+call each, instead of waking the thread, on another CPU, for every line (a hand-over between threads costs
+about 0.1-0.2 ms of CPU on a small VM; docs/benchmarks.md). A line reaches stderr at most `BATCH_S` after it
+was logged; what is queued when the process exits is written before it ends.
 Each worker process of `tiergate serve --workers N` configures its own (`gateway.app.app_from_environment`).
 """
 
