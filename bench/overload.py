@@ -26,8 +26,9 @@ Reported per phase: the gateway's CPU and the machine's (cores' worth), statuses
 of accepted requests (p50, p99, and p99 of those sent after the phase's first 5 s), the time refusals took to
 answer (p99) and whether each carried retry-after; after all phases, the replicas ejected or marked unhealthy
 (the gateway's log), and the tenant's budget counter in Redis against the ledger. `--trace 0.25`: the
-door's requests in flight, limit, the loop's utilization and lag, and the refusals so far, four times a second
-through each phase (read from /metrics, so sparse: each read is a request the gateway answers). Writes
+door's requests in flight, limit, the loop's utilization and lag, the refusals so far and requests' mean own
+wait, four times a second through each phase (read from /metrics, so sparse: each read is a request the
+gateway answers). Writes
 bench/results/overload-<stamp>.json. See docs/benchmarks.md.
 """
 
@@ -233,6 +234,16 @@ def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _mean_wait_ms(before: dict[str, float], after: dict[str, float]) -> float | None:
+    """The mean of the phase's requests' own waits in the gateway (arrival to engine call, their tier's queue
+    aside: `tiergate_gateway_wait_seconds`); None on a tree that does not count them."""
+    count, total = "tiergate_gateway_wait_seconds_count", "tiergate_gateway_wait_seconds_sum"
+    if count not in after:
+        return None
+    waits = after[count] - before.get(count, 0.0)
+    return _ms((after[total] - before.get(total, 0.0)) / waits) if waits else None
+
+
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 1)
 
@@ -323,8 +334,8 @@ _TRACED = {
 @contextlib.contextmanager
 def _tracing(url: str, every_s: float, started: float) -> Iterator[list[list[float]]]:
     """The door as the phase goes: every `every_s` (0: not traced), [seconds into the phase, requests in
-    flight, limit, utilization, lag (ms), refusals so far]. Read from /metrics: each read is a request the
-    gateway answers, so keep it sparse."""
+    flight, limit, utilization, lag (ms), refusals so far, requests' mean own wait since the last read (ms)].
+    Read from /metrics: each read is a request the gateway answers, so keep it sparse."""
     rows: list[list[float]] = []
     if not every_s:
         yield rows
@@ -332,17 +343,20 @@ def _tracing(url: str, every_s: float, started: float) -> Iterator[list[list[flo
     stop = threading.Event()
 
     def sample() -> None:
+        last: dict[str, float] = {}
         while not stop.wait(every_s):
             try:
                 found = door_metrics(url)
             except httpx.HTTPError:
                 continue
-            row = [round(time.monotonic() - started, 2), 0.0, 0.0, 0.0, 0.0, 0.0]
+            row = [round(time.monotonic() - started, 2), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
             for name, value in found.items():
                 if name in _TRACED:
                     row[_TRACED[name]] = round(value * (1000 if "lag" in name else 1), 3)
                 elif name.startswith("tiergate_door_refusals_total"):
                     row[5] += value
+            row[6] = _mean_wait_ms(last, found) or 0.0
+            last = found
             rows.append(row)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -499,11 +513,13 @@ def main() -> int:
             print(f"phase {phase} ...", flush=True)
             started = time.monotonic()
             cpu, busy = procs.cpu_seconds(gateway.pid), procs.system_busy_seconds()
+            before = door_metrics(url)
             with _tracing(url, args.trace, started) as trace:
                 records = run_phase(url, secret, plans[phase], args.seconds, args.clients)
             wall = time.monotonic() - started
             results["phases"][phase] = {name: summary(recs) for name, recs in records.items()}
-            results["phases"][phase]["metrics"] = door_metrics(url)
+            results["phases"][phase]["metrics"] = after = door_metrics(url)
+            results["phases"][phase]["gateway_wait_mean_ms"] = _mean_wait_ms(before, after)
             results["phases"][phase]["cpu"] = {  # cores' worth, over the phase (client start-up included)
                 "gateway": round((procs.cpu_seconds(gateway.pid) - cpu) / wall, 2),
                 "machine": round((procs.system_busy_seconds() - busy) / wall, 2),
@@ -511,7 +527,7 @@ def main() -> int:
             print(f"  {time.monotonic() - started:.0f} s: {json.dumps(results['phases'][phase])}", flush=True)
             if trace:
                 results["phases"][phase]["trace"] = trace
-                print("  trace (s, in flight, limit, utilization, lag ms, refused):")
+                print("  trace (s, in flight, limit, utilization, lag ms, refused, mean wait ms since the last):")
                 for row in trace:
                     print("   ", *row)
             time.sleep(3)

@@ -11,7 +11,9 @@ down still fails), and says whether it expired for our lag rather than the depen
 Lag alone sees saturation late: a loop busy 90% of the time still runs its timers nearly on time, yet a
 request that needs ten turns of it waits ten of its long turns. So each tick also reads the loop thread's
 CPU time: `utilization` (moving average) is the share of the wall clock the loop spent working, the signal
-that rises before the lag does.
+that rises before the lag does. And what those turns cost a request is measured too: `waited(s)` is told each
+request's own wait (from its arrival to its engine call, less any time in its tier's queue), and `wait_s` is
+the moving average of the ticks' means: the gateway's own part of a time to first byte.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ _SMOOTHING = 0.25  # `smoothed`: each tick's weight in the moving average (a one
 _UTILIZATION_SMOOTHING = 0.1
 # `busy_now`: a short average (about three ticks) that sees a surge fill the loop before the long one does
 _BUSY_NOW_SMOOTHING = 0.35
+_WAIT_SMOOTHING = 0.1  # `wait_s`: each tick's mean wait's weight, about half a second's (a pause of the loop, a
+# collection of the garbage, makes one tick's requests all wait: that alone must not cut the limit)
 
 
 class LoopLag:
@@ -46,6 +50,8 @@ class LoopLag:
         "_expected",
         "_stalled",
         "_task",
+        "_wait_sum",
+        "_waits",
         "busy_now",
         "interval_s",
         "last_s",
@@ -55,6 +61,9 @@ class LoopLag:
         "smoothed_s",
         "ticks",
         "utilization",
+        "wait_s",
+        "waited_s",
+        "waits",
     )
 
     def __init__(
@@ -77,6 +86,11 @@ class LoopLag:
         self.smoothed_s = 0.0  # moving average of the ticks' lateness: sustained lag, what the door sheds on
         self.utilization = 0.0  # moving average of the loop's busy share of the wall clock between ticks
         self.busy_now = 0.0  # the same over the last few ticks
+        self.wait_s = 0.0  # moving average of requests' own waits (`waited`), a tick's mean at a time
+        self._wait_sum = 0.0  # the waits told since the last tick, and how many
+        self._waits = 0
+        self.waits = 0  # the waits told, and their seconds, up to the last tick (for metrics)
+        self.waited_s = 0.0
         self.ticks = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -87,9 +101,23 @@ class LoopLag:
         """The next tick is due at `at` (its lateness counts as lag from then on, even before it runs)."""
         self._expected = at
 
+    def waited(self, seconds: float) -> None:
+        """A request waited `seconds` of its own in this worker before its engine call (two additions: it is
+        on every request's path)."""
+        self._wait_sum += seconds
+        self._waits += 1
+
     def tick(self, expected: float, now: float, busy: float | None = None) -> None:
         """A tick due at `expected` ran at `now`; `busy`: the share of the wall clock since the previous tick
         the loop's thread spent on the CPU (0 to 1), when measured."""
+        if self._waits:
+            mean = self._wait_sum / self._waits
+            self.wait_s += _WAIT_SMOOTHING * (mean - self.wait_s)
+            self.waits += self._waits
+            self.waited_s += self._wait_sum
+            self._wait_sum, self._waits = 0.0, 0
+        else:  # no request reached its engine since the last tick: what was seen fades
+            self.wait_s *= _DECAY
         if busy is not None:
             busy = min(1.0, max(0.0, busy))
             self.utilization += _UTILIZATION_SMOOTHING * (busy - self.utilization)

@@ -184,6 +184,7 @@ class GatewayState:
             queues=queues,
             priority_pools=frozenset(name for name, pool in settings.pools.items() if pool.priority),
             tracing=tracing,
+            waits=lag,
         )
         collector = GatewayCollector(pools, bookkeeper)
         registry.register(collector)
@@ -309,6 +310,7 @@ def _door(settings: Settings, lag: LoopLag) -> Door:
             server.max_concurrent_requests,
             target_s=server.target_loop_lag_s,
             target_utilization=server.target_utilization,
+            target_wait_s=server.target_wait_s,
         )
     return Door(server.max_concurrent_requests, lag=lag, shed_lag_s=server.shed_loop_lag_s, adaptive=adaptive)
 

@@ -6,7 +6,7 @@ import httpx
 
 __all__ = ["door_metrics", "refusals"]
 
-_WATCHED = ("tiergate_door_", "tiergate_event_loop_", "tiergate_tier_")
+_WATCHED = ("tiergate_door_", "tiergate_event_loop_", "tiergate_tier_", "tiergate_gateway_wait_")
 
 
 def door_metrics(url: str) -> dict[str, float]:

@@ -9,8 +9,9 @@ reported by the pools).
 
 The limit is `server.max_concurrent_requests`, fixed (`server.concurrency: fixed`), or adaptive below it
 (`AdaptiveLimit`, the default): additive increase while the loop keeps up and the limit binds,
-multiplicative decrease when the loop lags past `server.target_loop_lag_s` or is busier than
-`server.target_utilization`, and a hold (nothing more let in) while the loop is full over its last few ticks
+multiplicative decrease when the loop lags past `server.target_loop_lag_s`, is busier than
+`server.target_utilization`, or makes requests wait longer than `server.target_wait_s` before their engine
+call (off by default), and a hold (nothing more let in) while the loop is full over its last few ticks
 before the long average sees it. The signal is the loop's lag,
 not requests' latency (Netflix's gradient, Envoy's adaptive concurrency): a gateway's latency is its
 engines', and an engine that is slow must not shrink the door, while the lag is the gateway's own
@@ -40,17 +41,36 @@ class AdaptiveLimit:
     [floor, ceiling]. Above `target_utilization` (the loop's busy share of the wall clock) the limit backs off
     as above `target_s` of lag: a loop busy nearly all the time keeps its timers nearly on time, but every
     request waits its many long turns (1: lag alone). And while the loop is full over its last few ticks,
-    before the long average sees it, the limit is held at what is in flight (`current`)."""
+    before the long average sees it, the limit is held at what is in flight (`current`). Above
+    `target_wait_s` of requests' own wait (arrival to engine call; 0: not watched) on a loop at least half
+    busy it backs off too, in proportion: the wait is what a time to first byte is made of, whatever the
+    machine's speed."""
 
-    __slots__ = ("_calm", "_held", "ceiling", "floor", "limit", "target_s", "target_utilization")
+    __slots__ = (
+        "_calm",
+        "_held",
+        "ceiling",
+        "floor",
+        "limit",
+        "target_s",
+        "target_utilization",
+        "target_wait_s",
+    )
 
     def __init__(
-        self, ceiling: int, *, target_s: float, floor: int = 8, target_utilization: float = 1.0
+        self,
+        ceiling: int,
+        *,
+        target_s: float,
+        floor: int = 8,
+        target_utilization: float = 1.0,
+        target_wait_s: float = 0.0,
     ) -> None:
         self.ceiling = ceiling
         self.floor = min(floor, ceiling)
         self.target_s = target_s
         self.target_utilization = target_utilization
+        self.target_wait_s = target_wait_s
         self.limit = ceiling  # a door that was never saturated lets in what the fixed one would
         self._calm = 0  # ticks to let pass before backing off again: a cut needs time to show in the lag
         self._held: int | None = None  # while the loop is full before the average crosses: what was in
@@ -60,20 +80,32 @@ class AdaptiveLimit:
         """What the door admits up to now: the limit, or less while a full loop holds it."""
         return self.limit if self._held is None else self._held
 
-    def update(self, lag_s: float, in_flight: int, utilization: float = 0.0, busy_now: float = 0.0) -> int:
-        """What the door admits up to (`current`) after a tick of lateness `lag_s` and `utilization` (moving
-        averages) with `in_flight` requests admitted; `busy_now`: the loop's busy share over the last few
-        ticks."""
-        if lag_s > self.target_s or utilization > self.target_utilization:
+    def update(
+        self,
+        lag_s: float,
+        in_flight: int,
+        utilization: float = 0.0,
+        busy_now: float = 0.0,
+        wait_s: float = 0.0,
+    ) -> int:
+        """What the door admits up to (`current`) after a tick of lateness `lag_s`, `utilization` and
+        requests' own `wait_s` (moving averages) with `in_flight` requests admitted; `busy_now`: the loop's
+        busy share over the last few ticks."""
+        # a wait counts while the loop is busy: on a loop mostly idle it is a dependency's (a slow Redis, a key
+        # store), which shedding would not shorten
+        waits = 0.0 < self.target_wait_s < wait_s and utilization > _WAIT_BUSY_FROM
+        if lag_s > self.target_s or utilization > self.target_utilization or waits:
             self._held = None
             if self._calm > 0:
                 self._calm -= 1
             else:
-                # to 90% of what is in flight, or in proportion where the loop is busier than that: a
-                # surge cut at once, not over several calm periods
+                # to 90% of what is in flight, or in proportion where the loop is busier (or requests wait
+                # longer) than that: a surge cut at once, not over several calm periods
                 factor = _BACKOFF
                 if utilization > self.target_utilization:
                     factor = min(_BACKOFF, max(_DEEPEST, self.target_utilization / utilization))
+                if waits:
+                    factor = min(factor, max(_DEEPEST, self.target_wait_s / wait_s))
                 self.limit = max(self.floor, min(self.limit, int(in_flight * factor)))
                 self._calm = _CALM_TICKS
         elif (
@@ -97,6 +129,7 @@ _BACKOFF = 0.9
 _FULL = 0.97  # a loop this busy over its last few ticks has no room for more
 _HOLD_FROM = 0.5  # ... and holds the door only once the long average is past half the target (not on a spike)
 _DEEPEST = 0.5  # the most one cut takes off
+_WAIT_BUSY_FROM = 0.5  # requests' waits cut the limit only while the loop is busier than this
 _CALM_TICKS = 10  # at most one cut per 10 ticks of the lag (half a second, or more while the loop lags)
 REASONS = ("limit", "loop_lag", "shortage")  # why the door refused (metrics)
 
@@ -150,7 +183,9 @@ class Door:
             adaptive = self._adaptive
             if adaptive is not None and lag.ticks != self._seen:
                 self._seen = lag.ticks
-                self.limit = adaptive.update(lag.smoothed_s, self.in_flight, lag.utilization, lag.busy_now)
+                self.limit = adaptive.update(
+                    lag.smoothed_s, self.in_flight, lag.utilization, lag.busy_now, lag.wait_s
+                )
             if self._shed_lag_s and lag.sustained() >= self._shed_lag_s:
                 self.refused["loop_lag"] += 1
                 return False

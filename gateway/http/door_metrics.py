@@ -40,6 +40,13 @@ class DoorCollector(Collector):
             "The share of the wall clock this worker's event loop spends working (moving average, 0 to 1)",
             value=lag.utilization,
         )
+        yield SummaryMetricFamily(
+            "tiergate_gateway_wait_seconds",
+            "How long requests waited in this worker from their arrival to their engine call, their tier's"
+            " queue aside (counted at the loop's ticks)",
+            count_value=lag.waits,
+            sum_value=lag.waited_s,
+        )
         yield GaugeMetricFamily(
             "tiergate_door_requests_in_flight",
             "Inference requests this worker admitted and serves now",

@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from engines import EnginePool, PooledStream
 from engines.affinity import affinity_key
+from engines.loop_lag import LoopLag
 from gateway.accounting.bookkeeper import Bookkeeper
 from gateway.accounting.exchange import MeterSink, Outcome
 from gateway.accounting.metrics import RequestMetrics
@@ -63,8 +64,10 @@ class InferenceProxy:
         priority_pools: frozenset[str] = frozenset(),
         tracing: Tracing | None = None,
         concurrency: Concurrency | None = None,
+        waits: LoopLag | None = None,
     ) -> None:
         self._queues = queues  # priority per tier
+        self._waits = waits  # told each request's own wait before its engine call (the door may aim at it)
         self._concurrency = concurrency if concurrency is not None else Concurrency()  # keys' in flight
         self._priority_pools = priority_pools  # pools told each request's priority
         self._accounts = Accounts(tuple(sinks), admitter, book, bookkeeper, metrics)
@@ -174,6 +177,7 @@ class InferenceProxy:
                     self._accounts.metrics.refused("concurrency", offer.tier.value)
                 raise concurrency_refusal(key.max_concurrent)
             request.scope[LEASE] = lease  # released by gateway.http.dispatch at the request's end
+        queued_s = 0.0
         if self._queues is not None:  # before any reservation: a request shed here has cost nothing
             try:
                 slot = await self._queues.enter(offer.tier.value, priority_class)
@@ -181,6 +185,7 @@ class InferenceProxy:
                 raise gateway_overloaded(exc.retry_after_s) from None
             if slot is not None:
                 request.scope[SLOT] = slot  # released by gateway.http.dispatch at the request's end
+                queued_s = slot.waited_s  # in its tier's queue: a wait by policy, not the loop's
         admission = hold = None
         if key is not None and estimate is not None:
             admission, hold = await self._accounts.admitter.admit_and_reserve(
@@ -209,6 +214,8 @@ class InferenceProxy:
             arrived=arrived,
             reasoning_budget=_reasoning_budget(data) if plan is None else None,
         )
+        if self._waits is not None:  # the gateway's own part of its time to first byte ends about here
+            self._waits.waited(time.monotonic() - arrived - queued_s)
         meter = Meter(admitted, self._accounts, pool, trace)
         if trace is not None:
             trace.resolved(checked.model, offer.public_id, offer.tier.value, offer.pool, request_id)

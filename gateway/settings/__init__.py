@@ -99,6 +99,11 @@ class ServerSettings(_Section):
     target_utilization: float = Field(
         0.9, gt=0, le=1, description="and above this busy share of the loop's time (1: lag alone)"
     )
+    target_wait_s: float = Field(
+        0.005,
+        ge=0,
+        description="and above this average wait of a request before its engine call (0: not watched)",
+    )
     shed_loop_lag_s: float = Field(
         0.5, ge=0, description="every request is refused above this lag (0: never)"
     )

@@ -60,6 +60,27 @@ def test_busy_now_is_the_busy_share_of_the_last_few_ticks() -> None:
     assert lag.busy_now > 0.97 and lag.utilization < 0.8
 
 
+def test_wait_is_the_moving_average_of_each_ticks_mean_wait() -> None:
+    clock = Clock()
+    lag = LoopLag(0.05, clock=clock)
+    for _ in range(3):
+        lag.waited(0.010)
+    lag.waited(0.030)  # this tick's mean: 15 ms
+    assert lag.wait_s == 0 and lag.waits == 0  # folded in at the tick, not on the request's path
+    lag.tick(0.05, 0.05)
+    assert lag.wait_s == pytest.approx(0.25 * 0.015)
+    assert lag.waits == 4 and lag.waited_s == pytest.approx(0.060)  # the totals, for metrics
+    for n in range(2, 40):  # every tick's requests wait 40 ms
+        lag.waited(0.040)
+        lag.tick(n * 0.05, n * 0.05)
+    assert lag.wait_s == pytest.approx(0.040, rel=0.01)
+    lag.tick(2.0, 2.0)  # no request reached an engine in this tick: what was seen fades
+    assert lag.wait_s == pytest.approx(0.020, rel=0.01)
+    for n in range(41, 60):
+        lag.tick(n * 0.05, n * 0.05)
+    assert lag.wait_s < 0.0001
+
+
 async def test_the_running_lag_measures_how_busy_the_loop_is() -> None:
     lag = await started(LoopLag(0.02))
     try:

@@ -213,6 +213,24 @@ def test_the_adaptive_limit_backs_off_when_the_loop_is_busier_than_its_target() 
     assert lag_alone.update(0.5, 100, 1.0) == 90  # the lag still does
 
 
+def test_the_adaptive_limit_backs_off_when_requests_wait_longer_than_its_target() -> None:
+    limit = AdaptiveLimit(1000, target_s=0.05, target_wait_s=0.02)
+    busy = 0.6  # the loop's utilization, under its target (1 here): only the waits cut
+    assert limit.update(0.0, 100, busy, wait_s=0.019) == 1000  # under the target: nothing to do
+    assert limit.update(0.0, 100, busy, wait_s=0.021) == 90  # a little over: 90% of those in flight
+    for _ in range(10):
+        limit.update(0.0, 90, busy, wait_s=0.04)
+    assert limit.update(0.0, 90, busy, wait_s=0.03) == 60  # far over: in proportion, 20 / 30 ms of them
+    for _ in range(10):
+        limit.update(0.0, 60, busy, wait_s=0.5)
+    assert limit.update(0.0, 60, busy, wait_s=0.5) == 30  # never more than half in one cut
+    assert limit.update(0.0, 30, busy, wait_s=0.01) == 31  # waits under the target again: it probes upwards
+    # requests that wait on a loop mostly idle wait for a dependency, not for the loop: no cut
+    assert limit.update(0.0, 31, 0.3, wait_s=0.5) == 32
+    unwatched = AdaptiveLimit(1000, target_s=0.05)  # target 0: waits never cut
+    assert unwatched.update(0.0, 100, busy, wait_s=5.0) == 1000
+
+
 async def test_the_door_backs_off_on_a_busy_loop_that_keeps_its_timers_on_time() -> None:
     clock = Clock()
     lag = LoopLag(0.05, clock=clock)

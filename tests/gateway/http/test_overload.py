@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -15,6 +16,7 @@ from engines.simulator import profile
 from gateway import create_app
 from tests.chat import MESSAGES
 from tests.conftest import FAST, StartEngine, gateway_settings, wait_ready
+from tests.prometheus import metric
 from tests.servers import serving
 
 
@@ -145,3 +147,42 @@ def test_deliberations_past_their_share_wait_then_are_shed_while_the_fast_tier_i
             "the slot given back at the stream's end",
         )
         assert client.chat.completions.create(model="qwen3-8b:deliberate", messages=MESSAGES).choices
+
+
+def test_a_requests_own_wait_is_measured_without_its_time_in_its_tiers_queue(
+    start_engine: StartEngine,
+) -> None:
+    # the deliberate tier's share of a limit of 4 is 1 slot, held by a stream of about 3 s
+    slow = start_engine(profile("fast", ttft_base_s=0.002, itl_s=0.05, output_tokens_range=(60, 60)))
+    server = {"max_concurrent_requests": 4, "tier_shares": {"deliberate": 0.25}}
+    app = create_app(gateway_settings([start_engine(FAST)], [slow], server=server))
+    with serving(app) as url:
+        wait_ready(url)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+        stream = client.chat.completions.create(model="qwen3-8b:deliberate", messages=MESSAGES, stream=True)
+        chunks = iter(stream)
+        next(chunks)  # the tier's one slot is taken until this stream ends
+        with ThreadPoolExecutor(1) as pool:
+            queued = pool.submit(
+                client.chat.completions.create, model="qwen3-8b:deliberate", messages=MESSAGES
+            )  # waits in the tier's queue for that slot
+            wait_for(
+                lambda: metric(scrape(url), "tiergate_tier_queue_length", tier="deliberate") == 1, "queued"
+            )
+            assert [choice.finish_reason for chunk in chunks for choice in chunk.choices][-1] is not None
+            assert queued.result(timeout=60).choices
+
+        def both_waits_counted() -> bool:
+            return metric(scrape(url), "tiergate_gateway_wait_seconds_count") == 2
+
+        wait_for(both_waits_counted, "both requests' waits counted at the loop's ticks")
+        text = scrape(url)
+        in_queue = metric(text, "tiergate_tier_queue_wait_seconds_sum", tier="deliberate")
+        assert in_queue > 0
+        # the seconds the second request spent in its tier's queue (most of the stream's 3 s) are not the
+        # gateway's own wait
+        assert metric(text, "tiergate_gateway_wait_seconds_sum") < in_queue
+
+
+def scrape(url: str) -> str:
+    return httpx.get(url + "/metrics").text
