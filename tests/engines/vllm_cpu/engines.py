@@ -119,6 +119,9 @@ def _command(python: str, model: Path, served: str, port: str, args: Sequence[st
         str(MAX_MODEL_LEN),
         "--dtype",
         "float32",
+        # no torch.compile: it is most of an engine's start on the CPU (114 s to healthy against 32 s
+        # eager, SmolLM2, measured), and these tests are about what crosses the wire, not the kernels
+        "--enforce-eager",
         *args,
     ]
 

@@ -19,7 +19,6 @@ import pytest
 from tests.engines.vllm_cpu.engines import (
     VLLM,
     EngineSpec,
-    make_model,
     serving_gateway,
     started,
     tiered_settings,
@@ -40,10 +39,11 @@ class Cascading:
 
 
 @pytest.fixture(scope="module")
-def cascading(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cascading]:
+def cascading(
+    vllm_python: str, smollm2_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cascading]:
     root = tmp_path_factory.mktemp("cascade")
-    model = make_model(vllm_python, "make_smollm2_model.py", root / "smollm2")
-    with started(vllm_python, model, root, [EngineSpec("plain")], served=MODEL) as (engine,):
+    with started(vllm_python, smollm2_model, root, [EngineSpec("plain")], served=MODEL) as (engine,):
         yield Cascading(engine, root, f"sqlite:///{root / 'ledger.sqlite3'}")
 
 

