@@ -527,7 +527,7 @@ def main() -> int:
             print(f"  {time.monotonic() - started:.0f} s: {json.dumps(results['phases'][phase])}", flush=True)
             if trace:
                 results["phases"][phase]["trace"] = trace
-                print("  trace (s, in flight, limit, utilization, lag ms, refused, mean wait ms since the last):")
+                print("  trace (s, in flight, limit, utilization, lag ms, refused, mean wait ms):")
                 for row in trace:
                     print("   ", *row)
             time.sleep(3)

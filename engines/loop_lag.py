@@ -34,8 +34,9 @@ _SMOOTHING = 0.25  # `smoothed`: each tick's weight in the moving average (a one
 _UTILIZATION_SMOOTHING = 0.1
 # `busy_now`: a short average (about three ticks) that sees a surge fill the loop before the long one does
 _BUSY_NOW_SMOOTHING = 0.35
-_WAIT_SMOOTHING = 0.1  # `wait_s`: each tick's mean wait's weight, about half a second's (a pause of the loop, a
-# collection of the garbage, makes one tick's requests all wait: that alone must not cut the limit)
+# `wait_s`: each tick's mean wait's weight, about half a second's (a pause of the loop, a collection of the
+# garbage, makes one tick's requests all wait: that alone must not cut the limit)
+_WAIT_SMOOTHING = 0.1
 
 
 class LoopLag:

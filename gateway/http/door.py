@@ -91,8 +91,8 @@ class AdaptiveLimit:
         """What the door admits up to (`current`) after a tick of lateness `lag_s`, `utilization` and
         requests' own `wait_s` (moving averages) with `in_flight` requests admitted; `busy_now`: the loop's
         busy share over the last few ticks."""
-        # a wait counts while the loop is busy: on a loop mostly idle it is a dependency's (a slow Redis, a key
-        # store), which shedding would not shorten
+        # a wait counts while the loop is busy: on a loop mostly idle it is a dependency's (a slow Redis, a
+        # key store), which shedding would not shorten
         waits = 0.0 < self.target_wait_s < wait_s and utilization > _WAIT_BUSY_FROM
         if lag_s > self.target_s or utilization > self.target_utilization or waits:
             self._held = None
