@@ -200,6 +200,15 @@ class Door:
         self.in_flight += 1
         return True
 
+    def turn_away(self) -> bool:
+        """Whether the door refuses one more request now (counted as `admit` counts it); one it would let in
+        is not let in here: the protocol asks as a request's headers arrive (gateway.http.connections), and
+        the app's `admit` lets it in."""
+        if self.admit():
+            self.in_flight -= 1
+            return False
+        return True
+
     @property
     def saturated(self) -> bool:
         """Whether the door refuses new requests now (for /readyz: a balancer steers away)."""

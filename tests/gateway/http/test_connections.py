@@ -10,17 +10,22 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import httpx
+import openai
 import orjson
 import pytest
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from engines.simulator import profile
 from gateway import create_app
 from gateway.http.connections import GatewayProtocol
+from tests.chat import MESSAGES
 from tests.conftest import FAST, StartEngine, gateway_settings, wait_ready
 from tests.processes import TIERGATE, free_port, wait_http
+from tests.prometheus import metric
 from tests.servers import serving
 
 CHAT = {"model": "qwen3-8b", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
@@ -175,3 +180,81 @@ def test_tiergate_serve_applies_the_deadlines(
     stalled = connect(f"http://127.0.0.1:{port}")
     stalled.sendall(HEAD)
     assert_timed_out(until_closed(stalled), "headers")
+
+
+class Counting:
+    """The gateway's app, counting the chat completions that reach it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.chats = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/chat/completions":
+            self.chats += 1
+        await self.app(scope, receive, send)
+
+
+def read_response(reader: BinaryIO) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """One response of a kept-alive connection: its status line, headers and body (by its content-length)."""
+    status = reader.readline().rstrip()
+    headers = {}
+    while line := reader.readline().rstrip():
+        name, _, value = line.partition(b": ")
+        headers[name.lower()] = value
+    return status, headers, reader.read(int(headers[b"content-length"]))
+
+
+def assert_turned_away(status: bytes, headers: dict[bytes, bytes], body: bytes) -> None:
+    assert status == b"HTTP/1.1 503 Service Unavailable", (status, body)
+    error = orjson.loads(body)["error"]
+    assert error["code"] == "gateway_overloaded" and error["type"] == "server_error", error
+    assert int(headers[b"retry-after"]) >= 1 and headers[b"content-type"] == b"application/json"
+    assert headers[b"x-tiergate-request-id"].startswith(b"req_") and b"connection" not in headers
+
+
+def test_a_shut_door_turns_a_request_away_as_its_headers_arrive(
+    start_engine: StartEngine, connect: Connect
+) -> None:
+    slow = start_engine(profile("fast", ttft_base_s=0.002, itl_s=0.05, output_tokens_range=(400, 400)))
+    server = {
+        "max_concurrent_requests": 1,
+        "concurrency": "fixed",
+        "header_timeout_s": 5,
+        "body_timeout_s": 5,
+    }
+    app = Counting(create_app(gateway_settings([slow], [slow], server=server)))
+    with serving(app, http=GatewayProtocol, timeout_keep_alive=300) as url:
+        wait_ready(url)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+        holding = client.chat.completions.create(model="qwen3-8b", messages=MESSAGES, stream=True)
+        try:
+            next(iter(holding))  # the door's one place is taken for about 20 s
+            body = orjson.dumps(CHAT)
+            request = HEAD + b"content-length: %d\r\n" % len(body)
+            sock = connect(url)
+            reader = sock.makefile("rb")
+            sock.sendall(request + b"x-request-id: mine-1\r\n\r\n")  # its headers, and no body yet
+            status, headers, answer = read_response(reader)
+            assert_turned_away(status, headers, answer)
+            assert headers[b"x-request-id"] == b"mine-1"  # the client's own id, as the app would return it
+            # its body, dropped; then another request and a probe in one write (pipelined), on the same
+            # connection: both answered in order
+            sock.sendall(body + request + b"\r\n" + body + b"GET /healthz HTTP/1.1\r\nhost: gateway\r\n\r\n")
+            assert_turned_away(*read_response(reader))
+            status, _, answer = read_response(reader)
+            assert status == b"HTTP/1.1 200 OK" and orjson.loads(answer)["status"] == "ok", answer
+            assert app.chats == 1  # neither refusal reached the app: only the stream that holds the door
+            # a request that closes its connection is the app's to refuse (and the connection then closes)
+            closing = connect(url)
+            closing.sendall(request + b"connection: close\r\n\r\n" + body)
+            head, _, answer = until_closed(closing).partition(b"\r\n\r\n")
+            assert (
+                head.startswith(b"HTTP/1.1 503")
+                and orjson.loads(answer)["error"]["code"] == "gateway_overloaded"
+            )
+            assert app.chats == 2
+            refused = metric(httpx.get(url + "/metrics").text, "tiergate_door_refusals_total", reason="limit")
+            assert refused == 3  # each refusal counted once, wherever it was answered
+        finally:
+            holding.close()
