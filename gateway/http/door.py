@@ -10,12 +10,13 @@ reported by the pools).
 The limit is `server.max_concurrent_requests`, fixed (`server.concurrency: fixed`), or adaptive below it
 (`AdaptiveLimit`, the default): additive increase while the loop keeps up and the limit binds,
 multiplicative decrease when the loop lags past `server.target_loop_lag_s`, is busier than
-`server.target_utilization`, or makes requests wait longer than `server.target_wait_s` before their engine
-call (off by default), and a hold (nothing more let in) while the loop is full over its last few ticks
-before the long average sees it. The signal is the loop's lag,
-not requests' latency (Netflix's gradient, Envoy's adaptive concurrency): a gateway's latency is its
-engines', and an engine that is slow must not shrink the door, while the lag is the gateway's own
-saturation and nothing else. A refusal costs a set lookup, a few integer operations and a clock read.
+`server.target_utilization`, or makes requests wait longer than `server.target_wait_s` (5 ms) before their
+engine call, and a hold (nothing more let in) while the loop is full over its last few ticks before the long
+average sees it. The signals are the loop's own, not requests' latency (Netflix's gradient, Envoy's adaptive
+concurrency): a gateway's latency is its engines', and an engine that is slow must not shrink the door, while
+the lag, the loop's busy share and a request's wait before its engine call are the gateway's own saturation
+and nothing else. A refusal costs a set lookup, a few integer operations and a clock read; the protocol asks
+the door as a request's headers arrive (`turn_away`, gateway.http.connections) and answers a refusal there.
 
 A request of a queued tier that takes its tier's slot (gateway.http.tier_queues) is handed over: it counts
 against its tier's cap from then on, not the limit, so deliberations in flight never fill the door the fast
