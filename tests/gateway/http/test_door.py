@@ -252,6 +252,23 @@ async def test_the_door_backs_off_on_a_busy_loop_that_keeps_its_timers_on_time()
     assert not door.admit() and door.limit < 50  # then cut, the average past its target
 
 
+async def test_the_door_backs_off_when_requests_wait_on_a_busy_loop_only() -> None:
+    clock = Clock()
+    lag = LoopLag(0.05, clock=clock)
+    door = Door(100, clock=clock, lag=lag, adaptive=AdaptiveLimit(100, target_s=0.05, target_wait_s=0.005))
+    assert all(door.admit() for _ in range(50))
+    for _ in range(40):  # requests wait 20 ms before their engine call, on a loop mostly idle: a dependency's
+        lag.waited(0.020)
+        lag.tick(clock.now, clock.now, 0.3)
+    assert lag.wait_s > 0.005 and door.admit() and door.limit == 100  # no cut: shedding would not help
+    door.leave()
+    while lag.utilization <= 0.5:  # the same waits on a loop 60% busy: the loop's own
+        lag.waited(0.020)
+        lag.tick(clock.now, clock.now, 0.6)
+        assert lag.smoothed_s == 0  # no lag, and busy under its utilization target (1: not watched)
+    assert not door.admit() and door.limit == 25  # in proportion (5 / 20 ms), at most half in one cut
+
+
 def test_a_full_loop_holds_the_limit_where_it_is_before_the_average_crosses() -> None:
     limit = AdaptiveLimit(1000, target_s=0.05, target_utilization=0.9)
     assert limit.update(0.0, 300, 0.7, busy_now=0.9) == 1000  # busy, with room: open
