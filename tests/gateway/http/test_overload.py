@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import errno
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionChunk
 
 from engines import EngineTransport
 from engines.simulator import profile
@@ -113,23 +116,30 @@ def test_over_the_concurrency_limit_the_excess_gets_503_while_the_admitted_strea
         assert client.chat.completions.create(model="qwen3-8b", messages=MESSAGES).choices
 
 
-def test_deliberations_past_their_share_wait_then_are_shed_while_the_fast_tier_is_served(
-    start_engine: StartEngine,
-) -> None:
-    # a deliberation streams for about 5 s; the deliberate tier's share of a limit of 4 is 1 slot
-    slow = start_engine(profile("fast", ttft_base_s=0.002, itl_s=0.05, output_tokens_range=(100, 100)))
-    server = {
-        "max_concurrent_requests": 4,
-        "tier_shares": {"deliberate": 0.25},
-        "max_queue_wait_s": {"deliberate": 0.2},
-    }
-    app = create_app(gateway_settings([start_engine(FAST)], [slow], server=server))
+@contextmanager
+def one_deliberate_slot_held(
+    start_engine: StartEngine, tokens: int, **server: Any
+) -> Iterator[tuple[str, openai.OpenAI, Iterator[ChatCompletionChunk]]]:
+    """A gateway whose deliberate tier has one slot (its share of a limit of 4), taken by a deliberation that
+    streams `tokens` tokens 0.05 s apart: its URL, a client, and the rest of that stream."""
+    slow = start_engine(profile("fast", ttft_base_s=0.002, itl_s=0.05, output_tokens_range=(tokens, tokens)))
+    limits = {"max_concurrent_requests": 4, "tier_shares": {"deliberate": 0.25}, **server}
+    app = create_app(gateway_settings([start_engine(FAST)], [slow], server=limits))
     with serving(app) as url:
         wait_ready(url)
         client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
         stream = client.chat.completions.create(model="qwen3-8b:deliberate", messages=MESSAGES, stream=True)
         chunks = iter(stream)
         next(chunks)  # the deliberate tier's one slot is taken until this stream ends
+        yield url, client, chunks
+
+
+def test_deliberations_past_their_share_wait_then_are_shed_while_the_fast_tier_is_served(
+    start_engine: StartEngine,
+) -> None:
+    # the deliberation holding the slot streams for about 5 s
+    held = one_deliberate_slot_held(start_engine, 100, max_queue_wait_s={"deliberate": 0.2})
+    with held as (url, client, chunks):
         with pytest.raises(openai.InternalServerError) as shed:  # waited its deadline, then shed
             client.chat.completions.create(model="qwen3-8b:deliberate", messages=MESSAGES)
         assert shed.value.status_code == 503 and shed.value.code == "gateway_overloaded"
@@ -152,16 +162,7 @@ def test_deliberations_past_their_share_wait_then_are_shed_while_the_fast_tier_i
 def test_a_requests_own_wait_is_measured_without_its_time_in_its_tiers_queue(
     start_engine: StartEngine,
 ) -> None:
-    # the deliberate tier's share of a limit of 4 is 1 slot, held by a stream of about 3 s
-    slow = start_engine(profile("fast", ttft_base_s=0.002, itl_s=0.05, output_tokens_range=(60, 60)))
-    server = {"max_concurrent_requests": 4, "tier_shares": {"deliberate": 0.25}}
-    app = create_app(gateway_settings([start_engine(FAST)], [slow], server=server))
-    with serving(app) as url:
-        wait_ready(url)
-        client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
-        stream = client.chat.completions.create(model="qwen3-8b:deliberate", messages=MESSAGES, stream=True)
-        chunks = iter(stream)
-        next(chunks)  # the tier's one slot is taken until this stream ends
+    with one_deliberate_slot_held(start_engine, 60) as (url, client, chunks):  # held for about 3 s
         with ThreadPoolExecutor(1) as pool:
             queued = pool.submit(
                 client.chat.completions.create, model="qwen3-8b:deliberate", messages=MESSAGES
