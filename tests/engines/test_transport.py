@@ -49,7 +49,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         for index in range(10):
             await send({"type": "http.response.body", "body": b"%d;" % index, "more_body": True})
             await asyncio.sleep(0.02)
-        await asyncio.sleep(60)
+        async with asyncio.timeout(60):  # silence until the client leaves (a server that outlives it would
+            await receive()  # hold its shutdown), at most a minute
     elif path == "/burst":  # 1,000 chunks of the chunked encoding, back to back
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for index in range(1000):
