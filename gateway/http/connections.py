@@ -28,6 +28,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from gateway.http.endpoints import CHAT, COMPLETIONS, RESPONSES_PATH
 from gateway.http.errors import GatewayError, gateway_overloaded
 from gateway.http.request_id import assign_request_id
 
@@ -40,7 +41,7 @@ __all__ = ["DOOR_PATHS", "GatewayProtocol", "raise_open_file_limit"]
 
 # the raw request targets of the inference routes (gateway.routes.direct_routes), all POST, that the door
 # governs; a target spelled otherwise (a query, an escape, a root path) goes to the app, whose door decides
-DOOR_PATHS = frozenset((b"/v1/chat/completions", b"/v1/completions", b"/v1/responses"))
+DOOR_PATHS = frozenset(path.encode() for path in (CHAT.path, COMPLETIONS.path, RESPONSES_PATH))
 
 
 class GatewayProtocol(HttpToolsProtocol):
@@ -166,20 +167,7 @@ class GatewayProtocol(HttpToolsProtocol):
 
 def _refusal(default_headers: list[tuple[bytes, bytes]], id_headers: list[tuple[bytes, bytes]]) -> bytes:
     """The door's 503 `gateway_overloaded`, as the app answers it (gateway.http.dispatch), kept alive."""
-    error = gateway_overloaded()
-    body = orjson.dumps(error.envelope())
-    lines = [b"HTTP/1.1 503 Service Unavailable\r\n"]
-    for name, value in (
-        *default_headers,
-        *((name.encode(), value.encode()) for name, value in error.headers.items()),
-        (b"content-type", b"application/json"),
-        (b"content-length", b"%d" % len(body)),
-        *id_headers,
-    ):
-        lines.append(b"%s: %s\r\n" % (name, value))
-    lines.append(b"\r\n")
-    lines.append(body)
-    return b"".join(lines)
+    return _written(503, b"Service Unavailable", gateway_overloaded(), [*default_headers, *id_headers])
 
 
 def _timed_out(part: str, seconds: float) -> bytes:
@@ -191,13 +179,22 @@ def _timed_out(part: str, seconds: float) -> bytes:
 
 def _closing(status: int, reason: bytes, error: GatewayError) -> bytes:
     """A whole response, written by the protocol itself (no app, no request id), before it closes."""
+    return _written(status, reason, error, [(b"connection", b"close")])
+
+
+def _written(status: int, reason: bytes, error: GatewayError, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """`error` as a whole response the protocol writes itself: its envelope, its own headers (`retry-after`,
+    say) and `headers`."""
     body = orjson.dumps(error.envelope())
-    head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % (
-        status,
-        reason,
-        len(body),
-    )
-    return head + b"connection: close\r\n\r\n" + body
+    lines = [
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        % (status, reason, len(body))
+    ]
+    lines.extend(b"%s: %s\r\n" % (name.encode(), value.encode()) for name, value in error.headers.items())
+    lines.extend(b"%s: %s\r\n" % (name, value) for name, value in headers)
+    lines.append(b"\r\n")
+    lines.append(body)
+    return b"".join(lines)
 
 
 def raise_open_file_limit() -> tuple[int, int]:
