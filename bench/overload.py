@@ -66,6 +66,9 @@ SHORT_CHUNKS = 32
 BACKOFF_S = 0.2
 STAGGER_S = 2.0
 SETTLED_S = 5.0  # a phase's requests sent after this are also reported apart (the surge of its start is over)
+# the key's limits in each tier: real (every request passes the limiter, in Redis), far above what one worker
+# can reach (a few hundred requests a second; a 1,000-token stream reserves about 10^3 tokens)
+LIMITS = {"rpm": 100_000_000, "tpm": 10_000_000_000}
 
 
 def serve_simulator(port: int, itl_s: float) -> None:
@@ -284,7 +287,8 @@ async def setup_key(url: str, token: str) -> str:
         (await client.post("/admin/tenants", json={"id": TENANT})).raise_for_status()
         budget = await client.put(f"/admin/tenants/{TENANT}/budgets/daily", json={"limit": "100000.00"})
         budget.raise_for_status()
-        body = {"tenant": TENANT, "name": "bench", "tiers": ["fast", "deliberate"], "limits": {}}
+        tiers = ["fast", "deliberate"]
+        body = {"tenant": TENANT, "name": "bench", "tiers": tiers, "limits": dict.fromkeys(tiers, LIMITS)}
         key = await client.post("/admin/keys", json=body)
         key.raise_for_status()
         return str(key.json()["secret"])

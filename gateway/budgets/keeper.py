@@ -77,6 +77,8 @@ class LedgerSpend(Protocol):
 
 
 class BudgetKeeper(Protocol):
+    remote: bool  # True when its calls go over the network (as RateLimiter.remote)
+
     async def reserve(
         self, tenant: str, budgets: Sequence[Budget], amount: Micros, at: float
     ) -> BudgetHold | BudgetRefusal:

@@ -28,6 +28,8 @@ class LocalBudgets:
     """Counters in dicts. Decisions never await once a budget's earlier spending is loaded, so each reserve
     and settle is atomic on the event loop without a lock."""
 
+    remote = False
+
     def __init__(self, ledger_spend: LedgerSpend, *, clock: Callable[[], float] = time.time) -> None:
         self._ledger_spend = ledger_spend
         self._clock = clock

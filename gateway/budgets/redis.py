@@ -83,6 +83,8 @@ class RedisBudgets:
     touches them all. `failures` counts the Redis calls that failed (reservations, statuses, settlements),
     for metrics."""
 
+    remote = True
+
     def __init__(
         self,
         url: str,
@@ -113,6 +115,7 @@ class RedisBudgets:
         self._pending: dict[tuple[str, str], _Pending] = {}  # (tenant, counter) -> its settlements
         self._flusher = SoonFlush(settle_delay_s, self.flush)
         self._process = uuid.uuid4().hex[:12]  # names this process's marks
+        self._holds = itertools.count(1)  # hold ids: the process's name and a number, unique everywhere
         self._numbers = itertools.count(1)  # of batches: one flush at a time, so each counter sees them rise
         self._flushing = asyncio.Lock()
         self._unanswered: tuple[int, dict[tuple[str, str], _Pending]] | None = None  # a batch, its number
@@ -149,7 +152,7 @@ class RedisBudgets:
             _check_micros("a budget's limit", budget.limit)
             if budget.scope == "tenant" and budget.subject != tenant:
                 raise ValueError(f"a request of tenant {tenant!r} has no budget of another: {budget!r}")
-        hold_id = uuid.uuid4().hex
+        hold_id = f"{self._process}-{next(self._holds)}"
         if not budgets:
             return BudgetHold(hold_id, tenant, (), amount)
         windows = [self._calendar.window(budget.period, at) for budget in budgets]

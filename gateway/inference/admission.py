@@ -10,6 +10,7 @@ was generated; budgets reserve the request's worst-case cost and settle to its r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -193,28 +194,79 @@ class Admitter:
     async def admit_and_reserve(
         self, key: ApiKey, offer: Offer, estimate: TokenEstimate, at: float
     ) -> tuple[Admission | None, BudgetHold | None]:
-        """The rate limits' admission, then the budgets' reservation; a refusal of the second gives the
-        first's tokens back (landed before the refusal is answered) before it is raised."""
+        """The rate limits' admission and the budgets' reservation. A refusal by either gives back what the
+        other granted (landed before the refusal is answered) before it is raised, and one by the limits
+        wins, as OpenAI orders them. Both in Redis, they run side by side: their two scripts leave at once,
+        one round trip's wait instead of two: fewer turns of a busy loop to wait through."""
+        amount = self._worst_case(key, offer, estimate, at)
+        if amount is not None and self._remote and _limited(key, offer):
+            return await self._side_by_side(key, offer, estimate.total, amount, at)
         admission = await self.admit(key, offer, estimate.total)
         try:
-            hold = await self.reserve(key, offer, estimate, at)
+            hold = None if amount is None else self._held(await self._verdict(key, amount, at), offer)
         except BaseException as exc:
-            if admission is not None and admission.reservation is not None:
-                refund = self.settle(admission.reservation, 0)
-                if refund is not None and isinstance(exc, Exception):  # (not when being cancelled)
-                    await refund
+            await self._give_back_tokens(admission, exc)
             raise
         return admission, hold
+
+    async def _side_by_side(
+        self, key: ApiKey, offer: Offer, tokens: int, amount: int, at: float
+    ) -> tuple[Admission | None, BudgetHold | None]:
+        reserving = asyncio.ensure_future(self._verdict(key, amount, at))
+        try:
+            admission = await self.admit(key, offer, tokens)
+        except BaseException as exc:
+            if isinstance(exc, Exception):  # refused: the hold released before the refusal is answered
+                await self._release(key, at, reserving)
+            else:  # cancelled: released as soon as the reservation's answer comes
+                reserving.add_done_callback(lambda done: self._release_now(key, at, done))
+            raise
+        try:
+            hold = self._held(await reserving, offer)
+        except BaseException as exc:
+            await self._give_back_tokens(admission, exc)
+            raise
+        return admission, hold
+
+    async def _give_back_tokens(self, admission: Admission | None, exc: BaseException) -> None:
+        """The tokens an admission reserved, released when the request goes no further."""
+        if admission is not None and admission.reservation is not None:
+            refund = self.settle(admission.reservation, 0)
+            if refund is not None and isinstance(exc, Exception):  # (not when being cancelled)
+                await refund
+
+    async def _release(
+        self, key: ApiKey, at: float, reserving: asyncio.Future[BudgetHold | BudgetRefusal]
+    ) -> None:
+        try:
+            verdict = await reserving
+        except Exception:  # the budgets' own failure: nothing is held, and the limits' refusal is the answer
+            return
+        if isinstance(verdict, BudgetHold):
+            released = self.spent(key, at, 0, verdict)
+            if released is not None:
+                await released
+
+    def _release_now(self, key: ApiKey, at: float, done: asyncio.Future[BudgetHold | BudgetRefusal]) -> None:
+        if (
+            not done.cancelled()
+            and done.exception() is None
+            and isinstance(hold := done.result(), BudgetHold)
+        ):
+            self.spent(key, at, 0, hold)  # sent with the next batch of settlements, awaited by nobody
 
     def settle(self, reservation: Reservation, used_tokens: int) -> Awaitable[None] | None:
         """Settle a token reservation to what was really used (0 releases it); what to await for it to
         have landed (None: it has)."""
         return self._limiter.settle(reservation, used_tokens)
 
-    async def reserve(
-        self, key: ApiKey, offer: Offer, estimate: TokenEstimate, at: float
-    ) -> BudgetHold | None:
-        """Reserve the request's worst-case cost in every budget of its key and tenant, or refuse it."""
+    @property
+    def _remote(self) -> bool:
+        return self._limiter.remote and self._budgets is not None and self._budgets.remote
+
+    def _worst_case(self, key: ApiKey, offer: Offer, estimate: TokenEstimate, at: float) -> int | None:
+        """What the request reserves of its budgets: its worst-case cost; None when it has none to reserve
+        (no budget, no price book, or before the book's first version: rating will not charge it either)."""
         if not key.budgets or self._budgets is None or self._book is None:
             return None
         try:
@@ -228,13 +280,17 @@ class Admitter:
                 estimate.n,
                 key.priority_class,
             )
-        except NotPriced:  # before the book's first version: rating will not charge it either
+        except NotPriced:
             return None
         # no budget is above MAX_MICROS, so a larger worst case is refused as surely at MAX_MICROS + 1, which
         # every store (Redis' Lua doubles, SQL integers) keeps exactly
-        amount = min(amount, MAX_MICROS + 1)
+        return min(amount, MAX_MICROS + 1)
+
+    async def _verdict(self, key: ApiKey, amount: int, at: float) -> BudgetHold | BudgetRefusal:
+        """The budgets' answer to a reservation of `amount` in every budget of the key and its tenant."""
+        assert self._budgets is not None  # (_worst_case said there is an amount to reserve)
         try:
-            verdict = await self._budgets.reserve(key.tenant_id, key.budgets, amount, at)
+            return await self._budgets.reserve(key.tenant_id, key.budgets, amount, at)
         except BudgetUnavailable:  # RedisLink has logged the outage (once per 10 s)
             raise _unavailable("Budgets", "budget_unavailable") from None
         except DatabaseUnavailable:  # the ledger, read to seed a budget's counter (the outage is logged)
@@ -242,9 +298,13 @@ class Admitter:
         except DatabaseError:
             log.exception("budgets cannot be checked")
             raise _unavailable("Budgets", "budget_unavailable") from None
+
+    def _held(self, verdict: BudgetHold | BudgetRefusal, offer: Offer) -> BudgetHold:
+        """The hold, or the refusal raised (and counted)."""
         if isinstance(verdict, BudgetRefusal):
             if self._metrics is not None:
                 self._metrics.refused("budget", offer.tier.value)
+            assert self._book is not None
             raise _over_budget(verdict, self._book.currency)
         return verdict
 
@@ -280,6 +340,12 @@ _AUTH_MESSAGES = {
     "revoked": "This API key has been revoked.",
     "expired": "This API key has expired.",
 }
+
+
+def _limited(key: ApiKey, offer: Offer) -> bool:
+    """Whether the key's limits in the offer's tier ask anything of the limiter."""
+    quota = key.quotas.get(offer.tier.value)
+    return quota is not None and not quota.unlimited
 
 
 def _presented_key(headers: Headers) -> str | None:

@@ -16,6 +16,10 @@ class LimiterUnavailable(Exception):
 
 
 class RateLimiter(Protocol):
+    # True when its calls go over the network (Redis): admission then asks it and the budgets side by side,
+    # one round trip's wait for both (gateway.inference.admission); an in-process limiter never awaits
+    remote: bool
+
     async def admit(self, subject: str, tier: str, quota: Quota, tokens: int) -> Admission:
         """Admit one request estimated at `tokens` (prompt estimate + max output tokens), or refuse it.
 

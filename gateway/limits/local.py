@@ -30,6 +30,8 @@ class LocalLimiter:
     a sweep once a minute drops those nobody read since, so memory follows the keys active in the last
     minute rather than every key ever seen."""
 
+    remote = False
+
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock  # seconds
         self._buckets: dict[tuple[str, str, str], _Bucket] = {}

@@ -28,6 +28,8 @@ class RedisLimiter:
     The braces are a Redis Cluster hash tag: one script touches both keys of a request, so they must
     share a slot. `failures` counts the Redis calls that failed (admits and settles), for metrics."""
 
+    remote = True
+
     def __init__(
         self,
         url: str,

@@ -30,6 +30,7 @@ from tests.conftest import (
     wait_ready,
 )
 from tests.gateway.keys.test_http import ADMIN, admin, keyed_gateway, new_key
+from tests.prometheus import metric, scrape
 from tests.servers import serving
 
 MESSAGES = user("Tell me about budgets.")
@@ -333,3 +334,61 @@ def test_a_premium_tenants_reservation_is_raised_by_the_class_rule(
         bounds[tenant] = int(found.group(1).replace(".", ""))
     # the same request's worst case, times the demo book's 1.2, rounded up
     assert bounds["gold"] == bounds["acme"] + -(-bounds["acme"] * 200_000 // 1_000_000)
+
+
+def test_a_refusal_by_the_limits_or_the_budgets_gives_back_what_the_other_granted(
+    database_url: str,
+    shared: dict[str, Any],
+    fast_engine: str,
+    start_gateway: StartGateway,
+    tmp_path: Path,
+) -> None:
+    """Limits and budgets together (in Redis both are asked at once, in one round trip): a request the
+    limits refuse holds nothing of the budgets once refused, one the budgets refuse nothing of its tokens,
+    and when both refuse, the limits' refusal is the answer and the only refusal counted."""
+    tpm = 2000  # refills 33 tokens a second: a reservation not given back shows for the next ten seconds
+    gateway = keyed_gateway(start_gateway, fast_engine, tmp_path, database_url, **shared)
+    key = new_key(gateway, limits={"fast": {"rpm": 2, "tpm": tpm}})
+    assert admin(gateway, "PUT", "/tenants/acme/budgets/daily", json={"limit": "5"}).status_code == 200
+    client = openai.OpenAI(base_url=gateway.v1, api_key=key["secret"], max_retries=0)
+
+    def ask() -> Any:
+        return client.chat.completions.with_raw_response.create(
+            model="qwen3-8b", messages=MESSAGES, max_tokens=MAX_TOKENS
+        )
+
+    def refusals(reason: str) -> float:
+        return metric(scrape(gateway.url), "tiergate_refusals_total", reason=reason, tier="fast")
+
+    with client:
+        answered = [ask(), ask()]
+        with pytest.raises(openai.RateLimitError) as limited:  # the minute's two requests are spent
+            ask()
+        assert limited.value.code == "rate_limit_exceeded"
+        # read as soon as the refusal is answered, not waited for: the budget's hold is already released
+        daily = budgets_of(gateway, "acme")[("tenant", "daily")]
+        assert daily["reserved_micros"] == 0, daily
+        assert refusals("budget") == 0 and refusals("rate_limit") == 1
+
+        admin(gateway, "PUT", "/tenants/acme/budgets/daily", json={"limit": "0"})
+        with pytest.raises(openai.RateLimitError) as both:  # over both: the limits answer
+            ask()
+        assert both.value.code == "rate_limit_exceeded"
+        assert refusals("budget") == 0 and refusals("rate_limit") == 2
+
+        admin(gateway, "PATCH", f"/keys/{key['id']}", json={"limits": {"fast": {"tpm": tpm}}})
+        with pytest.raises(openai.RateLimitError) as broke:  # within its limits, over its budget
+            ask()
+        assert broke.value.code == "insufficient_quota"
+        assert refusals("budget") == 1 and refusals("rate_limit") == 2
+
+        admin(gateway, "PUT", "/tenants/acme/budgets/daily", json={"limit": "5"})
+        after = ask()
+    # The first request found the bucket empty: what it saw left is the limit less its reservation (all
+    # these requests reserve alike). The last one's left is that, less what the two answered ones really
+    # used, plus the refill since: the budget's refusal gave its tokens back.
+    reserved = tpm - int(answered[0].headers["x-ratelimit-remaining-tokens"])
+    used = sum(
+        reply.parse().usage.prompt_tokens + reply.parse().usage.completion_tokens for reply in answered
+    )
+    assert int(after.headers["x-ratelimit-remaining-tokens"]) >= tpm - reserved - used, after.headers

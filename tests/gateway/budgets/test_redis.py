@@ -141,12 +141,13 @@ async def test_a_full_budget_refuses_and_the_refusal_changes_nothing(
     keeper = make()
     hold = hold_of(await keeper.reserve("acme", [budget], 500, AT))
     assert hold.counters == ("tenant:acme:daily:2030-11-28",)
-    assert hold.tenant == "acme" and hold.amount == 500 and len(hold.id) == 32
+    assert hold.tenant == "acme" and hold.amount == 500 and hold.id and ":" not in hold.id
     before = await snapshot(raw, redis_prefix)
     refusal = refusal_of(await keeper.reserve("acme", [budget], 201, AT))
     assert refusal == BudgetRefusal(budget, window_of("daily", AT), 200, 201)
     assert await snapshot(raw, redis_prefix) == before
-    hold_of(await keeper.reserve("acme", [budget], 200, AT))  # exactly full is allowed
+    last = hold_of(await keeper.reserve("acme", [budget], 200, AT))  # exactly full is allowed
+    assert last.id != hold.id
     [status] = await keeper.status("acme", [budget], AT)
     assert (status.spent, status.reserved, status.remaining) == (300, 700, 0)
     assert keeper.failures == 0
