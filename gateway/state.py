@@ -120,12 +120,19 @@ class GatewayState:
                 "it, with no rate limits. Use this for local development only."
             )
         redis = settings.redis
+        door = _door(settings, lag)
+
+        def others_in_flight() -> bool:  # settlements then gather for theirs (redis.settle_gather_s)
+            return door.in_flight > 1
+
         limiter: RateLimiter = (
             RedisLimiter(
                 redis.url,
                 prefix=redis.prefix,
                 fail_open=redis.failure_mode == "open",
                 timeout_s=redis.timeout_s,
+                settle_delay_s=redis.settle_gather_s,
+                gather=others_in_flight,
                 lag=lag,
             )
             if redis.url
@@ -143,6 +150,8 @@ class GatewayState:
                     fail_open=redis.failure_mode == "open",
                     timeout_s=redis.timeout_s,
                     hold_ttl_s=hold_ttl_s,
+                    settle_delay_s=redis.settle_gather_s,
+                    gather=others_in_flight,
                     lag=lag,
                 )
                 if redis.url
@@ -156,7 +165,6 @@ class GatewayState:
         http = EngineHTTP.create(
             transport, connections_per_origin=max(512, settings.server.max_concurrent_requests)
         )
-        door = _door(settings, lag)
         server = settings.server
         queues = TierQueues(
             door,

@@ -26,7 +26,7 @@ import itertools
 import logging
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.commands.core import AsyncScript
@@ -95,6 +95,7 @@ class RedisBudgets:
         timeout_s: float = 0.25,
         hold_ttl_s: float = 900.0,
         settle_delay_s: float = 0.0,
+        gather: Callable[[], bool] | None = None,
         max_connections: int = 512,
         lag: LoopLag | None = None,
     ) -> None:
@@ -111,9 +112,10 @@ class RedisBudgets:
         # then that found no counter was answered before the seed, and needs no second ledger query
         self._landed: dict[str, float] = {}
         # Settlements go out together, one pipeline per batch, the charges to one counter summed, as soon as
-        # the loop is free (settle_delay_s later, when set); each request awaits its own (see RedisLimiter).
+        # the loop is free (settle_delay_s later, when set, and `gather` says so); each request awaits its own
+        # (see RedisLimiter).
         self._pending: dict[tuple[str, str], _Pending] = {}  # (tenant, counter) -> its settlements
-        self._flusher = SoonFlush(settle_delay_s, self.flush)
+        self._flusher = SoonFlush(settle_delay_s, self.flush, only_if=gather)
         self._process = uuid.uuid4().hex[:12]  # names this process's marks
         self._holds = itertools.count(1)  # hold ids: the process's name and a number, unique everywhere
         self._numbers = itertools.count(1)  # of batches: one flush at a time, so each counter sees them rise

@@ -170,12 +170,21 @@ class RedisLink:
 
 class SoonFlush:
     """Runs `flush` once, `delay_s` after the first `kick()` since the last run (0: as soon as the loop is
-    free): settlements of many requests go out together, in one pipeline. `kick()` returns a future done when
-    that run has ended (whether Redis answered or not), for a request that must see its own settlement land
-    before its response ends. `stop()` cancels a pending run (the owner flushes itself after)."""
+    free): settlements of many requests go out together, in one pipeline. With `only_if`, the run waits
+    `delay_s` only when it says so as the run starts, and goes at once otherwise. `kick()` returns a future
+    done when that run has ended (whether Redis answered or not), for a request that must see its own
+    settlement land before its response ends. `stop()` cancels a pending run (the owner flushes itself
+    after)."""
 
-    def __init__(self, delay_s: float, flush: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        delay_s: float,
+        flush: Callable[[], Awaitable[None]],
+        *,
+        only_if: Callable[[], bool] | None = None,
+    ) -> None:
         self._delay_s = delay_s
+        self._only_if = only_if
         self._flush = flush
         self._task: asyncio.Task[None] | None = None
         self._ran: asyncio.Future[None] | None = None
@@ -200,7 +209,7 @@ class SoonFlush:
     async def _soon(self, ran: asyncio.Future[None]) -> None:
         try:
             try:
-                if self._delay_s > 0:
+                if self._delay_s > 0 and (self._only_if is None or self._only_if()):
                     await asyncio.sleep(self._delay_s)
             finally:
                 self._task = self._ran = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from engines.loop_lag import LoopLag
 from gateway.database.redis_link import UNAVAILABLE, RedisLink, SoonFlush
@@ -39,13 +40,15 @@ class RedisLimiter:
         timeout_s: float = 0.25,
         max_connections: int = 512,
         settle_delay_s: float = 0.0,
+        gather: Callable[[], bool] | None = None,
         lag: LoopLag | None = None,
     ) -> None:
         # Settlements go out together, one pipeline per batch, the deltas of one bucket summed: a round trip
         # per request for them cost as much gateway CPU as the admit. A batch leaves as soon as the loop is
-        # free (settle_delay_s later, when set), and each request awaits its own before its response ends.
+        # free (settle_delay_s later, when set: with `gather`, only while it says other requests may settle
+        # meanwhile), and each request awaits its own before its response ends.
         self._pending: dict[tuple[str, str], tuple[int, int]] = {}  # (subject, tier) -> (tpm, summed delta)
-        self._flusher = SoonFlush(settle_delay_s, self.flush)
+        self._flusher = SoonFlush(settle_delay_s, self.flush, only_if=gather)
         self._prefix = prefix
         self._fail_open = fail_open
         self._link = RedisLink(

@@ -149,6 +149,9 @@ class RedisSettings(_Section):
     prefix: str = "tiergate:"
     failure_mode: Literal["open", "closed"] = "open"  # Redis down: skip limits (open) or refuse, 503 (closed)
     timeout_s: float = Field(0.25, gt=0)
+    # while other requests are in flight, a request's settlements (limits, budgets) wait up to this long for
+    # theirs, to go out in one pipeline (0: each as soon as the loop is free); a request alone never waits
+    settle_gather_s: float = Field(0.002, ge=0, le=1)
 
 
 class PricingSettings(_Section):
