@@ -25,7 +25,7 @@ from gateway.database import DatabaseError, DatabaseUnavailable
 from gateway.http.schemas import InferenceRequest
 from gateway.inference.catalog import Offer
 from gateway.keys import ApiKey, Authenticator, AuthError
-from gateway.limits import Admission, LimiterUnavailable, RateLimiter, Reservation
+from gateway.limits import Admission, LimiterUnavailable, Quota, RateLimiter, Reservation
 from gateway.refusals import Refusal
 from pricing import MAX_MICROS, NotPriced, PriceBook, format_micros, worst_case
 
@@ -123,6 +123,8 @@ class Admitter:
         # budgets are money: without a price book there is nothing to count them in
         self._budgets = budgets if book is not None else None
         self._book = book
+        # both over the network: asked side by side (admit_and_reserve)
+        self._remote = limiter.remote and self._budgets is not None and self._budgets.remote
 
     @property
     def enabled(self) -> bool:
@@ -159,8 +161,8 @@ class Admitter:
             )
 
     async def admit(self, key: ApiKey, offer: Offer, tokens: int) -> Admission | None:
-        quota = key.quotas.get(offer.tier.value)
-        if quota is None or quota.unlimited:
+        quota = _limits(key, offer)
+        if quota is None:
             return None
         if quota.tpm is not None and tokens > quota.tpm:  # no wait would let it in: say so, never clamp
             if self._metrics is not None:
@@ -199,7 +201,7 @@ class Admitter:
         wins, as OpenAI orders them. Both in Redis, they run side by side: their two scripts leave at once,
         one round trip's wait instead of two: fewer turns of a busy loop to wait through."""
         amount = self._worst_case(key, offer, estimate, at)
-        if amount is not None and self._remote and _limited(key, offer):
+        if amount is not None and self._remote and _limits(key, offer) is not None:
             return await self._side_by_side(key, offer, estimate.total, amount, at)
         admission = await self.admit(key, offer, estimate.total)
         try:
@@ -217,9 +219,12 @@ class Admitter:
             admission = await self.admit(key, offer, tokens)
         except BaseException as exc:
             if isinstance(exc, Exception):  # refused: the hold released before the refusal is answered
-                await self._release(key, at, reserving)
-            else:  # cancelled: released as soon as the reservation's answer comes
-                reserving.add_done_callback(lambda done: self._release_now(key, at, done))
+                await asyncio.wait([reserving])
+                released = self._release(key, at, reserving)
+                if released is not None:
+                    await released
+            else:  # cancelled: released as soon as the reservation's answer comes, awaited by nobody
+                reserving.add_done_callback(lambda done: self._release(key, at, done))
             raise
         try:
             hold = self._held(await reserving, offer)
@@ -235,34 +240,20 @@ class Admitter:
             if refund is not None and isinstance(exc, Exception):  # (not when being cancelled)
                 await refund
 
-    async def _release(
-        self, key: ApiKey, at: float, reserving: asyncio.Future[BudgetHold | BudgetRefusal]
-    ) -> None:
-        try:
-            verdict = await reserving
-        except Exception:  # the budgets' own failure: nothing is held, and the limits' refusal is the answer
-            return
-        if isinstance(verdict, BudgetHold):
-            released = self.spent(key, at, 0, verdict)
-            if released is not None:
-                await released
-
-    def _release_now(self, key: ApiKey, at: float, done: asyncio.Future[BudgetHold | BudgetRefusal]) -> None:
-        if (
-            not done.cancelled()
-            and done.exception() is None
-            and isinstance(hold := done.result(), BudgetHold)
-        ):
-            self.spent(key, at, 0, hold)  # sent with the next batch of settlements, awaited by nobody
+    def _release(
+        self, key: ApiKey, at: float, done: asyncio.Future[BudgetHold | BudgetRefusal]
+    ) -> Awaitable[None] | None:
+        """The hold a finished reservation got, released (what to await for it to have landed); nothing
+        when it got none: refused, or failed (the budgets' own failure holds nothing)."""
+        if done.cancelled() or done.exception() is not None:
+            return None
+        verdict = done.result()
+        return self.spent(key, at, 0, verdict) if isinstance(verdict, BudgetHold) else None
 
     def settle(self, reservation: Reservation, used_tokens: int) -> Awaitable[None] | None:
         """Settle a token reservation to what was really used (0 releases it); what to await for it to
         have landed (None: it has)."""
         return self._limiter.settle(reservation, used_tokens)
-
-    @property
-    def _remote(self) -> bool:
-        return self._limiter.remote and self._budgets is not None and self._budgets.remote
 
     def _worst_case(self, key: ApiKey, offer: Offer, estimate: TokenEstimate, at: float) -> int | None:
         """What the request reserves of its budgets: its worst-case cost; None when it has none to reserve
@@ -342,10 +333,10 @@ _AUTH_MESSAGES = {
 }
 
 
-def _limited(key: ApiKey, offer: Offer) -> bool:
-    """Whether the key's limits in the offer's tier ask anything of the limiter."""
+def _limits(key: ApiKey, offer: Offer) -> Quota | None:
+    """The key's limits in the offer's tier; None when they ask nothing of the limiter."""
     quota = key.quotas.get(offer.tier.value)
-    return quota is not None and not quota.unlimited
+    return None if quota is None or quota.unlimited else quota
 
 
 def _presented_key(headers: Headers) -> str | None:
