@@ -48,6 +48,7 @@ from tests.gateway.deliberation.test_http import depth_of, extra, ledger_row
 MODEL = "smollm2"  # vLLM's served name and the gateway's public id, in both tiers
 FLOOR = 24
 CAP = 12  # "low": a cap the first call always reaches, so the gateway stops it and has it answer
+SAMPLE_CAP = 24  # "high": each of its samples capped by the gateway, so each its own call
 DELIBERATION = {
     "reasoning": "prompted",
     "engine_caps_thinking": False,  # no reasoning parser: vLLM refuses thinking_token_budget
@@ -57,7 +58,7 @@ DELIBERATION = {
         # a floor this model reaches only when sent back to think on (budget forcing)
         "xhigh": {"floor": 64, "cap": 200, "samples": 1, "max_extensions": 2},
         # self-consistency: capped by the gateway, each sample its own call
-        "high": {"floor": 0, "cap": 24, "samples": 3, "max_extensions": 0},
+        "high": {"floor": 0, "cap": SAMPLE_CAP, "samples": 3, "max_extensions": 0},
         # no cap and no bound: the three samples in one call (n=3)
         "minimal": {"floor": 0, "samples": 3, "max_extensions": 0},
     },
@@ -349,8 +350,9 @@ def test_self_consistency_reconciles(served: Served, effort: str) -> None:
         )
         done.request_ids.append(gateway_id)
     assert depth_of(answer.usage)["samples"] == 3
-    # high: each sample its own call, closed at the cap (24); minimal: one call of n=3 that ends
-    check(done, answer.usage, unbilled=past_cuts(3, bound["max_tokens"], 24) if effort == "high" else 0)
+    # high: each sample its own call, closed at its cap; minimal: one call of n=3 that ends
+    unbilled = past_cuts(3, bound["max_tokens"], SAMPLE_CAP) if effort == "high" else 0
+    check(done, answer.usage, unbilled=unbilled)
 
 
 def test_a_disconnect_mid_deliberation_reconciles(served: Served) -> None:
