@@ -123,7 +123,7 @@ class GatewayState:
         door = _door(settings, lag)
 
         def others_in_flight() -> bool:  # settlements then gather for theirs (redis.settle_gather_s)
-            return door.in_flight > 1
+            return door.occupied > 1  # deliberations in their tier's slot too
 
         limiter: RateLimiter = (
             RedisLimiter(

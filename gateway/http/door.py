@@ -190,7 +190,7 @@ class Door:
             if self._shed_lag_s and lag.sustained() >= self._shed_lag_s:
                 self.refused["loop_lag"] += 1
                 return False
-        if self.in_flight >= self.limit or self.in_flight + self.held_elsewhere >= self.ceiling:
+        if self.in_flight >= self.limit or self.occupied >= self.ceiling:
             self.refused["limit"] += 1
             return False
         if self._shut_until:  # the clock is read only while shut
@@ -217,7 +217,12 @@ class Door:
             return True
         if self._shed_lag_s and self._lag is not None and self._lag.sustained() >= self._shed_lag_s:
             return True
-        return self.in_flight >= self.limit or self.in_flight + self.held_elsewhere >= self.ceiling
+        return self.in_flight >= self.limit or self.occupied >= self.ceiling
+
+    @property
+    def occupied(self) -> int:
+        """Every inference request this worker holds: those the limit governs, those in their tier's slot."""
+        return self.in_flight + self.held_elsewhere
 
     def leave(self) -> None:
         self.in_flight -= 1

@@ -118,6 +118,15 @@ async def test_a_stream_counts_until_its_last_byte() -> None:
         assert door.in_flight == 0
 
 
+def test_a_request_in_its_tiers_slot_still_occupies_the_worker() -> None:
+    door = Door(10)
+    assert door.admit() and door.admit()
+    door.hand_over()  # a deliberation takes its tier's slot: out of the limit's count, not out of the worker
+    assert (door.in_flight, door.occupied) == (1, 2)
+    door.leave()
+    assert door.occupied == 1
+
+
 async def test_a_shortage_shuts_the_door_for_a_moment() -> None:
     clock = Clock()
     door, app = Door(10, clock=clock), Gated()
