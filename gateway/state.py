@@ -88,6 +88,14 @@ class GatewayState:
         catalog = Catalog(settings.models, settings.tiers.reasoning_effort, settings.tiers.auto)
         book = price_book(settings, catalog)
         lag = LoopLag()
+        door = _door(settings, lag)
+
+        def others_in_flight() -> bool:  # settlements then gather for theirs (redis.settle_gather_s)
+            return door.occupied > 1  # deliberations in their tier's slot too
+
+        def alone() -> bool:  # a lone request's ledger row is written on the loop (pricing.journal)
+            return door.occupied <= 1
+
         if settings.auth.mode == "keys" or settings.auth.admin_tokens or book is not None:
             database = await open_database(
                 settings.database.url,
@@ -99,7 +107,7 @@ class GatewayState:
         if book is not None:
             assert database is not None
             bookkeeper = await Bookkeeper.open(
-                database, settings.ledger.journal_dir, fsync=settings.ledger.fsync
+                database, settings.ledger.journal_dir, fsync=settings.ledger.fsync, alone=alone
             )
         if settings.auth.mode == "keys" or settings.auth.admin_tokens:
             assert database is not None
@@ -120,10 +128,6 @@ class GatewayState:
                 "it, with no rate limits. Use this for local development only."
             )
         redis = settings.redis
-        door = _door(settings, lag)
-
-        def others_in_flight() -> bool:  # settlements then gather for theirs (redis.settle_gather_s)
-            return door.occupied > 1  # deliberations in their tier's slot too
 
         limiter: RateLimiter = (
             RedisLimiter(

@@ -2,8 +2,15 @@
 
 `append` returns once the row is written and fsync'ed. Appends are group-committed: whatever rows arrive
 while one batch is being written and synced go out together in the next, with one write and one fsync, on a
-thread of the journal's own, so the event loop never waits on the disk and a thousand concurrent requests
-cost a handful of fsyncs, not a thousand. Each row costs its caller at most two fsyncs of latency.
+thread of the journal's own, so the event loop does not wait on the disk while others are served, and a
+thousand concurrent requests cost a handful of fsyncs, not a thousand. Each row costs its caller at most two
+fsyncs of latency.
+
+A row whose request is alone (the `alone` callable says so) is written and synced on the loop itself, when
+the disk's recent writes took under `INLINE_WRITE_S`: nobody else is waiting on the loop then, and the two
+hand-overs to the journal's thread and back cost more than the sync (as PostgreSQL's `commit_siblings`
+groups commits only when other transactions are in flight). A disk that slows down sends rows back to the
+thread at once, and its writes there say when it is quick again.
 
 Rows are drained into the ledger by `pricing.journal_drain.LedgerWriter`, which reads them (`read`) and
 records how far it got (`advance`). The rows made durable since the last `advance` are kept in memory, up to
@@ -27,7 +34,9 @@ import itertools
 import os
 import secrets
 import socket
+import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +71,9 @@ __all__ = [
 
 DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
 MEMORY_ROWS = 4096  # durable rows kept in memory for the ledger writer (about 1 KB each), at most
+# a lone row is written on the loop while the disk's writes (with their sync) take under this, on average
+INLINE_WRITE_S = 0.001
+_WRITE_TIME_WEIGHT = 0.25  # the newest write's weight in that average
 _Queued = tuple[bytes, LedgerRow | None, "asyncio.Future[None]"]  # a line to write, its row, its waiter
 
 
@@ -77,6 +89,7 @@ class JournalClosed(JournalError):
 class JournalStats:
     appends: int = 0
     batches: int = 0  # group commits: one write (and, with fsync on, one fsync) each
+    on_loop: int = 0  # of those, the lone rows written on the event loop
     bytes: int = 0
     failures: int = 0  # batches the disk refused
 
@@ -88,8 +101,15 @@ def _sync(fd: int) -> None:
 
 class Journal:
     def __init__(
-        self, directory: Path, *, fsync: bool = True, segment_bytes: int = DEFAULT_SEGMENT_BYTES
+        self,
+        directory: Path,
+        *,
+        fsync: bool = True,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        alone: Callable[[], bool] | None = None,
     ) -> None:
+        """`alone`: True while the appending request is the only one in flight (its row may then be written
+        on the loop, see the module's doc); None: every row goes through the journal's thread."""
         if segment_bytes < 1:
             raise ValueError(f"segment_bytes must be positive, not {segment_bytes}")
         self.directory = directory
@@ -116,6 +136,7 @@ class Journal:
         self._flusher: asyncio.Task[None] | None = None
         self._failed = False
         self._closed = False
+        self._alone = alone
 
     @classmethod
     def in_root(
@@ -125,11 +146,12 @@ class Journal:
         name: str | None = None,
         fsync: bool = True,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        alone: Callable[[], bool] | None = None,
     ) -> Journal:
         """A journal of this process's own under `root`, by default freshly named: host, pid and a random
         part, so that a restarted process never mistakes a predecessor's directory for its own."""
         name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-        return cls(root / name, fsync=fsync, segment_bytes=segment_bytes)
+        return cls(root / name, fsync=fsync, segment_bytes=segment_bytes, alone=alone)
 
     def __repr__(self) -> str:
         return f"Journal({str(self.directory)!r})"
@@ -206,6 +228,17 @@ class Journal:
     async def _enqueue(self, line: bytes, row: LedgerRow | None) -> None:
         if self._closed and line:
             raise JournalClosed(f"{self!r} is closed")
+        if (
+            self._flusher is None  # the thread is idle (nothing queued or being written): the segment is ours
+            and line
+            and self._alone is not None
+            and not self._failed  # a write cut short may still run on the thread: it keeps the segment
+            and (took := self._segment.write_s) is not None
+            and took < INLINE_WRITE_S
+            and self._alone()
+        ):
+            self._write_now(line, row)
+            return
         waiter = asyncio.get_running_loop().create_future()
         self._queue.append((line, row, waiter))
         if self._flusher is None:
@@ -225,14 +258,9 @@ class Journal:
                         self._committed = await loop.run_in_executor(
                             self._executor, self._segment.write, data
                         )
-                        self.stats.batches += 1
-                        self.stats.bytes += len(data)
-                        self._keep(begin, batch)
+                        self._written(begin, data, [(line, row) for line, row, _ in batch])
                 except BaseException as exc:  # cancelled too: the waiters must not wait forever
-                    self._failed = True
-                    self._forget()  # the segment's tail is unknown: from here on rows are read from disk
-                    self.stats.failures += 1
-                    error = JournalError(f"{self!r}: rows not durable: {exc!r}")
+                    error = self._failure(exc)
                     for _, _, waiter in batch:
                         if not waiter.done():
                             waiter.set_exception(error)
@@ -245,7 +273,28 @@ class Journal:
         finally:
             self._flusher = None
 
-    def _keep(self, begin: Position, batch: list[_Queued]) -> None:
+    def _write_now(self, line: bytes, row: LedgerRow | None) -> None:
+        """One row, written and synced on the calling thread (the journal's thread is idle)."""
+        begin = self._committed
+        try:
+            self._committed = self._segment.write(line)
+        except OSError as exc:
+            raise self._failure(exc) from exc
+        self._written(begin, line, [(line, row)])
+        self.stats.on_loop += 1
+
+    def _written(self, begin: Position, data: bytes, lines: list[tuple[bytes, LedgerRow | None]]) -> None:
+        self.stats.batches += 1
+        self.stats.bytes += len(data)
+        self._keep(begin, lines)
+
+    def _failure(self, exc: BaseException) -> JournalError:
+        self._failed = True
+        self._forget()  # the segment's tail is unknown: from here on rows are read from disk
+        self.stats.failures += 1
+        return JournalError(f"{self!r}: rows not durable: {exc!r}")
+
+    def _keep(self, begin: Position, batch: list[tuple[bytes, LedgerRow | None]]) -> None:
         """Keep the rows of a batch just written at `begin` (ending at `_committed`), while memory serves."""
         if self._kept_from is None:
             return
@@ -253,7 +302,7 @@ class Journal:
             self._forget()  # the ledger is far behind: it reads from disk until it catches up
             return
         offset = begin.offset
-        for line, row, _ in batch:
+        for line, row in batch:
             if row is not None:
                 offset += len(line)
                 self._kept.append((Position(begin.segment, offset), row))
@@ -266,7 +315,8 @@ class Journal:
 
 
 class _SegmentWriter:
-    """The segment being appended to. Used only from the journal's one thread."""
+    """The segment being appended to. Used by one thread at a time: the journal's, or the loop's while the
+    journal's is idle."""
 
     def __init__(self, directory: Path, first: int, *, fsync: bool, segment_bytes: int) -> None:
         self._directory = directory
@@ -275,8 +325,11 @@ class _SegmentWriter:
         self._number = first
         self._offset = 0
         self._fd: int | None = None
+        # seconds a write (with its sync) has taken lately, a moving average; None before the first
+        self.write_s: float | None = None
 
     def write(self, data: bytes) -> Position:
+        started = time.perf_counter()
         try:
             fd = self._fd if self._fd is not None else self._open()
             view = memoryview(data)
@@ -285,10 +338,14 @@ class _SegmentWriter:
             if self._fsync:
                 _sync(fd)
         except OSError:
+            self.write_s = None  # a disk in trouble: nothing on the loop until a write succeeds again
             # after a failed write or fsync the file's tail is unknown (Linux may even drop the dirty pages):
             # never append after it again; a segment that failed to open is skipped the same way
             self._seal()
             raise
+        took = time.perf_counter() - started
+        last = self.write_s
+        self.write_s = took if last is None else last + (took - last) * _WRITE_TIME_WEIGHT
         self._offset += len(data)
         if self._offset >= self._segment_bytes:
             self._seal()

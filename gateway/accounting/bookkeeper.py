@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -44,7 +45,16 @@ class Bookkeeper:
         self._writer = writer
 
     @classmethod
-    async def open(cls, database: Database, journal_root: Path, *, fsync: bool = True) -> Bookkeeper:
+    async def open(
+        cls,
+        database: Database,
+        journal_root: Path,
+        *,
+        fsync: bool = True,
+        alone: Callable[[], bool] | None = None,
+    ) -> Bookkeeper:
+        """`alone`: True while the recording request is the only one the worker holds (its row is then
+        written on the loop when the disk is quick: `pricing.journal`)."""
         await database.migrate(
             "ledger",
             [
@@ -53,7 +63,7 @@ class Bookkeeper:
             ],
         )
         ledger = Ledger(database)
-        journal = Journal.in_root(journal_root, fsync=fsync)
+        journal = Journal.in_root(journal_root, fsync=fsync, alone=alone)
         return cls(ledger, journal, LedgerWriter(journal, ledger, max_retry_s=_DRAIN_RETRY_S))
 
     def start(self) -> None:

@@ -297,6 +297,15 @@ class GatewayCollector(Collector):
         )
         backlog.add_metric([], max(0, journal.appends - writer.own))
         yield backlog
+        commits = CounterMetricFamily(
+            "tiergate_journal_commits",
+            "Journal writes with their sync: on the journal's thread (a group commit) or, for a lone"
+            " request's row, on the event loop",
+            labels=["thread"],
+        )
+        commits.add_metric(["journal"], journal.batches - journal.on_loop)
+        commits.add_metric(["loop"], journal.on_loop)
+        yield commits
         writes = SummaryMetricFamily(
             "tiergate_ledger_write_seconds", "Time of each batch written to the ledger"
         )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from pricing.journal_format import CorruptLine, decode_line, encode_line
 from tests.pricing.factories import make_book, make_row
 
 BOOK = make_book()
+REAL_SYNC = pricing.journal._sync
 
 
 def row(request_id: str) -> LedgerRow:
@@ -177,6 +180,96 @@ async def test_a_failed_sync_fails_its_rows_and_the_journal_goes_on_in_a_new_seg
     assert {"before", "after"} <= set(ledger.rows) <= {"before", "failed", "after"}
     await journal.aclose()
     assert (tmp_path / "j").exists()  # a journal that failed a write is kept for a human to look at
+
+
+# -- a lone request's row, written on the loop ------------------------------------------------------------
+def record_sync_threads(monkeypatch: pytest.MonkeyPatch, delay_s: float = 0.0) -> list[int]:
+    """The thread of every sync from now on (each waits `delay_s` first: a slow disk)."""
+    threads: list[int] = []
+
+    def recorded(fd: int) -> None:
+        threads.append(threading.get_ident())
+        time.sleep(delay_s)
+        REAL_SYNC(fd)
+
+    monkeypatch.setattr(pricing.journal, "_sync", recorded)
+    return threads
+
+
+def alone_when(flag: list[bool]) -> Callable[[], bool]:
+    return lambda: flag[0]
+
+
+async def test_a_lone_row_is_written_on_the_loop_and_kept_as_any_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pricing.journal, "INLINE_WRITE_S", 3600.0)  # any disk is quick enough here
+    threads = record_sync_threads(monkeypatch)
+    loop_thread = threading.get_ident()
+    alone = [True]
+    journal = Journal(tmp_path / "j", alone=alone_when(alone))
+    await journal.append(row("first"))  # the disk's speed is not known yet: the journal's thread
+    assert threads == [threads[0]] and threads[0] != loop_thread and journal.stats.on_loop == 0
+    for i in range(3):
+        await journal.append(row(f"lone{i}"))
+    assert threads[1:] == [loop_thread] * 3 and journal.stats.on_loop == 3
+    alone[0] = False  # others in flight: their rows group-commit on the journal's thread
+    await append_all(journal, [f"busy{i}" for i in range(10)])
+    assert loop_thread not in threads[4:] and journal.stats.on_loop == 3
+    assert journal.stats.appends == 14 and journal.stats.batches == len(threads)
+    start = journal.checkpoint
+    memory = await journal.read(start, 100)
+    disk = read_batch(journal.directory, start, 100, journal.committed)
+    assert (memory.rows, memory.next) == (disk.rows, disk.next) and len(disk.rows) == 14
+    ledger = MemoryLedger()
+    await LedgerWriter(journal, ledger).drain()
+    assert len(ledger.rows) == 14
+    await journal.aclose()
+    assert not journal.directory.exists()
+
+
+async def test_a_slow_disk_sends_lone_rows_back_to_the_journals_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = record_sync_threads(monkeypatch, delay_s=pricing.journal.INLINE_WRITE_S * 10)
+    loop_thread = threading.get_ident()
+    journal = Journal(tmp_path / "j", alone=lambda: True)
+    for i in range(5):
+        await journal.append(row(f"slow{i}"))
+    assert len(threads) == 5 and loop_thread not in threads and journal.stats.on_loop == 0
+    threads = record_sync_threads(monkeypatch)  # quick again: its writes on the thread say so
+    for i in range(200):
+        await journal.append(row(f"quick{i}"))
+        if journal.stats.on_loop:
+            break
+    assert threads[-1] == loop_thread and loop_thread not in threads[:-1]
+    await journal.aclose()
+
+
+async def test_a_failed_write_on_the_loop_fails_its_row_and_the_thread_writes_from_then_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pricing.journal, "INLINE_WRITE_S", 3600.0)
+    journal = Journal(tmp_path / "j", alone=lambda: True)
+    await journal.append(row("before"))
+    real_sync = pricing.journal._sync
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(pricing.journal, "_sync", failing)
+    with pytest.raises(JournalError, match="not durable"):
+        await journal.append(row("failed"))
+    assert journal.stats.failures == 1 and journal.stats.on_loop == 0
+    monkeypatch.setattr(pricing.journal, "_sync", real_sync)
+    threads = record_sync_threads(monkeypatch)
+    await journal.append(row("after"))
+    assert threads and threads[0] != threading.get_ident() and journal.stats.on_loop == 0
+    assert journal.committed.segment == 2
+    ledger = MemoryLedger()
+    await LedgerWriter(journal, ledger).drain()
+    assert {"before", "after"} <= set(ledger.rows) <= {"before", "failed", "after"}
+    await journal.aclose()
 
 
 async def test_a_live_journal_directory_cannot_be_opened_twice(tmp_path: Path) -> None:

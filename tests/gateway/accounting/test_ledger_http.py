@@ -8,13 +8,16 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 
+import pricing.journal
 from engines.simulator import create_simulator_app, profile
 from gateway import create_app
 from gateway.database import open_database
 from pricing.ledger import Ledger
 from tests.chat import user
 from tests.conftest import FAST, Recorder, gateway_settings, wait_ready
+from tests.gateway.accounting.test_metrics import samples, value
 from tests.servers import serving
 
 MESSAGES = user("Count to ten.")
@@ -84,3 +87,53 @@ def test_one_row_per_request_and_the_cost_the_client_saw(tmp_path: Path) -> None
     assert cut.record.estimated and cut.record.completion_tokens > 0 and cut.charge.total > 0
     # counted by the engine's own tokenizer, not guessed from sizes: its /tokenize says the same
     assert cut.record.prompt_tokens == prompt_tokens_by_engine
+
+
+def test_a_lone_requests_row_is_synced_on_the_loop_and_overlapping_ones_on_the_journals_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each row durable before its answer, wherever it was written; every row in the ledger once."""
+    monkeypatch.setattr(pricing.journal, "INLINE_WRITE_S", 3600.0)  # any disk is quick enough here
+    database_url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    slow = profile(
+        "fast", models=("qwen3-32b",), ttft_base_s=0.001, itl_s=0.02, output_tokens_range=(100, 100)
+    )
+    ids: list[str] = []
+    with serving(create_simulator_app(FAST)) as fast, serving(create_simulator_app(slow)) as slow_url:
+        settings = gateway_settings(
+            [fast],
+            [slow_url],
+            database={"url": database_url},
+            ledger={"journal_dir": str(tmp_path / "journal")},
+        )
+        with serving(create_app(settings)) as url:
+            wait_ready(url)
+            client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+
+            def answer() -> None:
+                raw = client.chat.completions.with_raw_response.create(model="qwen3-8b", messages=MESSAGES)
+                ids.append(raw.headers["x-request-id"])
+
+            for _ in range(3):  # alone: the first via the thread (the disk not yet timed), then the loop
+                answer()
+            alone = samples(url)
+            body = {"model": "qwen3-32b", "messages": MESSAGES, "stream": True}
+            with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as stream:
+                ids.append(stream.headers["x-request-id"])
+                lines = stream.iter_lines()
+                next(line for line in lines if '"content"' in line)
+                for _ in range(3):  # beside the stream: not alone
+                    answer()
+                overlapping = samples(url)
+                assert sum(1 for line in lines if line == "data: [DONE]") == 1
+            ended = samples(url)  # the stream ended alone: on the loop
+
+    def commits(found: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> tuple[float, float]:
+        name = "tiergate_journal_commits_total"
+        return value(found, name, thread="journal"), value(found, name, thread="loop")
+
+    assert commits(alone) == (1, 2)
+    assert commits(overlapping) == (4, 2)
+    assert commits(ended) == (4, 3)
+    rows = asyncio.run(ledger_rows(database_url, ids))
+    assert len(rows) == 7 and all(row is not None and row.charge.total > 0 for row in rows.values())
