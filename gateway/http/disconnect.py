@@ -39,7 +39,7 @@ class DisconnectWatch:
         target = asyncio.current_task()
         assert target is not None
         self._target: asyncio.Task[object] | None = target
-        self._task = asyncio.get_running_loop().create_task(self._watch(receive))
+        self._task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._watch(receive))
 
     async def _watch(self, receive: Receive) -> None:
         while True:
@@ -52,7 +52,12 @@ class DisconnectWatch:
 
     def stop(self) -> None:
         self._target = None
-        self._task.cancel()
+        # let go of the watching task as it is cancelled: it keeps its CancelledError, whose traceback holds
+        # `_watch`'s frame, which holds this watch; a watch holding the task would make all of it (with the
+        # server's request cycle in `receive`'s frame) a reference cycle, left to the garbage collector
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
 
     def absorb(self) -> bool:
         """In the target's CancelledError handler: True (and the cancellation undone) if it came
