@@ -46,6 +46,18 @@ def journal_files(directory: Path) -> list[str]:
     return sorted(path.name for path in directory.iterdir())
 
 
+async def append_failing(journal: Journal, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Append the row "failed" while the disk refuses to sync: it must raise; the disk works again after."""
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(pricing.journal, "_sync", failing)
+    with pytest.raises(JournalError, match="not durable"):
+        await journal.append(row("failed"))
+    monkeypatch.setattr(pricing.journal, "_sync", REAL_SYNC)
+
+
 async def append_all(journal: Journal, ids: Sequence[str]) -> list[LedgerRow]:
     rows = [row(request_id) for request_id in ids]
     await asyncio.gather(*(journal.append(r) for r in rows))
@@ -163,15 +175,7 @@ async def test_a_failed_sync_fails_its_rows_and_the_journal_goes_on_in_a_new_seg
 ) -> None:
     journal = Journal(tmp_path / "j")
     await journal.append(row("before"))
-    real_sync = pricing.journal._sync
-
-    def failing(fd: int) -> None:
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(pricing.journal, "_sync", failing)
-    with pytest.raises(JournalError, match="not durable"):
-        await journal.append(row("failed"))
-    monkeypatch.setattr(pricing.journal, "_sync", real_sync)
+    await append_failing(journal, monkeypatch)
     await journal.append(row("after"))
     assert journal.committed.segment == 2 and journal.stats.failures == 1
     ledger = MemoryLedger()
@@ -252,16 +256,8 @@ async def test_a_failed_write_on_the_loop_fails_its_row_and_the_thread_writes_fr
     monkeypatch.setattr(pricing.journal, "INLINE_WRITE_S", 3600.0)
     journal = Journal(tmp_path / "j", alone=lambda: True)
     await journal.append(row("before"))
-    real_sync = pricing.journal._sync
-
-    def failing(fd: int) -> None:
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(pricing.journal, "_sync", failing)
-    with pytest.raises(JournalError, match="not durable"):
-        await journal.append(row("failed"))
+    await append_failing(journal, monkeypatch)
     assert journal.stats.failures == 1 and journal.stats.on_loop == 0
-    monkeypatch.setattr(pricing.journal, "_sync", real_sync)
     threads = record_sync_threads(monkeypatch)
     await journal.append(row("after"))
     assert threads and threads[0] != threading.get_ident() and journal.stats.on_loop == 0

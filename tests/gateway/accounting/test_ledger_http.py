@@ -11,8 +11,8 @@ import openai
 import pytest
 
 import pricing.journal
-from engines.simulator import create_simulator_app, profile
-from gateway import create_app
+from engines.simulator import SimulatorConfig, create_simulator_app, profile
+from gateway import Settings, create_app
 from gateway.database import open_database
 from pricing.ledger import Ledger
 from tests.chat import user
@@ -32,20 +32,34 @@ async def ledger_rows(database_url: str, request_ids: list[str]) -> dict[str, An
         await database.aclose()
 
 
+def slow_engine(*, itl_s: float, tokens: int) -> SimulatorConfig:
+    """The deliberate pool's engine: `qwen3-32b`, `tokens` tokens a reply, one every `itl_s`."""
+    return profile(
+        "fast", models=("qwen3-32b",), ttft_base_s=0.001, itl_s=itl_s, output_tokens_range=(tokens, tokens)
+    )
+
+
+def ledger_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+
+
+def ledger_settings(tmp_path: Path, fast: str, deliberate: str) -> Settings:
+    """A gateway in front of the two engines, its ledger at `ledger_url(tmp_path)`."""
+    return gateway_settings(
+        [fast],
+        [deliberate],
+        database={"url": ledger_url(tmp_path)},
+        ledger={"journal_dir": str(tmp_path / "journal")},
+    )
+
+
 def test_one_row_per_request_and_the_cost_the_client_saw(tmp_path: Path) -> None:
-    database_url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    database_url = ledger_url(tmp_path)
     told: dict[str, int | None] = {}  # request id -> cost_micros the client received (None: no usage asked)
     outcomes: dict[str, str] = {}
-    slow = profile(
-        "fast", models=("qwen3-32b",), ttft_base_s=0.001, itl_s=0.05, output_tokens_range=(200, 200)
-    )
+    slow = slow_engine(itl_s=0.05, tokens=200)
     with serving(create_simulator_app(FAST)) as fast, serving(create_simulator_app(slow)) as slow_url:
-        settings = gateway_settings(
-            [fast],
-            [slow_url],
-            database={"url": database_url},
-            ledger={"journal_dir": str(tmp_path / "journal")},
-        )
+        settings = ledger_settings(tmp_path, fast, slow_url)
         with serving(create_app(settings, sinks=[Recorder()])) as url:
             wait_ready(url)
             client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
@@ -94,18 +108,11 @@ def test_a_lone_requests_row_is_synced_on_the_loop_and_overlapping_ones_on_the_j
 ) -> None:
     """Each row durable before its answer, wherever it was written; every row in the ledger once."""
     monkeypatch.setattr(pricing.journal, "INLINE_WRITE_S", 3600.0)  # any disk is quick enough here
-    database_url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
-    slow = profile(
-        "fast", models=("qwen3-32b",), ttft_base_s=0.001, itl_s=0.02, output_tokens_range=(100, 100)
-    )
+    database_url = ledger_url(tmp_path)
+    slow = slow_engine(itl_s=0.02, tokens=100)
     ids: list[str] = []
     with serving(create_simulator_app(FAST)) as fast, serving(create_simulator_app(slow)) as slow_url:
-        settings = gateway_settings(
-            [fast],
-            [slow_url],
-            database={"url": database_url},
-            ledger={"journal_dir": str(tmp_path / "journal")},
-        )
+        settings = ledger_settings(tmp_path, fast, slow_url)
         with serving(create_app(settings)) as url:
             wait_ready(url)
             client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
