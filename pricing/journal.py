@@ -329,9 +329,9 @@ class _SegmentWriter:
         self.write_s: float | None = None
 
     def write(self, data: bytes) -> Position:
-        started = time.perf_counter()
         try:
             fd = self._fd if self._fd is not None else self._open()
+            started = time.perf_counter()  # a new segment's opening (a directory sync) not timed
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
