@@ -94,7 +94,7 @@ class GatewayState:
             return door.occupied > 1  # deliberations in their tier's slot too
 
         def alone() -> bool:  # a lone request's ledger row is written on the loop (pricing.journal)
-            return door.occupied <= 1
+            return not others_in_flight()
 
         if settings.auth.mode == "keys" or settings.auth.admin_tokens or book is not None:
             database = await open_database(

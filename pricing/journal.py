@@ -338,7 +338,6 @@ class _SegmentWriter:
             if self._fsync:
                 _sync(fd)
         except OSError:
-            self.write_s = None  # a disk in trouble: nothing on the loop until a write succeeds again
             # after a failed write or fsync the file's tail is unknown (Linux may even drop the dirty pages):
             # never append after it again; a segment that failed to open is skipped the same way
             self._seal()
