@@ -1,4 +1,5 @@
-"""Budgets shared by every replica through Redis: one script call, one round trip, per reservation.
+"""Budgets shared by every replica through Redis: one script call, one round trip, per reservation; one
+script call per tenant for a batch of settlements.
 
 Each counter (a budget's window) lives in Redis from its first use: seeded with what the ledger held of
 its window then, and counting every charge settled after. A hold expires on its own after `hold_ttl_s`,
@@ -254,14 +255,14 @@ class RedisBudgets:
     async def _send(self, number: int, batch: dict[tuple[str, str], _Pending]) -> bool:
         """Whether Redis answered (ran the batch now, or found it ran already)."""
         sent = asyncio.get_running_loop().time()
-        calls = (
-            (
-                [*self._keys(tenant, [counter]), self._marks(tenant)],
-                [number, _MARKS_TTL_MS, pending.charged, *pending.released],
-            )
-            for (tenant, counter), pending in batch.items()
-        )
-        if not await self._link.settle(self._settle, calls, f"{len(batch)} counters"):
+        calls: dict[str, tuple[list[str], list[int | str]]] = {}  # one script call per tenant
+        for (tenant, counter), pending in batch.items():
+            call = calls.get(tenant)
+            if call is None:
+                call = calls[tenant] = ([self._marks(tenant)], [number, _MARKS_TTL_MS])
+            call[0].extend(self._keys(tenant, [counter]))
+            call[1].extend((pending.charged, len(pending.released), *pending.released))
+        if not await self._link.settle(self._settle, calls.values(), f"{len(batch)} counters"):
             return False
         self._answered_at = max(self._answered_at, sent)
         return True

@@ -118,28 +118,36 @@ return 1
 SETTLE = (
     _COUNTERS
     + """
--- KEYS: a counter's hash and holds, then the marks of the process settling (a hash: counter -> the number
--- of the last batch of its settled here). ARGV: the batch's number, how long marks are kept (ms), the
--- charges to add to `spent`, then the members of the holds to release.
+-- One tenant's settlements of one batch. KEYS: the marks of the process settling (a hash: counter -> the
+-- number of the last batch of its settled here), then each counter's hash and holds. ARGV: the batch's
+-- number, how long marks are kept (ms), then for each counter: the charges to add to `spent`, how many
+-- holds it releases, and their members.
 -- A batch is sent again when its answer was lost (Redis hung or unreachable), and the first copy may have
--- run after all: a batch whose number is not above the counter's mark ran already, and changes nothing.
+-- run after all: a counter whose mark is not below the batch's number ran it already, and is left alone.
 -- Only holds still there are released (a reaped one left `reserved` already), and nothing is added to a
--- counter not seeded yet: its seed will read these charges from the ledger.
+-- counter not seeded yet: its seed will read these charges from the ledger. Returns how many counters ran.
 local batch = tonumber(ARGV[1])
-if batch <= (tonumber(redis.call('HGET', KEYS[3], KEYS[1])) or 0) then return 2 end
-redis.call('HSET', KEYS[3], KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[3], ARGV[2])
-if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then
-  for i = 4, #ARGV do redis.call('ZREM', KEYS[2], ARGV[i]) end
-  return 0
+local marks = KEYS[1]
+local at = 3
+local ran = 0
+for k = 2, #KEYS, 2 do
+  local hash, holds = KEYS[k], KEYS[k + 1]
+  local charged = tonumber(ARGV[at])
+  local first, last = at + 2, at + 1 + tonumber(ARGV[at + 1])
+  at = last + 1
+  if batch > (tonumber(redis.call('HGET', marks, hash)) or 0) then
+    ran = ran + 1
+    redis.call('HSET', marks, hash, ARGV[1])
+    local seeded = redis.call('HEXISTS', hash, 'seeded') == 1
+    local released = 0
+    for i = first, last do
+      if redis.call('ZREM', holds, ARGV[i]) == 1 then released = released + amount_of(ARGV[i]) end
+    end
+    if seeded and released > 0 then redis.call('HINCRBY', hash, 'reserved', int(-released)) end
+    if seeded and charged ~= 0 then redis.call('HINCRBY', hash, 'spent', int(charged)) end
+  end
 end
-local released = 0
-for i = 4, #ARGV do
-  if redis.call('ZREM', KEYS[2], ARGV[i]) == 1 then released = released + amount_of(ARGV[i]) end
-end
-if released > 0 then redis.call('HINCRBY', KEYS[1], 'reserved', int(-released)) end
-local charged = tonumber(ARGV[3])
-if charged ~= 0 then redis.call('HINCRBY', KEYS[1], 'spent', int(charged)) end
-return 1
+if ran > 0 then redis.call('PEXPIRE', marks, ARGV[2]) end
+return ran
 """
 )

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -22,6 +23,7 @@ from gateway.budgets import (
     Window,
     window_of,
 )
+from gateway.database.resp import RespClient
 from tests.gateway.limits.redis_server import REDIS_SERVER, RedisServer, free_port
 
 # Generous: these tests are about the arithmetic and its atomicity, not about timeouts.
@@ -221,6 +223,30 @@ async def test_settlements_are_batched_and_flushed_on_close(make: Keeper) -> Non
     await batching.aclose()
     [status] = await observer.status("acme", [budget], AT)
     assert (status.spent, status.reserved) == (350, 0)
+
+
+async def test_a_batch_settles_each_tenant_in_one_script_call(
+    make: Keeper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipelines: list[int] = []  # the script calls of each settlements' pipeline
+    real = RespClient.evalsha_many
+
+    async def counted(client: RespClient, script: Any, calls: Sequence[Any]) -> list[Any]:
+        pipelines.append(len(calls))
+        return await real(client, script, calls)
+
+    monkeypatch.setattr(RespClient, "evalsha_many", counted)
+    keeper, observer = make(settle_delay_s=60), make()
+    budgets = {tenant: Budget("tenant", tenant, "daily", 1000) for tenant in ("acme", "zenith")}
+    holds = [hold_of(await keeper.reserve(t, [b], 300, AT)) for t, b in budgets.items()]
+    for hold in holds:  # each charges six counters (its key's and its tenant's, in every period)
+        keeper.settle(Spend(hold.tenant, "k1", AT, 100, hold))
+        keeper.settle(Spend(hold.tenant, "k2", AT, 10, None))
+    await keeper.flush()
+    assert pipelines == [2]
+    for tenant, budget in budgets.items():
+        [status] = await observer.status(tenant, [budget], AT)
+        assert (status.spent, status.reserved) == (110, 0)
 
 
 async def test_charges_to_counters_not_seeded_wait_for_the_ledger(
