@@ -30,6 +30,7 @@ billed although its caller heard that it failed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import secrets
@@ -170,11 +171,24 @@ class Journal:
         """How far the rows are known to be in the ledger."""
         return self._checkpoint
 
-    async def append(self, row: LedgerRow) -> None:
+    async def append(self, row: LedgerRow, *, sent: bool = False) -> None:
         """Return once the row is durable; JournalError if it could not be made so, ValueError (at once)
-        if the ledger could never store it."""
+        if the ledger could never store it.
+
+        `sent`: the caller has I/O of its own ready to leave (settlements): a row about to be synced on the
+        loop first lets the loop turn once, so that I/O is on its way while the disk syncs. Cancelled in
+        that turn, the row is queued for the journal's thread all the same: an appended row is never lost."""
         check_storable(row)
-        await self._enqueue(encode_line(row), row)
+        line = encode_line(row)
+        if sent and self._inline():
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                if not self._closed:
+                    self._queue_line(line, row).add_done_callback(_seen)
+                    self.stats.appends += 1
+                raise
+        await self._enqueue(line, row)
         self.stats.appends += 1
 
     async def flush(self) -> None:
@@ -228,22 +242,29 @@ class Journal:
     async def _enqueue(self, line: bytes, row: LedgerRow | None) -> None:
         if self._closed and line:
             raise JournalClosed(f"{self!r} is closed")
-        if (
+        if line and self._inline():
+            self._write_now(line, row)
+            return
+        await self._queue_line(line, row)
+
+    def _inline(self) -> bool:
+        """Whether a row appended now is written on the loop: the request is alone and the disk is quick."""
+        return (
             self._flusher is None  # the thread is idle (nothing queued or being written): the segment is ours
-            and line
             and self._alone is not None
             and not self._failed  # a write cut short may still run on the thread: it keeps the segment
             and (took := self._segment.write_s) is not None
             and took < INLINE_WRITE_S
             and self._alone()
-        ):
-            self._write_now(line, row)
-            return
+        )
+
+    def _queue_line(self, line: bytes, row: LedgerRow | None) -> asyncio.Future[None]:
+        """The line queued for the journal's thread; the future is done when it is durable."""
         waiter = asyncio.get_running_loop().create_future()
         self._queue.append((line, row, waiter))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush(), name=f"journal flush {self.directory.name}")
-        await waiter
+        return waiter
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
@@ -332,9 +353,10 @@ class _SegmentWriter:
         try:
             fd = self._fd if self._fd is not None else self._open()
             started = time.perf_counter()  # a new segment's opening (a directory sync) not timed
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            view, at = memoryview(data), self._offset
+            while view:  # written in place: a segment is allocated ahead (see _open)
+                wrote = os.pwrite(fd, view, at)
+                view, at = view[wrote:], at + wrote
             if self._fsync:
                 _sync(fd)
         except OSError:
@@ -357,10 +379,21 @@ class _SegmentWriter:
 
     def _open(self) -> int:
         path = segment_path(self._directory, self._number)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o640)
-        if self._fsync:
-            sync_directory(self._directory)  # the new name must survive a crash as surely as its lines
-        return self._fd
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+        try:
+            if self._fsync:
+                # Allocated ahead, its size synced once: a row's sync then writes its data alone, where an
+                # append that grew the file also had the file system's journal commit the new size (145
+                # against 100 us a row on ext4 here). The rest reads as zeros, where readers stop.
+                with contextlib.suppress(OSError):  # a file system that cannot: appended as it grows
+                    os.posix_fallocate(fd, 0, self._segment_bytes)
+                    os.fsync(fd)
+                sync_directory(self._directory)  # the new name must survive a crash as surely as its lines
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return fd
 
     def _seal(self) -> None:
         self.close()
@@ -371,3 +404,9 @@ class _SegmentWriter:
 def _advance(directory: Path, position: Position, fsync: bool) -> None:
     write_checkpoint(directory, position, fsync=fsync)
     delete_segments_before(directory, position.segment)
+
+
+def _seen(waiter: asyncio.Future[None]) -> None:
+    """Nobody awaits this row any more: its failure is the journal's to report (`stats.failures`)."""
+    if not waiter.cancelled():
+        waiter.exception()

@@ -5,7 +5,8 @@ thread, never on the event loop.
         <name>/                  one per process, named when it is created and never reused
             journal.lock         flock()ed by the owner for its whole life: the kernel drops it when the
                                  process dies, however it dies, which is how a successor tells an orphan
-            segment-000000000001.log ...   appended by the owner only, one after another
+            segment-000000000001.log ...   written by the owner only, one after another, each allocated
+                                 ahead (with fsync): its unwritten rest reads as zeros
             checkpoint           where draining got to: "<segment> <offset> <crc32>"
         .new-<name>-<random>/    a directory being created (locked before it is renamed into place)
         quarantine.log           corrupt lines found while draining, kept for a human
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import mmap
 import os
 import secrets
 import socket
@@ -49,6 +51,7 @@ __all__ = [
     "sync_directory",
     "try_lock",
     "write_checkpoint",
+    "written_end",
 ]
 
 log = logging.getLogger("tiergate.journal")
@@ -250,7 +253,7 @@ def read_batch(directory: Path, start: Position, limit: int, end: Position | Non
         offset = batch.next.offset if number == batch.next.segment else 0
         path = segment_path(directory, number)
         sealed = end is None or number < end.segment
-        stop = path.stat().st_size if end is None or sealed else end.offset
+        stop = written_end(path, offset) if end is None or sealed else end.offset
         offset = _read_segment(path, offset, stop, limit, batch)
         if not sealed or offset < stop:
             batch.next = Position(number, offset)
@@ -260,6 +263,18 @@ def read_batch(directory: Path, start: Position, limit: int, end: Position | Non
         if len(batch.rows) >= limit:
             return batch
     return batch
+
+
+def written_end(path: Path, start: int) -> int:
+    """Where a segment's written bytes end: its first NUL byte from `start` on (a line never holds one; a
+    segment is allocated ahead, and its unwritten rest reads as zeros), else its size."""
+    with path.open("rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        if size <= start:
+            return size
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            found = data.find(b"\0", start)
+    return size if found < 0 else found
 
 
 def _read_segment(path: Path, offset: int, stop: int, limit: int, batch: Batch) -> int:

@@ -94,9 +94,10 @@ class Bookkeeper:
     def writer_stats(self) -> WriterStats:
         return self._writer.stats
 
-    async def record(self, row: LedgerRow) -> None:
-        """Return once the row is durable on local disk (group-committed with concurrent requests)."""
-        await self._journal.append(row)
+    async def record(self, row: LedgerRow, *, sent: bool = False) -> None:
+        """Return once the row is durable on local disk (group-committed with concurrent requests).
+        `sent`: the request has settlements ready to leave, which go before a sync on the loop."""
+        await self._journal.append(row, sent=sent)
 
     async def aclose(self) -> None:
         await self._writer.aclose()  # drains what the database takes; the rest waits on disk

@@ -241,7 +241,7 @@ class Meter:
         if self.trace is not None:
             self.trace.end(exchange, record, charge)
         if charge is not None and accounts.bookkeeper is not None:
-            await accounts.bookkeeper.record(LedgerRow(record, charge))
+            await accounts.bookkeeper.record(LedgerRow(record, charge), sent=bool(landing))
         # before the response ends: the client's next request finds this one's refund (never a 429 for
         # a request sent after this one's answer); at most one bounded Redis call, in a batch
         for settled in landing:

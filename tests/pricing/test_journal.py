@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
@@ -200,6 +201,10 @@ def record_sync_threads(monkeypatch: pytest.MonkeyPatch, delay_s: float = 0.0) -
     return threads
 
 
+def record_count(into: list[int], items: list[int]) -> None:
+    into.append(len(items))
+
+
 def alone_when(flag: list[bool]) -> Callable[[], bool]:
     return lambda: flag[0]
 
@@ -265,6 +270,45 @@ async def test_a_failed_write_on_the_loop_fails_its_row_and_the_thread_writes_fr
     ledger = MemoryLedger()
     await LedgerWriter(journal, ledger).drain()
     assert {"before", "after"} <= set(ledger.rows) <= {"before", "failed", "after"}
+    await journal.aclose()
+
+
+async def test_a_lone_row_with_io_to_send_lets_it_leave_before_the_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pricing.journal, "INLINE_WRITE_S", 3600.0)
+    threads = record_sync_threads(monkeypatch)
+    journal = Journal(tmp_path / "j", alone=lambda: True)
+    await journal.append(row("first"))  # the disk's speed known from here on
+    loop = asyncio.get_running_loop()
+    for sent in (False, True):
+        syncs_before: list[int] = []
+        loop.call_soon(functools.partial(record_count, syncs_before, threads))  # a settlement, kicked before
+        before = len(threads)
+        await journal.append(row(f"sent={sent}"), sent=sent)
+        assert threads[-1] == threading.get_ident()  # on the loop either way
+        # without `sent` the sync comes first; with it, what was ready ran before the sync
+        assert syncs_before == ([before] if sent else [])
+        await asyncio.sleep(0)
+    assert journal.stats.on_loop == 2 and journal.stats.appends == 3
+    await journal.aclose()
+
+
+async def test_a_lone_row_cancelled_in_its_turn_is_written_all_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pricing.journal, "INLINE_WRITE_S", 3600.0)
+    journal = Journal(tmp_path / "j", alone=lambda: True)
+    await journal.append(row("first"))
+    appending = asyncio.create_task(journal.append(row("cancelled"), sent=True))
+    await asyncio.sleep(0)  # the append has started: it waits its one turn of the loop
+    appending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await appending
+    await journal.flush()  # the journal's thread took it
+    ledger = MemoryLedger()
+    await LedgerWriter(journal, ledger).drain()
+    assert set(ledger.rows) == {"first", "cancelled"} and journal.stats.on_loop == 0
     await journal.aclose()
 
 
@@ -357,10 +401,12 @@ async def test_segments_rotate_and_drained_ones_are_deleted(tmp_path: Path) -> N
 async def test_a_torn_last_line_is_ignored_and_every_complete_line_kept(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "dead")
     rows = await append_all(journal, [f"t{i}" for i in range(5)])
+    end = journal.committed.offset
     await journal.aclose()
     segment = segment_path(tmp_path / "dead", 1)
-    torn = encode_line(row("torn"))[:-25]  # killed mid-write: no newline
-    with segment.open("ab") as file:
+    torn = encode_line(row("torn"))[:-25]  # killed mid-write: no newline, the allocated zeros after it
+    with segment.open("r+b") as file:
+        file.seek(end)
         file.write(torn)
 
     survivor = Journal(tmp_path / "alive")
@@ -371,6 +417,20 @@ async def test_a_torn_last_line_is_ignored_and_every_complete_line_kept(tmp_path
     assert writer.stats.torn_bytes == len(torn) and writer.stats.corrupt == 0
     assert not (tmp_path / "dead").exists()
     await survivor.aclose()
+
+
+async def test_a_segment_is_allocated_ahead_and_read_to_its_written_end(tmp_path: Path) -> None:
+    line = len(encode_line(row("a00")))
+    journal = Journal(tmp_path / "dead", segment_bytes=line * 100)
+    await journal.append(row("a00"))
+    await append_all(journal, [f"a{i:02d}" for i in range(1, 4)])
+    segment = segment_path(journal.directory, 1)
+    assert segment.stat().st_size == line * 100  # the size a row's sync no longer changes
+    assert segment.read_bytes()[line * 4 :] == bytes(line * 96)
+    await journal.aclose()
+    disk = read_batch(tmp_path / "dead", Position(1, 0), 100, None)  # an orphan's: read whole
+    assert [r.record.request_id for r in disk.rows] == ["a00", "a01", "a02", "a03"]
+    assert disk.next == Position(2, 0) and not disk.damaged
 
 
 async def test_a_corrupt_line_is_detected_quarantined_and_skipped(
