@@ -205,6 +205,15 @@ def record_count(into: list[int], items: list[int]) -> None:
     into.append(len(items))
 
 
+async def lone_journal(path: Path, monkeypatch: pytest.MonkeyPatch, *, first: str = "first") -> Journal:
+    """A journal whose every row is alone, on a disk that counts as quick, with its first row appended (on
+    the journal's thread: the disk's speed is known from then on)."""
+    monkeypatch.setattr(pricing.journal, "INLINE_WRITE_S", 3600.0)  # any disk is quick enough here
+    journal = Journal(path, alone=lambda: True)
+    await journal.append(row(first))
+    return journal
+
+
 def alone_when(flag: list[bool]) -> Callable[[], bool]:
     return lambda: flag[0]
 
@@ -258,9 +267,7 @@ async def test_a_slow_disk_sends_lone_rows_back_to_the_journals_thread(
 async def test_a_failed_write_on_the_loop_fails_its_row_and_the_thread_writes_from_then_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pricing.journal, "INLINE_WRITE_S", 3600.0)
-    journal = Journal(tmp_path / "j", alone=lambda: True)
-    await journal.append(row("before"))
+    journal = await lone_journal(tmp_path / "j", monkeypatch, first="before")
     await append_failing(journal, monkeypatch)
     assert journal.stats.failures == 1 and journal.stats.on_loop == 0
     threads = record_sync_threads(monkeypatch)
@@ -276,10 +283,8 @@ async def test_a_failed_write_on_the_loop_fails_its_row_and_the_thread_writes_fr
 async def test_a_lone_row_with_io_to_send_lets_it_leave_before_the_sync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pricing.journal, "INLINE_WRITE_S", 3600.0)
+    journal = await lone_journal(tmp_path / "j", monkeypatch)
     threads = record_sync_threads(monkeypatch)
-    journal = Journal(tmp_path / "j", alone=lambda: True)
-    await journal.append(row("first"))  # the disk's speed known from here on
     loop = asyncio.get_running_loop()
     for sent in (False, True):
         syncs_before: list[int] = []
@@ -297,9 +302,7 @@ async def test_a_lone_row_with_io_to_send_lets_it_leave_before_the_sync(
 async def test_a_lone_row_cancelled_in_its_turn_is_written_all_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pricing.journal, "INLINE_WRITE_S", 3600.0)
-    journal = Journal(tmp_path / "j", alone=lambda: True)
-    await journal.append(row("first"))
+    journal = await lone_journal(tmp_path / "j", monkeypatch)
     appending = asyncio.create_task(journal.append(row("cancelled"), sent=True))
     await asyncio.sleep(0)  # the append has started: it waits its one turn of the loop
     appending.cancel()
