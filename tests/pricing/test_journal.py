@@ -17,7 +17,7 @@ import pricing.journal
 from pricing import LedgerRow
 from pricing.journal import Journal, JournalClosed, JournalError, JournalLocked, Position
 from pricing.journal_drain import LedgerWriter
-from pricing.journal_files import QUARANTINE, Batch, read_batch, segment_path, segments
+from pricing.journal_files import QUARANTINE, Batch, read_batch, segment_path, segments, written_end
 from pricing.journal_format import CorruptLine, decode_line, encode_line
 from tests.pricing.factories import make_book, make_row
 
@@ -434,6 +434,19 @@ async def test_a_segment_is_allocated_ahead_and_read_to_its_written_end(tmp_path
     disk = read_batch(tmp_path / "dead", Position(1, 0), 100, None)  # an orphan's: read whole
     assert [r.record.request_id for r in disk.rows] == ["a00", "a01", "a02", "a03"]
     assert disk.next == Position(2, 0) and not disk.damaged
+
+
+def test_the_written_end_is_found_wherever_it_falls(tmp_path: Path) -> None:
+    path = tmp_path / "segment"
+    page = 4096
+    for written in (0, 1, 700, page - 1, page, page + 1, 5 * page, 7 * page + 123, 16 * page):
+        for allocated in (written, written + 1, 16 * page + 1, 40 * page):
+            data = b"".join(b"%07d\n" % i for i in range(written // 8 + 1))[:written]
+            path.write_bytes(data + bytes(max(0, allocated - written)))
+            for start in (0, written // 2, written):
+                assert written_end(path, start) == written, (written, allocated, start)
+    path.write_bytes(b"torn, never ended" + bytes(3 * page))  # a killed writer's last bytes
+    assert written_end(path, 0) == len(b"torn, never ended")
 
 
 async def test_a_corrupt_line_is_detected_quarantined_and_skipped(
