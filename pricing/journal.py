@@ -30,12 +30,10 @@ billed although its caller heard that it failed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import secrets
 import socket
-import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -50,12 +48,11 @@ from pricing.journal_files import (
     read_batch,
     read_checkpoint,
     remove_journal,
-    segment_path,
     segments,
-    sync_directory,
     write_checkpoint,
 )
 from pricing.journal_format import Position, encode_line
+from pricing.journal_segment import SegmentWriter
 from pricing.ledger import check_storable
 from pricing.records import LedgerRow
 
@@ -74,7 +71,6 @@ DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
 MEMORY_ROWS = 4096  # durable rows kept in memory for the ledger writer (about 1 KB each), at most
 # a lone row is written on the loop while the disk's writes (with their sync) take under this, on average
 INLINE_WRITE_S = 0.001
-_WRITE_TIME_WEIGHT = 0.25  # the newest write's weight in that average
 _Queued = tuple[bytes, LedgerRow | None, "asyncio.Future[None]"]  # a line to write, its row, its waiter
 
 
@@ -93,11 +89,6 @@ class JournalStats:
     on_loop: int = 0  # of those, the lone rows written on the event loop
     bytes: int = 0
     failures: int = 0  # batches the disk refused
-
-
-def _sync(fd: int) -> None:
-    # fdatasync: the data and the file size, without the timestamps nobody reads back
-    (os.fdatasync if hasattr(os, "fdatasync") else os.fsync)(fd)
 
 
 class Journal:
@@ -127,7 +118,7 @@ class Journal:
         except BaseException:
             os.close(self._lock_fd)
             raise
-        self._segment = _SegmentWriter(directory, first, fsync=fsync, segment_bytes=segment_bytes)
+        self._segment = SegmentWriter(directory, first, fsync=fsync, segment_bytes=segment_bytes)
         self._committed = Position(first, 0)
         # the durable rows from `_kept_from` on, each with the position after it, while memory keeps them
         self._kept: deque[tuple[Position, LedgerRow]] = deque()
@@ -333,72 +324,6 @@ class Journal:
     def _forget(self) -> None:
         self._kept.clear()
         self._kept_from = None
-
-
-class _SegmentWriter:
-    """The segment being appended to. Used by one thread at a time: the journal's, or the loop's while the
-    journal's is idle."""
-
-    def __init__(self, directory: Path, first: int, *, fsync: bool, segment_bytes: int) -> None:
-        self._directory = directory
-        self._fsync = fsync
-        self._segment_bytes = segment_bytes
-        self._number = first
-        self._offset = 0
-        self._fd: int | None = None
-        # seconds a write (with its sync) has taken lately, a moving average; None before the first
-        self.write_s: float | None = None
-
-    def write(self, data: bytes) -> Position:
-        try:
-            fd = self._fd if self._fd is not None else self._open()
-            started = time.perf_counter()  # a new segment's opening (a directory sync) not timed
-            view, at = memoryview(data), self._offset
-            while view:  # written in place: a segment is allocated ahead (see _open)
-                wrote = os.pwrite(fd, view, at)
-                view, at = view[wrote:], at + wrote
-            if self._fsync:
-                _sync(fd)
-        except OSError:
-            # after a failed write or fsync the file's tail is unknown (Linux may even drop the dirty pages):
-            # never append after it again; a segment that failed to open is skipped the same way
-            self._seal()
-            raise
-        took = time.perf_counter() - started
-        last = self.write_s
-        self.write_s = took if last is None else last + (took - last) * _WRITE_TIME_WEIGHT
-        self._offset += len(data)
-        if self._offset >= self._segment_bytes:
-            self._seal()
-        return Position(self._number, self._offset)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def _open(self) -> int:
-        path = segment_path(self._directory, self._number)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
-        try:
-            if self._fsync:
-                # Allocated ahead, its size synced once: a row's sync then writes its data alone, where an
-                # append that grew the file also had the file system's journal commit the new size (145
-                # against 100 us a row on ext4 here). The rest reads as zeros, where readers stop.
-                with contextlib.suppress(OSError):  # a file system that cannot: appended as it grows
-                    os.posix_fallocate(fd, 0, self._segment_bytes)
-                    os.fsync(fd)
-                sync_directory(self._directory)  # the new name must survive a crash as surely as its lines
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-        return fd
-
-    def _seal(self) -> None:
-        self.close()
-        self._number += 1
-        self._offset = 0
 
 
 def _advance(directory: Path, position: Position, fsync: bool) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import pricing.journal
+import pricing.journal_segment
 from pricing import LedgerRow
 from pricing.journal import Journal, JournalClosed, JournalError, JournalLocked, Position
 from pricing.journal_drain import LedgerWriter
@@ -22,7 +23,7 @@ from pricing.journal_format import CorruptLine, decode_line, encode_line
 from tests.pricing.factories import make_book, make_row
 
 BOOK = make_book()
-REAL_SYNC = pricing.journal._sync
+REAL_SYNC = pricing.journal_segment._sync
 
 
 def row(request_id: str) -> LedgerRow:
@@ -53,10 +54,10 @@ async def append_failing(journal: Journal, monkeypatch: pytest.MonkeyPatch) -> N
     def failing(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(pricing.journal, "_sync", failing)
+    monkeypatch.setattr(pricing.journal_segment, "_sync", failing)
     with pytest.raises(JournalError, match="not durable"):
         await journal.append(row("failed"))
-    monkeypatch.setattr(pricing.journal, "_sync", REAL_SYNC)
+    monkeypatch.setattr(pricing.journal_segment, "_sync", REAL_SYNC)
 
 
 async def append_all(journal: Journal, ids: Sequence[str]) -> list[LedgerRow]:
@@ -145,14 +146,14 @@ async def test_group_commit_syncs_far_less_than_once_per_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     syncs = 0
-    real_sync = pricing.journal._sync
+    real_sync = pricing.journal_segment._sync
 
     def counting(fd: int) -> None:
         nonlocal syncs
         syncs += 1
         real_sync(fd)
 
-    monkeypatch.setattr(pricing.journal, "_sync", counting)
+    monkeypatch.setattr(pricing.journal_segment, "_sync", counting)
     journal = Journal(tmp_path / "j")
     await append_all(journal, [f"g{i}" for i in range(500)])
     # one sync per group commit; the first row goes alone, the rest queue behind it
@@ -165,7 +166,7 @@ async def test_without_fsync_nothing_is_synced(tmp_path: Path, monkeypatch: pyte
     def refuse(fd: int) -> None:
         raise AssertionError("synced")
 
-    monkeypatch.setattr(pricing.journal, "_sync", refuse)
+    monkeypatch.setattr(pricing.journal_segment, "_sync", refuse)
     journal = Journal(tmp_path / "j", fsync=False)
     await append_all(journal, ["x", "y"])
     await journal.aclose()
@@ -197,7 +198,7 @@ def record_sync_threads(monkeypatch: pytest.MonkeyPatch, delay_s: float = 0.0) -
         time.sleep(delay_s)
         REAL_SYNC(fd)
 
-    monkeypatch.setattr(pricing.journal, "_sync", recorded)
+    monkeypatch.setattr(pricing.journal_segment, "_sync", recorded)
     return threads
 
 
