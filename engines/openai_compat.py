@@ -195,6 +195,7 @@ class OpenAICompatStream:
     def __init__(self, engine: OpenAICompatEngine, response: httpx.Response, idle_s: float) -> None:
         self.replica = engine.url
         self.usage: Usage | None = None
+        self.usage_chunks = 0  # events with usage and no choices (the usage chunk the gateway asks for)
         self.tally = StreamTally()
         self._response = response
         body = response.stream
@@ -223,7 +224,9 @@ class OpenAICompatStream:
             self._done = True
             self._pending.clear()
             raise StopAsyncIteration
-        return self._event(data)
+        event = self._event(data)
+        self.tally.observe(event[1])
+        return event
 
     async def batch(self) -> list[StreamEvent]:
         """Every event in hand (waiting for one if none is), in order; [] once the stream has ended. An event
@@ -235,20 +238,25 @@ class OpenAICompatStream:
             if self._finished:
                 raise EngineFailed("the engine's stream ended without [DONE]", replica=self.replica)
             await self._read(self._idle_s)
+        datas = list(pending)
+        pending.clear()
+        if _DONE in datas:  # the end: what follows it is ignored
+            self._done = True
+            del datas[datas.index(_DONE) :]
         events: list[StreamEvent] = []
-        while pending:
-            data = pending.popleft()
-            if data == _DONE:
-                self._done = True
-                pending.clear()
-                break
-            try:
-                events.append(self._event(data))
-            except EngineFailed:
-                if not events:
-                    raise
-                pending.appendleft(data)  # raised by the next call, after these went out
-                break
+        append, event = events.append, self._event
+        try:
+            for data in datas:
+                append(event(data))
+        except EngineFailed:
+            if not events:
+                raise
+            # raised by the next call, after these went out
+            pending.extend(datas[len(events) :])
+            if self._done:
+                self._done = False
+                pending.append(_DONE)
+        self.tally.observe_all([payload for _, payload in events])
         return events
 
     async def aclose(self) -> None:
@@ -280,6 +288,7 @@ class OpenAICompatStream:
         self._pending.extend(self._decoder.feed(chunk))
 
     def _event(self, data: bytes) -> StreamEvent:
+        """An event decoded and checked, its usage taken; the caller tallies it (a whole read at once)."""
         try:
             payload = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -292,11 +301,12 @@ class OpenAICompatStream:
             raise EngineFailed(
                 f"the engine failed mid-stream: {message}", replica=self.replica, reported=str(message)
             )
-        usage = payload.get("usage")
-        if usage:
-            self.usage = Usage.from_payload(usage) or self.usage
-        self.tally.observe(payload)
-        return StreamEvent(data, payload)
+        if "usage" in payload:
+            if usage := payload["usage"]:
+                self.usage = Usage.from_payload(usage) or self.usage
+            if not payload.get("choices"):
+                self.usage_chunks += 1
+        return data, payload
 
 
 def _timed_reader(response: httpx.Response) -> Callable[[float | None], Awaitable[bytes | None]]:

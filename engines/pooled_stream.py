@@ -32,6 +32,10 @@ class PooledStream:
         return self._stream.usage
 
     @property
+    def usage_chunks(self) -> int:
+        return self._stream.usage_chunks
+
+    @property
     def tally(self) -> StreamTally:
         return self._stream.tally
 

@@ -66,8 +66,16 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(httpx.RemoteProtocolError("unexpected protocol upgrade", request=self._request))
+            return
         except httptools.HttpParserError as exc:
             self._fail(httpx.RemoteProtocolError(f"malformed response: {exc}", request=self._request))
+            return
+        if self._chunks:  # body bytes arrived (what on_body did not do, once per read rather than per chunk)
+            self._buffered += len(data)  # their framing too: a bound on memory needs no more precision
+            if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
+                self._paused = True
+                self.transport.pause_reading()
+            self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -84,13 +92,12 @@ class _Connection(asyncio.Protocol):
         if self._headers_ready is not None and not self._headers_ready.done():
             self._headers_ready.set_result(self._parser.get_status_code())
 
-    def on_body(self, body: bytes) -> None:
-        self._chunks.append(body)
-        self._buffered += len(body)
-        if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
-        self._wake()
+    @property
+    def on_body(self) -> Callable[[bytes], None]:
+        """The parser's body callback, which it looks up once: the buffer's own `append`, with no Python frame
+        for each chunk of the body (an engine's stream makes one of every event); data_received does the
+        rest once per read."""
+        return self._chunks.append
 
     def on_message_complete(self) -> None:
         assert self._parser is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,34 +55,48 @@ class StreamTally:
     content_deltas: int = 0
     reasoning_deltas: int = 0
     finish_reasons: dict[int, str] = field(default_factory=dict)
-    # pieces of each choice's text not yet joined into a block (`_keep`)
-    _loose_content: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
-    _loose_reasoning: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
+    # how many of each choice's pieces are blocks (joined pieces): the others come after them
+    _blocks_content: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
+    _blocks_reasoning: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
 
     def observe(self, payload: dict[str, Any]) -> None:
-        choices = payload.get("choices")
-        if not choices:
-            return
-        for choice in choices:
-            index = choice.get("index", 0)
-            delta = choice.get("delta")
-            if delta is None:  # legacy completions stream: text sits on the choice itself
-                text = choice.get("text")
-                reasoning = None
-            else:
-                text = delta.get("content")
-                reasoning = delta.get("reasoning")
-                if reasoning is None:
-                    reasoning = delta.get("reasoning_content")
-            if text:
-                _keep(self.content, self._loose_content, index, text)
-                self.content_deltas += 1
-            if reasoning:
-                _keep(self.reasoning, self._loose_reasoning, index, reasoning)
-                self.reasoning_deltas += 1
-            reason = choice.get("finish_reason")
-            if reason:
-                self.finish_reasons[index] = reason
+        self.observe_all((payload,))
+
+    def observe_all(self, payloads: Iterable[dict[str, Any]]) -> None:
+        """Take in the events of a stream, in order (a read's worth at once: this runs for every token)."""
+        content, reasoning_texts, reasons = self.content, self.reasoning, self.finish_reasons
+        content_blocks, reasoning_blocks = self._blocks_content, self._blocks_reasoning
+        for payload in payloads:
+            choices = payload.get("choices")
+            if not choices:
+                continue
+            for choice in choices:
+                delta = choice.get("delta")
+                if delta is None:  # legacy completions stream: text sits on the choice itself
+                    text = choice.get("text")
+                    reasoning = None
+                else:
+                    text = delta.get("content")
+                    reasoning = delta.get("reasoning")
+                    if reasoning is None:
+                        reasoning = delta.get("reasoning_content")
+                index = choice.get("index", 0)
+                if text:
+                    if (parts := content.get(index)) is None:
+                        parts = content[index] = []
+                    parts.append(text)
+                    if len(parts) - content_blocks.get(index, 0) == _BLOCK:
+                        content_blocks[index] = _join_block(parts)
+                    self.content_deltas += 1
+                if reasoning:
+                    if (parts := reasoning_texts.get(index)) is None:
+                        parts = reasoning_texts[index] = []
+                    parts.append(reasoning)
+                    if len(parts) - reasoning_blocks.get(index, 0) == _BLOCK:
+                        reasoning_blocks[index] = _join_block(parts)
+                    self.reasoning_deltas += 1
+                if reason := choice.get("finish_reason"):
+                    reasons[index] = reason
 
     def observe_reply(self, payload: dict[str, Any]) -> None:
         """Take in a whole (non-streamed) response: `message` of chat choices, `text` of completions."""
@@ -114,13 +129,7 @@ class StreamTally:
 _BLOCK = 64  # a choice's text is kept in blocks of 64 deltas: a token as a string of its own costs ~50 bytes
 
 
-def _keep(texts: dict[int, list[str]], loose: dict[int, int], index: int, piece: str) -> None:
-    """Append `piece` to choice `index`'s text; every `_BLOCK` pieces become one string."""
-    if (parts := texts.get(index)) is None:
-        parts = texts[index] = []
-    parts.append(piece)
-    count = loose.get(index, 0) + 1
-    if count == _BLOCK:
-        parts[-_BLOCK:] = ["".join(parts[-_BLOCK:])]
-        count = 0
-    loose[index] = count
+def _join_block(parts: list[str]) -> int:
+    """Join a choice's last `_BLOCK` pieces into one string (a block); returns the number of blocks."""
+    parts[-_BLOCK:] = ["".join(parts[-_BLOCK:])]
+    return len(parts)

@@ -122,14 +122,14 @@ async def read_call(
     cap: int | None,
 ) -> bool:
     """Read a call's stream into `got`; True when it was stopped at the cap."""
-    async for event in stream:
-        choices = event.payload.get("choices") or ()
+    async for _, payload in stream:
+        choices = payload.get("choices") or ()
         for choice in choices:
             i = choice.get("index", 0)
             if not isinstance(i, int) or not 0 <= i < len(samples):
                 continue
             if len(choices) == 1:  # the chunk's usage is its choice's (vLLM sends one choice a chunk)
-                got.observe_usage(event.payload.get("usage"), i)
+                got.observe_usage(payload.get("usage"), i)
             delta = choice.get("delta") or {}
             thought = delta.get("reasoning") or delta.get("reasoning_content") or ""
             said = delta.get("content") or ""

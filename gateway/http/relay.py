@@ -12,7 +12,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from engines import EngineError, PooledStream
+from engines import EngineError, PooledStream, StreamEvent
 from gateway.accounting.exchange import Outcome
 from gateway.http.disconnect import DisconnectWatch
 from gateway.http.errors import error_event, from_engine_error
@@ -40,7 +40,8 @@ class StreamRelay(Response):
     Never buffers the whole stream; drops the engine's usage chunk unless the client asked for it
     (the gateway always asks the engine for usage); rewrites the engine's model name to the public
     one, and its id to `reply_id` when it differs (vLLM makes it of our x-request-id: one comparison a
-    stream; an engine with ids of its own costs one replace an event); on client disconnect closes the
+    stream; an engine with ids of its own costs one replace a read), in every event in hand at once
+    unless a usage chunk is among them; on client disconnect closes the
     upstream request at once; on engine failure sends one well-formed SSE error event and ends.
     `on_end` is called exactly once, in every case.
     """
@@ -72,8 +73,6 @@ class StreamRelay(Response):
         error: EngineError | None = None
         first_event_at: float | None = None
         stream = self._stream
-        rewrite = self._rewrite
-        include_usage = self._include_usage
         unchecked_id = self._reply_id  # compared with the first event's id, once
         id_rewrite: tuple[bytes, bytes] | None = None
         batch: list[bytes] = []
@@ -83,31 +82,24 @@ class StreamRelay(Response):
             try:
                 # every event in hand goes out in one write: an engine that outpaces the client (or a loop
                 # that fell behind) costs one write per read, not one per token
-                while events := await stream.batch():
-                    out: list[bytes] = []  # the events' data, framed all at once below
-                    for event in events:
-                        data = event.data
-                        payload = event.payload
-                        if unchecked_id is not None and isinstance(engine_id := payload.get("id"), str):
-                            id_rewrite = _id_rewrite(engine_id, unchecked_id)
-                            unchecked_id = None
-                        if id_rewrite is not None:
-                            data = data.replace(id_rewrite[0], id_rewrite[1], 1)
-                        if not payload.get("choices") and "usage" in payload:
-                            if not include_usage:
-                                continue  # the usage chunk the gateway asked for on its own behalf
-                            if self._on_usage is not None:
-                                data = self._on_usage(payload)
-                            elif rewrite is not None:
-                                data = data.replace(rewrite[0], rewrite[1], 1)
-                        elif rewrite is not None:
-                            data = data.replace(rewrite[0], rewrite[1], 1)
-                        out.append(data)
-                    if not out:
+                while True:
+                    usage_chunks = stream.usage_chunks
+                    if not (events := await stream.batch()):
+                        break
+                    if unchecked_id is not None:
+                        for _, payload in events:
+                            if isinstance(engine_id := payload.get("id"), str):
+                                id_rewrite = _id_rewrite(engine_id, unchecked_id)
+                                unchecked_id = None
+                                break
+                    if (usage_chunks := stream.usage_chunks - usage_chunks) == 0:
+                        body = b"data: " + self._joined(events, id_rewrite) + b"\n\n"
+                    elif out := self._with_usage(events, usage_chunks, id_rewrite):
+                        body = b"data: " + b"\n\ndata: ".join(out) + b"\n\n"
+                    else:
                         continue
                     if first_event_at is None:
                         first_event_at = time.monotonic()
-                    body = b"data: " + b"\n\ndata: ".join(out) + b"\n\n"
                     await send({"type": "http.response.body", "body": body, "more_body": True})
                 batch.append(DONE)
             except EngineError as exc:
@@ -132,6 +124,44 @@ class StreamRelay(Response):
         finally:
             watch.stop()
             await stream.aclose()
+
+    def _joined(self, events: list[StreamEvent], id_rewrite: tuple[bytes, bytes] | None) -> bytes:
+        """Events without a usage chunk as they go out, between one's `data: ` and the last one's end: as
+        sent, joined and renamed all at once (a name's field can only be the event's own: inside a JSON
+        string, its quotes would be escaped)."""
+        joined = b"\n\ndata: ".join([data for data, _ in events])
+        if id_rewrite is not None:
+            joined = joined.replace(*id_rewrite)
+        return joined.replace(*self._rewrite) if self._rewrite is not None else joined
+
+    def _with_usage(
+        self, events: list[StreamEvent], usage_chunks: int, id_rewrite: tuple[bytes, bytes] | None
+    ) -> list[bytes]:
+        """The data of events among which are `usage_chunks` usage chunks: the usage chunk is dropped unless
+        the client asked for it, and then given its cost. Usage comes last: the events before the first
+        usage chunk are joined and renamed at once, the others one by one."""
+        cut = len(events)
+        while usage_chunks:
+            cut -= 1
+            payload = events[cut][1]
+            if not payload.get("choices") and "usage" in payload:
+                usage_chunks -= 1
+        out = [self._joined(events[:cut], id_rewrite)] if cut else []
+        rewrite = self._rewrite
+        for data, payload in events[cut:]:
+            if id_rewrite is not None:
+                data = data.replace(id_rewrite[0], id_rewrite[1], 1)
+            if not payload.get("choices") and "usage" in payload:
+                if not self._include_usage:
+                    continue  # the usage chunk the gateway asked for on its own behalf
+                if self._on_usage is not None:
+                    data = self._on_usage(payload)
+                elif rewrite is not None:
+                    data = data.replace(rewrite[0], rewrite[1], 1)
+            elif rewrite is not None:
+                data = data.replace(rewrite[0], rewrite[1], 1)
+            out.append(data)
+        return out
 
 
 def _id_rewrite(engine_id: str, reply_id: str) -> tuple[bytes, bytes] | None:

@@ -73,6 +73,18 @@ SCRIPTS: dict[str, tuple[int, list[bytes | float], list[tuple[bytes, bytes]]]] =
         ],
         [],
     ),
+    # all in one write, as an engine that outpaces the gateway: [DONE] in the middle of a read, and what
+    # follows it ignored
+    "/one-write": (
+        200,
+        [b"".join([chunk("Hel"), chunk("lo"), chunk(usage=2), b"data: [DONE]\n\n", chunk("late")])],
+        [],
+    ),
+    "/one-write-broken": (
+        200,
+        [chunk("a") + chunk("b") + b"data: {not json\n\n" + chunk("c") + b"data: [DONE]\n\n"],
+        [],
+    ),
     "/stall": (200, [chunk("a"), 1.5, chunk("b")], []),
     "/slow-start": (200, [1.5, chunk("a")], []),
     "/no-done": (200, [chunk("a"), chunk("b")], []),
@@ -136,7 +148,7 @@ async def engine(base_url: str) -> AsyncIterator[OpenAICompatEngine]:
 async def collect(engine: OpenAICompatEngine, path: str) -> list[bytes]:
     stream = await engine.stream(path, b"{}", request_id="r1")
     try:
-        return [event.data async for event in stream]
+        return [data async for data, _ in stream]
     finally:
         await stream.aclose()
 
@@ -152,6 +164,35 @@ async def test_stream_events_usage_and_tally(engine: OpenAICompatEngine) -> None
     )  # reasoning_content read too
 
 
+async def test_a_batch_is_every_event_in_hand_and_counts_its_usage_chunks(engine: OpenAICompatEngine) -> None:
+    stream = await engine.stream("/one-write", b"{}", request_id="r1")
+    try:
+        assert stream.usage_chunks == 0
+        events = await stream.batch()
+        assert [data for data, _ in events] == [chunk("Hel")[6:-2], chunk("lo")[6:-2], chunk(usage=2)[6:-2]]
+        assert events[0][1]["choices"][0]["delta"] == {"content": "Hel"}
+        assert stream.usage_chunks == 1 and stream.usage is not None and stream.usage.completion_tokens == 2
+        assert stream.tally.text() == "Hello"
+        assert await stream.batch() == []  # [DONE] was in hand: the stream has ended, "late" is not read
+        assert stream.tally.text() == "Hello"
+    finally:
+        await stream.aclose()
+
+
+async def test_an_event_that_breaks_a_batch_is_raised_by_the_next_call(engine: OpenAICompatEngine) -> None:
+    stream = await engine.stream("/one-write-broken", b"{}", request_id="r1")
+    try:
+        assert [payload["choices"][0]["delta"]["content"] for _, payload in await stream.batch()] == [
+            "a",
+            "b",
+        ]
+        with pytest.raises(EngineFailed, match="not JSON"):
+            await stream.batch()
+        assert stream.tally.text() == "ab"
+    finally:
+        await stream.aclose()
+
+
 @pytest.mark.parametrize(
     ("path", "error", "phase"),
     [
@@ -165,8 +206,8 @@ async def test_broken_streams_raise_after_the_first_event(
     engine: OpenAICompatEngine, path: str, error: type[Exception], phase: str | None
 ) -> None:
     stream = await engine.stream(path, b"{}", request_id="r1")
-    first = await anext(stream)
-    assert b'"a"' in first.data
+    data, _ = await anext(stream)
+    assert b'"a"' in data
     with pytest.raises(error) as caught:
         async for _ in stream:
             pass

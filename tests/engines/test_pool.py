@@ -27,6 +27,7 @@ class FakeStream:
     def __init__(self, replica: str, events: int) -> None:
         self.replica = replica
         self.usage: Usage | None = None
+        self.usage_chunks = 0
         self.tally = StreamTally()
         self._left = events
         self.closed = False
@@ -38,10 +39,11 @@ class FakeStream:
         if self._left == 0:
             raise StopAsyncIteration
         self._left -= 1
-        return StreamEvent(b"{}", {})
+        return b"{}", {}
 
     async def batch(self) -> list[StreamEvent]:
-        events, self._left = [StreamEvent(b"{}", {})] * self._left, 0
+        events: list[StreamEvent] = [(b"{}", {})] * self._left
+        self._left = 0
         return events
 
     async def aclose(self) -> None:
@@ -169,7 +171,7 @@ async def test_least_outstanding_counts_open_streams() -> None:
     second = await pool.stream("/x", b"{}", request_id="2")
     assert {first.replica.url, second.replica.url} == {"a", "b"}  # the busy one was avoided
     assert [replica.outstanding for replica in pool.replicas] == [1, 1]
-    assert [event async for event in first] == [StreamEvent(b"{}", {}), StreamEvent(b"{}", {})]
+    assert [event async for event in first] == [(b"{}", {}), (b"{}", {})]
     await first.aclose()
     await first.aclose()  # idempotent
     await second.aclose()

@@ -11,7 +11,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from engines import EngineTransport
-from engines.transport import ChunkReader
+from engines.transport import _HIGH_WATER, ChunkReader
 from tests.servers import serving
 
 
@@ -99,6 +99,30 @@ async def test_chunked_body_streams_piece_by_piece(client: httpx.AsyncClient, ba
 async def test_large_body_with_flow_control(client: httpx.AsyncClient, base_url: str) -> None:
     response = await client.get(f"{base_url}/big")
     assert len(response.content) == 64 * 65536
+
+
+async def test_a_body_not_read_stops_being_received_past_the_high_water_mark(base_url: str) -> None:
+    transport, body = await open_body(base_url, "/big")  # 4 MiB, sent as fast as the socket takes it
+    try:
+        conn = body._conn
+        assert conn is not None
+        for _ in range(3000):  # a generous deadline (30 s) for the socket to bring that much
+            if conn._paused:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the connection never stopped reading")
+        held = sum(len(chunk) for chunk in conn._chunks)
+        await asyncio.sleep(0.1)  # paused: nothing more is taken in
+        assert held == sum(len(chunk) for chunk in conn._chunks)
+        assert _HIGH_WATER < held <= _HIGH_WATER + 256 * 1024  # at most one read (asyncio's) past the mark
+        received = b""
+        while (chunk := await body.read(5.0)) is not None:  # reading resumes it
+            received += chunk
+        assert received == b"x" * 64 * 65536
+    finally:
+        await body.aclose()
+        await transport.aclose()
 
 
 async def test_server_dying_mid_body_is_a_protocol_error(client: httpx.AsyncClient, base_url: str) -> None:

@@ -152,8 +152,8 @@ async def test_stream_with_reasoning_content_and_usage(engine: TrtllmEngine) -> 
     finally:
         await stream.aclose()
     assert len(events) == 6  # the role chunk (whose line ends in a space), 4 deltas, the usage chunk
-    assert events[0].payload["choices"][0]["delta"] == {"role": "assistant"}
-    assert events[-1].payload["choices"] == []
+    assert events[0][1]["choices"][0]["delta"] == {"role": "assistant"}
+    assert events[-1][1]["choices"] == []
     assert stream.usage is not None
     assert (stream.usage.prompt_tokens, stream.usage.completion_tokens) == (14, 12)
     assert stream.tally.reasoning_text() == "The user asks for 2 + 2."

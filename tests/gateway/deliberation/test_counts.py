@@ -63,6 +63,7 @@ class FakeStream:
     script: Script
     replica: Replica
     usage: Usage | None = None
+    usage_chunks: int = 0
     closed: bool = False
     drained: asyncio.Event = field(default_factory=asyncio.Event)  # every chunk read: it hangs now
     _at: int = 0
@@ -74,7 +75,7 @@ class FakeStream:
         if self._at < len(self.script.chunks):
             payload = self.script.chunks[self._at]
             self._at += 1
-            return StreamEvent(orjson.dumps(payload), payload)
+            return orjson.dumps(payload), payload
         if self.script.hang:
             self.drained.set()
             await asyncio.Event().wait()

@@ -132,3 +132,48 @@ def test_streaming_is_relayed_as_it_is_generated(
     # ~20 steps 30 ms apart: a buffering relay would deliver everything at the very end
     assert len(arrivals) >= 15
     assert arrivals[-1] - arrivals[0] > 0.3
+
+
+@pytest.mark.parametrize("include_usage", [True, False], ids=["usage", "no-usage"])
+def test_a_stream_read_many_events_at_a_time_is_renamed_and_metered(
+    start_engine: StartEngine, start_gateway: StartGateway, include_usage: bool
+) -> None:
+    """An engine that outpaces the gateway (no latency at all): each read brings many events, which go out
+    in one write, every one with the reply's id and the public model (the simulator's are its own), the
+    usage chunk only when asked for, with its cost."""
+    engine = start_engine(
+        profile("fast", zero_latency=True, num_speculative_tokens=0, output_tokens_range=(300, 300))
+    )
+    gateway = start_gateway([engine], [engine])
+    client = openai.OpenAI(base_url=gateway.v1, api_key="test", max_retries=0)
+    with client.chat.completions.with_streaming_response.create(
+        model="qwen3-8b",
+        messages=MESSAGES,
+        n=2,
+        stream=True,
+        stream_options={"include_usage": include_usage},
+    ) as response:
+        request_id = response.headers["x-tiergate-request-id"]
+        chunks = list(response.parse())
+    client.close()
+    assert {chunk.id for chunk in chunks} == {f"chatcmpl-{request_id}"}
+    assert {chunk.model for chunk in chunks} == {"qwen3-8b:fast"}
+    texts = ["", ""]
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+    tokens = sum(1 for chunk in chunks for choice in chunk.choices if choice.delta.content)
+    exchange = gateway.recorder.wait_for(response.headers["x-request-id"])
+    assert exchange.outcome is Outcome.OK and exchange.usage is not None and exchange.tally is not None
+    assert (
+        tokens == exchange.usage.completion_tokens == 600
+    )  # every token of both choices relayed, a delta each
+    assert texts == [exchange.tally.text(0), exchange.tally.text(1)] and all(texts)  # and metered as relayed
+    usage_chunks = [chunk for chunk in chunks if chunk.usage is not None]
+    if not include_usage:
+        assert usage_chunks == []
+        return
+    assert usage_chunks == [chunks[-1]] and chunks[-1].choices == []
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens == 600
+    assert usage.model_extra is not None and usage.model_extra["cost_micros"] > 0
