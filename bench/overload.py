@@ -65,6 +65,7 @@ FAST_ALONE = 20
 SHORT_CHUNKS = 32
 BACKOFF_S = 0.2
 STAGGER_S = 2.0
+LAG_TICK_S = 0.005  # a client process's own loop lag is sampled this often
 SETTLED_S = 5.0  # a phase's requests sent after this are also reported apart (the surge of its start is over)
 # the key's limits in each tier: real (every request passes the limiter, in Redis), far above what one worker
 # can reach (a few hundred requests a second; a 1,000-token stream reserves about 10^3 tokens)
@@ -185,10 +186,19 @@ async def _client_loop(
         writer.close()
 
 
+async def _own_lag(until: float, out: list[float]) -> None:
+    """How late this client process's own loop wakes for a timer, every LAG_TICK_S: what it adds to the times
+    it measures (a client busy reading hundreds of streams answers a refusal late too)."""
+    while (start := time.monotonic()) < until:
+        await asyncio.sleep(LAG_TICK_S)
+        out.append(time.monotonic() - start - LAG_TICK_S)
+
+
 def _client_process(url: str, secret: str, groups: list[tuple[str, bytes, int]], seconds: float) -> str:
-    async def main() -> dict[str, list[dict[str, Any]]]:
+    async def main() -> dict[str, Any]:
         until = time.monotonic() + seconds
         results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in groups}
+        lags: list[float] = []
         # each group's clients start evenly spread over STAGGER_S: streams of one length started together
         # would keep arriving in waves, each a burst the size of the whole load
         loops = [
@@ -196,27 +206,40 @@ def _client_process(url: str, secret: str, groups: list[tuple[str, bytes, int]],
             for name, body, count in groups
             for i in range(count)
         ]
-        await asyncio.gather(*loops)
-        return results
+        await asyncio.gather(_own_lag(until, lags), *loops)
+        return {"records": results, "lag_p99_ms": _ms(_pct(lags, 0.99))}
 
     raise_open_file_limit()
     return json.dumps(event_loop_runner()(main()))
 
 
 def run_phase(
-    url: str, secret: str, groups: list[tuple[str, bytes, int]], seconds: float, clients: int
-) -> dict[str, list[dict[str, Any]]]:
+    url: str,
+    secret: str,
+    groups: list[tuple[str, bytes, int]],
+    seconds: float,
+    clients: int,
+    probe: tuple[str, bytes, int] | None = None,
+) -> tuple[dict[str, list[dict[str, Any]]], list[float | None]]:
+    """The phase's records by group, and each client process's own loop lag (p99, ms). `probe`: a group of
+    its own in a process of its own, whose loop has little else to do: its times are the gateway's, not its
+    client's."""
     shares = [
         [(name, body, count // clients + (i < count % clients)) for name, body, count in groups]
         for i in range(clients)
     ]
-    with multiprocessing.get_context("spawn").Pool(clients) as pool:
+    if probe is not None:
+        shares.append([probe])
+    with multiprocessing.get_context("spawn").Pool(len(shares)) as pool:
         outs = pool.starmap(_client_process, [(url, secret, share, seconds) for share in shares])
-    merged: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in groups}
+    merged: dict[str, list[dict[str, Any]]] = {name: [] for share in shares for name, _, _ in share}
+    lags = []
     for out in outs:
-        for name, records in json.loads(out).items():
+        process = json.loads(out)
+        lags.append(process["lag_p99_ms"])
+        for name, records in process["records"].items():
             merged[name].extend(records)
-    return merged
+    return merged, lags
 
 
 def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -387,6 +410,13 @@ def main() -> int:
         "--deliberate-itl-ms", type=float, default=20.0, help="the deliberate engine's time between tokens"
     )
     parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument(
+        "--probes",
+        type=int,
+        default=8,
+        help="in the 70%% and 2x phases, this many more clients of short streams in a process of their own,"
+        " whose loop is idle enough to time the gateway's answers, not its own (0: none)",
+    )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument(
         "--trace", type=float, default=0.0, help="read the door's metrics every this many seconds (0: never)"
@@ -518,10 +548,12 @@ def main() -> int:
             started = time.monotonic()
             cpu, busy = procs.cpu_seconds(gateway.pid), procs.system_busy_seconds()
             before = door_metrics(url)
+            probe = ("probe", short_fast, args.probes) if args.probes and phase in ("70%", "2x") else None
             with _tracing(url, args.trace, started) as trace:
-                records = run_phase(url, secret, plans[phase], args.seconds, args.clients)
+                records, lags = run_phase(url, secret, plans[phase], args.seconds, args.clients, probe)
             wall = time.monotonic() - started
             results["phases"][phase] = {name: summary(recs) for name, recs in records.items()}
+            results["phases"][phase]["client_lag_p99_ms"] = lags  # each client process's, the probes' last
             results["phases"][phase]["metrics"] = after = door_metrics(url)
             results["phases"][phase]["gateway_wait_mean_ms"] = _mean_wait_ms(before, after)
             results["phases"][phase]["cpu"] = {  # cores' worth, over the phase (client start-up included)

@@ -115,7 +115,9 @@ async def test_a_body_not_read_stops_being_received_past_the_high_water_mark(bas
         held = sum(len(chunk) for chunk in conn._chunks)
         await asyncio.sleep(0.1)  # paused: nothing more is taken in
         assert held == sum(len(chunk) for chunk in conn._chunks)
-        assert _HIGH_WATER < held <= _HIGH_WATER + 256 * 1024  # at most one read (asyncio's) past the mark
+        # past the mark (counted with the chunked encoding's framing and the head, so a little less of body),
+        # and at most one read (asyncio's) past it
+        assert _HIGH_WATER - 1024 < held <= _HIGH_WATER + 256 * 1024
         received = b""
         while (chunk := await body.read(5.0)) is not None:  # reading resumes it
             received += chunk
