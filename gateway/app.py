@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
@@ -28,7 +29,9 @@ from gateway.settings import Settings, metrics_multiprocess_dir, settings_from_e
 from gateway.state import GatewayState
 from pricing import parse_money
 
-__all__ = ["app_from_environment", "create_app"]
+__all__ = ["SWITCH_INTERVAL_S", "app_from_environment", "create_app"]
+
+SWITCH_INTERVAL_S = 0.001  # the interpreter lock's hand-over to a waiting thread (Python's default: 5 ms)
 
 
 def create_app(
@@ -36,16 +39,20 @@ def create_app(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     sinks: Sequence[MeterSink] | None = None,
-    freeze_heap: bool = False,
+    server_process: bool = False,
 ) -> FastAPI:
     """A gateway app; its state is built when the server starts it (lifespan), never at import.
 
     `transport` replaces the engine transport (tests); `sinks` receive each request's exchange
-    record (default: one log line per request). `freeze_heap`: once started, move every object made so far
-    (modules, settings, the state) out of the garbage collector's sight (`gc.freeze()`), as a server process
-    should: a collection then looks at what requests made, not at the whole heap - which, unfrozen, costs
-    about a third of the CPU of relaying a long stream (docs/benchmarks.md). Not for a process that builds
-    many apps (tests): what it froze is never collected.
+    record (default: one log line per request). `server_process`: the app is its process's one server, tuned
+    as such once started (not for a process that builds many apps, as tests do):
+    - every object made so far (modules, settings, the state) moves out of the garbage collector's sight
+      (`gc.freeze()`): a collection then looks at what requests made, not at the whole heap - which, unfrozen,
+      costs about a third of the CPU of relaying a long stream (docs/benchmarks.md). What it froze is never
+      collected.
+    - the interpreter hands its lock to a waiting thread after `SWITCH_INTERVAL_S`, not 5 ms: the event loop
+      waits less for it behind the background threads (the journal's, the ledger writer's, the request log's),
+      and a refusal or a first token with it.
     """
 
     @asynccontextmanager
@@ -54,8 +61,9 @@ def create_app(
         if state.bookkeeper is not None:
             await state.bookkeeper.catch_up(timeout_s=5.0)
         state.start()
-        if freeze_heap:
+        if server_process:
             gc.freeze()
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
         with ExitStack() as lease:
             probes = settings.probes.enabled and _probe_lease(lease)
             prober = await _prober(app, state) if probes else None
@@ -139,4 +147,4 @@ def app_from_environment() -> FastAPI:
     """Factory for uvicorn's worker processes (`tiergate serve --workers N`): each logs as the parent does."""
     settings = settings_from_environment()
     configure_logging(settings.server.log_level, off_loop=True)
-    return create_app(settings, freeze_heap=True)
+    return create_app(settings, server_process=True)

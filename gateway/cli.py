@@ -153,7 +153,7 @@ def _serve(args: argparse.Namespace) -> None:
     if settings.server.workers == 1:
         from gateway.app import create_app
 
-        uvicorn.run(create_app(settings, freeze_heap=True), **options)
+        uvicorn.run(create_app(settings, server_process=True), **options)
         return
     if not settings.redis.url:
         logging.getLogger("tiergate").warning(
