@@ -141,7 +141,7 @@ class StreamRelay(Response):
         the client asked for it, and then given its cost. Usage comes last: the events before the first
         usage chunk are joined and renamed at once, the others one by one."""
         cut = len(events)
-        while usage_chunks:
+        while usage_chunks and cut:
             cut -= 1
             payload = events[cut][1]
             if not payload.get("choices") and "usage" in payload:
