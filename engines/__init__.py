@@ -23,7 +23,7 @@ from engines.sse import SSEDecoder
 from engines.stats_parsers import parse_metrics
 from engines.transport import EngineTransport
 from engines.trtllm import TrtllmEngine
-from engines.usage import StreamTally, Usage
+from engines.usage import StreamTally, Usage, is_usage_chunk
 
 __all__ = [
     "TEMPLATE_FIELDS",
@@ -59,6 +59,7 @@ __all__ = [
     "Usage",
     "choose",
     "choose_replica",
+    "is_usage_chunk",
     "parse_metrics",
     "parse_vllm_metrics",
 ]

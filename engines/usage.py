@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["StreamTally", "Usage"]
+__all__ = ["StreamTally", "Usage", "is_usage_chunk"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,12 @@ def _detail(details: Any, key: str) -> int | None:
         if isinstance(value, int):
             return value
     return None
+
+
+def is_usage_chunk(payload: dict[str, Any]) -> bool:
+    """Whether a stream's event is its usage chunk: a `usage` field and no choices (what `include_usage` adds
+    before [DONE]). A stream counts them as it decodes; the relay finds them by the same test."""
+    return "usage" in payload and not payload.get("choices")
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from engines import EngineError, PooledStream, StreamEvent
+from engines import EngineError, PooledStream, StreamEvent, is_usage_chunk
 from gateway.accounting.exchange import Outcome
 from gateway.http.disconnect import DisconnectWatch
 from gateway.http.errors import error_event, from_engine_error
@@ -143,22 +143,19 @@ class StreamRelay(Response):
         cut = len(events)
         while usage_chunks and cut:
             cut -= 1
-            payload = events[cut][1]
-            if not payload.get("choices") and "usage" in payload:
-                usage_chunks -= 1
+            usage_chunks -= is_usage_chunk(events[cut][1])
         out = [self._joined(events[:cut], id_rewrite)] if cut else []
         rewrite = self._rewrite
         for data, payload in events[cut:]:
             if id_rewrite is not None:
                 data = data.replace(id_rewrite[0], id_rewrite[1], 1)
-            if not payload.get("choices") and "usage" in payload:
+            if is_usage_chunk(payload):
                 if not self._include_usage:
                     continue  # the usage chunk the gateway asked for on its own behalf
                 if self._on_usage is not None:
-                    data = self._on_usage(payload)
-                elif rewrite is not None:
-                    data = data.replace(rewrite[0], rewrite[1], 1)
-            elif rewrite is not None:
+                    out.append(self._on_usage(payload))
+                    continue
+            if rewrite is not None:
                 data = data.replace(rewrite[0], rewrite[1], 1)
             out.append(data)
         return out
