@@ -23,6 +23,7 @@ from engines.sse import SSEDecoder
 from engines.stats_parsers import parse_metrics
 from engines.transport import EngineTransport
 from engines.trtllm import TrtllmEngine
+from engines.turns import Turns
 from engines.usage import StreamTally, Usage, is_usage_chunk
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "StreamTally",
     "Timeouts",
     "TrtllmEngine",
+    "Turns",
     "Usage",
     "choose",
     "choose_replica",

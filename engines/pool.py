@@ -26,6 +26,7 @@ from engines.routing import (
     score,
 )
 from engines.stats_parsers import PARSERS
+from engines.turns import Turns
 
 __all__ = ["EnginePool", "PoolPolicy", "Replica"]
 
@@ -91,13 +92,15 @@ class EnginePool:
         on_local_overload: Callable[[], None] | None = None,
         on_abort: Callable[[str, str], None] | None = None,
         lag: LoopLag | None = None,
+        turns: Turns | None = None,
     ) -> None:
         """`on_local_overload` is called each time a call or a health check could not be made for a shortage
         of this process's own (`LocalOverload`): the caller may shed load. `on_abort(pool, replica)` is called
         each time a request is stopped before the engine finished it - a stream closed before its end, a call
         cancelled while the engine works on it - which the engine aborts (vLLM counts no abort itself); not
         for a request the engine failed. `lag`: this process's event-loop lag; with it, a health check or an
-        engine timeout that our own busy loop made late is not held against the replica."""
+        engine timeout that our own busy loop made late is not held against the replica. `turns`: the streams'
+        share of each turn of the loop (engines.turns), which this pool's streams keep to."""
         if not engines:
             raise ValueError(f"pool {name!r} needs at least one replica")
         self.name = name
@@ -107,6 +110,7 @@ class EnginePool:
         self._on_local_overload = on_local_overload
         self._on_abort = on_abort
         self._lag = lag
+        self._turns = turns
         self._turn = itertools.count()
         self._routing = policy.routing
         parser = PARSERS.get(policy.metrics_family)
@@ -157,7 +161,7 @@ class EnginePool:
         replica, stream = await self._with_failover(
             lambda engine: engine.stream(path, payload, request_id=request_id, headers=headers), affinity
         )
-        return PooledStream(self, replica, stream)
+        return PooledStream(self, replica, stream, self._turns)
 
     async def _with_failover(
         self, call: Callable[[EngineClient], Awaitable[_T]], affinity: str | None = None

@@ -1,4 +1,5 @@
-"""A stream from a pool's replica that tells its pool when it ends, and how (passive health)."""
+"""A stream from a pool's replica that tells its pool when it ends, and how (passive health), and waits its
+turn of the loop when a burst of streams has spent it (engines.turns)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from engines._exceptions import EngineError
 from engines.client import EngineStream, StreamEvent
+from engines.turns import Turns
 from engines.usage import StreamTally, Usage
 
 if TYPE_CHECKING:
@@ -15,14 +17,18 @@ __all__ = ["PooledStream"]
 
 
 class PooledStream:
-    """An engine stream that tells its pool when it ends, and how."""
+    """An engine stream that tells its pool when it ends, and how. With `turns`, what it brings is handed over
+    only while this turn of the loop has some of the streams' share left, else in the next."""
 
-    __slots__ = ("_closed", "_ended", "_error", "_pool", "_stream", "replica")
+    __slots__ = ("_closed", "_ended", "_error", "_pool", "_stream", "_turns", "replica")
 
-    def __init__(self, pool: EnginePool, replica: Replica, stream: EngineStream) -> None:
+    def __init__(
+        self, pool: EnginePool, replica: Replica, stream: EngineStream, turns: Turns | None = None
+    ) -> None:
         self._pool = pool
         self.replica = replica
         self._stream = stream
+        self._turns = turns
         self._error: EngineError | None = None
         self._closed = False
         self._ended = False  # read to its end: closed before that, the engine aborts it
@@ -44,13 +50,17 @@ class PooledStream:
 
     async def __anext__(self) -> StreamEvent:
         try:
-            return await self._stream.__anext__()
+            event = await self._stream.__anext__()
         except EngineError as exc:
             self._error = exc
             raise
         except StopAsyncIteration:
             self._ended = True
             raise
+        if (turns := self._turns) is not None:
+            while turns.spent():
+                await turns.next_turn()
+        return event
 
     async def batch(self) -> list[StreamEvent]:
         try:
@@ -60,6 +70,9 @@ class PooledStream:
             raise
         if not events:
             self._ended = True
+        elif (turns := self._turns) is not None:
+            while turns.spent():
+                await turns.next_turn()
         return events
 
     async def aclose(self) -> None:

@@ -18,6 +18,7 @@ from engines import (
     LoopLag,
     OpenAICompatEngine,
     TrtllmEngine,
+    Turns,
 )
 from gateway.accounting.bookkeeper import Bookkeeper
 from gateway.accounting.exchange import MeterSink
@@ -180,7 +181,11 @@ class GatewayState:
             target_lag_s=server.target_loop_lag_s / 2,
             target_utilization=server.target_utilization * 0.9,
         )
-        pools = {name: _pool(name, pool, http, door, metrics, lag) for name, pool in settings.pools.items()}
+        # the streams' share of a turn of the loop (engines/turns.py): a burst of tokens holds up no request
+        turns = Turns(server.stream_turn_s) if server.stream_turn_s else None
+        pools = {
+            name: _pool(name, pool, http, door, metrics, lag, turns) for name, pool in settings.pools.items()
+        }
         for name, pool in pools.items():
             metrics.watch_replicas(name, (replica.url for replica in pool.replicas))
         tracing = _tracing(settings, pools)
@@ -200,7 +205,7 @@ class GatewayState:
         )
         collector = GatewayCollector(pools, bookkeeper)
         registry.register(collector)
-        door_collector = DoorCollector(door, lag, queues)
+        door_collector = DoorCollector(door, lag, queues, turns)
         registry.register(door_collector)
         store = _response_store(settings, database, lag)
         return cls(
@@ -328,7 +333,13 @@ def _door(settings: Settings, lag: LoopLag) -> Door:
 
 
 def _pool(
-    name: str, settings: PoolSettings, http: EngineHTTP, door: Door, metrics: RequestMetrics, lag: LoopLag
+    name: str,
+    settings: PoolSettings,
+    http: EngineHTTP,
+    door: Door,
+    metrics: RequestMetrics,
+    lag: LoopLag,
+    turns: Turns | None,
 ) -> EnginePool:
     timeouts = settings.timeouts.timeouts()
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
@@ -337,5 +348,11 @@ def _pool(
     policy = settings.policy()
     # a shortage of ours sheds load; an engine request stopped before its end is counted (vLLM counts none)
     return EnginePool(
-        name, engines, policy, on_local_overload=door.shut, on_abort=metrics.engine_aborted, lag=lag
+        name,
+        engines,
+        policy,
+        on_local_overload=door.shut,
+        on_abort=metrics.engine_aborted,
+        lag=lag,
+        turns=turns,
     )

@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Summa
 from prometheus_client.registry import Collector
 
 from engines.loop_lag import LoopLag
+from engines.turns import Turns
 from gateway.http.door import Door
 from gateway.http.tier_queues import TierQueues
 
@@ -16,12 +17,19 @@ __all__ = ["DoorCollector"]
 
 
 class DoorCollector(Collector):
-    """This worker's door (in flight, its limit, refusals by reason) and its loop's lag."""
+    """This worker's door (in flight, its limit, refusals by reason), its loop's lag, its streams' turns."""
 
-    def __init__(self, door: Door, lag: LoopLag, queues: TierQueues | None = None) -> None:
+    def __init__(
+        self,
+        door: Door,
+        lag: LoopLag,
+        queues: TierQueues | None = None,
+        turns: Turns | None = None,
+    ) -> None:
         self._door = door
         self._lag = lag
         self._queues = queues
+        self._turns = turns
 
     def collect(self) -> Iterator[Any]:
         door, lag = self._door, self._lag
@@ -47,6 +55,12 @@ class DoorCollector(Collector):
             count_value=lag.waits,
             sum_value=lag.waited_s,
         )
+        if self._turns is not None:
+            yield CounterMetricFamily(
+                "tiergate_stream_turn_waits",
+                "Times an engine stream waited for the event loop's next turn, the streams' share spent",
+                value=self._turns.deferred,
+            )
         yield GaugeMetricFamily(
             "tiergate_door_requests_in_flight",
             "Inference requests this worker admitted and serves now",

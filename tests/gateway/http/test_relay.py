@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -177,3 +178,54 @@ def test_a_stream_read_many_events_at_a_time_is_renamed_and_metered(
     usage = chunks[-1].usage
     assert usage is not None and usage.completion_tokens == 600
     assert usage.model_extra is not None and usage.model_extra["cost_micros"] > 0
+
+
+def test_streams_that_wait_for_the_loops_next_turn_lose_nothing(
+    start_engine: StartEngine, start_gateway: StartGateway
+) -> None:
+    """A turn's share for streams so small (`server.stream_turn_s`) that of the streams woken in a turn only
+    the first runs and the others wait for the next: fast streams (a read's events at a time) and a
+    deliberation of three samples (event by event) at once, each relayed whole and in order, and metered as
+    relayed."""
+    fast = start_engine(
+        profile("fast", zero_latency=True, num_speculative_tokens=0, output_tokens_range=(300, 300))
+    )
+    deliberate = start_engine(profile("deliberate", zero_latency=True, reasoning_tokens_range=(60, 80)))
+    gateway = start_gateway(
+        [fast],
+        [deliberate],
+        server={"stream_turn_s": 1e-9},
+        deliberation={"efforts": {"high": {"floor": 0, "samples": 3}}, "default_effort": "high"},
+    )
+    client = openai.OpenAI(base_url=gateway.v1, api_key="test", max_retries=0)
+
+    def fast_stream() -> tuple[str, str]:
+        with client.chat.completions.with_streaming_response.create(
+            model="qwen3-8b", messages=MESSAGES, stream=True
+        ) as response:
+            chunks = [chunk for chunk in response.parse() if chunk.choices]
+            text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
+            return response.headers["x-request-id"], text
+
+    def deliberation() -> tuple[str, list[str]]:
+        with client.chat.completions.with_streaming_response.create(
+            model="qwen3-8b:deliberate", messages=MESSAGES, stream=True
+        ) as response:
+            chunks = list(response.parse())
+            finishes = [choice.finish_reason for chunk in chunks for choice in chunk.choices]
+            return response.headers["x-request-id"], [reason for reason in finishes if reason]
+
+    with ThreadPoolExecutor(6) as pool:
+        streams = [pool.submit(fast_stream) for _ in range(5)]
+        deliberated = pool.submit(deliberation)
+        relayed = [future.result(timeout=120) for future in streams]
+        deliberation_id, finishes = deliberated.result(timeout=120)
+    client.close()
+    for request_id, text in relayed:
+        exchange = gateway.recorder.wait_for(request_id)
+        assert exchange.outcome is Outcome.OK and exchange.usage is not None and exchange.tally is not None
+        assert exchange.usage.completion_tokens == 300 and text == exchange.tally.text(0) != ""
+    exchange = gateway.recorder.wait_for(deliberation_id)
+    assert exchange.outcome is Outcome.OK and exchange.usage is not None
+    assert (exchange.usage.reasoning_tokens or 0) >= 3 * 60 and finishes == ["stop"]
+    assert metric(scrape(gateway.url), "tiergate_stream_turn_waits_total") > 0  # they did wait

@@ -1,0 +1,57 @@
+"""The event loop's turns shared among streams: a burst of tokens does not hold up the next request.
+
+An engine's decode step brings a token of every stream in its batch at once, and a busy gateway relays them
+all in one turn of its event loop before it polls its sockets again. A request that arrives meanwhile waits
+out the whole burst, and so does the door's refusal of it (written as its headers are read,
+gateway.http.connections). `Turns` caps what streams take of a turn: a stream that its engine woke asks
+`spent()` before its events are handled, and once `budget_s` has passed since the first stream of this turn
+ran, it waits for the next turn (`await next_turn()`), after the loop has polled its sockets.
+
+Nothing is dropped, reordered or added but a clock read a read and, for a stream that waits, a turn of the
+loop: those that waited are first in the next turn's line, ahead of the streams woken since (asyncio runs a
+turn's callbacks in the order they were scheduled). The first stream of a turn always runs, so every turn
+makes progress, and a stream alone never waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+__all__ = ["Turns"]
+
+
+class Turns:
+    """The streams' share of each turn of the running loop: `budget_s` of the clock from the first stream that
+    runs in it."""
+
+    __slots__ = ("_clock", "_marked", "_started", "budget_s", "deferred")
+
+    def __init__(self, budget_s: float, *, clock: Callable[[], float] = time.perf_counter) -> None:
+        if budget_s <= 0:
+            raise ValueError(f"budget_s must be positive, not {budget_s!r}")
+        self.budget_s = budget_s
+        self._clock = clock
+        self._marked = False  # a stream ran in this turn: the turn's clock is running
+        self._started = 0.0
+        self.deferred = 0  # a stream waited for the next turn, this many times (for metrics)
+
+    def spent(self) -> bool:
+        """Whether this turn's share is spent: the stream asking waits for the next (`next_turn`)."""
+        now = self._clock()
+        if not self._marked:  # the first stream of a turn: its clock starts, and stops with the turn
+            self._marked = True
+            self._started = now
+            # scheduled now, it runs first in the next turn: before any stream that waits for it
+            asyncio.get_running_loop().call_soon(self._turned)
+            return False
+        return now - self._started > self.budget_s
+
+    async def next_turn(self) -> None:
+        """Wait for the loop's next turn (after it polls its sockets)."""
+        self.deferred += 1
+        await asyncio.sleep(0)
+
+    def _turned(self) -> None:
+        self._marked = False

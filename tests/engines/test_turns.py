@@ -1,0 +1,105 @@
+"""The streams' share of a turn of the event loop (engines.turns): driven by a clock of the test's own, turns
+counted by the loop itself, no wall-clock assertion."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from engines.turns import Turns
+
+
+class Clock:
+    """A clock that moves only when a test's fake work says so."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TurnCounter:
+    """Counts the loop's turns: a callback that schedules itself again runs once a turn."""
+
+    def __init__(self) -> None:
+        self.turn = 0
+        self._handle: asyncio.Handle | None = None
+
+    def start(self) -> None:
+        self._handle = asyncio.get_running_loop().call_soon(self._next)
+
+    def _next(self) -> None:
+        self.turn += 1
+        self._handle = asyncio.get_running_loop().call_soon(self._next)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+
+async def test_a_turn_is_spent_once_its_budget_has_passed_and_a_new_turn_starts_afresh() -> None:
+    clock = Clock()
+    turns = Turns(0.002, clock=clock)
+    assert not turns.spent()  # the first stream of a turn always runs: its clock starts
+    clock.now += 0.0015
+    assert not turns.spent()
+    clock.now += 0.001
+    assert turns.spent()  # 2.5 ms into a turn whose share is 2 ms
+    await turns.next_turn()
+    assert turns.deferred == 1
+    assert not turns.spent()  # a new turn: its clock starts now
+    clock.now += 0.0021
+    assert turns.spent()
+
+
+async def test_streams_woken_in_one_turn_run_within_its_share_in_order_and_the_rest_in_the_next() -> None:
+    """Ten streams woken at once, each working 1 ms on a turn's share of 2.5 ms: three run in a turn (the
+    first, and two that find some of the share left), in the order they were woken, every one of them in the
+    end, and nothing waits without a turns object."""
+    clock = Clock()
+    turns = Turns(0.0025, clock=clock)
+    counter = TurnCounter()
+    ran: list[tuple[int, int]] = []  # (stream, turn)
+    woken = asyncio.get_running_loop().create_future()
+
+    async def stream(number: int, turns: Turns | None) -> None:
+        await woken  # one engine read wakes them all in the same turn
+        if turns is not None:
+            while turns.spent():
+                await turns.next_turn()
+        ran.append((number, counter.turn))
+        clock.now += 0.001  # its events handled
+
+    for share in (turns, None):
+        ran.clear()
+        woken = asyncio.get_running_loop().create_future()
+        tasks = [asyncio.create_task(stream(number, share)) for number in range(10)]
+        await asyncio.sleep(0)  # every task waits for the read
+        counter.start()
+        woken.set_result(None)
+        await asyncio.gather(*tasks)
+        counter.stop()
+        first = ran[0][1]
+        if share is None:
+            assert ran == [(number, first) for number in range(10)]
+            continue
+        assert [number for number, _ in ran] == list(range(10))
+        assert [turn - first for _, turn in ran] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]
+    assert turns.deferred > 0
+
+
+async def test_a_stream_alone_never_waits() -> None:
+    clock = Clock()
+    turns = Turns(0.001, clock=clock)
+    for _ in range(5):
+        assert not turns.spent()
+        clock.now += 0.5  # however long its events take, it is the turn's first
+        await asyncio.sleep(0)
+    assert turns.deferred == 0
+
+
+def test_a_share_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="budget_s"):
+        Turns(0)
