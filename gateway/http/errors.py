@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from typing import Any
 
 import orjson
@@ -127,9 +128,12 @@ def _retry_headers(seconds: float | None) -> dict[str, str]:
 
 def gateway_overloaded(retry_after_s: float = 1.0) -> GatewayError:
     """The gateway itself is short (of file descriptors, memory, or room under its concurrency limit or its
-    tier's share of it)."""
+    tier's share of it). The retry is asked for at a time drawn evenly from half `retry_after_s` to one and a
+    half times it: the OpenAI SDKs wait exactly what `retry-after-ms` says, and the clients refused in one
+    burst would otherwise all come back in the same millisecond, to be refused together again."""
     message = "The gateway is overloaded; retry shortly."
-    return GatewayError(503, message, code="gateway_overloaded", headers=_retry_headers(retry_after_s))
+    spread = retry_after_s * (0.5 + random.random())
+    return GatewayError(503, message, code="gateway_overloaded", headers=_retry_headers(spread))
 
 
 def from_engine_error(exc: EngineError) -> GatewayError:

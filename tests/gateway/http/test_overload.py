@@ -116,6 +116,33 @@ def test_over_the_concurrency_limit_the_excess_gets_503_while_the_admitted_strea
         assert client.chat.completions.create(model="qwen3-8b", messages=MESSAGES).choices
 
 
+def test_refusals_spread_the_retry_they_ask_for(start_engine: StartEngine) -> None:
+    """The OpenAI SDKs wait exactly what `retry-after-ms` says: clients refused together are told different
+    waits, from half to one and a half times a second, or they would all come back together."""
+    # a stream of 400 tokens, 0.05 s apart: in flight for about 20 s, while the others are refused
+    engine = start_engine(profile("fast", ttft_base_s=0.002, itl_s=0.05, output_tokens_range=(400, 400)))
+    app = create_app(gateway_settings([engine], [engine], server={"max_concurrent_requests": 1}))
+    waits = []
+    with serving(app) as url:
+        wait_ready(url)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+        stream = client.chat.completions.create(model="qwen3-8b", messages=MESSAGES, stream=True)
+        next(iter(stream))  # admitted, and streaming: the door is full
+        with httpx.Client(base_url=url + "/v1") as http:
+            for _ in range(40):
+                refused = http.post("/chat/completions", json={"model": "qwen3-8b", "messages": MESSAGES})
+                assert refused.status_code == 503, refused.text
+                assert refused.json()["error"]["code"] == "gateway_overloaded"
+                wait_ms = int(refused.headers["retry-after-ms"])
+                assert 500 <= wait_ms <= 1500
+                assert int(refused.headers["retry-after"]) in (1, 2)
+                assert int(refused.headers["retry-after"]) * 1000 >= wait_ms  # whole seconds, rounded up
+                waits.append(wait_ms)
+        stream.close()
+        client.close()
+    assert len(set(waits)) >= 20  # spread, not one wait for all
+
+
 @contextmanager
 def one_deliberate_slot_held(
     start_engine: StartEngine, tokens: int, **server: Any
