@@ -5,7 +5,7 @@ test:
 
     python bench/overload.py [--seconds 20] [--capacity 250] [--chunks 1000] [--clients 2] [--pin]
                              [--itl-ms 10] [--ttft-ms 5] [--deliberate-itl-ms 20]
-                             [--phases 70%,2x,fast alone,flood] [--trace SECONDS]
+                             [--phases 70%,2x,fast alone,flood] [--trace SECONDS] [--backoff retry-after]
 
 Engines: the fast pool's is the instant upstream (overheadkit.upstream), its streams paced on one clock, a
 token every `--itl-ms` after a first one at `--ttft-ms` (the prefill, 5 ms: as the simulator the bench used
@@ -14,7 +14,8 @@ before); the deliberate pool's is tiergate's simulator, reasoning 200-400 tokens
 that what saturates is the gateway, not the machine.
 
 Phases, each `--seconds` long, of closed-loop clients (each sends a request on its kept-alive connection,
-reads it to its end, sends the next; after a refusal it waits 0.2 s), raw HTTP/1.1 on asyncio sockets spread
+reads it to its end, sends the next; after a refusal it waits 0.2 s, or with `--backoff retry-after` what the
+refusal's retry-after-ms says, as the OpenAI SDKs do), raw HTTP/1.1 on asyncio sockets spread
 over `--clients` processes:
 
 1. `70%`: 0.7 x capacity concurrent fast streams of `--chunks` chunks;
@@ -109,6 +110,7 @@ def _pct(values: list[float], q: float) -> float | None:
 
 _CODE = re.compile(rb'"code"\s*:\s*"([^"]+)"')
 _LENGTH = re.compile(rb"(?im)^content-length:\s*(\d+)")
+_RETRY_MS = re.compile(rb"(?im)^retry-after-ms:\s*(\d+)")
 _END = b"\r\n0\r\n\r\n"  # a chunked body's last chunk (an SSE chunk's data ends with a newline, never a 0)
 
 
@@ -128,6 +130,7 @@ async def _exchange(reader: asyncio.StreamReader, start: float) -> dict[str, Any
             "code": code.group(1).decode() if code else None,
             "took": time.monotonic() - start,
             "retry_after": b"\r\nretry-after:" in lowered,
+            "retry_after_ms": int(wait.group(1)) if (wait := _RETRY_MS.search(head)) else None,
             "close": b"connection: close" in lowered,
         }
     first = None
@@ -145,10 +148,17 @@ async def _exchange(reader: asyncio.StreamReader, start: float) -> dict[str, Any
 
 
 async def _client_loop(
-    url: str, secret: str, body: bytes, until: float, out: list[dict[str, Any]], delay_s: float = 0.0
+    url: str,
+    secret: str,
+    body: bytes,
+    until: float,
+    out: list[dict[str, Any]],
+    delay_s: float = 0.0,
+    honour: bool = False,
 ) -> None:
     """A closed-loop client on one kept-alive connection, from `delay_s` on: a request, read to its end, the
-    next. Each record's `at`: when its request was sent, in seconds from the loop's start."""
+    next. Each record's `at`: when its request was sent, in seconds from the loop's start. After a refusal it
+    waits BACKOFF_S, or with `honour` what the refusal's `retry-after-ms` says (as the OpenAI SDKs do)."""
     began = time.monotonic()
     await asyncio.sleep(delay_s)
     host, port = urlsplit(url).hostname or "127.0.0.1", urlsplit(url).port or 80
@@ -181,7 +191,8 @@ async def _client_loop(
         record["at"] = start - began
         out.append(record)
         if record["status"] != 200:
-            await asyncio.sleep(BACKOFF_S)
+            wait_ms = record.get("retry_after_ms") if honour else None
+            await asyncio.sleep(BACKOFF_S if wait_ms is None else wait_ms / 1000)
     if writer is not None:
         writer.close()
 
@@ -194,7 +205,9 @@ async def _own_lag(until: float, out: list[float]) -> None:
         out.append(time.monotonic() - start - LAG_TICK_S)
 
 
-def _client_process(url: str, secret: str, groups: list[tuple[str, bytes, int]], seconds: float) -> str:
+def _client_process(
+    url: str, secret: str, groups: list[tuple[str, bytes, int]], seconds: float, honour: bool
+) -> str:
     async def main() -> dict[str, Any]:
         until = time.monotonic() + seconds
         results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in groups}
@@ -202,7 +215,7 @@ def _client_process(url: str, secret: str, groups: list[tuple[str, bytes, int]],
         # each group's clients start evenly spread over STAGGER_S: streams of one length started together
         # would keep arriving in waves, each a burst the size of the whole load
         loops = [
-            _client_loop(url, secret, body, until, results[name], STAGGER_S * i / count)
+            _client_loop(url, secret, body, until, results[name], STAGGER_S * i / count, honour)
             for name, body, count in groups
             for i in range(count)
         ]
@@ -220,6 +233,7 @@ def run_phase(
     seconds: float,
     clients: int,
     probe: tuple[str, bytes, int] | None = None,
+    honour: bool = False,
 ) -> tuple[dict[str, list[dict[str, Any]]], list[float | None]]:
     """The phase's records by group, and each client process's own loop lag (p99, ms). `probe`: a group of
     its own in a process of its own, whose loop has little else to do: its times are the gateway's, not its
@@ -231,7 +245,7 @@ def run_phase(
     if probe is not None:
         shares.append([probe])
     with multiprocessing.get_context("spawn").Pool(len(shares)) as pool:
-        outs = pool.starmap(_client_process, [(url, secret, share, seconds) for share in shares])
+        outs = pool.starmap(_client_process, [(url, secret, share, seconds, honour) for share in shares])
     merged: dict[str, list[dict[str, Any]]] = {name: [] for share in shares for name, _, _ in share}
     lags = []
     for out in outs:
@@ -417,6 +431,13 @@ def main() -> int:
         help="in the 70%% and 2x phases, this many more clients of short streams in a process of their own,"
         " whose loop is idle enough to time the gateway's answers, not its own (0: none)",
     )
+    parser.add_argument(
+        "--backoff",
+        choices=("fixed", "retry-after"),
+        default="fixed",
+        help="after a refusal a client waits 0.2 s (fixed), or what its retry-after-ms says, as the OpenAI"
+        " SDKs do (retry-after)",
+    )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument(
         "--trace", type=float, default=0.0, help="read the door's metrics every this many seconds (0: never)"
@@ -550,7 +571,9 @@ def main() -> int:
             before = door_metrics(url)
             probe = ("probe", short_fast, args.probes) if args.probes and phase in ("70%", "2x") else None
             with _tracing(url, args.trace, started) as trace:
-                records, lags = run_phase(url, secret, plans[phase], args.seconds, args.clients, probe)
+                records, lags = run_phase(
+                    url, secret, plans[phase], args.seconds, args.clients, probe, args.backoff != "fixed"
+                )
             wall = time.monotonic() - started
             results["phases"][phase] = {name: summary(recs) for name, recs in records.items()}
             results["phases"][phase]["client_lag_p99_ms"] = lags  # each client process's, the probes' last
