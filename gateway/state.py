@@ -182,7 +182,9 @@ class GatewayState:
             target_utilization=server.target_utilization * 0.9,
         )
         # the streams' share of a turn of the loop (engines/turns.py): a burst of tokens holds up no request
-        turns = Turns(server.stream_turn_s) if server.stream_turn_s else None
+        turns = (
+            Turns(server.stream_turn_s, streams=server.stream_turn_streams) if server.stream_turn_s else None
+        )
         pools = {
             name: _pool(name, pool, http, door, metrics, lag, turns) for name, pool in settings.pools.items()
         }

@@ -41,7 +41,7 @@ class TurnCounter:
 
 async def test_a_turn_is_spent_once_its_budget_has_passed_and_a_new_turn_starts_afresh() -> None:
     clock = Clock()
-    turns = Turns(0.002, clock=clock)
+    turns = Turns(0.002, streams=1, clock=clock)
     assert not turns.spent()  # the first stream of a turn always runs: its clock starts
     clock.now += 0.0015
     assert not turns.spent()
@@ -56,38 +56,46 @@ async def test_a_turn_is_spent_once_its_budget_has_passed_and_a_new_turn_starts_
 
 async def test_streams_woken_in_one_turn_run_within_its_share_in_order_and_the_rest_in_the_next() -> None:
     """Ten streams woken at once, each working 1 ms on a turn's share of 2.5 ms: three run in a turn (the
-    first, and two that find some of the share left), in the order they were woken, every one of them in the
-    end, and nothing waits without a turns object."""
+    first, and two that find some of the share left), every one of them in the end; and nothing waits
+    without a turns object."""
     clock = Clock()
-    turns = Turns(0.0025, clock=clock)
+    turns = Turns(0.0025, streams=1, clock=clock)
+    assert await turns_they_ran_in(turns, clock, work_s=0.001) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]
+    assert turns.deferred == 7 + 4 + 1  # each stream that waited, once for each turn it waited
+    assert await turns_they_ran_in(None, clock, work_s=0.001) == [0] * 10
+
+
+async def test_a_turn_carries_its_floor_of_streams_however_long_their_reads() -> None:
+    """Streams whose reads each take longer than the whole share: four run in a turn all the same, with a
+    floor of four."""
+    clock = Clock()
+    turns = Turns(0.001, streams=4, clock=clock)
+    assert await turns_they_ran_in(turns, clock, work_s=0.005) == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
+
+
+async def turns_they_ran_in(turns: Turns | None, clock: Clock, work_s: float) -> list[int]:
+    """Ten streams woken by one read, each working `work_s` on `clock`: the turn each ran in, counted from
+    the first; they must have run in the order they were woken."""
     counter = TurnCounter()
     ran: list[tuple[int, int]] = []  # (stream, turn)
     woken = asyncio.get_running_loop().create_future()
 
-    async def stream(number: int, turns: Turns | None) -> None:
+    async def stream(number: int) -> None:
         await woken  # one engine read wakes them all in the same turn
         if turns is not None:
             while turns.spent():
                 await turns.next_turn()
         ran.append((number, counter.turn))
-        clock.now += 0.001  # its events handled
+        clock.now += work_s  # its events handled
 
-    for share in (turns, None):
-        ran.clear()
-        woken = asyncio.get_running_loop().create_future()
-        tasks = [asyncio.create_task(stream(number, share)) for number in range(10)]
-        await asyncio.sleep(0)  # every task waits for the read
-        counter.start()
-        woken.set_result(None)
-        await asyncio.gather(*tasks)
-        counter.stop()
-        first = ran[0][1]
-        if share is None:
-            assert ran == [(number, first) for number in range(10)]
-            continue
-        assert [number for number, _ in ran] == list(range(10))
-        assert [turn - first for _, turn in ran] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]
-    assert turns.deferred > 0
+    tasks = [asyncio.create_task(stream(number)) for number in range(10)]
+    await asyncio.sleep(0)  # every task waits for the read
+    counter.start()
+    woken.set_result(None)
+    await asyncio.gather(*tasks)
+    counter.stop()
+    assert [number for number, _ in ran] == list(range(10))
+    return [turn - ran[0][1] for _, turn in ran]
 
 
 async def test_a_stream_alone_never_waits() -> None:

@@ -183,10 +183,10 @@ def test_a_stream_read_many_events_at_a_time_is_renamed_and_metered(
 def test_streams_that_wait_for_the_loops_next_turn_lose_nothing(
     start_engine: StartEngine, start_gateway: StartGateway
 ) -> None:
-    """A turn's share for streams so small (`server.stream_turn_s`) that of the streams woken in a turn only
-    the first runs and the others wait for the next: fast streams (a read's events at a time) and a
-    deliberation of three samples (event by event) at once, each relayed whole and in order, and metered as
-    relayed."""
+    """A turn's share for streams so small (`server.stream_turn_s`, and no floor of streams a turn) that of
+    the streams woken in a turn only the first runs and the others wait for the next: fast streams (a read's
+    events at a time) and a deliberation of three samples (event by event) at once, each relayed whole and in
+    order, and metered as relayed."""
     fast = start_engine(
         profile("fast", zero_latency=True, num_speculative_tokens=0, output_tokens_range=(300, 300))
     )
@@ -194,7 +194,7 @@ def test_streams_that_wait_for_the_loops_next_turn_lose_nothing(
     gateway = start_gateway(
         [fast],
         [deliberate],
-        server={"stream_turn_s": 1e-9},
+        server={"stream_turn_s": 1e-9, "stream_turn_streams": 1},
         deliberation={"efforts": {"high": {"floor": 0, "samples": 3}}, "default_effort": "high"},
     )
     client = openai.OpenAI(base_url=gateway.v1, api_key="test", max_retries=0)
