@@ -8,16 +8,7 @@ import asyncio
 import pytest
 
 from engines.turns import Turns
-
-
-class Clock:
-    """A clock that moves only when a test's fake work says so."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.engines.test_pool import Clock  # moves only when a test's fake work says so
 
 
 class TurnCounter:
