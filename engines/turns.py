@@ -14,10 +14,10 @@ otherwise run one a turn, and the turns added cost more than there is to gain. M
 ten 1,000-chunk streams from an instant engine, production configuration, a slow evening): 13.4 us of CPU a
 relayed chunk one stream a turn, 11.1 with no turns at all, 11.2 with the floor.
 
-Nothing is dropped, reordered or added but a clock read a read and, for a stream that waits, a turn of the
-loop: those that waited are first in the next turn's line, ahead of the streams woken since (asyncio runs a
-turn's callbacks in the order they were scheduled). The first stream of a turn always runs, so every turn
-makes progress, and a stream alone never waits.
+Nothing is dropped, reordered or added but a count a read (and a clock read past the floor) and, for a stream
+that waits, a turn of the loop: those that waited are first in the next turn's line, ahead of the streams
+woken since (asyncio runs a turn's callbacks in the order they were scheduled). The first stream of a turn
+always runs, so every turn makes progress, and a stream alone never waits.
 """
 
 from __future__ import annotations
@@ -33,35 +33,31 @@ class Turns:
     """The streams' share of each turn of the running loop: `budget_s` of the clock from the first stream that
     runs in it, and at least `streams` streams."""
 
-    __slots__ = ("_clock", "_marked", "_ran", "_started", "budget_s", "deferred", "streams")
+    __slots__ = ("_clock", "_ran", "_started", "budget_s", "deferred", "streams")
 
     def __init__(
-        self, budget_s: float, *, streams: int = 16, clock: Callable[[], float] = time.perf_counter
+        self, budget_s: float, *, streams: int, clock: Callable[[], float] = time.perf_counter
     ) -> None:
         if budget_s <= 0:
             raise ValueError(f"budget_s must be positive, not {budget_s!r}")
         self.budget_s = budget_s
         self.streams = streams
         self._clock = clock
-        self._marked = False  # a stream ran in this turn: the turn's clock is running
+        self._ran = 0  # streams that ran in this turn (0: none yet, the turn's clock is not running)
         self._started = 0.0
-        self._ran = 0  # streams that ran in this turn
         self.deferred = 0  # a stream waited for the next turn, this many times (for metrics)
 
     def spent(self) -> bool:
         """Whether this turn's share is spent: the stream asking waits for the next (`next_turn`)."""
-        now = self._clock()
-        if not self._marked:  # the first stream of a turn: its clock starts, and stops with the turn
-            self._marked = True
-            self._started = now
+        ran = self._ran
+        if ran == 0:  # the first stream of a turn: its clock starts, and stops with the turn
+            self._started = self._clock()
             # scheduled now, it runs first in the next turn: before any stream that waits for it
             asyncio.get_running_loop().call_soon(self._turned)
-            self._ran = 1
-            return False
-        if self._ran < self.streams or now - self._started <= self.budget_s:
-            self._ran += 1
-            return False
-        return True
+        elif ran >= self.streams and self._clock() - self._started > self.budget_s:
+            return True  # the clock is read only past the floor
+        self._ran = ran + 1
+        return False
 
     async def next_turn(self) -> None:
         """Wait for the loop's next turn (after it polls its sockets)."""
@@ -69,4 +65,4 @@ class Turns:
         await asyncio.sleep(0)
 
     def _turned(self) -> None:
-        self._marked = False
+        self._ran = 0

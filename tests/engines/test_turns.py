@@ -91,7 +91,7 @@ async def turns_they_ran_in(turns: Turns | None, clock: Clock, work_s: float) ->
 
 async def test_a_stream_alone_never_waits() -> None:
     clock = Clock()
-    turns = Turns(0.001, clock=clock)
+    turns = Turns(0.001, streams=1, clock=clock)  # no floor: alone, it is still the first
     for _ in range(5):
         assert not turns.spent()
         clock.now += 0.5  # however long its events take, it is the turn's first
@@ -101,4 +101,4 @@ async def test_a_stream_alone_never_waits() -> None:
 
 def test_a_share_must_be_positive() -> None:
     with pytest.raises(ValueError, match="budget_s"):
-        Turns(0)
+        Turns(0, streams=1)
