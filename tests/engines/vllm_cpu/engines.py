@@ -215,7 +215,7 @@ def tiered_settings(
     """Gateway settings over real engines, and its ledger's database URL: a pool per tier (`pools`: tier ->
     engine URL) scraped every 0.5 s, `model` offered in each of those tiers as the engine's `served`, with
     `deliberation` in the deliberate one (and `cascade` settings, when given); its price book, ledger and
-    journal under `root`."""
+    journal under `root`; its door a fixed limit that does not shed on the loop's lag."""
     book = root / "prices.yaml"
     book.write_text(PRICE_BOOK.format(model=model), encoding="utf-8")
     database_url = f"sqlite:///{root / 'ledger.sqlite3'}"
@@ -240,5 +240,8 @@ def tiered_settings(
         database={"url": database_url},
         ledger={"journal_dir": str(root / "journal")},
         pricing={"book": str(book)},
+        # the SDK shares this process, and slow engines the machine: the loop's lag is the test's too, so the
+        # door sheds on it only in the tests about it (as tests/conftest.py's settings)
+        server={"concurrency": "fixed", "shed_loop_lag_s": 0},
     )
     return settings, database_url
