@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
 from gateway.http.errors import GatewayError
@@ -17,6 +17,7 @@ __all__ = [
     "CompletionRequest",
     "InferenceRequest",
     "ResponsesChatRequest",
+    "ServiceTier",
     "check_request",
 ]
 
@@ -27,6 +28,22 @@ MAX_OUTPUT_TOKENS = 2**31 - 1
 _Prob = Annotated[float, Field(ge=0, le=2)]
 _Penalty = Annotated[float, Field(ge=-2, le=2)]
 _OutputTokens = Annotated[int, Field(ge=1, le=MAX_OUTPUT_TOKENS)]
+
+
+def _tiers_by_model(value: object) -> object:
+    if value is None or value in ("auto", "default"):
+        return value
+    raise PydanticCustomError(
+        "unsupported_value",
+        "tiergate's tiers are chosen by the model id (`qwen3-8b:fast`, `qwen3-8b:deliberate`, ... in"
+        " /v1/models) or the `x-tiergate-tier` header, and a request's priority by its key; service_tier"
+        " takes 'auto' or 'default' only",
+    )
+
+
+# OpenAI's processing tiers (flex, scale, priority): tiergate's tiers are chosen by model id, so only the
+# values that ask for nothing in particular are served, and the field is sent to no engine (vLLM takes none)
+ServiceTier = Annotated[Literal["auto", "default"] | None, BeforeValidator(_tiers_by_model)]
 
 
 class _Open(BaseModel):
@@ -57,6 +74,7 @@ class InferenceRequest(_Open):
     user: str | None = None
     # an OpenAI chat field; on completions too, as a tier hint (the engine ignores it there)
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    service_tier: ServiceTier = None  # not passed on (gateway.inference.handler)
 
     @property
     def streaming(self) -> bool:
@@ -168,7 +186,11 @@ class CompletionRequest(InferenceRequest):
 
 R = TypeVar("R", bound=BaseModel)
 
-_CODES = {"missing": "missing_required_parameter", "extra_forbidden": "unknown_parameter"}
+_CODES = {
+    "missing": "missing_required_parameter",
+    "extra_forbidden": "unknown_parameter",
+    "unsupported_value": "unsupported_value",
+}
 
 
 def check_request(shape: type[R], data: dict[str, Any]) -> R:

@@ -192,6 +192,8 @@ class InferenceProxy:
                 key, offer, estimate, started_at
             )
         data["model"] = offer.engine_model
+        if checked.service_tier is not None:  # served as asked by whichever tier the model id chose
+            del data["service_tier"]
         if offer.pool in self._priority_pools:  # the engine schedules the fast tier first (vLLM `priority`)
             data["priority"] = engine_priority(offer.tier, priority_class)
         pinned = pinned_output(checked, offer) if route is None else None  # a cascade pins its fast stage

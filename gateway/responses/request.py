@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.http.errors import GatewayError
-from gateway.http.schemas import MAX_OUTPUT_TOKENS, check_request
+from gateway.http.schemas import MAX_OUTPUT_TOKENS, ServiceTier, check_request
 
 __all__ = ["ResponsesRequest", "chat_body", "check_responses_request", "input_items", "messages_of"]
 
@@ -58,7 +58,7 @@ class ResponsesRequest(_Open):
     stream_options: dict[str, Any] | None = None
     include: list[str] | None = None
     truncation: Literal["disabled"] | None = None
-    service_tier: Literal["auto", "default"] | None = None
+    service_tier: ServiceTier = None
     background: Literal[False] | None = None
 
     @property
