@@ -1,5 +1,5 @@
 """A stream from a pool's replica that tells its pool when it ends, and how (passive health), and waits its
-turn of the loop when a burst of streams has spent it (engines.turns)."""
+turn of the loop when a burst of streams has spent it (engines.turns), but for its first read."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class PooledStream:
     """An engine stream that tells its pool when it ends, and how. With `turns`, what it brings is handed over
     only while this turn of the loop has some of the streams' share left, else in the next."""
 
-    __slots__ = ("_closed", "_ended", "_error", "_pool", "_stream", "_turns", "replica")
+    __slots__ = ("_closed", "_ended", "_error", "_first", "_pool", "_stream", "_turns", "replica")
 
     def __init__(
         self, pool: EnginePool, replica: Replica, stream: EngineStream, turns: Turns | None = None
@@ -32,6 +32,7 @@ class PooledStream:
         self._error: EngineError | None = None
         self._closed = False
         self._ended = False  # read to its end: closed before that, the engine aborts it
+        self._first = True  # its first read is still to come: it never waits for a turn (engines.turns)
 
     @property
     def usage(self) -> Usage | None:
@@ -58,8 +59,9 @@ class PooledStream:
             self._ended = True
             raise
         if (turns := self._turns) is not None:
-            while turns.spent():
+            while turns.spent(self._first):
                 await turns.next_turn()
+            self._first = False
         return event
 
     async def batch(self) -> list[StreamEvent]:
@@ -71,8 +73,9 @@ class PooledStream:
         if not events:
             self._ended = True
         elif (turns := self._turns) is not None:
-            while turns.spent():
+            while turns.spent(self._first):
                 await turns.next_turn()
+            self._first = False
         return events
 
     async def aclose(self) -> None:

@@ -109,8 +109,8 @@ class ServerSettings(_Section):
     )
     # engine streams woken in one turn of the event loop work this long in it (and at least
     # stream_turn_streams of them run); the rest wait for the next, after the loop has polled its sockets
-    # (engines/turns.py): a burst of tokens does not hold up a new request or its refusal. 0: streams take
-    # the whole turn
+    # (engines/turns.py): a burst of tokens does not hold up a new request or its refusal; a stream's first
+    # read never waits. 0: streams take the whole turn
     stream_turn_s: float = Field(0.001, ge=0, le=1)
     stream_turn_streams: int = Field(16, ge=1)
     # priority per tier (http/tier_queues.py): a tier's share of the limit; past it, its requests wait in its

@@ -4,11 +4,14 @@ counted by the loop itself, no wall-clock assertion."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
+from typing import Any, cast
 
 import pytest
 
+from engines.pooled_stream import PooledStream
 from engines.turns import Turns
-from tests.engines.test_pool import Clock  # moves only when a test's fake work says so
+from tests.engines.test_pool import Clock, FakeStream  # the clock moves only when a test's fake work says so
 
 
 class TurnCounter:
@@ -64,9 +67,40 @@ async def test_a_turn_carries_its_floor_of_streams_however_long_their_reads() ->
     assert await turns_they_ran_in(turns, clock, work_s=0.005) == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
 
 
-async def turns_they_ran_in(turns: Turns | None, clock: Clock, work_s: float) -> list[int]:
-    """Ten streams woken by one read, each working `work_s` on `clock`: the turn each ran in, counted from
-    the first; they must have run in the order they were woken."""
+async def test_a_streams_first_read_never_waits_for_a_turn() -> None:
+    """The same ten streams, of which the sixth has just begun (its first read: its first token): it runs in
+    the first turn, although the share is spent; the streams behind it each wait their turn as before, in
+    order."""
+    clock = Clock()
+    turns = Turns(0.0025, streams=1, clock=clock)
+    ran = await turns_they_ran_in(turns, clock, work_s=0.001, first={5})
+    assert ran == [0, 0, 0, 1, 1, 0, 1, 2, 2, 2]
+
+
+async def test_a_pooled_stream_takes_its_first_read_at_once_and_then_its_turn() -> None:
+    """A stream that begins in a turn whose share is spent: its first event is handed over in that turn, its
+    second waits for the next; a stream's first batch the same."""
+    clock = Clock()
+    turns = Turns(0.001, streams=1, clock=clock)
+    assert not turns.spent()  # a turn's first stream...
+    clock.now += 0.01  # ... took the whole share
+    pool: Any = None  # asked nothing until the stream is closed
+    stream = PooledStream(pool, cast(Any, None), FakeStream("http://a", 2), turns)
+    await anext(stream)
+    assert turns.deferred == 0
+    await anext(stream)
+    assert turns.deferred == 1  # its second read waited a turn
+    clock.now += 0.01  # this turn's share spent too
+    batched = PooledStream(pool, cast(Any, None), FakeStream("http://a", 3), turns)
+    assert len(await batched.batch()) == 3
+    assert turns.deferred == 1
+
+
+async def turns_they_ran_in(
+    turns: Turns | None, clock: Clock, work_s: float, first: Collection[int] = ()
+) -> list[int]:
+    """Ten streams woken by one read, each working `work_s` on `clock`, those in `first` on their first read:
+    the turn each ran in, counted from the first; the others must have run in the order they were woken."""
     counter = TurnCounter()
     ran: list[tuple[int, int]] = []  # (stream, turn)
     woken = asyncio.get_running_loop().create_future()
@@ -74,7 +108,7 @@ async def turns_they_ran_in(turns: Turns | None, clock: Clock, work_s: float) ->
     async def stream(number: int) -> None:
         await woken  # one engine read wakes them all in the same turn
         if turns is not None:
-            while turns.spent():
+            while turns.spent(number in first):
                 await turns.next_turn()
         ran.append((number, counter.turn))
         clock.now += work_s  # its events handled
@@ -85,8 +119,10 @@ async def turns_they_ran_in(turns: Turns | None, clock: Clock, work_s: float) ->
     woken.set_result(None)
     await asyncio.gather(*tasks)
     counter.stop()
-    assert [number for number, _ in ran] == list(range(10))
-    return [turn - ran[0][1] for _, turn in ran]
+    waited = [number for number, _ in ran if number not in first]
+    assert waited == sorted(waited)
+    turn_of = dict(ran)
+    return [turn_of[number] - ran[0][1] for number in range(10)]
 
 
 async def test_a_stream_alone_never_waits() -> None:
