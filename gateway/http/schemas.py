@@ -35,8 +35,8 @@ def _tiers_by_model(value: object) -> object:
         return value
     raise PydanticCustomError(
         "unsupported_value",
-        "tiergate's tiers are chosen by the model id (`qwen3-8b:fast`, `qwen3-8b:deliberate`, ... in"
-        " /v1/models) or the `x-tiergate-tier` header, and a request's priority by its key; service_tier"
+        "tiergate's tiers are chosen by the model id (its suffix: `:fast`, `:deliberate`, ... as /v1/models"
+        " lists them) or the `x-tiergate-tier` header, and a request's priority by its key; service_tier"
         " takes 'auto' or 'default' only",
     )
 
