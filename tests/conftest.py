@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import httpx
@@ -85,6 +86,11 @@ def unused_url() -> str:
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
+# A test's client mostly shares the gateway's process (in process, or a server thread), so the loop's lag is
+# the client's too: the door sheds on it only in the tests about it (tests/gateway/http/test_door.py).
+TEST_DOOR = MappingProxyType({"concurrency": "fixed", "shed_loop_lag_s": 0})
+
+
 def gateway_settings(fast: list[str], deliberate: list[str], **extra: Any) -> Settings:
     quick = {"health": {"interval_s": 0.2}, "breaker": {"cooldown_s": 5.0}}
     pools = {
@@ -113,9 +119,7 @@ def gateway_settings(fast: list[str], deliberate: list[str], **extra: Any) -> Se
     atexit.register(shutil.rmtree, state, ignore_errors=True)
     extra.setdefault("database", {"url": f"sqlite:///{state / 'tiergate.sqlite3'}"})
     extra.setdefault("ledger", {"journal_dir": str(state / "journal")})
-    # A test's client mostly shares the gateway's process (in process, or a server thread), so the loop's lag
-    # is the client's too: the door sheds on it only in the tests about it (tests/gateway/http/test_door.py).
-    extra["server"] = {"concurrency": "fixed", "shed_loop_lag_s": 0, **extra.get("server", {})}
+    extra["server"] = {**TEST_DOOR, **extra.get("server", {})}
     return load_settings(None, pools=pools, models=models, **extra)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -84,14 +84,14 @@ async def test_a_pooled_stream_takes_its_first_read_at_once_and_then_its_turn() 
     turns = Turns(0.001, streams=1, clock=clock)
     assert not turns.spent()  # a turn's first stream...
     clock.now += 0.01  # ... took the whole share
-    pool: Any = None  # asked nothing until the stream is closed
-    stream = PooledStream(pool, cast(Any, None), FakeStream("http://a", 2), turns)
+    unused: Any = None  # its pool and replica: asked nothing until the stream is closed
+    stream = PooledStream(unused, unused, FakeStream("http://a", 2), turns)
     await anext(stream)
     assert turns.deferred == 0
     await anext(stream)
     assert turns.deferred == 1  # its second read waited a turn
     clock.now += 0.01  # this turn's share spent too
-    batched = PooledStream(pool, cast(Any, None), FakeStream("http://a", 3), turns)
+    batched = PooledStream(unused, unused, FakeStream("http://a", 3), turns)
     assert len(await batched.batch()) == 3
     assert turns.deferred == 1
 

@@ -22,7 +22,7 @@ import openai
 import pytest
 
 from gateway import Settings, create_app, load_settings
-from tests.conftest import Gateway, Recorder, unused_url, wait_ready
+from tests.conftest import TEST_DOOR, Gateway, Recorder, unused_url, wait_ready
 from tests.servers import serving
 
 HERE = Path(__file__).parent
@@ -240,8 +240,6 @@ def tiered_settings(
         database={"url": database_url},
         ledger={"journal_dir": str(root / "journal")},
         pricing={"book": str(book)},
-        # the SDK shares this process, and slow engines the machine: the loop's lag is the test's too, so the
-        # door sheds on it only in the tests about it (as tests/conftest.py's settings)
-        server={"concurrency": "fixed", "shed_loop_lag_s": 0},
+        server={**TEST_DOOR},  # the SDK shares this process (and slow engines the machine)
     )
     return settings, database_url
